@@ -1,0 +1,360 @@
+//! The sluice queue database: one per server, holding every queue. Bodies go into generation files
+//! (written once, retired in bulk); every state change is a record in the transaction log (`trn.log`),
+//! committed in groups and fsynced before the commit returns. See `docs/queue-database.md` for the format
+//! and the argument that a crash cannot lose a committed transaction.
+//!
+//! **Invariant**: a commit returns `Ok` only after its log frame, and every body it refers to, are on
+//! stable storage. Only the last frame of the log can be torn; recovery truncates it.
+
+mod codec;
+mod generation;
+mod log;
+mod record;
+mod state;
+mod storage;
+pub mod sim;
+mod time;
+mod writer;
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+pub use record::{
+    BodyRef, Envelope, FIRST_DELIVERY_QUEUE, Mid, POISON, QueueId, QueueKey, Recipient, Record, SUBMISSION, UNREACHABLE,
+};
+pub use state::{State, StoredCopy, StoredMessage, StoredQueue};
+pub use storage::{FsStorage, Storage, StorageFile};
+pub use time::now_ms;
+
+use writer::{Generations, Op, Writer};
+
+/// The on-disk format version this binary writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// MIDs reserved ahead of use by a persisted high-water mark.
+pub(crate) const MID_HEADROOM: Mid = 10_000;
+
+const LOG: &str = "trn.log";
+const LOG_NEW: &str = "trn.new";
+/// Records per frame when the log is rewritten at open.
+const RECORDS_PER_COMPACTION_FRAME: usize = 2048;
+
+/// Settings of the queue database (`[queue_database]`).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub batch_size: usize,
+    pub batch_timeout: Duration,
+    pub generation_interval: Duration,
+    /// Finished generations younger than this are kept (the Safety Net hold).
+    pub safety_net_hold: Duration,
+    /// Capacity of the commit channel.
+    pub queue_depth: usize,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            batch_size: 40,
+            batch_timeout: Duration::from_millis(100),
+            generation_interval: Duration::from_secs(3600),
+            safety_net_hold: Duration::from_secs(2 * 86_400),
+            queue_depth: 8192,
+        }
+    }
+}
+
+/// Why the database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("{file}: {source}")]
+    Io {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{file} is damaged at offset {offset}: {what}. The queue database was not opened; run `sluice db check` \
+         and `sluice db salvage --to DIR` to recover the readable messages"
+    )]
+    Corrupt { file: String, offset: u64, what: String },
+    #[error("{file} has format version {found}, this sluice reads version {FORMAT_VERSION}; refusing to open it")]
+    Version { file: String, found: u32 },
+    #[error("{file} is referenced by the transaction log but missing")]
+    Missing { file: String },
+}
+
+impl OpenError {
+    fn io(file: &str, source: std::io::Error) -> OpenError {
+        OpenError::Io { file: file.to_owned(), source }
+    }
+}
+
+/// Why a commit did not happen. Nothing of a failed commit is durable that recovery would keep.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CommitError {
+    #[error("the queue database is closed")]
+    Closed,
+    #[error("the queue database stopped committing: {0}")]
+    Failed(String),
+}
+
+/// Why a body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("generation {0} is not open")]
+    NoGeneration(u32),
+    #[error("{file} at offset {offset}: {source}")]
+    Io {
+        file: String,
+        offset: u64,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file} at offset {offset}: body checksum mismatch")]
+    Checksum { file: String, offset: u64 },
+}
+
+/// A record that does not decode.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DecodeError {
+    #[error("truncated record")]
+    Truncated,
+    #[error("unknown record tag {0}")]
+    BadTag(u8),
+    #[error("invalid UTF-8 in a string")]
+    Utf8,
+    #[error("bytes left over after the records")]
+    Trailing,
+}
+
+/// What recovery found, for the operator's log.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveryReport {
+    pub frames: usize,
+    pub records: usize,
+    pub torn_bytes: u64,
+    pub generations_removed: usize,
+}
+
+/// An open queue database. Cheap to clone; all clones share the writer.
+#[derive(Clone)]
+pub struct QueueDb {
+    tx: mpsc::Sender<Op>,
+    generations: Generations,
+    next_mid: Arc<std::sync::atomic::AtomicU64>,
+    writer: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for QueueDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueDb").finish_non_exhaustive()
+    }
+}
+
+impl QueueDb {
+    /// Opens (or creates) the database in `storage`, recovering from whatever state a crash left.
+    /// Returns the live state for the transport to load.
+    pub fn open(storage: Arc<dyn Storage>, opts: Options) -> Result<(QueueDb, State, RecoveryReport), OpenError> {
+        let names = storage.list().map_err(|e| OpenError::io(&storage.describe(""), e))?;
+        if names.iter().any(|n| n == LOG_NEW) {
+            // An interrupted rewrite: trn.log is still the whole truth.
+            storage.remove(LOG_NEW).map_err(|e| OpenError::io(&storage.describe(LOG_NEW), e))?;
+        }
+        let gens = generation::list(storage.as_ref()).map_err(|e| OpenError::io(&storage.describe(""), e))?;
+        let mut state = State::default();
+        let mut report = RecoveryReport::default();
+        let mut next_seq = 0;
+        if names.iter().any(|n| n == LOG) {
+            let file = storage.open(LOG, false).map_err(|e| OpenError::io(&storage.describe(LOG), e))?;
+            let scan = log::scan(file.as_ref(), &storage.describe(LOG))?;
+            report.frames = scan.frames.len();
+            report.torn_bytes = scan.torn_bytes;
+            for frame in &scan.frames {
+                for r in frame {
+                    state.apply(r);
+                    report.records += 1;
+                }
+            }
+            next_seq = scan.next_seq;
+            let _ = (scan.header.first_seq, scan.valid_end);
+        } else if !gens.is_empty() {
+            return Err(OpenError::Missing { file: storage.describe(LOG) });
+        }
+
+        // Every body the state refers to must be in a generation we can read.
+        let mut open_gens: HashMap<u32, (String, Arc<dyn StorageFile>)> = HashMap::new();
+        for (number, name) in &gens {
+            let file: Arc<dyn StorageFile> =
+                Arc::from(storage.open(name, false).map_err(|e| OpenError::io(&storage.describe(name), e))?);
+            generation::check_header(file.as_ref(), &storage.describe(name))?;
+            open_gens.insert(*number, (name.clone(), file));
+        }
+        for m in state.messages.values() {
+            let Some((name, file)) = open_gens.get(&m.body.generation) else {
+                return Err(OpenError::Missing {
+                    file: format!("generation {} (message {})", m.body.generation, m.mid),
+                });
+            };
+            let end = m.body.offset + m.body.len;
+            let len = file.len().map_err(|e| OpenError::io(name, e))?;
+            if end > len {
+                return Err(OpenError::Corrupt {
+                    file: storage.describe(name),
+                    offset: m.body.offset,
+                    what: format!("body of message {} extends past the end of the file", m.mid),
+                });
+            }
+        }
+
+        // Retire generations no live message uses and whose Safety Net hold has passed.
+        let referenced: std::collections::HashSet<u32> = state.messages.values().map(|m| m.body.generation).collect();
+        let hold_ms = (opts.safety_net_hold + opts.generation_interval).as_millis() as i64;
+        let now = now_ms();
+        for (number, (name, file)) in open_gens.iter() {
+            if referenced.contains(number) {
+                continue;
+            }
+            let mut h = [0u8; 8];
+            let created = file.read_exact_at(&mut h, 16).map(|()| i64::from_le_bytes(h)).unwrap_or(now);
+            if created + hold_ms < now {
+                storage.remove(name).map_err(|e| OpenError::io(&storage.describe(name), e))?;
+                report.generations_removed += 1;
+            }
+        }
+        open_gens.retain(|_, (name, _)| names.contains(name) && storage.open(name, false).is_ok());
+        let next_generation = gens.last().map_or(1, |(n, _)| n + 1);
+
+        // Rewrite the log as the live state alone (bounded by live messages, not by history), atomically.
+        let high_water = state.next_mid + MID_HEADROOM;
+        let salt = random_u64();
+        let (log_file, log_end) = rewrite_log(storage.as_ref(), &state, high_water, salt, next_seq)?;
+        let next_seq = next_seq + state_frames(&state);
+
+        let generations: Generations = Arc::new(RwLock::new(open_gens));
+        let (tx, rx) = mpsc::channel(opts.queue_depth.max(1));
+        let w = Writer::new(
+            storage.clone(),
+            log_file,
+            log_end,
+            salt,
+            next_seq,
+            next_generation,
+            generations.clone(),
+            opts.generation_interval,
+            opts.batch_size,
+            opts.batch_timeout,
+            high_water,
+        );
+        let handle = std::thread::Builder::new()
+            .name("queue-db-writer".into())
+            .spawn(move || w.run(rx))
+            .map_err(|e| OpenError::io("writer thread", e))?;
+        let db = QueueDb {
+            tx,
+            generations,
+            next_mid: Arc::new(std::sync::atomic::AtomicU64::new(state.next_mid.max(1))),
+            writer: Arc::new(std::sync::Mutex::new(Some(handle))),
+        };
+        Ok((db, state, report))
+    }
+
+    /// A new MID. MIDs are never reused, also across crashes: recovery starts above the persisted
+    /// high-water mark, which the writer keeps ahead of every committed MID.
+    pub fn allocate_mid(&self) -> Mid {
+        self.next_mid.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stores a new message in `queue` (normally Submission) and returns once it is durable.
+    pub async fn enqueue(
+        &self,
+        mid: Mid,
+        queue: QueueId,
+        envelope: Envelope,
+        body: Vec<u8>,
+    ) -> Result<BodyRef, CommitError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Op::Enqueue { mid, queue, envelope: Box::new(envelope), body, reply }).await.map_err(|_| CommitError::Closed)?;
+        rx.await.map_err(|_| CommitError::Closed)?
+    }
+
+    /// Commits `records` as one transaction and returns once it is durable.
+    pub async fn commit(&self, records: Vec<Record>) -> Result<(), CommitError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Op::Commit { records, reply: Some(reply) }).await.map_err(|_| CommitError::Closed)?;
+        rx.await.map_err(|_| CommitError::Closed)?
+    }
+
+    /// Commits `records` as one transaction without waiting for it to be durable: it is written with the
+    /// next durable commit or within `batch_timeout`. For changes whose loss in a crash only repeats work
+    /// (a route decided again, a delivery made again), never for an acknowledgement.
+    pub async fn record(&self, records: Vec<Record>) -> Result<(), CommitError> {
+        self.tx.send(Op::Commit { records, reply: None }).await.map_err(|_| CommitError::Closed)
+    }
+
+    /// Reads and verifies a message body.
+    pub fn read_body(&self, body: &BodyRef) -> Result<Vec<u8>, ReadError> {
+        let entry = {
+            let gens = self.generations.read().map_err(|_| ReadError::NoGeneration(body.generation))?;
+            gens.get(&body.generation).cloned()
+        };
+        let (name, file) = entry.ok_or(ReadError::NoGeneration(body.generation))?;
+        generation::read_body(file.as_ref(), &name, body)
+    }
+
+    /// Flushes what is queued and stops the writer. Commits after this fail with `Closed`.
+    pub async fn close(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Op::Close { reply }).await.is_ok() {
+            let _ = rx.await;
+        }
+        let handle = self.writer.lock().ok().and_then(|mut h| h.take());
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+    }
+}
+
+fn state_frames(state: &State) -> u64 {
+    let n = state.to_records(0).len();
+    n.div_ceil(RECORDS_PER_COMPACTION_FRAME) as u64
+}
+
+/// Writes the live state as a fresh log next to the old one, then renames it into place.
+fn rewrite_log(
+    storage: &dyn Storage,
+    state: &State,
+    high_water: Mid,
+    salt: u64,
+    first_seq: u64,
+) -> Result<(Box<dyn StorageFile>, u64), OpenError> {
+    let io = |e| OpenError::io(&storage.describe(LOG_NEW), e);
+    let mut buf = log::encode_header(&log::LogHeader { salt, first_seq });
+    let records = state.to_records(high_water);
+    for (seq, chunk) in (first_seq..).zip(records.chunks(RECORDS_PER_COMPACTION_FRAME)) {
+        let mut enc = Vec::new();
+        for r in chunk {
+            r.encode(&mut enc);
+        }
+        log::encode_frame(salt, seq, chunk.len() as u32, &enc, &mut buf);
+    }
+    let file = storage.open(LOG_NEW, true).map_err(io)?;
+    file.set_len(0).map_err(io)?;
+    file.write_at(&buf, 0).map_err(io)?;
+    file.sync_data().map_err(io)?;
+    drop(file);
+    storage.rename(LOG_NEW, LOG).map_err(io)?;
+    storage.sync_dir().map_err(io)?;
+    let file = storage.open(LOG, false).map_err(|e| OpenError::io(&storage.describe(LOG), e))?;
+    Ok((file, buf.len() as u64))
+}
+
+/// A salt that differs per log file; not secret, only unpredictable to a sender of mail.
+fn random_u64() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u32(std::process::id());
+    h.finish()
+}

@@ -1,0 +1,3 @@
+//! Integration tests of the queue database through its public API.
+
+mod crash;
