@@ -1,1 +1,192 @@
-//! sluice admin.
+//! The admin HTTP API (spec 05): JSON in and out, lists as `{"items": [...], "next": ...}`, errors as
+//! `{"error": ...}` with a 4xx status.
+//!
+//! **Security**: with a token configured every request but `GET /api/v1/health` needs
+//! `Authorization: Bearer <token>`; the `Host` header must name the listen address or an allowed host
+//! (DNS rebinding); state-changing requests need a JSON body or `X-Sluice-Request: 1` (no cross-site form
+//! posts). The binary refuses a non-loopback listen address without a token and TLS.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use sluice_api_types as api;
+use sluice_transport::{BoxFuture, Transport};
+use tokio_util::sync::CancellationToken;
+
+/// Reloads the configuration; returns what happened, or why it failed (the old configuration stays).
+pub type ReloadFn = Arc<dyn Fn() -> BoxFuture<'static, Result<api::ReloadResult, String>> + Send + Sync>;
+
+/// What the API serves from.
+#[derive(Clone)]
+pub struct AdminState {
+    pub transport: Transport,
+    pub started: Instant,
+    pub token: Option<String>,
+    /// `Host` values accepted besides the listen address.
+    pub allowed_hosts: Vec<String>,
+    pub listen: SocketAddr,
+    pub reload: ReloadFn,
+}
+
+const DEFAULT_RESULT_SIZE: usize = 1000;
+const MAX_RESULT_SIZE: usize = 250_000;
+
+/// An API error: a status and plain words.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(api::ErrorBody { error: self.1, detail: None })).into_response()
+    }
+}
+
+fn bad_request(what: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, what.into())
+}
+
+/// The API's routes.
+pub fn router(state: AdminState) -> Router {
+    let state = Arc::new(state);
+    Router::new()
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/queues", get(list_queues))
+        .route("/api/v1/queues/{identity}", get(get_queue))
+        .route("/api/v1/messages", get(list_messages))
+        .route("/api/v1/config/reload", post(reload))
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+/// Serves the API until `shutdown` is cancelled.
+pub async fn serve(listener: tokio::net::TcpListener, state: AdminState, shutdown: CancellationToken) {
+    let app = router(state);
+    let done = async move { shutdown.cancelled().await };
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(done).await {
+        tracing::error!(error = %e, "admin API stopped");
+    }
+}
+
+async fn guard(State(s): State<Arc<AdminState>>, req: Request, next: Next) -> Response {
+    if let Err(e) = check(&s, req.method(), req.uri().path(), req.headers()) {
+        return e.into_response();
+    }
+    next.run(req).await
+}
+
+fn check(s: &AdminState, method: &Method, path: &str, headers: &HeaderMap) -> Result<(), ApiError> {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let port = s.listen.port();
+    let host_ok = host == s.listen.to_string()
+        || s.allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
+        || (s.listen.ip().is_loopback()
+            && [format!("localhost:{port}"), format!("127.0.0.1:{port}"), format!("[::1]:{port}")]
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(host)));
+    if !host_ok {
+        return Err(ApiError(StatusCode::FORBIDDEN, format!("Host {host:?} is not this server's admin address")));
+    }
+    if let Some(token) = &s.token
+        && !(method == Method::GET && path == "/api/v1/health")
+    {
+        let given = headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()).unwrap_or("");
+        let ok = given.strip_prefix("Bearer ").is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
+        if !ok {
+            return Err(ApiError(StatusCode::UNAUTHORIZED, "a valid bearer token is required".into()));
+        }
+    }
+    if method != Method::GET && method != Method::HEAD {
+        let json = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|h| h.to_str().ok())
+            .is_some_and(|c| c.starts_with("application/json"));
+        let marked = headers.get("x-sluice-request").is_some_and(|v| v == "1");
+        if !json && !marked {
+            return Err(bad_request("state-changing requests need a JSON body or the header X-Sluice-Request: 1"));
+        }
+    }
+    Ok(())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn health(State(s): State<Arc<AdminState>>) -> Json<api::Health> {
+    Json(api::Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        uptime_seconds: s.started.elapsed().as_secs(),
+    })
+}
+
+#[derive(Deserialize)]
+struct PageParams {
+    result_size: Option<String>,
+    bookmark: Option<String>,
+}
+
+fn page<T>(items: Vec<T>, p: &PageParams) -> Result<api::List<T>, ApiError> {
+    let size = match &p.result_size {
+        None => DEFAULT_RESULT_SIZE,
+        Some(s) => s
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_RESULT_SIZE).contains(n))
+            .ok_or_else(|| bad_request(format!("result_size must be 1..{MAX_RESULT_SIZE}, not {s:?}")))?,
+    };
+    let start = match &p.bookmark {
+        None => 0,
+        Some(b) => b.parse::<usize>().map_err(|_| bad_request(format!("bookmark {b:?} is not one we gave")))?,
+    };
+    let total = items.len();
+    let items: Vec<T> = items.into_iter().skip(start).take(size).collect();
+    let next = (start + size < total).then(|| (start + size).to_string());
+    Ok(api::List { items, next })
+}
+
+async fn list_queues(
+    State(s): State<Arc<AdminState>>,
+    Query(p): Query<PageParams>,
+) -> Result<Json<api::List<api::Queue>>, ApiError> {
+    Ok(Json(page(s.transport.queues(), &p)?))
+}
+
+async fn get_queue(State(s): State<Arc<AdminState>>, Path(identity): Path<String>) -> Result<Json<api::Queue>, ApiError> {
+    s.transport.queue(&identity).map(Json).map_err(|e| ApiError(StatusCode::NOT_FOUND, e.to_string()))
+}
+
+#[derive(Deserialize)]
+struct MessageParams {
+    queue: Option<String>,
+    include_recipient_info: Option<String>,
+    #[serde(flatten)]
+    page: PageParams,
+}
+
+async fn list_messages(
+    State(s): State<Arc<AdminState>>,
+    Query(p): Query<MessageParams>,
+) -> Result<Json<api::List<api::Message>>, ApiError> {
+    let include = match p.include_recipient_info.as_deref() {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") | Some("") => true,
+        Some(other) => return Err(bad_request(format!("include_recipient_info must be true or false, not {other:?}"))),
+    };
+    let queue = p.queue.as_deref().filter(|q| !q.is_empty());
+    let items = s.transport.messages(queue, include).map_err(|e| ApiError(StatusCode::NOT_FOUND, e.to_string()))?;
+    Ok(Json(page(items, &p.page)?))
+}
+
+async fn reload(State(s): State<Arc<AdminState>>) -> Result<Json<api::ReloadResult>, ApiError> {
+    (s.reload)().await.map(Json).map_err(|e| bad_request(format!("configuration not reloaded: {e}")))
+}

@@ -1,1 +1,84 @@
-//! sluice api-types.
+//! JSON types of the admin API (spec 05), shared by the server and the CLI. Field names are the public
+//! interface: snake_case, as the spec lists them.
+
+use serde::{Deserialize, Serialize};
+
+/// Every list: a page of items and the bookmark of the next page.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct List<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+/// `{"error": ..., "detail": ...}` with a 4xx or 5xx status.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
+}
+
+/// `GET /api/v1/health`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+    pub uptime_seconds: u64,
+}
+
+/// A queue, as Get-Queue shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Queue {
+    pub identity: String,
+    pub delivery_type: String,
+    pub next_hop_domain: String,
+    pub next_hop_connector: String,
+    pub next_hop_category: String,
+    pub status: String,
+    pub message_count: u64,
+    pub deferred_message_count: u64,
+    pub locked_message_count: u64,
+    pub retry_count: u32,
+    pub last_error: Option<String>,
+    pub first_retry_time: Option<String>,
+    pub last_retry_time: Option<String>,
+    pub next_retry_time: Option<String>,
+}
+
+/// A message copy in a queue, as Get-Message shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Message {
+    pub identity: String,
+    pub mid: u64,
+    pub queue: String,
+    pub status: String,
+    pub from_address: String,
+    pub internet_message_id: Option<String>,
+    pub subject: Option<String>,
+    pub size: u64,
+    pub date_received: String,
+    pub source_ip: String,
+    pub message_source_name: String,
+    pub last_error: Option<String>,
+    pub retry_count: u32,
+    pub recipients: Option<Vec<Recipient>>,
+}
+
+/// A recipient of a message copy (`include_recipient_info=true`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Recipient {
+    pub address: String,
+    pub status: String,
+    pub last_error: Option<String>,
+    pub retry_count: u32,
+    pub next_hop: String,
+}
+
+/// `POST /api/v1/config/reload`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReloadResult {
+    pub reloaded: bool,
+    /// Keys that changed but need a restart; their old values stay in effect.
+    pub restart_required: Vec<String>,
+    pub not_yet_in_effect: Vec<String>,
+}

@@ -5,6 +5,17 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
+/// SMTP, for smart hosts and `[alerts] smtp_host` given without a port.
+pub(crate) const SMTP_PORT: u16 = 25;
+/// LMTP, for a mailbox store's `lmtp` given without a port.
+pub(crate) const LMTP_PORT: u16 = 24;
+/// DNS, for `[dns] servers` given as bare addresses.
+pub(crate) const DNS_PORT: u16 = 53;
+/// SpamAssassin's spamd.
+pub(crate) const SPAMD_PORT: u16 = 783;
+/// ClamAV's clamd.
+pub(crate) const CLAMD_PORT: u16 = 3310;
+
 /// An IP network in CIDR notation, e.g. `127.0.0.0/8` or `::1/128`.
 ///
 /// `addr` is stored with its host bits cleared, so two spellings of one network compare equal.

@@ -1,1 +1,45 @@
-//! sluice delivery.
+//! Delivery agents: how a copy leaves sluice. SMTP to smart hosts (and LMTP to mailbox servers) with
+//! connection reuse, and Maildir for local mailbox stores. The transport decides when; this crate only knows
+//! how.
+
+mod client;
+mod maildir;
+
+use std::sync::Arc;
+
+use sluice_transport::{BoxFuture, DeliveryAgent, DeliveryConnection, Target};
+
+pub use client::{ClientConnection, Protocol};
+pub use maildir::{MaildirConnection, safe_local_part};
+
+/// The delivery agent of a sluice server.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    /// Our name in EHLO and `Received:`.
+    pub hostname: Arc<str>,
+}
+
+impl DeliveryAgent for Agent {
+    fn connect<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<Box<dyn DeliveryConnection>, String>> {
+        Box::pin(async move {
+            match target {
+                Target::SmartHosts { hosts, .. } => {
+                    let c = ClientConnection::connect_any(hosts, &self.hostname, Protocol::Smtp).await?;
+                    Ok(Box::new(c) as Box<dyn DeliveryConnection>)
+                }
+                Target::Lmtp { address } => {
+                    let c = ClientConnection::connect_any(std::slice::from_ref(address), &self.hostname, Protocol::Lmtp)
+                        .await?;
+                    Ok(Box::new(c) as Box<dyn DeliveryConnection>)
+                }
+                Target::Maildir { template, delimiter } => {
+                    Ok(Box::new(MaildirConnection::new(template.clone(), delimiter.clone(), self.hostname.clone()))
+                        as Box<dyn DeliveryConnection>)
+                }
+                Target::Dns { domain, .. } => Err(format!(
+                    "451 4.4.3 DNS MX routing for {domain} is not available in this release; configure smart_hosts"
+                )),
+            }
+        })
+    }
+}

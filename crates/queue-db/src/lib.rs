@@ -13,7 +13,7 @@ mod record;
 mod state;
 mod storage;
 pub mod sim;
-mod time;
+pub mod time;
 mod writer;
 
 use std::collections::HashMap;

@@ -1,1 +1,461 @@
-//! sluice transport.
+//! sluice's queues. A message enters the Submission queue durably ([`Transport::submit`]), the categorizer
+//! routes its recipients to delivery queues (one per NextHopSolutionKey) or to Unreachable, and delivery
+//! workers hand copies to a [`DeliveryAgent`] and record the outcome. Every move between queues is a
+//! transaction in the queue database.
+//!
+//! **API boundary**: this crate knows nothing about HTTP or the CLI; it returns the admin API's JSON types
+//! (`sluice-api-types`) for listings because those are plain data.
+
+mod categorizer;
+mod delivery;
+mod queue;
+mod routing;
+mod tracking;
+
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use sluice_api_types as api;
+use sluice_queue_db::time::rfc3339;
+use sluice_queue_db::{
+    CommitError, Envelope, FIRST_DELIVERY_QUEUE, Mid, POISON, QueueDb, QueueId, Record, SUBMISSION, State, UNREACHABLE,
+};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use delivery::{BoxFuture, DeliveryAgent, DeliveryConnection, Outbound, RecipientOutcome};
+pub use queue::{DeliveryType, MessageStatus, NextHopSolutionKey, QueueStatus};
+pub use routing::{AcceptedDomain, Limits, MailboxStore, Route, Routing, SendConnector, StoreKind, Target};
+pub use tracking::{Event, Tracking};
+
+use queue::{Copy, DeliveryQueue, Message, Queues};
+
+/// A queue identity that names no queue.
+#[derive(Debug, thiserror::Error)]
+#[error("no queue {0}")]
+pub struct NoSuchQueue(pub String);
+
+pub(crate) struct Inner {
+    db: QueueDb,
+    queues: Mutex<Queues>,
+    routing: RwLock<Arc<Routing>>,
+    tracking: Tracking,
+    agent: Arc<dyn DeliveryAgent>,
+    categorizer_wake: Notify,
+    server_name: String,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Queues> {
+        // The lock is never held across an await or a call that can panic halfway through an update.
+        self.queues.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn routing(&self) -> Arc<Routing> {
+        self.routing.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn queue_identity(&self, qid: QueueId) -> String {
+        let name = match qid {
+            SUBMISSION => "Submission".to_owned(),
+            UNREACHABLE => "Unreachable".to_owned(),
+            POISON => "Poison".to_owned(),
+            n => n.to_string(),
+        };
+        format!("{}\\{name}", self.server_name)
+    }
+
+    fn event(&self, event_id: &'static str, mid: Mid, env: &Envelope) -> Event {
+        let mut ev = Event::new(event_id, mid);
+        ev.sender.clone_from(&env.from);
+        ev.internet_message_id.clone_from(&env.internet_message_id);
+        ev
+    }
+}
+
+/// The queues of one server. Cheap to clone.
+#[derive(Clone)]
+pub struct Transport {
+    inner: Arc<Inner>,
+}
+
+impl Transport {
+    /// Loads the recovered state into queues and starts the categorizer, the retry timer and delivery.
+    pub fn start(
+        db: QueueDb,
+        state: State,
+        routing: Routing,
+        agent: Arc<dyn DeliveryAgent>,
+        tracking: Tracking,
+        server_name: String,
+    ) -> Transport {
+        let mut qs = Queues { next_queue_id: FIRST_DELIVERY_QUEUE, ..Queues::default() };
+        let mut resubmit: Vec<Record> = Vec::new();
+        for (id, stored) in &state.queues {
+            qs.next_queue_id = qs.next_queue_id.max(id + 1);
+            let Some(key) = NextHopSolutionKey::from_stored(&stored.key) else { continue };
+            // A queue whose connector or store is gone is not recreated; its copies are categorized again.
+            let Some(target) = routing.target_for(&key) else { continue };
+            let mut q = DeliveryQueue::new(key.clone(), target);
+            q.suspended = state.suspended.contains_key(id);
+            qs.keys.insert(key, *id);
+            qs.delivery.insert(*id, q);
+        }
+        qs.submission_suspended = state.suspended.contains_key(&SUBMISSION);
+        qs.unreachable_suspended = state.suspended.contains_key(&UNREACHABLE);
+        let now = sluice_queue_db::now_ms();
+        for (mid, m) in state.messages {
+            let mut copies = Vec::new();
+            for c in m.copies {
+                let queue = if c.queue == SUBMISSION
+                    || c.queue == UNREACHABLE
+                    || c.queue == POISON
+                    || qs.delivery.contains_key(&c.queue)
+                {
+                    c.queue
+                } else {
+                    resubmit.push(Record::Route { mid, from: c.queue, copies: vec![(SUBMISSION, c.recipients.clone())] });
+                    SUBMISSION
+                };
+                let waiting = c.next_retry_ms > now;
+                copies.push(Copy {
+                    queue,
+                    recipients: c.recipients,
+                    status: if waiting { MessageStatus::Retry } else { MessageStatus::Ready },
+                    retry_count: c.retry_count,
+                    next_retry_ms: c.next_retry_ms,
+                    last_error: c.last_error,
+                });
+            }
+            // Two copies that both fell back to Submission become one with all their recipients.
+            merge_submission_copies(&mut copies);
+            for c in &copies {
+                match c.queue {
+                    SUBMISSION => qs.submission.push_back(mid),
+                    UNREACHABLE => {
+                        qs.unreachable.insert(mid, ());
+                    }
+                    POISON => {}
+                    qid => {
+                        if let Some(q) = qs.delivery.get_mut(&qid) {
+                            q.message_count += 1;
+                            if c.next_retry_ms > now {
+                                q.retry.insert(mid, c.next_retry_ms);
+                            } else {
+                                q.ready.push_back(mid);
+                            }
+                        }
+                    }
+                }
+            }
+            qs.messages.insert(mid, Message { envelope: Arc::new(m.envelope), body: m.body, copies });
+        }
+        let inner = Arc::new(Inner {
+            db,
+            queues: Mutex::new(qs),
+            routing: RwLock::new(Arc::new(routing)),
+            tracking,
+            agent,
+            categorizer_wake: Notify::new(),
+            server_name,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        });
+        let t = Transport { inner };
+        let inner = t.inner.clone();
+        t.inner.tasks.spawn(async move {
+            if !resubmit.is_empty() {
+                let _ = inner.db.record(resubmit).await;
+            }
+            categorizer::run(inner).await
+        });
+        let inner = t.inner.clone();
+        t.inner.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => delivery::release_due(&inner),
+                    _ = inner.shutdown.cancelled() => return,
+                }
+            }
+        });
+        let ids: Vec<QueueId> = t.inner.lock().delivery.keys().copied().collect();
+        for qid in ids {
+            delivery::kick(&t.inner, qid);
+        }
+        t.inner.categorizer_wake.notify_one();
+        t
+    }
+
+    /// A new MID, for the `Received:` header written before the message is stored.
+    pub fn allocate_mid(&self) -> Mid {
+        self.inner.db.allocate_mid()
+    }
+
+    /// Stores a received message in Submission. Returns once it is durable: only then may the client be
+    /// told `250`.
+    pub async fn submit(&self, mid: Mid, envelope: Envelope, body: Vec<u8>) -> Result<(), CommitError> {
+        let size = body.len();
+        let body_ref = self.inner.db.enqueue(mid, SUBMISSION, envelope.clone(), body).await?;
+        let envelope = Arc::new(envelope);
+        for event_id in ["RECEIVE", "SUBMIT"] {
+            let mut ev = self.inner.event(event_id, mid, &envelope);
+            ev.recipients = envelope.recipients.iter().map(|r| r.address.clone()).collect();
+            ev.source = Some(envelope.source_name.clone());
+            if event_id == "RECEIVE" {
+                ev.source_ip = Some(envelope.source_ip.clone()).filter(|s| !s.is_empty());
+                ev.reply = Some(format!("250 2.0.0 Ok: queued as {mid} ({size} bytes)"));
+            } else {
+                ev.queue = Some(self.inner.queue_identity(SUBMISSION));
+            }
+            self.inner.tracking.log(ev);
+        }
+        {
+            let mut qs = self.inner.lock();
+            let recipients = (0..envelope.recipients.len() as u32).collect();
+            qs.messages.insert(
+                mid,
+                Message {
+                    envelope,
+                    body: body_ref,
+                    copies: vec![Copy {
+                        queue: SUBMISSION,
+                        recipients,
+                        status: MessageStatus::Active,
+                        retry_count: 0,
+                        next_retry_ms: 0,
+                        last_error: String::new(),
+                    }],
+                },
+            );
+            qs.submission.push_back(mid);
+        }
+        self.inner.categorizer_wake.notify_one();
+        Ok(())
+    }
+
+    /// Is `domain` one of the accepted domains?
+    pub fn is_accepted_domain(&self, domain: &str) -> bool {
+        self.inner.routing().is_accepted(domain)
+    }
+
+    /// Replaces the routing table (configuration reload): new work uses it at once. Delivery queues whose
+    /// connector or store changed get the new target; Unreachable is resubmitted unless suspended.
+    pub async fn set_routing(&self, routing: Routing) {
+        let mut records = Vec::new();
+        {
+            let mut qs = self.inner.lock();
+            for q in qs.delivery.values_mut() {
+                if let Some(t) = routing.target_for(&q.key) {
+                    q.target = t;
+                }
+            }
+            if !qs.unreachable_suspended {
+                let mids: Vec<Mid> = qs.unreachable.keys().copied().collect();
+                qs.unreachable.clear();
+                for mid in mids {
+                    if let Some(c) = qs
+                        .messages
+                        .get_mut(&mid)
+                        .and_then(|m| m.copies.iter_mut().find(|c| c.queue == UNREACHABLE))
+                    {
+                        c.queue = SUBMISSION;
+                        records.push(Record::Route {
+                            mid,
+                            from: UNREACHABLE,
+                            copies: vec![(SUBMISSION, c.recipients.clone())],
+                        });
+                    }
+                    if let Some(m) = qs.messages.get_mut(&mid) {
+                        merge_submission_copies(&mut m.copies);
+                    }
+                    qs.submission.push_back(mid);
+                }
+            }
+        }
+        *self.inner.routing.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(routing);
+        if !records.is_empty() {
+            let _ = self.inner.db.record(records).await;
+        }
+        self.inner.categorizer_wake.notify_one();
+        let ids: Vec<QueueId> = self.inner.lock().delivery.keys().copied().collect();
+        for qid in ids {
+            delivery::kick(&self.inner, qid);
+        }
+    }
+
+    /// The queues, as Get-Queue lists them: Submission, the delivery queues, and Unreachable and Poison
+    /// when they are not empty.
+    pub fn queues(&self) -> Vec<api::Queue> {
+        let qs = self.inner.lock();
+        let mut out = vec![self.persistent_queue(&qs, SUBMISSION)];
+        for (id, q) in &qs.delivery {
+            out.push(api::Queue {
+                identity: self.inner.queue_identity(*id),
+                delivery_type: q.key.delivery_type.as_str().to_owned(),
+                next_hop_domain: q.key.next_hop_domain.clone(),
+                next_hop_connector: q.key.next_hop_connector.clone(),
+                next_hop_category: q.key.delivery_type.category().to_owned(),
+                status: q.status().as_str().to_owned(),
+                message_count: q.message_count as u64,
+                deferred_message_count: (q.retry.len()
+                    + if q.next_retry_ms.is_some() || q.suspended { q.ready.len() } else { 0 })
+                    as u64,
+                locked_message_count: 0,
+                retry_count: q.retry_count,
+                last_error: q.last_error.clone(),
+                first_retry_time: q.first_retry_ms.map(rfc3339),
+                last_retry_time: q.last_retry_ms.map(rfc3339),
+                next_retry_time: q.next_retry_ms.map(rfc3339),
+            });
+        }
+        for id in [UNREACHABLE, POISON] {
+            let q = self.persistent_queue(&qs, id);
+            if q.message_count > 0 {
+                out.push(q);
+            }
+        }
+        out
+    }
+
+    /// One queue by identity (`Submission`, `<server>\3`, `mx1/Unreachable`, ...).
+    pub fn queue(&self, identity: &str) -> Result<api::Queue, NoSuchQueue> {
+        let qid = self.parse_queue(identity)?;
+        let name = self.inner.queue_identity(qid);
+        if matches!(qid, SUBMISSION | UNREACHABLE | POISON) {
+            return Ok(self.persistent_queue(&self.inner.lock(), qid));
+        }
+        self.queues().into_iter().find(|q| q.identity == name).ok_or_else(|| NoSuchQueue(identity.to_owned()))
+    }
+
+    fn persistent_queue(&self, qs: &Queues, id: QueueId) -> api::Queue {
+        let (delivery_type, domain, count, suspended) = match id {
+            SUBMISSION => ("Undefined", "Submission", qs.submission.len(), qs.submission_suspended),
+            UNREACHABLE => ("Unreachable", "Unreachable Domain", qs.unreachable.len(), qs.unreachable_suspended),
+            _ => ("Undefined", "Poison Message", 0, false),
+        };
+        api::Queue {
+            identity: self.inner.queue_identity(id),
+            delivery_type: delivery_type.to_owned(),
+            next_hop_domain: domain.to_owned(),
+            next_hop_connector: String::new(),
+            next_hop_category: "Internal".to_owned(),
+            status: if suspended { "Suspended" } else if count > 0 { "Active" } else { "Ready" }.to_owned(),
+            message_count: count as u64,
+            deferred_message_count: if id == POISON { count as u64 } else { 0 },
+            locked_message_count: 0,
+            retry_count: 0,
+            last_error: None,
+            first_retry_time: None,
+            last_retry_time: None,
+            next_retry_time: None,
+        }
+    }
+
+    /// Resolves a queue identity: the full `<server>\<queue>`, `<server>/<queue>` or just `<queue>`.
+    pub fn parse_queue(&self, identity: &str) -> Result<QueueId, NoSuchQueue> {
+        let not_found = || NoSuchQueue(identity.to_owned());
+        let s = identity.replace('/', "\\");
+        let local = match s.split_once('\\') {
+            Some((server, rest)) if server.eq_ignore_ascii_case(&self.inner.server_name) => rest.to_owned(),
+            Some(_) => return Err(not_found()),
+            None => s,
+        };
+        let qid = match local.to_ascii_lowercase().as_str() {
+            "submission" => SUBMISSION,
+            "unreachable" => UNREACHABLE,
+            "poison" => POISON,
+            n => n.parse::<QueueId>().ok().filter(|n| *n >= FIRST_DELIVERY_QUEUE).ok_or_else(not_found)?,
+        };
+        if qid >= FIRST_DELIVERY_QUEUE && !self.inner.lock().delivery.contains_key(&qid) {
+            return Err(not_found());
+        }
+        Ok(qid)
+    }
+
+    /// Message copies, in one queue or in all, oldest MID first.
+    pub fn messages(&self, queue: Option<&str>, include_recipients: bool) -> Result<Vec<api::Message>, NoSuchQueue> {
+        let only = queue.map(|q| self.parse_queue(q)).transpose()?;
+        let qs = self.inner.lock();
+        let mut mids: Vec<&Mid> = qs.messages.keys().collect();
+        mids.sort_unstable();
+        let mut out = Vec::new();
+        for mid in mids {
+            let m = &qs.messages[mid];
+            for c in &m.copies {
+                if only.is_some_and(|q| q != c.queue) {
+                    continue;
+                }
+                let queue_retrying =
+                    qs.delivery.get(&c.queue).is_some_and(|q| q.next_retry_ms.is_some() || q.suspended);
+                let status = if c.status == MessageStatus::Ready && queue_retrying {
+                    MessageStatus::Retry
+                } else {
+                    c.status
+                };
+                let queue_identity = self.inner.queue_identity(c.queue);
+                let next_hop = qs.delivery.get(&c.queue).map_or_else(String::new, |q| q.key.next_hop_domain.clone());
+                out.push(api::Message {
+                    identity: format!("{queue_identity}\\{mid}"),
+                    mid: *mid,
+                    queue: queue_identity,
+                    status: status.as_str().to_owned(),
+                    from_address: m.envelope.from.clone(),
+                    internet_message_id: m.envelope.internet_message_id.clone(),
+                    subject: m.envelope.subject.clone(),
+                    size: m.body.len,
+                    date_received: rfc3339(m.envelope.received_at_ms),
+                    source_ip: m.envelope.source_ip.clone(),
+                    message_source_name: m.envelope.source_name.clone(),
+                    last_error: Some(c.last_error.clone()).filter(|e| !e.is_empty()),
+                    retry_count: c.retry_count,
+                    recipients: include_recipients.then(|| {
+                        c.recipients
+                            .iter()
+                            .filter_map(|i| m.envelope.recipients.get(*i as usize))
+                            .map(|r| api::Recipient {
+                                address: r.address.clone(),
+                                status: status.as_str().to_owned(),
+                                last_error: Some(c.last_error.clone()).filter(|e| !e.is_empty()),
+                                retry_count: c.retry_count,
+                                next_hop: next_hop.clone(),
+                            })
+                            .collect()
+                    }),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stops the categorizer and delivery at a safe point, then closes the database.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+        self.inner.db.close().await;
+    }
+}
+
+fn merge_submission_copies(copies: &mut Vec<Copy>) {
+    let mut merged: Option<Copy> = None;
+    copies.retain(|c| {
+        if c.queue != SUBMISSION {
+            return true;
+        }
+        match merged.as_mut() {
+            None => merged = Some(c.clone()),
+            Some(m) => m.recipients.extend_from_slice(&c.recipients),
+        }
+        false
+    });
+    if let Some(mut m) = merged {
+        m.recipients.sort_unstable();
+        m.recipients.dedup();
+        copies.push(m);
+    }
+}

@@ -1,0 +1,186 @@
+//! Keys that are part of the schema but whose feature is not built yet.
+//!
+//! Spec 07: such keys are accepted, so files keep working across versions, and logged as a warning at start
+//! ("not yet in effect"). The loader reports the ones a file actually sets; the caller logs them.
+
+/// Dotted key paths (array tables without indices) that are accepted but not yet in effect. `table.*` stands
+/// for every key of a table. Remove an entry when its feature lands.
+pub const NOT_YET_IN_EFFECT: &[&str] = &[
+    "server.user",
+    "admin.tls",
+    "admin.allowed_hosts",
+    "receive_connectors.tls",
+    "receive_connectors.tls_mode",
+    "receive_connectors.auth",
+    "receive_connectors.users",
+    "receive_connectors.auth_failures_per_minute",
+    "receive_connectors.max_header_size",
+    "receive_connectors.max_connections_per_ip",
+    "receive_connectors.max_errors",
+    "receive_connectors.max_hop_count",
+    "receive_connectors.connection_timeout",
+    "accepted_domains.mailboxes",
+    "accepted_domains.aliases",
+    "send_connectors.tls",
+    "send_connectors.auth",
+    "send_connectors.port",
+    "dns.servers",
+    "queue_database.logging_buffer_size",
+    "queue_database.logging_file_size",
+    "queue_database.checkpoint_interval",
+    "queue_database.max_background_cleanup_tasks",
+    "queue_database.online_defrag_enabled",
+    "queue_database.online_defrag_schedule",
+    "queue_database.online_defrag_time_to_run",
+    "transport.queue_glitch_retry_count",
+    "transport.queue_glitch_retry_interval",
+    "transport.transient_failure_retry_count",
+    "transport.outbound_connection_failure_retry_interval",
+    "transport.message_retry_interval",
+    "transport.message_expiration_timeout",
+    "transport.delay_notification_timeout",
+    "transport.queue_max_idle_time",
+    "transport.max_idle_time_before_resubmit",
+    "transport.max_outbound_connections",
+    "transport.poison_threshold",
+    "transport.safety_net_hold_time",
+    "transport.digest_threshold",
+    "work_queue.*",
+    "antispam.*",
+    "antivirus.*",
+    "quarantine.*",
+    "updater.*",
+    "alerts.*",
+    "back_pressure.*",
+    "tracking.max_age",
+    "debug.fault_injection",
+];
+
+/// Every `table.key` path set in `document`, sorted and without duplicates; entries of array tables are
+/// reported once, without their index. Only the two levels of the schema are walked: the contents of
+/// inline values such as `aliases = { ... }` are data, not keys.
+pub(crate) fn present_keys(document: &toml::Table) -> Vec<String> {
+    let mut keys = Vec::new();
+    for (table_name, value) in document {
+        let mut add_table = |table: &toml::Table| {
+            keys.extend(table.keys().map(|key| format!("{table_name}.{key}")));
+        };
+        match value {
+            toml::Value::Table(table) => add_table(table),
+            toml::Value::Array(entries) => {
+                for entry in entries {
+                    if let toml::Value::Table(table) = entry {
+                        add_table(table);
+                    }
+                }
+            }
+            _ => keys.push(table_name.clone()),
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// Whether `key` is listed in [`NOT_YET_IN_EFFECT`], directly or through a `table.*` entry.
+pub fn is_not_yet_in_effect(key: &str) -> bool {
+    NOT_YET_IN_EFFECT.iter().any(|entry| match entry.strip_suffix('*') {
+        Some(table_prefix) => key.starts_with(table_prefix),
+        None => *entry == key,
+    })
+}
+
+/// The keys set in `document` that are not yet in effect.
+pub(crate) fn not_yet_in_effect(document: &toml::Table) -> Vec<String> {
+    present_keys(document)
+        .into_iter()
+        .filter(|key| is_not_yet_in_effect(key))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> toml::Table {
+        toml::from_str(text).expect("valid TOML")
+    }
+
+    #[test]
+    fn keys_are_collected_without_indices() {
+        let document = parse(
+            r#"
+            [server]
+            name = "mx1"
+            [[receive_connectors]]
+            name = "a"
+            tls = { cert = "c", key = "k" }
+            [[receive_connectors]]
+            name = "b"
+            max_errors = 3
+            [[accepted_domains]]
+            domain = "example.test"
+            aliases = { postmaster = ["root@example.test"] }
+            [antispam]
+            "#,
+        );
+        assert_eq!(
+            present_keys(&document),
+            [
+                "accepted_domains.aliases",
+                "accepted_domains.domain",
+                "receive_connectors.max_errors",
+                "receive_connectors.name",
+                "receive_connectors.tls",
+                "server.name",
+            ]
+        );
+    }
+
+    #[test]
+    fn listed_keys_and_wildcards_match() {
+        let cases: &[(&str, bool)] = &[
+            ("receive_connectors.tls", true),
+            ("receive_connectors.tls_mode", true),
+            ("receive_connectors.listen", false),
+            ("antispam.engine", true),
+            ("antispamx.engine", false),
+            ("tracking.max_age", true),
+            ("transport.transient_failure_retry_interval", false),
+            ("transport.max_per_domain_outbound_connections", false),
+            ("queue_database.batch_size", false),
+            ("server.user", true),
+        ];
+        for (key, expected) in cases {
+            assert_eq!(is_not_yet_in_effect(key), *expected, "{key}");
+        }
+    }
+
+    #[test]
+    fn every_entry_names_a_table_and_key() {
+        for entry in NOT_YET_IN_EFFECT {
+            let (table, key) = entry.split_once('.').expect(entry);
+            assert!(!table.is_empty() && !key.is_empty() && !key.contains('.'), "{entry}");
+        }
+    }
+
+    #[test]
+    fn only_present_listed_keys_are_reported() {
+        let document = parse(
+            r#"
+            [transport]
+            poison_threshold = 3
+            transient_failure_retry_interval = "1m"
+            [work_queue]
+            concurrency = 4
+            [[send_connectors]]
+            name = "x"
+            port = 2525
+            "#,
+        );
+        assert_eq!(
+            not_yet_in_effect(&document),
+            ["send_connectors.port", "transport.poison_threshold", "work_queue.concurrency"]
+        );
+    }
+}

@@ -1,0 +1,158 @@
+//! Maildir delivery: one file per recipient, written to `tmp/`, fsynced, renamed into `new/`, and the
+//! directory fsynced, so that a delivered message survives a crash and a reader never sees a partial file.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sluice_transport::{BoxFuture, DeliveryConnection, Outbound, RecipientOutcome};
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Is a local part safe as a mailbox directory name: letters, digits and `.-_+=`, no leading dot, no `..`,
+/// at most 64 octets.
+pub fn safe_local_part(local: &str) -> bool {
+    !local.is_empty()
+        && local.len() <= 64
+        && !local.starts_with('.')
+        && !local.contains("..")
+        && local.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_+=".contains(&b))
+}
+
+/// Delivers into Maildir folders named by a template with `{domain}` and `{local}`.
+pub struct MaildirConnection {
+    template: String,
+    delimiter: String,
+    hostname: Arc<str>,
+}
+
+impl MaildirConnection {
+    pub fn new(template: String, delimiter: String, hostname: Arc<str>) -> MaildirConnection {
+        MaildirConnection { template, delimiter, hostname }
+    }
+
+    /// The Maildir folder of a recipient, or why there is none.
+    pub fn folder(&self, address: &str) -> Result<PathBuf, String> {
+        let (local, domain) = address.rsplit_once('@').ok_or_else(|| format!("no domain in {address}"))?;
+        let local = match self.delimiter.chars().next() {
+            Some(d) => local.split(d).next().unwrap_or(local),
+            None => local,
+        };
+        let domain = domain.to_ascii_lowercase();
+        let domain_ok = !domain.is_empty()
+            && !domain.starts_with('.')
+            && !domain.contains("..")
+            && domain.bytes().all(|b| b.is_ascii_alphanumeric() || b".-".contains(&b));
+        if !safe_local_part(local) || !domain_ok {
+            return Err(format!("550 5.1.3 {address} cannot name a mailbox"));
+        }
+        Ok(PathBuf::from(self.template.replace("{domain}", &domain).replace("{local}", local)))
+    }
+}
+
+fn deliver_one(folder: &Path, hostname: &str, from: &str, rcpt: &str, body: &[u8]) -> std::io::Result<()> {
+    for sub in ["tmp", "new", "cur"] {
+        fs::create_dir_all(folder.join(sub))?;
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let unique = format!(
+        "{}.M{}P{}Q{}.{}",
+        now.as_secs(),
+        now.subsec_micros(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        hostname.replace(['/', ':'], "_")
+    );
+    let tmp = folder.join("tmp").join(&unique);
+    let new = folder.join("new").join(&unique);
+    let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+    let mut head = Vec::with_capacity(256);
+    write!(head, "Return-Path: <{from}>\r\nDelivered-To: {rcpt}\r\n")?;
+    f.write_all(&head)?;
+    f.write_all(body)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, &new)?;
+    File::open(folder.join("new"))?.sync_all()?;
+    Ok(())
+}
+
+impl DeliveryConnection for MaildirConnection {
+    fn deliver<'a>(&'a mut self, msg: &'a Outbound) -> BoxFuture<'a, Result<Vec<RecipientOutcome>, String>> {
+        Box::pin(async move {
+            let folders: Vec<Result<PathBuf, String>> = msg.recipients.iter().map(|r| self.folder(r)).collect();
+            let hostname = self.hostname.clone();
+            let from = msg.envelope.from.clone();
+            let rcpts = msg.recipients.clone();
+            // The body is needed on the blocking thread; the copy is per delivery, not per recipient.
+            let body = msg.body.clone();
+            let outcomes = tokio::task::spawn_blocking(move || {
+                folders
+                    .into_iter()
+                    .zip(rcpts)
+                    .map(|(folder, rcpt)| match folder {
+                        Err(e) => RecipientOutcome::Permanent(e),
+                        Ok(folder) => match deliver_one(&folder, &hostname, &from, &rcpt, &body) {
+                            Ok(()) => RecipientOutcome::Delivered("250 2.0.0 delivered to Maildir".into()),
+                            Err(e) => RecipientOutcome::Transient(format!("451 4.3.0 Maildir write failed: {e}")),
+                        },
+                    })
+                    .collect()
+            })
+            .await
+            .map_err(|e| format!("451 4.3.0 Maildir delivery task failed: {e}"))?;
+            Ok(outcomes)
+        })
+    }
+
+    fn quit(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_parts_that_could_escape_the_store_are_refused() {
+        for ok in ["user", "first.last", "a+tag", "x_y-z=1"] {
+            assert!(safe_local_part(ok), "{ok}");
+        }
+        for bad in ["", ".hidden", "a..b", "../etc", "a/b", "a b", "\"q\"", &"x".repeat(65)] {
+            assert!(!safe_local_part(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_folder_drops_the_tag_and_lowercases_the_domain() {
+        let c = MaildirConnection::new("/m/{domain}/{local}".into(), "+".into(), "h".into());
+        assert_eq!(c.folder("user+news@LocalHost").unwrap(), PathBuf::from("/m/localhost/user"));
+        assert!(c.folder("../x@localhost").is_err());
+        assert!(c.folder("user@../../etc").is_err());
+    }
+
+    #[tokio::test]
+    async fn delivery_writes_one_file_per_recipient_into_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let template = format!("{}/{{domain}}/{{local}}", dir.path().display());
+        let mut c = MaildirConnection::new(template, "+".into(), "h".into());
+        let msg = Outbound {
+            mid: 1,
+            envelope: Arc::new(sluice_queue_db::Envelope { from: "a@b.test".into(), ..Default::default() }),
+            recipients: vec!["u1@localhost".into(), "u2+x@localhost".into(), "bad/..@localhost".into()],
+            body: b"Subject: hi\r\n\r\nbody\r\n".to_vec(),
+        };
+        let out = c.deliver(&msg).await.unwrap();
+        assert!(matches!(out[0], RecipientOutcome::Delivered(_)));
+        assert!(matches!(out[1], RecipientOutcome::Delivered(_)));
+        assert!(matches!(out[2], RecipientOutcome::Permanent(_)));
+        let files: Vec<_> = fs::read_dir(dir.path().join("localhost/u2/new")).unwrap().collect();
+        assert_eq!(files.len(), 1);
+        let text = fs::read_to_string(files[0].as_ref().unwrap().path()).unwrap();
+        assert!(text.starts_with("Return-Path: <a@b.test>\r\nDelivered-To: u2+x@localhost\r\n"), "{text}");
+        assert!(fs::read_dir(dir.path().join("localhost/u1/tmp")).unwrap().next().is_none());
+    }
+}

@@ -1,0 +1,461 @@
+//! One SMTP session. Commands are read strictly in order from one buffer; replies to pipelined commands
+//! are collected and written when the input buffer holds no further complete command, so the server never
+//! answers a command before it has read it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_queue_db::{Envelope, Recipient, now_ms, time::rfc5322};
+use sluice_smtp::{Address, BareNewlines, Command, DataDecoder, DataStatus, LineStatus, Reply, ReversePath, find_line};
+use sluice_transport::Transport;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::Policy;
+
+/// How long a session in a transaction may go on after shutdown began.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+const READ_CHUNK: usize = 64 * 1024;
+
+struct Transaction {
+    from: ReversePath,
+    recipients: Vec<Recipient>,
+    body_8bit: bool,
+    smtputf8: bool,
+    ret: Option<String>,
+    env_id: Option<String>,
+}
+
+struct Session {
+    stream: TcpStream,
+    peer: SocketAddr,
+    policy: Arc<Policy>,
+    transport: Transport,
+    shutdown: CancellationToken,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    helo: Option<String>,
+    esmtp: bool,
+    tx: Option<Transaction>,
+    errors: u32,
+    relay_client: bool,
+}
+
+enum Flow {
+    Continue,
+    Close,
+}
+
+pub(crate) async fn run(
+    stream: TcpStream,
+    peer: SocketAddr,
+    policy: Arc<Policy>,
+    transport: Transport,
+    shutdown: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let relay_client = policy.connector.relay_networks.iter().any(|n| n.contains(peer.ip()));
+    let mut s = Session {
+        stream,
+        peer,
+        policy,
+        transport,
+        shutdown,
+        input: Vec::with_capacity(4096),
+        output: Vec::with_capacity(1024),
+        helo: None,
+        esmtp: false,
+        tx: None,
+        errors: 0,
+        relay_client,
+    };
+    let connection_timeout = s.policy.connector.connection_timeout;
+    match tokio::time::timeout(connection_timeout, s.serve()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(peer = %s.peer, error = %e, "session ended"),
+        Err(_) => {
+            let _ = s.stream.write_all(b"421 4.4.2 Connection time limit exceeded\r\n").await;
+        }
+    }
+}
+
+impl Session {
+    async fn serve(&mut self) -> std::io::Result<()> {
+        if self.shutdown.is_cancelled() {
+            self.stream.write_all(b"421 4.3.2 Service shutting down\r\n").await?;
+            return Ok(());
+        }
+        let banner = format!("220 {} ESMTP sluice\r\n", self.policy.hostname);
+        self.stream.write_all(banner.as_bytes()).await?;
+        loop {
+            let max = self.policy.connector.max_command_line as usize;
+            match find_line(&self.input, max) {
+                LineStatus::Line { len_without_crlf, consumed } => {
+                    let line: Vec<u8> = self.input[..len_without_crlf].to_vec();
+                    self.input.drain(..consumed);
+                    if let Flow::Close = self.command(&line).await? {
+                        self.flush().await?;
+                        return Ok(());
+                    }
+                }
+                LineStatus::TooLong => {
+                    // Discard up to the end of the over-long line, then go on.
+                    self.reply(Reply::new(500, "5.5.2", "Line too long"));
+                    self.skip_long_line().await?;
+                    if self.count_error() {
+                        self.flush().await?;
+                        return Ok(());
+                    }
+                }
+                LineStatus::BareLf => {
+                    let end = self.input.iter().position(|b| *b == b'\n').map_or(self.input.len(), |p| p + 1);
+                    self.input.drain(..end);
+                    self.reply(Reply::new(500, "5.5.2", "Command lines end with CRLF"));
+                    if self.count_error() {
+                        self.flush().await?;
+                        return Ok(());
+                    }
+                }
+                LineStatus::NeedMore => {
+                    self.flush().await?;
+                    if !self.fill().await? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads more input; false when the client closed, timed out, or the server is stopping between
+    /// transactions.
+    async fn fill(&mut self) -> std::io::Result<bool> {
+        let idle = self.policy.connector.connection_inactivity_timeout;
+        let in_transaction = self.tx.is_some();
+        let mut chunk = vec![0u8; READ_CHUNK];
+        let stop = async {
+            if in_transaction {
+                self.shutdown.cancelled().await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } else {
+                self.shutdown.cancelled().await;
+            }
+        };
+        let n = tokio::select! {
+            r = tokio::time::timeout(idle, self.stream.read(&mut chunk)) => match r {
+                Ok(r) => r?,
+                Err(_) => {
+                    self.stream.write_all(b"421 4.4.2 Idle too long, closing connection\r\n").await?;
+                    return Ok(false);
+                }
+            },
+            _ = stop => {
+                self.stream.write_all(b"421 4.3.2 Service shutting down\r\n").await?;
+                return Ok(false);
+            }
+        };
+        if n == 0 {
+            return Ok(false);
+        }
+        self.input.extend_from_slice(&chunk[..n]);
+        Ok(true)
+    }
+
+    async fn skip_long_line(&mut self) -> std::io::Result<()> {
+        loop {
+            if let Some(p) = self.input.iter().position(|b| *b == b'\n') {
+                self.input.drain(..=p);
+                return Ok(());
+            }
+            self.input.clear();
+            if !self.fill().await? {
+                return Ok(());
+            }
+        }
+    }
+
+    fn reply(&mut self, r: Reply) {
+        self.output.extend_from_slice(r.render().as_bytes());
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.output.is_empty() {
+            self.stream.write_all(&self.output).await?;
+            self.output.clear();
+        }
+        Ok(())
+    }
+
+    /// Counts a protocol error; true when the session must end.
+    fn count_error(&mut self) -> bool {
+        self.errors += 1;
+        if self.errors >= self.policy.connector.max_errors {
+            self.reply(Reply::new(421, "4.7.0", "Too many errors, closing connection"));
+            return true;
+        }
+        false
+    }
+
+    async fn command(&mut self, line: &[u8]) -> std::io::Result<Flow> {
+        let smtputf8 = false;
+        let cmd = match sluice_smtp::parse_command(line, smtputf8) {
+            Ok(c) => c,
+            Err(e) => {
+                self.reply(e.reply());
+                return Ok(if self.count_error() { Flow::Close } else { Flow::Continue });
+            }
+        };
+        match cmd {
+            Command::Ehlo(name) => {
+                self.tx = None;
+                self.helo = Some(name);
+                self.esmtp = true;
+                let text = format!(
+                    "{}\nPIPELINING\nSIZE {}\n8BITMIME\nENHANCEDSTATUSCODES",
+                    self.policy.hostname, self.policy.connector.max_message_size
+                );
+                self.reply(Reply { code: 250, enhanced: None, text });
+            }
+            Command::Helo(name) => {
+                self.tx = None;
+                self.helo = Some(name);
+                self.esmtp = false;
+                self.reply(Reply { code: 250, enhanced: None, text: self.policy.hostname.clone() });
+            }
+            Command::Mail { from, params } => self.mail(from, params),
+            Command::Rcpt { to, params } => self.rcpt(to, params),
+            Command::Data => return self.data().await,
+            Command::Rset => {
+                self.tx = None;
+                self.reply(Reply::new(250, "2.0.0", "Ok"));
+            }
+            Command::Noop => self.reply(Reply::new(250, "2.0.0", "Ok")),
+            Command::Quit => {
+                self.reply(Reply::new(221, "2.0.0", "Bye"));
+                return Ok(Flow::Close);
+            }
+            Command::Vrfy(_) => self.reply(Reply::new(252, "2.5.0", "Cannot verify the user, but will accept mail")),
+            Command::Expn(_) => self.reply(Reply::new(502, "5.5.1", "EXPN is not available")),
+            Command::Help => self.reply(Reply::new(214, "2.0.0", "See RFC 5321")),
+            Command::StartTls | Command::Auth { .. } | Command::Bdat { .. } => {
+                self.reply(Reply::new(502, "5.5.1", "Command not offered on this connector"));
+                if self.count_error() {
+                    return Ok(Flow::Close);
+                }
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn mail(&mut self, from: ReversePath, params: sluice_smtp::MailParams) {
+        if self.helo.is_none() {
+            return self.reply(Reply::new(503, "5.5.1", "Say EHLO or HELO first"));
+        }
+        if self.tx.is_some() {
+            return self.reply(Reply::new(503, "5.5.1", "A transaction is already in progress; RSET first"));
+        }
+        if self.shutdown.is_cancelled() {
+            return self.reply(Reply::new(421, "4.3.2", "Service shutting down"));
+        }
+        if params.size.is_some_and(|s| s > self.policy.connector.max_message_size) {
+            return self.reply(Reply::new(552, "5.3.4", "Message size exceeds the fixed maximum message size"));
+        }
+        self.tx = Some(Transaction {
+            from,
+            recipients: Vec::new(),
+            body_8bit: params.body_8bit(),
+            smtputf8: params.smtputf8,
+            ret: params.ret.map(|r| r.to_string()),
+            env_id: params.envid.clone(),
+        });
+        self.reply(Reply::new(250, "2.1.0", "Sender ok"));
+    }
+
+    fn rcpt(&mut self, to: Address, params: sluice_smtp::RcptParams) {
+        let max = self.policy.connector.max_recipients as usize;
+        let accepted = !to.is_address_literal() && self.transport.is_accepted_domain(to.domain());
+        let relay_client = self.relay_client;
+        let Some(tx) = self.tx.as_mut() else {
+            return self.reply(Reply::new(503, "5.5.1", "Need MAIL before RCPT"));
+        };
+        if tx.recipients.len() >= max {
+            return self.reply(Reply::new(452, "4.5.3", "Too many recipients"));
+        }
+        if accepted {
+            if to.is_quoted() || !sluice_delivery_safe(to.local()) {
+                return self.reply(Reply::new(550, "5.1.3", "Bad recipient address syntax"));
+            }
+        } else if !relay_client {
+            return self.reply(Reply::new(550, "5.7.1", "Relay access denied"));
+        }
+        tx.recipients.push(Recipient {
+            address: to.to_string(),
+            notify: params.notify_string(),
+            orcpt: params.orcpt_string(),
+        });
+        self.reply(Reply::new(250, "2.1.5", "Recipient ok"));
+    }
+
+    async fn data(&mut self) -> std::io::Result<Flow> {
+        let Some(tx) = self.tx.as_ref() else {
+            self.reply(Reply::new(503, "5.5.1", "Need MAIL and RCPT before DATA"));
+            return Ok(Flow::Continue);
+        };
+        if tx.recipients.is_empty() {
+            self.reply(Reply::new(554, "5.5.1", "No valid recipients"));
+            return Ok(Flow::Continue);
+        }
+        let mid = self.transport.allocate_mid();
+        let received = self.received_header(mid);
+        self.reply(Reply::new(354, "", "End data with <CR><LF>.<CR><LF>"));
+        self.flush().await?;
+
+        let policy = match self.policy.connector.bare_newlines {
+            sluice_config::BareNewlines::Reject => BareNewlines::Reject,
+            sluice_config::BareNewlines::Normalize => BareNewlines::Normalize,
+        };
+        let max = self.policy.connector.max_message_size as usize;
+        let mut decoder = DataDecoder::new(policy);
+        let mut body = Vec::with_capacity(received.len() + 8192);
+        body.extend_from_slice(received.as_bytes());
+        let mut too_big = false;
+        loop {
+            let before = body.len();
+            match decoder.feed(&self.input, &mut body) {
+                DataStatus::Done { consumed } => {
+                    self.input.drain(..consumed);
+                    break;
+                }
+                DataStatus::NeedMore => {
+                    self.input.clear();
+                }
+            }
+            if body.len() - received.len() > max {
+                // Keep reading to the end of the data, but keep nothing.
+                too_big = true;
+                body.truncate(before.min(received.len()));
+            }
+            if !self.fill_data().await? {
+                return Ok(Flow::Close);
+            }
+        }
+        let tx = self.tx.take();
+        let Some(tx) = tx else { return Ok(Flow::Continue) };
+        if too_big || body.len() - received.len() > max {
+            self.reply(Reply::new(552, "5.3.4", "Message size exceeds the fixed maximum message size"));
+            return Ok(Flow::Continue);
+        }
+        if let Some(v) = decoder.violation() {
+            tracing::info!(peer = %self.peer, violation = ?v, "message refused: bare CR, LF or NUL in data");
+            let text = match v {
+                sluice_smtp::DataViolation::Nul => "NUL character in message data",
+                _ => "Bare CR or LF in message data",
+            };
+            self.reply(Reply::new(550, "5.6.0", text));
+            return Ok(Flow::Continue);
+        }
+        let (message_id, subject) = header_fields(&body[received.len()..]);
+        let envelope = Envelope {
+            from: match &tx.from {
+                ReversePath::Null => String::new(),
+                ReversePath::Address(a) => a.to_string(),
+            },
+            recipients: tx.recipients,
+            ret: tx.ret,
+            env_id: tx.env_id,
+            smtputf8: tx.smtputf8,
+            body_8bit: tx.body_8bit,
+            source_name: format!("SMTP:{}", self.policy.connector.name),
+            source_ip: self.peer.ip().to_string(),
+            received_at_ms: now_ms(),
+            internet_message_id: message_id,
+            subject,
+        };
+        match self.transport.submit(mid, envelope, body).await {
+            Ok(()) => self.reply(Reply::new(250, "2.0.0", &format!("Ok: queued as {mid}"))),
+            Err(e) => {
+                tracing::error!(error = %e, "message not stored");
+                self.reply(Reply::new(451, "4.3.0", "Temporary storage failure, try again later"));
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Reads more message data (no shutdown cut-off inside DATA short of the grace period).
+    async fn fill_data(&mut self) -> std::io::Result<bool> {
+        self.flush().await?;
+        self.fill().await
+    }
+
+    fn received_header(&self, mid: u64) -> String {
+        let helo = self.helo.as_deref().unwrap_or("unknown");
+        let ip = match self.peer.ip() {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("IPv6:{v6}"),
+        };
+        let with = if self.esmtp { "ESMTP" } else { "SMTP" };
+        let one_rcpt = self.tx.as_ref().filter(|t| t.recipients.len() == 1).map(|t| t.recipients[0].address.clone());
+        let mut h = format!(
+            "Received: from {} ([{ip}])\r\n\tby {} (sluice) with {with} id {mid}\r\n\t(connector {})",
+            sanitize(helo),
+            self.policy.hostname,
+            sanitize(&self.policy.connector.name)
+        );
+        if let Some(r) = one_rcpt {
+            h.push_str(&format!("\r\n\tfor <{}>", sanitize(&r)));
+        }
+        h.push_str(&format!("; {}\r\n", rfc5322(now_ms())));
+        h
+    }
+}
+
+fn sluice_delivery_safe(local: &str) -> bool {
+    !local.is_empty()
+        && local.len() <= 64
+        && !local.starts_with('.')
+        && !local.contains("..")
+        && local.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_+=".contains(&b))
+}
+
+/// Keeps header text on one line and printable.
+fn sanitize(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() || c == '(' || c == ')' { '_' } else { c }).take(255).collect()
+}
+
+/// `Message-ID:` and `Subject:` from the header section, for listings and tracking.
+fn header_fields(body: &[u8]) -> (Option<String>, Option<String>) {
+    let end = body.windows(4).position(|w| w == b"\r\n\r\n").map_or(body.len().min(64 * 1024), |p| p + 2);
+    let head = String::from_utf8_lossy(&body[..end]);
+    let mut message_id = None;
+    let mut subject = None;
+    let mut current: Option<(&str, String)> = None;
+    let mut finish = |cur: Option<(&str, String)>| {
+        if let Some((name, value)) = cur {
+            let value = value.trim().to_owned();
+            if name.eq_ignore_ascii_case("message-id") && message_id.is_none() {
+                message_id = Some(value);
+            } else if name.eq_ignore_ascii_case("subject") && subject.is_none() {
+                subject = Some(value.chars().take(255).collect());
+            }
+        }
+    };
+    for line in head.split("\r\n") {
+        if line.starts_with([' ', '\t']) {
+            if let Some((_, v)) = current.as_mut() {
+                v.push(' ');
+                v.push_str(line.trim());
+            }
+            continue;
+        }
+        finish(current.take());
+        if let Some((name, value)) = line.split_once(':') {
+            let name = name.trim();
+            if name.eq_ignore_ascii_case("message-id") || name.eq_ignore_ascii_case("subject") {
+                current = Some((if name.eq_ignore_ascii_case("subject") { "subject" } else { "message-id" }, value.to_owned()));
+            }
+        }
+    }
+    finish(current);
+    (message_id, subject)
+}

@@ -1,0 +1,222 @@
+//! `sluice serve`: wires the parts together in the order a message meets them — queue database, transport
+//! (categorizer and delivery), receive connectors — plus the admin API, signals and a graceful stop.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use sluice_api_types as api;
+use sluice_config::{Config, Loaded, MailboxStoreKind};
+use sluice_queue_db::{FsStorage, Options, QueueDb};
+use sluice_transport::{Routing, Tracking, Transport};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let loaded = Config::discover(config_path.as_deref())?;
+    init_logging(&loaded.config);
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?.block_on(serve(
+        loaded,
+        config_path,
+    ))
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log.format {
+        sluice_config::LogFormat::Json => builder.json().init(),
+        sluice_config::LogFormat::Text => builder.init(),
+    }
+}
+
+/// The routing table of a configuration.
+pub fn routing(config: &Config) -> Routing {
+    use sluice_transport as t;
+    Routing {
+        stores: config
+            .mailbox_stores
+            .iter()
+            .map(|s| t::MailboxStore {
+                name: s.name.clone(),
+                guid: s.guid.clone(),
+                kind: match &s.kind {
+                    MailboxStoreKind::Maildir(tpl) => t::StoreKind::Maildir(tpl.as_str().to_owned()),
+                    MailboxStoreKind::Lmtp(hp) => t::StoreKind::Lmtp(hp.render(24)),
+                },
+            })
+            .collect(),
+        accepted_domains: config
+            .accepted_domains
+            .iter()
+            .map(|d| t::AcceptedDomain {
+                domain: d.domain.clone(),
+                store: d.mailbox_store.clone(),
+                recipient_delimiter: d.recipient_delimiter.map(String::from).unwrap_or_default(),
+            })
+            .collect(),
+        send_connectors: config
+            .send_connectors
+            .iter()
+            .map(|c| t::SendConnector {
+                name: c.name.clone(),
+                guid: c.guid.clone(),
+                address_spaces: c.address_spaces.iter().map(|a| a.to_string().to_ascii_lowercase()).collect(),
+                smart_hosts: c.smart_hosts.iter().map(|h| h.render(25)).collect(),
+                port: c.port,
+                max_messages_per_connection: c.max_messages_per_connection as usize,
+            })
+            .collect(),
+        limits: t::Limits {
+            transient_failure_retry_interval: config.transport.transient_failure_retry_interval,
+            max_per_domain_outbound_connections: config.transport.max_per_domain_outbound_connections as usize,
+            ..t::Limits::default()
+        },
+    }
+}
+
+async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = loaded.config.clone();
+    match &loaded.source {
+        Some(p) => tracing::info!(config = %p.display(), "configuration loaded"),
+        None => tracing::info!("no configuration file; using built-in defaults"),
+    }
+    for key in &loaded.not_yet_in_effect {
+        tracing::warn!(key = %key, "configuration key accepted but not yet in effect in this release");
+    }
+    if config.queue_database.log_path != config.queue_database.path {
+        tracing::warn!("queue_database.log_path is not yet in effect; the log is kept in queue_database.path");
+    }
+
+    let storage = FsStorage::new(&config.queue_database.path)
+        .with_context(|| format!("creating {}", config.queue_database.path.display()))?;
+    let options = Options {
+        batch_size: config.queue_database.batch_size as usize,
+        batch_timeout: config.queue_database.batch_timeout,
+        generation_interval: config.queue_database.generation_interval,
+        safety_net_hold: config.transport.safety_net_hold_time,
+        ..Options::default()
+    };
+    let started = Instant::now();
+    let (db, state, report) = QueueDb::open(Arc::new(storage), options)?;
+    tracing::info!(
+        messages = state.messages.len(),
+        frames = report.frames,
+        records = report.records,
+        torn_bytes = report.torn_bytes,
+        generations_removed = report.generations_removed,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "queue database recovered"
+    );
+    if report.torn_bytes > 0 {
+        tracing::warn!(bytes = report.torn_bytes, "the last, unacknowledged log write was torn and was discarded");
+    }
+    let tracking = Tracking::start(config.server.data_dir.join("tracking")).context("starting the tracking log")?;
+    let agent = sluice_delivery::Agent { hostname: config.server.hostname.as_str().into() };
+    let transport =
+        Transport::start(db, state, routing(&config), Arc::new(agent), tracking, config.server.name.clone());
+
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let policies = sluice_receive::Policies::new(&config);
+    for connector in &config.receive_connectors {
+        let listener = TcpListener::bind(connector.listen)
+            .await
+            .with_context(|| format!("receive connector {} cannot listen on {}", connector.name, connector.listen))?;
+        tracing::info!(connector = %connector.name, listen = %connector.listen, "receive connector listening");
+        let server = sluice_receive::Server {
+            policy: policies.subscribe(&connector.name),
+            transport: transport.clone(),
+            shutdown: shutdown.clone(),
+        };
+        tasks.spawn(server.run(listener));
+    }
+
+    let admin_listener = TcpListener::bind(config.admin.listen)
+        .await
+        .with_context(|| format!("the admin API cannot listen on {}", config.admin.listen))?;
+    if !config.admin.listen.ip().is_loopback() && (config.admin.token.is_none() || config.admin.tls.is_none()) {
+        bail!("the admin API listens on {} but has no token and TLS; refusing to start", config.admin.listen);
+    }
+    if config.admin.tls.is_some() {
+        tracing::warn!("admin.tls is not yet in effect; the admin API is served over plain HTTP");
+    }
+    let current = Arc::new(Mutex::new(config.clone()));
+    let reload = reloader(config_path.clone(), loaded.source.clone(), current, transport.clone(), policies.clone());
+    let admin_state = sluice_admin::AdminState {
+        transport: transport.clone(),
+        started,
+        token: config.admin.token.clone(),
+        allowed_hosts: config.admin.allowed_hosts.clone(),
+        listen: config.admin.listen,
+        reload: reload.clone(),
+    };
+    tracing::info!(listen = %config.admin.listen, "admin API listening");
+    tasks.spawn(sluice_admin::serve(admin_listener, admin_state, shutdown.clone()));
+    tracing::info!(
+        hostname = %config.server.hostname,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "sluice is ready"
+    );
+
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => match reload().await {
+                Ok(r) => tracing::info!(restart_required = ?r.restart_required, "configuration reloaded (SIGHUP)"),
+                Err(e) => tracing::error!(error = %e, "configuration not reloaded (SIGHUP); the old one stays"),
+            },
+        }
+    }
+    tracing::info!("stopping: listeners close, sessions finish their transaction");
+    shutdown.cancel();
+    tasks.close();
+    tasks.wait().await;
+    transport.shutdown().await;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+fn reloader(
+    explicit: Option<PathBuf>,
+    source: Option<PathBuf>,
+    current: Arc<Mutex<Config>>,
+    transport: Transport,
+    policies: sluice_receive::Policies,
+) -> sluice_admin::ReloadFn {
+    Arc::new(move || {
+        let explicit = explicit.clone();
+        let source = source.clone();
+        let current = current.clone();
+        let transport = transport.clone();
+        let policies = policies.clone();
+        Box::pin(async move {
+            let loaded = match (&explicit, &source) {
+                (Some(p), _) | (None, Some(p)) => Config::from_file(p),
+                (None, None) => Config::discover(None),
+            }
+            .map_err(|e| e.to_string())?;
+            let (new, restart_required) = {
+                let mut cur = current.lock().unwrap_or_else(|e| e.into_inner());
+                let restart_required = cur.restart_required_changes(&loaded.config);
+                let new = loaded.config.with_restart_keys_from(&cur);
+                *cur = new.clone();
+                (new, restart_required)
+            };
+            for key in &restart_required {
+                tracing::warn!(key = %key, "changed, but takes effect only after a restart");
+            }
+            policies.update(&new);
+            transport.set_routing(routing(&new)).await;
+            Ok(api::ReloadResult { reloaded: true, restart_required, not_yet_in_effect: loaded.not_yet_in_effect })
+        })
+    })
+}

@@ -1,0 +1,350 @@
+//! Delivery queues at work: workers that take ready copies, hold a connection to the next hop through a
+//! [`DeliveryAgent`], and record each outcome. The agent (SMTP, LMTP, Maildir) lives in another crate; this
+//! module decides when to connect, when to retry and what each reply means for the queue.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use sluice_queue_db::{Envelope, Mid, QueueId, Record, now_ms};
+
+use crate::Inner;
+use crate::queue::MessageStatus;
+use crate::routing::Target;
+
+/// A boxed future, for the object-safe agent traits.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One message copy on its way out.
+#[derive(Debug)]
+pub struct Outbound {
+    pub mid: Mid,
+    pub envelope: Arc<Envelope>,
+    /// The envelope recipients this copy is for.
+    pub recipients: Vec<String>,
+    pub body: Vec<u8>,
+}
+
+/// What the next hop said about one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecipientOutcome {
+    Delivered(String),
+    Transient(String),
+    Permanent(String),
+}
+
+/// Opens connections to next hops.
+pub trait DeliveryAgent: Send + Sync + 'static {
+    /// Connects to the target; an error is a queue-level transient failure.
+    fn connect<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<Box<dyn DeliveryConnection>, String>>;
+}
+
+/// An open connection that can deliver messages one after another.
+pub trait DeliveryConnection: Send {
+    /// Delivers one copy; one outcome per recipient in order. An error means the session failed as a whole
+    /// (nothing was delivered by this call) and the connection is unusable.
+    fn deliver<'a>(&'a mut self, msg: &'a Outbound) -> BoxFuture<'a, Result<Vec<RecipientOutcome>, String>>;
+    /// Ends the session politely.
+    fn quit(self: Box<Self>) -> BoxFuture<'static, ()>;
+}
+
+struct Job {
+    mid: Mid,
+    envelope: Arc<Envelope>,
+    body: sluice_queue_db::BodyRef,
+    recipients: Vec<u32>,
+    retry_count: u32,
+}
+
+/// Starts workers for a queue while it has more ready copies than workers, up to the per-domain limit.
+pub(crate) fn kick(inner: &Arc<Inner>, qid: QueueId) {
+    let limit = inner.routing().limits.max_per_domain_outbound_connections.max(1);
+    let mut start = 0;
+    {
+        let mut qs = inner.lock();
+        let Some(q) = qs.delivery.get_mut(&qid) else { return };
+        if q.suspended || q.next_retry_ms.is_some() || q.ready.is_empty() {
+            return;
+        }
+        q.notify.notify_waiters();
+        let want = q.ready.len().min(limit);
+        while q.workers < want {
+            q.workers += 1;
+            start += 1;
+        }
+    }
+    for _ in 0..start {
+        let inner2 = inner.clone();
+        inner.tasks.spawn(async move { worker(inner2, qid).await });
+    }
+}
+
+fn next_job(inner: &Inner, qid: QueueId) -> Option<(Job, Target)> {
+    let mut qs = inner.lock();
+    let crate::queue::Queues { delivery, messages, .. } = &mut *qs;
+    let q = delivery.get_mut(&qid)?;
+    if q.suspended || q.next_retry_ms.is_some() {
+        return None;
+    }
+    while let Some(mid) = q.ready.pop_front() {
+        let Some(m) = messages.get_mut(&mid) else { continue };
+        let Some(c) = m.copies.iter_mut().find(|c| c.queue == qid) else { continue };
+        c.status = MessageStatus::Active;
+        q.active += 1;
+        let job = Job {
+            mid,
+            envelope: m.envelope.clone(),
+            body: m.body,
+            recipients: c.recipients.clone(),
+            retry_count: c.retry_count,
+        };
+        return Some((job, q.target.clone()));
+    }
+    None
+}
+
+async fn worker(inner: Arc<Inner>, qid: QueueId) {
+    let mut conn: Option<Box<dyn DeliveryConnection>> = None;
+    let mut sent = 0usize;
+    loop {
+        if inner.shutdown.is_cancelled() {
+            break;
+        }
+        let notify = match inner.lock().delivery.get(&qid) {
+            Some(q) => q.notify.clone(),
+            None => break,
+        };
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let Some((job, target)) = next_job(&inner, qid) else {
+            if conn.is_none() {
+                break;
+            }
+            // Keep the connection for a while in case more mail comes for this next hop.
+            let idle = inner.routing().limits.connection_idle;
+            tokio::select! {
+                _ = &mut notified => continue,
+                _ = tokio::time::sleep(idle) => break,
+                _ = inner.shutdown.cancelled() => break,
+            }
+        };
+        let body = match inner.db.read_body(&job.body) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(mid = job.mid, error = %e, "cannot read a message body");
+                defer(&inner, qid, &job, &format!("451 4.3.0 cannot read the message body: {e}"), false).await;
+                continue;
+            }
+        };
+        let outbound = Outbound {
+            mid: job.mid,
+            envelope: job.envelope.clone(),
+            recipients: job
+                .recipients
+                .iter()
+                .filter_map(|i| job.envelope.recipients.get(*i as usize).map(|r| r.address.clone()))
+                .collect(),
+            body,
+        };
+        if conn.is_none() {
+            if let Some(q) = inner.lock().delivery.get_mut(&qid) {
+                q.connecting += 1;
+            }
+            let connected = inner.agent.connect(&target).await;
+            if let Some(q) = inner.lock().delivery.get_mut(&qid) {
+                q.connecting -= 1;
+            }
+            match connected {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    defer(&inner, qid, &job, &e, true).await;
+                    break;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { break };
+        match c.deliver(&outbound).await {
+            Ok(outcomes) => {
+                finish(&inner, qid, &job, &outbound, outcomes).await;
+                sent += 1;
+                let max = match &target {
+                    Target::SmartHosts { max_messages_per_connection, .. }
+                    | Target::Dns { max_messages_per_connection, .. } => *max_messages_per_connection,
+                    _ => usize::MAX,
+                };
+                if sent >= max.max(1) {
+                    if let Some(c) = conn.take() {
+                        c.quit().await;
+                    }
+                    sent = 0;
+                }
+            }
+            Err(e) => {
+                conn = None;
+                defer(&inner, qid, &job, &e, true).await;
+                break;
+            }
+        }
+    }
+    if let Some(c) = conn {
+        c.quit().await;
+    }
+    let more = {
+        let mut qs = inner.lock();
+        match qs.delivery.get_mut(&qid) {
+            Some(q) => {
+                q.workers -= 1;
+                !q.ready.is_empty()
+            }
+            None => false,
+        }
+    };
+    // A message may have arrived between the last look and the exit.
+    if more && !inner.shutdown.is_cancelled() {
+        kick(&inner, qid);
+    }
+}
+
+/// Applies the next hop's per-recipient replies to the copy.
+async fn finish(inner: &Arc<Inner>, qid: QueueId, job: &Job, out: &Outbound, outcomes: Vec<RecipientOutcome>) {
+    let mut remaining = Vec::new();
+    let mut transient_error = String::new();
+    for (i, outcome) in job.recipients.iter().zip(outcomes.iter().chain(std::iter::repeat(
+        &RecipientOutcome::Transient("451 4.4.0 no reply for this recipient".into()),
+    ))) {
+        let address = job.envelope.recipients.get(*i as usize).map(|r| r.address.clone()).unwrap_or_default();
+        let (event_id, reply) = match outcome {
+            RecipientOutcome::Delivered(r) => ("DELIVER", r),
+            RecipientOutcome::Permanent(r) => ("FAIL", r),
+            RecipientOutcome::Transient(r) => {
+                remaining.push(*i);
+                transient_error.clone_from(r);
+                ("DEFER", r)
+            }
+        };
+        let mut ev = inner.event(event_id, job.mid, &job.envelope);
+        ev.recipients = vec![address];
+        ev.queue = Some(inner.queue_identity(qid));
+        ev.reply = Some(reply.clone());
+        inner.tracking.log(ev);
+        if event_id == "FAIL" {
+            tracing::warn!(mid = job.mid, reply = %reply, "permanent delivery failure");
+        }
+    }
+    let _ = out;
+    if remaining.is_empty() {
+        let done = {
+            let mut qs = inner.lock();
+            qs.remove_copy(job.mid, qid);
+            if let Some(q) = qs.delivery.get_mut(&qid) {
+                q.active -= 1;
+                q.message_count = q.message_count.saturating_sub(1);
+            }
+            vec![Record::CopyDone { mid: job.mid, queue: qid }]
+        };
+        let _ = inner.db.record(done).await;
+    } else {
+        let next = now_ms() + inner.routing().limits.transient_failure_retry_interval.as_millis() as i64;
+        let records = {
+            let mut qs = inner.lock();
+            if let Some(c) = qs.messages.get_mut(&job.mid).and_then(|m| m.copies.iter_mut().find(|c| c.queue == qid)) {
+                c.recipients.clone_from(&remaining);
+                c.retry_count = job.retry_count + 1;
+                c.next_retry_ms = next;
+                c.last_error.clone_from(&transient_error);
+                c.status = MessageStatus::Retry;
+            }
+            if let Some(q) = qs.delivery.get_mut(&qid) {
+                q.active -= 1;
+                q.retry.insert(job.mid, next);
+            }
+            vec![
+                Record::Route { mid: job.mid, from: qid, copies: vec![(qid, remaining)] },
+                Record::Defer {
+                    mid: job.mid,
+                    queue: qid,
+                    retry_count: job.retry_count + 1,
+                    next_retry_ms: next,
+                    last_error: transient_error,
+                },
+            ]
+        };
+        let _ = inner.db.record(records).await;
+    }
+}
+
+/// A transient failure of the whole attempt. With `queue_level`, the queue goes to Retry too.
+async fn defer(inner: &Arc<Inner>, qid: QueueId, job: &Job, error: &str, queue_level: bool) {
+    let now = now_ms();
+    let next = now + inner.routing().limits.transient_failure_retry_interval.as_millis() as i64;
+    {
+        let mut qs = inner.lock();
+        if let Some(c) = qs.messages.get_mut(&job.mid).and_then(|m| m.copies.iter_mut().find(|c| c.queue == qid)) {
+            c.retry_count = job.retry_count + 1;
+            c.last_error = error.to_owned();
+            c.next_retry_ms = next;
+            c.status = MessageStatus::Retry;
+        }
+        if let Some(q) = qs.delivery.get_mut(&qid) {
+            q.active -= 1;
+            if queue_level {
+                // The copy goes back to the front: it is first when the queue retries.
+                q.ready.push_front(job.mid);
+                q.retry_count += 1;
+                q.last_error = Some(error.to_owned());
+                q.first_retry_ms.get_or_insert(now);
+                q.last_retry_ms = Some(now);
+                q.next_retry_ms = Some(next);
+            } else {
+                q.retry.insert(job.mid, next);
+            }
+        }
+    }
+    tracing::info!(mid = job.mid, queue = qid, error, "delivery deferred");
+    let mut ev = inner.event("DEFER", job.mid, &job.envelope);
+    ev.recipients =
+        job.recipients.iter().filter_map(|i| job.envelope.recipients.get(*i as usize)).map(|r| r.address.clone()).collect();
+    ev.queue = Some(inner.queue_identity(qid));
+    ev.reply = Some(error.to_owned());
+    inner.tracking.log(ev);
+    let _ = inner
+        .db
+        .record(vec![Record::Defer {
+            mid: job.mid,
+            queue: qid,
+            retry_count: job.retry_count + 1,
+            next_retry_ms: next,
+            last_error: error.to_owned(),
+        }])
+        .await;
+}
+
+/// Moves what is due out of Retry; called every second.
+pub(crate) fn release_due(inner: &Arc<Inner>) {
+    let now = now_ms();
+    let mut due_queues = Vec::new();
+    {
+        let mut qs = inner.lock();
+        let crate::queue::Queues { delivery, messages, .. } = &mut *qs;
+        for (qid, q) in delivery.iter_mut() {
+            if q.next_retry_ms.is_some_and(|t| t <= now) {
+                q.next_retry_ms = None;
+                due_queues.push(*qid);
+            }
+            let due: Vec<Mid> = q.retry.iter().filter(|(_, t)| **t <= now).map(|(m, _)| *m).collect();
+            for mid in due {
+                q.retry.remove(&mid);
+                if let Some(c) = messages.get_mut(&mid).and_then(|m| m.copies.iter_mut().find(|c| c.queue == *qid)) {
+                    c.status = MessageStatus::Ready;
+                }
+                q.ready.push_back(mid);
+                due_queues.push(*qid);
+            }
+        }
+    }
+    due_queues.dedup();
+    for qid in due_queues {
+        kick(inner, qid);
+    }
+}

@@ -1,0 +1,267 @@
+//! Routing tables: where a recipient goes. Built by the binary from the configuration and swapped whole on
+//! reload, so that new routing applies to new work while work in flight keeps the table it started with.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::queue::{DeliveryType, NextHopSolutionKey};
+
+/// A mailbox store: where mail for accepted domains is delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxStore {
+    pub name: String,
+    pub guid: String,
+    pub kind: StoreKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    /// A path template with `{domain}` and `{local}`.
+    Maildir(String),
+    /// `host:port` of an LMTP server.
+    Lmtp(String),
+}
+
+/// An accepted domain and the store its mail goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptedDomain {
+    /// Lower-case.
+    pub domain: String,
+    pub store: String,
+    pub recipient_delimiter: String,
+}
+
+/// A send connector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendConnector {
+    pub name: String,
+    pub guid: String,
+    /// `*`, `*.example.com` or `example.com`, lower-case.
+    pub address_spaces: Vec<String>,
+    /// `host:port` entries as configured; empty for DNS routing.
+    pub smart_hosts: Vec<String>,
+    pub port: u16,
+    pub max_messages_per_connection: usize,
+}
+
+/// Where a delivery queue's messages are sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    SmartHosts { hosts: Vec<String>, max_messages_per_connection: usize },
+    Dns { domain: String, port: u16, max_messages_per_connection: usize },
+    Maildir { template: String, delimiter: String },
+    Lmtp { address: String },
+}
+
+/// Retry and concurrency settings of `[transport]` that the queues use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    pub transient_failure_retry_interval: Duration,
+    pub max_per_domain_outbound_connections: usize,
+    /// How long an idle delivery connection is kept open for the next message.
+    pub connection_idle: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            transient_failure_retry_interval: Duration::from_secs(300),
+            max_per_domain_outbound_connections: 40,
+            connection_idle: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The whole routing table.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Routing {
+    pub stores: Vec<MailboxStore>,
+    pub accepted_domains: Vec<AcceptedDomain>,
+    pub send_connectors: Vec<SendConnector>,
+    pub limits: Limits,
+}
+
+/// The result of routing one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Deliver { key: NextHopSolutionKey, target: Target },
+    Unreachable { reason: String },
+}
+
+impl Routing {
+    /// Is `domain` (any case) one of ours?
+    pub fn is_accepted(&self, domain: &str) -> bool {
+        self.accepted(domain).is_some()
+    }
+
+    fn accepted(&self, domain: &str) -> Option<&AcceptedDomain> {
+        let domain = domain.trim_end_matches('.');
+        self.accepted_domains.iter().find(|d| d.domain.eq_ignore_ascii_case(domain))
+    }
+
+    /// Routes one recipient address.
+    pub fn route(&self, address: &str) -> Route {
+        let domain = address.rsplit_once('@').map_or("", |(_, d)| d).to_ascii_lowercase();
+        if let Some(accepted) = self.accepted(&domain) {
+            let Some(store) = self.stores.iter().find(|s| s.name == accepted.store) else {
+                return Route::Unreachable { reason: format!("mailbox store {} is not configured", accepted.store) };
+            };
+            let target = match &store.kind {
+                StoreKind::Maildir(t) => {
+                    Target::Maildir { template: t.clone(), delimiter: accepted.recipient_delimiter.clone() }
+                }
+                StoreKind::Lmtp(a) => Target::Lmtp { address: a.clone() },
+            };
+            let key = NextHopSolutionKey {
+                delivery_type: DeliveryType::SmtpDeliveryToMailbox,
+                next_hop_domain: store.name.clone(),
+                next_hop_connector: store.guid.clone(),
+            };
+            return Route::Deliver { key, target };
+        }
+        let best = self
+            .send_connectors
+            .iter()
+            .filter_map(|c| c.address_spaces.iter().filter_map(|s| specificity(s, &domain)).max().map(|s| (s, c)))
+            .max_by_key(|(s, _)| *s);
+        let Some((_, c)) = best else {
+            return Route::Unreachable { reason: format!("no send connector for domain {domain}") };
+        };
+        if c.smart_hosts.is_empty() {
+            let key = NextHopSolutionKey {
+                delivery_type: DeliveryType::DnsConnectorDelivery,
+                next_hop_domain: domain.clone(),
+                next_hop_connector: c.guid.clone(),
+            };
+            let target =
+                Target::Dns { domain, port: c.port, max_messages_per_connection: c.max_messages_per_connection };
+            Route::Deliver { key, target }
+        } else {
+            let key = NextHopSolutionKey {
+                delivery_type: DeliveryType::SmartHostConnectorDelivery,
+                next_hop_domain: c.smart_hosts.join(","),
+                next_hop_connector: c.guid.clone(),
+            };
+            let target = Target::SmartHosts {
+                hosts: c.smart_hosts.clone(),
+                max_messages_per_connection: c.max_messages_per_connection,
+            };
+            Route::Deliver { key, target }
+        }
+    }
+
+    /// The target of an existing queue's key under this table, if the connector or store still exists
+    /// unchanged.
+    pub fn target_for(&self, key: &NextHopSolutionKey) -> Option<Target> {
+        match key.delivery_type {
+            DeliveryType::SmtpDeliveryToMailbox => {
+                let store = self.stores.iter().find(|s| s.guid == key.next_hop_connector)?;
+                let delimiter = self
+                    .accepted_domains
+                    .iter()
+                    .find(|d| d.store == store.name)
+                    .map_or_else(|| "+".to_owned(), |d| d.recipient_delimiter.clone());
+                Some(match &store.kind {
+                    StoreKind::Maildir(t) => Target::Maildir { template: t.clone(), delimiter },
+                    StoreKind::Lmtp(a) => Target::Lmtp { address: a.clone() },
+                })
+            }
+            DeliveryType::SmartHostConnectorDelivery => {
+                let c = self.send_connectors.iter().find(|c| c.guid == key.next_hop_connector)?;
+                (c.smart_hosts.join(",") == key.next_hop_domain).then(|| Target::SmartHosts {
+                    hosts: c.smart_hosts.clone(),
+                    max_messages_per_connection: c.max_messages_per_connection,
+                })
+            }
+            DeliveryType::DnsConnectorDelivery => {
+                let c = self.send_connectors.iter().find(|c| c.guid == key.next_hop_connector)?;
+                c.smart_hosts.is_empty().then(|| Target::Dns {
+                    domain: key.next_hop_domain.clone(),
+                    port: c.port,
+                    max_messages_per_connection: c.max_messages_per_connection,
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// How specifically an address space matches a domain: `None` for no match; exact beats wildcards, longer
+/// wildcards beat shorter ones, `*` matches everything least specifically.
+fn specificity(space: &str, domain: &str) -> Option<usize> {
+    let space = space.to_ascii_lowercase();
+    if space == "*" {
+        return Some(0);
+    }
+    if let Some(suffix) = space.strip_prefix("*.") {
+        let matches = domain == suffix || domain.ends_with(&format!(".{suffix}"));
+        return matches.then_some(1 + suffix.len());
+    }
+    (space == domain).then_some(usize::MAX)
+}
+
+/// A map from NextHopSolutionKey to the queue's number.
+pub(crate) type KeyIndex = HashMap<NextHopSolutionKey, sluice_queue_db::QueueId>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> Routing {
+        Routing {
+            stores: vec![MailboxStore {
+                name: "Local Maildir".into(),
+                guid: "g-store".into(),
+                kind: StoreKind::Maildir("/m/{domain}/{local}".into()),
+            }],
+            accepted_domains: vec![AcceptedDomain {
+                domain: "localhost".into(),
+                store: "Local Maildir".into(),
+                recipient_delimiter: "+".into(),
+            }],
+            send_connectors: vec![
+                SendConnector {
+                    name: "Internet".into(),
+                    guid: "g-any".into(),
+                    address_spaces: vec!["*".into()],
+                    smart_hosts: vec!["127.0.0.1:2526".into()],
+                    port: 25,
+                    max_messages_per_connection: 100,
+                },
+                SendConnector {
+                    name: "Partner".into(),
+                    guid: "g-partner".into(),
+                    address_spaces: vec!["*.partner.test".into()],
+                    smart_hosts: vec![],
+                    port: 25,
+                    max_messages_per_connection: 100,
+                },
+            ],
+            limits: Limits::default(),
+        }
+    }
+
+    #[test]
+    fn accepted_domains_route_to_their_store_case_insensitively() {
+        let Route::Deliver { key, .. } = table().route("User@LocalHost") else { panic!() };
+        assert_eq!(key.delivery_type, DeliveryType::SmtpDeliveryToMailbox);
+        assert_eq!(key.next_hop_domain, "Local Maildir");
+    }
+
+    #[test]
+    fn the_most_specific_address_space_wins() {
+        let Route::Deliver { key, .. } = table().route("a@mx.partner.test") else { panic!() };
+        assert_eq!(key.delivery_type, DeliveryType::DnsConnectorDelivery);
+        assert_eq!(key.next_hop_domain, "mx.partner.test");
+        let Route::Deliver { key, .. } = table().route("a@example.org") else { panic!() };
+        assert_eq!(key.delivery_type, DeliveryType::SmartHostConnectorDelivery);
+        assert_eq!(key.next_hop_domain, "127.0.0.1:2526");
+    }
+
+    #[test]
+    fn without_a_connector_recipients_are_unreachable() {
+        let mut t = table();
+        t.send_connectors.clear();
+        assert!(matches!(t.route("a@example.org"), Route::Unreachable { .. }));
+    }
+}
