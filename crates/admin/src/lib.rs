@@ -161,7 +161,10 @@ async fn list_queues(
     Ok(Json(page(s.transport.queues(), &p)?))
 }
 
-async fn get_queue(State(s): State<Arc<AdminState>>, Path(identity): Path<String>) -> Result<Json<api::Queue>, ApiError> {
+async fn get_queue(
+    State(s): State<Arc<AdminState>>,
+    Path(identity): Path<String>,
+) -> Result<Json<api::Queue>, ApiError> {
     s.transport.queue(&identity).map(Json).map_err(|e| ApiError(StatusCode::NOT_FOUND, e.to_string()))
 }
 

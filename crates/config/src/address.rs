@@ -27,9 +27,7 @@ pub(crate) fn check_local_part(text: &str) -> Result<(), String> {
         && text.len() <= 64
         && !text.starts_with('.')
         && !text.contains("..")
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b".-_+=".contains(&b));
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_+=".contains(&b));
     if safe {
         Ok(())
     } else {
@@ -96,7 +94,9 @@ impl FromStr for AddressSpace {
         if text == "*" {
             return Ok(AddressSpace::Any);
         }
-        let bad = |why: String| format!("invalid address space {text:?}: {why}; expected \"*\", \"*.example.com\" or \"example.com\"");
+        let bad = |why: String| {
+            format!("invalid address space {text:?}: {why}; expected \"*\", \"*.example.com\" or \"example.com\"")
+        };
         match text.strip_prefix("*.") {
             Some(parent) => normalise_domain(parent).map(AddressSpace::Subdomains).map_err(bad),
             None => normalise_domain(text).map(AddressSpace::Domain).map_err(bad),

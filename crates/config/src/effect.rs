@@ -92,10 +92,7 @@ pub fn is_not_yet_in_effect(key: &str) -> bool {
 
 /// The keys set in `document` that are not yet in effect.
 pub(crate) fn not_yet_in_effect(document: &toml::Table) -> Vec<String> {
-    present_keys(document)
-        .into_iter()
-        .filter(|key| is_not_yet_in_effect(key))
-        .collect()
+    present_keys(document).into_iter().filter(|key| is_not_yet_in_effect(key)).collect()
 }
 
 #[cfg(test)]

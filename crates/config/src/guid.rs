@@ -35,9 +35,7 @@ impl GuidKind {
 }
 
 fn fnv1a(seed: u64, bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(seed, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(FNV_PRIME))
+    bytes.iter().fold(seed, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(FNV_PRIME))
 }
 
 fn splitmix_finalise(mut z: u64) -> u64 {
@@ -65,10 +63,7 @@ fn format_guid(value: u128) -> String {
 
 /// Checks a configured GUID (`8-4-4-4-12` hexadecimal, braces allowed) and returns it in lower case.
 pub(crate) fn normalise_guid(text: &str) -> Result<String, String> {
-    let bare = text
-        .strip_prefix('{')
-        .and_then(|t| t.strip_suffix('}'))
-        .unwrap_or(text);
+    let bare = text.strip_prefix('{').and_then(|t| t.strip_suffix('}')).unwrap_or(text);
     let groups: Vec<&str> = bare.split('-').collect();
     let lengths = [8, 4, 4, 4, 12];
     let well_formed = groups.len() == lengths.len()
@@ -129,7 +124,9 @@ mod tests {
             normalise_guid("{6dcb5a1e-0a88-4fc9-b8f9-634c34b1a123}").as_deref(),
             Ok("6dcb5a1e-0a88-4fc9-b8f9-634c34b1a123")
         );
-        for text in ["", "6dcb5a1e0a884fc9b8f9634c34b1a123", "6dcb5a1e-0a88-4fc9-b8f9-634c34b1a12g", "6dcb5a1e-0a88-4fc9-b8f9"] {
+        for text in
+            ["", "6dcb5a1e0a884fc9b8f9634c34b1a123", "6dcb5a1e-0a88-4fc9-b8f9-634c34b1a12g", "6dcb5a1e-0a88-4fc9-b8f9"]
+        {
             assert!(normalise_guid(text).is_err(), "{text}");
         }
     }

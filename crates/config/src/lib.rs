@@ -68,8 +68,8 @@ impl Config {
 
     /// Reads, parses and validates the file at `path`; relative paths in it are relative to its directory.
     pub fn from_file(path: &Path) -> Result<Loaded, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Io { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_path_buf(), source })?;
         let base = path.parent().unwrap_or(Path::new(""));
         let mut loaded = load(&text, base, Some(path))?;
         loaded.source = Some(path.to_path_buf());
@@ -119,9 +119,7 @@ fn load(text: &str, base_dir: &Path, path: Option<&Path>) -> Result<Loaded, Conf
     let base = if base_dir.is_absolute() {
         base_dir.to_path_buf()
     } else {
-        std::env::current_dir()
-            .map_err(ConfigError::WorkingDirectory)?
-            .join(base_dir)
+        std::env::current_dir().map_err(ConfigError::WorkingDirectory)?.join(base_dir)
     };
     // Parsed twice: once into the schema (whose errors carry the span of the offending key), once as a plain
     // table to see which keys the file actually sets.

@@ -135,9 +135,7 @@ impl HostPort {
         if let Some(rest) = text.strip_prefix('[') {
             let (inner, after) = rest.split_once(']').ok_or_else(|| bad("missing ']'"))?;
             let inner = inner.strip_prefix("IPv6:").unwrap_or(inner);
-            let ip: IpAddr = inner
-                .parse()
-                .map_err(|_| bad("brackets must hold an IP address"))?;
+            let ip: IpAddr = inner.parse().map_err(|_| bad("brackets must hold an IP address"))?;
             let port = match after {
                 "" => default_port,
                 _ => parse_port(after.strip_prefix(':').ok_or_else(|| bad("expected ':' after ']'"))?)?,
@@ -166,8 +164,9 @@ impl HostPort {
         self.host.parse().ok()
     }
 
-    /// Renders the value so that [`HostPort::parse`] with the same `default_port` gives it back; the port is
-    /// left out when it is the default.
+    /// Renders the value in its configured form, so that [`HostPort::parse`] with the same `default_port`
+    /// gives it back: brackets for address literals, the port only when it is not the default
+    /// (`relay.test`, `[10.0.0.1]`, `relay.test:2526`). This is also the form of a smart-host NextHopDomain.
     pub fn render(&self, default_port: u16) -> String {
         let ipv6 = self.host.contains(':');
         let host = if self.literal || (ipv6 && self.port != default_port) {
@@ -175,11 +174,7 @@ impl HostPort {
         } else {
             self.host.clone()
         };
-        if self.port == default_port {
-            host
-        } else {
-            format!("{host}:{}", self.port)
-        }
+        if self.port == default_port { host } else { format!("{host}:{}", self.port) }
     }
 }
 
@@ -217,15 +212,6 @@ pub fn parse_socket_addr(text: &str, default_port: u16) -> Result<SocketAddr, St
     bare.parse::<IpAddr>()
         .map(|ip| SocketAddr::new(ip, default_port))
         .map_err(|_| format!("invalid socket address {text:?}: expected \"ip:port\", e.g. \"127.0.0.1:53\""))
-}
-
-/// Renders a socket address so that [`parse_socket_addr`] with the same `default_port` gives it back.
-pub fn render_socket_addr(addr: SocketAddr, default_port: u16) -> String {
-    if addr.port() == default_port {
-        addr.ip().to_string()
-    } else {
-        addr.to_string()
-    }
 }
 
 #[cfg(test)]
@@ -302,14 +288,12 @@ mod tests {
         ];
         for (text, host, port, literal) in cases {
             let parsed = HostPort::parse(text, 25).expect(text);
-            assert_eq!(
-                parsed,
-                HostPort { host: (*host).to_owned(), port: *port, literal: *literal },
-                "{text}"
-            );
+            assert_eq!(parsed, HostPort { host: (*host).to_owned(), port: *port, literal: *literal }, "{text}");
             assert_eq!(HostPort::parse(&parsed.render(25), 25), Ok(parsed.clone()), "{text}");
         }
-        for text in ["", ":25", "host:", "host:0", "host:70000", "[host]", "[10.0.0.1", "[10.0.0.1]x", "bad host", "-a.b"] {
+        for text in
+            ["", ":25", "host:", "host:0", "host:70000", "[host]", "[10.0.0.1", "[10.0.0.1]x", "bad host", "-a.b"]
+        {
             assert!(HostPort::parse(text, 25).is_err(), "{text}");
         }
     }
@@ -333,7 +317,7 @@ mod tests {
         for (text, expected) in cases {
             let addr = parse_socket_addr(text, 53).expect(text);
             assert_eq!(addr.to_string(), *expected);
-            assert_eq!(parse_socket_addr(&render_socket_addr(addr, 53), 53), Ok(addr));
+            assert_eq!(parse_socket_addr(&addr.to_string(), 53), Ok(addr));
         }
         assert!(parse_socket_addr("localhost:53", 53).is_err());
     }

@@ -77,9 +77,7 @@ fn check_placeholders(text: &str, allowed: &[&str]) -> Result<(), String> {
         match after.find('}') {
             Some(close) => {
                 let placeholder = &after[..=close];
-                let is_word = placeholder[1..close]
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                let is_word = placeholder[1..close].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
                 if is_word && !allowed.contains(&placeholder) {
                     let known = if allowed.is_empty() {
                         "no placeholders are allowed here".to_owned()
@@ -98,9 +96,7 @@ fn check_placeholders(text: &str, allowed: &[&str]) -> Result<(), String> {
 
 /// Drops `.` components and redundant separators.
 fn tidy(path: &Path) -> PathBuf {
-    path.components()
-        .filter(|component| *component != Component::CurDir)
-        .collect()
+    path.components().filter(|component| *component != Component::CurDir).collect()
 }
 
 #[cfg(test)]

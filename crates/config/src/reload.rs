@@ -10,13 +10,8 @@ use std::net::SocketAddr;
 use crate::types::{Config, ReceiveConnector};
 
 /// The keys [`Config::restart_required_changes`] can report.
-pub const RESTART_KEYS: &[&str] = &[
-    "server.data_dir",
-    "receive_connectors.listen",
-    "admin.listen",
-    "queue_database.path",
-    "queue_database.log_path",
-];
+pub const RESTART_KEYS: &[&str] =
+    &["server.data_dir", "receive_connectors.listen", "admin.listen", "queue_database.path", "queue_database.log_path"];
 
 fn listen_set(connectors: &[ReceiveConnector]) -> BTreeSet<SocketAddr> {
     connectors.iter().map(|connector| connector.listen).collect()
@@ -34,12 +29,7 @@ impl Config {
             self.queue_database.path != new.queue_database.path,
             self.queue_database.log_path != new.queue_database.log_path,
         ];
-        RESTART_KEYS
-            .iter()
-            .zip(changed)
-            .filter(|(_, changed)| *changed)
-            .map(|(key, _)| (*key).to_owned())
-            .collect()
+        RESTART_KEYS.iter().zip(changed).filter(|(_, changed)| *changed).map(|(key, _)| (*key).to_owned()).collect()
     }
 
     /// This (newly loaded) configuration with the restart-only values of the running one, `old`, kept: what a
@@ -79,9 +69,5 @@ fn merge_listeners(old: &[ReceiveConnector], new: &[ReceiveConnector]) -> Vec<Re
         })
         .collect();
     let names: BTreeSet<String> = merged.iter().map(|c| c.name.to_lowercase()).collect();
-    if names.len() == merged.len() {
-        merged
-    } else {
-        old.to_vec()
-    }
+    if names.len() == merged.len() { merged } else { old.to_vec() }
 }

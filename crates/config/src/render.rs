@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::net::{CLAMD_PORT, DNS_PORT, LMTP_PORT, SMTP_PORT, SPAMD_PORT, render_socket_addr};
+use crate::net::{CLAMD_PORT, LMTP_PORT, SMTP_PORT, SPAMD_PORT};
 use crate::raw::{
     RawAcceptedDomain, RawAdmin, RawAlerts, RawAntispam, RawAntivirus, RawBackPressure, RawConfig, RawDebug, RawDns,
     RawLog, RawMailboxStore, RawQuarantine, RawQueueDatabase, RawReceiveConnector, RawReceiveTls, RawSclDelete,
@@ -42,10 +42,7 @@ fn size(value: u64) -> Option<RawSize> {
 }
 
 fn tls_files(files: &TlsFiles) -> RawTlsFiles {
-    RawTlsFiles {
-        cert: files.cert.to_string_lossy().into_owned(),
-        key: files.key.to_string_lossy().into_owned(),
-    }
+    RawTlsFiles { cert: files.cert.to_string_lossy().into_owned(), key: files.key.to_string_lossy().into_owned() }
 }
 
 fn to_raw(config: &Config) -> RawConfig {
@@ -62,10 +59,7 @@ fn to_raw(config: &Config) -> RawConfig {
             data_dir: path(&server.data_dir),
             user: server.user.clone(),
         }),
-        log: Some(RawLog {
-            level: text(&config.log.level),
-            format: text(config.log.format.as_str()),
-        }),
+        log: Some(RawLog { level: text(&config.log.level), format: text(config.log.format.as_str()) }),
         admin: Some(RawAdmin {
             listen: Some(admin.listen.to_string()),
             token: Some(admin.token.clone().unwrap_or_default()),
@@ -76,16 +70,7 @@ fn to_raw(config: &Config) -> RawConfig {
         mailbox_stores: Some(config.mailbox_stores.iter().map(mailbox_store).collect()),
         accepted_domains: Some(config.accepted_domains.iter().map(accepted_domain).collect()),
         send_connectors: Some(config.send_connectors.iter().map(send_connector).collect()),
-        dns: Some(RawDns {
-            servers: Some(
-                config
-                    .dns
-                    .servers
-                    .iter()
-                    .map(|addr| render_socket_addr(*addr, DNS_PORT))
-                    .collect(),
-            ),
-        }),
+        dns: Some(RawDns { servers: Some(config.dns.servers.iter().map(ToString::to_string).collect()) }),
         queue_database: Some(RawQueueDatabase {
             path: path(&db.path),
             log_path: path(&db.log_path),
@@ -204,7 +189,8 @@ fn accepted_domain(domain: &AcceptedDomain) -> RawAcceptedDomain {
         mailbox_store: text(&domain.mailbox_store),
         mailboxes: domain.mailboxes.clone(),
         recipient_delimiter: Some(domain.recipient_delimiter.map(String::from).unwrap_or_default()),
-        aliases: Some(domain.aliases.clone()),
+        // An empty table would print as a bare `[accepted_domains.aliases]` header: leave it out.
+        aliases: (!domain.aliases.is_empty()).then(|| domain.aliases.clone()),
     }
 }
 

@@ -269,9 +269,14 @@ pub enum MailboxStoreKind {
 
 /// A Maildir path template: absolute, `{data_dir}` expanded, `{domain}` and `{local}` left in place.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MaildirTemplate(pub(crate) String);
+pub struct MaildirTemplate(String);
 
 impl MaildirTemplate {
+    /// Wraps a template that is already absolute with `{data_dir}` expanded (as the loader makes it).
+    pub fn new(template: impl Into<String>) -> Self {
+        MaildirTemplate(template.into())
+    }
+
     /// The template text, e.g. `/var/lib/sluice/mail/{domain}/{local}`.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -598,9 +603,7 @@ impl Config {
 
     /// The accepted domain entry for `domain` (compared case-insensitively).
     pub fn accepted_domain(&self, domain: &str) -> Option<&AcceptedDomain> {
-        self.accepted_domains
-            .iter()
-            .find(|accepted| accepted.domain.eq_ignore_ascii_case(domain))
+        self.accepted_domains.iter().find(|accepted| accepted.domain.eq_ignore_ascii_case(domain))
     }
 
     /// The pickup directory, `<data_dir>/pickup` (spec 03).

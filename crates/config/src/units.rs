@@ -8,21 +8,10 @@ use std::fmt;
 use std::time::Duration;
 
 /// Duration units, largest first, as (suffix, milliseconds).
-const DURATION_UNITS: [(&str, u64); 5] = [
-    ("d", 86_400_000),
-    ("h", 3_600_000),
-    ("m", 60_000),
-    ("s", 1_000),
-    ("ms", 1),
-];
+const DURATION_UNITS: [(&str, u64); 5] = [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)];
 
 /// Size units, largest first, as (suffix, bytes). `B` is accepted on input but never rendered.
-const SIZE_UNITS: [(&str, u64); 4] = [
-    ("TB", 1 << 40),
-    ("GB", 1 << 30),
-    ("MB", 1 << 20),
-    ("KB", 1 << 10),
-];
+const SIZE_UNITS: [(&str, u64); 4] = [("TB", 1 << 40), ("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)];
 
 /// Splits `"35MB"` into `(35, "MB")`, allowing blanks between the number and the unit.
 fn split_number(text: &str) -> Option<(u64, &str)> {
@@ -39,17 +28,11 @@ fn split_number(text: &str) -> Option<(u64, &str)> {
 ///
 /// The error is a sentence fragment for [`crate::ConfigError::Invalid`]; the caller adds the key.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || {
-        format!("invalid duration {text:?}: expected a whole number and a unit (ms, s, m, h, d), e.g. \"30s\"")
-    };
+    let bad =
+        || format!("invalid duration {text:?}: expected a whole number and a unit (ms, s, m, h, d), e.g. \"30s\"");
     let (number, unit) = split_number(text).ok_or_else(bad)?;
-    let (_, millis) = DURATION_UNITS
-        .iter()
-        .find(|(suffix, _)| suffix.eq_ignore_ascii_case(unit))
-        .ok_or_else(bad)?;
-    let total = number
-        .checked_mul(*millis)
-        .ok_or_else(|| format!("duration {text:?} is too large"))?;
+    let (_, millis) = DURATION_UNITS.iter().find(|(suffix, _)| suffix.eq_ignore_ascii_case(unit)).ok_or_else(bad)?;
+    let total = number.checked_mul(*millis).ok_or_else(|| format!("duration {text:?} is too large"))?;
     Ok(Duration::from_millis(total))
 }
 
@@ -63,7 +46,7 @@ pub fn render_duration(duration: Duration) -> String {
     }
     DURATION_UNITS
         .iter()
-        .find(|(_, unit)| millis % unit == 0)
+        .find(|(_, unit)| millis.is_multiple_of(*unit))
         .map(|(suffix, unit)| format!("{}{suffix}", millis / unit))
         // The last unit is 1 ms, which divides every value, so `find` always succeeds.
         .unwrap_or_else(|| format!("{millis}ms"))
@@ -72,7 +55,9 @@ pub fn render_duration(duration: Duration) -> String {
 /// Parses a size such as `64KB`, `35MB`, `2GB` (binary: 1 KB = 1024 bytes), `512B` or a bare `4096` (bytes).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let bad = || {
-        format!("invalid size {text:?}: expected a whole number of bytes or a number and a unit (KB, MB, GB, TB), e.g. \"35MB\"")
+        format!(
+            "invalid size {text:?}: expected a whole number of bytes or a number and a unit (KB, MB, GB, TB), e.g. \"35MB\""
+        )
     };
     let (number, unit) = split_number(text).ok_or_else(bad)?;
     let multiplier = if unit.is_empty() || unit.eq_ignore_ascii_case("B") {
@@ -84,16 +69,14 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
             .map(|(_, bytes)| *bytes)
             .ok_or_else(bad)?
     };
-    number
-        .checked_mul(multiplier)
-        .ok_or_else(|| format!("size {text:?} is too large"))
+    number.checked_mul(multiplier).ok_or_else(|| format!("size {text:?} is too large"))
 }
 
 /// Renders a size in the largest binary unit that represents it exactly (`"35MB"`), else in bytes (`"1000B"`).
 pub fn render_size(bytes: u64) -> String {
     SIZE_UNITS
         .iter()
-        .find(|(_, unit)| bytes != 0 && bytes % unit == 0)
+        .find(|(_, unit)| bytes != 0 && bytes.is_multiple_of(*unit))
         .map(|(suffix, unit)| format!("{}{suffix}", bytes / unit))
         .unwrap_or_else(|| format!("{bytes}B"))
 }
@@ -125,11 +108,7 @@ impl TimeOfDay {
             }
             Ok(value)
         };
-        let time = TimeOfDay {
-            hour: field(23)?,
-            minute: field(59)?,
-            second: field(59)?,
-        };
+        let time = TimeOfDay { hour: field(23)?, minute: field(59)?, second: field(59)? };
         if parts.next().is_some() {
             return Err(bad());
         }
@@ -222,14 +201,8 @@ mod tests {
 
     #[test]
     fn sizes_render_in_largest_exact_unit() {
-        let cases: &[(u64, &str)] = &[
-            (35 * 1024 * 1024, "35MB"),
-            (1024, "1KB"),
-            (1536, "1536B"),
-            (1000, "1000B"),
-            (0, "0B"),
-            (3 << 30, "3GB"),
-        ];
+        let cases: &[(u64, &str)] =
+            &[(35 * 1024 * 1024, "35MB"), (1024, "1KB"), (1536, "1536B"), (1000, "1000B"), (0, "0B"), (3 << 30, "3GB")];
         for (bytes, text) in cases {
             assert_eq!(render_size(*bytes), *text);
             assert_eq!(parse_size(text), Ok(*bytes));

@@ -28,8 +28,9 @@ impl DeliveryAgent for Agent {
                     Ok(Box::new(c) as Box<dyn DeliveryConnection>)
                 }
                 Target::Lmtp { address } => {
-                    let c = ClientConnection::connect_any(std::slice::from_ref(address), &self.hostname, Protocol::Lmtp)
-                        .await?;
+                    let c =
+                        ClientConnection::connect_any(std::slice::from_ref(address), &self.hostname, Protocol::Lmtp)
+                            .await?;
                     Ok(Box::new(c) as Box<dyn DeliveryConnection>)
                 }
                 Target::Maildir { template, delimiter } => {

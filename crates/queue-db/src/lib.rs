@@ -10,9 +10,9 @@ mod codec;
 mod generation;
 mod log;
 mod record;
+pub mod sim;
 mod state;
 mod storage;
-pub mod sim;
 pub mod time;
 mod writer;
 
@@ -276,7 +276,10 @@ impl QueueDb {
         body: Vec<u8>,
     ) -> Result<BodyRef, CommitError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Op::Enqueue { mid, queue, envelope: Box::new(envelope), body, reply }).await.map_err(|_| CommitError::Closed)?;
+        self.tx
+            .send(Op::Enqueue { mid, queue, envelope: Box::new(envelope), body, reply })
+            .await
+            .map_err(|_| CommitError::Closed)?;
         rx.await.map_err(|_| CommitError::Closed)?
     }
 

@@ -346,7 +346,12 @@ impl Session {
             self.reply(Reply::new(552, "5.3.4", "Message size exceeds the fixed maximum message size"));
             return Ok(Flow::Continue);
         }
-        if let Some(v) = decoder.violation() {
+        let refuse = match decoder.violation() {
+            Some(sluice_smtp::DataViolation::Nul) => true,
+            Some(_) => policy == BareNewlines::Reject,
+            None => false,
+        };
+        if let Some(v) = decoder.violation().filter(|_| refuse) {
             tracing::info!(peer = %self.peer, violation = ?v, "message refused: bare CR, LF or NUL in data");
             let text = match v {
                 sluice_smtp::DataViolation::Nul => "NUL character in message data",
@@ -452,7 +457,10 @@ fn header_fields(body: &[u8]) -> (Option<String>, Option<String>) {
         if let Some((name, value)) = line.split_once(':') {
             let name = name.trim();
             if name.eq_ignore_ascii_case("message-id") || name.eq_ignore_ascii_case("subject") {
-                current = Some((if name.eq_ignore_ascii_case("subject") { "subject" } else { "message-id" }, value.to_owned()));
+                current = Some((
+                    if name.eq_ignore_ascii_case("subject") { "subject" } else { "message-id" },
+                    value.to_owned(),
+                ));
             }
         }
     }

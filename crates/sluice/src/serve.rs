@@ -18,10 +18,11 @@ use tokio_util::task::TaskTracker;
 pub fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let loaded = Config::discover(config_path.as_deref())?;
     init_logging(&loaded.config);
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?.block_on(serve(
-        loaded,
-        config_path,
-    ))
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?
+        .block_on(serve(loaded, config_path))
 }
 
 fn init_logging(config: &Config) {

@@ -210,9 +210,11 @@ async fn worker(inner: Arc<Inner>, qid: QueueId) {
 async fn finish(inner: &Arc<Inner>, qid: QueueId, job: &Job, out: &Outbound, outcomes: Vec<RecipientOutcome>) {
     let mut remaining = Vec::new();
     let mut transient_error = String::new();
-    for (i, outcome) in job.recipients.iter().zip(outcomes.iter().chain(std::iter::repeat(
-        &RecipientOutcome::Transient("451 4.4.0 no reply for this recipient".into()),
-    ))) {
+    for (i, outcome) in job.recipients.iter().zip(
+        outcomes
+            .iter()
+            .chain(std::iter::repeat(&RecipientOutcome::Transient("451 4.4.0 no reply for this recipient".into()))),
+    ) {
         let address = job.envelope.recipients.get(*i as usize).map(|r| r.address.clone()).unwrap_or_default();
         let (event_id, reply) = match outcome {
             RecipientOutcome::Delivered(r) => ("DELIVER", r),
@@ -303,8 +305,12 @@ async fn defer(inner: &Arc<Inner>, qid: QueueId, job: &Job, error: &str, queue_l
     }
     tracing::info!(mid = job.mid, queue = qid, error, "delivery deferred");
     let mut ev = inner.event("DEFER", job.mid, &job.envelope);
-    ev.recipients =
-        job.recipients.iter().filter_map(|i| job.envelope.recipients.get(*i as usize)).map(|r| r.address.clone()).collect();
+    ev.recipients = job
+        .recipients
+        .iter()
+        .filter_map(|i| job.envelope.recipients.get(*i as usize))
+        .map(|r| r.address.clone())
+        .collect();
     ev.queue = Some(inner.queue_identity(qid));
     ev.reply = Some(error.to_owned());
     inner.tracking.log(ev);

@@ -117,7 +117,11 @@ impl Transport {
                 {
                     c.queue
                 } else {
-                    resubmit.push(Record::Route { mid, from: c.queue, copies: vec![(SUBMISSION, c.recipients.clone())] });
+                    resubmit.push(Record::Route {
+                        mid,
+                        from: c.queue,
+                        copies: vec![(SUBMISSION, c.recipients.clone())],
+                    });
                     SUBMISSION
                 };
                 let waiting = c.next_retry_ms > now;
@@ -258,10 +262,8 @@ impl Transport {
                 let mids: Vec<Mid> = qs.unreachable.keys().copied().collect();
                 qs.unreachable.clear();
                 for mid in mids {
-                    if let Some(c) = qs
-                        .messages
-                        .get_mut(&mid)
-                        .and_then(|m| m.copies.iter_mut().find(|c| c.queue == UNREACHABLE))
+                    if let Some(c) =
+                        qs.messages.get_mut(&mid).and_then(|m| m.copies.iter_mut().find(|c| c.queue == UNREACHABLE))
                     {
                         c.queue = SUBMISSION;
                         records.push(Record::Route {
@@ -344,7 +346,14 @@ impl Transport {
             next_hop_domain: domain.to_owned(),
             next_hop_connector: String::new(),
             next_hop_category: "Internal".to_owned(),
-            status: if suspended { "Suspended" } else if count > 0 { "Active" } else { "Ready" }.to_owned(),
+            status: if suspended {
+                "Suspended"
+            } else if count > 0 {
+                "Active"
+            } else {
+                "Ready"
+            }
+            .to_owned(),
             message_count: count as u64,
             deferred_message_count: if id == POISON { count as u64 } else { 0 },
             locked_message_count: 0,
@@ -392,11 +401,8 @@ impl Transport {
                 }
                 let queue_retrying =
                     qs.delivery.get(&c.queue).is_some_and(|q| q.next_retry_ms.is_some() || q.suspended);
-                let status = if c.status == MessageStatus::Ready && queue_retrying {
-                    MessageStatus::Retry
-                } else {
-                    c.status
-                };
+                let status =
+                    if c.status == MessageStatus::Ready && queue_retrying { MessageStatus::Retry } else { c.status };
                 let queue_identity = self.inner.queue_identity(c.queue);
                 let next_hop = qs.delivery.get(&c.queue).map_or_else(String::new, |q| q.key.next_hop_domain.clone());
                 out.push(api::Message {

@@ -106,9 +106,13 @@ fn addresses_and_names_are_checked() {
     let cases: &[(&str, &str, &str)] = &[
         ("[admin]\nlisten = \"localhost:8025\"\n", "admin.listen", "ip:port"),
         ("[[receive_connectors]]\nlisten = \"127.0.0.1\"\n", "receive_connectors[0].listen", "ip:port"),
-        ("[[receive_connectors]]\nrelay_networks = [\"10.0.0.0/33\"]\n", "receive_connectors[0].relay_networks", "10.0.0.0/33"),
+        (
+            "[[receive_connectors]]\nrelay_networks = [\"10.0.0.0/33\"]\n",
+            "receive_connectors[0].relay_networks",
+            "10.0.0.0/33",
+        ),
         ("[server]\nhostname = \"mx 1\"\n", "server.hostname", "host name"),
-        ("[server]\nname = \"mx\\\\1\"\n", "server.name", "'\\\\'"),
+        ("[server]\nname = \"mx\\\\1\"\n", "server.name", "'\\'"),
         ("[server]\ndata_dir = \"{data_dir}/x\"\n", "server.data_dir", "placeholder"),
         ("[queue_database]\npath = \"{datadir}/queue\"\n", "queue_database.path", "{datadir}"),
         ("[dns]\nservers = [\"dns.example\"]\n", "dns.servers", "dns.example"),
@@ -125,7 +129,11 @@ fn addresses_and_names_are_checked() {
         ("[[accepted_domains]]\nmailboxes = [\".alice\"]\n", "accepted_domains[0].mailboxes", ".alice"),
         ("[[accepted_domains]]\naliases = { postmaster = [] }\n", "accepted_domains[0].aliases", "nothing"),
         ("[[accepted_domains]]\naliases = { postmaster = [\"root\"] }\n", "accepted_domains[0].aliases", "postmaster"),
-        ("[[accepted_domains]]\nrecipient_delimiter = \"ab\"\n", "accepted_domains[0].recipient_delimiter", "delimiter"),
+        (
+            "[[accepted_domains]]\nrecipient_delimiter = \"ab\"\n",
+            "accepted_domains[0].recipient_delimiter",
+            "delimiter",
+        ),
     ];
     for (text, key, fragment) in cases {
         assert_invalid(text, key, fragment);
@@ -167,11 +175,7 @@ fn entries_must_be_unique() {
             "receive_connectors[1].listen",
             "127.0.0.1:2525",
         ),
-        (
-            "[[mailbox_stores]]\n[[mailbox_stores]]\nlmtp = \"127.0.0.1\"\n",
-            "mailbox_stores[1].name",
-            "Local Maildir",
-        ),
+        ("[[mailbox_stores]]\n[[mailbox_stores]]\nlmtp = \"127.0.0.1\"\n", "mailbox_stores[1].name", "Local Maildir"),
         (
             "[[accepted_domains]]\ndomain = \"Example.test\"\n[[accepted_domains]]\ndomain = \"example.TEST\"\n",
             "accepted_domains[1].domain",
@@ -202,11 +206,7 @@ fn entries_must_be_unique() {
             "send_connectors[0].guid",
             "mailbox_stores[0]",
         ),
-        (
-            "[admin]\nlisten = \"127.0.0.1:2525\"\n",
-            "admin.listen",
-            "\"Default\"",
-        ),
+        ("[admin]\nlisten = \"127.0.0.1:2525\"\n", "admin.listen", "\"Default\""),
     ];
     for (text, key, fragment) in cases {
         assert_invalid(text, key, fragment);
@@ -218,8 +218,16 @@ fn send_connectors_need_a_name_and_address_spaces() {
     let cases: &[(&str, &str, &str)] = &[
         ("[[send_connectors]]\naddress_spaces = [\"*\"]\n", "send_connectors[0].name", "name"),
         ("[[send_connectors]]\nname = \"x\"\n", "send_connectors[0].address_spaces", "at least one"),
-        ("[[send_connectors]]\nname = \"x\"\naddress_spaces = []\n", "send_connectors[0].address_spaces", "at least one"),
-        ("[[send_connectors]]\nname = \"x\"\naddress_spaces = [\"*.\"]\n", "send_connectors[0].address_spaces", "\"*.\""),
+        (
+            "[[send_connectors]]\nname = \"x\"\naddress_spaces = []\n",
+            "send_connectors[0].address_spaces",
+            "at least one",
+        ),
+        (
+            "[[send_connectors]]\nname = \"x\"\naddress_spaces = [\"*.\"]\n",
+            "send_connectors[0].address_spaces",
+            "\"*.\"",
+        ),
         (
             "[[send_connectors]]\nname = \"x\"\naddress_spaces = [\"*\"]\nsmart_hosts = [\"relay:99999\"]\n",
             "send_connectors[0].smart_hosts",

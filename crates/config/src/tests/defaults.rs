@@ -144,10 +144,7 @@ fn defaults_are_the_spec_values() {
     assert_eq!(bp.disk_free_high, 500 * MIB);
     assert_eq!(bp.disk_free_normal, 3 * GIB);
     assert_eq!((bp.memory_normal_percent, bp.memory_medium_percent, bp.memory_high_percent), (71, 73, 75));
-    assert_eq!(
-        (bp.submission_queue_normal, bp.submission_queue_medium, bp.submission_queue_high),
-        (2000, 4000, 10000)
-    );
+    assert_eq!((bp.submission_queue_normal, bp.submission_queue_medium, bp.submission_queue_high), (2000, 4000, 10000));
 
     assert_eq!(c.tracking.max_age, secs(30 * 86400));
     assert!(!c.debug.fault_injection);
@@ -207,6 +204,7 @@ fn spec_example_is_the_defaults() {
             "back_pressure.submission_queue_normal",
             "debug.fault_injection",
             "dns.servers",
+            "quarantine.retention",
             "queue_database.checkpoint_interval",
             "queue_database.logging_buffer_size",
             "queue_database.logging_file_size",
@@ -214,7 +212,6 @@ fn spec_example_is_the_defaults() {
             "queue_database.online_defrag_enabled",
             "queue_database.online_defrag_schedule",
             "queue_database.online_defrag_time_to_run",
-            "quarantine.retention",
             "receive_connectors.auth",
             "receive_connectors.auth_failures_per_minute",
             "receive_connectors.connection_timeout",

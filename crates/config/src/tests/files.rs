@@ -15,28 +15,46 @@ use crate::{
 
 #[test]
 fn unknown_keys_are_errors_naming_key_and_line() {
-    let cases: &[(&str, usize, &str)] = &[
-        ("[server]\nname = \"mx\"\nbogus = 1\n", 3, "bogus"),
-        ("[servre]\nname = \"mx\"\n", 1, "servre"),
-        ("top_level = true\n", 1, "top_level"),
+    // (text, line, the unknown key, the dotted key the error is filed under)
+    let cases: &[(&str, usize, &str, Option<&str>)] = &[
+        ("[server]\nname = \"mx\"\nbogus = 1\n", 3, "bogus", Some("server.bogus")),
+        ("[servre]\nname = \"mx\"\n", 1, "servre", None),
+        ("top_level = true\n", 1, "top_level", Some("top_level")),
         (
-            "[[receive_connectors]]\nlisten = \"127.0.0.1:25\"\n\n  max_mesage_size = \"1MB\"\n",
-            4,
+            "[[receive_connectors]]\n[[receive_connectors]]\nlisten = \"127.0.0.1:25\"\n\n  max_mesage_size = \"1MB\"\n",
+            5,
             "max_mesage_size",
+            Some("receive_connectors[1].max_mesage_size"),
         ),
-        ("[[receive_connectors]]\ntls = { cert = \"a\", key = \"b\", chain = \"c\" }\n", 2, "chain"),
-        ("[[receive_connectors]]\nusers = [{ name = \"a\", password = \"b\" }]\n", 2, "password"),
-        ("[admin]\ntls = { cert = \"a\", kee = \"b\" }\n", 2, "kee"),
-        ("[[send_connectors]]\nname = \"x\"\nauth = { user = \"u\", pass = \"p\" }\n", 3, "pass"),
-        ("[queue_database]\nbatch_size = 40\n[transport]\npoison = 2\n", 4, "poison"),
+        (
+            "[[receive_connectors]]\ntls = { cert = \"a\", key = \"b\", chain = \"c\" }\n",
+            2,
+            "chain",
+            Some("receive_connectors[0].tls"),
+        ),
+        (
+            "[[receive_connectors]]\nusers = [{ name = \"a\", password = \"b\" }]\n",
+            2,
+            "password",
+            Some("receive_connectors[0].users"),
+        ),
+        ("[admin]\ntls = { cert = \"a\", kee = \"b\" }\n", 2, "kee", Some("admin.tls")),
+        (
+            "[[send_connectors]]\nname = \"x\"\nauth = { user = \"u\", pass = \"p\" }\n",
+            3,
+            "pass",
+            Some("send_connectors[0].auth"),
+        ),
+        ("[queue_database]\nbatch_size = 40\n[transport]\npoison = 2\n", 4, "poison", Some("transport.poison")),
     ];
-    for (text, line, key) in cases {
+    for (text, line, unknown, key) in cases {
         match error(text) {
-            ConfigError::Parse { line: got, message, path: None, .. } => {
-                assert_eq!(got, *line, "line of {key} in:\n{text}\n{message}");
-                assert!(message.contains(key), "{message:?} should name {key}");
+            ConfigError::Parse { line: got, message, path: None, key: got_key, .. } => {
+                assert_eq!(got, *line, "line of {unknown} in:\n{text}\n{message}");
+                assert!(message.contains(unknown), "{message:?} should name {unknown}");
+                assert_eq!(got_key.as_deref(), *key, "{text}");
             }
-            other => panic!("expected a parse error for {key}, got {other:?}"),
+            other => panic!("expected a parse error for {unknown}, got {other:?}"),
         }
     }
 }
@@ -48,22 +66,25 @@ fn parse_errors_display_file_line_and_key() {
     let error = Config::from_file(&path).expect_err("unknown key");
     let shown = error.to_string();
     assert!(shown.starts_with(&format!("{}: line 4, column 1: ", path.display())), "{shown}");
-    assert!(shown.contains("formatt"), "{shown}");
+    assert!(shown.contains("log.formatt: unknown field `formatt`"), "{shown}");
 }
 
 #[test]
 fn wrong_types_and_syntax_errors_have_lines() {
-    let cases: &[(&str, usize)] = &[
-        ("[queue_database]\nbatch_size = \"40\"\n", 2),
-        ("[transport]\n\npoison_threshold = -1\n", 3),
-        ("[debug]\nfault_injection = \"yes\"\n", 2),
-        ("[server\nname = \"x\"\n", 1),
-        ("[server]\nname = \n", 2),
-        ("[[receive_connectors]]\nmax_message_size = true\n", 2),
+    let cases: &[(&str, usize, Option<&str>)] = &[
+        ("[queue_database]\nbatch_size = \"40\"\n", 2, Some("queue_database.batch_size")),
+        ("[transport]\n\npoison_threshold = -1\n", 3, Some("transport.poison_threshold")),
+        ("[debug]\nfault_injection = \"yes\"\n", 2, Some("debug.fault_injection")),
+        ("[server\nname = \"x\"\n", 1, None),
+        ("[server]\nname = \n", 2, Some("server.name")),
+        ("[[receive_connectors]]\nmax_message_size = true\n", 2, Some("receive_connectors[0].max_message_size")),
     ];
-    for (text, line) in cases {
+    for (text, line, key) in cases {
         match error(text) {
-            ConfigError::Parse { line: got, .. } => assert_eq!(got, *line, "{text}"),
+            ConfigError::Parse { line: got, key: got_key, .. } => {
+                assert_eq!(got, *line, "{text}");
+                assert_eq!(got_key.as_deref(), *key, "{text}");
+            }
             other => panic!("expected a parse error, got {other:?} for:\n{text}"),
         }
     }
@@ -186,10 +207,7 @@ fn every_key_fixture_loads() {
     assert_eq!(c.server.hostname, "mx2.example.test");
     assert_eq!(c.server.user.as_deref(), Some("sluice"));
     assert_eq!(c.admin.token.as_deref(), Some("s3cret"));
-    assert_eq!(
-        c.admin.tls,
-        Some(TlsFiles { cert: data.join("admin.pem"), key: PathBuf::from("/etc/ssl/admin.key") })
-    );
+    assert_eq!(c.admin.tls, Some(TlsFiles { cert: data.join("admin.pem"), key: PathBuf::from("/etc/ssl/admin.key") }));
 
     let submission = &c.receive_connectors[1];
     assert_eq!(submission.listen, "[::]:465".parse().expect("addr"));
@@ -279,7 +297,8 @@ fn discovery_order() {
     assert_eq!(builtin.source, None);
     assert_eq!(builtin, Config::builtin().expect("defaults"));
 
-    for result in [discover_in(Some(&absent), env(), &system), discover_in(None, Some(absent.clone().into()), &system)] {
+    for result in [discover_in(Some(&absent), env(), &system), discover_in(None, Some(absent.clone().into()), &system)]
+    {
         match result {
             Err(error @ ConfigError::Io { .. }) => assert!(error.to_string().contains("absent.toml"), "{error}"),
             other => panic!("a named file that is missing is an error, got {other:?}"),

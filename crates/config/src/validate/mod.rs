@@ -18,9 +18,9 @@ use std::time::Duration;
 use crate::error::ConfigError;
 use crate::net::is_host_name;
 use crate::paths::{PathBase, resolve_data_dir};
-use crate::raw::{RawAdmin, RawConfig, RawLog, RawServer, RawSize, RawTlsFiles};
+use crate::raw::{RawAdmin, RawConfig, RawLog, RawServer, RawSize, RawTlsFiles, RawTracking};
 use crate::types::{
-    AdminConfig, Keyword, Config, DebugConfig, LogConfig, LogFormat, ServerConfig, TlsFiles, TrackingConfig,
+    AdminConfig, Config, DebugConfig, Keyword, LogConfig, LogFormat, ServerConfig, TlsFiles, TrackingConfig,
 };
 use crate::units::{parse_duration, parse_size};
 
@@ -43,9 +43,6 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
         ));
     }
 
-    let debug = raw.debug.unwrap_or_default();
-    let tracking = raw.tracking.unwrap_or_default();
-    let tracking_table = Table::new("tracking");
     Ok(Config {
         server,
         log: log(raw.log.unwrap_or_default())?,
@@ -64,11 +61,14 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
         updater: scanning::updater(raw.updater.unwrap_or_default(), &paths)?,
         alerts: scanning::alerts(raw.alerts.unwrap_or_default())?,
         back_pressure: queue::back_pressure(raw.back_pressure.unwrap_or_default())?,
-        tracking: TrackingConfig {
-            max_age: tracking_table.nonzero_duration("max_age", tracking.max_age, "30d")?,
-        },
-        debug: DebugConfig { fault_injection: debug.fault_injection.unwrap_or(false) },
+        tracking: tracking(raw.tracking.unwrap_or_default())?,
+        debug: DebugConfig { fault_injection: raw.debug.unwrap_or_default().fault_injection.unwrap_or(false) },
     })
+}
+
+fn tracking(raw: RawTracking) -> Result<TrackingConfig, ConfigError> {
+    let table = Table::new("tracking");
+    Ok(TrackingConfig { max_age: table.nonzero_duration("max_age", raw.max_age, "30d")? })
 }
 
 fn server(raw: RawServer, base: &Path) -> Result<ServerConfig, ConfigError> {
@@ -82,9 +82,7 @@ fn server(raw: RawServer, base: &Path) -> Result<ServerConfig, ConfigError> {
         }
         None => system_hostname(),
     };
-    let name = raw
-        .name
-        .unwrap_or_else(|| hostname.split('.').next().unwrap_or(&hostname).to_owned());
+    let name = raw.name.unwrap_or_else(|| hostname.split('.').next().unwrap_or(&hostname).to_owned());
     if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control() || c == '\\' || c == '/') {
         return Err(table.err(
             "name",
@@ -126,9 +124,8 @@ fn admin(raw: RawAdmin, paths: &PathBase) -> Result<AdminConfig, ConfigError> {
     let token = raw.token.filter(|token| !token.is_empty());
     let tls = raw.tls.map(|files| table.tls_files("tls", files, paths)).transpose()?;
     let allowed_hosts = raw.allowed_hosts.unwrap_or_default();
-    if let Some(host) = allowed_hosts
-        .iter()
-        .find(|host| host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()))
+    if let Some(host) =
+        allowed_hosts.iter().find(|host| host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()))
     {
         return Err(table.err("allowed_hosts", format!("{host:?} is not a host name or host:port")));
     }
@@ -143,6 +140,17 @@ fn admin(raw: RawAdmin, paths: &PathBase) -> Result<AdminConfig, ConfigError> {
         ));
     }
     Ok(admin)
+}
+
+/// Names of connectors and stores appear in headers, logs and queue identities.
+pub(super) fn check_name(table: &Table, name: &str) -> Result<(), ConfigError> {
+    if name.trim().is_empty() || name.trim() != name || name.chars().any(char::is_control) {
+        return Err(table.err(
+            "name",
+            format!("{name:?} is not a usable name: it must be non-empty, without leading or trailing spaces"),
+        ));
+    }
+    Ok(())
 }
 
 /// Reports whether `names` has a duplicate (compared case-insensitively) and names it, for the "unique
@@ -212,6 +220,15 @@ impl Table {
         }
     }
 
+    /// A size that must be larger than zero.
+    pub(super) fn nonzero_size(&self, key: &str, value: Option<RawSize>, default: &str) -> Result<u64, ConfigError> {
+        let bytes = self.size(key, value, default)?;
+        if bytes == 0 {
+            return Err(self.err(key, "must be larger than zero"));
+        }
+        Ok(bytes)
+    }
+
     /// One of a fixed set of words, e.g. `"reject" | "normalize"`.
     pub(super) fn choice<T: Copy>(
         &self,
@@ -221,14 +238,10 @@ impl Table {
         options: &[(&str, T)],
     ) -> Result<T, ConfigError> {
         let word = value.as_deref().unwrap_or(default);
-        options
-            .iter()
-            .find(|(name, _)| *name == word)
-            .map(|(_, option)| *option)
-            .ok_or_else(|| {
-                let names: Vec<String> = options.iter().map(|(name, _)| format!("{name:?}")).collect();
-                self.err(key, format!("{word:?} is not one of {}", names.join(", ")))
-            })
+        options.iter().find(|(name, _)| *name == word).map(|(_, option)| *option).ok_or_else(|| {
+            let names: Vec<String> = options.iter().map(|(name, _)| format!("{name:?}")).collect();
+            self.err(key, format!("{word:?} is not one of {}", names.join(", ")))
+        })
     }
 
     /// One of the words of a [`Keyword`] enum.
@@ -258,25 +271,30 @@ impl Table {
         self.in_range(key, value, default, 1, u32::MAX)
     }
 
-    pub(super) fn socket_addr(&self, key: &str, value: Option<String>, default: &str) -> Result<SocketAddr, ConfigError> {
+    pub(super) fn socket_addr(
+        &self,
+        key: &str,
+        value: Option<String>,
+        default: &str,
+    ) -> Result<SocketAddr, ConfigError> {
         let text = value.as_deref().unwrap_or(default);
         text.parse().map_err(|_| {
             self.err(key, format!("{text:?} is not a socket address: expected \"ip:port\", e.g. \"127.0.0.1:2525\""))
         })
     }
 
-    pub(super) fn path(&self, key: &str, value: Option<String>, default: &str, paths: &PathBase) -> Result<PathBuf, ConfigError> {
-        paths
-            .resolve(value.as_deref().unwrap_or(default))
-            .map_err(|why| self.err(key, why))
+    pub(super) fn path(
+        &self,
+        key: &str,
+        value: Option<String>,
+        default: &str,
+        paths: &PathBase,
+    ) -> Result<PathBuf, ConfigError> {
+        paths.resolve(value.as_deref().unwrap_or(default)).map_err(|why| self.err(key, why))
     }
 
     pub(super) fn tls_files(&self, key: &str, raw: RawTlsFiles, paths: &PathBase) -> Result<TlsFiles, ConfigError> {
-        let file = |name: &str, text: &str| {
-            paths
-                .resolve(text)
-                .map_err(|why| self.err(&format!("{key}.{name}"), why))
-        };
+        let file = |name: &str, text: &str| paths.resolve(text).map_err(|why| self.err(&format!("{key}.{name}"), why));
         Ok(TlsFiles { cert: file("cert", &raw.cert)?, key: file("key", &raw.key)? })
     }
 

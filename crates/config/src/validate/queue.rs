@@ -26,22 +26,18 @@ pub(super) fn queue_database(raw: RawQueueDatabase, paths: &PathBase) -> Result<
     let t = Table::new("queue_database");
     let path = t.path("path", raw.path, "{data_dir}/queue", paths)?;
     let log_path = match raw.log_path {
-        Some(log_path) => t.path("log_path", Some(log_path), "", paths)?,
+        Some(log_path) => paths.resolve(&log_path).map_err(|why| t.err("log_path", why))?,
         None => path.clone(),
     };
     let schedule = raw.online_defrag_schedule.as_deref().unwrap_or("01:00:00");
     let online_defrag_schedule = TimeOfDay::parse(schedule).map_err(|why| t.err("online_defrag_schedule", why))?;
-    let logging_file_size = t.size("logging_file_size", raw.logging_file_size, "5MB")?;
-    if logging_file_size == 0 {
-        return Err(t.err("logging_file_size", "must be larger than zero"));
-    }
     Ok(QueueDatabaseConfig {
         path,
         log_path,
         batch_size: t.at_least_one("batch_size", raw.batch_size, 40)?,
         batch_timeout: t.duration("batch_timeout", raw.batch_timeout, "100ms")?,
         logging_buffer_size: t.size("logging_buffer_size", raw.logging_buffer_size, "5MB")?,
-        logging_file_size,
+        logging_file_size: t.nonzero_size("logging_file_size", raw.logging_file_size, "5MB")?,
         generation_interval: t.nonzero_duration("generation_interval", raw.generation_interval, "1h")?,
         checkpoint_interval: t.nonzero_duration("checkpoint_interval", raw.checkpoint_interval, "30s")?,
         max_background_cleanup_tasks: t.at_least_one(
@@ -59,7 +55,11 @@ pub(super) fn transport(raw: RawTransport) -> Result<TransportConfig, ConfigErro
     let t = Table::new("transport");
     Ok(TransportConfig {
         queue_glitch_retry_count: raw.queue_glitch_retry_count.unwrap_or(4),
-        queue_glitch_retry_interval: t.duration("queue_glitch_retry_interval", raw.queue_glitch_retry_interval, "1m")?,
+        queue_glitch_retry_interval: t.duration(
+            "queue_glitch_retry_interval",
+            raw.queue_glitch_retry_interval,
+            "1m",
+        )?,
         transient_failure_retry_count: raw.transient_failure_retry_count.unwrap_or(6),
         transient_failure_retry_interval: t.nonzero_duration(
             "transient_failure_retry_interval",
@@ -155,8 +155,5 @@ fn order_error<T: Copy + Display>(
     relation: &str,
     show: impl Fn(T) -> String,
 ) -> ConfigError {
-    table.err(
-        key,
-        format!("{} must be {relation} {other_key} ({})", show(value), show(other)),
-    )
+    table.err(key, format!("{} must be {relation} {other_key} ({})", show(value), show(other)))
 }

@@ -2,8 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::smtp::check_name;
-use super::{Table, check_unique};
+use super::{Table, check_name, check_unique};
 use crate::address::{check_local_part, normalise_address, normalise_domain};
 use crate::error::ConfigError;
 use crate::guid::{GuidKind, derive_guid, normalise_guid};
@@ -45,10 +44,9 @@ fn mailbox_store(table: &Table, raw: RawMailboxStore, paths: &PathBase) -> Resul
         }
         (maildir, None) => {
             let template = maildir.as_deref().unwrap_or(DEFAULT_MAILDIR);
-            let template = paths
-                .resolve_template(template, &MAILDIR_PLACEHOLDERS)
-                .map_err(|why| table.err("maildir", why))?;
-            MailboxStoreKind::Maildir(MaildirTemplate(template))
+            let template =
+                paths.resolve_template(template, &MAILDIR_PLACEHOLDERS).map_err(|why| table.err("maildir", why))?;
+            MailboxStoreKind::Maildir(MaildirTemplate::new(template))
         }
         (None, Some(lmtp)) => {
             MailboxStoreKind::Lmtp(HostPort::parse(&lmtp, LMTP_PORT).map_err(|why| table.err("lmtp", why))?)
@@ -64,11 +62,8 @@ fn mailbox_store(table: &Table, raw: RawMailboxStore, paths: &PathBase) -> Resul
 /// A GUID names one next hop; two entries sharing one (copied config) would merge their queues.
 pub(super) fn check_guids_unique(stores: &[MailboxStore], connectors: &[SendConnector]) -> Result<(), ConfigError> {
     let mut seen = BTreeMap::new();
-    let entries = stores
-        .iter()
-        .enumerate()
-        .map(|(index, store)| (format!("mailbox_stores[{index}]"), &store.guid))
-        .chain(
+    let entries =
+        stores.iter().enumerate().map(|(index, store)| (format!("mailbox_stores[{index}]"), &store.guid)).chain(
             connectors
                 .iter()
                 .enumerate()
@@ -76,7 +71,10 @@ pub(super) fn check_guids_unique(stores: &[MailboxStore], connectors: &[SendConn
         );
     for (entry, guid) in entries {
         if let Some(first) = seen.insert(guid, entry.clone()) {
-            return Err(ConfigError::invalid(format!("{entry}.guid"), format!("{guid} is already the guid of {first}")));
+            return Err(ConfigError::invalid(
+                format!("{entry}.guid"),
+                format!("{guid} is already the guid of {first}"),
+            ));
         }
     }
     Ok(())
@@ -97,7 +95,11 @@ pub(super) fn accepted_domains(
     Ok(domains)
 }
 
-fn accepted_domain(table: &Table, raw: RawAcceptedDomain, stores: &[MailboxStore]) -> Result<AcceptedDomain, ConfigError> {
+fn accepted_domain(
+    table: &Table,
+    raw: RawAcceptedDomain,
+    stores: &[MailboxStore],
+) -> Result<AcceptedDomain, ConfigError> {
     let domain = raw.domain.as_deref().unwrap_or("localhost");
     let domain = normalise_domain(domain).map_err(|why| table.err("domain", why))?;
     let mailbox_store = raw.mailbox_store.unwrap_or_else(|| DEFAULT_STORE.to_owned());
@@ -143,7 +145,9 @@ fn recipient_delimiter(table: &Table, text: &str) -> Result<Option<char>, Config
         (Some(c), None) if c.is_ascii_punctuation() && !matches!(c, '.' | '@' | '"' | '\\') => Ok(Some(c)),
         _ => Err(table.err(
             "recipient_delimiter",
-            format!("{text:?} is not a delimiter: use one punctuation character such as \"+\" or \"-\", or \"\" for none"),
+            format!(
+                "{text:?} is not a delimiter: use one punctuation character such as \"+\" or \"-\", or \"\" for none"
+            ),
         )),
     }
 }

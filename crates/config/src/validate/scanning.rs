@@ -7,8 +7,8 @@ use crate::net::{CLAMD_PORT, HostPort, SMTP_PORT, SPAMD_PORT};
 use crate::paths::PathBase;
 use crate::raw::{RawAlerts, RawAntispam, RawAntivirus, RawQuarantine, RawSclDelete, RawUpdater, RawWorkQueue};
 use crate::types::{
-    AlertsConfig, AntispamConfig, AntispamEngine, AntivirusConfig, AntivirusEngine, OnEngineFailure,
-    QuarantineConfig, ScannerAddress, UpdateSource, UpdaterConfig, VirusAction, WorkQueueConfig,
+    AlertsConfig, AntispamConfig, AntispamEngine, AntivirusConfig, AntivirusEngine, OnEngineFailure, QuarantineConfig,
+    ScannerAddress, UpdateSource, UpdaterConfig, VirusAction, WorkQueueConfig,
 };
 
 /// The highest spam confidence level.
@@ -50,9 +50,9 @@ pub(super) fn antispam(raw: RawAntispam) -> Result<AntispamConfig, ConfigError> 
     let engine = match name {
         SpamEngineName::Builtin => AntispamEngine::Builtin,
         SpamEngineName::Off => AntispamEngine::Off,
-        SpamEngineName::Rspamd => AntispamEngine::Rspamd {
-            url: t.url("url", raw.url.unwrap_or_else(|| DEFAULT_RSPAMD_URL.to_owned()))?,
-        },
+        SpamEngineName::Rspamd => {
+            AntispamEngine::Rspamd { url: t.url("url", raw.url.unwrap_or_else(|| DEFAULT_RSPAMD_URL.to_owned()))? }
+        }
         SpamEngineName::Spamd => AntispamEngine::Spamd {
             address: match raw.address {
                 Some(text) => HostPort::parse(&text, SPAMD_PORT).map_err(|why| t.err("address", why))?,
@@ -68,7 +68,9 @@ pub(super) fn antispam(raw: RawAntispam) -> Result<AntispamConfig, ConfigError> 
         }
         Some(RawSclDelete::Level(level)) => match u8::try_from(level) {
             Ok(level) if level <= MAX_SCL => Some(level),
-            _ => return Err(t.err("scl_delete", format!("{level} is out of range: expected \"off\" or 0 to {MAX_SCL}"))),
+            _ => {
+                return Err(t.err("scl_delete", format!("{level} is out of range: expected \"off\" or 0 to {MAX_SCL}")));
+            }
         },
     };
     Ok(AntispamConfig {
@@ -103,8 +105,12 @@ pub(super) fn antivirus(raw: RawAntivirus, paths: &PathBase) -> Result<Antivirus
                 Some(text) if text.contains('/') => {
                     ScannerAddress::Unix(paths.resolve(&text).map_err(|why| t.err("address", why))?)
                 }
-                Some(text) => ScannerAddress::Tcp(HostPort::parse(&text, CLAMD_PORT).map_err(|why| t.err("address", why))?),
-                None => ScannerAddress::Tcp(HostPort { host: "127.0.0.1".to_owned(), port: CLAMD_PORT, literal: false }),
+                Some(text) => {
+                    ScannerAddress::Tcp(HostPort::parse(&text, CLAMD_PORT).map_err(|why| t.err("address", why))?)
+                }
+                None => {
+                    ScannerAddress::Tcp(HostPort { host: "127.0.0.1".to_owned(), port: CLAMD_PORT, literal: false })
+                }
             },
         },
     };
@@ -151,7 +157,11 @@ pub(super) fn alerts(raw: RawAlerts) -> Result<AlertsConfig, ConfigError> {
         ));
     }
     Ok(AlertsConfig {
-        work_queue_pause_alert_after: t.duration("work_queue_pause_alert_after", raw.work_queue_pause_alert_after, "10s")?,
+        work_queue_pause_alert_after: t.duration(
+            "work_queue_pause_alert_after",
+            raw.work_queue_pause_alert_after,
+            "10s",
+        )?,
         work_queue_stuck_after: t.nonzero_duration("work_queue_stuck_after", raw.work_queue_stuck_after, "15m")?,
         max_repeat_interval: t.nonzero_duration("max_repeat_interval", raw.max_repeat_interval, "1h")?,
         email_to,

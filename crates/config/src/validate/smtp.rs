@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Table, check_unique};
+use super::{Table, check_name, check_unique};
 use crate::address::AddressSpace;
 use crate::error::ConfigError;
 use crate::guid::{GuidKind, derive_guid, normalise_guid};
@@ -45,7 +45,11 @@ pub(super) fn receive_connectors(
     Ok(connectors)
 }
 
-fn receive_connector(table: &Table, raw: RawReceiveConnector, paths: &PathBase) -> Result<ReceiveConnector, ConfigError> {
+fn receive_connector(
+    table: &Table,
+    raw: RawReceiveConnector,
+    paths: &PathBase,
+) -> Result<ReceiveConnector, ConfigError> {
     let name = raw.name.unwrap_or_else(|| "Default".to_owned());
     check_name(table, &name)?;
     let relay_networks = raw
@@ -94,8 +98,8 @@ fn receive_connector(table: &Table, raw: RawReceiveConnector, paths: &PathBase) 
         name,
         listen: table.socket_addr("listen", raw.listen, "127.0.0.1:2525")?,
         relay_networks,
-        max_message_size: nonzero_size(table, "max_message_size", table.size("max_message_size", raw.max_message_size, "35MB")?)?,
-        max_header_size: nonzero_size(table, "max_header_size", table.size("max_header_size", raw.max_header_size, "1MB")?)?,
+        max_message_size: table.nonzero_size("max_message_size", raw.max_message_size, "35MB")?,
+        max_header_size: table.nonzero_size("max_header_size", raw.max_header_size, "1MB")?,
         max_recipients: table.at_least_one("max_recipients", raw.max_recipients, 200)?,
         max_command_line: table.in_range("max_command_line", raw.max_command_line, 2048, MIN_COMMAND_LINE, u32::MAX)?,
         max_connections: table.at_least_one("max_connections", raw.max_connections, 1000)?,
@@ -115,21 +119,6 @@ fn receive_connector(table: &Table, raw: RawReceiveConnector, paths: &PathBase) 
         users,
         auth_failures_per_minute: raw.auth_failures_per_minute.unwrap_or(5),
     })
-}
-
-fn nonzero_size(table: &Table, key: &str, bytes: u64) -> Result<u64, ConfigError> {
-    if bytes == 0 {
-        return Err(table.err(key, "must be larger than zero"));
-    }
-    Ok(bytes)
-}
-
-/// Names of connectors and stores appear in headers, logs and queue identities.
-pub(super) fn check_name(table: &Table, name: &str) -> Result<(), ConfigError> {
-    if name.trim().is_empty() || name.trim() != name || name.chars().any(char::is_control) {
-        return Err(table.err("name", format!("{name:?} is not a usable name: it must be non-empty, without leading or trailing spaces")));
-    }
-    Ok(())
 }
 
 /// The send connectors of the file (none built in). An address space may belong to one connector only, so

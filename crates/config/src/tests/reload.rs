@@ -1,0 +1,150 @@
+//! Rendering the effective configuration, and what a reload keeps.
+
+use std::path::{Path, PathBuf};
+
+use super::{EVERY_KEY, SPEC_EXAMPLE, config};
+use crate::{Config, RESTART_KEYS};
+
+#[test]
+fn rendered_configuration_loads_back_equal() {
+    let every_key = EVERY_KEY.replace("data_dir = \"data\"", "data_dir = \"/srv/sluice\"");
+    let extra = "[[send_connectors]]\nname = \"x\"\naddress_spaces = [\"x.test\"]\nsmart_hosts = [\"[::1]:2526\", \"::1\", \"Relay.Test\"]\n\
+                 [antispam]\nengine = \"spamd\"\naddress = \"spamd.test:7830\"\n\
+                 [antivirus]\nengine = \"clamd\"\naddress = \"127.0.0.1\"\n\
+                 [alerts]\nemail_to = [\"Root@LocalHost\"]\nsmtp_host = \"[192.0.2.1]\"\n\
+                 [[receive_connectors]]\nmax_message_size = 1000\nmax_header_size = \"1536B\"\n";
+    for text in ["", SPEC_EXAMPLE, every_key.as_str(), extra] {
+        let original = config(text);
+        let rendered = original.to_toml_string();
+        // Every path in the output is absolute, so the base directory of the second load does not matter.
+        let reloaded = match Config::from_toml(&rendered, Path::new("/elsewhere")) {
+            Ok(loaded) => loaded.config,
+            Err(error) => panic!("rendered configuration refused: {error}\n{rendered}"),
+        };
+        assert_eq!(reloaded, original, "{rendered}");
+        assert_eq!(reloaded.to_toml_string(), rendered);
+    }
+}
+
+#[test]
+fn rendering_keeps_human_units() {
+    let rendered = config("").to_toml_string();
+    for line in [
+        "max_message_size = \"35MB\"",
+        "max_header_size = \"1MB\"",
+        "batch_timeout = \"100ms\"",
+        "message_expiration_timeout = \"2d\"",
+        "disk_free_high = \"500MB\"",
+        "online_defrag_schedule = \"01:00:00\"",
+        "scl_delete = \"off\"",
+        "relay_networks = [\"127.0.0.0/8\", \"::1/128\"]",
+        "maildir = \"/etc/sluice/sluice-data/mail/{domain}/{local}\"",
+        "guid = \"7726f8f8-e8ee-8acd-ae68-aaea42614837\"",
+        "[[receive_connectors]]",
+        "[transport]",
+    ] {
+        assert!(rendered.lines().any(|l| l.trim() == line), "{line:?} missing from:\n{rendered}");
+    }
+}
+
+#[test]
+fn restart_required_changes_lists_restart_keys() {
+    let base = "[[receive_connectors]]\nname = \"A\"\nlisten = \"127.0.0.1:2525\"\n\
+                [[receive_connectors]]\nname = \"B\"\nlisten = \"127.0.0.1:2526\"\n";
+    let old = config(base);
+    let cases: &[(&str, &[&str])] = &[
+        ("", &[]),
+        ("[transport]\npoison_threshold = 5\n", &[]),
+        (
+            "[server]\ndata_dir = \"/srv/data\"\n",
+            &["server.data_dir", "queue_database.path", "queue_database.log_path"],
+        ),
+        ("[queue_database]\nlog_path = \"/fast/log\"\n", &["queue_database.log_path"]),
+        ("[admin]\nlisten = \"127.0.0.1:9025\"\n", &["admin.listen"]),
+    ];
+    for (extra, expected) in cases {
+        let new = config(&format!("{extra}{base}"));
+        assert_eq!(old.restart_required_changes(&new), *expected, "{extra}");
+    }
+
+    let listen_cases: &[(&str, bool)] = &[
+        // Same addresses, new settings or order: no restart.
+        (
+            "[[receive_connectors]]\nname = \"B\"\nlisten = \"127.0.0.1:2526\"\nmax_errors = 3\n\
+          [[receive_connectors]]\nname = \"A\"\nlisten = \"127.0.0.1:2525\"\n",
+            false,
+        ),
+        ("[[receive_connectors]]\nname = \"A\"\nlisten = \"127.0.0.1:2525\"\n", true),
+        (
+            "[[receive_connectors]]\nname = \"A\"\nlisten = \"127.0.0.1:2525\"\n\
+          [[receive_connectors]]\nname = \"B\"\nlisten = \"127.0.0.1:2527\"\n",
+            true,
+        ),
+    ];
+    for (connectors, restart) in listen_cases {
+        let new = config(connectors);
+        let expected: &[&str] = if *restart { &["receive_connectors.listen"] } else { &[] };
+        assert_eq!(old.restart_required_changes(&new), expected, "{connectors}");
+    }
+}
+
+#[test]
+fn every_restart_key_can_be_reported() {
+    let old = config("");
+    let new = config(
+        "[server]\ndata_dir = \"/a\"\n[admin]\nlisten = \"127.0.0.1:1\"\n[[receive_connectors]]\nlisten = \"127.0.0.1:2\"\n",
+    );
+    assert_eq!(old.restart_required_changes(&new), RESTART_KEYS);
+}
+
+#[test]
+fn reload_keeps_restart_values_and_applies_the_rest() {
+    let old = config(
+        "[[receive_connectors]]\nname = \"A\"\nlisten = \"127.0.0.1:2525\"\n\
+         [[receive_connectors]]\nname = \"B\"\nlisten = \"127.0.0.1:2526\"\n",
+    );
+    let new = config(
+        "[server]\ndata_dir = \"/srv/new\"\n\
+         [admin]\nlisten = \"127.0.0.1:9025\"\n\
+         [transport]\npoison_threshold = 5\n\
+         [[receive_connectors]]\nname = \"A\"\nlisten = \"127.0.0.1:2525\"\nmax_errors = 3\n\
+         [[receive_connectors]]\nname = \"C\"\nlisten = \"127.0.0.1:2527\"\n",
+    );
+    let applied = new.with_restart_keys_from(&old);
+    assert!(old.restart_required_changes(&applied).is_empty());
+    assert_eq!(applied.server.data_dir, old.server.data_dir);
+    assert_eq!(applied.queue_database.path, old.queue_database.path);
+    assert_eq!(applied.admin.listen, old.admin.listen);
+    assert_eq!(applied.transport.poison_threshold, 5);
+    // A keeps its address and takes its new settings; B keeps its old listener and settings; C waits.
+    let connectors: Vec<(&str, u32)> =
+        applied.receive_connectors.iter().map(|c| (c.name.as_str(), c.max_errors)).collect();
+    assert_eq!(connectors, [("A", 3), ("B", 10)]);
+}
+
+#[test]
+fn reload_falls_back_to_old_connectors_when_names_would_clash() {
+    let old = config(
+        "[[receive_connectors]]\nname = \"A\"\nlisten = \"127.0.0.1:2525\"\n\
+         [[receive_connectors]]\nname = \"B\"\nlisten = \"127.0.0.1:2526\"\n",
+    );
+    // A moves to B's address and B goes away: keeping the old listener at 2525 would give two "A"s.
+    let new = config("[[receive_connectors]]\nname = \"A\"\nlisten = \"127.0.0.1:2526\"\nmax_errors = 1\n");
+    let applied = new.with_restart_keys_from(&old);
+    assert_eq!(applied.receive_connectors, old.receive_connectors);
+}
+
+#[test]
+fn reload_never_exposes_the_admin_api_without_protection() {
+    let old = config("[admin]\nlisten = \"0.0.0.0:8025\"\ntoken = \"t\"\ntls = { cert = \"c\", key = \"k\" }\n");
+    let new = config("[admin]\nlisten = \"127.0.0.1:8025\"\n");
+    let applied = new.with_restart_keys_from(&old);
+    assert_eq!(applied.admin, old.admin);
+
+    let rotated =
+        config("[admin]\nlisten = \"127.0.0.1:8025\"\ntoken = \"new\"\ntls = { cert = \"c2\", key = \"k\" }\n");
+    let applied = rotated.with_restart_keys_from(&old);
+    assert_eq!(applied.admin.listen, old.admin.listen);
+    assert_eq!(applied.admin.token.as_deref(), Some("new"));
+    assert_eq!(applied.admin.tls.map(|tls| tls.cert), Some(PathBuf::from("/etc/sluice/c2")));
+}

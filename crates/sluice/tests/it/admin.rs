@@ -1,0 +1,57 @@
+//! The admin API's first endpoints and its guards.
+
+use crate::harness::*;
+
+#[test]
+fn health_and_lists_have_the_spec_shape() {
+    let s = Server::start("");
+    let h = s.get_json("/api/v1/health");
+    assert_eq!(h["status"], "ok");
+    assert!(h["uptime_seconds"].is_u64());
+    let q = s.get_json("/api/v1/queues");
+    assert!(q["next"].is_null());
+    let sub = &q["items"][0];
+    assert_eq!(sub["identity"], "mx\\Submission");
+    assert_eq!(sub["delivery_type"], "Undefined");
+    assert_eq!(sub["next_hop_domain"], "Submission");
+    assert_eq!(sub["message_count"], 0);
+    let one = s.get_json("/api/v1/queues/mx%5CUnreachable");
+    assert_eq!(one["message_count"], 0);
+    let m = s.get_json("/api/v1/messages?queue=Submission");
+    assert_eq!(m["items"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn bad_requests_get_json_errors() {
+    let s = Server::start("");
+    let (status, body) = s.get("/api/v1/messages?queue=mx%5C999");
+    assert_eq!(status, 404);
+    assert!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"].is_string());
+    let (status, body) = s.get("/api/v1/messages?result_size=0");
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = s.get("/api/v1/nope");
+    assert_eq!(status, 404);
+    let (status, body) = http(s.admin, "POST", "/api/v1/config/reload", &[], "");
+    assert_eq!(status, 400, "a cross-site form post is refused: {body}");
+    let (status, _) = http(s.admin, "GET", "/api/v1/queues", &[("Host", "evil.example:80")], "");
+    assert!(status == 403 || status == 400, "{status}");
+}
+
+#[test]
+fn a_token_guards_everything_but_health() {
+    let mut s = Server::start("");
+    // Rewrite the config with a token, then restart.
+    let cfg = std::fs::read_to_string(s.config_path()).unwrap().replace(
+        &format!("listen = \"127.0.0.1:{}\"\n", s.admin),
+        &format!("listen = \"127.0.0.1:{}\"\ntoken = \"s3cret\"\n", s.admin),
+    );
+    std::fs::write(s.config_path(), cfg).unwrap();
+    s.kill9();
+    s.spawn();
+    assert_eq!(s.get("/api/v1/health").0, 200);
+    assert_eq!(s.get("/api/v1/queues").0, 401);
+    let (status, _) = http(s.admin, "GET", "/api/v1/queues", &[("Authorization", "Bearer wrong")], "");
+    assert_eq!(status, 401);
+    let (status, _) = http(s.admin, "GET", "/api/v1/queues", &[("Authorization", "Bearer s3cret")], "");
+    assert_eq!(status, 200);
+}

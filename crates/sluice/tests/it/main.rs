@@ -1,0 +1,9 @@
+//! End-to-end tests of the `sluice` binary: real processes, real sockets, real files.
+
+mod harness;
+
+mod admin;
+mod config;
+mod crash;
+mod relay;
+mod smtp;

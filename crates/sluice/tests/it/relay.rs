@@ -1,0 +1,88 @@
+//! Relaying to a smart host, queueing while it is down, Unreachable and its resubmission on reload.
+
+use std::time::Duration;
+
+use crate::harness::*;
+
+fn relay_config(sink_port: u16) -> String {
+    format!(
+        "[transport]\ntransient_failure_retry_interval = \"1s\"\n\n[[send_connectors]]\nname = \"Sink\"\naddress_spaces = [\"*\"]\nsmart_hosts = [\"127.0.0.1:{sink_port}\"]\n"
+    )
+}
+
+#[test]
+fn relayed_mail_reaches_the_smart_host() {
+    let sink = Sink::start();
+    let s = Server::start(&relay_config(sink.port));
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let s = &s;
+            scope.spawn(move || {
+                let mut c = s.smtp();
+                c.cmd("EHLO client.test");
+                for i in 0..25 {
+                    let r = c.mail("a@example.test", &["b@remote.test"], &format!("Subject: m{t}-{i}\r\n\r\nx\r\n"));
+                    assert!(r.starts_with("250"), "{r}");
+                }
+            });
+        }
+    });
+    assert!(wait_until(Duration::from_secs(20), || sink.count() == 100), "sink has {}", sink.count());
+    assert!(wait_until(Duration::from_secs(5), || s.queued() == 0));
+    let subjects = sink.subjects.lock().unwrap();
+    assert!(subjects.values().all(|n| *n == 1), "no duplicates without crashes");
+}
+
+#[test]
+fn mail_waits_in_retry_while_the_next_hop_is_down_then_arrives() {
+    let port = free_port();
+    let s = Server::start(&relay_config(port));
+    let mut c = s.smtp();
+    c.cmd("EHLO client.test");
+    for i in 0..5 {
+        assert!(
+            c.mail("a@example.test", &["b@remote.test"], &format!("Subject: w{i}\r\n\r\nx\r\n")).starts_with("250")
+        );
+    }
+    assert!(wait_until(Duration::from_secs(10), || {
+        let q = s.get_json("/api/v1/queues");
+        q["items"].as_array().unwrap().iter().any(|q| q["status"] == "Retry" && q["message_count"] == 5)
+    }));
+    let q = s.get_json("/api/v1/queues");
+    let dq =
+        q["items"].as_array().unwrap().iter().find(|q| q["delivery_type"] == "SmartHostConnectorDelivery").unwrap();
+    assert_eq!(dq["next_hop_domain"], format!("127.0.0.1:{port}"));
+    assert!(dq["last_error"].as_str().unwrap().starts_with("451 4.4.1"), "{dq}");
+    let identity = dq["identity"].as_str().unwrap().to_owned();
+    let m = s.get_json(&format!("/api/v1/messages?queue={}", identity.replace('\\', "%5C")));
+    let items = m["items"].as_array().unwrap();
+    assert_eq!(items.len(), 5);
+    assert!(items.iter().all(|m| m["status"] == "Retry" && m["from_address"] == "a@example.test"));
+    let sink = Sink::start_on(port);
+    assert!(wait_until(Duration::from_secs(15), || sink.count() == 5), "sink has {}", sink.count());
+    assert!(wait_until(Duration::from_secs(5), || s.queued() == 0));
+}
+
+#[test]
+fn unroutable_mail_is_held_in_unreachable_until_a_reload_routes_it() {
+    let sink = Sink::start();
+    let mut s = Server::start("");
+    let mut c = s.smtp();
+    c.cmd("EHLO client.test");
+    assert!(c.mail("a@example.test", &["b@remote.test", "u@localhost"], "Subject: u\r\n\r\nx\r\n").starts_with("250"));
+    assert!(wait_until(Duration::from_secs(10), || {
+        let q = s.get_json("/api/v1/queues");
+        q["items"].as_array().unwrap().iter().any(|q| q["identity"] == "mx\\Unreachable" && q["message_count"] == 1)
+    }));
+    // The local recipient was delivered; the remote one waits.
+    assert!(wait_until(Duration::from_secs(10), || maildir_new(&s.data(), "localhost", "u").len() == 1));
+    s.extra = relay_config(sink.port);
+    s.write_config();
+    let (status, body) = http(s.admin, "POST", "/api/v1/config/reload", &[("X-Sluice-Request", "1")], "");
+    assert_eq!(status, 200, "{body}");
+    assert!(wait_until(Duration::from_secs(10), || sink.count() == 1), "resubmitted after reload");
+    assert!(wait_until(Duration::from_secs(5), || s.queued() == 0));
+    // SIGHUP reloads too.
+    s.signal_and_wait("HUP");
+    assert!(s.child.is_some());
+}

@@ -1,0 +1,149 @@
+//! SMTP receive, driven over a real socket.
+
+use std::time::Duration;
+
+use crate::harness::*;
+
+#[test]
+fn local_mail_lands_in_maildir_with_trace_headers() {
+    let s = Server::start("");
+    let mut c = s.smtp();
+    assert!(c.cmd("EHLO client.test").contains("PIPELINING"));
+    let r = c.mail("sender@example.test", &["user@localhost"], "Subject: hello\r\n\r\nbody line\r\n..dot\r\n");
+    assert!(r.starts_with("250 2.0.0"), "{r}");
+    assert!(wait_until(Duration::from_secs(10), || maildir_new(&s.data(), "localhost", "user").len() == 1));
+    let text = std::fs::read_to_string(&maildir_new(&s.data(), "localhost", "user")[0]).unwrap();
+    assert!(text.starts_with(
+        "Return-Path: <sender@example.test>\r\nDelivered-To: user@localhost\r\nReceived: from client.test"
+    ));
+    assert!(text.contains("by mx.test (sluice)"), "{text}");
+    assert!(text.ends_with("Subject: hello\r\n\r\nbody line\r\n.dot\r\n"), "{text}");
+}
+
+#[test]
+fn pipelined_commands_are_answered_in_order() {
+    let s = Server::start("");
+    let mut c = s.smtp();
+    c.cmd("EHLO client.test");
+    c.send(b"MAIL FROM:<a@example.test>\r\nRCPT TO:<u1@localhost>\r\nRCPT TO:<u2@localhost>\r\nDATA\r\n");
+    assert!(c.read().starts_with("250 2.1.0"));
+    assert!(c.read().starts_with("250 2.1.5"));
+    assert!(c.read().starts_with("250 2.1.5"));
+    assert!(c.read().starts_with("354"));
+    c.send(b"Subject: p\r\n\r\nx\r\n.\r\nNOOP\r\nQUIT\r\n");
+    assert!(c.read().starts_with("250 2.0.0"));
+    assert!(c.read().starts_with("250"));
+    assert!(c.read().starts_with("221"));
+    assert!(wait_until(Duration::from_secs(10), || maildir_new(&s.data(), "localhost", "u2").len() == 1));
+    assert_eq!(maildir_new(&s.data(), "localhost", "u1").len(), 1);
+}
+
+#[test]
+fn relay_is_denied_outside_relay_networks() {
+    let s = Server::start(&format!(
+        "[[receive_connectors]]\nname = \"Default\"\nlisten = \"127.0.0.1:{}\"\nrelay_networks = [\"127.0.0.2/32\"]\n",
+        "{smtp}"
+    ));
+    // 127.0.0.1 is not in relay_networks here.
+    let mut c = s.smtp();
+    c.cmd("EHLO outside.test");
+    assert!(c.cmd("MAIL FROM:<a@outside.test>").starts_with("250"));
+    let r = c.cmd("RCPT TO:<victim@elsewhere.test>");
+    assert!(r.starts_with("550 5.7.1"), "{r}");
+    for trick in [
+        "RCPT TO:<victim%elsewhere.test@localhost>",
+        "RCPT TO:<elsewhere.test!victim@localhost>",
+        "RCPT TO:<\"victim@elsewhere.test\"@localhost>",
+    ] {
+        let r = c.cmd(trick);
+        assert!(!r.starts_with("250"), "{trick}: {r}");
+    }
+    let r = c.cmd("RCPT TO:<@localhost:victim@elsewhere.test>");
+    assert!(r.starts_with("550 5.7.1"), "source route: {r}");
+    let r = c.cmd("RCPT TO:<victim@[127.0.0.1]>");
+    assert!(r.starts_with("550 5.7.1"), "address literal: {r}");
+    assert!(c.cmd("RCPT TO:<user@LOCALHOST>").starts_with("250"));
+}
+
+#[test]
+fn smuggled_transactions_never_become_messages() {
+    for (mode, variant) in [
+        ("reject", "\n.\n"),
+        ("reject", "\n.\r\n"),
+        ("reject", "\r.\r"),
+        ("reject", "\r\n.\n"),
+        ("normalize", "\n.\n"),
+        ("normalize", "\r\n.\n"),
+        ("normalize", "\n.\r\n"),
+    ] {
+        let s = Server::start(&format!(
+            "[[receive_connectors]]\nname = \"Default\"\nlisten = \"127.0.0.1:{{smtp}}\"\nbare_newlines = \"{mode}\"\n"
+        ));
+        let mut c = s.smtp();
+        c.cmd("EHLO client.test");
+        c.cmd("MAIL FROM:<a@example.test>");
+        c.cmd("RCPT TO:<first@localhost>");
+        assert!(c.cmd("DATA").starts_with("354"));
+        c.send(
+            format!(
+                "Subject: one\r\n\r\nbody{variant}MAIL FROM:<evil@example.test>\r\nRCPT TO:<second@localhost>\r\nDATA\r\nSubject: smuggled\r\n\r\nx\r\n.\r\n"
+            )
+            .as_bytes(),
+        );
+        let r = c.read();
+        if mode == "reject" {
+            assert!(r.starts_with("550 5.6.0"), "{mode} {variant:?}: {r}");
+        } else {
+            assert!(r.starts_with("250"), "{mode} {variant:?}: {r}");
+        }
+        assert!(c.cmd("NOOP").starts_with("250"), "session continues in step");
+        c.cmd("QUIT");
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(maildir_new(&s.data(), "localhost", "second").is_empty(), "{mode} {variant:?}: smuggled");
+        let first = maildir_new(&s.data(), "localhost", "first").len();
+        assert_eq!(first, usize::from(mode == "normalize"), "{mode} {variant:?}");
+    }
+}
+
+#[test]
+fn protocol_errors_get_enhanced_codes() {
+    let s = Server::start(
+        "[[receive_connectors]]\nname = \"Default\"\nlisten = \"127.0.0.1:{smtp}\"\nmax_message_size = \"1KB\"\nmax_recipients = 2\n",
+    );
+    let mut c = s.smtp();
+    assert!(c.cmd("MAIL FROM:<a@example.test>").starts_with("503 5.5.1"));
+    c.cmd("EHLO client.test");
+    assert!(c.cmd("RCPT TO:<u@localhost>").starts_with("503 5.5.1"));
+    assert!(c.cmd("DATA").starts_with("503 5.5.1"));
+    assert!(c.cmd("FOO bar").starts_with("500 5.5.1"));
+    assert!(c.cmd("MAIL FROM:<a@example.test> SIZE=5000").starts_with("552 5.3.4"));
+    assert!(c.cmd("MAIL FROM:<a@example.test> X=1").starts_with("555 5.5.4"));
+    assert!(c.cmd("MAIL FROM:<a@example.test>").starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<a@example.test>").starts_with("503 5.5.1"));
+    assert!(c.cmd("RCPT TO:<a/b@localhost>").starts_with("550 5.1.3"));
+    assert!(c.cmd("RCPT TO:<.hidden@localhost>").starts_with("501 5.1.3"));
+    assert!(c.cmd("RCPT TO:<a=b@localhost>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<c@localhost>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<d@localhost>").starts_with("452 4.5.3"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(format!("Subject: big\r\n\r\n{}\r\n.\r\n", "x".repeat(2000)).as_bytes());
+    assert!(c.read().starts_with("552 5.3.4"));
+    let long = format!("NOOP {}", "x".repeat(3000));
+    assert!(c.cmd(&long).starts_with("500 5.5.2"));
+    assert!(c.cmd("NOOP").starts_with("250"));
+    assert!(c.cmd("QUIT").starts_with("221"));
+}
+
+#[test]
+fn too_many_errors_end_the_session() {
+    let s = Server::start("");
+    let mut c = s.smtp();
+    let mut last = String::new();
+    for _ in 0..10 {
+        last = c.cmd("BOGUS");
+    }
+    assert!(last.starts_with("500 5.5.1"), "{last}");
+    let closing = c.read();
+    assert!(closing.starts_with("421 4.7.0"), "{closing}");
+    assert_eq!(c.read(), "", "the server closed the connection");
+}
