@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Interop smoke suite: drives the sluice binary with real peers (swaks, Postfix's smtp-source and smtp-sink)
+# the way the issue's checks do. Installs what it needs. Prints one line per check and a summary.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+ensure() {
+  if ! command -v swaks >/dev/null || ! command -v smtp-sink >/dev/null; then
+    [ -n "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' 2>/dev/null | head -1)" ] || apt-get update -q >/dev/null
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q postfix swaks >/dev/null
+  fi
+}
+ensure
+bin=${SLUICE_BIN:-$root/target/debug/sluice}
+[ -x "$bin" ] || (cd "$root" && cargo build -q --bin sluice)
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+passed=0; failed=0
+ok() { echo "ok: $*"; passed=$((passed+1)); }
+bad() { echo "FAILED: $*"; failed=$((failed+1)); }
+wait_port() { for _ in $(seq 200); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# 1. Built-in defaults, from an empty directory, and swaks to user@localhost.
+mkdir -p "$work/defaults" && cd "$work/defaults"
+"$bin" serve >serve.log 2>&1 & pids+=($!)
+wait_port 2525
+out=$(swaks --server 127.0.0.1:2525 --to user@localhost --from a@example.test 2>&1 || true)
+sleep 0.5
+if echo "$out" | grep -q '^<-  250 2.0.0' && ls sluice-data/mail/localhost/user/new/* >/dev/null 2>&1; then
+  ok "defaults: swaks to user@localhost got 250 and a Maildir file"
+else
+  bad "defaults: swaks"; echo "$out" | tail -5
+fi
+kill "${pids[-1]}" 2>/dev/null || true; wait "${pids[-1]}" 2>/dev/null || true
+
+# 2. A smart host (smtp-sink) and smtp-source -s 20 -m 2000 -l 4096 through sluice.
+cd "$work"; sink_port=$(free_port); smtp_port=$(free_port); admin_port=$(free_port)
+smtp-sink -u nobody -c "127.0.0.1:$sink_port" 1024 >"$work/sink.log" 2>&1 & pids+=($!)
+cat >"$work/relay.toml" <<TOML
+[server]
+data_dir = "relay-data"
+[admin]
+listen = "127.0.0.1:$admin_port"
+[transport]
+transient_failure_retry_interval = "2s"
+[[receive_connectors]]
+name = "Default"
+listen = "127.0.0.1:$smtp_port"
+[[send_connectors]]
+name = "Sink"
+address_spaces = ["*"]
+smart_hosts = ["127.0.0.1:$sink_port"]
+TOML
+"$bin" serve --config "$work/relay.toml" >"$work/relay.log" 2>&1 & pids+=($!)
+wait_port "$smtp_port"; wait_port "$sink_port"
+smtp-source -s 20 -m 2000 -l 4096 -f a@example.test -t b@remote.test "127.0.0.1:$smtp_port"
+if bash "$root/../shared/bench/sink.sh" wait "$work/sink.log" 2000 120 >/dev/null 2>&1 \
+   || [ "$(tail -c 400 "$work/sink.log" | tr '\r' '\n' | grep -o 'mesg=[0-9]*' | tail -1 | cut -d= -f2)" = 2000 ]; then
+  ok "relay: smtp-source 2000 messages all reached smtp-sink"
+else
+  bad "relay: sink has $(tail -c 400 "$work/sink.log" | tr '\r' '\n' | grep -o 'mesg=[0-9]*' | tail -1)"
+fi
+
+# 3. A relay attempt from outside relay_networks gets 550 5.7.1.
+deny_port=$(free_port); deny_admin=$(free_port)
+cat >"$work/deny.toml" <<TOML
+[server]
+data_dir = "deny-data"
+[admin]
+listen = "127.0.0.1:$deny_admin"
+[[receive_connectors]]
+name = "Default"
+listen = "127.0.0.1:$deny_port"
+relay_networks = ["127.0.0.2/32"]
+TOML
+"$bin" serve --config "$work/deny.toml" >"$work/deny.log" 2>&1 & pids+=($!)
+wait_port "$deny_port"
+out=$(swaks --server "127.0.0.1:$deny_port" --to victim@elsewhere.test --from a@example.test 2>&1 || true)
+if echo "$out" | grep -q '<\*\* 550 5.7.1'; then ok "relay denied: 550 5.7.1"; else bad "relay denied"; echo "$out" | tail -5; fi
+
+echo "interop: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
