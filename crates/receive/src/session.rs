@@ -267,7 +267,7 @@ impl Session {
             body_8bit: params.body_8bit(),
             smtputf8: params.smtputf8,
             ret: params.ret.map(|r| r.to_string()),
-            env_id: params.envid.clone(),
+            env_id: params.envid.as_ref().map(|x| x.decoded().to_owned()),
         });
         self.reply(Reply::new(250, "2.1.0", "Sender ok"));
     }
@@ -346,18 +346,10 @@ impl Session {
             self.reply(Reply::new(552, "5.3.4", "Message size exceeds the fixed maximum message size"));
             return Ok(Flow::Continue);
         }
-        let refuse = match decoder.violation() {
-            Some(sluice_smtp::DataViolation::Nul) => true,
-            Some(_) => policy == BareNewlines::Reject,
-            None => false,
-        };
-        if let Some(v) = decoder.violation().filter(|_| refuse) {
+        if let Some(v) = decoder.violation() {
+            // With bare_newlines = "normalize" only NUL is a violation; with "reject" bare CR and LF are too.
             tracing::info!(peer = %self.peer, violation = ?v, "message refused: bare CR, LF or NUL in data");
-            let text = match v {
-                sluice_smtp::DataViolation::Nul => "NUL character in message data",
-                _ => "Bare CR or LF in message data",
-            };
-            self.reply(Reply::new(550, "5.6.0", text));
+            self.reply(v.reply());
             return Ok(Flow::Continue);
         }
         let (message_id, subject) = header_fields(&body[received.len()..]);
@@ -378,7 +370,7 @@ impl Session {
             subject,
         };
         match self.transport.submit(mid, envelope, body).await {
-            Ok(()) => self.reply(Reply::new(250, "2.0.0", &format!("Ok: queued as {mid}"))),
+            Ok(()) => self.reply(Reply::new(250, "2.0.0", format!("Ok: queued as {mid}"))),
             Err(e) => {
                 tracing::error!(error = %e, "message not stored");
                 self.reply(Reply::new(451, "4.3.0", "Temporary storage failure, try again later"));

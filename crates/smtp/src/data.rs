@@ -1,111 +1,192 @@
-//! DATA framing. Only the wire bytes `<CRLF>.<CRLF>` end the data (the CRLF of the DATA command counts as
-//! the first CRLF). A bare CR, a bare LF or a NUL anywhere is a violation: with `Reject` the message is
-//! refused after the end of data; with `Normalize` a bare CR or LF becomes CRLF in the stored message. In
-//! neither mode does a line that began after a bare CR or LF count as a line start, so `<LF>.<LF>`,
-//! `<LF>.<CRLF>`, `<CR>.<CR>`, `<CR>.<LF>`, `<CRLF>.<LF>` and `<LF>.<CR>` never end a message (no SMTP
-//! smuggling).
+//! DATA framing on receive (RFC 5321 4.1.1.4, 4.5.2): finding the end of the data and undoing dot-stuffing, in
+//! a way that makes SMTP smuggling impossible.
+//!
+//! The one rule: the data ends at the first occurrence of the wire bytes `CR LF . CR LF`, where the CRLF of the
+//! DATA command counts as the first CRLF (so a `.` line right after the 354 is an empty message). The decoder is
+//! a byte-at-a-time automaton for exactly that pattern (the states are the prefixes of `CR LF . CR LF` matched so
+//! far), so its answer cannot depend on how the bytes are split across reads. Nothing else ends the data:
+//! `<LF>.<LF>`, `<LF>.<CRLF>`, `<CR>.<CR>`, `<CR>.<LF>`, `<CRLF>.<LF>`, `<LF>.<CR>` are message content.
+//!
+//! The output is always CRLF-canonical, whatever the policy:
+//! - a bare LF or a bare CR (one not part of a CR LF pair on the wire) is written as CRLF. With
+//!   [`BareNewlines::Reject`] it is also recorded as a violation, and the session refuses the message after the
+//!   end of data (`550 5.6.0`); with [`BareNewlines::Normalize`] the normalized message is kept. A line that
+//!   started after a bare CR or LF is not a line start on the wire, so a dot there is neither a terminator nor
+//!   stuffing: it is kept;
+//! - a NUL is a violation under both policies and is never written out;
+//! - dot-unstuffing follows RFC 5321 4.5.2 to the letter: when a line (after a real CRLF) starts with a dot and
+//!   has other characters, the first dot is removed. A line that is only a dot followed by a bare CR or LF keeps
+//!   its dot.
+//!
+//! The decoder also runs a [`HeaderScanner`] over its output, for the header-size and hop-count limits.
 
-/// What to do with a bare CR or LF in message data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+use crate::headers::HeaderScanner;
+use crate::reply::Reply;
+
+/// What to do with a bare CR or LF in message data (the `bare_newlines` setting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BareNewlines {
+    /// Refuse the message after the end of data (the default).
     Reject,
+    /// Store it with each bare CR or LF turned into CRLF.
     Normalize,
 }
 
-/// Why the data must be refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why message data must be refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum DataViolation {
+    /// A CR not followed by LF (only a violation under [`BareNewlines::Reject`]).
+    #[error("bare CR in message data")]
     BareCr,
+    /// A LF not preceded by CR (only a violation under [`BareNewlines::Reject`]).
+    #[error("bare LF in message data")]
     BareLf,
+    /// A NUL octet (a violation under both policies).
+    #[error("NUL in message data")]
     Nul,
 }
 
-/// The result of feeding bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DataStatus {
-    /// All input was used; the data goes on.
-    NeedMore,
-    /// The data ended; `consumed` bytes of this input (with the final `.<CRLF>`) were used, the rest are
-    /// the next commands.
-    Done { consumed: usize },
+impl DataViolation {
+    /// The reply that refuses the message after the end of data: `550 5.6.0`.
+    pub fn reply(&self) -> Reply {
+        match self {
+            DataViolation::BareCr | DataViolation::BareLf => Reply::new(550, "5.6.0", "Bare CR or LF in message data"),
+            DataViolation::Nul => Reply::new(550, "5.6.0", "NUL character in message data"),
+        }
+    }
 }
 
+/// The result of [`DataDecoder::feed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DataStatus {
+    /// All the input was data; the message goes on.
+    NeedMore,
+    /// The data ended: `consumed` octets of this input were data, the final `.<CRLF>` included; the rest
+    /// belongs to the commands that follow (PIPELINING).
+    Done {
+        /// Octets of the input used.
+        consumed: usize,
+    },
+}
+
+/// How much of `CR LF . CR LF` the last octets matched, seen from a line's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    /// Just after a real CRLF.
-    LineStart,
-    /// A line that began with a dot.
-    Dot,
-    /// `.` then CR at a line start.
-    DotCr,
-    /// Inside a line.
+    /// Nothing matched: inside a line.
     Mid,
-    /// Inside a line, after a CR.
+    /// `CR` matched: a CR waits for its LF.
     Cr,
+    /// `CR LF` matched: at the start of a line (also the initial state).
+    LineStart,
+    /// `CR LF .` matched: a line that starts with a dot.
+    Dot,
+    /// `CR LF . CR` matched: one LF away from the end.
+    DotCr,
+    /// The whole pattern matched.
+    Done,
 }
 
-/// Decodes message data incrementally; input may be split at any byte.
+/// Decodes the message data that follows a `354`, in pieces split anywhere.
 #[derive(Debug, Clone)]
 pub struct DataDecoder {
     policy: BareNewlines,
     state: State,
     violation: Option<DataViolation>,
+    bare_newlines: u64,
+    output_bytes: u64,
+    headers: HeaderScanner,
 }
 
 impl DataDecoder {
-    pub fn new(policy: BareNewlines) -> DataDecoder {
-        DataDecoder { policy, state: State::LineStart, violation: None }
-    }
-
-    /// The first violation seen, if any.
-    pub fn violation(&self) -> Option<DataViolation> {
-        self.violation
-    }
-
-    fn bare(&mut self, v: DataViolation, out: &mut Vec<u8>) {
-        self.violation.get_or_insert(v);
-        if self.policy == BareNewlines::Normalize {
-            out.extend_from_slice(b"\r\n");
+    /// A decoder at the start of the data (just after the DATA command's CRLF).
+    pub fn new(policy: BareNewlines) -> Self {
+        DataDecoder {
+            policy,
+            state: State::LineStart,
+            violation: None,
+            bare_newlines: 0,
+            output_bytes: 0,
+            headers: HeaderScanner::new(),
         }
     }
 
-    /// Decodes `input` into `out` (dot-unstuffed, CRLF line ends).
+    /// Decodes the next bytes from the wire, appending the message to `out` (earlier content of `out` is left
+    /// alone). With `NeedMore` every byte of `input` was used. Once done, further calls use nothing and return
+    /// `Done { consumed: 0 }`.
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> DataStatus {
-        out.reserve(input.len());
-        for (i, &b) in input.iter().enumerate() {
-            self.state = match (self.state, b) {
-                (State::LineStart, b'.') => State::Dot,
-                (State::Dot, b'\r') => State::DotCr,
-                (State::DotCr, b'\n') => {
-                    self.state = State::LineStart;
-                    return DataStatus::Done { consumed: i + 1 };
-                }
-                // A line that starts with a dot and goes on: the dot is dropped (RFC 5321 4.5.2).
-                (State::Dot, other) => self.mid(other, out),
-                (State::DotCr, other) => {
-                    self.bare(DataViolation::BareCr, out);
-                    self.mid(other, out)
-                }
-                (State::LineStart | State::Mid, other) => self.mid(other, out),
-                (State::Cr, b'\n') => {
-                    out.extend_from_slice(b"\r\n");
-                    State::LineStart
-                }
-                (State::Cr, other) => {
-                    self.bare(DataViolation::BareCr, out);
-                    self.mid(other, out)
-                }
-            };
+        if self.state == State::Done {
+            return DataStatus::Done { consumed: 0 };
         }
-        DataStatus::NeedMore
+        let start = out.len();
+        out.reserve(input.len());
+        let mut status = DataStatus::NeedMore;
+        let mut i = 0;
+        while i < input.len() {
+            if self.state == State::Mid {
+                // Fast path: copy a run of ordinary octets at once.
+                let run = input[i..].iter().position(|b| matches!(b, b'\r' | b'\n' | 0)).unwrap_or(input.len() - i);
+                out.extend_from_slice(&input[i..i + run]);
+                i += run;
+                if i == input.len() {
+                    break;
+                }
+            }
+            let b = input[i];
+            i += 1;
+            self.step(b, out);
+            if self.state == State::Done {
+                status = DataStatus::Done { consumed: i };
+                break;
+            }
+        }
+        self.output_bytes += (out.len() - start) as u64;
+        self.headers.feed(&out[start..]);
+        status
     }
 
-    /// One byte inside a line.
-    fn mid(&mut self, b: u8, out: &mut Vec<u8>) -> State {
-        match b {
+    /// One octet through the automaton.
+    fn step(&mut self, b: u8, out: &mut Vec<u8>) {
+        match self.state {
+            State::LineStart if b == b'.' => self.state = State::Dot,
+            State::Dot => match b {
+                b'\r' => self.state = State::DotCr,
+                b'\n' => {
+                    // `<CRLF>.<LF>`: not an end. The line is a lone dot, kept.
+                    self.bare(DataViolation::BareLf);
+                    out.extend_from_slice(b".\r\n");
+                    self.state = State::Mid;
+                }
+                // RFC 5321 4.5.2: a leading dot with more on the line is removed.
+                other => self.ordinary(other, out),
+            },
+            State::DotCr if b == b'\n' => self.state = State::Done,
+            State::DotCr => {
+                // `<CRLF>.<CR>` and something else: the CR was bare, the line a lone dot.
+                self.bare(DataViolation::BareCr);
+                out.extend_from_slice(b".\r\n");
+                self.ordinary(b, out);
+            }
+            State::Cr if b == b'\n' => {
+                out.extend_from_slice(b"\r\n");
+                self.state = State::LineStart;
+            }
+            State::Cr => {
+                self.bare(DataViolation::BareCr);
+                out.extend_from_slice(b"\r\n");
+                self.ordinary(b, out);
+            }
+            State::LineStart | State::Mid => self.ordinary(b, out),
+            State::Done => {}
+        }
+    }
+
+    /// An octet inside a line (also after a bare CR was settled).
+    fn ordinary(&mut self, b: u8, out: &mut Vec<u8>) {
+        self.state = match b {
             b'\r' => State::Cr,
             b'\n' => {
-                self.bare(DataViolation::BareLf, out);
+                self.bare(DataViolation::BareLf);
+                out.extend_from_slice(b"\r\n");
                 State::Mid
             }
             0 => {
@@ -116,143 +197,46 @@ impl DataDecoder {
                 out.push(other);
                 State::Mid
             }
-        }
+        };
     }
-}
 
-/// Dot-stuffs a CRLF-canonical message for sending and appends the end of data (`.<CRLF>`); a CRLF is
-/// added first when the message does not end with one.
-pub fn dot_stuff(body: &[u8], out: &mut Vec<u8>) {
-    out.reserve(body.len() + 16);
-    let mut line_start = true;
-    for &b in body {
-        if line_start && b == b'.' {
-            out.push(b'.');
+    fn bare(&mut self, violation: DataViolation) {
+        self.bare_newlines += 1;
+        if self.policy == BareNewlines::Reject {
+            self.violation.get_or_insert(violation);
         }
-        out.push(b);
-        line_start = b == b'\n';
     }
-    if !body.is_empty() && !body.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
+
+    /// The first violation seen, if any: the message must then be refused with [`DataViolation::reply`].
+    pub fn violation(&self) -> Option<DataViolation> {
+        self.violation
     }
-    out.extend_from_slice(b".\r\n");
+
+    /// The end of data has been seen.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Bare CRs and LFs seen so far (under either policy), for logs.
+    pub fn bare_newlines(&self) -> u64 {
+        self.bare_newlines
+    }
+
+    /// Octets of decoded message written so far.
+    pub fn output_bytes(&self) -> u64 {
+        self.output_bytes
+    }
+
+    /// Octets of the decoded header section so far (see [`HeaderScanner::header_bytes`]).
+    pub fn header_bytes(&self) -> u64 {
+        self.headers.header_bytes()
+    }
+
+    /// `Received:` fields in the decoded header section so far.
+    pub fn count_received_headers(&self) -> usize {
+        self.headers.count_received_headers()
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn decode_all(policy: BareNewlines, input: &[u8]) -> (Vec<u8>, DataStatus, Option<DataViolation>) {
-        let mut d = DataDecoder::new(policy);
-        let mut out = Vec::new();
-        let st = d.feed(input, &mut out);
-        (out, st, d.violation())
-    }
-
-    #[test]
-    fn only_crlf_dot_crlf_ends_data() {
-        let (out, st, v) = decode_all(BareNewlines::Reject, b"Subject: x\r\n\r\nhello\r\n.\r\nQUIT\r\n");
-        assert_eq!(out, b"Subject: x\r\n\r\nhello\r\n");
-        assert_eq!(st, DataStatus::Done { consumed: 24 });
-        assert_eq!(v, None);
-        // An empty message: the DATA line's CRLF is the first one.
-        assert_eq!(decode_all(BareNewlines::Reject, b".\r\n").1, DataStatus::Done { consumed: 3 });
-    }
-
-    #[test]
-    fn dots_are_unstuffed() {
-        let (out, _, _) = decode_all(BareNewlines::Reject, b"..leading\r\n...\r\n.x\r\n.\r\n");
-        assert_eq!(out, b".leading\r\n..\r\nx\r\n");
-    }
-
-    #[test]
-    fn no_smuggling_variant_ends_the_data() {
-        let smuggled = b"MAIL FROM:<a@evil.test>\r\nRCPT TO:<v@victim.test>\r\nDATA\r\nsmuggled\r\n";
-        for variant in [
-            &b"\n.\n"[..],
-            b"\n.\r\n",
-            b"\r.\r",
-            b"\r.\n",
-            b"\r\n.\n",
-            b"\n.\r",
-            b"\r\n.\r",
-            b"\r\n\x00.\r\n",
-            b"\r\n.\x00\r\n",
-        ] {
-            for policy in [BareNewlines::Reject, BareNewlines::Normalize] {
-                let mut input = b"first message".to_vec();
-                input.extend_from_slice(variant);
-                input.extend_from_slice(smuggled);
-                let real_end = input.len();
-                input.extend_from_slice(b".\r\n");
-                // Split at every point: the result must not depend on how the bytes arrive.
-                for split in 0..input.len() {
-                    let mut d = DataDecoder::new(policy);
-                    let mut out = Vec::new();
-                    let first = d.feed(&input[..split], &mut out);
-                    let status = match first {
-                        DataStatus::Done { consumed } => DataStatus::Done { consumed },
-                        DataStatus::NeedMore => match d.feed(&input[split..], &mut out) {
-                            DataStatus::Done { consumed } => DataStatus::Done { consumed: split + consumed },
-                            s => s,
-                        },
-                    };
-                    assert_eq!(
-                        status,
-                        DataStatus::Done { consumed: real_end + 3 },
-                        "variant {variant:?} policy {policy:?} split {split}"
-                    );
-                    assert!(d.violation().is_some(), "variant {variant:?} policy {policy:?}");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn normalize_turns_bare_lf_into_crlf() {
-        let (out, st, v) = decode_all(BareNewlines::Normalize, b"a\nb\r\n.\r\n");
-        assert_eq!(out, b"a\r\nb\r\n");
-        assert!(matches!(st, DataStatus::Done { .. }));
-        assert_eq!(v, Some(DataViolation::BareLf));
-    }
-
-    #[test]
-    fn dot_stuff_doubles_leading_dots_and_terminates() {
-        let mut out = Vec::new();
-        dot_stuff(b".a\r\nb\r\n..\r\n", &mut out);
-        assert_eq!(out, b"..a\r\nb\r\n...\r\n.\r\n");
-        out.clear();
-        dot_stuff(b"no end", &mut out);
-        assert_eq!(out, b"no end\r\n.\r\n");
-    }
-
-    proptest! {
-        #[test]
-        fn decode_of_dot_stuff_is_identity(lines in proptest::collection::vec("[ -~]{0,20}", 0..20)) {
-            let body: Vec<u8> = lines.iter().flat_map(|l| format!("{l}\r\n").into_bytes()).collect();
-            let mut wire = Vec::new();
-            dot_stuff(&body, &mut wire);
-            let (out, st, v) = decode_all(BareNewlines::Reject, &wire);
-            prop_assert_eq!(out, body);
-            prop_assert_eq!(st, DataStatus::Done { consumed: wire.len() });
-            prop_assert_eq!(v, None);
-        }
-
-        #[test]
-        fn any_split_gives_the_same_result(input in proptest::collection::vec(prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'.'), Just(b'a'), Just(0u8)], 0..40), split in 0usize..40) {
-            let split = split.min(input.len());
-            let whole = decode_all(BareNewlines::Normalize, &input);
-            let mut d = DataDecoder::new(BareNewlines::Normalize);
-            let mut out = Vec::new();
-            let st = match d.feed(&input[..split], &mut out) {
-                DataStatus::Done { consumed } => DataStatus::Done { consumed },
-                DataStatus::NeedMore => match d.feed(&input[split..], &mut out) {
-                    DataStatus::Done { consumed } => DataStatus::Done { consumed: split + consumed },
-                    s => s,
-                },
-            };
-            prop_assert_eq!((out, st, d.violation()), whole);
-        }
-    }
-}
+mod tests;

@@ -164,7 +164,18 @@ async fn worker(inner: Arc<Inner>, qid: QueueId) {
             }
         }
         let Some(c) = conn.as_mut() else { break };
-        match c.deliver(&outbound).await {
+        let mut result = c.deliver(&outbound).await;
+        if result.is_err() && sent > 0 {
+            // A reused connection may have been closed by the peer while idle: one fresh attempt before the
+            // failure counts against the queue.
+            conn = None;
+            sent = 0;
+            if let Ok(mut fresh) = inner.agent.connect(&target).await {
+                result = fresh.deliver(&outbound).await;
+                conn = Some(fresh);
+            }
+        }
+        match result {
             Ok(outcomes) => {
                 finish(&inner, qid, &job, &outbound, outcomes).await;
                 sent += 1;

@@ -75,7 +75,7 @@ impl Tracking {
         match tx.try_send(event) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                if self.dropped.fetch_add(1, Ordering::Relaxed) % 1000 == 0 {
+                if self.dropped.fetch_add(1, Ordering::Relaxed).is_multiple_of(1000) {
                     tracing::warn!("message tracking log is behind; events dropped");
                 }
             }
