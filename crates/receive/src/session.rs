@@ -133,7 +133,7 @@ impl Session {
     async fn fill(&mut self) -> std::io::Result<bool> {
         let idle = self.policy.connector.connection_inactivity_timeout;
         let in_transaction = self.tx.is_some();
-        let mut chunk = vec![0u8; READ_CHUNK];
+        self.input.reserve(READ_CHUNK);
         let stop = async {
             if in_transaction {
                 self.shutdown.cancelled().await;
@@ -142,8 +142,9 @@ impl Session {
                 self.shutdown.cancelled().await;
             }
         };
+        // Reads straight into the spare capacity of the input buffer: no per-read allocation or copy.
         let n = tokio::select! {
-            r = tokio::time::timeout(idle, self.stream.read(&mut chunk)) => match r {
+            r = tokio::time::timeout(idle, self.stream.read_buf(&mut self.input)) => match r {
                 Ok(r) => r?,
                 Err(_) => {
                     self.stream.write_all(b"421 4.4.2 Idle too long, closing connection\r\n").await?;
@@ -155,11 +156,7 @@ impl Session {
                 return Ok(false);
             }
         };
-        if n == 0 {
-            return Ok(false);
-        }
-        self.input.extend_from_slice(&chunk[..n]);
-        Ok(true)
+        Ok(n > 0)
     }
 
     async fn skip_long_line(&mut self) -> std::io::Result<()> {

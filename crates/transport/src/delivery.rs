@@ -12,6 +12,9 @@ use crate::Inner;
 use crate::queue::MessageStatus;
 use crate::routing::Target;
 
+/// How long a delivery attempt in progress may go on once shutdown began.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A boxed future, for the object-safe agent traits.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -164,8 +167,17 @@ async fn worker(inner: Arc<Inner>, qid: QueueId) {
             }
         }
         let Some(c) = conn.as_mut() else { break };
-        let mut result = c.deliver(&outbound).await;
-        if result.is_err() && sent > 0 {
+        // At shutdown an attempt gets a grace period; a copy abandoned then stays queued (and may be
+        // delivered twice if the peer had accepted it: a duplicate, never a loss).
+        let stopping = async {
+            inner.shutdown.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        let mut result = tokio::select! {
+            r = c.deliver(&outbound) => r,
+            _ = stopping => Err("451 4.3.2 delivery interrupted by shutdown".to_owned()),
+        };
+        if result.is_err() && sent > 0 && !inner.shutdown.is_cancelled() {
             // A reused connection may have been closed by the peer while idle: one fresh attempt before the
             // failure counts against the queue.
             conn = None;
