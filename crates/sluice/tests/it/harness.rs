@@ -336,6 +336,7 @@ fn sink_session(s: TcpStream, subjects: Arc<Mutex<HashMap<String, u32>>>, stop: 
                 in_data = true;
                 b"354 go\r\n"
             }
+            "RCPT" if line.contains("reject") => b"550 5.1.1 No such user\r\n",
             "QUIT" => {
                 let _ = w.write_all(b"221 bye\r\n");
                 return;
@@ -362,4 +363,14 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 pub fn maildir_new(data: &Path, domain: &str, local: &str) -> Vec<PathBuf> {
     let dir = data.join("mail").join(domain).join(local).join("new");
     std::fs::read_dir(dir).map(|d| d.map(|e| e.unwrap().path()).collect()).unwrap_or_default()
+}
+
+/// Every tracking log line written so far, parsed.
+pub fn tracking_events(data: &Path) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(data.join("tracking")).into_iter().flatten() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default();
+        out.extend(text.lines().filter_map(|l| serde_json::from_str(l).ok()));
+    }
+    out
 }

@@ -86,3 +86,25 @@ fn unroutable_mail_is_held_in_unreachable_until_a_reload_routes_it() {
     s.signal_and_wait("HUP");
     assert!(s.child.is_some());
 }
+
+#[test]
+fn a_permanent_failure_is_recorded_and_the_other_recipients_delivered() {
+    let sink = Sink::start();
+    let s = Server::start(&relay_config(sink.port));
+    let mut c = s.smtp();
+    c.cmd("EHLO client.test");
+    let r = c.mail("a@example.test", &["ok@remote.test", "reject@remote.test"], "Subject: f\r\n\r\nx\r\n");
+    assert!(r.starts_with("250"), "{r}");
+    assert!(wait_until(Duration::from_secs(10), || sink.count() == 1));
+    assert!(wait_until(Duration::from_secs(5), || s.queued() == 0), "a 5xx recipient does not stay queued");
+    assert!(wait_until(Duration::from_secs(5), || {
+        tracking_events(&s.data()).iter().any(|e| {
+            e["event_id"] == "FAIL"
+                && e["recipients"][0] == "reject@remote.test"
+                && e["reply"].as_str().unwrap_or("").starts_with("550 5.1.1")
+        })
+    }));
+    assert!(
+        tracking_events(&s.data()).iter().any(|e| e["event_id"] == "DELIVER" && e["recipients"][0] == "ok@remote.test")
+    );
+}

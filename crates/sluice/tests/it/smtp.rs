@@ -18,6 +18,19 @@ fn local_mail_lands_in_maildir_with_trace_headers() {
     ));
     assert!(text.contains("by mx.test (sluice)"), "{text}");
     assert!(text.ends_with("Subject: hello\r\n\r\nbody line\r\n.dot\r\n"), "{text}");
+    // The tracking log tells the message's story.
+    let mid: u64 = r.split("queued as ").nth(1).unwrap().trim().parse().unwrap();
+    assert!(wait_until(Duration::from_secs(5), || {
+        let ids: Vec<String> = tracking_events(&s.data())
+            .iter()
+            .filter(|e| e["mid"] == mid)
+            .map(|e| e["event_id"].as_str().unwrap().to_owned())
+            .collect();
+        ["RECEIVE", "SUBMIT", "ROUTE", "DELIVER"].iter().all(|id| ids.iter().any(|i| i == id))
+    }));
+    let receive = tracking_events(&s.data()).into_iter().find(|e| e["event_id"] == "RECEIVE").unwrap();
+    assert_eq!(receive["sender"], "sender@example.test");
+    assert_eq!(receive["recipients"][0], "user@localhost");
 }
 
 #[test]
