@@ -136,6 +136,8 @@ pub struct RecoveryReport {
     pub frames: usize,
     pub records: usize,
     pub torn_bytes: u64,
+    /// The last frame referred to bodies that had not reached the disk; it was never acknowledged.
+    pub last_frame_dropped: bool,
     pub generations_removed: usize,
 }
 
@@ -164,12 +166,38 @@ impl QueueDb {
             storage.remove(LOG_NEW).map_err(|e| OpenError::io(&storage.describe(LOG_NEW), e))?;
         }
         let gens = generation::list(storage.as_ref()).map_err(|e| OpenError::io(&storage.describe(""), e))?;
+        // Generation files first: recovery checks the bodies of the last log frame against them.
+        let mut open_gens: HashMap<u32, (String, Arc<dyn StorageFile>)> = HashMap::new();
+        let mut unfinished = Vec::new();
+        for (number, name) in &gens {
+            let file: Arc<dyn StorageFile> =
+                Arc::from(storage.open(name, false).map_err(|e| OpenError::io(&storage.describe(name), e))?);
+            match generation::check_header(file.as_ref(), &storage.describe(name)) {
+                Ok(()) => {
+                    open_gens.insert(*number, (name.clone(), file));
+                }
+                // A crash while a generation was being created leaves it shorter than its header: it holds
+                // nothing, and is removed below unless the log refers to it (then the start is refused).
+                Err(_) if file.len().unwrap_or(0) <= generation::GEN_HEADER_LEN => unfinished.push(name.clone()),
+                Err(e) => return Err(e),
+            }
+        }
+
         let mut state = State::default();
         let mut report = RecoveryReport::default();
         let mut next_seq = 0;
         if names.iter().any(|n| n == LOG) {
             let file = storage.open(LOG, false).map_err(|e| OpenError::io(&storage.describe(LOG), e))?;
-            let scan = log::scan(file.as_ref(), &storage.describe(LOG))?;
+            let mut scan = log::scan(file.as_ref(), &storage.describe(LOG))?;
+            // The last frame may have become durable before the bodies it refers to (the two syncs run
+            // side by side); then it was never acknowledged and is dropped like a torn tail.
+            if let Some(last) = scan.frames.last()
+                && !bodies_intact(last, &open_gens)
+            {
+                scan.frames.pop();
+                scan.next_seq -= 1;
+                report.last_frame_dropped = true;
+            }
             report.frames = scan.frames.len();
             report.torn_bytes = scan.torn_bytes;
             for frame in &scan.frames {
@@ -179,19 +207,13 @@ impl QueueDb {
                 }
             }
             next_seq = scan.next_seq;
-            let _ = (scan.header.first_seq, scan.valid_end);
-        } else if !gens.is_empty() {
+        } else if !open_gens.is_empty() {
             return Err(OpenError::Missing { file: storage.describe(LOG) });
         }
-
-        // Every body the state refers to must be in a generation we can read.
-        let mut open_gens: HashMap<u32, (String, Arc<dyn StorageFile>)> = HashMap::new();
-        for (number, name) in &gens {
-            let file: Arc<dyn StorageFile> =
-                Arc::from(storage.open(name, false).map_err(|e| OpenError::io(&storage.describe(name), e))?);
-            generation::check_header(file.as_ref(), &storage.describe(name))?;
-            open_gens.insert(*number, (name.clone(), file));
+        for name in unfinished {
+            storage.remove(&name).map_err(|e| OpenError::io(&storage.describe(&name), e))?;
         }
+
         for m in state.messages.values() {
             let Some((name, file)) = open_gens.get(&m.body.generation) else {
                 return Err(OpenError::Missing {
@@ -247,7 +269,8 @@ impl QueueDb {
             opts.batch_size,
             opts.batch_timeout,
             high_water,
-        );
+        )
+        .map_err(|e| OpenError::io("syncer thread", e))?;
         let handle = std::thread::Builder::new()
             .name("queue-db-writer".into())
             .spawn(move || w.run(rx))
@@ -318,6 +341,16 @@ impl QueueDb {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
     }
+}
+
+/// Whether every body an `Enqueue` of `frame` refers to is readable with its checksum.
+fn bodies_intact(frame: &[Record], gens: &HashMap<u32, (String, Arc<dyn StorageFile>)>) -> bool {
+    frame.iter().all(|r| match r {
+        Record::Enqueue { body, .. } => gens
+            .get(&body.generation)
+            .is_some_and(|(name, file)| generation::read_body(file.as_ref(), name, body).is_ok()),
+        _ => true,
+    })
 }
 
 fn state_frames(state: &State) -> u64 {

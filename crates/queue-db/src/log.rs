@@ -55,12 +55,9 @@ pub(crate) fn encode_frame(salt: u64, seq: u64, count: u32, records: &[u8], out:
 
 /// What reading a log found.
 pub(crate) struct LogScan {
-    pub(crate) header: LogHeader,
     pub(crate) frames: Vec<Vec<Record>>,
     /// The next sequence number.
     pub(crate) next_seq: u64,
-    /// Where the valid frames end; bytes after it are a torn tail.
-    pub(crate) valid_end: u64,
     /// Bytes of torn tail found after `valid_end`.
     pub(crate) torn_bytes: u64,
 }
@@ -100,11 +97,11 @@ pub(crate) fn scan(file: &dyn StorageFile, name: &str) -> Result<LogScan, OpenEr
                     });
                 }
                 let torn = (data.len() - pos) as u64;
-                return Ok(LogScan { header, frames, next_seq, valid_end: pos as u64, torn_bytes: torn });
+                return Ok(LogScan { frames, next_seq, torn_bytes: torn });
             }
         }
     }
-    Ok(LogScan { header, frames, next_seq, valid_end: pos as u64, torn_bytes: 0 })
+    Ok(LogScan { frames, next_seq, torn_bytes: 0 })
 }
 
 fn parse_header(data: &[u8], name: &str) -> Result<LogHeader, OpenError> {

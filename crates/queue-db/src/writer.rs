@@ -58,6 +58,37 @@ pub(crate) struct Writer {
     pub(crate) high_water: Mid,
     current: Option<CurrentGeneration>,
     failed: Option<String>,
+    syncer: Syncer,
+}
+
+/// A thread that fdatasyncs a generation file while the writer syncs the log.
+struct Syncer {
+    tx: std::sync::mpsc::SyncSender<Arc<dyn StorageFile>>,
+    done: std::sync::mpsc::Receiver<std::io::Result<()>>,
+}
+
+impl Syncer {
+    fn spawn() -> std::io::Result<Syncer> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<dyn StorageFile>>(1);
+        let (done_tx, done) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new().name("queue-db-syncer".into()).spawn(move || {
+            for file in rx {
+                if done_tx.send(file.sync_data()).is_err() {
+                    return;
+                }
+            }
+        })?;
+        Ok(Syncer { tx, done })
+    }
+
+    /// Starts a sync; false when the thread is gone.
+    fn start(&self, file: Arc<dyn StorageFile>) -> bool {
+        self.tx.send(file).is_ok()
+    }
+
+    fn wait(&self) -> std::io::Result<()> {
+        self.done.recv().unwrap_or_else(|_| Err(std::io::Error::other("the generation syncer stopped")))
+    }
 }
 
 /// What one flush needs to answer.
@@ -80,8 +111,8 @@ impl Writer {
         batch_size: usize,
         batch_timeout: Duration,
         high_water: Mid,
-    ) -> Writer {
-        Writer {
+    ) -> std::io::Result<Writer> {
+        Ok(Writer {
             storage,
             log,
             log_end,
@@ -95,7 +126,8 @@ impl Writer {
             high_water,
             current: None,
             failed: None,
-        }
+            syncer: Syncer::spawn()?,
+        })
     }
 
     /// Runs until the channel closes or a `Close` arrives.
@@ -254,23 +286,35 @@ impl Writer {
         if count == 0 {
             return Ok(());
         }
+        // The generation's fdatasync runs on the syncer thread while this thread writes and syncs the log
+        // frame, so a commit waits for one sync, not two in a row. The frame may thus become durable before
+        // the bodies it refers to; only the last frame can be in that state (the next frame is written after
+        // both syncs), and recovery checks that frame's bodies (see `docs/queue-database.md`).
+        let mut gen_sync = false;
         if !bodies.is_empty() {
             let current = self.current.as_mut().ok_or(CommitError::Closed)?;
-            let done = current.file.write_at(bodies, current.end).and_then(|()| current.file.sync_data());
-            if let Err(e) = done {
+            if let Err(e) = current.file.write_at(bodies, current.end) {
                 // The bytes past `end` are garbage nothing refers to; the next body overwrites them.
                 return Err(self.fail(format!("writing a generation file: {e}")));
             }
             current.end += bodies.len() as u64;
+            gen_sync = self.syncer.start(current.file.clone());
+            if !gen_sync {
+                return Err(self.fail("the generation syncer stopped".to_owned()));
+            }
         }
         let mut frame = Vec::with_capacity(records.len() + 32);
         encode_frame(self.salt, self.seq, count, records, &mut frame);
-        let done = self.log.write_at(&frame, self.log_end).and_then(|()| self.log.sync_data());
-        if let Err(e) = done {
+        let logged = self.log.write_at(&frame, self.log_end).and_then(|()| self.log.sync_data());
+        let synced = if gen_sync { self.syncer.wait() } else { Ok(()) };
+        if let Err(e) = logged {
             // A failed fsync leaves the page cache in an unknown state (the kernel may have dropped the
             // dirty pages): stop committing until a restart recovers from what is on disk.
             let _ = self.log.set_len(self.log_end);
             return Err(self.fail(format!("writing the transaction log: {e}")));
+        }
+        if let Err(e) = synced {
+            return Err(self.fail(format!("syncing a generation file: {e}")));
         }
         self.log_end += frame.len() as u64;
         self.seq += 1;

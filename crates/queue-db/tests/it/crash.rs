@@ -115,8 +115,9 @@ fn check(db: &QueueDb, state: &sluice_queue_db::State, model: &Model, seed: u64,
         assert_eq!(m.envelope, envelope(*mid), "seed {seed} cycle {cycle}: envelope of {mid}");
         assert_eq!(&db.read_body(&m.body).unwrap(), body, "seed {seed} cycle {cycle}: body of {mid}");
     }
-    for mid in state.messages.keys() {
+    for (mid, m) in &state.messages {
         assert!(model.attempted.contains(mid), "seed {seed} cycle {cycle}: {mid} was never written");
+        assert!(db.read_body(&m.body).is_ok(), "seed {seed} cycle {cycle}: {mid} recovered without its body");
     }
     let lazily_done: usize = model.acked.keys().filter(|m| !model.done.contains(m)).count();
     let present = state.messages.len();
