@@ -4,8 +4,16 @@
 //! floor to compare with.
 //!
 //! ```text
-//! sluice-loadgen smtp ADDR RATE SECONDS CONNECTIONS SIZE   -> "p50_ms p99_ms p999_ms sent"
+//! sluice-loadgen smtp ADDR RATE SECONDS CONNECTIONS SIZE [DIR]
+//!     -> "p50_ms p99_ms p999_ms sent [fsync_p50_ms fsync_p99_ms fsync_count]"
 //! sluice-loadgen fsync DIR COUNT                           -> "p50_ms p99_ms"
+//! ```
+//!
+//! With DIR, a probe thread writes 4 KB and fdatasyncs a file in DIR every 10 ms during the load, so that
+//! the floor is measured under the same disk conditions as the latencies (shared machines' disks stall now
+//! and then; a floor measured a minute earlier would not show it).
+//!
+//! ```text
 //! ```
 
 use std::io::{BufRead, BufReader, Write};
@@ -69,8 +77,12 @@ fn session(addr: String, interval: Duration, start: Instant, end: Instant, size:
 }
 
 fn smtp(args: &[String]) -> Result<(), String> {
+    let (args, probe_dir) = match args {
+        [a @ .., dir] if a.len() == 5 => (a, Some(dir.clone())),
+        a => (a, None),
+    };
     let [addr, rate, secs, conns, size] = args else {
-        return Err("smtp ADDR RATE SECONDS CONNECTIONS SIZE".into());
+        return Err("smtp ADDR RATE SECONDS CONNECTIONS SIZE [DIR]".into());
     };
     let parse = |s: &str| s.parse::<f64>().map_err(|e| format!("{s}: {e}"));
     let (rate, secs, conns, size) = (parse(rate)?, parse(secs)?, parse(conns)? as usize, parse(size)? as usize);
@@ -85,13 +97,41 @@ fn smtp(args: &[String]) -> Result<(), String> {
             std::thread::spawn(move || session(addr, interval, start + offset, end, size))
         })
         .collect();
+    let probe = probe_dir.map(|dir| std::thread::spawn(move || fsync_probe(&dir, start, end)));
     let mut all = Vec::new();
     for t in threads {
         all.extend(t.join().map_err(|_| "a session panicked".to_string())?.map_err(|e| e.to_string())?);
     }
     all.sort_by(f64::total_cmp);
-    println!("{:.3} {:.3} {:.3} {}", percentile(&all, 0.5), percentile(&all, 0.99), percentile(&all, 0.999), all.len());
+    print!("{:.3} {:.3} {:.3} {}", percentile(&all, 0.5), percentile(&all, 0.99), percentile(&all, 0.999), all.len());
+    if let Some(p) = probe {
+        let mut lat = p.join().map_err(|_| "the fsync probe panicked".to_string())??;
+        lat.sort_by(f64::total_cmp);
+        print!(" {:.3} {:.3} {}", percentile(&lat, 0.5), percentile(&lat, 0.99), lat.len());
+    }
+    println!();
     Ok(())
+}
+
+fn fsync_probe(dir: &str, start: Instant, end: Instant) -> Result<Vec<f64>, String> {
+    let path = std::path::Path::new(dir).join(".loadgen-probe");
+    let mut f = std::fs::File::create(&path).map_err(|e| e.to_string())?;
+    let block = vec![b'x'; 4096];
+    let mut lat = Vec::new();
+    let mut next = start;
+    while next < end {
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        }
+        next += Duration::from_millis(10);
+        f.write_all(&block).map_err(|e| e.to_string())?;
+        let t = Instant::now();
+        f.sync_data().map_err(|e| e.to_string())?;
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let _ = std::fs::remove_file(&path);
+    Ok(lat)
 }
 
 fn fsync(args: &[String]) -> Result<(), String> {

@@ -96,7 +96,8 @@ pub(crate) fn scan(file: &dyn StorageFile, name: &str) -> Result<LogScan, OpenEr
                         what: format!("{what}, followed by a good frame at offset {later}"),
                     });
                 }
-                let torn = (data.len() - pos) as u64;
+                // Zero-filled preallocated space is not a torn write: count only up to the last nonzero byte.
+                let torn = data[pos..].iter().rposition(|b| *b != 0).map_or(0, |p| p + 1) as u64;
                 return Ok(LogScan { frames, next_seq, torn_bytes: torn });
             }
         }

@@ -34,6 +34,12 @@ pub(crate) enum Op {
     },
 }
 
+/// A flush slower than this is logged: it delays every SMTP client waiting for its 250.
+const SLOW_FLUSH: Duration = Duration::from_millis(20);
+
+/// The log grows by this much zero-filled space at a time.
+const LOG_PREALLOCATION: u64 = 1 << 20;
+
 /// Generation files open for reading, shared with the readers of bodies.
 pub(crate) type Generations = Arc<RwLock<HashMap<u32, (String, Arc<dyn StorageFile>)>>>;
 
@@ -48,6 +54,8 @@ pub(crate) struct Writer {
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) log: Box<dyn StorageFile>,
     pub(crate) log_end: u64,
+    /// Bytes of the log file allocated (zero-filled) so far.
+    log_allocated: u64,
     pub(crate) salt: u64,
     pub(crate) seq: u64,
     pub(crate) next_generation: u32,
@@ -116,6 +124,7 @@ impl Writer {
             storage,
             log,
             log_end,
+            log_allocated: log_end,
             salt,
             seq,
             next_generation,
@@ -199,6 +208,8 @@ impl Writer {
         let mut count = 0u32;
         let mut waiters = Vec::with_capacity(batch.len());
         let mut max_mid = None;
+        let started = Instant::now();
+        let ops = batch.len();
         let result = self.prepare(batch, &mut bodies, &mut records, &mut count, &mut waiters, &mut max_mid);
         let result = result.and_then(|()| {
             if let Some(mid) = max_mid
@@ -210,6 +221,10 @@ impl Writer {
             }
             self.write(&bodies, &records, count)
         });
+        let took = started.elapsed();
+        if took > SLOW_FLUSH {
+            tracing::warn!(ms = took.as_millis() as u64, ops, body_bytes = bodies.len(), "slow queue database commit");
+        }
         match result {
             Ok(()) => {
                 for w in waiters {
@@ -305,7 +320,10 @@ impl Writer {
         }
         let mut frame = Vec::with_capacity(records.len() + 32);
         encode_frame(self.salt, self.seq, count, records, &mut frame);
-        let logged = self.log.write_at(&frame, self.log_end).and_then(|()| self.log.sync_data());
+        let logged = self
+            .preallocate_log(frame.len() as u64)
+            .and_then(|()| self.log.write_at(&frame, self.log_end))
+            .and_then(|()| self.log.sync_data());
         let synced = if gen_sync { self.syncer.wait() } else { Ok(()) };
         if let Err(e) = logged {
             // A failed fsync leaves the page cache in an unknown state (the kernel may have dropped the
@@ -318,6 +336,25 @@ impl Writer {
         }
         self.log_end += frame.len() as u64;
         self.seq += 1;
+        Ok(())
+    }
+
+    /// Keeps zero-filled space ahead of the log's end, so that most frames overwrite allocated blocks and
+    /// their fdatasync flushes data only, without a journal commit for a new file size. Recovery reads the
+    /// zeros as the end of the log.
+    fn preallocate_log(&mut self, needed: u64) -> std::io::Result<()> {
+        if self.log_end + needed <= self.log_allocated {
+            return Ok(());
+        }
+        let target = (self.log_end + needed).next_multiple_of(LOG_PREALLOCATION) + LOG_PREALLOCATION;
+        let zeros = vec![0u8; 64 * 1024];
+        let mut at = self.log_allocated.max(self.log_end);
+        while at < target {
+            let n = (target - at).min(zeros.len() as u64) as usize;
+            self.log.write_at(&zeros[..n], at)?;
+            at += n as u64;
+        }
+        self.log_allocated = target;
         Ok(())
     }
 
