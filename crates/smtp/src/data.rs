@@ -124,7 +124,7 @@ impl DataDecoder {
         while i < input.len() {
             if self.state == State::Mid {
                 // Fast path: copy a run of ordinary octets at once.
-                let run = input[i..].iter().position(|b| matches!(b, b'\r' | b'\n' | 0)).unwrap_or(input.len() - i);
+                let run = memchr::memchr3(b'\r', b'\n', 0, &input[i..]).unwrap_or(input.len() - i);
                 out.extend_from_slice(&input[i..i + run]);
                 i += run;
                 if i == input.len() {

@@ -37,7 +37,19 @@ impl DotStuffer {
     /// Appends the stuffed form of the next piece of the message to `out`.
     pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
         out.reserve(chunk.len() + chunk.len() / 64 + 2);
-        for &b in chunk {
+        let mut i = 0;
+        while i < chunk.len() {
+            if self.state == State::Mid {
+                // Fast path: inside a line, everything up to the next CR or LF is copied as it is.
+                let run = memchr::memchr2(b'\r', b'\n', &chunk[i..]).unwrap_or(chunk.len() - i);
+                out.extend_from_slice(&chunk[i..i + run]);
+                i += run;
+                if i == chunk.len() {
+                    break;
+                }
+            }
+            let b = chunk[i];
+            i += 1;
             if self.state == State::Cr {
                 out.extend_from_slice(b"\r\n");
                 self.state = State::LineStart;

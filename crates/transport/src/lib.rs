@@ -444,6 +444,7 @@ impl Transport {
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
         self.inner.db.close().await;
+        self.inner.tracking.flush();
     }
 }
 

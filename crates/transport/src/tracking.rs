@@ -1,13 +1,13 @@
 //! The message tracking log: one JSON line per event in daily files under `<data_dir>/tracking`
 //! (`tracking-YYYY-MM-DD.log`). A thread of its own writes them, so that a slow disk never stalls a
-//! session; when the channel is full, events are dropped and counted rather than blocking mail.
+//! session; when its buffer is full, events are dropped and counted rather than blocking mail. Events
+//! reach the file within 200 ms.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Condvar, Mutex};
 
 use serde::Serialize;
 use sluice_queue_db::time::{date, now_ms, rfc3339};
@@ -49,65 +49,106 @@ impl Event {
     }
 }
 
+/// Events are serialized by the caller into a shared buffer that a writer thread drains every
+/// [`FLUSH_INTERVAL`] (or sooner when it fills): no thread wake-up per event.
+const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
+/// Above this many buffered bytes events are dropped (and counted) rather than growing memory.
+const MAX_BUFFERED: usize = 16 << 20;
+/// Above this many buffered bytes the writer is woken early.
+const WAKE_AT: usize = 1 << 20;
+
+struct Shared {
+    dir: PathBuf,
+    buf: Mutex<Vec<u8>>,
+    wake: Condvar,
+    dropped: AtomicU64,
+}
+
 /// A handle to the tracking log. Cheap to clone.
 #[derive(Clone)]
 pub struct Tracking {
-    tx: Option<SyncSender<Event>>,
-    dropped: Arc<AtomicU64>,
+    shared: Option<Arc<Shared>>,
 }
 
 impl Tracking {
     /// Starts the writer for `dir`.
     pub fn start(dir: PathBuf) -> std::io::Result<Tracking> {
         fs::create_dir_all(&dir)?;
-        let (tx, rx) = sync_channel(65_536);
-        std::thread::Builder::new().name("tracking".into()).spawn(move || write_events(dir, rx))?;
-        Ok(Tracking { tx: Some(tx), dropped: Arc::new(AtomicU64::new(0)) })
+        let shared =
+            Arc::new(Shared { dir, buf: Mutex::new(Vec::new()), wake: Condvar::new(), dropped: AtomicU64::new(0) });
+        let s = shared.clone();
+        std::thread::Builder::new().name("tracking".into()).spawn(move || write_events(s))?;
+        Ok(Tracking { shared: Some(shared) })
     }
 
     /// A log that writes nothing (tests).
     pub fn disabled() -> Tracking {
-        Tracking { tx: None, dropped: Arc::new(AtomicU64::new(0)) }
+        Tracking { shared: None }
+    }
+
+    /// Writes what is buffered now (at shutdown).
+    pub fn flush(&self) {
+        let Some(shared) = &self.shared else { return };
+        let batch = std::mem::take(&mut *shared.buf.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut current = None;
+        append(&shared.dir, &mut current, &batch);
     }
 
     pub fn log(&self, event: Event) {
-        let Some(tx) = &self.tx else { return };
-        match tx.try_send(event) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                if self.dropped.fetch_add(1, Ordering::Relaxed).is_multiple_of(1000) {
-                    tracing::warn!("message tracking log is behind; events dropped");
-                }
+        let Some(shared) = &self.shared else { return };
+        let mut line = Vec::with_capacity(256);
+        if serde_json::to_writer(&mut line, &event).is_err() {
+            return;
+        }
+        line.push(b'\n');
+        let mut buf = shared.buf.lock().unwrap_or_else(|e| e.into_inner());
+        if buf.len() + line.len() > MAX_BUFFERED {
+            drop(buf);
+            if shared.dropped.fetch_add(1, Ordering::Relaxed).is_multiple_of(1000) {
+                tracing::warn!("message tracking log is behind; events dropped");
             }
+            return;
+        }
+        buf.extend_from_slice(&line);
+        if buf.len() >= WAKE_AT {
+            shared.wake.notify_one();
         }
     }
 }
 
-fn write_events(dir: PathBuf, rx: Receiver<Event>) {
-    let mut current: Option<(String, BufWriter<File>)> = None;
-    let mut line = Vec::with_capacity(512);
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        while let Some(event) = next {
-            let day = date(now_ms());
-            if current.as_ref().is_none_or(|(d, _)| *d != day) {
-                let path = dir.join(format!("tracking-{day}.log"));
-                match OpenOptions::new().create(true).append(true).open(&path) {
-                    Ok(f) => current = Some((day, BufWriter::with_capacity(64 * 1024, f))),
-                    Err(e) => tracing::error!(path = %path.display(), error = %e, "cannot open the tracking log"),
-                }
-            }
-            if let Some((_, w)) = current.as_mut() {
-                line.clear();
-                if serde_json::to_writer(&mut line, &event).is_ok() {
-                    line.push(b'\n');
-                    let _ = w.write_all(&line);
-                }
-            }
-            next = rx.try_recv().ok();
+fn write_events(shared: Arc<Shared>) {
+    let mut current: Option<(String, File)> = None;
+    let mut batch = Vec::new();
+    loop {
+        {
+            let buf = shared.buf.lock().unwrap_or_else(|e| e.into_inner());
+            let (mut buf, _) = shared
+                .wake
+                .wait_timeout_while(buf, FLUSH_INTERVAL, |b| b.len() < WAKE_AT)
+                .unwrap_or_else(|e| e.into_inner());
+            std::mem::swap(&mut *buf, &mut batch);
         }
-        if let Some((_, w)) = current.as_mut() {
-            let _ = w.flush();
+        append(&shared.dir, &mut current, &batch);
+        batch.clear();
+    }
+}
+
+/// Appends whole lines to the day's file.
+fn append(dir: &std::path::Path, current: &mut Option<(String, File)>, batch: &[u8]) {
+    if batch.is_empty() {
+        return;
+    }
+    let day = date(now_ms());
+    if current.as_ref().is_none_or(|(d, _)| *d != day) {
+        let path = dir.join(format!("tracking-{day}.log"));
+        match OpenOptions::new().create(true).append(true).open(&path) {
+            Ok(f) => *current = Some((day, f)),
+            Err(e) => tracing::error!(path = %path.display(), error = %e, "cannot open the tracking log"),
         }
+    }
+    if let Some((_, f)) = current.as_mut()
+        && let Err(e) = f.write_all(batch)
+    {
+        tracing::error!(error = %e, "cannot write the tracking log");
     }
 }
