@@ -23,8 +23,6 @@ pub const NOT_YET_IN_EFFECT: &[&str] = &[
     "send_connectors.port",
     "dns.servers",
     "queue_database.logging_buffer_size",
-    "queue_database.logging_file_size",
-    "queue_database.checkpoint_interval",
     "queue_database.max_background_cleanup_tasks",
     "queue_database.online_defrag_enabled",
     "queue_database.online_defrag_schedule",

@@ -6,6 +6,7 @@
 //! **Invariant**: a commit returns `Ok` only after its log frame, and every body it refers to, are on
 //! stable storage. Only the last frame of the log can be torn; recovery truncates it.
 
+mod checkpoint;
 mod codec;
 mod generation;
 mod log;
@@ -30,17 +31,30 @@ pub use state::{State, StoredCopy, StoredMessage, StoredQueue};
 pub use storage::{FsStorage, Storage, StorageFile};
 pub use time::now_ms;
 
-use writer::{Generations, Op, Writer};
+use writer::{Generations, Op, Writer, WriterInit};
 
 /// The on-disk format version this binary writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
 /// MIDs reserved ahead of use by a persisted high-water mark.
 pub(crate) const MID_HEADROOM: Mid = 10_000;
 
-const LOG: &str = "trn.log";
+pub(crate) const LOG: &str = "trn.log";
+/// The next log file, created ahead so that rotation only renames.
+pub(crate) const LOG_NEXT: &str = "trntmp.log";
+/// Left by versions that rewrote the log at open; removed when found.
 const LOG_NEW: &str = "trn.new";
-/// Records per frame when the log is rewritten at open.
-const RECORDS_PER_COMPACTION_FRAME: usize = 2048;
+/// Records per frame in a checkpoint.
+pub(crate) const RECORDS_PER_CHECKPOINT_FRAME: usize = 2048;
+
+/// `trn-<first seq>.log`: a closed log file.
+pub(crate) fn closed_log_name(first_seq: u64) -> String {
+    format!("trn-{first_seq:016}.log")
+}
+
+/// The first sequence of a closed log file's name.
+pub(crate) fn parse_closed_log_name(name: &str) -> Option<u64> {
+    name.strip_prefix("trn-")?.strip_suffix(".log")?.parse().ok()
+}
 
 /// Settings of the queue database (`[queue_database]`).
 #[derive(Debug, Clone)]
@@ -50,6 +64,12 @@ pub struct Options {
     pub generation_interval: Duration,
     /// Finished generations younger than this are kept (the Safety Net hold).
     pub safety_net_hold: Duration,
+    /// The active log is closed and a new one started past this size.
+    pub logging_file_size: u64,
+    /// How often the live state is checkpointed (when anything changed).
+    pub checkpoint_interval: Duration,
+    /// How often the writer retires generations and considers a checkpoint (1 s; tests use 0).
+    pub maintenance_interval: Duration,
     /// Capacity of the commit channel.
     pub queue_depth: usize,
 }
@@ -61,6 +81,9 @@ impl Default for Options {
             batch_timeout: Duration::from_millis(100),
             generation_interval: Duration::from_secs(3600),
             safety_net_hold: Duration::from_secs(2 * 86_400),
+            logging_file_size: 5 << 20,
+            checkpoint_interval: Duration::from_secs(30),
+            maintenance_interval: Duration::from_secs(1),
             queue_depth: 8192,
         }
     }
@@ -161,9 +184,12 @@ impl QueueDb {
     /// Returns the live state for the transport to load.
     pub fn open(storage: Arc<dyn Storage>, opts: Options) -> Result<(QueueDb, State, RecoveryReport), OpenError> {
         let names = storage.list().map_err(|e| OpenError::io(&storage.describe(""), e))?;
-        if names.iter().any(|n| n == LOG_NEW) {
-            // An interrupted rewrite: trn.log is still the whole truth.
-            storage.remove(LOG_NEW).map_err(|e| OpenError::io(&storage.describe(LOG_NEW), e))?;
+        // Files of interrupted work: a checkpoint not yet renamed into place (the old one is whole), an
+        // old-style rewrite. (`trntmp.log` is removed below, after recovery.)
+        for leftover in [checkpoint::CHECKPOINT_NEW, LOG_NEW] {
+            if names.iter().any(|n| n == leftover) {
+                storage.remove(leftover).map_err(|e| OpenError::io(&storage.describe(leftover), e))?;
+            }
         }
         let gens = generation::list(storage.as_ref()).map_err(|e| OpenError::io(&storage.describe(""), e))?;
         // Generation files first: recovery checks the bodies of the last log frame against them.
@@ -183,33 +209,72 @@ impl QueueDb {
             }
         }
 
-        let mut state = State::default();
         let mut report = RecoveryReport::default();
-        let mut next_seq = 0;
+        // The checkpoint, then every log frame after it, in order: closed logs by sequence, then trn.log.
+        let checkpoint = checkpoint::read(storage.as_ref())?;
+        let (mut state, mut next_seq) = match checkpoint {
+            Some((state, next)) => (state, Some(next)),
+            None => (State::default(), None),
+        };
+        let mut logs: Vec<(u64, String)> =
+            names.iter().filter_map(|n| parse_closed_log_name(n).map(|s| (s, n.clone()))).collect();
+        logs.sort();
+        let mut log_names: Vec<String> = logs.into_iter().map(|(_, n)| n).collect();
         if names.iter().any(|n| n == LOG) {
-            let file = storage.open(LOG, false).map_err(|e| OpenError::io(&storage.describe(LOG), e))?;
-            let mut scan = log::scan(file.as_ref(), &storage.describe(LOG))?;
-            // The last frame may have become durable before the bodies it refers to (the two syncs run
-            // side by side); then it was never acknowledged and is dropped like a torn tail.
-            if let Some(last) = scan.frames.last()
-                && !bodies_intact(last, &open_gens)
-            {
-                scan.frames.pop();
-                scan.next_seq -= 1;
-                report.last_frame_dropped = true;
-            }
-            report.frames = scan.frames.len();
-            report.torn_bytes = scan.torn_bytes;
-            for frame in &scan.frames {
-                for r in frame {
-                    state.apply(r);
-                    report.records += 1;
-                }
-            }
-            next_seq = scan.next_seq;
-        } else if !open_gens.is_empty() {
+            log_names.push(LOG.to_owned());
+        }
+        if log_names.is_empty() && next_seq.is_none() && !open_gens.is_empty() {
             return Err(OpenError::Missing { file: storage.describe(LOG) });
         }
+        let mut frames: Vec<Vec<Record>> = Vec::new();
+        for (i, name) in log_names.iter().enumerate() {
+            let described = storage.describe(name);
+            let file = storage.open(name, false).map_err(|e| OpenError::io(&described, e))?;
+            let scan = log::scan(file.as_ref(), &described)?;
+            if scan.torn_bytes > 0 {
+                if i + 1 != log_names.len() {
+                    return Err(OpenError::Corrupt {
+                        file: described,
+                        offset: 0,
+                        what: "a closed log file ends in a bad frame".to_owned(),
+                    });
+                }
+                report.torn_bytes = scan.torn_bytes;
+            }
+            for (seq, frame) in (scan.header_seq..).zip(scan.frames) {
+                match next_seq {
+                    Some(expected) if seq < expected => continue,
+                    Some(expected) if seq > expected => {
+                        return Err(OpenError::Corrupt {
+                            file: described,
+                            offset: 0,
+                            what: format!("log frames {expected} to {} are missing", seq - 1),
+                        });
+                    }
+                    _ => {}
+                }
+                frames.push(frame);
+                next_seq = Some(seq + 1);
+            }
+        }
+        // The last frame may have become durable before the bodies it refers to (the two syncs run side by
+        // side); then it was never acknowledged and is dropped like a torn tail.
+        if let Some(last) = frames.last()
+            && !bodies_intact(last, &open_gens)
+        {
+            frames.pop();
+            next_seq = next_seq.map(|n| n - 1);
+            report.last_frame_dropped = true;
+        }
+        report.frames = frames.len();
+        for frame in &frames {
+            for r in frame {
+                state.apply(r);
+                report.records += 1;
+            }
+        }
+        let next_seq = next_seq.unwrap_or(0);
+        drop(frames);
         for name in unfinished {
             storage.remove(&name).map_err(|e| OpenError::io(&storage.describe(&name), e))?;
         }
@@ -249,27 +314,43 @@ impl QueueDb {
         open_gens.retain(|_, (name, _)| names.contains(name) && storage.open(name, false).is_ok());
         let next_generation = gens.last().map_or(1, |(n, _)| n + 1);
 
-        // Rewrite the log as the live state alone (bounded by live messages, not by history), atomically.
+        // A checkpoint of the recovered state, then a fresh log: recovery next time starts from here.
         let high_water = state.next_mid + MID_HEADROOM;
         let salt = random_u64();
-        let (log_file, log_end) = rewrite_log(storage.as_ref(), &state, high_water, salt, next_seq)?;
-        let next_seq = next_seq + state_frames(&state);
+        checkpoint::write(storage.as_ref(), &state, high_water, next_seq, random_u64())
+            .map_err(|e| OpenError::io(&storage.describe(checkpoint::CHECKPOINT), e))?;
+        for name in log_names.iter().chain([LOG_NEXT.to_owned()].iter()) {
+            match storage.remove(name) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(OpenError::io(&storage.describe(name), e)),
+            }
+        }
+        let io = |e| OpenError::io(&storage.describe(LOG), e);
+        let header = log::encode_header(&log::LogHeader { salt, first_seq: next_seq });
+        let log_file = storage.open(LOG, true).map_err(io)?;
+        log_file.set_len(0).map_err(io)?;
+        log_file.write_at(&header, 0).map_err(io)?;
+        log_file.sync_data().map_err(io)?;
+        storage.sync_dir().map_err(io)?;
+        let log_end = header.len() as u64;
+        state.next_mid = state.next_mid.max(1);
+        let returned = state.clone();
 
         let generations: Generations = Arc::new(RwLock::new(open_gens));
         let (tx, rx) = mpsc::channel(opts.queue_depth.max(1));
-        let w = Writer::new(
-            storage.clone(),
-            log_file,
+        let w = Writer::new(WriterInit {
+            storage: storage.clone(),
+            log: log_file,
             log_end,
             salt,
-            next_seq,
+            seq: next_seq,
             next_generation,
-            generations.clone(),
-            opts.generation_interval,
-            opts.batch_size,
-            opts.batch_timeout,
+            generations: generations.clone(),
             high_water,
-        )
+            state,
+            opts: opts.clone(),
+        })
         .map_err(|e| OpenError::io("syncer thread", e))?;
         let handle = std::thread::Builder::new()
             .name("queue-db-writer".into())
@@ -278,10 +359,10 @@ impl QueueDb {
         let db = QueueDb {
             tx,
             generations,
-            next_mid: Arc::new(std::sync::atomic::AtomicU64::new(state.next_mid.max(1))),
+            next_mid: Arc::new(std::sync::atomic::AtomicU64::new(returned.next_mid)),
             writer: Arc::new(std::sync::Mutex::new(Some(handle))),
         };
-        Ok((db, state, report))
+        Ok((db, returned, report))
     }
 
     /// A new MID. MIDs are never reused, also across crashes: recovery starts above the persisted
@@ -353,42 +434,8 @@ fn bodies_intact(frame: &[Record], gens: &HashMap<u32, (String, Arc<dyn StorageF
     })
 }
 
-fn state_frames(state: &State) -> u64 {
-    let n = state.to_records(0).len();
-    n.div_ceil(RECORDS_PER_COMPACTION_FRAME) as u64
-}
-
-/// Writes the live state as a fresh log next to the old one, then renames it into place.
-fn rewrite_log(
-    storage: &dyn Storage,
-    state: &State,
-    high_water: Mid,
-    salt: u64,
-    first_seq: u64,
-) -> Result<(Box<dyn StorageFile>, u64), OpenError> {
-    let io = |e| OpenError::io(&storage.describe(LOG_NEW), e);
-    let mut buf = log::encode_header(&log::LogHeader { salt, first_seq });
-    let records = state.to_records(high_water);
-    for (seq, chunk) in (first_seq..).zip(records.chunks(RECORDS_PER_COMPACTION_FRAME)) {
-        let mut enc = Vec::new();
-        for r in chunk {
-            r.encode(&mut enc);
-        }
-        log::encode_frame(salt, seq, chunk.len() as u32, &enc, &mut buf);
-    }
-    let file = storage.open(LOG_NEW, true).map_err(io)?;
-    file.set_len(0).map_err(io)?;
-    file.write_at(&buf, 0).map_err(io)?;
-    file.sync_data().map_err(io)?;
-    drop(file);
-    storage.rename(LOG_NEW, LOG).map_err(io)?;
-    storage.sync_dir().map_err(io)?;
-    let file = storage.open(LOG, false).map_err(|e| OpenError::io(&storage.describe(LOG), e))?;
-    Ok((file, buf.len() as u64))
-}
-
 /// A salt that differs per log file; not secret, only unpredictable to a sender of mail.
-fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
     h.write_u32(std::process::id());

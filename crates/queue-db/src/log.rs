@@ -28,8 +28,12 @@ pub(crate) struct LogHeader {
 }
 
 pub(crate) fn encode_header(h: &LogHeader) -> Vec<u8> {
+    encode_header_with(LOG_MAGIC, h)
+}
+
+pub(crate) fn encode_header_with(magic: &[u8; 8], h: &LogHeader) -> Vec<u8> {
     let mut b = Vec::with_capacity(LOG_HEADER_LEN as usize);
-    b.extend_from_slice(LOG_MAGIC);
+    b.extend_from_slice(magic);
     b.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     b.extend_from_slice(&0u32.to_le_bytes());
     b.extend_from_slice(&h.salt.to_le_bytes());
@@ -55,23 +59,36 @@ pub(crate) fn encode_frame(salt: u64, seq: u64, count: u32, records: &[u8], out:
 
 /// What reading a log found.
 pub(crate) struct LogScan {
+    /// The header's sequence field: the first frame's sequence in a log, the next sequence after the
+    /// covered log in a checkpoint.
+    pub(crate) header_seq: u64,
     pub(crate) frames: Vec<Vec<Record>>,
-    /// The next sequence number.
-    pub(crate) next_seq: u64,
-    /// Bytes of torn tail found after `valid_end`.
+    /// Bytes of torn tail found after the last good frame (zero-filled preallocation does not count).
     pub(crate) torn_bytes: u64,
 }
 
 /// Reads a whole log file. A bad frame with no good frame anywhere after it is a torn tail (the last flush
 /// did not finish); a bad frame followed by a good one is damage, reported with its offset.
 pub(crate) fn scan(file: &dyn StorageFile, name: &str) -> Result<LogScan, OpenError> {
+    scan_file(file, name, LOG_MAGIC, None)
+}
+
+/// Reads a log-format file with the given magic; frames are numbered from `frames_from`, or from the
+/// header's sequence when `None`.
+pub(crate) fn scan_file(
+    file: &dyn StorageFile,
+    name: &str,
+    magic: &[u8; 8],
+    frames_from: Option<u64>,
+) -> Result<LogScan, OpenError> {
     let len = file.len().map_err(|e| OpenError::io(name, e))?;
     let mut data = vec![0u8; len as usize];
     file.read_exact_at(&mut data, 0).map_err(|e| OpenError::io(name, e))?;
-    let header = parse_header(&data, name)?;
+    let header = parse_header(&data, name, magic)?;
+    let header_seq = header.first_seq;
     let mut frames = Vec::new();
     let mut pos = LOG_HEADER_LEN as usize;
-    let mut next_seq = header.first_seq;
+    let mut next_seq = frames_from.unwrap_or(header.first_seq);
     while pos < data.len() {
         match parse_frame(&data[pos..], header.salt) {
             Some((seq, payload, flen)) if seq == next_seq => {
@@ -98,19 +115,19 @@ pub(crate) fn scan(file: &dyn StorageFile, name: &str) -> Result<LogScan, OpenEr
                 }
                 // Zero-filled preallocated space is not a torn write: count only up to the last nonzero byte.
                 let torn = data[pos..].iter().rposition(|b| *b != 0).map_or(0, |p| p + 1) as u64;
-                return Ok(LogScan { frames, next_seq, torn_bytes: torn });
+                return Ok(LogScan { header_seq, frames, torn_bytes: torn });
             }
         }
     }
-    Ok(LogScan { frames, next_seq, torn_bytes: 0 })
+    Ok(LogScan { header_seq, frames, torn_bytes: 0 })
 }
 
-fn parse_header(data: &[u8], name: &str) -> Result<LogHeader, OpenError> {
-    if data.len() < LOG_HEADER_LEN as usize || &data[..8] != LOG_MAGIC {
+fn parse_header(data: &[u8], name: &str, magic: &[u8; 8]) -> Result<LogHeader, OpenError> {
+    if data.len() < LOG_HEADER_LEN as usize || &data[..8] != magic {
         return Err(OpenError::Corrupt {
             file: name.to_owned(),
             offset: 0,
-            what: "not a sluice transaction log (bad magic)".to_owned(),
+            what: format!("bad magic (expected {})", String::from_utf8_lossy(magic)),
         });
     }
     let mut d = Dec::new(&data[8..LOG_HEADER_LEN as usize]);

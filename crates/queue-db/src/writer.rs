@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::generation;
 use crate::log::encode_frame;
 use crate::record::{BodyRef, Envelope, Mid, QueueId, Record};
+use crate::state::State;
 use crate::storage::{Storage, StorageFile};
 use crate::time::now_ms;
 use crate::{CommitError, MID_HEADROOM};
@@ -50,23 +51,49 @@ struct CurrentGeneration {
     opened: Instant,
 }
 
-pub(crate) struct Writer {
+/// What the writer starts with, from recovery and the options.
+pub(crate) struct WriterInit {
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) log: Box<dyn StorageFile>,
     pub(crate) log_end: u64,
-    /// Bytes of the log file allocated (zero-filled) so far.
-    log_allocated: u64,
     pub(crate) salt: u64,
+    /// The next frame's sequence, also the first frame of the (empty) active log.
     pub(crate) seq: u64,
     pub(crate) next_generation: u32,
     pub(crate) generations: Generations,
-    pub(crate) generation_interval: Duration,
-    pub(crate) batch_size: usize,
-    pub(crate) batch_timeout: Duration,
     pub(crate) high_water: Mid,
+    pub(crate) state: State,
+    pub(crate) opts: crate::Options,
+}
+
+pub(crate) struct Writer {
+    storage: Arc<dyn Storage>,
+    log: Box<dyn StorageFile>,
+    log_end: u64,
+    /// Bytes of the log file allocated (zero-filled) so far.
+    log_allocated: u64,
+    salt: u64,
+    seq: u64,
+    /// The sequence of the active log's first frame (its name once it is closed).
+    log_first_seq: u64,
+    next_generation: u32,
+    generations: Generations,
+    high_water: Mid,
+    opts: crate::Options,
     current: Option<CurrentGeneration>,
     failed: Option<String>,
     syncer: Syncer,
+    /// The durable live state: every record is applied after its flush succeeded. Checkpoints are written
+    /// from it, and it tells which generations still hold live messages.
+    state: State,
+    /// Live messages per generation.
+    live: HashMap<u32, usize>,
+    /// When the last live message of a generation finished (wall clock, ms).
+    finished_at: HashMap<u32, i64>,
+    /// The first sequence not covered by the last checkpoint.
+    checkpoint_seq: u64,
+    last_checkpoint: Instant,
+    last_maintenance: Instant,
 }
 
 /// A thread that fdatasyncs a generation file while the writer syncs the log.
@@ -99,6 +126,18 @@ impl Syncer {
     }
 }
 
+/// One flush's bytes and bookkeeping, built by `prepare`.
+#[derive(Default)]
+struct Prepared {
+    bodies: Vec<u8>,
+    records: Vec<u8>,
+    /// The records, to apply to the state once they are durable.
+    applied: Vec<Record>,
+    count: u32,
+    waiters: Vec<Waiter>,
+    max_mid: Option<Mid>,
+}
+
 /// What one flush needs to answer.
 enum Waiter {
     Body(oneshot::Sender<Result<BodyRef, CommitError>>, BodyRef),
@@ -106,36 +145,39 @@ enum Waiter {
 }
 
 impl Writer {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        storage: Arc<dyn Storage>,
-        log: Box<dyn StorageFile>,
-        log_end: u64,
-        salt: u64,
-        seq: u64,
-        next_generation: u32,
-        generations: Generations,
-        generation_interval: Duration,
-        batch_size: usize,
-        batch_timeout: Duration,
-        high_water: Mid,
-    ) -> std::io::Result<Writer> {
+    pub(crate) fn new(init: WriterInit) -> std::io::Result<Writer> {
+        let mut live: HashMap<u32, usize> = HashMap::new();
+        for m in init.state.messages.values() {
+            *live.entry(m.body.generation).or_default() += 1;
+        }
+        let now = now_ms();
+        // Generations without live messages at start count as finished now: their hold starts over.
+        let finished_at = init
+            .generations
+            .read()
+            .map(|g| g.keys().filter(|n| !live.contains_key(n)).map(|n| (*n, now)).collect())
+            .unwrap_or_default();
         Ok(Writer {
-            storage,
-            log,
-            log_end,
-            log_allocated: log_end,
-            salt,
-            seq,
-            next_generation,
-            generations,
-            generation_interval,
-            batch_size: batch_size.max(1),
-            batch_timeout,
-            high_water,
+            storage: init.storage,
+            log: init.log,
+            log_end: init.log_end,
+            log_allocated: init.log_end,
+            salt: init.salt,
+            seq: init.seq,
+            log_first_seq: init.seq,
+            next_generation: init.next_generation,
+            generations: init.generations,
+            high_water: init.high_water,
             current: None,
             failed: None,
             syncer: Syncer::spawn()?,
+            state: init.state,
+            live,
+            finished_at,
+            checkpoint_seq: init.seq,
+            last_checkpoint: Instant::now(),
+            last_maintenance: Instant::now(),
+            opts: init.opts,
         })
     }
 
@@ -150,21 +192,27 @@ impl Writer {
                 return;
             }
         };
-        let mut batch: Vec<Op> = Vec::with_capacity(self.batch_size);
+        let batch_size = self.opts.batch_size.max(1);
+        let mut batch: Vec<Op> = Vec::with_capacity(batch_size);
         let mut lazy_since: Option<Instant> = None;
         loop {
-            let next = match lazy_since {
-                None => rt.block_on(rx.recv()),
-                Some(t) => {
-                    let deadline = tokio::time::Instant::from_std(t + self.batch_timeout);
-                    match rt.block_on(async { tokio::time::timeout_at(deadline, rx.recv()).await }) {
-                        Ok(op) => op,
-                        Err(_elapsed) => {
-                            self.flush(&mut batch);
-                            lazy_since = None;
-                            continue;
-                        }
+            let maintenance_at = self.last_maintenance + self.opts.maintenance_interval;
+            let deadline = match lazy_since {
+                Some(t) => (t + self.opts.batch_timeout).min(maintenance_at),
+                None => maintenance_at,
+            };
+            let deadline = tokio::time::Instant::from_std(deadline);
+            let next = match rt.block_on(async { tokio::time::timeout_at(deadline, rx.recv()).await }) {
+                Ok(op) => op,
+                Err(_elapsed) => {
+                    if lazy_since.is_some_and(|t| t.elapsed() >= self.opts.batch_timeout) {
+                        self.flush(&mut batch);
+                        lazy_since = None;
                     }
+                    if self.last_maintenance.elapsed() >= self.opts.maintenance_interval && lazy_since.is_none() {
+                        self.maintain();
+                    }
+                    continue;
                 }
             };
             let Some(op) = next else {
@@ -177,7 +225,7 @@ impl Writer {
                 return;
             }
             batch.push(op);
-            while batch.len() < self.batch_size {
+            while batch.len() < batch_size {
                 match rx.try_recv() {
                     Ok(Op::Close { reply }) => {
                         self.flush(&mut batch);
@@ -189,8 +237,8 @@ impl Writer {
                 }
             }
             let durable = batch.iter().any(|op| !matches!(op, Op::Commit { reply: None, .. }));
-            let overdue = lazy_since.is_some_and(|t| t.elapsed() >= self.batch_timeout);
-            if durable || overdue || batch.len() >= self.batch_size {
+            let overdue = lazy_since.is_some_and(|t| t.elapsed() >= self.opts.batch_timeout);
+            if durable || overdue || batch.len() >= batch_size {
                 self.flush(&mut batch);
                 lazy_since = None;
             } else if lazy_since.is_none() {
@@ -203,24 +251,36 @@ impl Writer {
         if batch.is_empty() {
             return;
         }
-        let mut bodies = Vec::new();
-        let mut records = Vec::new();
-        let mut count = 0u32;
-        let mut waiters = Vec::with_capacity(batch.len());
-        let mut max_mid = None;
+        let mut out = Prepared { waiters: Vec::with_capacity(batch.len()), ..Prepared::default() };
         let started = Instant::now();
         let ops = batch.len();
-        let result = self.prepare(batch, &mut bodies, &mut records, &mut count, &mut waiters, &mut max_mid);
+        let result = self.prepare(batch, &mut out);
+        let Prepared { bodies, mut records, mut applied, mut count, waiters, max_mid } = out;
         let result = result.and_then(|()| {
             if let Some(mid) = max_mid
                 && mid + MID_HEADROOM / 2 >= self.high_water
             {
                 self.high_water = mid + MID_HEADROOM;
-                Record::MidHighWater { next: self.high_water }.encode(&mut records);
+                let r = Record::MidHighWater { next: self.high_water };
+                r.encode(&mut records);
+                applied.push(r);
                 count += 1;
             }
             self.write(&bodies, &records, count)
         });
+        if result.is_ok() {
+            for r in &applied {
+                self.apply(r);
+            }
+            if self.log_end > self.opts.logging_file_size
+                && let Err(e) = self.rotate()
+            {
+                tracing::error!(error = %e, "cannot rotate the transaction log");
+            }
+            if self.last_maintenance.elapsed() >= self.opts.maintenance_interval {
+                self.maintain();
+            }
+        }
         let took = started.elapsed();
         if took > SLOW_FLUSH {
             tracing::warn!(ms = took.as_millis() as u64, ops, body_bytes = bodies.len(), "slow queue database commit");
@@ -246,15 +306,8 @@ impl Writer {
         }
     }
 
-    fn prepare(
-        &mut self,
-        batch: &mut Vec<Op>,
-        bodies: &mut Vec<u8>,
-        records: &mut Vec<u8>,
-        count: &mut u32,
-        waiters: &mut Vec<Waiter>,
-        max_mid: &mut Option<Mid>,
-    ) -> Result<(), CommitError> {
+    fn prepare(&mut self, batch: &mut Vec<Op>, out: &mut Prepared) -> Result<(), CommitError> {
+        let Prepared { bodies, records, applied, count, waiters, max_mid } = out;
         let mut failure = self.failed.clone().map(CommitError::Failed);
         if failure.is_none()
             && batch.iter().any(|op| matches!(op, Op::Enqueue { .. }))
@@ -271,7 +324,9 @@ impl Writer {
                     };
                     let at = current.end + bodies.len() as u64;
                     let body_ref = generation::encode_body(current.number, at, mid, &body, bodies);
-                    Record::Enqueue { mid, queue, envelope: *envelope, body: body_ref }.encode(records);
+                    let r = Record::Enqueue { mid, queue, envelope: *envelope, body: body_ref };
+                    r.encode(records);
+                    applied.push(r);
                     *count += 1;
                     *max_mid = Some(max_mid.map_or(mid, |m: Mid| m.max(mid)));
                     waiters.push(Waiter::Body(reply, body_ref));
@@ -287,6 +342,7 @@ impl Writer {
                         r.encode(records);
                     }
                     *count += recs.len() as u32;
+                    applied.extend(recs);
                     if let Some(tx) = reply {
                         waiters.push(Waiter::Done(tx));
                     }
@@ -339,6 +395,113 @@ impl Writer {
         Ok(())
     }
 
+    /// Applies a durable record to the state, keeping the live count of each generation.
+    fn apply(&mut self, r: &Record) {
+        let finishing = match r {
+            Record::Route { mid, .. } | Record::CopyDone { mid, .. } => {
+                self.state.messages.get(mid).map(|m| (*mid, m.body.generation))
+            }
+            _ => None,
+        };
+        self.state.apply(r);
+        if let Record::Enqueue { body, .. } = r {
+            *self.live.entry(body.generation).or_default() += 1;
+            self.finished_at.remove(&body.generation);
+        }
+        if let Some((mid, generation)) = finishing
+            && !self.state.messages.contains_key(&mid)
+        {
+            let n = self.live.entry(generation).or_default();
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.live.remove(&generation);
+                self.finished_at.insert(generation, now_ms());
+            }
+        }
+    }
+
+    /// Periodic work between flushes: closing an old generation, retiring finished ones, checkpoints.
+    fn maintain(&mut self) {
+        self.last_maintenance = Instant::now();
+        if self.failed.is_some() {
+            return;
+        }
+        // A generation older than the interval is closed even when no new mail comes, so that it can retire.
+        if self.current.as_ref().is_some_and(|g| g.opened.elapsed() >= self.opts.generation_interval) {
+            self.current = None;
+        }
+        self.retire_generations();
+        if self.last_checkpoint.elapsed() >= self.opts.checkpoint_interval
+            && self.seq != self.checkpoint_seq
+            && let Err(e) = self.checkpoint()
+        {
+            tracing::error!(error = %e, "checkpoint failed; the log keeps growing until one succeeds");
+        }
+    }
+
+    /// Unlinks generations whose messages are all finished and whose Safety Net hold has passed.
+    fn retire_generations(&mut self) {
+        let hold = self.opts.safety_net_hold.as_millis() as i64;
+        let now = now_ms();
+        let current = self.current.as_ref().map(|g| g.number);
+        let due: Vec<u32> = self
+            .finished_at
+            .iter()
+            .filter(|(g, at)| Some(**g) != current && !self.live.contains_key(g) && **at + hold <= now)
+            .map(|(g, _)| *g)
+            .collect();
+        for g in due {
+            let name = self.generations.read().ok().and_then(|m| m.get(&g).map(|(n, _)| n.clone()));
+            self.finished_at.remove(&g);
+            let Some(name) = name else { continue };
+            // Readers hold their own handle; the unlink only frees the space once they are done.
+            if let Ok(mut m) = self.generations.write() {
+                m.remove(&g);
+            }
+            match self.storage.remove(&name) {
+                Ok(()) => tracing::debug!(generation = g, "generation retired"),
+                Err(e) => tracing::warn!(generation = g, error = %e, "cannot remove a finished generation"),
+            }
+        }
+    }
+
+    /// Closes the active log (renamed `trn-<first seq>.log`) and starts the next one from `trntmp.log`.
+    fn rotate(&mut self) -> std::io::Result<()> {
+        if self.seq == self.log_first_seq {
+            return Ok(());
+        }
+        let salt = crate::random_u64();
+        let next = self.storage.open(crate::LOG_NEXT, true)?;
+        let header = crate::log::encode_header(&crate::log::LogHeader { salt, first_seq: self.seq });
+        next.set_len(0)?;
+        next.write_at(&header, 0)?;
+        next.sync_data()?;
+        self.storage.rename(crate::LOG, &crate::closed_log_name(self.log_first_seq))?;
+        self.storage.rename(crate::LOG_NEXT, crate::LOG)?;
+        self.storage.sync_dir()?;
+        self.log = next;
+        self.log_end = header.len() as u64;
+        self.log_allocated = self.log_end;
+        self.salt = salt;
+        self.log_first_seq = self.seq;
+        Ok(())
+    }
+
+    /// Writes the live state as the checkpoint and deletes the closed logs it covers.
+    fn checkpoint(&mut self) -> std::io::Result<()> {
+        self.rotate()?;
+        crate::checkpoint::write(self.storage.as_ref(), &self.state, self.high_water, self.seq, crate::random_u64())?;
+        for name in self.storage.list()? {
+            if crate::parse_closed_log_name(&name).is_some_and(|first| first < self.seq) {
+                self.storage.remove(&name)?;
+            }
+        }
+        self.storage.sync_dir()?;
+        self.checkpoint_seq = self.seq;
+        self.last_checkpoint = Instant::now();
+        Ok(())
+    }
+
     /// Keeps zero-filled space ahead of the log's end, so that most frames overwrite allocated blocks and
     /// their fdatasync flushes data only, without a journal commit for a new file size. Recovery reads the
     /// zeros as the end of the log.
@@ -346,7 +509,9 @@ impl Writer {
         if self.log_end + needed <= self.log_allocated {
             return Ok(());
         }
-        let target = (self.log_end + needed).next_multiple_of(LOG_PREALLOCATION) + LOG_PREALLOCATION;
+        // Small logs (tests) preallocate in proportion.
+        let chunk = LOG_PREALLOCATION.min(self.opts.logging_file_size.next_power_of_two().max(4096));
+        let target = (self.log_end + needed).next_multiple_of(chunk) + chunk;
         let zeros = vec![0u8; 64 * 1024];
         let mut at = self.log_allocated.max(self.log_end);
         while at < target {
@@ -365,7 +530,7 @@ impl Writer {
 
     /// Opens the current generation, or a new one when the interval has passed.
     fn ensure_generation(&mut self) -> Result<(), CommitError> {
-        if self.current.as_ref().is_some_and(|g| g.opened.elapsed() < self.generation_interval) {
+        if self.current.as_ref().is_some_and(|g| g.opened.elapsed() < self.opts.generation_interval) {
             return Ok(());
         }
         let number = self.next_generation;

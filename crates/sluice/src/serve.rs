@@ -100,6 +100,8 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
         batch_timeout: config.queue_database.batch_timeout,
         generation_interval: config.queue_database.generation_interval,
         safety_net_hold: config.transport.safety_net_hold_time,
+        logging_file_size: config.queue_database.logging_file_size,
+        checkpoint_interval: config.queue_database.checkpoint_interval,
         ..Options::default()
     };
     let started = Instant::now();

@@ -44,7 +44,21 @@ fn options() -> Options {
     Options { batch_size: 8, ..Options::default() }
 }
 
-fn run_seed(seed: u64) {
+/// Every background mechanism at full tilt: log rotation every few frames, a checkpoint and generation
+/// retirement after every flush, a new generation every few milliseconds with no Safety Net hold.
+fn churning_options() -> Options {
+    Options {
+        batch_size: 8,
+        logging_file_size: 2048,
+        checkpoint_interval: std::time::Duration::ZERO,
+        maintenance_interval: std::time::Duration::ZERO,
+        generation_interval: std::time::Duration::from_millis(3),
+        safety_net_hold: std::time::Duration::ZERO,
+        ..Options::default()
+    }
+}
+
+fn run_seed(seed: u64, opts: fn() -> Options) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let sim = SimStorage::new();
     let storage: Arc<dyn Storage> = Arc::new(sim.clone());
@@ -52,7 +66,7 @@ fn run_seed(seed: u64) {
     let model = Arc::new(Mutex::new(Model::default()));
     // Three crash cycles per seed: each reopen must see everything acknowledged so far.
     for cycle in 0..3 {
-        let (db, state, _) = QueueDb::open(storage.clone(), options())
+        let (db, state, _) = QueueDb::open(storage.clone(), opts())
             .unwrap_or_else(|e| panic!("seed {seed} cycle {cycle}: reopen failed: {e}"));
         check(&db, &state, &model.lock().unwrap(), seed, cycle);
         let crash_after = 5 + rng.below(60);
@@ -131,7 +145,15 @@ fn check(db: &QueueDb, state: &sluice_queue_db::State, model: &Model, seed: u64,
 fn acknowledged_commits_survive_random_crashes() {
     let seeds: u64 = std::env::var("SLUICE_CRASH_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(40);
     for seed in 0..seeds {
-        run_seed(seed);
+        run_seed(seed, options);
+    }
+}
+
+#[test]
+fn acknowledged_commits_survive_crashes_during_rotation_checkpoints_and_retirement() {
+    let seeds: u64 = std::env::var("SLUICE_CRASH_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(40);
+    for seed in 0..seeds {
+        run_seed(1000 + seed, churning_options);
     }
 }
 

@@ -108,3 +108,36 @@ fn a_permanent_failure_is_recorded_and_the_other_recipients_delivered() {
         tracking_events(&s.data()).iter().any(|e| e["event_id"] == "DELIVER" && e["recipients"][0] == "ok@remote.test")
     );
 }
+
+#[test]
+fn the_queue_database_shrinks_after_delivery_without_a_restart() {
+    let sink = Sink::start();
+    let s = Server::start(&format!(
+        "[queue_database]\ngeneration_interval = \"5s\"\ncheckpoint_interval = \"2s\"\n\n\
+         [transport]\nsafety_net_hold_time = \"2s\"\ntransient_failure_retry_interval = \"1s\"\n\n\
+         [[send_connectors]]\nname = \"Sink\"\naddress_spaces = [\"*\"]\nsmart_hosts = [\"127.0.0.1:{}\"]\n",
+        sink.port
+    ));
+    let body = format!("Subject: s\r\n\r\n{}\r\n", "y".repeat(4000));
+    let total = 2000;
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            let (s, body) = (&s, &body);
+            scope.spawn(move || {
+                let mut c = s.smtp();
+                c.cmd("EHLO client.test");
+                for _ in 0..total / 4 {
+                    assert!(c.mail("a@example.test", &["b@remote.test"], body).starts_with("250"));
+                }
+            });
+        }
+    });
+    assert!(wait_until(Duration::from_secs(60), || sink.count() == total), "sink has {}", sink.count());
+    let queue_dir = s.data().join("queue");
+    let size = || -> u64 { std::fs::read_dir(&queue_dir).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum() };
+    let message_bytes = (total * body.len()) as u64;
+    let shrunk = wait_until(Duration::from_secs(60), || size() * 10 < message_bytes);
+    let files: Vec<String> =
+        std::fs::read_dir(&queue_dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert!(shrunk, "queue database still {} bytes for {message_bytes} message bytes: {files:?}", size());
+}
