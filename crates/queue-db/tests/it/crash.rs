@@ -58,7 +58,19 @@ fn churning_options() -> Options {
     }
 }
 
+/// Which storage fault a cycle injects before its crash.
+#[derive(Clone, Copy, PartialEq)]
+enum Fault {
+    None,
+    /// Fail the Nth write or fdatasync from the start of the cycle (N random).
+    WriteOrSync,
+}
+
 fn run_seed(seed: u64, opts: fn() -> Options) {
+    run_seed_with(seed, opts, Fault::None)
+}
+
+fn run_seed_with(seed: u64, opts: fn() -> Options, fault: Fault) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let sim = SimStorage::new();
     let storage: Arc<dyn Storage> = Arc::new(sim.clone());
@@ -71,6 +83,10 @@ fn run_seed(seed: u64, opts: fn() -> Options) {
         check(&db, &state, &model.lock().unwrap(), seed, cycle);
         let crash_after = 5 + rng.below(60);
         let body_seed = rng.next();
+        if fault == Fault::WriteOrSync {
+            let n = 1 + rng.below(40);
+            if rng.below(2) == 0 { sim.fail_write_after(n) } else { sim.fail_sync_after(n) }
+        }
         rt.block_on(async {
             let mut tasks = Vec::new();
             for t in 0..6u64 {
@@ -146,6 +162,15 @@ fn acknowledged_commits_survive_random_crashes() {
     let seeds: u64 = std::env::var("SLUICE_CRASH_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(40);
     for seed in 0..seeds {
         run_seed(seed, options);
+    }
+}
+
+#[test]
+fn failed_writes_and_syncs_are_never_acknowledged_and_recovery_matches() {
+    let seeds: u64 = std::env::var("SLUICE_CRASH_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(40);
+    for seed in 0..seeds {
+        let opts = if seed % 2 == 0 { options } else { churning_options };
+        run_seed_with(2000 + seed, opts, Fault::WriteOrSync);
     }
 }
 
