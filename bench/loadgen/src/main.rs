@@ -3,6 +3,8 @@
 //! the `250` is recorded. Also measures the fdatasync latency of the disk under a given directory, as the
 //! floor to compare with.
 //!
+//! The queue database modes (B3) are in `qdb.rs`.
+//!
 //! ```text
 //! sluice-loadgen smtp ADDR RATE SECONDS CONNECTIONS SIZE [DIR]
 //!     -> "p50_ms p99_ms p999_ms sent [fsync_p50_ms fsync_p99_ms fsync_count]"
@@ -15,6 +17,8 @@
 //!
 //! ```text
 //! ```
+
+mod qdb;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -158,7 +162,12 @@ fn main() {
     let result = match args.first().map(String::as_str) {
         Some("smtp") => smtp(&args[1..]),
         Some("fsync") => fsync(&args[1..]),
-        _ => Err("usage: sluice-loadgen smtp ADDR RATE SECONDS CONNECTIONS SIZE | fsync DIR COUNT".into()),
+        Some("qdb") => qdb::qdb(&args[1..]),
+        Some("plain") => qdb::plain(&args[1..]),
+        Some("seq") => qdb::seq(&args[1..]),
+        _ => Err("usage: sluice-loadgen smtp ADDR RATE SECONDS CONNECTIONS SIZE [DIR] | fsync DIR COUNT | \
+                  qdb DIR WRITERS SECONDS SIZE | plain DIR SECONDS SIZE | seq DIR MB"
+            .into()),
     };
     if let Err(e) = result {
         eprintln!("sluice-loadgen: {e}");

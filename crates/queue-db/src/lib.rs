@@ -164,10 +164,20 @@ pub struct RecoveryReport {
     pub generations_removed: usize,
 }
 
+/// Counters of the writer, for benchmarks and metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Flushes (log frames written and synced).
+    pub flushes: std::sync::atomic::AtomicU64,
+    /// Operations (enqueues and commits) carried by those flushes.
+    pub operations: std::sync::atomic::AtomicU64,
+}
+
 /// An open queue database. Cheap to clone; all clones share the writer.
 #[derive(Clone)]
 pub struct QueueDb {
     tx: mpsc::Sender<Op>,
+    stats: Arc<Stats>,
     generations: Generations,
     next_mid: Arc<std::sync::atomic::AtomicU64>,
     writer: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
@@ -339,7 +349,9 @@ impl QueueDb {
 
         let generations: Generations = Arc::new(RwLock::new(open_gens));
         let (tx, rx) = mpsc::channel(opts.queue_depth.max(1));
+        let stats = Arc::new(Stats::default());
         let w = Writer::new(WriterInit {
+            stats: stats.clone(),
             storage: storage.clone(),
             log: log_file,
             log_end,
@@ -358,11 +370,17 @@ impl QueueDb {
             .map_err(|e| OpenError::io("writer thread", e))?;
         let db = QueueDb {
             tx,
+            stats,
             generations,
             next_mid: Arc::new(std::sync::atomic::AtomicU64::new(returned.next_mid)),
             writer: Arc::new(std::sync::Mutex::new(Some(handle))),
         };
         Ok((db, returned, report))
+    }
+
+    /// The writer's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
     /// A new MID. MIDs are never reused, also across crashes: recovery starts above the persisted

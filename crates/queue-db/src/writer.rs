@@ -53,6 +53,7 @@ struct CurrentGeneration {
 
 /// What the writer starts with, from recovery and the options.
 pub(crate) struct WriterInit {
+    pub(crate) stats: Arc<crate::Stats>,
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) log: Box<dyn StorageFile>,
     pub(crate) log_end: u64,
@@ -67,6 +68,7 @@ pub(crate) struct WriterInit {
 }
 
 pub(crate) struct Writer {
+    stats: Arc<crate::Stats>,
     storage: Arc<dyn Storage>,
     log: Box<dyn StorageFile>,
     log_end: u64,
@@ -158,6 +160,7 @@ impl Writer {
             .map(|g| g.keys().filter(|n| !live.contains_key(n)).map(|n| (*n, now)).collect())
             .unwrap_or_default();
         Ok(Writer {
+            stats: init.stats,
             storage: init.storage,
             log: init.log,
             log_end: init.log_end,
@@ -269,6 +272,9 @@ impl Writer {
             self.write(&bodies, &records, count)
         });
         if result.is_ok() {
+            use std::sync::atomic::Ordering::Relaxed;
+            self.stats.flushes.fetch_add(1, Relaxed);
+            self.stats.operations.fetch_add(ops as u64, Relaxed);
             for r in &applied {
                 self.apply(r);
             }

@@ -1,0 +1,105 @@
+//! B3: the queue database alone, and the disk under it.
+//!
+//! `qdb DIR WRITERS SECONDS SIZE` -> "commits_per_s bytes_per_s mean_batch": WRITERS tasks each enqueue
+//! SIZE-byte bodies durably, one after another, for SECONDS.
+//! `plain DIR SECONDS SIZE` -> "commits_per_s": a single writer's `write + fdatasync` loop, appending.
+//! `seq DIR MB` -> "mb_per_s": one large sequential write of MB megabytes and one fdatasync.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use sluice_queue_db::{Envelope, FsStorage, Options, QueueDb, Recipient, SUBMISSION};
+
+fn num(s: &str) -> Result<f64, String> {
+    s.parse::<f64>().map_err(|e| format!("{s}: {e}"))
+}
+
+pub fn qdb(args: &[String]) -> Result<(), String> {
+    let [dir, writers, secs, size] = args else { return Err("qdb DIR WRITERS SECONDS SIZE".into()) };
+    let (writers, secs, size) = (num(writers)? as usize, num(secs)?, num(size)? as usize);
+    let dir = std::path::Path::new(dir).join(format!("qdb-{writers}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let storage = FsStorage::new(&dir).map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let result = rt.block_on(async move {
+        let (db, _, _) = QueueDb::open(Arc::new(storage), Options::default()).map_err(|e| e.to_string())?;
+        let end = Instant::now() + Duration::from_secs_f64(secs);
+        let start = Instant::now();
+        let (f0, o0) = (db.stats().flushes.load(Ordering::Relaxed), db.stats().operations.load(Ordering::Relaxed));
+        let tasks: Vec<_> = (0..writers)
+            .map(|_| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    let body = vec![b'x'; size];
+                    let mut n = 0u64;
+                    while Instant::now() < end {
+                        let mid = db.allocate_mid();
+                        let env = Envelope {
+                            from: "bench@source.test".into(),
+                            recipients: vec![Recipient { address: "rcpt@sink.test".into(), notify: None, orcpt: None }],
+                            ..Envelope::default()
+                        };
+                        db.enqueue(mid, SUBMISSION, env, body.clone()).await.map_err(|e| e.to_string())?;
+                        n += 1;
+                    }
+                    Ok::<u64, String>(n)
+                })
+            })
+            .collect();
+        let mut commits = 0;
+        for t in tasks {
+            commits += t.await.map_err(|e| e.to_string())??;
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        let flushes = db.stats().flushes.load(Ordering::Relaxed) - f0;
+        let ops = db.stats().operations.load(Ordering::Relaxed) - o0;
+        db.close().await;
+        Ok::<_, String>((commits as f64 / elapsed, ops as f64 / flushes.max(1) as f64))
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    let (rate, batch) = result?;
+    println!("{rate:.1} {:.1} {batch:.2}", rate * size as f64);
+    Ok(())
+}
+
+pub fn plain(args: &[String]) -> Result<(), String> {
+    let [dir, secs, size] = args else { return Err("plain DIR SECONDS SIZE".into()) };
+    let (secs, size) = (num(secs)?, num(size)? as usize);
+    let path = std::path::Path::new(dir).join(".plain-loop");
+    let mut f = std::fs::File::create(&path).map_err(|e| e.to_string())?;
+    let block = vec![b'x'; size];
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed().as_secs_f64() < secs {
+        f.write_all(&block).map_err(|e| e.to_string())?;
+        f.sync_data().map_err(|e| e.to_string())?;
+        n += 1;
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&path);
+    println!("{rate:.1}");
+    Ok(())
+}
+
+pub fn seq(args: &[String]) -> Result<(), String> {
+    let [dir, mb] = args else { return Err("seq DIR MB".into()) };
+    let mb = num(mb)? as usize;
+    let path = std::path::Path::new(dir).join(".seq-write");
+    let mut f = std::fs::File::create(&path).map_err(|e| e.to_string())?;
+    let block = vec![b'x'; 1 << 20];
+    let start = Instant::now();
+    for _ in 0..mb {
+        f.write_all(&block).map_err(|e| e.to_string())?;
+    }
+    f.sync_data().map_err(|e| e.to_string())?;
+    let rate = mb as f64 / start.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&path);
+    println!("{rate:.1}");
+    Ok(())
+}
