@@ -282,7 +282,7 @@ async fn finish(inner: &Arc<Inner>, qid: QueueId, job: &Job, out: &Outbound, out
             }
             if let Some(q) = qs.delivery.get_mut(&qid) {
                 q.active -= 1;
-                q.retry.insert(job.mid, next);
+                q.retry.insert(job.mid, crate::queue::monotonic_deadline(next));
             }
             vec![
                 Record::Route { mid: job.mid, from: qid, copies: vec![(qid, remaining)] },
@@ -321,8 +321,9 @@ async fn defer(inner: &Arc<Inner>, qid: QueueId, job: &Job, error: &str, queue_l
                 q.first_retry_ms.get_or_insert(now);
                 q.last_retry_ms = Some(now);
                 q.next_retry_ms = Some(next);
+                q.next_retry_at = Some(crate::queue::monotonic_deadline(next));
             } else {
-                q.retry.insert(job.mid, next);
+                q.retry.insert(job.mid, crate::queue::monotonic_deadline(next));
             }
         }
     }
@@ -351,14 +352,15 @@ async fn defer(inner: &Arc<Inner>, qid: QueueId, job: &Job, error: &str, queue_l
 
 /// Moves what is due out of Retry; called every second.
 pub(crate) fn release_due(inner: &Arc<Inner>) {
-    let now = now_ms();
+    let now = std::time::Instant::now();
     let mut due_queues = Vec::new();
     {
         let mut qs = inner.lock();
         let crate::queue::Queues { delivery, messages, .. } = &mut *qs;
         for (qid, q) in delivery.iter_mut() {
-            if q.next_retry_ms.is_some_and(|t| t <= now) {
+            if q.next_retry_at.is_some_and(|t| t <= now) {
                 q.next_retry_ms = None;
+                q.next_retry_at = None;
                 due_queues.push(*qid);
             }
             let due: Vec<Mid> = q.retry.iter().filter(|(_, t)| **t <= now).map(|(m, _)| *m).collect();

@@ -147,7 +147,7 @@ impl Transport {
                         if let Some(q) = qs.delivery.get_mut(&qid) {
                             q.message_count += 1;
                             if c.next_retry_ms > now {
-                                q.retry.insert(mid, c.next_retry_ms);
+                                q.retry.insert(mid, queue::monotonic_deadline(c.next_retry_ms));
                             } else {
                                 q.ready.push_back(mid);
                             }

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use sluice_queue_db::{BodyRef, Envelope, Mid, QueueId};
 
@@ -155,7 +156,8 @@ pub(crate) struct DeliveryQueue {
     /// Copies waiting for a connection, oldest first.
     pub(crate) ready: VecDeque<Mid>,
     /// Copies waiting for their retry time.
-    pub(crate) retry: BTreeMap<Mid, i64>,
+    /// Copies waiting for their retry time, with the time on the monotonic clock.
+    pub(crate) retry: BTreeMap<Mid, Instant>,
     pub(crate) active: usize,
     pub(crate) workers: usize,
     pub(crate) connecting: usize,
@@ -164,7 +166,9 @@ pub(crate) struct DeliveryQueue {
     pub(crate) last_error: Option<String>,
     pub(crate) first_retry_ms: Option<i64>,
     pub(crate) last_retry_ms: Option<i64>,
+    /// The next connection attempt: wall clock for people (`next_retry_time`), monotonic for waiting.
     pub(crate) next_retry_ms: Option<i64>,
+    pub(crate) next_retry_at: Option<Instant>,
     pub(crate) message_count: usize,
     /// Wakes idle workers when copies become ready.
     pub(crate) notify: Arc<tokio::sync::Notify>,
@@ -186,6 +190,7 @@ impl DeliveryQueue {
             first_retry_ms: None,
             last_retry_ms: None,
             next_retry_ms: None,
+            next_retry_at: None,
             message_count: 0,
             notify: Arc::new(tokio::sync::Notify::new()),
         }
@@ -228,5 +233,28 @@ impl Queues {
                 self.messages.remove(&mid);
             }
         }
+    }
+}
+
+/// The monotonic instant of a persisted wall-clock deadline: deadlines are stored as wall-clock times (they
+/// must mean the same after a restart), but waiting uses the monotonic clock, so that a step of the system
+/// clock neither fires every timer at once nor stalls them.
+pub(crate) fn monotonic_deadline(wall_ms: i64) -> Instant {
+    let now = sluice_queue_db::now_ms();
+    Instant::now() + Duration::from_millis(wall_ms.saturating_sub(now).max(0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn persisted_deadlines_become_monotonic_waits() {
+        let now = sluice_queue_db::now_ms();
+        let soon = monotonic_deadline(now + 60_000);
+        let wait = soon.saturating_duration_since(Instant::now());
+        assert!(wait > Duration::from_secs(59) && wait <= Duration::from_secs(60), "{wait:?}");
+        // A deadline in the past (or a clock that stepped forward past it) is due now, not in the past.
+        assert!(monotonic_deadline(now - 3_600_000) <= Instant::now());
     }
 }
