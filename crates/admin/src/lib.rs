@@ -34,6 +34,8 @@ pub struct AdminState {
     pub allowed_hosts: Vec<String>,
     pub listen: SocketAddr,
     pub reload: ReloadFn,
+    /// How long an on-demand defragmentation may run (`online_defrag_time_to_run`).
+    pub defrag_time_to_run: std::time::Duration,
 }
 
 const DEFAULT_RESULT_SIZE: usize = 1000;
@@ -62,6 +64,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/queues/{identity}", get(get_queue))
         .route("/api/v1/messages", get(list_messages))
         .route("/api/v1/config/reload", post(reload))
+        .route("/api/v1/database/defrag", post(defrag))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
@@ -192,4 +195,18 @@ async fn list_messages(
 
 async fn reload(State(s): State<Arc<AdminState>>) -> Result<Json<api::ReloadResult>, ApiError> {
     (s.reload)().await.map(Json).map_err(|e| bad_request(format!("configuration not reloaded: {e}")))
+}
+
+async fn defrag(State(s): State<Arc<AdminState>>) -> Result<Json<api::DefragResult>, ApiError> {
+    let r = s
+        .transport
+        .defrag(s.defrag_time_to_run)
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    Ok(Json(api::DefragResult {
+        generations_compacted: r.generations_compacted,
+        messages_moved: r.messages_moved,
+        bytes_moved: r.bytes_moved,
+        interrupted: r.interrupted,
+    }))
 }

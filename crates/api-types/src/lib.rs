@@ -82,3 +82,13 @@ pub struct ReloadResult {
     pub restart_required: Vec<String>,
     pub not_yet_in_effect: Vec<String>,
 }
+
+/// `POST /api/v1/database/defrag`: what the run did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DefragResult {
+    pub generations_compacted: u64,
+    pub messages_moved: u64,
+    pub bytes_moved: u64,
+    /// It stopped at `online_defrag_time_to_run`; the next run goes on.
+    pub interrupted: bool,
+}

@@ -164,6 +164,19 @@ pub struct RecoveryReport {
     pub generations_removed: usize,
 }
 
+/// Bodies moved by online defragmentation since they were loaded, by MID.
+pub(crate) type Relocations = Arc<RwLock<HashMap<Mid, BodyRef>>>;
+
+/// What a defragmentation run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DefragReport {
+    pub generations_compacted: u64,
+    pub messages_moved: u64,
+    pub bytes_moved: u64,
+    /// It stopped at its deadline; the next run goes on where it left.
+    pub interrupted: bool,
+}
+
 /// Counters of the writer, for benchmarks and metrics.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -178,6 +191,7 @@ pub struct Stats {
 pub struct QueueDb {
     tx: mpsc::Sender<Op>,
     stats: Arc<Stats>,
+    relocated: Relocations,
     generations: Generations,
     next_mid: Arc<std::sync::atomic::AtomicU64>,
     writer: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
@@ -350,8 +364,10 @@ impl QueueDb {
         let generations: Generations = Arc::new(RwLock::new(open_gens));
         let (tx, rx) = mpsc::channel(opts.queue_depth.max(1));
         let stats = Arc::new(Stats::default());
+        let relocated: Relocations = Arc::default();
         let w = Writer::new(WriterInit {
             stats: stats.clone(),
+            relocated: relocated.clone(),
             storage: storage.clone(),
             log: log_file,
             log_end,
@@ -371,6 +387,7 @@ impl QueueDb {
         let db = QueueDb {
             tx,
             stats,
+            relocated,
             generations,
             next_mid: Arc::new(std::sync::atomic::AtomicU64::new(returned.next_mid)),
             writer: Arc::new(std::sync::Mutex::new(Some(handle))),
@@ -427,6 +444,20 @@ impl QueueDb {
         };
         let (name, file) = entry.ok_or(ReadError::NoGeneration(body.generation))?;
         generation::read_body(file.as_ref(), &name, body)
+    }
+
+    /// Reads the body of `mid`, following a move by defragmentation after `body` was handed out.
+    pub fn read_body_of(&self, mid: Mid, body: &BodyRef) -> Result<Vec<u8>, ReadError> {
+        let moved = self.relocated.read().ok().and_then(|m| m.get(&mid).copied());
+        self.read_body(moved.as_ref().unwrap_or(body))
+    }
+
+    /// Runs online defragmentation for at most `time_to_run` (between commits, which keep flowing).
+    pub async fn defrag(&self, time_to_run: Duration) -> Result<DefragReport, CommitError> {
+        let (reply, rx) = oneshot::channel();
+        let deadline = std::time::Instant::now() + time_to_run;
+        self.tx.send(Op::Defrag { deadline, reply }).await.map_err(|_| CommitError::Closed)?;
+        rx.await.map_err(|_| CommitError::Closed)
     }
 
     /// Flushes what is queued and stops the writer. Commits after this fail with `Closed`.

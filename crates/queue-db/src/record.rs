@@ -94,6 +94,8 @@ pub enum Record {
     Defer { mid: Mid, queue: QueueId, retry_count: u32, next_retry_ms: i64, last_error: String },
     /// The copy in `queue` is finished (every recipient delivered or failed); it leaves the queue.
     CopyDone { mid: Mid, queue: QueueId },
+    /// Online defragmentation copied the message's body forward; it now lives at `body`.
+    Relocate { mid: Mid, body: BodyRef },
 }
 
 const T_MID_HIGH_WATER: u8 = 1;
@@ -104,6 +106,7 @@ const T_ENQUEUE: u8 = 5;
 const T_ROUTE: u8 = 6;
 const T_DEFER: u8 = 7;
 const T_COPY_DONE: u8 = 8;
+const T_RELOCATE: u8 = 9;
 
 impl Record {
     /// Appends the record's encoding to `out`.
@@ -166,6 +169,14 @@ impl Record {
                 e.u64(*mid);
                 e.u32(*queue);
             }
+            Record::Relocate { mid, body } => {
+                e.u8(T_RELOCATE);
+                e.u64(*mid);
+                e.u32(body.generation);
+                e.u64(body.offset);
+                e.u64(body.len);
+                e.u32(body.crc);
+            }
         }
     }
 
@@ -209,6 +220,10 @@ impl Record {
                 last_error: d.str()?,
             },
             T_COPY_DONE => Record::CopyDone { mid: d.u64()?, queue: d.u32()? },
+            T_RELOCATE => Record::Relocate {
+                mid: d.u64()?,
+                body: BodyRef { generation: d.u32()?, offset: d.u64()?, len: d.u64()?, crc: d.u32()? },
+            },
             t => return Err(DecodeError::BadTag(t)),
         })
     }
@@ -298,6 +313,7 @@ mod tests {
             Record::Route { mid: 7, from: SUBMISSION, copies: vec![(16, vec![0]), (UNREACHABLE, vec![1])] },
             Record::Defer { mid: 7, queue: 16, retry_count: 2, next_retry_ms: -5, last_error: "421 busy".into() },
             Record::CopyDone { mid: 7, queue: 16 },
+            Record::Relocate { mid: 7, body: BodyRef { generation: 9, offset: 28, len: 100, crc: 1 } },
         ]
     }
 

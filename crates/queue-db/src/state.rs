@@ -102,6 +102,11 @@ impl State {
                     c.last_error.clone_from(last_error);
                 }
             }
+            Record::Relocate { mid, body } => {
+                if let Some(m) = self.messages.get_mut(mid) {
+                    m.body = *body;
+                }
+            }
             Record::CopyDone { mid, queue } => {
                 if let Some(m) = self.messages.get_mut(mid) {
                     m.copies.retain(|c| c.queue != *queue);

@@ -33,6 +33,11 @@ pub(crate) enum Op {
     Close {
         reply: oneshot::Sender<()>,
     },
+    /// Online defragmentation until the deadline.
+    Defrag {
+        deadline: Instant,
+        reply: oneshot::Sender<crate::DefragReport>,
+    },
 }
 
 /// A flush slower than this is logged: it delays every SMTP client waiting for its 250.
@@ -54,6 +59,7 @@ struct CurrentGeneration {
 /// What the writer starts with, from recovery and the options.
 pub(crate) struct WriterInit {
     pub(crate) stats: Arc<crate::Stats>,
+    pub(crate) relocated: crate::Relocations,
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) log: Box<dyn StorageFile>,
     pub(crate) log_end: u64,
@@ -69,6 +75,10 @@ pub(crate) struct WriterInit {
 
 pub(crate) struct Writer {
     stats: Arc<crate::Stats>,
+    /// Bodies moved by defragmentation, for readers holding an old `BodyRef`.
+    relocated: crate::Relocations,
+    /// A defragmentation in progress: one batch runs whenever no commit is waiting.
+    defrag: Option<DefragJob>,
     storage: Arc<dyn Storage>,
     log: Box<dyn StorageFile>,
     log_end: u64,
@@ -128,6 +138,15 @@ impl Syncer {
     }
 }
 
+/// Online defragmentation in progress.
+struct DefragJob {
+    deadline: Instant,
+    reply: oneshot::Sender<crate::DefragReport>,
+    report: crate::DefragReport,
+    /// Sparse generations still to empty, with their live bodies (a snapshot; moved ones are skipped).
+    todo: std::collections::VecDeque<(u32, Vec<(Mid, BodyRef)>)>,
+}
+
 /// One flush's bytes and bookkeeping, built by `prepare`.
 #[derive(Default)]
 struct Prepared {
@@ -161,6 +180,8 @@ impl Writer {
             .unwrap_or_default();
         Ok(Writer {
             stats: init.stats,
+            relocated: init.relocated,
+            defrag: None,
             storage: init.storage,
             log: init.log,
             log_end: init.log_end,
@@ -204,6 +225,22 @@ impl Writer {
                 Some(t) => (t + self.opts.batch_timeout).min(maintenance_at),
                 None => maintenance_at,
             };
+            // While a defragmentation runs, only look for waiting commits; otherwise do one batch of it.
+            if self.defrag.is_some() && batch.is_empty() && lazy_since.is_none() {
+                match rx.try_recv() {
+                    Ok(op) => {
+                        if self.take(op, &mut batch, &mut rx, batch_size, &mut lazy_since) {
+                            return;
+                        }
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => self.defrag_step(),
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        self.finish_defrag();
+                        return;
+                    }
+                }
+                continue;
+            }
             let deadline = tokio::time::Instant::from_std(deadline);
             let next = match rt.block_on(async { tokio::time::timeout_at(deadline, rx.recv()).await }) {
                 Ok(op) => op,
@@ -220,34 +257,57 @@ impl Writer {
             };
             let Some(op) = next else {
                 self.flush(&mut batch);
+                self.finish_defrag();
                 return;
             };
-            if let Op::Close { reply } = op {
-                self.flush(&mut batch);
-                let _ = reply.send(());
+            if self.take(op, &mut batch, &mut rx, batch_size, &mut lazy_since) {
                 return;
             }
-            batch.push(op);
-            while batch.len() < batch_size {
-                match rx.try_recv() {
-                    Ok(Op::Close { reply }) => {
-                        self.flush(&mut batch);
-                        let _ = reply.send(());
-                        return;
-                    }
-                    Ok(op) => batch.push(op),
-                    Err(_) => break,
+        }
+    }
+
+    /// Takes one operation and whatever else is queued, flushing when due. Returns true when the writer
+    /// must stop.
+    fn take(
+        &mut self,
+        op: Op,
+        batch: &mut Vec<Op>,
+        rx: &mut mpsc::Receiver<Op>,
+        batch_size: usize,
+        lazy_since: &mut Option<Instant>,
+    ) -> bool {
+        if let Op::Close { reply } = op {
+            self.flush(batch);
+            self.finish_defrag();
+            let _ = reply.send(());
+            return true;
+        }
+        match op {
+            Op::Defrag { deadline, reply } => self.start_defrag(deadline, reply),
+            op => batch.push(op),
+        }
+        while batch.len() < batch_size {
+            match rx.try_recv() {
+                Ok(Op::Close { reply }) => {
+                    self.flush(batch);
+                    self.finish_defrag();
+                    let _ = reply.send(());
+                    return true;
                 }
-            }
-            let durable = batch.iter().any(|op| !matches!(op, Op::Commit { reply: None, .. }));
-            let overdue = lazy_since.is_some_and(|t| t.elapsed() >= self.opts.batch_timeout);
-            if durable || overdue || batch.len() >= batch_size {
-                self.flush(&mut batch);
-                lazy_since = None;
-            } else if lazy_since.is_none() {
-                lazy_since = Some(Instant::now());
+                Ok(Op::Defrag { deadline, reply }) => self.start_defrag(deadline, reply),
+                Ok(op) => batch.push(op),
+                Err(_) => break,
             }
         }
+        let durable = batch.iter().any(|op| !matches!(op, Op::Commit { reply: None, .. }));
+        let overdue = lazy_since.is_some_and(|t| t.elapsed() >= self.opts.batch_timeout);
+        if durable || overdue || batch.len() >= batch_size || (self.defrag.is_some() && !batch.is_empty()) {
+            self.flush(batch);
+            *lazy_since = None;
+        } else if lazy_since.is_none() && !batch.is_empty() {
+            *lazy_since = Some(Instant::now());
+        }
+        false
     }
 
     fn flush(&mut self, batch: &mut Vec<Op>) {
@@ -354,6 +414,8 @@ impl Writer {
                     }
                 }
                 Op::Close { reply } => drop(reply.send(())),
+                // Handled by `run` before a batch is prepared.
+                Op::Defrag { reply, .. } => drop(reply.send(crate::DefragReport::default())),
             }
         }
         Ok(())
@@ -403,27 +465,165 @@ impl Writer {
 
     /// Applies a durable record to the state, keeping the live count of each generation.
     fn apply(&mut self, r: &Record) {
-        let finishing = match r {
-            Record::Route { mid, .. } | Record::CopyDone { mid, .. } => {
+        let before = match r {
+            Record::Route { mid, .. } | Record::CopyDone { mid, .. } | Record::Relocate { mid, .. } => {
                 self.state.messages.get(mid).map(|m| (*mid, m.body.generation))
             }
             _ => None,
         };
         self.state.apply(r);
-        if let Record::Enqueue { body, .. } = r {
-            *self.live.entry(body.generation).or_default() += 1;
-            self.finished_at.remove(&body.generation);
-        }
-        if let Some((mid, generation)) = finishing
-            && !self.state.messages.contains_key(&mid)
-        {
-            let n = self.live.entry(generation).or_default();
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.live.remove(&generation);
-                self.finished_at.insert(generation, now_ms());
+        match r {
+            Record::Enqueue { body, .. } => *self.live.entry(body.generation).or_default() += 1,
+            Record::Relocate { mid, body } => {
+                if let Some((_, old)) = before {
+                    *self.live.entry(body.generation).or_default() += 1;
+                    self.leave_generation(old, None);
+                    if let Ok(mut moved) = self.relocated.write() {
+                        moved.insert(*mid, *body);
+                    }
+                }
+            }
+            _ => {
+                if let Some((mid, generation)) = before
+                    && !self.state.messages.contains_key(&mid)
+                {
+                    self.leave_generation(generation, Some(now_ms()));
+                    if let Ok(mut moved) = self.relocated.write() {
+                        moved.remove(&mid);
+                    }
+                }
             }
         }
+    }
+
+    /// A message left a generation: finished at `finished` (starting the Safety Net hold), or moved away.
+    fn leave_generation(&mut self, generation: u32, finished: Option<i64>) {
+        let n = self.live.entry(generation).or_default();
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            self.live.remove(&generation);
+        }
+        match finished {
+            Some(at) => {
+                self.finished_at.insert(generation, at);
+            }
+            // A move does not start a hold; a generation whose messages all moved away retires at once
+            // unless an earlier finish still holds it.
+            None => {
+                self.finished_at.entry(generation).or_insert(0);
+            }
+        }
+    }
+
+    /// Starts online defragmentation: finds the sparse closed generations (less than half of the file live)
+    /// whose live bodies will be copied forward. A second request while one runs joins it.
+    fn start_defrag(&mut self, deadline: Instant, reply: oneshot::Sender<crate::DefragReport>) {
+        if self.defrag.is_some() || self.failed.is_some() {
+            let _ = reply.send(crate::DefragReport::default());
+            return;
+        }
+        let current = self.current.as_ref().map(|g| g.number);
+        let mut per_gen: std::collections::BTreeMap<u32, (u64, Vec<(Mid, BodyRef)>)> = Default::default();
+        for m in self.state.messages.values() {
+            if Some(m.body.generation) != current {
+                let e = per_gen.entry(m.body.generation).or_default();
+                e.0 += m.body.len;
+                e.1.push((m.mid, m.body));
+            }
+        }
+        let todo = per_gen
+            .into_iter()
+            .filter(|(g, (live_bytes, _))| {
+                let size = self.generations.read().ok().and_then(|m| m.get(g).and_then(|(_, f)| f.len().ok()));
+                size.is_some_and(|size| live_bytes * 2 < size)
+            })
+            .map(|(g, (_, bodies))| (g, bodies))
+            .collect();
+        self.defrag = Some(DefragJob { deadline, reply, report: crate::DefragReport::default(), todo });
+    }
+
+    /// One batch of defragmentation (up to 64 bodies), a durable transaction of its own: interrupting
+    /// between batches leaves a consistent database.
+    fn defrag_step(&mut self) {
+        if self.last_maintenance.elapsed() >= self.opts.maintenance_interval {
+            self.maintain();
+        }
+        let Some(job) = self.defrag.as_mut() else { return };
+        if Instant::now() >= job.deadline {
+            job.report.interrupted = !job.todo.is_empty();
+            self.finish_defrag();
+            return;
+        }
+        let Some((generation, bodies)) = job.todo.front_mut() else {
+            self.finish_defrag();
+            return;
+        };
+        let generation = *generation;
+        let take = bodies.len().min(64);
+        let chunk: Vec<(Mid, BodyRef)> = bodies
+            .drain(..take)
+            .filter(|(mid, body)| self.state.messages.get(mid).is_some_and(|m| m.body == *body))
+            .collect();
+        let done_with_gen = bodies.is_empty();
+        let source = self.generations.read().ok().and_then(|g| g.get(&generation).cloned());
+        let result = match source {
+            Some((name, file)) if !chunk.is_empty() => self.relocate(&name, file.as_ref(), &chunk),
+            _ => Ok(0),
+        };
+        let Some(job) = self.defrag.as_mut() else { return };
+        match result {
+            Ok(bytes) => {
+                job.report.messages_moved += chunk.len() as u64;
+                job.report.bytes_moved += bytes;
+                if done_with_gen {
+                    job.todo.pop_front();
+                    job.report.generations_compacted += 1;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(generation, error = %e, "defragmentation stopped");
+                job.report.interrupted = true;
+                self.finish_defrag();
+            }
+        }
+    }
+
+    fn finish_defrag(&mut self) {
+        if let Some(job) = self.defrag.take() {
+            tracing::info!(
+                generations = job.report.generations_compacted,
+                messages = job.report.messages_moved,
+                bytes = job.report.bytes_moved,
+                interrupted = job.report.interrupted,
+                "online defragmentation finished"
+            );
+            let _ = job.reply.send(job.report);
+            self.retire_generations();
+        }
+    }
+
+    /// Copies `bodies` from a generation into the current one and commits their `Relocate` records.
+    fn relocate(&mut self, name: &str, from: &dyn StorageFile, bodies: &[(Mid, BodyRef)]) -> Result<u64, String> {
+        self.ensure_generation().map_err(|e| e.to_string())?;
+        let current = self.current.as_ref().ok_or("no current generation")?;
+        let (number, end) = (current.number, current.end);
+        let mut out = Vec::new();
+        let mut records = Vec::new();
+        let mut applied = Vec::new();
+        for (mid, body) in bodies {
+            let data = generation::read_body(from, name, body).map_err(|e| e.to_string())?;
+            let at = end + out.len() as u64;
+            let new = generation::encode_body(number, at, *mid, &data, &mut out);
+            let r = Record::Relocate { mid: *mid, body: new };
+            r.encode(&mut records);
+            applied.push(r);
+        }
+        let bytes = out.len() as u64;
+        self.write(&out, &records, applied.len() as u32).map_err(|e| e.to_string())?;
+        for r in &applied {
+            self.apply(r);
+        }
+        Ok(bytes)
     }
 
     /// Periodic work between flushes: closing an old generation, retiring finished ones, checkpoints.

@@ -158,7 +158,11 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
         allowed_hosts: config.admin.allowed_hosts.clone(),
         listen: config.admin.listen,
         reload: reload.clone(),
+        defrag_time_to_run: config.queue_database.online_defrag_time_to_run,
     };
+    if config.queue_database.online_defrag_enabled {
+        tasks.spawn(scheduled_defrag(transport.clone(), config.clone(), shutdown.clone()));
+    }
     tracing::info!(listen = %config.admin.listen, "admin API listening");
     tasks.spawn(sluice_admin::serve(admin_listener, admin_state, shutdown.clone()));
     tracing::info!(
@@ -223,4 +227,24 @@ fn reloader(
             Ok(api::ReloadResult { reloaded: true, restart_required, not_yet_in_effect: loaded.not_yet_in_effect })
         })
     })
+}
+
+/// Runs online defragmentation every day at `online_defrag_schedule` (UTC) for at most
+/// `online_defrag_time_to_run`.
+async fn scheduled_defrag(transport: Transport, config: Config, shutdown: CancellationToken) {
+    let at = &config.queue_database.online_defrag_schedule;
+    let at_secs = u64::from(at.hour) * 3600 + u64::from(at.minute) * 60 + u64::from(at.second);
+    loop {
+        let now = (sluice_queue_db::now_ms() / 1000).rem_euclid(86_400) as u64;
+        let wait = (at_secs + 86_400 - now) % 86_400;
+        let wait = if wait == 0 { 86_400 } else { wait };
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(wait)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        match transport.defrag(config.queue_database.online_defrag_time_to_run).await {
+            Ok(r) => tracing::info!(?r, "scheduled online defragmentation done"),
+            Err(e) => tracing::warn!(error = %e, "scheduled online defragmentation failed"),
+        }
+    }
 }

@@ -132,7 +132,7 @@ async fn worker(inner: Arc<Inner>, qid: QueueId) {
                 _ = inner.shutdown.cancelled() => break,
             }
         };
-        let body = match inner.db.read_body(&job.body) {
+        let body = match inner.db.read_body_of(job.mid, &job.body) {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(mid = job.mid, error = %e, "cannot read a message body");

@@ -438,6 +438,11 @@ impl Transport {
         Ok(out)
     }
 
+    /// Runs online defragmentation of the queue database for at most `time_to_run`.
+    pub async fn defrag(&self, time_to_run: Duration) -> Result<sluice_queue_db::DefragReport, CommitError> {
+        self.inner.db.defrag(time_to_run).await
+    }
+
     /// Stops the categorizer and delivery at a safe point, then closes the database.
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();

@@ -114,6 +114,16 @@ fn run_seed_with(seed: u64, opts: fn() -> Options, fault: Fault) {
                     }
                 }));
             }
+            // Defragmentation runs alongside, so that crashes also land inside relocations.
+            let defrag_db = db.clone();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..50 {
+                    if defrag_db.defrag(std::time::Duration::from_millis(5)).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+            }));
             loop {
                 tokio::task::yield_now().await;
                 if model.lock().unwrap().acked.len() as u64 >= crash_after * (cycle + 1)
@@ -249,4 +259,56 @@ fn a_failed_sync_is_never_acknowledged() {
     sim.crash(|_, _| false);
     let (_, state, _) = QueueDb::open(storage, options()).unwrap();
     assert_eq!(state.messages.len(), 1);
+}
+
+#[test]
+fn defragmentation_moves_live_bodies_forward_and_retires_the_old_generation() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let sim = SimStorage::new();
+    let storage: Arc<dyn Storage> = Arc::new(sim.clone());
+    let opts = || Options {
+        generation_interval: std::time::Duration::from_millis(300),
+        safety_net_hold: std::time::Duration::ZERO,
+        maintenance_interval: std::time::Duration::ZERO,
+        ..Options::default()
+    };
+    let (db, _, _) = QueueDb::open(storage.clone(), opts()).unwrap();
+    let body = |mid: u64| -> Vec<u8> { (0..4096).map(|i| (i as u64 ^ mid) as u8).collect() };
+    let (live, old_gens) = rt.block_on(async {
+        let mut live = Vec::new();
+        for i in 0..40 {
+            let mid = db.allocate_mid();
+            let r = db.enqueue(mid, SUBMISSION, envelope(mid), body(mid)).await.unwrap();
+            if i % 10 == 0 {
+                live.push((mid, r));
+            } else {
+                db.commit(vec![Record::CopyDone { mid, queue: SUBMISSION }]).await.unwrap();
+            }
+        }
+        let old: Vec<String> = sim_names(&sim).into_iter().filter(|n| n.starts_with("gen-")).collect();
+        // A new generation for new mail, so that the first ones are closed.
+        tokio::time::sleep(std::time::Duration::from_millis(350)).await;
+        let mid = db.allocate_mid();
+        db.enqueue(mid, SUBMISSION, envelope(mid), body(mid)).await.unwrap();
+        let report = db.defrag(std::time::Duration::from_secs(10)).await.unwrap();
+        assert_eq!(report.messages_moved, 4, "{report:?}");
+        assert!(report.generations_compacted >= 1, "{report:?}");
+        assert!(!report.interrupted);
+        (live, old)
+    });
+    let now = sim_names(&sim);
+    assert!(old_gens.iter().all(|g| !now.contains(g)), "emptied generations retired: {old_gens:?} {now:?}");
+    for (mid, old_ref) in &live {
+        assert_eq!(db.read_body_of(*mid, old_ref).unwrap(), body(*mid), "read through the move");
+    }
+    rt.block_on(db.close());
+    let (db, state, _) = QueueDb::open(storage, opts()).unwrap();
+    for (mid, _) in &live {
+        let m = &state.messages[mid];
+        assert_eq!(db.read_body(&m.body).unwrap(), body(*mid), "recovered at its new place");
+    }
+}
+
+fn sim_names(sim: &SimStorage) -> Vec<String> {
+    sluice_queue_db::Storage::list(sim).unwrap()
 }

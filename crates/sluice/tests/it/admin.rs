@@ -55,3 +55,17 @@ fn a_token_guards_everything_but_health() {
     let (status, _) = http(s.admin, "GET", "/api/v1/queues", &[("Authorization", "Bearer s3cret")], "");
     assert_eq!(status, 200);
 }
+
+#[test]
+fn defragmentation_runs_on_demand() {
+    let s = Server::start("");
+    let mut c = s.smtp();
+    c.cmd("EHLO client.test");
+    assert!(c.mail("a@example.test", &["u@localhost"], "Subject: d\r\n\r\nx\r\n").starts_with("250"));
+    let (status, body) = http(s.admin, "POST", "/api/v1/database/defrag", &[("X-Sluice-Request", "1")], "");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(v["messages_moved"].is_u64() && v["interrupted"] == false, "{v}");
+    let (status, _) = http(s.admin, "POST", "/api/v1/database/defrag", &[], "");
+    assert_eq!(status, 400, "a cross-site post is refused");
+}
