@@ -11,15 +11,7 @@ use sluice_transport::{BoxFuture, DeliveryConnection, Outbound, RecipientOutcome
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Is a local part safe as a mailbox directory name: letters, digits and `.-_+=`, no leading dot, no `..`,
-/// at most 64 octets.
-pub fn safe_local_part(local: &str) -> bool {
-    !local.is_empty()
-        && local.len() <= 64
-        && !local.starts_with('.')
-        && !local.contains("..")
-        && local.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_+=".contains(&b))
-}
+pub use sluice_smtp::safe_local_part;
 
 /// Delivers into Maildir folders named by a template with `{domain}` and `{local}`.
 pub struct MaildirConnection {

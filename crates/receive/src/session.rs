@@ -280,7 +280,7 @@ impl Session {
             return self.reply(Reply::new(452, "4.5.3", "Too many recipients"));
         }
         if accepted {
-            if to.is_quoted() || !sluice_delivery_safe(to.local()) {
+            if to.is_quoted() || !sluice_smtp::safe_local_part(to.local()) {
                 return self.reply(Reply::new(550, "5.1.3", "Bad recipient address syntax"));
             }
         } else if !relay_client {
@@ -402,14 +402,6 @@ impl Session {
         h.push_str(&format!("; {}\r\n", rfc5322(now_ms())));
         h
     }
-}
-
-fn sluice_delivery_safe(local: &str) -> bool {
-    !local.is_empty()
-        && local.len() <= 64
-        && !local.starts_with('.')
-        && !local.contains("..")
-        && local.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_+=".contains(&b))
 }
 
 /// Keeps header text on one line and printable.

@@ -25,7 +25,7 @@ mod xtext;
 
 pub use address::{
     Address, AddressError, AddressRole, MAX_DOMAIN, MAX_LABEL, MAX_LOCAL_PART, MAX_PATH, ReversePath,
-    parse_forward_path, parse_reverse_path, validate_domain,
+    parse_forward_path, parse_reverse_path, safe_local_part, validate_domain,
 };
 pub use bdat::BdatDecoder;
 pub use command::{Command, CommandError, parse_command};
