@@ -160,6 +160,11 @@ impl ClientConnection {
     }
 
     async fn transaction(&mut self, msg: &Outbound) -> Result<Vec<RecipientOutcome>, String> {
+        if msg.envelope.smtputf8 && !self.smtputf8 {
+            // RFC 6531 3.2: a message that needs SMTPUTF8 cannot go to a server that lacks it.
+            let why = format!("550 5.6.7 {} does not support SMTPUTF8, which this message needs", self.peer);
+            return Ok(msg.recipients.iter().map(|_| RecipientOutcome::Permanent(why.clone())).collect());
+        }
         let mut mail = format!("MAIL FROM:<{}>", msg.envelope.from);
         if self.size {
             mail.push_str(&format!(" SIZE={}", msg.body.len()));

@@ -291,8 +291,13 @@ impl QueueDb {
             report.last_frame_dropped = true;
         }
         report.frames = frames.len();
+        // Generation numbers are never reused, also when the newest generation was already retired.
+        let mut newest_generation = 0;
         for frame in &frames {
             for r in frame {
+                if let Record::Enqueue { body, .. } | Record::Relocate { body, .. } = r {
+                    newest_generation = newest_generation.max(body.generation);
+                }
                 state.apply(r);
                 report.records += 1;
             }
@@ -336,7 +341,7 @@ impl QueueDb {
             }
         }
         open_gens.retain(|_, (name, _)| names.contains(name) && storage.open(name, false).is_ok());
-        let next_generation = gens.last().map_or(1, |(n, _)| n + 1);
+        let next_generation = gens.last().map_or(1, |(n, _)| n + 1).max(newest_generation + 1);
 
         // A checkpoint of the recovered state, then a fresh log: recovery next time starts from here.
         let high_water = state.next_mid + MID_HEADROOM;
@@ -473,10 +478,10 @@ impl QueueDb {
     }
 }
 
-/// Whether every body an `Enqueue` of `frame` refers to is readable with its checksum.
+/// Whether every body an `Enqueue` or `Relocate` of `frame` refers to is readable with its checksum.
 fn bodies_intact(frame: &[Record], gens: &HashMap<u32, (String, Arc<dyn StorageFile>)>) -> bool {
     frame.iter().all(|r| match r {
-        Record::Enqueue { body, .. } => gens
+        Record::Enqueue { body, .. } | Record::Relocate { body, .. } => gens
             .get(&body.generation)
             .is_some_and(|(name, file)| generation::read_body(file.as_ref(), name, body).is_ok()),
         _ => true,

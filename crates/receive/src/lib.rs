@@ -2,6 +2,7 @@
 //! order, answers pipelined commands in one write, and answers `250` to DATA only after the message is
 //! durable in the queue database.
 
+mod message;
 mod session;
 
 use std::collections::HashMap;

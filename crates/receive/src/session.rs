@@ -2,12 +2,12 @@
 //! are collected and written when the input buffer holds no further complete command, so the server never
 //! answers a command before it has read it.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_queue_db::{Envelope, Recipient, now_ms, time::rfc5322};
-use sluice_smtp::{Address, BareNewlines, Command, DataDecoder, DataStatus, LineStatus, Reply, ReversePath, find_line};
+use sluice_queue_db::Recipient;
+use sluice_smtp::{Address, Command, LineStatus, Reply, ReversePath, find_line};
 use sluice_transport::Transport;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -19,31 +19,33 @@ use crate::Policy;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 const READ_CHUNK: usize = 64 * 1024;
 
-struct Transaction {
-    from: ReversePath,
-    recipients: Vec<Recipient>,
-    body_8bit: bool,
-    smtputf8: bool,
-    ret: Option<String>,
-    env_id: Option<String>,
+pub(crate) struct Transaction {
+    pub(crate) from: ReversePath,
+    pub(crate) recipients: Vec<Recipient>,
+    pub(crate) body_8bit: bool,
+    pub(crate) smtputf8: bool,
+    pub(crate) ret: Option<String>,
+    pub(crate) env_id: Option<String>,
+    /// BDAT chunks received so far, when the transaction uses CHUNKING.
+    pub(crate) chunks: Option<crate::message::Chunks>,
 }
 
-struct Session {
-    stream: TcpStream,
-    peer: SocketAddr,
-    policy: Arc<Policy>,
-    transport: Transport,
-    shutdown: CancellationToken,
-    input: Vec<u8>,
-    output: Vec<u8>,
-    helo: Option<String>,
-    esmtp: bool,
-    tx: Option<Transaction>,
-    errors: u32,
-    relay_client: bool,
+pub(crate) struct Session {
+    pub(crate) stream: TcpStream,
+    pub(crate) peer: SocketAddr,
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) transport: Transport,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) input: Vec<u8>,
+    pub(crate) output: Vec<u8>,
+    pub(crate) helo: Option<String>,
+    pub(crate) esmtp: bool,
+    pub(crate) tx: Option<Transaction>,
+    pub(crate) errors: u32,
+    pub(crate) relay_client: bool,
 }
 
-enum Flow {
+pub(crate) enum Flow {
     Continue,
     Close,
 }
@@ -130,7 +132,7 @@ impl Session {
 
     /// Reads more input; false when the client closed, timed out, or the server is stopping between
     /// transactions.
-    async fn fill(&mut self) -> std::io::Result<bool> {
+    pub(crate) async fn fill(&mut self) -> std::io::Result<bool> {
         let idle = self.policy.connector.connection_inactivity_timeout;
         let in_transaction = self.tx.is_some();
         self.input.reserve(READ_CHUNK);
@@ -172,11 +174,11 @@ impl Session {
         }
     }
 
-    fn reply(&mut self, r: Reply) {
+    pub(crate) fn reply(&mut self, r: Reply) {
         self.output.extend_from_slice(r.render().as_bytes());
     }
 
-    async fn flush(&mut self) -> std::io::Result<()> {
+    pub(crate) async fn flush(&mut self) -> std::io::Result<()> {
         if !self.output.is_empty() {
             self.stream.write_all(&self.output).await?;
             self.output.clear();
@@ -195,7 +197,9 @@ impl Session {
     }
 
     async fn command(&mut self, line: &[u8]) -> std::io::Result<Flow> {
-        let smtputf8 = false;
+        // MAIL may carry a UTF-8 address when its own line says SMTPUTF8 (we offer it); RCPT when the
+        // transaction's MAIL did.
+        let smtputf8 = self.tx.as_ref().is_none_or(|t| t.smtputf8);
         let cmd = match sluice_smtp::parse_command(line, smtputf8) {
             Ok(c) => c,
             Err(e) => {
@@ -209,7 +213,7 @@ impl Session {
                 self.helo = Some(name);
                 self.esmtp = true;
                 let text = format!(
-                    "{}\nPIPELINING\nSIZE {}\n8BITMIME\nENHANCEDSTATUSCODES",
+                    "{}\nPIPELINING\nSIZE {}\n8BITMIME\nSMTPUTF8\nCHUNKING\nENHANCEDSTATUSCODES",
                     self.policy.hostname, self.policy.connector.max_message_size
                 );
                 self.reply(Reply { code: 250, enhanced: None, text });
@@ -235,7 +239,8 @@ impl Session {
             Command::Vrfy(_) => self.reply(Reply::new(252, "2.5.0", "Cannot verify the user, but will accept mail")),
             Command::Expn(_) => self.reply(Reply::new(502, "5.5.1", "EXPN is not available")),
             Command::Help => self.reply(Reply::new(214, "2.0.0", "See RFC 5321")),
-            Command::StartTls | Command::Auth { .. } | Command::Bdat { .. } => {
+            Command::Bdat { size, last } => return self.bdat(size, last).await,
+            Command::StartTls | Command::Auth { .. } => {
                 self.reply(Reply::new(502, "5.5.1", "Command not offered on this connector"));
                 if self.count_error() {
                     return Ok(Flow::Close);
@@ -264,6 +269,7 @@ impl Session {
             body_8bit: params.body_8bit(),
             smtputf8: params.smtputf8,
             ret: params.ret.map(|r| r.to_string()),
+            chunks: None,
             env_id: params.envid.as_ref().map(|x| x.decoded().to_owned()),
         });
         self.reply(Reply::new(250, "2.1.0", "Sender ok"));
@@ -293,158 +299,4 @@ impl Session {
         });
         self.reply(Reply::new(250, "2.1.5", "Recipient ok"));
     }
-
-    async fn data(&mut self) -> std::io::Result<Flow> {
-        let Some(tx) = self.tx.as_ref() else {
-            self.reply(Reply::new(503, "5.5.1", "Need MAIL and RCPT before DATA"));
-            return Ok(Flow::Continue);
-        };
-        if tx.recipients.is_empty() {
-            self.reply(Reply::new(554, "5.5.1", "No valid recipients"));
-            return Ok(Flow::Continue);
-        }
-        let mid = self.transport.allocate_mid();
-        let received = self.received_header(mid);
-        self.reply(Reply::new(354, "", "End data with <CR><LF>.<CR><LF>"));
-        self.flush().await?;
-
-        let policy = match self.policy.connector.bare_newlines {
-            sluice_config::BareNewlines::Reject => BareNewlines::Reject,
-            sluice_config::BareNewlines::Normalize => BareNewlines::Normalize,
-        };
-        let max = self.policy.connector.max_message_size as usize;
-        let mut decoder = DataDecoder::new(policy);
-        let mut body = Vec::with_capacity(received.len() + 8192);
-        body.extend_from_slice(received.as_bytes());
-        let mut too_big = false;
-        loop {
-            let before = body.len();
-            match decoder.feed(&self.input, &mut body) {
-                DataStatus::Done { consumed } => {
-                    self.input.drain(..consumed);
-                    break;
-                }
-                DataStatus::NeedMore => {
-                    self.input.clear();
-                }
-            }
-            if body.len() - received.len() > max {
-                // Keep reading to the end of the data, but keep nothing.
-                too_big = true;
-                body.truncate(before.min(received.len()));
-            }
-            if !self.fill_data().await? {
-                return Ok(Flow::Close);
-            }
-        }
-        let tx = self.tx.take();
-        let Some(tx) = tx else { return Ok(Flow::Continue) };
-        if too_big || body.len() - received.len() > max {
-            self.reply(Reply::new(552, "5.3.4", "Message size exceeds the fixed maximum message size"));
-            return Ok(Flow::Continue);
-        }
-        if let Some(v) = decoder.violation() {
-            // With bare_newlines = "normalize" only NUL is a violation; with "reject" bare CR and LF are too.
-            tracing::info!(peer = %self.peer, violation = ?v, "message refused: bare CR, LF or NUL in data");
-            self.reply(v.reply());
-            return Ok(Flow::Continue);
-        }
-        let (message_id, subject) = header_fields(&body[received.len()..]);
-        let envelope = Envelope {
-            from: match &tx.from {
-                ReversePath::Null => String::new(),
-                ReversePath::Address(a) => a.to_string(),
-            },
-            recipients: tx.recipients,
-            ret: tx.ret,
-            env_id: tx.env_id,
-            smtputf8: tx.smtputf8,
-            body_8bit: tx.body_8bit,
-            source_name: format!("SMTP:{}", self.policy.connector.name),
-            source_ip: self.peer.ip().to_string(),
-            received_at_ms: now_ms(),
-            internet_message_id: message_id,
-            subject,
-        };
-        match self.transport.submit(mid, envelope, body).await {
-            Ok(()) => self.reply(Reply::new(250, "2.0.0", format!("Ok: queued as {mid}"))),
-            Err(e) => {
-                tracing::error!(error = %e, "message not stored");
-                self.reply(Reply::new(451, "4.3.0", "Temporary storage failure, try again later"));
-            }
-        }
-        Ok(Flow::Continue)
-    }
-
-    /// Reads more message data (no shutdown cut-off inside DATA short of the grace period).
-    async fn fill_data(&mut self) -> std::io::Result<bool> {
-        self.flush().await?;
-        self.fill().await
-    }
-
-    fn received_header(&self, mid: u64) -> String {
-        let helo = self.helo.as_deref().unwrap_or("unknown");
-        let ip = match self.peer.ip() {
-            IpAddr::V4(v4) => v4.to_string(),
-            IpAddr::V6(v6) => format!("IPv6:{v6}"),
-        };
-        let with = if self.esmtp { "ESMTP" } else { "SMTP" };
-        let one_rcpt = self.tx.as_ref().filter(|t| t.recipients.len() == 1).map(|t| t.recipients[0].address.clone());
-        let mut h = format!(
-            "Received: from {} ([{ip}])\r\n\tby {} (sluice) with {with} id {mid}\r\n\t(connector {})",
-            sanitize(helo),
-            self.policy.hostname,
-            sanitize(&self.policy.connector.name)
-        );
-        if let Some(r) = one_rcpt {
-            h.push_str(&format!("\r\n\tfor <{}>", sanitize(&r)));
-        }
-        h.push_str(&format!("; {}\r\n", rfc5322(now_ms())));
-        h
-    }
-}
-
-/// Keeps header text on one line and printable.
-fn sanitize(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() || c == '(' || c == ')' { '_' } else { c }).take(255).collect()
-}
-
-/// `Message-ID:` and `Subject:` from the header section, for listings and tracking.
-fn header_fields(body: &[u8]) -> (Option<String>, Option<String>) {
-    let end = body.windows(4).position(|w| w == b"\r\n\r\n").map_or(body.len().min(64 * 1024), |p| p + 2);
-    let head = String::from_utf8_lossy(&body[..end]);
-    let mut message_id = None;
-    let mut subject = None;
-    let mut current: Option<(&str, String)> = None;
-    let mut finish = |cur: Option<(&str, String)>| {
-        if let Some((name, value)) = cur {
-            let value = value.trim().to_owned();
-            if name.eq_ignore_ascii_case("message-id") && message_id.is_none() {
-                message_id = Some(value);
-            } else if name.eq_ignore_ascii_case("subject") && subject.is_none() {
-                subject = Some(value.chars().take(255).collect());
-            }
-        }
-    };
-    for line in head.split("\r\n") {
-        if line.starts_with([' ', '\t']) {
-            if let Some((_, v)) = current.as_mut() {
-                v.push(' ');
-                v.push_str(line.trim());
-            }
-            continue;
-        }
-        finish(current.take());
-        if let Some((name, value)) = line.split_once(':') {
-            let name = name.trim();
-            if name.eq_ignore_ascii_case("message-id") || name.eq_ignore_ascii_case("subject") {
-                current = Some((
-                    if name.eq_ignore_ascii_case("subject") { "subject" } else { "message-id" },
-                    value.to_owned(),
-                ));
-            }
-        }
-    }
-    finish(current);
-    (message_id, subject)
 }

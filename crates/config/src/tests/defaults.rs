@@ -210,8 +210,6 @@ fn spec_example_is_the_defaults() {
             "receive_connectors.auth",
             "receive_connectors.auth_failures_per_minute",
             "receive_connectors.max_connections_per_ip",
-            "receive_connectors.max_header_size",
-            "receive_connectors.max_hop_count",
             "receive_connectors.tls",
             "receive_connectors.tls_mode",
             "tracking.max_age",

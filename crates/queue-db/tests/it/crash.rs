@@ -117,7 +117,7 @@ fn run_seed_with(seed: u64, opts: fn() -> Options, fault: Fault) {
             // Defragmentation runs alongside, so that crashes also land inside relocations.
             let defrag_db = db.clone();
             tasks.push(tokio::spawn(async move {
-                for _ in 0..50 {
+                for _ in 0..10 {
                     if defrag_db.defrag(std::time::Duration::from_millis(5)).await.is_err() {
                         return;
                     }

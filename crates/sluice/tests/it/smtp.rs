@@ -160,3 +160,68 @@ fn too_many_errors_end_the_session() {
     assert!(closing.starts_with("421 4.7.0"), "{closing}");
     assert_eq!(c.read(), "", "the server closed the connection");
 }
+
+#[test]
+fn bdat_chunks_make_one_message_and_refused_chunks_are_never_commands() {
+    let s = Server::start("");
+    let mut c = s.smtp();
+    let ehlo = c.cmd("EHLO client.test");
+    assert!(ehlo.contains("CHUNKING") && ehlo.contains("SMTPUTF8"), "{ehlo}");
+    // A refused BDAT's octets are read and thrown away, not taken for commands.
+    c.send(b"BDAT 12\r\nQUIT\r\nQUIT\r\n");
+    assert!(c.read().starts_with("503 5.5.1"));
+    assert!(c.cmd("NOOP").starts_with("250"), "still in step");
+    c.send(b"MAIL FROM:<a@example.test>\r\nRCPT TO:<chunky@localhost>\r\nBDAT 21\r\nSubject: chunks\r\n\r\nab");
+    assert!(c.read().starts_with("250 2.1.0"));
+    assert!(c.read().starts_with("250 2.1.5"));
+    assert!(c.read().starts_with("250 2.0.0"));
+    c.send(b"BDAT 8 LAST\r\ncd\r\nef\r\n");
+    let r = c.read();
+    assert!(r.starts_with("250 2.0.0") && r.contains("queued as"), "{r}");
+    assert!(wait_until(Duration::from_secs(10), || maildir_new(&s.data(), "localhost", "chunky").len() == 1));
+    let text = std::fs::read_to_string(&maildir_new(&s.data(), "localhost", "chunky")[0]).unwrap();
+    assert!(text.ends_with("Subject: chunks\r\n\r\nabcd\r\nef\r\n"), "{text:?}");
+    // The same content rules as DATA: a bare LF is refused.
+    c.cmd("MAIL FROM:<a@example.test>");
+    c.cmd("RCPT TO:<chunky@localhost>");
+    c.send(b"BDAT 12 LAST\r\nSubject: x\n\n");
+    assert!(c.read().starts_with("550 5.6.0"));
+}
+
+#[test]
+fn loops_are_cut_and_outside_clients_cannot_forge_sluice_headers() {
+    let s = Server::start(
+        "[[receive_connectors]]\nname = \"Default\"\nlisten = \"127.0.0.1:{smtp}\"\nrelay_networks = [\"127.0.0.2/32\"]\nmax_hop_count = 5\n",
+    );
+    let mut c = s.smtp();
+    c.cmd("EHLO client.test");
+    let hops = "Received: from a by b; Sun, 22 Nov 2026 05:00:00 +0000\r\n".repeat(5);
+    let r = c.mail("a@example.test", &["loop@localhost"], &format!("{hops}Subject: loop\r\n\r\nx\r\n"));
+    assert!(r.starts_with("554 5.4.6"), "{r}");
+    let r = c.mail(
+        "a@example.test",
+        &["plain@localhost"],
+        "X-Sluice-Fault: panic@delivery\r\n\tcontinued\r\nSubject: forged\r\n\r\nX-Sluice-Fault: in the body stays\r\n",
+    );
+    assert!(r.starts_with("250"), "{r}");
+    assert!(wait_until(Duration::from_secs(10), || maildir_new(&s.data(), "localhost", "plain").len() == 1));
+    let text = std::fs::read_to_string(&maildir_new(&s.data(), "localhost", "plain")[0]).unwrap();
+    assert!(!text.contains("X-Sluice-Fault: panic") && !text.contains("continued"), "{text}");
+    assert!(text.contains("Subject: forged\r\n\r\nX-Sluice-Fault: in the body stays"), "{text}");
+}
+
+#[test]
+fn smtputf8_senders_are_accepted_when_declared() {
+    let s = Server::start("");
+    let mut c = s.smtp();
+    c.cmd("EHLO client.test");
+    assert!(c.cmd("MAIL FROM:<üser@exämple.test>").starts_with("553 5.6.7"), "not without SMTPUTF8");
+    assert!(c.cmd("MAIL FROM:<üser@exämple.test> SMTPUTF8").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<intl@localhost>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send("Subject: grüße\r\n\r\nhallo\r\n.\r\n".as_bytes());
+    assert!(c.read().starts_with("250"));
+    assert!(wait_until(Duration::from_secs(10), || maildir_new(&s.data(), "localhost", "intl").len() == 1));
+    let text = std::fs::read_to_string(&maildir_new(&s.data(), "localhost", "intl")[0]).unwrap();
+    assert!(text.starts_with("Return-Path: <üser@exämple.test>"), "{text}");
+}

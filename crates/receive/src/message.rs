@@ -1,0 +1,302 @@
+//! The message content of a transaction: DATA (dot-stuffed, ended by `<CRLF>.<CRLF>`) and BDAT (RFC 3030
+//! CHUNKING, framed by chunk sizes), and the checks every message passes at its end before it is stored:
+//! size, bare CR/LF/NUL, header size, hop count, and the removal of `X-Sluice-*` headers from clients outside
+//! `relay_networks`.
+
+use std::net::IpAddr;
+
+use sluice_queue_db::{Envelope, now_ms, time::rfc5322};
+use sluice_smtp::{BareNewlines, BdatDecoder, DataDecoder, DataStatus, DataViolation, Reply, ReversePath};
+
+use crate::session::{Flow, Session};
+
+/// BDAT chunks of the current transaction.
+pub(crate) struct Chunks {
+    decoder: BdatDecoder,
+    mid: u64,
+    received_len: usize,
+    body: Vec<u8>,
+    too_big: bool,
+}
+
+/// What the end-of-message checks need from either decoder.
+struct Content {
+    violation: Option<DataViolation>,
+    header_bytes: u64,
+    received_headers: usize,
+}
+
+impl Session {
+    fn bare_newlines(&self) -> BareNewlines {
+        match self.policy.connector.bare_newlines {
+            sluice_config::BareNewlines::Reject => BareNewlines::Reject,
+            sluice_config::BareNewlines::Normalize => BareNewlines::Normalize,
+        }
+    }
+
+    pub(crate) async fn data(&mut self) -> std::io::Result<Flow> {
+        let Some(tx) = self.tx.as_ref() else {
+            self.reply(Reply::new(503, "5.5.1", "Need MAIL and RCPT before DATA"));
+            return Ok(Flow::Continue);
+        };
+        if tx.chunks.is_some() {
+            self.reply(Reply::new(503, "5.5.1", "DATA cannot follow BDAT in one transaction"));
+            return Ok(Flow::Continue);
+        }
+        if tx.recipients.is_empty() {
+            self.reply(Reply::new(554, "5.5.1", "No valid recipients"));
+            return Ok(Flow::Continue);
+        }
+        let mid = self.transport.allocate_mid();
+        let received = self.received_header(mid);
+        self.reply(Reply::new(354, "", "End data with <CR><LF>.<CR><LF>"));
+        self.flush().await?;
+
+        let max = self.policy.connector.max_message_size as usize;
+        let mut decoder = DataDecoder::new(self.bare_newlines());
+        let mut body = Vec::with_capacity(received.len() + 8192);
+        body.extend_from_slice(received.as_bytes());
+        let mut too_big = false;
+        loop {
+            let before = body.len();
+            let status = decoder.feed(&self.input, &mut body);
+            if body.len() - received.len() > max {
+                // Keep reading to the end of the data, but keep nothing.
+                too_big = true;
+                body.truncate(before.min(received.len()));
+            }
+            match status {
+                DataStatus::Done { consumed } => {
+                    self.input.drain(..consumed);
+                    break;
+                }
+                DataStatus::NeedMore => self.input.clear(),
+            }
+            self.flush().await?;
+            if !self.fill().await? {
+                return Ok(Flow::Close);
+            }
+        }
+        let content = Content {
+            violation: decoder.violation(),
+            header_bytes: decoder.header_bytes(),
+            received_headers: decoder.count_received_headers(),
+        };
+        self.finish_message(mid, received.len(), body, too_big, content).await;
+        Ok(Flow::Continue)
+    }
+
+    /// `BDAT <size> [LAST]`: reads exactly `size` octets of content (also when the command is refused, so
+    /// that they are never taken for commands), and stores the message at `LAST`.
+    pub(crate) async fn bdat(&mut self, size: u64, last: bool) -> std::io::Result<Flow> {
+        let refusal = match self.tx.as_ref() {
+            None => Some(Reply::new(503, "5.5.1", "Need MAIL and RCPT before BDAT")),
+            Some(tx) if tx.recipients.is_empty() => Some(Reply::new(554, "5.5.1", "No valid recipients")),
+            Some(_) => None,
+        };
+        if refusal.is_none() && self.tx.as_ref().is_some_and(|t| t.chunks.is_none()) {
+            let mid = self.transport.allocate_mid();
+            let received = self.received_header(mid);
+            let mut body = Vec::with_capacity(received.len() + 8192);
+            body.extend_from_slice(received.as_bytes());
+            let chunks = Chunks {
+                decoder: BdatDecoder::new(self.bare_newlines()),
+                mid,
+                received_len: received.len(),
+                body,
+                too_big: false,
+            };
+            if let Some(tx) = self.tx.as_mut() {
+                tx.chunks = Some(chunks);
+            }
+        }
+        let max = self.policy.connector.max_message_size as usize;
+        let mut remaining = size;
+        loop {
+            let take = remaining.min(self.input.len() as u64) as usize;
+            if take > 0 {
+                if refusal.is_none()
+                    && let Some(c) = self.tx.as_mut().and_then(|t| t.chunks.as_mut())
+                {
+                    c.decoder.feed(&self.input[..take], &mut c.body);
+                    if c.body.len() - c.received_len > max {
+                        c.too_big = true;
+                        c.body.truncate(c.received_len);
+                    }
+                }
+                self.input.drain(..take);
+                remaining -= take as u64;
+            }
+            if remaining == 0 {
+                break;
+            }
+            self.flush().await?;
+            if !self.fill().await? {
+                return Ok(Flow::Close);
+            }
+        }
+        if let Some(r) = refusal {
+            self.reply(r);
+            return Ok(Flow::Continue);
+        }
+        if !last {
+            self.reply(Reply::new(250, "2.0.0", format!("{size} octets received")));
+            return Ok(Flow::Continue);
+        }
+        let Some(mut c) = self.tx.as_mut().and_then(|t| t.chunks.take()) else { return Ok(Flow::Continue) };
+        c.decoder.finish(&mut c.body);
+        let content = Content {
+            violation: c.decoder.violation(),
+            header_bytes: c.decoder.header_bytes(),
+            received_headers: c.decoder.count_received_headers(),
+        };
+        self.finish_message(c.mid, c.received_len, c.body, c.too_big, content).await;
+        Ok(Flow::Continue)
+    }
+
+    /// The end of a message: the checks, then the durable commit, then `250`. The transaction ends either way.
+    async fn finish_message(&mut self, mid: u64, received_len: usize, mut body: Vec<u8>, too_big: bool, c: Content) {
+        let Some(tx) = self.tx.take() else { return };
+        let connector = &self.policy.connector;
+        if too_big || body.len() - received_len > connector.max_message_size as usize {
+            return self.reply(Reply::new(552, "5.3.4", "Message size exceeds the fixed maximum message size"));
+        }
+        if let Some(v) = c.violation {
+            // With bare_newlines = "normalize" only NUL is a violation; with "reject" bare CR and LF are too.
+            tracing::info!(peer = %self.peer, violation = ?v, "message refused: bare CR, LF or NUL in data");
+            return self.reply(v.reply());
+        }
+        if c.header_bytes > connector.max_header_size {
+            return self.reply(Reply::new(552, "5.3.4", "Message header exceeds the maximum header size"));
+        }
+        if c.received_headers >= connector.max_hop_count as usize {
+            tracing::info!(peer = %self.peer, hops = c.received_headers, "message refused: mail loop");
+            return self.reply(Reply::new(554, "5.4.6", "Too many hops"));
+        }
+        if !self.relay_client {
+            strip_sluice_headers(&mut body, received_len);
+        }
+        let (message_id, subject) = header_fields(&body[received_len..]);
+        let envelope = Envelope {
+            from: match &tx.from {
+                ReversePath::Null => String::new(),
+                ReversePath::Address(a) => a.to_string(),
+            },
+            recipients: tx.recipients,
+            ret: tx.ret,
+            env_id: tx.env_id,
+            smtputf8: tx.smtputf8,
+            body_8bit: tx.body_8bit,
+            source_name: format!("SMTP:{}", self.policy.connector.name),
+            source_ip: self.peer.ip().to_string(),
+            received_at_ms: now_ms(),
+            internet_message_id: message_id,
+            subject,
+        };
+        match self.transport.submit(mid, envelope, body).await {
+            Ok(()) => self.reply(Reply::new(250, "2.0.0", format!("Ok: queued as {mid}"))),
+            Err(e) => {
+                tracing::error!(error = %e, "message not stored");
+                self.reply(Reply::new(451, "4.3.0", "Temporary storage failure, try again later"));
+            }
+        }
+    }
+
+    pub(crate) fn received_header(&self, mid: u64) -> String {
+        let helo = self.helo.as_deref().unwrap_or("unknown");
+        let ip = match self.peer.ip() {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("IPv6:{v6}"),
+        };
+        let with = if self.esmtp { "ESMTP" } else { "SMTP" };
+        let one_rcpt = self.tx.as_ref().filter(|t| t.recipients.len() == 1).map(|t| t.recipients[0].address.clone());
+        let mut h = format!(
+            "Received: from {} ([{ip}])\r\n\tby {} (sluice) with {with} id {mid}\r\n\t(connector {})",
+            sanitize(helo),
+            self.policy.hostname,
+            sanitize(&self.policy.connector.name)
+        );
+        if let Some(r) = one_rcpt {
+            h.push_str(&format!("\r\n\tfor <{}>", sanitize(&r)));
+        }
+        h.push_str(&format!("; {}\r\n", rfc5322(now_ms())));
+        h
+    }
+}
+
+/// Keeps header text on one line and printable.
+fn sanitize(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() || c == '(' || c == ')' { '_' } else { c }).take(255).collect()
+}
+
+/// `Message-ID:` and `Subject:` from the header section, for listings and tracking.
+fn header_fields(body: &[u8]) -> (Option<String>, Option<String>) {
+    let end = body.windows(4).position(|w| w == b"\r\n\r\n").map_or(body.len().min(64 * 1024), |p| p + 2);
+    let head = String::from_utf8_lossy(&body[..end]);
+    let mut message_id = None;
+    let mut subject = None;
+    let mut current: Option<(&str, String)> = None;
+    let mut finish = |cur: Option<(&str, String)>| {
+        if let Some((name, value)) = cur {
+            let value = value.trim().to_owned();
+            if name.eq_ignore_ascii_case("message-id") && message_id.is_none() {
+                message_id = Some(value);
+            } else if name.eq_ignore_ascii_case("subject") && subject.is_none() {
+                subject = Some(value.chars().take(255).collect());
+            }
+        }
+    };
+    for line in head.split("\r\n") {
+        if line.starts_with([' ', '\t']) {
+            if let Some((_, v)) = current.as_mut() {
+                v.push(' ');
+                v.push_str(line.trim());
+            }
+            continue;
+        }
+        finish(current.take());
+        if let Some((name, value)) = line.split_once(':') {
+            let name = name.trim();
+            if name.eq_ignore_ascii_case("message-id") || name.eq_ignore_ascii_case("subject") {
+                current = Some((
+                    if name.eq_ignore_ascii_case("subject") { "subject" } else { "message-id" },
+                    value.to_owned(),
+                ));
+            }
+        }
+    }
+    finish(current);
+    (message_id, subject)
+}
+
+/// Removes `X-Sluice-*` header fields (with their continuation lines) from the header section that starts
+/// at `from`: those headers steer sluice (fault injection, for one) and must not be forged from outside.
+fn strip_sluice_headers(body: &mut Vec<u8>, from: usize) {
+    let head_end = body[from..].windows(4).position(|w| w == b"\r\n\r\n").map_or(body.len(), |p| from + p + 2);
+    let mut out = Vec::with_capacity(body.len());
+    out.extend_from_slice(&body[..from]);
+    let mut dropping = false;
+    for line in body[from..head_end].split_inclusive(|b| *b == b'\n') {
+        let continuation = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
+        if !continuation {
+            dropping = line.len() >= 9 && line[..9].eq_ignore_ascii_case(b"x-sluice-");
+        }
+        if !dropping {
+            out.extend_from_slice(line);
+        }
+    }
+    out.extend_from_slice(&body[head_end..]);
+    *body = out;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sluice_headers_are_removed_with_their_continuations() {
+        let mut body = b"Received: x\r\nX-Sluice-Fault: panic@delivery\r\n more\r\nSubject: s\r\nx-sluice-a: b\r\n\r\nX-Sluice-Body: kept\r\n".to_vec();
+        strip_sluice_headers(&mut body, 13);
+        assert_eq!(body, b"Received: x\r\nSubject: s\r\n\r\nX-Sluice-Body: kept\r\n".to_vec());
+    }
+}
