@@ -22,6 +22,24 @@ pub struct Policy {
     pub connector: ReceiveConnector,
     /// Our name in the banner, EHLO and `Received:`.
     pub hostname: String,
+    /// The accepted domains, for recipient validation (`mailboxes`, `recipient_delimiter`).
+    pub accepted_domains: Vec<sluice_config::AcceptedDomain>,
+}
+
+impl Policy {
+    /// Whether `local` is a known mailbox of `domain` when the domain lists its mailboxes: the part after
+    /// the recipient delimiter is ignored, and comparison ignores case. `None` when the domain has no list.
+    pub fn known_mailbox(&self, domain: &str, local: &str) -> Option<bool> {
+        let d = self.accepted_domains.iter().find(|d| d.domain.eq_ignore_ascii_case(domain.trim_end_matches('.')))?;
+        let list = d.mailboxes.as_ref()?;
+        let base = match d.recipient_delimiter {
+            Some(delim) => local.split(delim).next().unwrap_or(local),
+            None => local,
+        };
+        Some(
+            list.iter().any(|m| m.eq_ignore_ascii_case(base)) || d.aliases.keys().any(|a| a.eq_ignore_ascii_case(base)),
+        )
+    }
 }
 
 /// The current policy of every connector, updated on reload; sessions read it when they start.
@@ -36,7 +54,11 @@ impl Policies {
             .receive_connectors
             .iter()
             .map(|c| {
-                let policy = Policy { connector: c.clone(), hostname: config.server.hostname.clone() };
+                let policy = Policy {
+                    connector: c.clone(),
+                    hostname: config.server.hostname.clone(),
+                    accepted_domains: config.accepted_domains.clone(),
+                };
                 (c.name.clone(), watch::channel(Arc::new(policy)).0)
             })
             .collect();
@@ -57,7 +79,11 @@ impl Policies {
             if let Some(tx) = self.senders.get(&c.name) {
                 let mut connector = c.clone();
                 connector.listen = tx.borrow().connector.listen;
-                tx.send_replace(Arc::new(Policy { connector, hostname: config.server.hostname.clone() }));
+                tx.send_replace(Arc::new(Policy {
+                    connector,
+                    hostname: config.server.hostname.clone(),
+                    accepted_domains: config.accepted_domains.clone(),
+                }));
             }
         }
     }
@@ -75,6 +101,7 @@ impl Server {
     pub async fn run(self, listener: TcpListener) {
         let max = self.policy.borrow().connector.max_connections.max(1) as usize;
         let slots = Arc::new(Semaphore::new(max));
+        let per_ip: Arc<std::sync::Mutex<HashMap<std::net::IpAddr, u32>>> = Arc::default();
         let sessions = TaskTracker::new();
         loop {
             let accepted = tokio::select! {
@@ -93,15 +120,30 @@ impl Server {
             let policy = self.policy.borrow().clone();
             let transport = self.transport.clone();
             let shutdown = self.shutdown.clone();
-            match slots.clone().try_acquire_owned() {
-                Ok(permit) => {
+            let exempt = policy.connector.relay_networks.iter().any(|n| n.contains(peer.ip()));
+            let ip_slot = if exempt {
+                Some(None)
+            } else {
+                IpSlot::take(&per_ip, peer.ip(), policy.connector.max_connections_per_ip).map(Some)
+            };
+            match (slots.clone().try_acquire_owned(), ip_slot) {
+                (Ok(permit), Some(ip_slot)) => {
                     sessions.spawn(async move {
                         session::run(stream, peer, policy, transport, shutdown).await;
+                        drop(ip_slot);
                         drop(permit);
                     });
                 }
-                Err(_) => {
-                    sessions.spawn(refuse(stream, peer, policy));
+                (Ok(_), None) => {
+                    sessions.spawn(refuse(
+                        stream,
+                        peer,
+                        policy,
+                        "421 4.7.0 Too many connections from your address\r\n",
+                    ));
+                }
+                (Err(_), _) => {
+                    sessions.spawn(refuse(stream, peer, policy, "421 4.7.0 Too many connections, try again later\r\n"));
                 }
             }
         }
@@ -111,8 +153,42 @@ impl Server {
     }
 }
 
-async fn refuse(mut stream: tokio::net::TcpStream, peer: SocketAddr, policy: Arc<Policy>) {
+async fn refuse(mut stream: tokio::net::TcpStream, peer: SocketAddr, policy: Arc<Policy>, reply: &'static str) {
     use tokio::io::AsyncWriteExt;
     tracing::info!(%peer, connector = %policy.connector.name, "too many connections; refused");
-    let _ = stream.write_all(b"421 4.7.0 Too many connections, try again later\r\n").await;
+    let _ = stream.write_all(reply.as_bytes()).await;
+}
+
+/// One connection counted against its client address; the count drops when the session ends.
+struct IpSlot {
+    map: Arc<std::sync::Mutex<HashMap<std::net::IpAddr, u32>>>,
+    ip: std::net::IpAddr,
+}
+
+impl IpSlot {
+    fn take(
+        map: &Arc<std::sync::Mutex<HashMap<std::net::IpAddr, u32>>>,
+        ip: std::net::IpAddr,
+        max: u32,
+    ) -> Option<IpSlot> {
+        let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(ip).or_default();
+        if *n >= max.max(1) {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot { map: map.clone(), ip })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
 }

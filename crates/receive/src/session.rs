@@ -289,6 +289,9 @@ impl Session {
             if to.is_quoted() || !sluice_smtp::safe_local_part(to.local()) {
                 return self.reply(Reply::new(550, "5.1.3", "Bad recipient address syntax"));
             }
+            if self.policy.known_mailbox(to.domain(), to.local()) == Some(false) {
+                return self.reply(Reply::new(550, "5.1.1", "User unknown"));
+            }
         } else if !relay_client {
             return self.reply(Reply::new(550, "5.7.1", "Relay access denied"));
         }

@@ -209,7 +209,6 @@ fn spec_example_is_the_defaults() {
             "queue_database.max_background_cleanup_tasks",
             "receive_connectors.auth",
             "receive_connectors.auth_failures_per_minute",
-            "receive_connectors.max_connections_per_ip",
             "receive_connectors.tls",
             "receive_connectors.tls_mode",
             "tracking.max_age",

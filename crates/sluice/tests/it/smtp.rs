@@ -225,3 +225,39 @@ fn smtputf8_senders_are_accepted_when_declared() {
     let text = std::fs::read_to_string(&maildir_new(&s.data(), "localhost", "intl")[0]).unwrap();
     assert!(text.starts_with("Return-Path: <üser@exämple.test>"), "{text}");
 }
+
+#[test]
+fn unknown_mailboxes_are_refused_when_the_domain_lists_them() {
+    let s = Server::start(
+        "[[accepted_domains]]\ndomain = \"localhost\"\nmailbox_store = \"Local Maildir\"\nmailboxes = [\"alice\", \"bob\"]\n",
+    );
+    let mut c = s.smtp();
+    c.cmd("EHLO client.test");
+    c.cmd("MAIL FROM:<a@example.test>");
+    assert!(c.cmd("RCPT TO:<alice@localhost>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<Bob+lists@LOCALHOST>").starts_with("250"), "+tag and case are ignored");
+    let r = c.cmd("RCPT TO:<mallory@localhost>");
+    assert!(r.starts_with("550 5.1.1"), "{r}");
+}
+
+#[test]
+fn a_flood_from_one_address_outside_relay_networks_gets_421() {
+    let s = Server::start(
+        "[[receive_connectors]]\nname = \"Default\"\nlisten = \"127.0.0.1:{smtp}\"\nrelay_networks = [\"127.0.0.2/32\"]\nmax_connections_per_ip = 2\n",
+    );
+    let first = s.smtp();
+    let second = s.smtp();
+    let mut third = std::net::TcpStream::connect(("127.0.0.1", s.smtp)).unwrap();
+    let mut greeting = String::new();
+    use std::io::Read;
+    third.read_to_string(&mut greeting).unwrap();
+    assert!(greeting.starts_with("421 4.7.0"), "{greeting}");
+    drop(first);
+    drop(second);
+    // The slots come back when the sessions end.
+    assert!(wait_until(Duration::from_secs(5), || {
+        let mut s2 = std::net::TcpStream::connect(("127.0.0.1", s.smtp)).unwrap();
+        let mut buf = [0u8; 3];
+        s2.read_exact(&mut buf).is_ok() && &buf == b"220"
+    }));
+}
