@@ -108,21 +108,33 @@ fn sigkill_during_injection_loses_nothing_acknowledged() {
         t.join().unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    let all_delivered = wait_until(Duration::from_secs(90), || {
+    // Wait until every acknowledged message arrived, or until the server has nothing left queued (then
+    // whatever is missing is lost); large runs need time to drain their backlog.
+    let mut empty_checks = 0;
+    let all_delivered = wait_until(Duration::from_secs(900), || {
+        let got = sink.subjects.lock().unwrap();
+        if acked.iter().all(|id| got.contains_key(&format!("k-{id}"))) {
+            return true;
+        }
+        drop(got);
+        empty_checks = if s.queued() == 0 { empty_checks + 1 } else { 0 };
+        empty_checks >= 40
+    }) && {
         let got = sink.subjects.lock().unwrap();
         acked.iter().all(|id| got.contains_key(&format!("k-{id}")))
-    });
+    };
     let got = sink.subjects.lock().unwrap().clone();
     let lost: Vec<usize> = acked.iter().copied().filter(|id| !got.contains_key(&format!("k-{id}"))).collect();
     let duplicated = got.values().filter(|n| **n > 1).count();
     eprintln!(
-        "R1 (CI size): {kills} SIGKILLs, {} messages attempted, {} acknowledged, {} delivered, {duplicated} duplicated, {} lost",
+        "R1: {kills} SIGKILLs, {} messages attempted, {} acknowledged, {} delivered, {duplicated} duplicated, {} lost",
         next.load(Ordering::Relaxed),
         acked.len(),
         got.len(),
         lost.len()
     );
     assert!(kills >= cycles.min(20), "only {kills} kills happened before the injection ended");
-    assert!(all_delivered && lost.is_empty(), "lost acknowledged messages: {lost:?}\n{}", s.log());
+    let shown: Vec<usize> = lost.iter().copied().take(50).collect();
+    assert!(all_delivered && lost.is_empty(), "{} acknowledged messages lost, first {shown:?}", lost.len());
     assert!(acked.len() >= total / 2, "too few messages acknowledged to mean anything: {}", acked.len());
 }
