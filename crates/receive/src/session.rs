@@ -178,9 +178,15 @@ impl Session {
         self.output.extend_from_slice(r.render().as_bytes());
     }
 
+    /// Writes the collected replies. A client that stops reading is cut off after the inactivity timeout,
+    /// so that it cannot hold a connection (or a graceful shutdown) forever.
     pub(crate) async fn flush(&mut self) -> std::io::Result<()> {
         if !self.output.is_empty() {
-            self.stream.write_all(&self.output).await?;
+            let idle = self.policy.connector.connection_inactivity_timeout;
+            match tokio::time::timeout(idle, self.stream.write_all(&self.output)).await {
+                Ok(r) => r?,
+                Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "client stopped reading")),
+            }
             self.output.clear();
         }
         Ok(())

@@ -261,3 +261,34 @@ fn a_flood_from_one_address_outside_relay_networks_gets_421() {
         s2.read_exact(&mut buf).is_ok() && &buf == b"220"
     }));
 }
+
+#[test]
+fn a_client_that_stops_reading_is_cut_off() {
+    let s = Server::start(
+        "[[receive_connectors]]\nname = \"Default\"\nlisten = \"127.0.0.1:{smtp}\"\nconnection_inactivity_timeout = \"1s\"\nmax_errors = 1000000\n",
+    );
+    use std::io::Write;
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", s.smtp)).unwrap();
+    c.set_write_timeout(Some(Duration::from_millis(200))).unwrap();
+    // Pipeline commands without ever reading the replies until the server's send buffer is full and the
+    // server stops reading; then the server must give up on its own.
+    let burst = "NOOP\r\n".repeat(10_000);
+    let started = std::time::Instant::now();
+    let mut closed = false;
+    while started.elapsed() < Duration::from_secs(30) {
+        match c.write_all(burst.as_bytes()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    assert!(closed, "the server kept a client that never reads");
+    // And the server still serves others.
+    let mut other = s.smtp();
+    assert!(other.cmd("NOOP").starts_with("250"));
+}
