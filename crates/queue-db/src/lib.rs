@@ -6,6 +6,7 @@
 //! **Invariant**: a commit returns `Ok` only after its log frame, and every body it refers to, are on
 //! stable storage. Only the last frame of the log can be torn; recovery truncates it.
 
+mod check;
 mod checkpoint;
 mod codec;
 mod generation;
@@ -24,6 +25,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+pub use check::{FileCheck, check};
 pub use record::{
     BodyRef, Envelope, FIRST_DELIVERY_QUEUE, Mid, POISON, QueueId, QueueKey, Recipient, Record, SUBMISSION, UNREACHABLE,
 };

@@ -27,6 +27,20 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Queue database tools (run them while the server is stopped).
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Verifies every file of the queue database: frames and body checksums.
+    Check {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -39,6 +53,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Db { command: DbCommand::Check { config } } => db_check(config),
         Command::CheckConfig { config } => match sluice_config::Config::discover(config.as_deref()) {
             Ok(loaded) => {
                 print!("{}", loaded.config.to_toml_string());
@@ -52,5 +67,45 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+    }
+}
+
+/// `sluice db check`: one line per file, exit 1 when anything is damaged.
+fn db_check(config: Option<PathBuf>) -> ExitCode {
+    let loaded = match sluice_config::Config::discover(config.as_deref()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let dir = &loaded.config.queue_database.path;
+    if !dir.is_dir() {
+        eprintln!("sluice: no queue database at {}", dir.display());
+        return ExitCode::from(2);
+    }
+    let storage = match sluice_queue_db::FsStorage::new(dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sluice: {}: {e}", dir.display());
+            return ExitCode::from(2);
+        }
+    };
+    match sluice_queue_db::check(&storage) {
+        Ok(files) => {
+            let damaged = files.iter().filter(|f| f.problem.is_some()).count();
+            for f in &files {
+                match &f.problem {
+                    None => println!("ok       {}: {}", f.file, f.summary),
+                    Some(p) => println!("DAMAGED  {}: {p}", f.file),
+                }
+            }
+            println!("{} files checked, {damaged} damaged", files.len());
+            if damaged > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+        }
+        Err(e) => {
+            eprintln!("sluice: checking {}: {e}", dir.display());
+            ExitCode::FAILURE
+        }
     }
 }

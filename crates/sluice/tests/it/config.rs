@@ -47,3 +47,37 @@ fn sigterm_stops_cleanly_and_queued_mail_survives() {
     s.spawn();
     assert!(wait_until(Duration::from_secs(15), || sink.count() == 1), "{}", s.log());
 }
+
+#[test]
+fn db_check_verifies_every_file_and_names_damage() {
+    let port = free_port();
+    let mut s = Server::start(&format!(
+        "[[send_connectors]]\nname = \"Down\"\naddress_spaces = [\"*\"]\nsmart_hosts = [\"127.0.0.1:{port}\"]\n"
+    ));
+    let mut c = s.smtp();
+    c.cmd("EHLO client.test");
+    let body = format!("Subject: keep\r\n\r\n{}\r\n", "z".repeat(2000));
+    assert!(c.mail("a@example.test", &["b@remote.test"], &body).starts_with("250"));
+    drop(c);
+    assert!(s.signal_and_wait("TERM").success());
+    let check = |s: &Server| Command::new(BIN).args(["db", "check", "--config"]).arg(s.config_path()).output().unwrap();
+    let out = check(&s);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 bodies") && text.contains("0 damaged"), "{text}");
+    // Flip a byte in the middle of the body: the check names the file and the offset.
+    let queue = s.data().join("queue");
+    let generation = std::fs::read_dir(&queue)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "que"))
+        .unwrap();
+    let mut bytes = std::fs::read(&generation).unwrap();
+    let middle = bytes.len() - 1000;
+    bytes[middle] ^= 0x20;
+    std::fs::write(&generation, bytes).unwrap();
+    let out = check(&s);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("DAMAGED") && text.contains(".que") && text.contains("offset"), "{text}");
+}
