@@ -8,7 +8,6 @@
 //! ```text
 //! sluice-loadgen smtp ADDR RATE SECONDS CONNECTIONS SIZE [DIR]
 //!     -> "p50_ms p99_ms p999_ms sent [fsync_p50_ms fsync_p99_ms fsync_count]"
-//! sluice-loadgen fsync DIR COUNT                           -> "p50_ms p99_ms"
 //! ```
 //!
 //! With DIR, a probe thread writes 4 KB and fdatasyncs a file in DIR every 10 ms during the load, so that
@@ -56,10 +55,7 @@ fn session(addr: String, interval: Duration, start: Instant, end: Instant, size:
     let mut lat = Vec::new();
     let mut next = start;
     while next < end {
-        let now = Instant::now();
-        if next > now {
-            std::thread::sleep(next - now);
-        }
+        sleep_until(next);
         next += interval;
         w.write_all(b"MAIL FROM:<load@source.test>\r\nRCPT TO:<rcpt@sink.test>\r\nDATA\r\n")?;
         let codes = (reply(&mut r)?, reply(&mut r)?, reply(&mut r)?);
@@ -124,10 +120,7 @@ fn fsync_probe(dir: &str, start: Instant, end: Instant) -> Result<Vec<f64>, Stri
     let mut lat = Vec::new();
     let mut next = start;
     while next < end {
-        let now = Instant::now();
-        if next > now {
-            std::thread::sleep(next - now);
-        }
+        sleep_until(next);
         next += Duration::from_millis(10);
         f.write_all(&block).map_err(|e| e.to_string())?;
         let t = Instant::now();
@@ -138,34 +131,22 @@ fn fsync_probe(dir: &str, start: Instant, end: Instant) -> Result<Vec<f64>, Stri
     Ok(lat)
 }
 
-fn fsync(args: &[String]) -> Result<(), String> {
-    let [dir, count] = args else { return Err("fsync DIR COUNT".into()) };
-    let count: usize = count.parse().map_err(|e| format!("{count}: {e}"))?;
-    let path = std::path::Path::new(dir).join(".loadgen-fsync");
-    let mut f = std::fs::File::create(&path).map_err(|e| e.to_string())?;
-    let block = vec![b'x'; 4096];
-    let mut lat = Vec::with_capacity(count);
-    for _ in 0..count {
-        f.write_all(&block).map_err(|e| e.to_string())?;
-        let t = Instant::now();
-        f.sync_data().map_err(|e| e.to_string())?;
-        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+/// Open-loop scheduling: waits for `at` if it is still ahead; a late slot runs at once.
+fn sleep_until(at: Instant) {
+    let now = Instant::now();
+    if at > now {
+        std::thread::sleep(at - now);
     }
-    let _ = std::fs::remove_file(&path);
-    lat.sort_by(f64::total_cmp);
-    println!("{:.3} {:.3}", percentile(&lat, 0.5), percentile(&lat, 0.99));
-    Ok(())
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("smtp") => smtp(&args[1..]),
-        Some("fsync") => fsync(&args[1..]),
         Some("qdb") => qdb::qdb(&args[1..]),
         Some("plain") => qdb::plain(&args[1..]),
         Some("seq") => qdb::seq(&args[1..]),
-        _ => Err("usage: sluice-loadgen smtp ADDR RATE SECONDS CONNECTIONS SIZE [DIR] | fsync DIR COUNT | \
+        _ => Err("usage: sluice-loadgen smtp ADDR RATE SECONDS CONNECTIONS SIZE [DIR] | \
                   qdb DIR WRITERS SECONDS SIZE | plain DIR SECONDS SIZE | seq DIR MB"
             .into()),
     };
