@@ -1,13 +1,16 @@
 //! The checkpoint (`trn.chk`): the live state as records, in log format, with a header that says from which
-//! log sequence replay continues. Written beside the old one and renamed into place, so that there is always
-//! one whole checkpoint; log files it covers are deleted after it is durable.
+//! frame sequence replay continues and where in the generations the frames after it can be. Written beside
+//! the old one and renamed into place, so that there is always one whole checkpoint; log files it covers
+//! are deleted after it is durable.
 //!
 //! ```text
-//! header: "SLUICECK" | version u32 | reserved u32 | salt u64 | next_seq u64     (32 bytes)
+//! header: "SLUICECK" | version u32 | cursor generation u32 | salt u64 | next_seq u64 | cursor offset u64  (40)
 //! frames: as in the log, numbered from 0
 //! ```
+//! The cursor is the end of the generation that was current when the checkpoint was taken: every frame the
+//! checkpoint does not cover is in the log, in that generation after that offset, or in a newer generation.
 
-use crate::log::{LogHeader, encode_frame, encode_header_with, scan_file};
+use crate::log::{LogHeader, Order, encode_frame, encode_header_with, read_header, scan_frames};
 use crate::record::Mid;
 use crate::state::State;
 use crate::storage::Storage;
@@ -16,16 +19,36 @@ use crate::{OpenError, RECORDS_PER_CHECKPOINT_FRAME};
 pub(crate) const CHECKPOINT: &str = "trn.chk";
 pub(crate) const CHECKPOINT_NEW: &str = "trn.chk.new";
 const MAGIC: &[u8; 8] = b"SLUICECK";
+const HEADER_LEN: u64 = 40;
 
-/// Writes `state` as the checkpoint covering every log frame below `next_seq`, durably.
+/// Where frames not covered by a checkpoint may start in the generations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Cursor {
+    pub(crate) generation: u32,
+    /// In `generation`; 0 means from its first frame (also when it does not exist yet).
+    pub(crate) offset: u64,
+}
+
+/// What a checkpoint holds.
+pub(crate) struct Checkpoint {
+    pub(crate) state: State,
+    /// The first frame sequence it does not cover.
+    pub(crate) next_seq: u64,
+    pub(crate) cursor: Cursor,
+}
+
+/// Writes `state` as the checkpoint covering every frame below `next_seq`, durably.
 pub(crate) fn write(
     storage: &dyn Storage,
     state: &State,
     high_water: Mid,
     next_seq: u64,
+    cursor: Cursor,
     salt: u64,
 ) -> std::io::Result<u64> {
     let mut buf = encode_header_with(MAGIC, &LogHeader { salt, first_seq: next_seq });
+    buf[12..16].copy_from_slice(&cursor.generation.to_le_bytes());
+    buf.extend_from_slice(&cursor.offset.to_le_bytes());
     let records = state.to_records(high_water);
     let mut enc = Vec::new();
     for (seq, chunk) in (0u64..).zip(records.chunks(RECORDS_PER_CHECKPOINT_FRAME)) {
@@ -33,7 +56,7 @@ pub(crate) fn write(
         for r in chunk {
             r.encode(&mut enc);
         }
-        encode_frame(salt, seq, chunk.len() as u32, &enc, &mut buf);
+        encode_frame(salt, seq, chunk.len() as u32, &[], &enc, &mut buf);
     }
     let file = storage.open(CHECKPOINT_NEW, true)?;
     file.set_len(0)?;
@@ -45,24 +68,35 @@ pub(crate) fn write(
     Ok(buf.len() as u64)
 }
 
-/// Reads the checkpoint: the state it holds and the log sequence replay continues from.
-pub(crate) fn read(storage: &dyn Storage) -> Result<Option<(State, u64)>, OpenError> {
+/// Reads the checkpoint, if there is one.
+pub(crate) fn read(storage: &dyn Storage) -> Result<Option<Checkpoint>, OpenError> {
     let name = storage.describe(CHECKPOINT);
     let file = match storage.open(CHECKPOINT, false) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(OpenError::Io { file: name, source: e }),
     };
-    let scan = scan_file(file.as_ref(), &name, MAGIC, Some(0))?;
+    let header = read_header(file.as_ref(), &name, MAGIC)?;
+    let mut h = [0u8; HEADER_LEN as usize];
+    file.read_exact_at(&mut h, 0).map_err(|e| OpenError::io(&name, e))?;
+    let cursor = Cursor {
+        generation: u32::from_le_bytes([h[12], h[13], h[14], h[15]]),
+        offset: u64::from_le_bytes(h[32..40].try_into().unwrap_or_default()),
+    };
+    let scan = scan_frames(file.as_ref(), &name, HEADER_LEN, header.salt, Order::From(0))?;
     if scan.torn_bytes > 0 {
         // A checkpoint is renamed into place only once it is whole: a bad frame is damage, not a torn write.
-        return Err(OpenError::Corrupt { file: name, offset: 0, what: "the checkpoint has a bad frame".to_owned() });
+        return Err(OpenError::Corrupt {
+            file: name,
+            offset: scan.end,
+            what: "the checkpoint has a bad frame".to_owned(),
+        });
     }
     let mut state = State::default();
     for frame in &scan.frames {
-        for r in frame {
+        for r in &frame.records {
             state.apply(r);
         }
     }
-    Ok(Some((state, scan.header_seq)))
+    Ok(Some(Checkpoint { state, next_seq: header.first_seq, cursor }))
 }

@@ -1,22 +1,21 @@
 //! Generation files: the bodies of the messages that entered during one `generation_interval`, appended
-//! once and never rewritten. A generation is retired with one unlink when nothing refers to it any more.
+//! once and never rewritten, and retired with one unlink when nothing refers to them any more.
 //!
 //! ```text
-//! header: "SLUICEGN" | version u32 | number u32 | created_ms i64 | reserved u32     (28 bytes)
-//! body:   magic u32 "SLBD" | mid u64 | len u64 | crc u32 | body bytes (len)
+//! header: "SLUICEGN" | version u32 | number u32 | created_ms i64 | salt u64        (32 bytes)
+//! then:   frames (see `log`), each holding the bodies of one flush and its records
 //! ```
-//! The log's `Enqueue` record points at the body bytes and carries their CRC32C; the body header is there
-//! so that `sluice db salvage` can find bodies without the log.
+//! A flush that stores bodies is one frame here: bodies and the records that refer to them (the `Enqueue`
+//! with its envelope, a `Relocate`) under one checksum, made durable by one fdatasync. So a generation alone
+//! holds every message's envelope and body, which is what `sluice db salvage` reads.
 
-use crate::record::{BodyRef, Mid};
+use crate::record::BodyRef;
 use crate::storage::{Storage, StorageFile};
 use crate::time::yyyymmddhh;
 use crate::{FORMAT_VERSION, OpenError, ReadError};
 
 pub(crate) const GEN_MAGIC: &[u8; 8] = b"SLUICEGN";
-pub(crate) const GEN_HEADER_LEN: u64 = 28;
-const BODY_MAGIC: u32 = u32::from_le_bytes(*b"SLBD");
-pub(crate) const BODY_HEADER_LEN: u64 = 24;
+pub(crate) const GEN_HEADER_LEN: u64 = 32;
 
 /// `gen-<YYYYMMDDHH>-<n>.que`
 pub(crate) fn file_name(number: u32, created_ms: i64) -> String {
@@ -31,41 +30,44 @@ pub(crate) fn parse_name(name: &str) -> Option<u32> {
     n.parse().ok()
 }
 
-pub(crate) fn encode_header(number: u32, created_ms: i64) -> Vec<u8> {
+pub(crate) fn encode_header(number: u32, created_ms: i64, salt: u64) -> Vec<u8> {
     let mut b = Vec::with_capacity(GEN_HEADER_LEN as usize);
     b.extend_from_slice(GEN_MAGIC);
     b.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     b.extend_from_slice(&number.to_le_bytes());
     b.extend_from_slice(&created_ms.to_le_bytes());
-    b.extend_from_slice(&0u32.to_le_bytes());
+    b.extend_from_slice(&salt.to_le_bytes());
     b
 }
 
-/// Checks a generation file's header.
-pub(crate) fn check_header(file: &dyn StorageFile, name: &str) -> Result<(), OpenError> {
+/// What a generation's header says.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GenHeader {
+    pub(crate) created_ms: i64,
+    /// The salt of its frames' checksums.
+    pub(crate) salt: u64,
+}
+
+/// Reads and checks a generation file's header.
+pub(crate) fn read_header(file: &dyn StorageFile, name: &str) -> Result<GenHeader, OpenError> {
     let mut h = [0u8; GEN_HEADER_LEN as usize];
     let corrupt = |what: &str| OpenError::Corrupt { file: name.to_owned(), offset: 0, what: what.to_owned() };
     file.read_exact_at(&mut h, 0).map_err(|_| corrupt("shorter than its header"))?;
     if &h[..8] != GEN_MAGIC {
         return Err(corrupt("not a sluice generation file (bad magic)"));
     }
-    let version = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
-    if version != FORMAT_VERSION {
-        return Err(OpenError::Version { file: name.to_owned(), found: version });
-    }
-    Ok(())
+    let word = |r: std::ops::Range<usize>| h[r].iter().rev().fold(0u64, |a, b| (a << 8) | u64::from(*b));
+    crate::log::check_version(word(8..12) as u32, name)?;
+    Ok(GenHeader { created_ms: word(16..24) as i64, salt: word(24..32) })
 }
 
-/// Appends the body header and body of `mid` to `out`, which will be written at file offset `at`;
-/// returns where the body bytes will be.
-pub(crate) fn encode_body(generation: u32, at: u64, mid: Mid, body: &[u8], out: &mut Vec<u8>) -> BodyRef {
-    let crc = crc32c::crc32c(body);
-    out.extend_from_slice(&BODY_MAGIC.to_le_bytes());
-    out.extend_from_slice(&mid.to_le_bytes());
-    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    out.extend_from_slice(&crc.to_le_bytes());
+/// Appends `body` to the bodies of a frame whose bodies start at file offset `bodies_at`; returns where it
+/// will be.
+pub(crate) fn encode_body(generation: u32, bodies_at: u64, body: &[u8], out: &mut Vec<u8>) -> BodyRef {
+    let r =
+        BodyRef { generation, offset: bodies_at + out.len() as u64, len: body.len() as u64, crc: crc32c::crc32c(body) };
     out.extend_from_slice(body);
-    BodyRef { generation, offset: at + BODY_HEADER_LEN, len: body.len() as u64, crc }
+    r
 }
 
 /// Reads and verifies a body.

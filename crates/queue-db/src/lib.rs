@@ -33,10 +33,11 @@ pub use state::{State, StoredCopy, StoredMessage, StoredQueue};
 pub use storage::{FsStorage, Storage, StorageFile};
 pub use time::now_ms;
 
+use checkpoint::Cursor;
 use writer::{Generations, Op, Writer, WriterInit};
 
 /// The on-disk format version this binary writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// MIDs reserved ahead of use by a persisted high-water mark.
 pub(crate) const MID_HEADROOM: Mid = 10_000;
 
@@ -112,7 +113,7 @@ pub enum OpenError {
 }
 
 impl OpenError {
-    fn io(file: &str, source: std::io::Error) -> OpenError {
+    pub(crate) fn io(file: &str, source: std::io::Error) -> OpenError {
         OpenError::Io { file: file.to_owned(), source }
     }
 }
@@ -161,8 +162,6 @@ pub struct RecoveryReport {
     pub frames: usize,
     pub records: usize,
     pub torn_bytes: u64,
-    /// The last frame referred to bodies that had not reached the disk; it was never acknowledged.
-    pub last_frame_dropped: bool,
     pub generations_removed: usize,
 }
 
@@ -218,14 +217,15 @@ impl QueueDb {
             }
         }
         let gens = generation::list(storage.as_ref()).map_err(|e| OpenError::io(&storage.describe(""), e))?;
-        // Generation files first: recovery checks the bodies of the last log frame against them.
         let mut open_gens: HashMap<u32, (String, Arc<dyn StorageFile>)> = HashMap::new();
+        let mut headers: HashMap<u32, generation::GenHeader> = HashMap::new();
         let mut unfinished = Vec::new();
         for (number, name) in &gens {
             let file: Arc<dyn StorageFile> =
                 Arc::from(storage.open(name, false).map_err(|e| OpenError::io(&storage.describe(name), e))?);
-            match generation::check_header(file.as_ref(), &storage.describe(name)) {
-                Ok(()) => {
+            match generation::read_header(file.as_ref(), &storage.describe(name)) {
+                Ok(h) => {
+                    headers.insert(*number, h);
                     open_gens.insert(*number, (name.clone(), file));
                 }
                 // A crash while a generation was being created leaves it shorter than its header: it holds
@@ -236,11 +236,11 @@ impl QueueDb {
         }
 
         let mut report = RecoveryReport::default();
-        // The checkpoint, then every log frame after it, in order: closed logs by sequence, then trn.log.
-        let checkpoint = checkpoint::read(storage.as_ref())?;
-        let (mut state, mut next_seq) = match checkpoint {
-            Some((state, next)) => (state, Some(next)),
-            None => (State::default(), None),
+        // The checkpoint, then every frame after it: from the logs (closed ones by sequence, then trn.log)
+        // and from the generations at or after the checkpoint's cursor, merged by sequence.
+        let (mut state, covered, cursor) = match checkpoint::read(storage.as_ref())? {
+            Some(c) => (c.state, Some(c.next_seq), c.cursor),
+            None => (State::default(), None, Cursor::default()),
         };
         let mut logs: Vec<(u64, String)> =
             names.iter().filter_map(|n| parse_closed_log_name(n).map(|s| (s, n.clone()))).collect();
@@ -249,54 +249,118 @@ impl QueueDb {
         if names.iter().any(|n| n == LOG) {
             log_names.push(LOG.to_owned());
         }
-        if log_names.is_empty() && next_seq.is_none() && !open_gens.is_empty() {
+        if log_names.is_empty() && covered.is_none() && !open_gens.is_empty() {
             return Err(OpenError::Missing { file: storage.describe(LOG) });
         }
-        let mut frames: Vec<Vec<Record>> = Vec::new();
+        // (sequence, file, records) of every frame the checkpoint does not cover.
+        let mut frames: Vec<(u64, String, Vec<Record>)> = Vec::new();
+        // Files that end in a bad frame: only the last write can have been torn, so at most one may.
+        let mut torn: Vec<String> = Vec::new();
         for (i, name) in log_names.iter().enumerate() {
             let described = storage.describe(name);
             let file = storage.open(name, false).map_err(|e| OpenError::io(&described, e))?;
-            let scan = log::scan(file.as_ref(), &described)?;
+            if name == LOG && log::is_unwritten(file.as_ref()).map_err(|e| OpenError::io(&described, e))? {
+                // A crash while recovery was creating the fresh log: it holds nothing yet.
+                continue;
+            }
+            let (_, scan) = log::scan(file.as_ref(), &described)?;
             if scan.torn_bytes > 0 {
                 if i + 1 != log_names.len() {
                     return Err(OpenError::Corrupt {
                         file: described,
-                        offset: 0,
+                        offset: scan.end,
                         what: "a closed log file ends in a bad frame".to_owned(),
                     });
                 }
-                report.torn_bytes = scan.torn_bytes;
+                report.torn_bytes += scan.torn_bytes;
+                torn.push(described.clone());
             }
-            for (seq, frame) in (scan.header_seq..).zip(scan.frames) {
-                match next_seq {
-                    Some(expected) if seq < expected => continue,
-                    Some(expected) if seq > expected => {
-                        return Err(OpenError::Corrupt {
-                            file: described,
-                            offset: 0,
-                            what: format!("log frames {expected} to {} are missing", seq - 1),
-                        });
-                    }
-                    _ => {}
+            for f in scan.frames {
+                if let Some(r) =
+                    f.records.iter().find(|r| matches!(r, Record::Enqueue { .. } | Record::Relocate { .. }))
+                {
+                    return Err(OpenError::Corrupt {
+                        file: described,
+                        offset: f.offset,
+                        what: format!("frame {} stores a body in the log ({r:?})", f.seq),
+                    });
                 }
-                frames.push(frame);
-                next_seq = Some(seq + 1);
+                if covered.is_none_or(|c| f.seq >= c) {
+                    frames.push((f.seq, described.clone(), f.records));
+                }
             }
         }
-        // The last frame may have become durable before the bodies it refers to (the two syncs run side by
-        // side); then it was never acknowledged and is dropped like a torn tail.
-        if let Some(last) = frames.last()
-            && !bodies_intact(last, &open_gens)
-        {
-            frames.pop();
-            next_seq = next_seq.map(|n| n - 1);
-            report.last_frame_dropped = true;
+        let newest = gens.last().map(|(n, _)| *n);
+        let mut gen_ends: HashMap<u32, u64> = HashMap::new();
+        let mut scanned: Vec<u32> = open_gens.keys().copied().filter(|n| *n >= cursor.generation).collect();
+        scanned.sort_unstable();
+        for number in scanned {
+            let (name, file) = &open_gens[&number];
+            let described = storage.describe(name);
+            let start = if number == cursor.generation && cursor.offset > 0 {
+                cursor.offset
+            } else {
+                generation::GEN_HEADER_LEN
+            };
+            let scan = log::scan_frames(file.as_ref(), &described, start, headers[&number].salt, log::Order::Rising)?;
+            if scan.torn_bytes > 0 {
+                if Some(number) != newest {
+                    return Err(OpenError::Corrupt {
+                        file: described,
+                        offset: scan.end,
+                        what: "a generation that is not the newest ends in a bad frame".to_owned(),
+                    });
+                }
+                report.torn_bytes += scan.torn_bytes;
+                torn.push(described.clone());
+            }
+            gen_ends.insert(number, scan.end);
+            for f in scan.frames {
+                for r in &f.records {
+                    if let Record::Enqueue { body, .. } | Record::Relocate { body, .. } = r
+                        && (body.generation != number
+                            || body.offset < f.bodies.0
+                            || body.offset + body.len > f.bodies.1)
+                    {
+                        return Err(OpenError::Corrupt {
+                            file: described,
+                            offset: f.offset,
+                            what: format!("frame {} refers to a body outside itself", f.seq),
+                        });
+                    }
+                }
+                if covered.is_none_or(|c| f.seq >= c) {
+                    frames.push((f.seq, described.clone(), f.records));
+                }
+            }
+        }
+        if torn.len() > 1 {
+            return Err(OpenError::Corrupt {
+                file: torn.join(" and "),
+                offset: 0,
+                what: "more than one file ends in a bad frame; a crash tears only the last write".to_owned(),
+            });
+        }
+        frames.sort_by_key(|(seq, _, _)| *seq);
+        let mut next_seq = covered;
+        for (seq, file, _) in &frames {
+            if let Some(expected) = next_seq
+                && *seq != expected
+            {
+                let what = if *seq < expected {
+                    format!("frame {seq} appears twice")
+                } else {
+                    format!("frames {expected} to {} are missing before frame {seq}", seq - 1)
+                };
+                return Err(OpenError::Corrupt { file: file.clone(), offset: 0, what });
+            }
+            next_seq = Some(seq + 1);
         }
         report.frames = frames.len();
         // Generation numbers are never reused, also when the newest generation was already retired.
         let mut newest_generation = 0;
-        for frame in &frames {
-            for r in frame {
+        for (_, _, records) in &frames {
+            for r in records {
                 if let Record::Enqueue { body, .. } | Record::Relocate { body, .. } = r {
                     newest_generation = newest_generation.max(body.generation);
                 }
@@ -308,6 +372,17 @@ impl QueueDb {
         drop(frames);
         for name in unfinished {
             storage.remove(&name).map_err(|e| OpenError::io(&storage.describe(&name), e))?;
+        }
+        // A torn tail (or zeros of an extension that never got its data) is cut off, so that everything
+        // before the next checkpoint's cursor is good frames and a bad one found there later is damage.
+        for (number, end) in &gen_ends {
+            let (name, file) = &open_gens[number];
+            let len = file.len().map_err(|e| OpenError::io(&storage.describe(name), e))?;
+            if *end < len {
+                file.set_len(*end)
+                    .and_then(|()| file.sync_data())
+                    .map_err(|e| OpenError::io(&storage.describe(name), e))?;
+            }
         }
 
         for m in state.messages.values() {
@@ -326,29 +401,14 @@ impl QueueDb {
                 });
             }
         }
-
-        // Retire generations no live message uses and whose Safety Net hold has passed.
-        let referenced: std::collections::HashSet<u32> = state.messages.values().map(|m| m.body.generation).collect();
-        let hold_ms = (opts.safety_net_hold + opts.generation_interval).as_millis() as i64;
-        let now = now_ms();
-        for (number, (name, file)) in open_gens.iter() {
-            if referenced.contains(number) {
-                continue;
-            }
-            let mut h = [0u8; 8];
-            let created = file.read_exact_at(&mut h, 16).map(|()| i64::from_le_bytes(h)).unwrap_or(now);
-            if created + hold_ms < now {
-                storage.remove(name).map_err(|e| OpenError::io(&storage.describe(name), e))?;
-                report.generations_removed += 1;
-            }
-        }
-        open_gens.retain(|_, (name, _)| names.contains(name) && storage.open(name, false).is_ok());
         let next_generation = gens.last().map_or(1, |(n, _)| n + 1).max(newest_generation + 1);
 
-        // A checkpoint of the recovered state, then a fresh log: recovery next time starts from here.
+        // A checkpoint of the recovered state, then a fresh log: recovery next time starts from here. Only
+        // then may files go whose frames the old checkpoint did not cover.
         let high_water = state.next_mid + MID_HEADROOM;
         let salt = random_u64();
-        checkpoint::write(storage.as_ref(), &state, high_water, next_seq, random_u64())
+        let cursor = Cursor { generation: next_generation, offset: 0 };
+        checkpoint::write(storage.as_ref(), &state, high_water, next_seq, cursor, random_u64())
             .map_err(|e| OpenError::io(&storage.describe(checkpoint::CHECKPOINT), e))?;
         for name in log_names.iter().chain([LOG_NEXT.to_owned()].iter()) {
             match storage.remove(name) {
@@ -357,6 +417,18 @@ impl QueueDb {
                 Err(e) => return Err(OpenError::io(&storage.describe(name), e)),
             }
         }
+        // Retire generations no live message uses and whose Safety Net hold has passed.
+        let referenced: std::collections::HashSet<u32> = state.messages.values().map(|m| m.body.generation).collect();
+        let hold_ms = (opts.safety_net_hold + opts.generation_interval).as_millis() as i64;
+        let now = now_ms();
+        for (number, (name, _)) in open_gens.iter() {
+            if !referenced.contains(number) && headers[number].created_ms + hold_ms < now {
+                storage.remove(name).map_err(|e| OpenError::io(&storage.describe(name), e))?;
+                report.generations_removed += 1;
+            }
+        }
+        open_gens.retain(|_, (name, _)| names.contains(name) && storage.open(name, false).is_ok());
+
         let io = |e| OpenError::io(&storage.describe(LOG), e);
         let header = log::encode_header(&log::LogHeader { salt, first_seq: next_seq });
         let log_file = storage.open(LOG, true).map_err(io)?;
@@ -386,7 +458,7 @@ impl QueueDb {
             state,
             opts: opts.clone(),
         })
-        .map_err(|e| OpenError::io("syncer thread", e))?;
+        .map_err(|e| OpenError::io("queue database writer", e))?;
         let handle = std::thread::Builder::new()
             .name("queue-db-writer".into())
             .spawn(move || w.run(rx))
@@ -478,16 +550,6 @@ impl QueueDb {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
     }
-}
-
-/// Whether every body an `Enqueue` or `Relocate` of `frame` refers to is readable with its checksum.
-fn bodies_intact(frame: &[Record], gens: &HashMap<u32, (String, Arc<dyn StorageFile>)>) -> bool {
-    frame.iter().all(|r| match r {
-        Record::Enqueue { body, .. } | Record::Relocate { body, .. } => gens
-            .get(&body.generation)
-            .is_some_and(|(name, file)| generation::read_body(file.as_ref(), name, body).is_ok()),
-        _ => true,
-    })
 }
 
 /// A salt that differs per log file; not secret, only unpredictable to a sender of mail.

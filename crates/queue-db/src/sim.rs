@@ -34,6 +34,8 @@ struct Disk {
 #[derive(Clone, Default)]
 pub struct SimStorage {
     disk: Arc<Mutex<Disk>>,
+    /// A process's view ([`SimStorage::process`]): it dies with the next crash.
+    epoch: Option<u64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -44,6 +46,20 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl SimStorage {
     pub fn new() -> SimStorage {
         SimStorage::default()
+    }
+
+    /// The disk as one process sees it, until the next crash: after it, every operation through this view
+    /// fails, as a killed process does nothing more. Open each database on a view of its own.
+    pub fn process(&self) -> SimStorage {
+        let epoch = lock(&self.disk).epoch;
+        SimStorage { disk: self.disk.clone(), epoch: Some(epoch) }
+    }
+
+    fn alive(&self, d: &Disk) -> io::Result<()> {
+        match self.epoch {
+            Some(e) if e != d.epoch => Err(io::Error::other("the simulated process died in a crash")),
+            _ => Ok(()),
+        }
     }
 
     /// Fails the `n`th write from now (1 = the next one) with EIO.
@@ -170,6 +186,7 @@ impl StorageFile for SimHandle {
 impl Storage for SimStorage {
     fn open(&self, name: &str, create: bool) -> io::Result<Box<dyn StorageFile>> {
         let mut d = lock(&self.disk);
+        self.alive(&d)?;
         let file = match d.files.get(name) {
             Some(f) => f.clone(),
             None if create => d.files.entry(name.to_owned()).or_default().clone(),
@@ -179,18 +196,21 @@ impl Storage for SimStorage {
     }
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         let mut d = lock(&self.disk);
+        self.alive(&d)?;
         let f = d.files.remove(from).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
         d.files.insert(to.to_owned(), f);
         Ok(())
     }
     fn remove(&self, name: &str) -> io::Result<()> {
-        lock(&self.disk).files.remove(name).map(|_| ()).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+        let mut d = lock(&self.disk);
+        self.alive(&d)?;
+        d.files.remove(name).map(|_| ()).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
     }
     fn list(&self) -> io::Result<Vec<String>> {
         Ok(lock(&self.disk).files.keys().cloned().collect())
     }
     fn sync_dir(&self) -> io::Result<()> {
-        Ok(())
+        self.alive(&lock(&self.disk))
     }
     fn describe(&self, name: &str) -> String {
         format!("sim:{name}")

@@ -73,13 +73,13 @@ fn run_seed(seed: u64, opts: fn() -> Options) {
 fn run_seed_with(seed: u64, opts: fn() -> Options, fault: Fault) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let sim = SimStorage::new();
-    let storage: Arc<dyn Storage> = Arc::new(sim.clone());
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let model = Arc::new(Mutex::new(Model::default()));
     // Three crash cycles per seed: each reopen must see everything acknowledged so far.
     for cycle in 0..3 {
-        let (db, state, _) = QueueDb::open(storage.clone(), opts())
-            .unwrap_or_else(|e| panic!("seed {seed} cycle {cycle}: reopen failed: {e}"));
+        let storage: Arc<dyn Storage> = Arc::new(sim.process());
+        let (db, state, _) =
+            QueueDb::open(storage, opts()).unwrap_or_else(|e| panic!("seed {seed} cycle {cycle}: reopen failed: {e}"));
         check(&db, &state, &model.lock().unwrap(), seed, cycle);
         let crash_after = 5 + rng.below(60);
         let body_seed = rng.next();
@@ -220,32 +220,38 @@ fn acknowledged_messages_are_exact_after_clean_reopen() {
 
 #[test]
 fn damage_before_the_tail_is_refused_with_file_and_offset() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let sim = SimStorage::new();
-    let storage: Arc<dyn Storage> = Arc::new(sim.clone());
-    let (db, _, _) = QueueDb::open(storage.clone(), options()).unwrap();
-    rt.block_on(async {
-        for _ in 0..5 {
-            let mid = db.allocate_mid();
-            db.enqueue(mid, SUBMISSION, envelope(mid), b"hello\r\n".to_vec()).await.unwrap();
-        }
-        db.close().await;
-    });
-    let mut log = sim.contents("trn.log").unwrap();
-    // Inside the first frame (the header is 32 bytes): good frames follow it.
-    let middle = 32 + 30;
-    log[middle] ^= 0x40;
-    sim.set_contents("trn.log", log);
-    let err = QueueDb::open(storage, options()).unwrap_err().to_string();
-    assert!(err.contains("trn.log") && err.contains("offset"), "{err}");
+    // Enqueues are frames in the generation, finishes are frames in the log: damage the first frame of
+    // each in turn, with good frames after it, and a crash (no checkpoint at a clean stop covers them).
+    for target in ["gen-", "trn.log"] {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let sim = SimStorage::new();
+        let (db, _, _) = QueueDb::open(Arc::new(sim.process()), options()).unwrap();
+        rt.block_on(async {
+            for i in 0..5 {
+                let mid = db.allocate_mid();
+                db.enqueue(mid, SUBMISSION, envelope(mid), b"hello\r\n".to_vec()).await.unwrap();
+                if i < 3 {
+                    db.commit(vec![Record::CopyDone { mid, queue: SUBMISSION }]).await.unwrap();
+                }
+            }
+        });
+        sim.crash(|_, _| false);
+        drop(db);
+        let name = sim_names(&sim).into_iter().find(|n| n.starts_with(target)).unwrap();
+        let mut bytes = sim.contents(&name).unwrap();
+        // Inside the first frame (both headers are 32 bytes): good frames follow it.
+        bytes[32 + 30] ^= 0x40;
+        sim.set_contents(&name, bytes);
+        let err = QueueDb::open(Arc::new(sim.process()), options()).unwrap_err().to_string();
+        assert!(err.contains(&name) && err.contains("offset 32"), "{err}");
+    }
 }
 
 #[test]
 fn a_failed_sync_is_never_acknowledged() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let sim = SimStorage::new();
-    let storage: Arc<dyn Storage> = Arc::new(sim.clone());
-    let (db, _, _) = QueueDb::open(storage.clone(), options()).unwrap();
+    let (db, _, _) = QueueDb::open(Arc::new(sim.process()), options()).unwrap();
     rt.block_on(async {
         let mid = db.allocate_mid();
         db.enqueue(mid, SUBMISSION, envelope(mid), b"one\r\n".to_vec()).await.unwrap();
@@ -257,7 +263,7 @@ fn a_failed_sync_is_never_acknowledged() {
         assert!(db.enqueue(mid3, SUBMISSION, envelope(mid3), b"three\r\n".to_vec()).await.is_err());
     });
     sim.crash(|_, _| false);
-    let (_, state, _) = QueueDb::open(storage, options()).unwrap();
+    let (_, state, _) = QueueDb::open(Arc::new(sim.process()), options()).unwrap();
     assert_eq!(state.messages.len(), 1);
 }
 
@@ -311,4 +317,44 @@ fn defragmentation_moves_live_bodies_forward_and_retires_the_old_generation() {
 
 fn sim_names(sim: &SimStorage) -> Vec<String> {
     sluice_queue_db::Storage::list(sim).unwrap()
+}
+
+#[test]
+fn a_generation_is_retired_only_once_a_checkpoint_covers_its_frames() {
+    // Checkpoints only when retirement needs one: a finished generation holds the frames of its enqueues,
+    // which recovery needs until a checkpoint covers them.
+    let opts = || Options {
+        generation_interval: std::time::Duration::from_millis(50),
+        safety_net_hold: std::time::Duration::ZERO,
+        maintenance_interval: std::time::Duration::ZERO,
+        checkpoint_interval: std::time::Duration::from_secs(3600),
+        ..Options::default()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let sim = SimStorage::new();
+    let (db, _, _) = QueueDb::open(Arc::new(sim.process()), opts()).unwrap();
+    let first = rt.block_on(async {
+        let mut mids = Vec::new();
+        for _ in 0..5 {
+            let mid = db.allocate_mid();
+            db.enqueue(mid, SUBMISSION, envelope(mid), b"finished\r\n".to_vec()).await.unwrap();
+            db.commit(vec![Record::CopyDone { mid, queue: SUBMISSION }]).await.unwrap();
+            mids.push(mid);
+        }
+        let first: Vec<String> = sim_names(&sim).into_iter().filter(|n| n.starts_with("gen-")).collect();
+        tokio::time::sleep(std::time::Duration::from_millis(80)).await;
+        // New mail opens the next generation; the first one is finished and due.
+        let mid = db.allocate_mid();
+        db.enqueue(mid, SUBMISSION, envelope(mid), b"live\r\n".to_vec()).await.unwrap();
+        db.commit(vec![]).await.unwrap();
+        first
+    });
+    assert_eq!(first.len(), 1);
+    let now = sim_names(&sim);
+    assert!(!now.contains(&first[0]), "the finished generation was retired: {now:?}");
+    sim.crash(|_, _| false);
+    drop(db);
+    let (_, state, _) = QueueDb::open(Arc::new(sim.process()), opts())
+        .unwrap_or_else(|e| panic!("reopen after retirement failed: {e}"));
+    assert_eq!(state.messages.len(), 1, "only the live message is left");
 }
