@@ -61,13 +61,12 @@ pub(crate) fn read_header(file: &dyn StorageFile, name: &str) -> Result<GenHeade
     Ok(GenHeader { created_ms: word(16..24) as i64, salt: word(24..32) })
 }
 
-/// Appends `body` to the bodies of a frame whose bodies start at file offset `bodies_at`; returns where it
-/// will be.
-pub(crate) fn encode_body(generation: u32, bodies_at: u64, body: &[u8], out: &mut Vec<u8>) -> BodyRef {
-    let r =
-        BodyRef { generation, offset: bodies_at + out.len() as u64, len: body.len() as u64, crc: crc32c::crc32c(body) };
-    out.extend_from_slice(body);
-    r
+/// Appends `body` to a frame being built in `frame` (header room included) that will be written at file
+/// offset `frame_at`; returns where the body will be.
+pub(crate) fn encode_body(generation: u32, frame_at: u64, body: &[u8], frame: &mut Vec<u8>) -> BodyRef {
+    let offset = frame_at + frame.len() as u64;
+    frame.extend_from_slice(body);
+    BodyRef { generation, offset, len: body.len() as u64, crc: crc32c::crc32c(body) }
 }
 
 /// Reads and verifies a body.

@@ -50,24 +50,30 @@ pub(crate) fn encode_header_with(magic: &[u8; 8], h: &LogHeader) -> Vec<u8> {
 
 /// Appends one frame holding `bodies` and `records` (already encoded, `count` of them) to `out`.
 pub(crate) fn encode_frame(salt: u64, seq: u64, count: u32, bodies: &[u8], records: &[u8], out: &mut Vec<u8>) {
-    let len = (bodies.len() + records.len() + 8) as u32;
-    let body_len = bodies.len() as u32;
-    let mut crc = crc32c::crc32c(&salt.to_le_bytes());
-    crc = crc32c::crc32c_append(crc, &seq.to_le_bytes());
-    crc = crc32c::crc32c_append(crc, &len.to_le_bytes());
-    crc = crc32c::crc32c_append(crc, &count.to_le_bytes());
-    crc = crc32c::crc32c_append(crc, &body_len.to_le_bytes());
-    crc = crc32c::crc32c_append(crc, bodies);
-    crc = crc32c::crc32c_append(crc, records);
+    let start = out.len();
     out.reserve(FRAME_BODIES_AT as usize + bodies.len() + records.len());
-    out.extend_from_slice(&FRAME_MAGIC.to_le_bytes());
-    out.extend_from_slice(&seq.to_le_bytes());
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(&count.to_le_bytes());
-    out.extend_from_slice(&body_len.to_le_bytes());
+    out.resize(start + FRAME_BODIES_AT as usize, 0);
     out.extend_from_slice(bodies);
+    finish_frame(salt, seq, count, records, out, start);
+}
+
+/// Completes the frame that starts at `out[start]`: room for its header and then its bodies are already
+/// there (so that bodies are copied once, straight into the frame); appends the records and fills in the
+/// header and checksum.
+pub(crate) fn finish_frame(salt: u64, seq: u64, count: u32, records: &[u8], out: &mut Vec<u8>, start: usize) {
+    let body_len = (out.len() - start - FRAME_BODIES_AT as usize) as u32;
     out.extend_from_slice(records);
+    let len = (out.len() - start - FRAME_HEADER_LEN as usize) as u32;
+    let f = &mut out[start..];
+    f[0..4].copy_from_slice(&FRAME_MAGIC.to_le_bytes());
+    f[4..12].copy_from_slice(&seq.to_le_bytes());
+    f[12..16].copy_from_slice(&len.to_le_bytes());
+    f[20..24].copy_from_slice(&count.to_le_bytes());
+    f[24..28].copy_from_slice(&body_len.to_le_bytes());
+    let mut crc = crc32c::crc32c(&salt.to_le_bytes());
+    crc = crc32c::crc32c_append(crc, &f[4..16]);
+    crc = crc32c::crc32c_append(crc, &f[FRAME_HEADER_LEN as usize..]);
+    f[16..20].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// One good frame found by a scan.

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::checkpoint::Cursor;
 use crate::generation;
-use crate::log::{FRAME_BODIES_AT, LOG_HEADER_LEN, encode_frame};
+use crate::log::{FRAME_BODIES_AT, LOG_HEADER_LEN, finish_frame};
 use crate::record::{BodyRef, Envelope, Mid, QueueId, Record};
 use crate::state::State;
 use crate::storage::{Storage, StorageFile};
@@ -138,7 +138,8 @@ struct DefragJob {
 /// One flush's bytes and bookkeeping, built by `prepare`.
 #[derive(Default)]
 struct Prepared {
-    bodies: Vec<u8>,
+    /// The frame being built: room for its header, then the bodies (the records are added at the end).
+    frame: Vec<u8>,
     records: Vec<u8>,
     /// The records, to apply to the state once they are durable.
     applied: Vec<Record>,
@@ -332,11 +333,15 @@ impl Writer {
         if batch.is_empty() {
             return;
         }
-        let mut out = Prepared { waiters: Vec::with_capacity(batch.len()), ..Prepared::default() };
+        let mut out = Prepared {
+            frame: vec![0; FRAME_BODIES_AT as usize],
+            waiters: Vec::with_capacity(batch.len()),
+            ..Prepared::default()
+        };
         let started = Instant::now();
         let ops = batch.len();
         let result = self.prepare(batch, &mut out);
-        let Prepared { bodies, mut records, mut applied, mut count, waiters, max_mid, to_generation } = out;
+        let Prepared { mut frame, mut records, mut applied, mut count, waiters, max_mid, to_generation } = out;
         let result = result.and_then(|()| {
             if let Some(mid) = max_mid
                 && mid + MID_HEADROOM / 2 >= self.high_water
@@ -347,11 +352,11 @@ impl Writer {
                 applied.push(r);
                 count += 1;
             }
-            self.write(to_generation, &bodies, &records, count)
+            self.write(to_generation, &mut frame, &records, count)
         });
         let took = started.elapsed();
         if took > SLOW_FLUSH {
-            tracing::warn!(ms = took.as_millis() as u64, ops, body_bytes = bodies.len(), "slow queue database commit");
+            tracing::warn!(ms = took.as_millis() as u64, ops, frame_bytes = frame.len(), "slow queue database commit");
         }
         // The waiters are answered first: what follows (the state, rotation, maintenance) is bookkeeping
         // that the next flush, not this one's clients, waits for.
@@ -393,7 +398,7 @@ impl Writer {
     }
 
     fn prepare(&mut self, batch: &mut Vec<Op>, out: &mut Prepared) -> Result<(), CommitError> {
-        let Prepared { bodies, records, applied, count, waiters, max_mid, to_generation } = out;
+        let Prepared { frame, records, applied, count, waiters, max_mid, to_generation } = out;
         let mut failure = self.failed.clone().map(CommitError::Failed);
         if failure.is_none()
             && batch.iter().any(|op| matches!(op, Op::Enqueue { .. }))
@@ -408,9 +413,8 @@ impl Writer {
                         let _ = reply.send(Err(failure.clone().unwrap_or(CommitError::Closed)));
                         continue;
                     };
-                    // The frame goes at the generation's end; its bodies follow the frame's header.
-                    let body_ref =
-                        generation::encode_body(current.number, current.end + FRAME_BODIES_AT, &body, bodies);
+                    // The frame goes at the generation's end.
+                    let body_ref = generation::encode_body(current.number, current.end, &body, frame);
                     let r = Record::Enqueue { mid, queue, envelope: *envelope, body: body_ref };
                     r.encode(records);
                     applied.push(r);
@@ -446,18 +450,23 @@ impl Writer {
     /// Writes one frame and fdatasyncs it: into the current generation, with the bodies, when
     /// `to_generation`, else into the log. One file, one sync: the frame's checksum covers its bodies, so a
     /// torn flush is a bad frame, whichever of its pages reached the disk.
-    fn write(&mut self, to_generation: bool, bodies: &[u8], records: &[u8], count: u32) -> Result<(), CommitError> {
+    fn write(
+        &mut self,
+        to_generation: bool,
+        frame: &mut Vec<u8>,
+        records: &[u8],
+        count: u32,
+    ) -> Result<(), CommitError> {
         if count == 0 {
             return Ok(());
         }
         if to_generation {
             let current = self.current.as_ref().ok_or(CommitError::Closed)?;
-            let mut frame = Vec::new();
-            encode_frame(current.salt, self.seq, count, bodies, records, &mut frame);
+            finish_frame(current.salt, self.seq, count, records, frame, 0);
             let (file, at, allocated) = (current.file.clone(), current.end, current.allocated);
             let end = at + frame.len() as u64;
             let fill = if frame.len() < PREALLOCATE_BELOW && end > allocated { end + GEN_PREALLOCATION } else { end };
-            let written = file.write_at(&frame, at).and_then(|()| {
+            let written = file.write_at(frame, at).and_then(|()| {
                 // Zeros after the frame read as the end of the generation at recovery, like a torn tail.
                 if fill > end { file.write_at(&vec![0u8; (fill - end) as usize], end) } else { Ok(()) }
             });
@@ -472,11 +481,10 @@ impl Writer {
                 current.allocated = current.allocated.max(fill);
             }
         } else {
-            let mut frame = Vec::with_capacity(records.len() + FRAME_BODIES_AT as usize);
-            encode_frame(self.salt, self.seq, count, &[], records, &mut frame);
+            finish_frame(self.salt, self.seq, count, records, frame, 0);
             let logged = self
                 .preallocate_log(frame.len() as u64)
-                .and_then(|()| self.log.write_at(&frame, self.log_end))
+                .and_then(|()| self.log.write_at(frame, self.log_end))
                 .and_then(|()| self.log.sync_data());
             if let Err(e) = logged {
                 let _ = self.log.set_len(self.log_end);
@@ -632,18 +640,18 @@ impl Writer {
         self.ensure_generation().map_err(|e| e.to_string())?;
         let current = self.current.as_ref().ok_or("no current generation")?;
         let (number, end) = (current.number, current.end);
-        let mut out = Vec::new();
+        let mut out = vec![0; FRAME_BODIES_AT as usize];
         let mut records = Vec::new();
         let mut applied = Vec::new();
         for (mid, body) in bodies {
             let data = generation::read_body(from, name, body).map_err(|e| e.to_string())?;
-            let new = generation::encode_body(number, end + FRAME_BODIES_AT, &data, &mut out);
+            let new = generation::encode_body(number, end, &data, &mut out);
             let r = Record::Relocate { mid: *mid, body: new };
             r.encode(&mut records);
             applied.push(r);
         }
-        let bytes = out.len() as u64;
-        self.write(true, &out, &records, applied.len() as u32).map_err(|e| e.to_string())?;
+        let bytes = (out.len() - FRAME_BODIES_AT as usize) as u64;
+        self.write(true, &mut out, &records, applied.len() as u32).map_err(|e| e.to_string())?;
         for r in &applied {
             self.apply(r);
         }

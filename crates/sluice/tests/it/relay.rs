@@ -119,7 +119,8 @@ fn the_queue_database_shrinks_after_delivery_without_a_restart() {
         sink.port
     ));
     let body = format!("Subject: s\r\n\r\n{}\r\n", "y".repeat(4000));
-    let total = 2000;
+    // `SLUICE_SHRINK_MESSAGES=20000` is the size issue #4 names; CI runs 2,000.
+    let total: usize = std::env::var("SLUICE_SHRINK_MESSAGES").ok().and_then(|s| s.parse().ok()).unwrap_or(2000);
     std::thread::scope(|scope| {
         for _ in 0..4 {
             let (s, body) = (&s, &body);
