@@ -63,6 +63,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/queues", get(list_queues))
         .route("/api/v1/queues/{identity}", get(get_queue))
         .route("/api/v1/messages", get(list_messages))
+        .route("/api/v1/alerts", get(list_alerts))
         .route("/api/v1/config/reload", post(reload))
         .route("/api/v1/database/defrag", post(defrag))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
@@ -209,4 +210,41 @@ async fn defrag(State(s): State<Arc<AdminState>>) -> Result<Json<api::DefragResu
         bytes_moved: r.bytes_moved,
         interrupted: r.interrupted,
     }))
+}
+
+#[derive(Deserialize)]
+struct AlertsQuery {
+    since: Option<String>,
+    severity: Option<String>,
+    class: Option<String>,
+}
+
+/// `GET /api/v1/alerts?since=&severity=&class=`: recent alerts, oldest first. `since` is RFC 3339;
+/// `severity` keeps that severity and the more urgent ones.
+async fn list_alerts(
+    State(state): State<Arc<AdminState>>,
+    Query(q): Query<AlertsQuery>,
+) -> Result<Json<api::List<api::Alert>>, ApiError> {
+    use sluice_transport::{AlertClass, Severity};
+    let since = match q.since.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(sluice_transport::alerts::parse_time(s).ok_or_else(|| {
+            bad_request(format!("since: {s:?} is not an RFC 3339 time such as 2026-12-01T15:00:00Z"))
+        })?),
+    };
+    let severity = match q.severity.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(
+            Severity::parse(s)
+                .ok_or_else(|| bad_request(format!("severity: {s:?} is not one of Critical, Warning, Information")))?,
+        ),
+    };
+    let class = match q.class.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(AlertClass::parse(s).ok_or_else(|| {
+            let names: Vec<&str> = AlertClass::ALL.iter().map(|c| c.as_str()).collect();
+            bad_request(format!("class: {s:?} is not one of {}", names.join(", ")))
+        })?),
+    };
+    Ok(Json(api::List { items: state.transport.alerts().list(since, severity, class), next: None }))
 }

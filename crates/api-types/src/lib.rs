@@ -92,3 +92,20 @@ pub struct DefragResult {
     /// It stopped at `online_defrag_time_to_run`; the next run goes on.
     pub interrupted: bool,
 }
+
+/// An alert (spec 06): `GET /api/v1/alerts`, and one line of `alerts.log`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Alert {
+    pub id: u64,
+    /// RFC 3339, UTC.
+    pub time: String,
+    /// `System`, `Hardware`, `Updater`, `Anti-Virus`, `Anti-Spam`, `Queue` or `Back Pressure`.
+    pub class: String,
+    /// `Critical`, `Warning` or `Information`.
+    pub severity: String,
+    pub text: String,
+    /// Repeats of this alert suppressed since it was last raised.
+    pub suppressed: u64,
+    pub server: String,
+    pub version: String,
+}

@@ -53,6 +53,60 @@ pub fn rfc3339(ms: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", s / 3600, s % 3600 / 60, s % 60, ms.rem_euclid(1000))
 }
 
+/// Parses RFC 3339 (`2026-11-22T05:34:05Z`, optional fraction, `Z` or a `+hh:mm`/`-hh:mm` offset) into
+/// milliseconds since the epoch.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = s.get(r)?;
+        part.bytes().all(|c| c.is_ascii_digit()).then(|| part.parse().ok())?
+    };
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let (y, mo, d, h, mi, sec) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut ms = 0;
+    if b.get(i) == Some(&b'.') {
+        let start = i + 1;
+        i = start;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        let frac = s.get(start..i).filter(|f| !f.is_empty())?;
+        ms = format!("{frac:0<3}")[..3].parse::<i64>().ok()?;
+    }
+    let offset = match s.get(i..)? {
+        "Z" | "z" => 0,
+        o if o.len() == 6 && matches!(o.as_bytes()[0], b'+' | b'-') && o.as_bytes()[3] == b':' => {
+            let m = num(i + 1..i + 3)? * 60 + num(i + 4..i + 6)?;
+            if o.starts_with('-') { -m } else { m }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(y, mo, d);
+    Some(((days * 86_400 + h * 3600 + mi * 60 + sec) - offset * 60) * 1000 + ms)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// `YYYY-MM-DD` (UTC).
 pub fn date(ms: i64) -> String {
     let (y, m, d) = civil_from_days(ms.div_euclid(1000).div_euclid(86_400));
@@ -86,5 +140,25 @@ mod format_tests {
         assert_eq!(rfc3339(1_795_326_845_123), "2026-11-22T05:54:05.123Z");
         assert_eq!(rfc5322(1_795_326_845_123), "Sun, 22 Nov 2026 05:54:05 +0000");
         assert_eq!(date(0), "1970-01-01");
+    }
+
+    #[test]
+    fn rfc3339_parses_what_it_formats_and_offsets() {
+        for ms in [0, 951_868_799_000, 1_795_326_845_123] {
+            assert_eq!(parse_rfc3339(&rfc3339(ms)), Some(ms));
+        }
+        assert_eq!(parse_rfc3339("2026-11-22T05:54:05Z"), Some(1_795_326_845_000));
+        assert_eq!(parse_rfc3339("2026-11-22T06:54:05+01:00"), Some(1_795_326_845_000));
+        assert_eq!(parse_rfc3339("2026-11-22T05:54:05.5Z"), Some(1_795_326_845_500));
+        for bad in [
+            "",
+            "2026-11-22",
+            "2026-13-22T05:54:05Z",
+            "2026-11-22T05:54:05",
+            "2026-11-22T05:54:05.Z",
+            "x026-11-22T05:54:05Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
     }
 }

@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use sluice_api_types as api;
 use sluice_config::{Config, Loaded, MailboxStoreKind};
 use sluice_queue_db::{FsStorage, Options, QueueDb};
-use sluice_transport::{Routing, Tracking, Transport};
+use sluice_transport::{AlertClass, Alerts, Routing, Severity, Tracking, Transport};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -105,7 +105,20 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
         ..Options::default()
     };
     let started = Instant::now();
-    let (db, state, report) = QueueDb::open(Arc::new(storage), options)?;
+    let alerts = Alerts::open(
+        &config.server.data_dir.join("logs"),
+        &config.server.name,
+        env!("CARGO_PKG_VERSION"),
+        config.alerts.max_repeat_interval,
+    )
+    .with_context(|| format!("opening {}", config.server.data_dir.join("logs").join("alerts.log").display()))?;
+    let (db, state, report) = match QueueDb::open(Arc::new(storage), options) {
+        Ok(opened) => opened,
+        Err(e) => {
+            alerts.raise(AlertClass::System, Severity::Critical, format!("sluice cannot start: {e}"));
+            return Err(e.into());
+        }
+    };
     tracing::info!(
         messages = state.messages.len(),
         frames = report.frames,
@@ -116,12 +129,27 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
         "queue database recovered"
     );
     if report.torn_bytes > 0 {
-        tracing::warn!(bytes = report.torn_bytes, "the last, unacknowledged log write was torn and was discarded");
+        alerts.raise(
+            AlertClass::System,
+            Severity::Information,
+            format!(
+                "recovery after a crash: the last, unacknowledged write ({} bytes) was torn and was discarded",
+                report.torn_bytes
+            ),
+        );
     }
     let tracking = Tracking::start(config.server.data_dir.join("tracking")).context("starting the tracking log")?;
     let agent = sluice_delivery::Agent { hostname: config.server.hostname.as_str().into() };
-    let transport =
-        Transport::start(db, state, routing(&config), Arc::new(agent), tracking, config.server.name.clone());
+    let recovered = state.messages.len();
+    let transport = Transport::start(
+        db,
+        state,
+        routing(&config),
+        Arc::new(agent),
+        tracking,
+        config.server.name.clone(),
+        alerts.clone(),
+    );
 
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -170,6 +198,11 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "sluice is ready"
     );
+    alerts.raise(
+        AlertClass::System,
+        Severity::Information,
+        format!("sluice {} started with {recovered} queued messages", env!("CARGO_PKG_VERSION")),
+    );
 
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -211,7 +244,15 @@ fn reloader(
                 (Some(p), _) | (None, Some(p)) => Config::from_file(p),
                 (None, None) => Config::discover(None),
             }
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| {
+                let why = e.to_string();
+                transport.alerts().raise(
+                    AlertClass::System,
+                    Severity::Warning,
+                    format!("configuration not reloaded, the old one stays: {why}"),
+                );
+                why
+            })?;
             let (new, restart_required) = {
                 let mut cur = current.lock().unwrap_or_else(|e| e.into_inner());
                 let restart_required = cur.restart_required_changes(&loaded.config);

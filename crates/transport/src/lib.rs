@@ -6,6 +6,7 @@
 //! **API boundary**: this crate knows nothing about HTTP or the CLI; it returns the admin API's JSON types
 //! (`sluice-api-types`) for listings because those are plain data.
 
+pub mod alerts;
 mod categorizer;
 mod delivery;
 mod queue;
@@ -24,6 +25,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use alerts::{AlertClass, Alerts, Severity};
 pub use delivery::{BoxFuture, DeliveryAgent, DeliveryConnection, Outbound, RecipientOutcome};
 pub use queue::{DeliveryType, MessageStatus, NextHopSolutionKey, QueueStatus};
 pub use routing::{AcceptedDomain, Limits, MailboxStore, Route, Routing, SendConnector, StoreKind, Target};
@@ -44,6 +46,7 @@ pub(crate) struct Inner {
     agent: Arc<dyn DeliveryAgent>,
     categorizer_wake: Notify,
     server_name: String,
+    alerts: Alerts,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -91,6 +94,7 @@ impl Transport {
         agent: Arc<dyn DeliveryAgent>,
         tracking: Tracking,
         server_name: String,
+        alerts: Alerts,
     ) -> Transport {
         let mut qs = Queues { next_queue_id: FIRST_DELIVERY_QUEUE, ..Queues::default() };
         let mut resubmit: Vec<Record> = Vec::new();
@@ -165,6 +169,7 @@ impl Transport {
             agent,
             categorizer_wake: Notify::new(),
             server_name,
+            alerts,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
@@ -200,11 +205,31 @@ impl Transport {
         self.inner.db.allocate_mid()
     }
 
+    /// The alerts of this server.
+    pub fn alerts(&self) -> &Alerts {
+        &self.inner.alerts
+    }
+
     /// Stores a received message in Submission. Returns once it is durable: only then may the client be
     /// told `250`.
     pub async fn submit(&self, mid: Mid, envelope: Envelope, body: Vec<u8>) -> Result<(), CommitError> {
         let size = body.len();
-        let body_ref = self.inner.db.enqueue(mid, SUBMISSION, envelope.clone(), body).await?;
+        let body_ref = match self.inner.db.enqueue(mid, SUBMISSION, envelope.clone(), body).await {
+            Ok(r) => r,
+            Err(e) => {
+                if let CommitError::Failed(why) = &e {
+                    self.inner.alerts.raise_keyed(
+                        "queue-database-failed",
+                        AlertClass::System,
+                        Severity::Critical,
+                        format!(
+                            "the queue database stopped committing; mail is refused with 451 until a restart: {why}"
+                        ),
+                    );
+                }
+                return Err(e);
+            }
+        };
         let envelope = Arc::new(envelope);
         for event_id in ["RECEIVE", "SUBMIT"] {
             let mut ev = self.inner.event(event_id, mid, &envelope);

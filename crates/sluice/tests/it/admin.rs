@@ -69,3 +69,40 @@ fn defragmentation_runs_on_demand() {
     let (status, _) = http(s.admin, "POST", "/api/v1/database/defrag", &[], "");
     assert_eq!(status, 400, "a cross-site post is refused");
 }
+
+#[test]
+fn alerts_are_logged_listed_filtered_and_kept_across_a_restart() {
+    let mut s = Server::start("");
+    let all = s.get_json("/api/v1/alerts");
+    let started = &all["items"][0];
+    assert_eq!(started["class"], "System");
+    assert_eq!(started["severity"], "Information");
+    assert_eq!(started["server"], "mx");
+    assert!(started["text"].as_str().unwrap().contains("started"), "{all}");
+    // A reload that fails leaves the old configuration and raises a Warning.
+    let good = std::fs::read_to_string(s.config_path()).unwrap();
+    std::fs::write(s.config_path(), format!("{good}\n[transport]\nno_such_key = 1\n")).unwrap();
+    let (status, body) = http(s.admin, "POST", "/api/v1/config/reload", &[("X-Sluice-Request", "1")], "");
+    assert!(status >= 400, "{status} {body}");
+    std::fs::write(s.config_path(), &good).unwrap();
+    let warnings = s.get_json("/api/v1/alerts?severity=Warning");
+    let items = warnings["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "Information is filtered out: {warnings}");
+    assert!(items[0]["text"].as_str().unwrap().contains("no_such_key"), "{warnings}");
+    assert_eq!(s.get_json("/api/v1/alerts?class=back_pressure")["items"].as_array().unwrap().len(), 0);
+    assert_eq!(s.get_json("/api/v1/alerts?since=2999-01-01T00:00:00Z")["items"].as_array().unwrap().len(), 0);
+    assert_eq!(s.get_json("/api/v1/alerts?since=2000-01-01T00:00:00Z")["items"].as_array().unwrap().len(), 2);
+    for bad in ["severity=bogus", "class=nope", "since=yesterday"] {
+        let (status, body) = s.get(&format!("/api/v1/alerts?{bad}"));
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"].is_string(), "{body}");
+    }
+    let log = std::fs::read_to_string(s.data().join("logs").join("alerts.log")).unwrap();
+    assert_eq!(log.lines().count(), 2, "{log}");
+    // After a restart the earlier alerts are still listed and ids go on.
+    s.kill9();
+    s.spawn();
+    let items = s.get_json("/api/v1/alerts")["items"].as_array().unwrap().clone();
+    let ids: Vec<u64> = items.iter().map(|a| a["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, [1, 2, 3], "{items:?}");
+}
