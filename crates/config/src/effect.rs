@@ -37,8 +37,11 @@ pub const NOT_YET_IN_EFFECT: &[&str] = &[
     "antivirus.*",
     "quarantine.*",
     "updater.*",
-    "alerts.*",
-    "back_pressure.*",
+    "alerts.work_queue_pause_alert_after",
+    "alerts.work_queue_stuck_after",
+    "alerts.email_to",
+    "alerts.smtp_host",
+    "alerts.webhook_url",
     "tracking.max_age",
     "debug.fault_injection",
 ];

@@ -30,7 +30,7 @@ pub use record::{
     BodyRef, Envelope, FIRST_DELIVERY_QUEUE, Mid, POISON, QueueId, QueueKey, Recipient, Record, SUBMISSION, UNREACHABLE,
 };
 pub use state::{State, StoredCopy, StoredMessage, StoredQueue};
-pub use storage::{FsStorage, Storage, StorageFile};
+pub use storage::{FsStorage, Storage, StorageFile, is_disk_full};
 pub use time::now_ms;
 
 use checkpoint::Cursor;
@@ -75,6 +75,9 @@ pub struct Options {
     pub maintenance_interval: Duration,
     /// Capacity of the commit channel.
     pub queue_depth: usize,
+    /// Least size of each of the two reserve files (`trnres00001.jrs`, `trnres00002.jrs`); they grow to
+    /// half a checkpoint each when the live state is larger.
+    pub reserve_size: u64,
 }
 
 impl Default for Options {
@@ -88,6 +91,7 @@ impl Default for Options {
             checkpoint_interval: Duration::from_secs(30),
             maintenance_interval: Duration::from_secs(1),
             queue_depth: 8192,
+            reserve_size: 1 << 20,
         }
     }
 }
@@ -125,6 +129,9 @@ pub enum CommitError {
     Closed,
     #[error("the queue database stopped committing: {0}")]
     Failed(String),
+    /// The disk is full: this commit was refused, nothing of it is kept, and the database goes on.
+    #[error("the queue database is out of disk space")]
+    DiskFull,
 }
 
 /// Why a body could not be read.
@@ -185,6 +192,8 @@ pub struct Stats {
     pub flushes: std::sync::atomic::AtomicU64,
     /// Operations (enqueues and commits) carried by those flushes.
     pub operations: std::sync::atomic::AtomicU64,
+    /// Generations retired before their Safety Net hold ended, for want of disk space.
+    pub safety_net_evicted: std::sync::atomic::AtomicU64,
 }
 
 /// An open queue database. Cheap to clone; all clones share the writer.
@@ -192,6 +201,8 @@ pub struct Stats {
 pub struct QueueDb {
     tx: mpsc::Sender<Op>,
     stats: Arc<Stats>,
+    storage: Arc<dyn Storage>,
+    disk_full: Arc<std::sync::atomic::AtomicBool>,
     relocated: Relocations,
     generations: Generations,
     next_mid: Arc<std::sync::atomic::AtomicU64>,
@@ -214,6 +225,13 @@ impl QueueDb {
         for leftover in [checkpoint::CHECKPOINT_NEW, LOG_NEW] {
             if names.iter().any(|n| n == leftover) {
                 storage.remove(leftover).map_err(|e| OpenError::io(&storage.describe(leftover), e))?;
+            }
+        }
+        // The reserve files are released for recovery (its checkpoint and fresh log need room on a full disk)
+        // and recreated by the writer when there is space.
+        for reserve in writer::RESERVES {
+            if names.iter().any(|n| n == reserve) {
+                storage.remove(reserve).map_err(|e| OpenError::io(&storage.describe(reserve), e))?;
             }
         }
         let gens = generation::list(storage.as_ref()).map_err(|e| OpenError::io(&storage.describe(""), e))?;
@@ -444,8 +462,10 @@ impl QueueDb {
         let (tx, rx) = mpsc::channel(opts.queue_depth.max(1));
         let stats = Arc::new(Stats::default());
         let relocated: Relocations = Arc::default();
-        let w = Writer::new(WriterInit {
+        let disk_full = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut w = Writer::new(WriterInit {
             stats: stats.clone(),
+            disk_full: disk_full.clone(),
             relocated: relocated.clone(),
             storage: storage.clone(),
             log: log_file,
@@ -459,6 +479,7 @@ impl QueueDb {
             opts: opts.clone(),
         })
         .map_err(|e| OpenError::io("queue database writer", e))?;
+        w.recreate_reserves();
         let handle = std::thread::Builder::new()
             .name("queue-db-writer".into())
             .spawn(move || w.run(rx))
@@ -466,6 +487,8 @@ impl QueueDb {
         let db = QueueDb {
             tx,
             stats,
+            storage,
+            disk_full,
             relocated,
             generations,
             next_mid: Arc::new(std::sync::atomic::AtomicU64::new(returned.next_mid)),
@@ -477,6 +500,24 @@ impl QueueDb {
     /// The writer's counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// Whether the disk ran full and has not recovered yet (reserve files released): new mail should be
+    /// refused (`452 4.3.1`) until it clears by itself.
+    pub fn disk_full(&self) -> bool {
+        self.disk_full.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Free bytes on the database's file system.
+    pub fn free_space(&self) -> std::io::Result<u64> {
+        self.storage.free_space()
+    }
+
+    /// Retires every finished generation now, whatever its Safety Net hold (disk pressure); returns how many.
+    pub async fn evict_safety_net(&self) -> Result<u64, CommitError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Op::EvictSafetyNet { reply }).await.map_err(|_| CommitError::Closed)?;
+        rx.await.map_err(|_| CommitError::Closed)
     }
 
     /// A new MID. MIDs are never reused, also across crashes: recovery starts above the persisted

@@ -26,6 +26,8 @@ struct Disk {
     syncs: u64,
     fail_write_at: Option<u64>,
     fail_sync_at: Option<u64>,
+    /// Bytes the disk holds at most (all files' lengths together); writes past it fail with ENOSPC.
+    capacity: Option<u64>,
     /// Raised by every crash; handles opened before it fail, as a dead process's would.
     epoch: u64,
 }
@@ -66,6 +68,16 @@ impl SimStorage {
     pub fn fail_write_after(&self, n: u64) {
         let mut d = lock(&self.disk);
         d.fail_write_at = Some(d.writes + n);
+    }
+
+    /// Limits the disk to `bytes` (the sum of all files' lengths); `None` lifts the limit.
+    pub fn set_capacity(&self, bytes: Option<u64>) {
+        lock(&self.disk).capacity = bytes;
+    }
+
+    /// Bytes used by all files.
+    pub fn used(&self) -> u64 {
+        used(&lock(&self.disk))
     }
 
     /// Fails the `n`th sync from now with EIO.
@@ -119,6 +131,10 @@ impl SimStorage {
     }
 }
 
+fn used(d: &Disk) -> u64 {
+    d.files.values().map(|f| lock(f).written.len() as u64).sum()
+}
+
 /// The length to keep when unsynced pages past the synced length were partly kept: up to the last
 /// nonzero byte.
 fn trailing_kept(bytes: &[u8], synced_len: usize) -> usize {
@@ -153,8 +169,15 @@ impl StorageFile for SimHandle {
         if d.fail_write_at == Some(d.writes) {
             return Err(io::Error::other("injected write failure"));
         }
-        let mut f = lock(&self.file);
         let end = offset as usize + buf.len();
+        let current = lock(&self.file).written.len();
+        if let Some(cap) = d.capacity
+            && end > current
+            && used(&d) + (end - current) as u64 > cap
+        {
+            return Err(io::Error::from(io::ErrorKind::StorageFull));
+        }
+        let mut f = lock(&self.file);
         if f.written.len() < end {
             f.written.resize(end, 0);
         }
@@ -178,6 +201,13 @@ impl StorageFile for SimHandle {
     fn set_len(&self, len: u64) -> io::Result<()> {
         let d = lock(&self.disk);
         self.check(&d)?;
+        let current = lock(&self.file).written.len() as u64;
+        if let Some(cap) = d.capacity
+            && len > current
+            && used(&d) + (len - current) > cap
+        {
+            return Err(io::Error::from(io::ErrorKind::StorageFull));
+        }
         lock(&self.file).written.resize(len as usize, 0);
         Ok(())
     }
@@ -214,5 +244,9 @@ impl Storage for SimStorage {
     }
     fn describe(&self, name: &str) -> String {
         format!("sim:{name}")
+    }
+    fn free_space(&self) -> io::Result<u64> {
+        let d = lock(&self.disk);
+        Ok(d.capacity.map_or(u64::MAX, |cap| cap.saturating_sub(used(&d))))
     }
 }

@@ -19,6 +19,13 @@ pub trait Storage: Send + Sync + 'static {
     fn sync_dir(&self) -> io::Result<()>;
     /// Where the files are, for messages to people.
     fn describe(&self, name: &str) -> String;
+    /// Bytes free for this directory's files (what an unprivileged writer may still use).
+    fn free_space(&self) -> io::Result<u64>;
+}
+
+/// Whether an error means the file system is full (ENOSPC, or EDQUOT: the same thing to a writer).
+pub fn is_disk_full(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::StorageFull || e.kind() == io::ErrorKind::QuotaExceeded
 }
 
 /// One open file: positional reads and writes, so that readers and the writer share it without a cursor.
@@ -113,5 +120,9 @@ impl Storage for FsStorage {
     }
     fn describe(&self, name: &str) -> String {
         self.dir.join(name).display().to_string()
+    }
+    fn free_space(&self) -> io::Result<u64> {
+        let st = rustix::fs::statvfs(&self.dir)?;
+        Ok(st.f_bavail.saturating_mul(st.f_frsize))
     }
 }

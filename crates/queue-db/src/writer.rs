@@ -16,7 +16,7 @@ use crate::generation;
 use crate::log::{FRAME_BODIES_AT, LOG_HEADER_LEN, finish_frame};
 use crate::record::{BodyRef, Envelope, Mid, QueueId, Record};
 use crate::state::State;
-use crate::storage::{Storage, StorageFile};
+use crate::storage::{Storage, StorageFile, is_disk_full};
 use crate::time::now_ms;
 use crate::{CommitError, MID_HEADROOM};
 
@@ -34,6 +34,10 @@ pub(crate) enum Op {
     },
     Close {
         reply: oneshot::Sender<()>,
+    },
+    /// Retire every finished generation now, Safety Net hold or not (disk pressure).
+    EvictSafetyNet {
+        reply: oneshot::Sender<u64>,
     },
     /// Online defragmentation until the deadline.
     Defrag {
@@ -75,6 +79,7 @@ struct CurrentGeneration {
 /// What the writer starts with, from recovery and the options.
 pub(crate) struct WriterInit {
     pub(crate) stats: Arc<crate::Stats>,
+    pub(crate) disk_full: Arc<std::sync::atomic::AtomicBool>,
     pub(crate) relocated: crate::Relocations,
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) log: Box<dyn StorageFile>,
@@ -91,6 +96,12 @@ pub(crate) struct WriterInit {
 
 pub(crate) struct Writer {
     stats: Arc<crate::Stats>,
+    /// Set while the reserve files are (partly) released: the disk ran full and has not recovered.
+    disk_full: Arc<std::sync::atomic::AtomicBool>,
+    /// Reserve files present.
+    reserves: usize,
+    /// An eviction is running (it may checkpoint, which may need space: no eviction inside it).
+    evicting: bool,
     /// Bodies moved by defragmentation, for readers holding an old `BodyRef`.
     relocated: crate::Relocations,
     /// A defragmentation in progress: one batch runs whenever no commit is waiting.
@@ -119,6 +130,8 @@ pub(crate) struct Writer {
     finished_at: HashMap<u32, i64>,
     /// The first sequence not covered by the last checkpoint.
     checkpoint_seq: u64,
+    /// The size of the last checkpoint, which the reserve files are sized to.
+    checkpoint_bytes: u64,
     /// The generation of the last checkpoint's cursor: older generations hold only frames it covers, so
     /// only they may be retired (a retired generation's frames must never be needed by recovery).
     covered_generation: u32,
@@ -171,6 +184,9 @@ impl Writer {
             .unwrap_or_default();
         Ok(Writer {
             stats: init.stats,
+            disk_full: init.disk_full,
+            reserves: 0,
+            evicting: false,
             relocated: init.relocated,
             defrag: None,
             storage: init.storage,
@@ -190,6 +206,7 @@ impl Writer {
             finished_at,
             checkpoint_seq: init.seq,
             covered_generation: init.next_generation,
+            checkpoint_bytes: 0,
             last_checkpoint: Instant::now(),
             last_maintenance: Instant::now(),
             opts: init.opts,
@@ -281,6 +298,7 @@ impl Writer {
         }
         match op {
             Op::Defrag { deadline, reply } => self.start_defrag(deadline, reply),
+            Op::EvictSafetyNet { reply } => drop(reply.send(self.evict_safety_net())),
             op => batch.push(op),
         }
         while batch.len() < batch_size {
@@ -291,6 +309,7 @@ impl Writer {
                     return true;
                 }
                 Ok(Op::Defrag { deadline, reply }) => self.start_defrag(deadline, reply),
+                Ok(Op::EvictSafetyNet { reply }) => drop(reply.send(self.evict_safety_net())),
                 Ok(op) => batch.push(op),
                 Err(_) => break,
             }
@@ -341,19 +360,44 @@ impl Writer {
         let started = Instant::now();
         let ops = batch.len();
         let result = self.prepare(batch, &mut out);
-        let Prepared { mut frame, mut records, mut applied, mut count, waiters, max_mid, to_generation } = out;
-        let result = result.and_then(|()| {
+        let Prepared { mut frame, mut records, mut applied, mut count, mut waiters, max_mid, to_generation } = out;
+        let mut result = result.and_then(|()| {
+            let mut high_water = None;
             if let Some(mid) = max_mid
                 && mid + MID_HEADROOM / 2 >= self.high_water
             {
-                self.high_water = mid + MID_HEADROOM;
-                let r = Record::MidHighWater { next: self.high_water };
+                let r = Record::MidHighWater { next: mid + MID_HEADROOM };
                 r.encode(&mut records);
                 applied.push(r);
                 count += 1;
+                high_water = Some(mid + MID_HEADROOM);
             }
-            self.write(to_generation, &mut frame, &records, count)
+            let written = self.write(to_generation, &mut frame, &records, count);
+            // The mark moves only once it is durable, so that it is never ahead of what a crash keeps.
+            if let (Ok(()), Some(h)) = (&written, high_water) {
+                self.high_water = h;
+            }
+            written
         });
+        if matches!(result, Err(CommitError::DiskFull)) && to_generation {
+            // The bodies did not fit. What needs no new space is still committed, in the log: above all the
+            // delivery outcomes, which are what frees space again.
+            let (refused, rest): (Vec<Waiter>, Vec<Waiter>) =
+                waiters.into_iter().partition(|w| matches!(w, Waiter::Body(..)));
+            for w in refused {
+                if let Waiter::Body(tx, _) = w {
+                    let _ = tx.send(Err(CommitError::DiskFull));
+                }
+            }
+            waiters = rest;
+            applied.retain(|r| !matches!(r, Record::Enqueue { .. } | Record::MidHighWater { .. }));
+            let mut records = Vec::new();
+            for r in &applied {
+                r.encode(&mut records);
+            }
+            let mut frame = vec![0; FRAME_BODIES_AT as usize];
+            result = self.write(false, &mut frame, &records, applied.len() as u32);
+        }
         let took = started.elapsed();
         if took > SLOW_FLUSH {
             tracing::warn!(ms = took.as_millis() as u64, ops, frame_bytes = frame.len(), "slow queue database commit");
@@ -442,6 +486,7 @@ impl Writer {
                 Op::Close { reply } => drop(reply.send(())),
                 // Handled by `run` before a batch is prepared.
                 Op::Defrag { reply, .. } => drop(reply.send(crate::DefragReport::default())),
+                Op::EvictSafetyNet { reply } => drop(reply.send(0)),
             }
         }
         Ok(())
@@ -465,16 +510,32 @@ impl Writer {
             finish_frame(current.salt, self.seq, count, records, frame, 0);
             let (file, at, allocated) = (current.file.clone(), current.end, current.allocated);
             let end = at + frame.len() as u64;
-            let fill = if frame.len() < PREALLOCATE_BELOW && end > allocated { end + GEN_PREALLOCATION } else { end };
-            let written = file.write_at(frame, at).and_then(|()| {
+            let len_before = file.len().unwrap_or(allocated);
+            let written = self.retry_when_full(Keep::Last, |_| file.write_at(frame, at));
+            if let Err(e) = written {
+                if is_disk_full(&e) {
+                    // Nothing was acknowledged and nothing is lost: the partial frame is cut off and the
+                    // batch refused; the database goes on committing what needs no new space.
+                    let _ = file.set_len(len_before.max(at));
+                    return Err(self.out_of_space());
+                }
+                return Err(self.fail(format!("writing a generation file: {e}")));
+            }
+            let mut fill = end;
+            if frame.len() < PREALLOCATE_BELOW && end > allocated {
                 // Zeros after the frame read as the end of the generation at recovery, like a torn tail.
-                if fill > end { file.write_at(&vec![0u8; (fill - end) as usize], end) } else { Ok(()) }
-            });
-            if let Err(e) = written.and_then(|()| file.sync_data()) {
+                // Without space for them the frame is simply appended.
+                match file.write_at(&vec![0u8; GEN_PREALLOCATION as usize], end) {
+                    Ok(()) => fill = end + GEN_PREALLOCATION,
+                    Err(e) if is_disk_full(&e) => drop(file.set_len(end)),
+                    Err(e) => return Err(self.fail(format!("writing a generation file: {e}"))),
+                }
+            }
+            if let Err(e) = file.sync_data() {
                 // A failed fsync leaves the page cache in an unknown state (the kernel may have dropped the
                 // dirty pages): stop committing until a restart recovers from what is on disk. The bytes
                 // past `end` are a bad frame that recovery treats as the torn tail.
-                return Err(self.fail(format!("writing a generation file: {e}")));
+                return Err(self.fail(format!("syncing a generation file: {e}")));
             }
             if let Some(current) = self.current.as_mut() {
                 current.end = end;
@@ -482,13 +543,25 @@ impl Writer {
             }
         } else {
             finish_frame(self.salt, self.seq, count, records, frame, 0);
-            let logged = self
-                .preallocate_log(frame.len() as u64)
-                .and_then(|()| self.log.write_at(frame, self.log_end))
-                .and_then(|()| self.log.sync_data());
-            if let Err(e) = logged {
-                let _ = self.log.set_len(self.log_end);
+            let needed = frame.len() as u64;
+            // Without space for more zero-filled log, the frame is appended as it is (zeros are never worth a
+            // reserve).
+            match self.preallocate_log(needed) {
+                Err(e) if is_disk_full(&e) => drop(self.log.set_len(self.log_end.max(self.log_allocated))),
+                Err(e) => return Err(self.fail(format!("writing the transaction log: {e}"))),
+                Ok(()) => {}
+            }
+            let at = self.log_end;
+            if let Err(e) = self.retry_when_full(Keep::None, |w| w.log.write_at(frame, at)) {
+                let _ = self.log.set_len(self.log_end.max(self.log_allocated));
+                if is_disk_full(&e) {
+                    return Err(self.out_of_space());
+                }
                 return Err(self.fail(format!("writing the transaction log: {e}")));
+            }
+            self.log_allocated = self.log_allocated.max(at + needed);
+            if let Err(e) = self.log.sync_data() {
+                return Err(self.fail(format!("syncing the transaction log: {e}")));
             }
             self.log_end += frame.len() as u64;
         }
@@ -664,6 +737,13 @@ impl Writer {
         if self.failed.is_some() {
             return;
         }
+        if self.disk_full.load(std::sync::atomic::Ordering::Relaxed) {
+            // While the disk is full, finished mail does not wait for its Safety Net hold.
+            self.evict_safety_net();
+        }
+        if self.reserves < RESERVES.len() || self.disk_full.load(std::sync::atomic::Ordering::Relaxed) {
+            self.recreate_reserves();
+        }
         // A generation older than the interval is closed even when no new mail comes, so that it can retire.
         if self.current.as_ref().is_some_and(|g| g.opened.elapsed() >= self.opts.generation_interval) {
             self.close_generation();
@@ -737,13 +817,15 @@ impl Writer {
 
     /// Writes the live state as the checkpoint and deletes the closed logs it covers.
     fn checkpoint(&mut self) -> std::io::Result<()> {
-        self.rotate()?;
+        self.retry_when_full(Keep::None, |w| w.rotate())?;
         let cursor = match &self.current {
             Some(g) => Cursor { generation: g.number, offset: g.end },
             None => Cursor { generation: self.next_generation, offset: 0 },
         };
         let salt = crate::random_u64();
-        crate::checkpoint::write(self.storage.as_ref(), &self.state, self.high_water, self.seq, cursor, salt)?;
+        self.checkpoint_bytes = self.retry_when_full(Keep::None, |w| {
+            crate::checkpoint::write(w.storage.as_ref(), &w.state, w.high_water, w.seq, cursor, salt)
+        })?;
         for name in self.storage.list()? {
             if crate::parse_closed_log_name(&name).is_some_and(|first| first < self.seq) {
                 self.storage.remove(&name)?;
@@ -777,6 +859,115 @@ impl Writer {
         Ok(())
     }
 
+    /// Creates the missing reserve files when there is room for them and a margin as large again; once
+    /// both are back, the disk-full state ends and intake resumes.
+    pub(crate) fn recreate_reserves(&mut self) {
+        // Each reserve holds at least half a checkpoint, so that with both released a checkpoint (which
+        // retirement needs, and retirement is what frees space) can always be written.
+        let size = self.opts.reserve_size.max(self.checkpoint_bytes / 2 + (64 << 10));
+        let len = |w: &Writer, name: &str| w.storage.open(name, false).and_then(|f| f.len()).ok();
+        let lens: Vec<Option<u64>> = RESERVES.iter().map(|r| len(self, r)).collect();
+        self.reserves = lens.iter().filter(|l| l.is_some()).count();
+        let missing: u64 = lens.iter().map(|l| size.saturating_sub(l.unwrap_or(0))).sum();
+        // Room for what is missing and a margin of two reserves more: below that the disk stays "full", so
+        // that intake does not flap on and off at the edge.
+        let free = self.storage.free_space().unwrap_or(0);
+        let room = free >= missing + 2 * size;
+        if missing > 0 && room {
+            for (name, l) in RESERVES.iter().zip(&lens) {
+                if l.is_some_and(|l| l >= size) {
+                    continue;
+                }
+                match create_reserve(self.storage.as_ref(), name, size) {
+                    Ok(()) => self.reserves += usize::from(l.is_none()),
+                    Err(e) => {
+                        if l.is_none() {
+                            let _ = self.storage.remove(name);
+                        }
+                        tracing::warn!(file = name, error = %e, "cannot create a reserve file");
+                        break;
+                    }
+                }
+            }
+        }
+        let whole = RESERVES.len() == self.reserves;
+        self.set_disk_full(!whole || !room);
+    }
+
+    /// Releases one reserve file; false when none is left. The last one is kept for `Keep::Last` work.
+    fn release_reserve(&mut self, keep: Keep) -> bool {
+        if keep == Keep::Last && self.reserves <= 1 {
+            return false;
+        }
+        for name in RESERVES.iter().rev() {
+            if self.storage.remove(name).is_ok() {
+                self.reserves = self.reserves.saturating_sub(1);
+                let _ = self.storage.sync_dir();
+                tracing::error!(file = name, "the queue database's disk is full: a reserve file was released");
+                self.set_disk_full(true);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Runs `op`; when it fails for want of space, evicts the Safety Net or releases a reserve file and runs
+    /// it once more.
+    fn retry_when_full<T>(
+        &mut self,
+        keep: Keep,
+        mut op: impl FnMut(&mut Writer) -> std::io::Result<T>,
+    ) -> std::io::Result<T> {
+        match op(self) {
+            Err(e) if is_disk_full(&e) => {
+                self.set_disk_full(true);
+                // Finished mail held for the Safety Net is the first thing to give up.
+                let evicted = if self.evicting { 0 } else { self.evict_safety_net() };
+                if evicted > 0 || self.release_reserve(keep) { op(self) } else { Err(e) }
+            }
+            r => r,
+        }
+    }
+
+    fn set_disk_full(&mut self, full: bool) {
+        let was = self.disk_full.swap(full, std::sync::atomic::Ordering::Relaxed);
+        if was && !full {
+            tracing::info!("the queue database has space again: reserve files recreated, intake resumes");
+        }
+    }
+
+    fn out_of_space(&mut self) -> CommitError {
+        self.set_disk_full(true);
+        CommitError::DiskFull
+    }
+
+    /// Retires every finished generation now, whatever its Safety Net hold; returns how many.
+    fn evict_safety_net(&mut self) -> u64 {
+        let current = self.current.as_ref().map(|g| g.number);
+        let finished: Vec<u32> =
+            self.finished_at.keys().copied().filter(|g| Some(*g) != current && !self.live.contains_key(g)).collect();
+        if finished.is_empty() {
+            return 0;
+        }
+        for g in &finished {
+            self.finished_at.insert(*g, i64::MIN / 2);
+        }
+        let before = self.generations.read().map(|g| g.len()).unwrap_or(0);
+        self.evicting = true;
+        self.retire_generations();
+        self.evicting = false;
+        let after = self.generations.read().map(|g| g.len()).unwrap_or(0);
+        let evicted = before.saturating_sub(after) as u64;
+        if evicted > 0 {
+            self.stats.safety_net_evicted.fetch_add(evicted, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(
+                generations = evicted,
+                "disk pressure: Safety Net generations evicted before their hold ended"
+            );
+        }
+        evicted
+    }
+
     fn fail(&mut self, why: String) -> CommitError {
         self.failed = Some(why.clone());
         CommitError::Failed(why)
@@ -803,16 +994,24 @@ impl Writer {
         let created = now_ms();
         let name = generation::file_name(number, created);
         let salt = crate::random_u64();
-        let opened = (|| {
-            let file: Arc<dyn StorageFile> = Arc::from(self.storage.open(&name, true)?);
+        let opened = self.retry_when_full(Keep::Last, |w| {
+            let file: Arc<dyn StorageFile> = Arc::from(w.storage.open(&name, true)?);
             let header = generation::encode_header(number, created, salt);
             file.set_len(0)?;
             file.write_at(&header, 0)?;
             file.sync_data()?;
-            self.storage.sync_dir()?;
+            w.storage.sync_dir()?;
             Ok::<_, std::io::Error>(file)
-        })();
-        let file = opened.map_err(|e| self.fail(format!("creating generation {name}: {e}")))?;
+        });
+        let file = match opened {
+            Ok(f) => f,
+            Err(e) if is_disk_full(&e) => {
+                // Nothing refers to it: it goes, and the batch is refused for want of space.
+                let _ = self.storage.remove(&name);
+                return Err(self.out_of_space());
+            }
+            Err(e) => return Err(self.fail(format!("creating generation {name}: {e}"))),
+        };
         self.next_generation += 1;
         if let Ok(mut gens) = self.generations.write() {
             gens.insert(number, (name, file.clone()));
@@ -856,4 +1055,31 @@ fn spin_recv(rx: &mut mpsc::Receiver<Op>) -> Option<Op> {
             Err(mpsc::error::TryRecvError::Empty) => std::hint::spin_loop(),
         }
     }
+}
+
+/// What a write that meets a full disk may not take.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// New bodies leave the last reserve alone: it is for the records that free space (delivery
+    /// outcomes), checkpoints and a clean stop.
+    Last,
+    None,
+}
+
+/// Reserve files: space set aside so that in-flight commits, checkpoints and a clean stop can finish when
+/// the disk runs full.
+pub(crate) const RESERVES: [&str; 2] = ["trnres00001.jrs", "trnres00002.jrs"];
+
+fn create_reserve(storage: &dyn Storage, name: &str, size: u64) -> std::io::Result<()> {
+    let file = storage.open(name, true)?;
+    file.set_len(0)?;
+    let zeros = vec![0u8; 64 * 1024];
+    let mut at = 0;
+    while at < size {
+        let n = (size - at).min(zeros.len() as u64) as usize;
+        file.write_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    file.sync_data()?;
+    storage.sync_dir()
 }

@@ -195,6 +195,10 @@ impl Session {
         };
         match self.transport.submit(mid, envelope, body).await {
             Ok(()) => self.reply(Reply::new(250, "2.0.0", format!("Ok: queued as {mid}"))),
+            Err(sluice_queue_db::CommitError::DiskFull) => {
+                tracing::warn!("message not stored: the queue database's disk is full");
+                self.reply(Reply::new(452, "4.3.1", "Insufficient system storage, try again later"));
+            }
             Err(e) => {
                 tracing::error!(error = %e, "message not stored");
                 self.reply(Reply::new(451, "4.3.0", "Temporary storage failure, try again later"));

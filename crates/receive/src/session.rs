@@ -9,6 +9,7 @@ use std::time::Duration;
 use sluice_queue_db::Recipient;
 use sluice_smtp::{Address, Command, LineStatus, Reply, ReversePath, find_line};
 use sluice_transport::Transport;
+use sluice_transport::pressure::Level as BackPressure;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -268,6 +269,12 @@ impl Session {
         }
         if params.size.is_some_and(|s| s > self.policy.connector.max_message_size) {
             return self.reply(Reply::new(552, "5.3.4", "Message size exceeds the fixed maximum message size"));
+        }
+        // Back pressure (spec 04): High refuses all new mail, Medium the mail of clients outside
+        // relay_networks. The connection stays; the client tries again later.
+        let level = self.transport.back_pressure();
+        if level == BackPressure::High || (level == BackPressure::Medium && !self.relay_client) {
+            return self.reply(Reply::new(452, "4.3.1", "Insufficient system resources, try again later"));
         }
         self.tx = Some(Transaction {
             from,

@@ -150,6 +150,7 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
         config.server.name.clone(),
         alerts.clone(),
     );
+    transport.set_back_pressure_thresholds(thresholds(&config));
 
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -226,6 +227,23 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
     Ok(())
 }
 
+/// `[back_pressure]` as the transport uses it.
+fn thresholds(config: &Config) -> sluice_transport::pressure::Thresholds {
+    let b = &config.back_pressure;
+    sluice_transport::pressure::Thresholds {
+        check_interval: b.check_interval,
+        disk_free_medium: b.disk_free_medium,
+        disk_free_high: b.disk_free_high,
+        disk_free_normal: b.disk_free_normal,
+        memory_medium_percent: b.memory_medium_percent,
+        memory_high_percent: b.memory_high_percent,
+        memory_normal_percent: b.memory_normal_percent,
+        submission_queue_medium: b.submission_queue_medium,
+        submission_queue_high: b.submission_queue_high,
+        submission_queue_normal: b.submission_queue_normal,
+    }
+}
+
 fn reloader(
     explicit: Option<PathBuf>,
     source: Option<PathBuf>,
@@ -265,6 +283,7 @@ fn reloader(
             }
             policies.update(&new);
             transport.set_routing(routing(&new)).await;
+            transport.set_back_pressure_thresholds(thresholds(&new));
             Ok(api::ReloadResult { reloaded: true, restart_required, not_yet_in_effect: loaded.not_yet_in_effect })
         })
     })

@@ -9,6 +9,7 @@
 pub mod alerts;
 mod categorizer;
 mod delivery;
+pub mod pressure;
 mod queue;
 mod routing;
 mod tracking;
@@ -47,6 +48,8 @@ pub(crate) struct Inner {
     categorizer_wake: Notify,
     server_name: String,
     alerts: Alerts,
+    pressure: pressure::BackPressure,
+    thresholds: RwLock<pressure::Thresholds>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -170,6 +173,8 @@ impl Transport {
             categorizer_wake: Notify::new(),
             server_name,
             alerts,
+            pressure: pressure::BackPressure::default(),
+            thresholds: RwLock::new(pressure::Thresholds::default()),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
@@ -192,6 +197,8 @@ impl Transport {
                 }
             }
         });
+        let inner = t.inner.clone();
+        t.inner.tasks.spawn(watch_pressure(inner));
         let ids: Vec<QueueId> = t.inner.lock().delivery.keys().copied().collect();
         for qid in ids {
             delivery::kick(&t.inner, qid);
@@ -210,6 +217,16 @@ impl Transport {
         &self.inner.alerts
     }
 
+    /// The back pressure level now: what new mail is refused.
+    pub fn back_pressure(&self) -> pressure::Level {
+        self.inner.pressure.level()
+    }
+
+    /// The `[back_pressure]` thresholds (at start and on reload).
+    pub fn set_back_pressure_thresholds(&self, t: pressure::Thresholds) {
+        *self.inner.thresholds.write().unwrap_or_else(|e| e.into_inner()) = t;
+    }
+
     /// Stores a received message in Submission. Returns once it is durable: only then may the client be
     /// told `250`.
     pub async fn submit(&self, mid: Mid, envelope: Envelope, body: Vec<u8>) -> Result<(), CommitError> {
@@ -217,6 +234,13 @@ impl Transport {
         let body_ref = match self.inner.db.enqueue(mid, SUBMISSION, envelope.clone(), body).await {
             Ok(r) => r,
             Err(e) => {
+                if matches!(e, CommitError::DiskFull) {
+                    // Refuse new mail at once; the monitor lowers the level again when space returns.
+                    let (before, _) = self.inner.pressure.set(pressure::Resource::Disk, pressure::Level::High);
+                    if before != pressure::Level::High {
+                        disk_full_alert(&self.inner);
+                    }
+                }
                 if let CommitError::Failed(why) = &e {
                     self.inner.alerts.raise_keyed(
                         "queue-database-failed",
@@ -494,5 +518,106 @@ fn merge_submission_copies(copies: &mut Vec<Copy>) {
         m.recipients.sort_unstable();
         m.recipients.dedup();
         copies.push(m);
+    }
+}
+
+fn disk_full_alert(inner: &Inner) {
+    inner.alerts.raise_keyed(
+        "queue-database-disk-full",
+        AlertClass::Hardware,
+        Severity::Critical,
+        "the queue database's disk is full: a reserve file was released, in-flight commits finish, new mail \
+         gets 452 4.3.1 until space returns",
+    );
+}
+
+/// Checks the back pressure resources every `check_interval` and alerts on every change of level.
+async fn watch_pressure(inner: Arc<Inner>) {
+    use pressure::{Level, Resource, falling, rising};
+    loop {
+        let interval = inner.thresholds.read().unwrap_or_else(|e| e.into_inner()).check_interval;
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = inner.shutdown.cancelled() => return,
+        }
+        let t = *inner.thresholds.read().unwrap_or_else(|e| e.into_inner());
+        let mut reasons = Vec::new();
+        // Disk: the Safety Net gives way before the level rises.
+        let was = inner.pressure.of(Resource::Disk);
+        let mut disk = match inner.db.free_space() {
+            Ok(free) => {
+                let mut level = falling(was, free, t.disk_free_medium, t.disk_free_high, t.disk_free_normal);
+                if level > Level::Normal || inner.db.disk_full() {
+                    let evicted = inner.db.evict_safety_net().await.unwrap_or(0);
+                    if evicted > 0 {
+                        inner.alerts.raise_keyed(
+                            "safety-net-evicted",
+                            AlertClass::BackPressure,
+                            Severity::Warning,
+                            format!("disk pressure: {evicted} Safety Net generations removed before their hold ended"),
+                        );
+                        let free = inner.db.free_space().unwrap_or(free);
+                        level = falling(was, free, t.disk_free_medium, t.disk_free_high, t.disk_free_normal);
+                    }
+                }
+                if level > Level::Normal {
+                    reasons.push(format!("{} MB free for the queue database", free / 1_000_000));
+                }
+                level
+            }
+            Err(_) => was,
+        };
+        if inner.db.disk_full() {
+            if was != Level::High {
+                disk_full_alert(&inner);
+            }
+            disk = Level::High;
+            reasons.push("the queue database's disk is full".to_owned());
+        }
+        let mem_was = inner.pressure.of(Resource::Memory);
+        let memory = match pressure::memory_percent() {
+            Some(p) => {
+                let l = rising(
+                    mem_was,
+                    p,
+                    t.memory_medium_percent.into(),
+                    t.memory_high_percent.into(),
+                    t.memory_normal_percent.into(),
+                );
+                if l > Level::Normal {
+                    reasons.push(format!("resident memory at {p}% of physical memory"));
+                }
+                l
+            }
+            None => mem_was,
+        };
+        let submission_len = inner.lock().submission.len() as u64;
+        let submission = rising(
+            inner.pressure.of(Resource::Submission),
+            submission_len,
+            t.submission_queue_medium,
+            t.submission_queue_high,
+            t.submission_queue_normal,
+        );
+        if submission > Level::Normal {
+            reasons.push(format!("{submission_len} messages in Submission"));
+        }
+        let before = inner.pressure.level();
+        inner.pressure.set(Resource::Disk, disk);
+        inner.pressure.set(Resource::Memory, memory);
+        let (_, now) = inner.pressure.set(Resource::Submission, submission);
+        if before != now {
+            let (severity, what) = match now {
+                Level::High => (Severity::Critical, "all new mail gets 452 4.3.1"),
+                Level::Medium => (Severity::Warning, "new mail from outside relay_networks gets 452 4.3.1"),
+                Level::Normal => (Severity::Information, "new mail is accepted again"),
+            };
+            let why = if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join("; ")) };
+            inner.alerts.raise(
+                AlertClass::BackPressure,
+                severity,
+                format!("back pressure {} -> {}: {what}{why}", before.as_str(), now.as_str()),
+            );
+        }
     }
 }

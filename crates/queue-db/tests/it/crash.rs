@@ -358,3 +358,66 @@ fn a_generation_is_retired_only_once_a_checkpoint_covers_its_frames() {
         .unwrap_or_else(|e| panic!("reopen after retirement failed: {e}"));
     assert_eq!(state.messages.len(), 1, "only the live message is left");
 }
+
+#[test]
+fn a_full_disk_refuses_new_mail_keeps_what_was_acknowledged_and_recovers_by_itself() {
+    let opts = || Options {
+        generation_interval: std::time::Duration::from_millis(100),
+        safety_net_hold: std::time::Duration::from_secs(3600),
+        maintenance_interval: std::time::Duration::ZERO,
+        reserve_size: 64 << 10,
+        ..Options::default()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let sim = SimStorage::new();
+    sim.set_capacity(Some(1 << 20));
+    let (db, _, _) = QueueDb::open(Arc::new(sim.process()), opts()).unwrap();
+    assert!(sim_names(&sim).iter().filter(|n| n.ends_with(".jrs")).count() == 2, "reserves created");
+    let body = |mid: u64| -> Vec<u8> { (0..4000).map(|i| (i as u64 ^ mid) as u8).collect() };
+    let acked = rt.block_on(async {
+        let mut acked = Vec::new();
+        for i in 0..1000 {
+            let mid = db.allocate_mid();
+            match db.enqueue(mid, SUBMISSION, envelope(mid), body(mid)).await {
+                Ok(_) => acked.push(mid),
+                Err(sluice_queue_db::CommitError::DiskFull) => break,
+                Err(e) => panic!("enqueue {i}: {e}"),
+            }
+            if i % 20 == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+        acked
+    });
+    assert!(acked.len() > 50 && acked.len() < 1000, "the disk ran full after {} messages", acked.len());
+    assert!(db.disk_full(), "the database says so");
+    assert!(sim_names(&sim).iter().filter(|n| n.ends_with(".jrs")).count() < 2, "a reserve was released");
+    let keep: Vec<u64> = acked[acked.len() - 3..].to_vec();
+    rt.block_on(async {
+        // Delivery outcomes need no new space: they are committed while the disk is full.
+        for mid in &acked[..acked.len() - 3] {
+            db.commit(vec![Record::CopyDone { mid: *mid, queue: SUBMISSION }]).await.unwrap();
+        }
+        // Finished generations go (the Safety Net gives way), the reserves come back, intake resumes.
+        let mut resumed = false;
+        for _ in 0..200 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            db.commit(vec![]).await.unwrap();
+            if !db.disk_full() {
+                resumed = true;
+                break;
+            }
+        }
+        assert!(resumed, "still full: {:?}, {} bytes used", sim_names(&sim), sim.used());
+        let mid = db.allocate_mid();
+        db.enqueue(mid, SUBMISSION, envelope(mid), body(mid)).await.unwrap();
+    });
+    assert_eq!(sim_names(&sim).iter().filter(|n| n.ends_with(".jrs")).count(), 2, "reserves recreated");
+    sim.crash(|_, _| false);
+    drop(db);
+    let (db, state, _) = QueueDb::open(Arc::new(sim.process()), opts()).unwrap();
+    for mid in &keep {
+        assert_eq!(db.read_body(&state.messages[mid].body).unwrap(), body(*mid), "acknowledged and kept");
+    }
+    assert_eq!(state.messages.len(), 4, "the three kept and the one after recovery");
+}

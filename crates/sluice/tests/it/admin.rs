@@ -1,5 +1,7 @@
 //! The admin API's first endpoints and its guards.
 
+use std::time::Duration;
+
 use crate::harness::*;
 
 #[test]
@@ -105,4 +107,61 @@ fn alerts_are_logged_listed_filtered_and_kept_across_a_restart() {
     let items = s.get_json("/api/v1/alerts")["items"].as_array().unwrap().clone();
     let ids: Vec<u64> = items.iter().map(|a| a["id"].as_u64().unwrap()).collect();
     assert_eq!(ids, [1, 2, 3], "{items:?}");
+}
+
+#[test]
+fn back_pressure_refuses_new_mail_with_452_and_recovers_by_itself() {
+    // Thresholds above any real free space: the disk reads as under pressure at once.
+    let high = "[back_pressure]\ncheck_interval = \"100ms\"\ndisk_free_normal = \"1000TB\"\ndisk_free_medium = \"1000TB\"\ndisk_free_high = \"1000TB\"\n";
+    let mut s = Server::start(high);
+    let refused = wait_until(Duration::from_secs(10), || {
+        let mut c = s.smtp();
+        c.cmd("EHLO client.test");
+        c.cmd("MAIL FROM:<a@example.test>").starts_with("452 4.3.1")
+    });
+    assert!(refused, "High refuses MAIL FROM with 452 4.3.1");
+    let alerts = s.get_json("/api/v1/alerts?class=Back%20Pressure&severity=Critical");
+    let text = alerts["items"][0]["text"].as_str().unwrap_or_default().to_owned();
+    assert!(text.contains("Normal -> High") && text.contains("free"), "{alerts}");
+    // Medium refuses only clients outside relay_networks: this one (loopback) is inside.
+    s.extra = high.replace("disk_free_high = \"1000TB\"", "disk_free_high = \"0\"");
+    s.write_config();
+    let (status, body) = http(s.admin, "POST", "/api/v1/config/reload", &[("X-Sluice-Request", "1")], "");
+    assert_eq!(status, 200, "{body}");
+    assert!(wait_until(Duration::from_secs(10), || {
+        let mut c = s.smtp();
+        c.cmd("EHLO client.test");
+        c.cmd("MAIL FROM:<a@example.test>").starts_with("250")
+    }));
+    // The same Medium level with loopback outside relay_networks: refused.
+    s.extra = format!(
+        "{}\n[[receive_connectors]]\nname = \"Default\"\nlisten = \"127.0.0.1:{{smtp}}\"\nrelay_networks = [\"192.0.2.0/24\"]\n",
+        s.extra
+    );
+    s.write_config();
+    s.kill9();
+    s.spawn();
+    assert!(wait_until(Duration::from_secs(10), || {
+        let mut c = s.smtp();
+        c.cmd("EHLO client.test");
+        c.cmd("MAIL FROM:<a@example.test>").starts_with("452 4.3.1")
+    }));
+    // Pressure gone: mail is accepted again without a restart.
+    s.extra = "[back_pressure]\ncheck_interval = \"100ms\"\n".to_owned();
+    s.write_config();
+    let (status, body) = http(s.admin, "POST", "/api/v1/config/reload", &[("X-Sluice-Request", "1")], "");
+    assert_eq!(status, 200, "{body}");
+    assert!(wait_until(Duration::from_secs(10), || {
+        let mut c = s.smtp();
+        c.cmd("EHLO client.test");
+        c.cmd("MAIL FROM:<a@example.test>").starts_with("250")
+    }));
+    let mut c = s.smtp();
+    c.cmd("EHLO client.test");
+    assert!(c.mail("a@example.test", &["user@localhost"], "Subject: t\r\n\r\nhi\r\n").starts_with("250"));
+    let normal = || {
+        let back = s.get_json("/api/v1/alerts?class=back_pressure&severity=Information");
+        back["items"].as_array().unwrap().iter().any(|a| a["text"].as_str().unwrap().contains("-> Normal"))
+    };
+    assert!(wait_until(Duration::from_secs(10), normal), "an Information alert says it is over");
 }

@@ -5,5 +5,6 @@ mod harness;
 mod admin;
 mod config;
 mod crash;
+mod diskfull;
 mod relay;
 mod smtp;
