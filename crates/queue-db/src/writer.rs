@@ -510,7 +510,7 @@ impl Writer {
             finish_frame(current.salt, self.seq, count, records, frame, 0);
             let (file, at, allocated) = (current.file.clone(), current.end, current.allocated);
             let end = at + frame.len() as u64;
-            let len_before = file.len().unwrap_or(allocated);
+            let len_before = allocated.max(at);
             let written = self.retry_when_full(Keep::Last, |_| file.write_at(frame, at));
             if let Err(e) = written {
                 if is_disk_full(&e) {
