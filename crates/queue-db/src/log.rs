@@ -303,3 +303,42 @@ pub(crate) fn is_unwritten(file: &dyn StorageFile) -> std::io::Result<bool> {
     file.read_exact_at(&mut h, 0)?;
     Ok(h.iter().all(|b| *b == 0))
 }
+
+/// What a tolerant scan found: every good frame, and where bad ones were skipped.
+pub(crate) struct TolerantScan {
+    pub(crate) frames: Vec<Frame>,
+    /// (offset, what) of each bad stretch skipped; a torn tail is not listed.
+    pub(crate) damage: Vec<(u64, String)>,
+}
+
+/// Reads every good frame of a file from `start`, skipping bad stretches to the next good frame (for
+/// salvage: damage is reported, not fatal).
+pub(crate) fn scan_tolerant(file: &dyn StorageFile, start: u64, salt: u64) -> std::io::Result<TolerantScan> {
+    let len = file.len()?;
+    let mut r = Reader::new(file, len);
+    let mut out = TolerantScan { frames: Vec::new(), damage: Vec::new() };
+    let mut pos = start;
+    while pos < len {
+        match r.frame(pos, salt)? {
+            Some((seq, flen, Ok((records, bodies)))) => {
+                let at = pos + FRAME_BODIES_AT;
+                out.frames.push(Frame { seq, offset: pos, bodies: (at, at + bodies), records });
+                pos += flen;
+            }
+            found => {
+                let what = match found {
+                    Some((seq, _, Err(e))) => format!("frame {seq} does not decode: {e}"),
+                    _ => "bad frame".to_owned(),
+                };
+                match r.find_good_frame(pos + 1, salt)? {
+                    Some(next) => {
+                        out.damage.push((pos, format!("{what}; {} bytes skipped", next - pos)));
+                        pos = next;
+                    }
+                    None => break,
+                }
+            }
+        }
+    }
+    Ok(out)
+}

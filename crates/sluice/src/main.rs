@@ -1,5 +1,6 @@
 //! The `sluice` command: the server (`serve`) and the tools around it.
 
+mod replay;
 mod serve;
 
 use std::path::PathBuf;
@@ -41,6 +42,22 @@ enum DbCommand {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Writes every queued message of a healthy database to DIR as .eml files with `X-Sender:` and
+    /// `X-Receiver:` headers, for the replay directory (drain, migration, backup).
+    Export {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Where the .eml files go (created if missing).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Like export, for a damaged database: writes every message that can be read and reports the damage.
+    Salvage {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        to: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -54,6 +71,8 @@ fn main() -> ExitCode {
             }
         },
         Command::Db { command: DbCommand::Check { config } } => db_check(config),
+        Command::Db { command: DbCommand::Export { config, to } } => db_drain(config, &to, true),
+        Command::Db { command: DbCommand::Salvage { config, to } } => db_drain(config, &to, false),
         Command::CheckConfig { config } => match sluice_config::Config::discover(config.as_deref()) {
             Ok(loaded) => {
                 print!("{}", loaded.config.to_toml_string());
@@ -70,27 +89,86 @@ fn main() -> ExitCode {
     }
 }
 
-/// `sluice db check`: one line per file, exit 1 when anything is damaged.
-fn db_check(config: Option<PathBuf>) -> ExitCode {
-    let loaded = match sluice_config::Config::discover(config.as_deref()) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("sluice: {e}");
-            return ExitCode::from(2);
-        }
-    };
+/// The queue database's storage, from the configuration; the error is a message and an exit code.
+fn db_storage(config: Option<PathBuf>) -> Result<sluice_queue_db::FsStorage, ExitCode> {
+    let loaded = sluice_config::Config::discover(config.as_deref()).map_err(|e| {
+        eprintln!("sluice: {e}");
+        ExitCode::from(2)
+    })?;
     let dir = &loaded.config.queue_database.path;
     if !dir.is_dir() {
         eprintln!("sluice: no queue database at {}", dir.display());
+        return Err(ExitCode::from(2));
+    }
+    sluice_queue_db::FsStorage::new(dir).map_err(|e| {
+        eprintln!("sluice: {}: {e}", dir.display());
+        ExitCode::from(2)
+    })
+}
+
+/// `sluice db export` (`strict`) and `sluice db salvage`: one .eml file per message in `to`.
+fn db_drain(config: Option<PathBuf>, to: &std::path::Path, strict: bool) -> ExitCode {
+    let storage = match db_storage(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    if let Err(e) = std::fs::create_dir_all(to) {
+        eprintln!("sluice: {}: {e}", to.display());
         return ExitCode::from(2);
     }
-    let storage = match sluice_queue_db::FsStorage::new(dir) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("sluice: {}: {e}", dir.display());
-            return ExitCode::from(2);
+    let result = sluice_queue_db::drain(&storage, strict, |m| write_eml(to, &m));
+    let synced = std::fs::File::open(to).and_then(|d| d.sync_all());
+    match (result, synced) {
+        (Ok(report), Ok(())) => {
+            for p in &report.problems {
+                println!("DAMAGED  {p}");
+            }
+            println!(
+                "{} messages written to {}{}",
+                report.messages,
+                to.display(),
+                if report.problems.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} problems", report.problems.len())
+                }
+            );
+            ExitCode::SUCCESS
         }
+        (Err(e), _) => {
+            eprintln!("sluice: {e}");
+            ExitCode::FAILURE
+        }
+        (_, Err(e)) => {
+            eprintln!("sluice: syncing {}: {e}", to.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `<mid>.eml`: `X-Sender:`, one `X-Receiver:` per pending recipient, then the message; written beside
+/// and renamed into place after an fsync, so that a replay directory never sees half a file.
+fn write_eml(dir: &std::path::Path, m: &sluice_queue_db::Drained) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut text = format!("X-Sender: <{}>\r\n", m.envelope.from).into_bytes();
+    for r in &m.pending {
+        text.extend_from_slice(format!("X-Receiver: <{r}>\r\n").as_bytes());
+    }
+    text.extend_from_slice(&m.body);
+    let tmp = dir.join(format!("{}.eml.tmp", m.mid));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&text)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(format!("{}.eml", m.mid)))
+}
+
+/// `sluice db check`: one line per file, exit 1 when anything is damaged.
+fn db_check(config: Option<PathBuf>) -> ExitCode {
+    let storage = match db_storage(config) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
+    let dir = storage.dir().to_owned();
     match sluice_queue_db::check(&storage) {
         Ok(files) => {
             let damaged = files.iter().filter(|f| f.problem.is_some()).count();

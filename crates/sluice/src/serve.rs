@@ -189,6 +189,7 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
         reload: reload.clone(),
         defrag_time_to_run: config.queue_database.online_defrag_time_to_run,
     };
+    tasks.spawn(crate::replay::run(config.server.data_dir.join("replay"), transport.clone(), shutdown.clone()));
     if config.queue_database.online_defrag_enabled {
         tasks.spawn(scheduled_defrag(transport.clone(), config.clone(), shutdown.clone()));
     }

@@ -1,5 +1,6 @@
 //! `sluice check-config`, bad configurations, and a graceful stop.
 
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -80,4 +81,81 @@ fn db_check_verifies_every_file_and_names_damage() {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("DAMAGED") && text.contains(".que") && text.contains("offset"), "{text}");
+}
+
+#[test]
+fn a_damaged_generation_is_refused_at_start_and_salvage_with_the_replay_directory_delivers_the_rest() {
+    let port = free_port();
+    let mut s = Server::start(&format!(
+        "[transport]\ntransient_failure_retry_interval = \"1s\"\n\n\
+         [[send_connectors]]\nname = \"Out\"\naddress_spaces = [\"*\"]\nsmart_hosts = [\"127.0.0.1:{port}\"]\n"
+    ));
+    let mut c = s.smtp();
+    c.cmd("EHLO client.test");
+    for i in 0..5 {
+        let body = format!("Subject: salvage-{i}\r\n\r\n{}\r\n", format!("line {i} of the body\r\n").repeat(100));
+        assert!(c.mail("a@example.test", &["b@remote.test", "c@remote.test"], &body).starts_with("250"));
+    }
+    drop(c);
+    assert!(s.signal_and_wait("TERM").success());
+    // A byte flipped inside the third message's body, in the middle of the generation file.
+    let queue = s.data().join("queue");
+    let generation = std::fs::read_dir(&queue)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "que"))
+        .unwrap();
+    let mut bytes = std::fs::read(&generation).unwrap();
+    let at = bytes.windows(9).position(|w| w == b"salvage-2").unwrap() + 200;
+    bytes[at] ^= 0x01;
+    std::fs::write(&generation, bytes).unwrap();
+    // The start is refused, naming the file and the offset.
+    let out = Command::new(BIN).args(["serve", "--config"]).arg(s.config_path()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "started on a damaged database: {err}");
+    let name = generation.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(err.contains(&name) && err.contains("offset"), "{err}");
+    // Export wants a healthy database; salvage takes what it can.
+    let drained = s.data().join("drained");
+    let drain = |what: &str| {
+        Command::new(BIN)
+            .args(["db", what, "--to"])
+            .arg(&drained)
+            .arg("--config")
+            .arg(s.config_path())
+            .output()
+            .unwrap()
+    };
+    let out = drain("export");
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("salvage"));
+    let out = drain("salvage");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("4 messages written") && text.contains("DAMAGED"), "{text}");
+    let files: Vec<PathBuf> = std::fs::read_dir(&drained).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 4, "{files:?}");
+    let one = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(
+        one.starts_with("X-Sender: <a@example.test>\r\nX-Receiver: <b@remote.test>\r\nX-Receiver: <c@remote.test>\r\n"),
+        "{one}"
+    );
+    // A fresh queue database; the salvaged messages go through the replay directory to the next hop.
+    std::fs::rename(&queue, s.data().join("queue.damaged")).unwrap();
+    let sink = Sink::start_on(port);
+    s.spawn();
+    let replay = s.data().join("replay");
+    for f in &files {
+        std::fs::copy(f, replay.join(f.file_name().unwrap())).unwrap();
+    }
+    let want: Vec<String> = [0, 1, 3, 4].iter().map(|i| format!("salvage-{i}")).collect();
+    let delivered = wait_until(Duration::from_secs(30), || {
+        let got = sink.subjects.lock().unwrap();
+        want.iter().all(|w| got.contains_key(w))
+    });
+    assert!(delivered, "{:?} {}", sink.subjects.lock().unwrap(), s.log());
+    assert!(
+        wait_until(Duration::from_secs(5), || std::fs::read_dir(&replay).unwrap().count() == 0),
+        "replayed files are removed"
+    );
 }
