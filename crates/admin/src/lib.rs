@@ -127,7 +127,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 async fn health(State(s): State<Arc<AdminState>>) -> Json<api::Health> {
     Json(api::Health {
-        status: "ok".into(),
+        // "degraded": the server runs but refuses new mail (a stopped queue database, back pressure High).
+        status: if s.transport.healthy() { "ok" } else { "degraded" }.into(),
         version: env!("CARGO_PKG_VERSION").into(),
         uptime_seconds: s.started.elapsed().as_secs(),
     })

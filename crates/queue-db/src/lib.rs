@@ -205,6 +205,7 @@ pub struct QueueDb {
     stats: Arc<Stats>,
     storage: Arc<dyn Storage>,
     disk_full: Arc<std::sync::atomic::AtomicBool>,
+    stopped: Arc<std::sync::atomic::AtomicBool>,
     relocated: Relocations,
     generations: Generations,
     next_mid: Arc<std::sync::atomic::AtomicU64>,
@@ -464,9 +465,11 @@ impl QueueDb {
         let stats = Arc::new(Stats::default());
         let relocated: Relocations = Arc::default();
         let disk_full = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut w = Writer::new(WriterInit {
             stats: stats.clone(),
             disk_full: disk_full.clone(),
+            stopped: stopped.clone(),
             relocated: relocated.clone(),
             storage: storage.clone(),
             log: log_file,
@@ -490,6 +493,7 @@ impl QueueDb {
             stats,
             storage,
             disk_full,
+            stopped,
             relocated,
             generations,
             next_mid: Arc::new(std::sync::atomic::AtomicU64::new(returned.next_mid)),
@@ -507,6 +511,11 @@ impl QueueDb {
     /// refused (`452 4.3.1`) until it clears by itself.
     pub fn disk_full(&self) -> bool {
         self.disk_full.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether the database stopped committing after a failed write or sync (until a restart).
+    pub fn stopped(&self) -> bool {
+        self.stopped.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Free bytes on the database's file system.

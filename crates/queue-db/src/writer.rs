@@ -80,6 +80,7 @@ struct CurrentGeneration {
 pub(crate) struct WriterInit {
     pub(crate) stats: Arc<crate::Stats>,
     pub(crate) disk_full: Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) stopped: Arc<std::sync::atomic::AtomicBool>,
     pub(crate) relocated: crate::Relocations,
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) log: Box<dyn StorageFile>,
@@ -98,6 +99,8 @@ pub(crate) struct Writer {
     stats: Arc<crate::Stats>,
     /// Set while the reserve files are (partly) released: the disk ran full and has not recovered.
     disk_full: Arc<std::sync::atomic::AtomicBool>,
+    /// Set with `failed`, for readers outside the writer.
+    stopped: Arc<std::sync::atomic::AtomicBool>,
     /// Reserve files present.
     reserves: usize,
     /// An eviction is running (it may checkpoint, which may need space: no eviction inside it).
@@ -185,6 +188,7 @@ impl Writer {
         Ok(Writer {
             stats: init.stats,
             disk_full: init.disk_full,
+            stopped: init.stopped,
             reserves: 0,
             evicting: false,
             relocated: init.relocated,
@@ -970,6 +974,7 @@ impl Writer {
 
     fn fail(&mut self, why: String) -> CommitError {
         self.failed = Some(why.clone());
+        self.stopped.store(true, std::sync::atomic::Ordering::Relaxed);
         CommitError::Failed(why)
     }
 

@@ -217,6 +217,11 @@ impl Transport {
         &self.inner.alerts
     }
 
+    /// False when mail cannot be taken in: the queue database stopped committing, or back pressure is High.
+    pub fn healthy(&self) -> bool {
+        !self.inner.db.stopped() && self.inner.pressure.level() < pressure::Level::High
+    }
+
     /// The back pressure level now: what new mail is refused.
     pub fn back_pressure(&self) -> pressure::Level {
         self.inner.pressure.level()

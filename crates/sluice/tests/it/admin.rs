@@ -120,6 +120,7 @@ fn back_pressure_refuses_new_mail_with_452_and_recovers_by_itself() {
         c.cmd("MAIL FROM:<a@example.test>").starts_with("452 4.3.1")
     });
     assert!(refused, "High refuses MAIL FROM with 452 4.3.1");
+    assert_eq!(s.get_json("/api/v1/health")["status"], "degraded");
     let alerts = s.get_json("/api/v1/alerts?class=Back%20Pressure&severity=Critical");
     let text = alerts["items"][0]["text"].as_str().unwrap_or_default().to_owned();
     assert!(text.contains("Normal -> High") && text.contains("free"), "{alerts}");
