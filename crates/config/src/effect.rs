@@ -13,7 +13,6 @@ pub const NOT_YET_IN_EFFECT: &[&str] = &[
     "receive_connectors.auth",
     "receive_connectors.users",
     "receive_connectors.auth_failures_per_minute",
-    "accepted_domains.aliases",
     "send_connectors.tls",
     "send_connectors.auth",
     "send_connectors.port",

@@ -42,6 +42,19 @@ impl Policy {
     }
 }
 
+impl Policy {
+    /// The targets of `local@domain` when it is an alias of an accepted domain (`+tag` and case ignored).
+    /// Aliases expand one level: a target is delivered as it is, never expanded again, so no alias can loop.
+    pub fn alias_targets(&self, domain: &str, local: &str) -> Option<&[String]> {
+        let d = self.accepted_domains.iter().find(|d| d.domain.eq_ignore_ascii_case(domain.trim_end_matches('.')))?;
+        let base = match d.recipient_delimiter {
+            Some(delim) => local.split(delim).next().unwrap_or(local),
+            None => local,
+        };
+        d.aliases.iter().find(|(a, _)| a.eq_ignore_ascii_case(base)).map(|(_, t)| t.as_slice())
+    }
+}
+
 /// The current policy of every connector, updated on reload; sessions read it when they start.
 #[derive(Clone)]
 pub struct Policies {

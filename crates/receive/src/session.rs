@@ -308,11 +308,25 @@ impl Session {
         } else if !relay_client {
             return self.reply(Reply::new(550, "5.7.1", "Relay access denied"));
         }
-        tx.recipients.push(Recipient {
-            address: to.to_string(),
-            notify: params.notify_string(),
-            orcpt: params.orcpt_string(),
-        });
+        let targets: Vec<String> = match accepted.then(|| self.policy.alias_targets(to.domain(), to.local())).flatten()
+        {
+            Some(targets) => targets.to_vec(),
+            None => vec![to.to_string()],
+        };
+        let Some(tx) = self.tx.as_mut() else { return };
+        // An alias is expanded here, once: its targets become the envelope's recipients, each remembering
+        // the address the client gave (ORCPT, for DSNs).
+        let orcpt = params
+            .orcpt_string()
+            .or_else(|| (targets.len() != 1 || targets[0] != to.to_string()).then(|| format!("rfc822;{to}")));
+        let new: Vec<String> =
+            targets.into_iter().filter(|t| !tx.recipients.iter().any(|r| r.address.eq_ignore_ascii_case(t))).collect();
+        if tx.recipients.len() + new.len() > max {
+            return self.reply(Reply::new(452, "4.5.3", "Too many recipients"));
+        }
+        for address in new {
+            tx.recipients.push(Recipient { address, notify: params.notify_string(), orcpt: orcpt.clone() });
+        }
         self.reply(Reply::new(250, "2.1.5", "Recipient ok"));
     }
 }

@@ -241,6 +241,31 @@ fn unknown_mailboxes_are_refused_when_the_domain_lists_them() {
 }
 
 #[test]
+fn an_alias_delivers_to_each_of_its_targets_once() {
+    let s = Server::start(
+        "[[accepted_domains]]\ndomain = \"localhost\"\nmailbox_store = \"Local Maildir\"\nmailboxes = [\"alice\", \"bob\"]\n\
+         aliases = { \"team\" = [\"alice@localhost\", \"bob@localhost\"] }\n",
+    );
+    let mut c = s.smtp();
+    c.cmd("EHLO client.test");
+    c.cmd("MAIL FROM:<a@example.test>");
+    assert!(c.cmd("RCPT TO:<Team+news@localhost>").starts_with("250"), "an alias is a known recipient");
+    assert!(c.cmd("RCPT TO:<alice@localhost>").starts_with("250"), "a target given again is not doubled");
+    assert!(c.cmd("RCPT TO:<mallory@localhost>").starts_with("550 5.1.1"));
+    c.cmd("DATA");
+    assert!(c.cmd("Subject: to the team\r\n\r\nhello\r\n.").starts_with("250"));
+    for who in ["alice", "bob"] {
+        assert!(
+            wait_until(Duration::from_secs(10), || maildir_new(&s.data(), "localhost", who).len() == 1),
+            "{who} gets it"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(maildir_new(&s.data(), "localhost", "alice").len(), 1, "once");
+    assert!(maildir_new(&s.data(), "localhost", "team").is_empty(), "the alias has no mailbox of its own");
+}
+
+#[test]
 fn a_flood_from_one_address_outside_relay_networks_gets_421() {
     let s = Server::start(
         "[[receive_connectors]]\nname = \"Default\"\nlisten = \"127.0.0.1:{smtp}\"\nrelay_networks = [\"127.0.0.2/32\"]\nmax_connections_per_ip = 2\n",
