@@ -259,9 +259,9 @@ impl QueueDb {
         let mut report = RecoveryReport::default();
         // The checkpoint, then every frame after it: from the logs (closed ones by sequence, then trn.log)
         // and from the generations at or after the checkpoint's cursor, merged by sequence.
-        let (mut state, covered) = match checkpoint::read(storage.as_ref())? {
-            Some(c) => (c.state, Some(c.next_seq)),
-            None => (State::default(), None),
+        let (mut state, covered, cursor) = match checkpoint::read(storage.as_ref())? {
+            Some(c) => (c.state, Some(c.next_seq), c.cursor),
+            None => (State::default(), None, Cursor::default()),
         };
         let mut logs: Vec<(u64, String)> =
             names.iter().filter_map(|n| parse_closed_log_name(n).map(|s| (s, n.clone()))).collect();
@@ -421,7 +421,10 @@ impl QueueDb {
                 });
             }
         }
-        let next_generation = gens.last().map_or(1, |(n, _)| n + 1).max(newest_generation + 1);
+        // Generation numbers are never reused: not those of files still here, of bodies the frames name, nor
+        // of the generation the last checkpoint saw (it may have been retired since).
+        let next_generation =
+            gens.last().map_or(1, |(n, _)| n + 1).max(newest_generation + 1).max(cursor.generation + 1);
 
         // A checkpoint of the recovered state, then a fresh log: recovery next time starts from here. Only
         // then may files go whose frames the old checkpoint did not cover.

@@ -169,20 +169,25 @@ impl StorageFile for SimHandle {
         if d.fail_write_at == Some(d.writes) {
             return Err(io::Error::other("injected write failure"));
         }
-        let end = offset as usize + buf.len();
+        let mut end = offset as usize + buf.len();
         let current = lock(&self.file).written.len();
+        let mut full = false;
         if let Some(cap) = d.capacity
             && end > current
             && used(&d) + (end - current) as u64 > cap
         {
-            return Err(io::Error::from(io::ErrorKind::StorageFull));
+            // Like a real file system, a write that meets a full disk writes what fits, then fails.
+            let room = cap.saturating_sub(used(&d)) as usize;
+            end = (current + room).max(offset as usize);
+            full = true;
         }
+        let buf = &buf[..end - offset as usize];
         let mut f = lock(&self.file);
         if f.written.len() < end {
             f.written.resize(end, 0);
         }
         f.written[offset as usize..end].copy_from_slice(buf);
-        Ok(())
+        if full { Err(io::Error::from(io::ErrorKind::StorageFull)) } else { Ok(()) }
     }
     fn sync_data(&self) -> io::Result<()> {
         let mut d = lock(&self.disk);

@@ -448,17 +448,23 @@ impl Writer {
     fn prepare(&mut self, batch: &mut Vec<Op>, out: &mut Prepared) -> Result<(), CommitError> {
         let Prepared { frame, records, applied, count, waiters, max_mid, to_generation } = out;
         let mut failure = self.failed.clone().map(CommitError::Failed);
+        // No room for a new generation refuses the enqueues only; the other records go to the log.
+        let mut no_generation = None;
         if failure.is_none()
             && batch.iter().any(|op| matches!(op, Op::Enqueue { .. }))
             && let Err(e) = self.ensure_generation()
         {
-            failure = Some(e);
+            match e {
+                CommitError::DiskFull => no_generation = Some(e),
+                e => failure = Some(e),
+            }
         }
         for op in batch.drain(..) {
             match op {
                 Op::Enqueue { mid, queue, envelope, body, reply } => {
-                    let Some(current) = self.current.as_ref().filter(|_| failure.is_none()) else {
-                        let _ = reply.send(Err(failure.clone().unwrap_or(CommitError::Closed)));
+                    let refused = failure.clone().or_else(|| no_generation.clone());
+                    let Some(current) = self.current.as_ref().filter(|_| refused.is_none()) else {
+                        let _ = reply.send(Err(refused.unwrap_or(CommitError::Closed)));
                         continue;
                     };
                     // The frame goes at the generation's end.
@@ -518,9 +524,12 @@ impl Writer {
             let written = self.retry_when_full(Keep::Last, |_| file.write_at(frame, at));
             if let Err(e) = written {
                 if is_disk_full(&e) {
-                    // Nothing was acknowledged and nothing is lost: the partial frame is cut off and the
-                    // batch refused; the database goes on committing what needs no new space.
-                    let _ = file.set_len(len_before.max(at));
+                    // Nothing was acknowledged and nothing is lost: the partial frame is wiped and cut off,
+                    // durably, before anything else is written (only the last write may ever be torn), and
+                    // the batch refused; the database goes on committing what needs no new space.
+                    if let Err(e) = wipe(file.as_ref(), at, len_before) {
+                        return Err(self.fail(format!("cleaning up after a full disk in a generation file: {e}")));
+                    }
                     return Err(self.out_of_space());
                 }
                 return Err(self.fail(format!("writing a generation file: {e}")));
@@ -556,9 +565,16 @@ impl Writer {
                 Ok(()) => {}
             }
             let at = self.log_end;
-            if let Err(e) = self.retry_when_full(Keep::None, |w| w.log.write_at(frame, at)) {
-                let _ = self.log.set_len(self.log_end.max(self.log_allocated));
+            // The retry may release a reserve but not evict: eviction can checkpoint, a checkpoint rotates
+            // the log, and this frame is encoded for this log file at this offset.
+            let evicting = std::mem::replace(&mut self.evicting, true);
+            let written = self.retry_when_full(Keep::None, |w| w.log.write_at(frame, at));
+            self.evicting = evicting;
+            if let Err(e) = written {
                 if is_disk_full(&e) {
+                    if let Err(e) = wipe(self.log.as_ref(), at, self.log_end.max(self.log_allocated)) {
+                        return Err(self.fail(format!("cleaning up after a full disk in the transaction log: {e}")));
+                    }
                     return Err(self.out_of_space());
                 }
                 return Err(self.fail(format!("writing the transaction log: {e}")));
@@ -1087,4 +1103,16 @@ fn create_reserve(storage: &dyn Storage, name: &str, size: u64) -> std::io::Resu
     }
     file.sync_data()?;
     storage.sync_dir()
+}
+
+/// After a write that met a full disk at `at`: zeros over what it may have left inside the file's old
+/// length `len` (overwriting allocated blocks needs no space), the file cut back to `len`, and both synced,
+/// so that no partial frame is left behind for a crash to pair with a later torn write.
+fn wipe(file: &dyn StorageFile, at: u64, len: u64) -> std::io::Result<()> {
+    let end = file.len()?.min(len);
+    if end > at {
+        file.write_at(&vec![0u8; (end - at) as usize], at)?;
+    }
+    file.set_len(len.max(at))?;
+    file.sync_data()
 }
