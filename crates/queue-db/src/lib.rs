@@ -544,12 +544,12 @@ impl QueueDb {
         &self,
         mid: Mid,
         queue: QueueId,
-        envelope: Envelope,
+        envelope: impl Into<Arc<Envelope>>,
         body: Vec<u8>,
     ) -> Result<BodyRef, CommitError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Op::Enqueue { mid, queue, envelope: Box::new(envelope), body, reply })
+            .send(Op::Enqueue { mid, queue, envelope: envelope.into(), body, reply })
             .await
             .map_err(|_| CommitError::Closed)?;
         rx.await.map_err(|_| CommitError::Closed)?

@@ -86,7 +86,8 @@ pub enum Record {
     /// A queue was suspended or resumed by an administrator.
     QueueSuspend { id: QueueId, suspended: bool },
     /// A message entered the database, with all its recipients in `queue`.
-    Enqueue { mid: Mid, queue: QueueId, envelope: Envelope, body: BodyRef },
+    /// The envelope is shared (one allocation for the writer's state and the transport's queues).
+    Enqueue { mid: Mid, queue: QueueId, envelope: std::sync::Arc<Envelope>, body: BodyRef },
     /// The copy of `mid` in `from` was replaced by copies in other queues, each with a subset of recipients
     /// (indices into the envelope's recipient list).
     Route { mid: Mid, from: QueueId, copies: Vec<(QueueId, Vec<u32>)> },
@@ -193,7 +194,7 @@ impl Record {
             T_ENQUEUE => Record::Enqueue {
                 mid: d.u64()?,
                 queue: d.u32()?,
-                envelope: decode_envelope(d)?,
+                envelope: decode_envelope(d)?.into(),
                 body: BodyRef { generation: d.u32()?, offset: d.u64()?, len: d.u64()?, crc: d.u32()? },
             },
             T_ROUTE => {
@@ -292,7 +293,7 @@ mod tests {
             Record::Enqueue {
                 mid: 7,
                 queue: SUBMISSION,
-                envelope: Envelope {
+                envelope: std::sync::Arc::new(Envelope {
                     from: "a@b.test".into(),
                     recipients: vec![
                         Recipient { address: "c@d.test".into(), notify: Some("NEVER".into()), orcpt: None },
@@ -307,7 +308,7 @@ mod tests {
                     received_at_ms: 1_700_000_000_123,
                     internet_message_id: Some("<x@y>".into()),
                     subject: None,
-                },
+                }),
                 body: BodyRef { generation: 3, offset: 4096, len: 100, crc: 0xdead_beef },
             },
             Record::Route { mid: 7, from: SUBMISSION, copies: vec![(16, vec![0]), (UNREACHABLE, vec![1])] },

@@ -9,7 +9,7 @@ use crate::record::{BodyRef, Envelope, Mid, QueueId, QueueKey, Record};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {
     pub mid: Mid,
-    pub envelope: Envelope,
+    pub envelope: std::sync::Arc<Envelope>,
     pub body: BodyRef,
     pub copies: Vec<StoredCopy>,
 }

@@ -24,7 +24,7 @@ pub(crate) enum Op {
     Enqueue {
         mid: Mid,
         queue: QueueId,
-        envelope: Box<Envelope>,
+        envelope: Arc<Envelope>,
         body: Vec<u8>,
         reply: oneshot::Sender<Result<BodyRef, CommitError>>,
     },
@@ -469,7 +469,7 @@ impl Writer {
                     };
                     // The frame goes at the generation's end.
                     let body_ref = generation::encode_body(current.number, current.end, &body, frame);
-                    let r = Record::Enqueue { mid, queue, envelope: *envelope, body: body_ref };
+                    let r = Record::Enqueue { mid, queue, envelope, body: body_ref };
                     r.encode(records);
                     applied.push(r);
                     *count += 1;

@@ -50,6 +50,11 @@ pub(crate) struct Inner {
     alerts: Alerts,
     pressure: pressure::BackPressure,
     thresholds: RwLock<pressure::Thresholds>,
+    /// When receive last looked at the free space itself (ms since `started`).
+    disk_looked: std::sync::atomic::AtomicU64,
+    /// The back pressure level last alerted.
+    alerted: std::sync::Mutex<pressure::Level>,
+    started: std::time::Instant,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -162,7 +167,7 @@ impl Transport {
                     }
                 }
             }
-            qs.messages.insert(mid, Message { envelope: Arc::new(m.envelope), body: m.body, copies });
+            qs.messages.insert(mid, Message { envelope: m.envelope, body: m.body, copies });
         }
         let inner = Arc::new(Inner {
             db,
@@ -175,6 +180,9 @@ impl Transport {
             alerts,
             pressure: pressure::BackPressure::default(),
             thresholds: RwLock::new(pressure::Thresholds::default()),
+            disk_looked: std::sync::atomic::AtomicU64::new(0),
+            alerted: std::sync::Mutex::new(pressure::Level::Normal),
+            started: std::time::Instant::now(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
@@ -222,8 +230,29 @@ impl Transport {
         !self.inner.db.stopped() && self.inner.pressure.level() < pressure::Level::High
     }
 
-    /// The back pressure level now: what new mail is refused.
+    /// The back pressure level now: what new mail is refused. A fast intake can fill a disk between two
+    /// checks of the monitor, so this also looks at the free space itself, at most every 10 ms, and raises
+    /// (never lowers: that is the monitor's, with its hysteresis) the disk's level at once.
     pub fn back_pressure(&self) -> pressure::Level {
+        use std::sync::atomic::Ordering::Relaxed;
+        let level = self.inner.pressure.level();
+        if level == pressure::Level::High {
+            return level;
+        }
+        let now = self.inner.started.elapsed().as_millis() as u64;
+        let last = self.inner.disk_looked.load(Relaxed);
+        if now >= last + 10
+            && self.inner.disk_looked.compare_exchange(last, now, Relaxed, Relaxed).is_ok()
+            && let Ok(free) = self.inner.db.free_space()
+        {
+            let t = *self.inner.thresholds.read().unwrap_or_else(|e| e.into_inner());
+            let was = self.inner.pressure.of(pressure::Resource::Disk);
+            let disk = pressure::falling(was, free, t.disk_free_medium, t.disk_free_high, t.disk_free_normal);
+            if disk > was {
+                self.inner.pressure.set(pressure::Resource::Disk, disk);
+                alert_level(&self.inner, &[format!("{} MB free for the queue database", free / 1_000_000)]);
+            }
+        }
         self.inner.pressure.level()
     }
 
@@ -236,6 +265,8 @@ impl Transport {
     /// told `250`.
     pub async fn submit(&self, mid: Mid, envelope: Envelope, body: Vec<u8>) -> Result<(), CommitError> {
         let size = body.len();
+        // One envelope, shared by the queue database's state and the queues.
+        let envelope = Arc::new(envelope);
         let body_ref = match self.inner.db.enqueue(mid, SUBMISSION, envelope.clone(), body).await {
             Ok(r) => r,
             Err(e) => {
@@ -259,7 +290,6 @@ impl Transport {
                 return Err(e);
             }
         };
-        let envelope = Arc::new(envelope);
         for event_id in ["RECEIVE", "SUBMIT"] {
             let mut ev = self.inner.event(event_id, mid, &envelope);
             ev.recipients = envelope.recipients.iter().map(|r| r.address.clone()).collect();
@@ -607,22 +637,33 @@ async fn watch_pressure(inner: Arc<Inner>) {
         if submission > Level::Normal {
             reasons.push(format!("{submission_len} messages in Submission"));
         }
-        let before = inner.pressure.level();
         inner.pressure.set(Resource::Disk, disk);
         inner.pressure.set(Resource::Memory, memory);
-        let (_, now) = inner.pressure.set(Resource::Submission, submission);
-        if before != now {
-            let (severity, what) = match now {
-                Level::High => (Severity::Critical, "all new mail gets 452 4.3.1"),
-                Level::Medium => (Severity::Warning, "new mail from outside relay_networks gets 452 4.3.1"),
-                Level::Normal => (Severity::Information, "new mail is accepted again"),
-            };
-            let why = if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join("; ")) };
-            inner.alerts.raise(
-                AlertClass::BackPressure,
-                severity,
-                format!("back pressure {} -> {}: {what}{why}", before.as_str(), now.as_str()),
-            );
-        }
+        inner.pressure.set(Resource::Submission, submission);
+        alert_level(&inner, &reasons);
     }
+}
+
+/// Alerts when the overall back pressure level differs from the one last alerted.
+fn alert_level(inner: &Inner, reasons: &[String]) {
+    use pressure::Level;
+    let now = inner.pressure.level();
+    let before = {
+        let mut alerted = inner.alerted.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *alerted, now)
+    };
+    if before == now {
+        return;
+    }
+    let (severity, what) = match now {
+        Level::High => (Severity::Critical, "all new mail gets 452 4.3.1"),
+        Level::Medium => (Severity::Warning, "new mail from outside relay_networks gets 452 4.3.1"),
+        Level::Normal => (Severity::Information, "new mail is accepted again"),
+    };
+    let why = if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join("; ")) };
+    inner.alerts.raise(
+        AlertClass::BackPressure,
+        severity,
+        format!("back pressure {} -> {}: {what}{why}", before.as_str(), now.as_str()),
+    );
 }

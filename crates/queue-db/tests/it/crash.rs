@@ -167,7 +167,7 @@ fn check(db: &QueueDb, state: &sluice_queue_db::State, model: &Model, seed: u64,
             // Lazily finished before the crash is allowed.
             continue;
         };
-        assert_eq!(m.envelope, envelope(*mid), "seed {seed} cycle {cycle}: envelope of {mid}");
+        assert_eq!(*m.envelope, envelope(*mid), "seed {seed} cycle {cycle}: envelope of {mid}");
         assert_eq!(&db.read_body(&m.body).unwrap(), body, "seed {seed} cycle {cycle}: body of {mid}");
     }
     for (mid, m) in &state.messages {
