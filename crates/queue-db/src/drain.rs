@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crate::record::{Envelope, Mid, Record};
 use crate::state::State;
 use crate::storage::{Storage, StorageFile};
-use crate::{LOG, OpenError, checkpoint, generation, log, parse_closed_log_name};
+use crate::{OpenError, checkpoint, generation, log};
 
 /// One message drained from the database.
 #[derive(Debug, Clone)]
@@ -52,13 +52,7 @@ pub fn drain(
         }
     };
     let mut frames: Vec<(u64, Vec<Record>)> = Vec::new();
-    let mut logs: Vec<(u64, String)> =
-        names.iter().filter_map(|n| parse_closed_log_name(n).map(|s| (s, n.clone()))).collect();
-    logs.sort();
-    let mut log_names: Vec<String> = logs.into_iter().map(|(_, n)| n).collect();
-    if names.iter().any(|n| n == LOG) {
-        log_names.push(LOG.to_owned());
-    }
+    let log_names = crate::log_files(&names);
     for name in &log_names {
         let described = storage.describe(name);
         let file = storage.open(name, false).map_err(|e| OpenError::io(&described, e))?;

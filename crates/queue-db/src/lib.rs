@@ -51,6 +51,19 @@ const LOG_NEW: &str = "trn.new";
 /// Records per frame in a checkpoint.
 pub(crate) const RECORDS_PER_CHECKPOINT_FRAME: usize = 2048;
 
+/// The log files among `names`, in the order their frames were written: closed logs by sequence, then
+/// `trn.log`.
+pub(crate) fn log_files(names: &[String]) -> Vec<String> {
+    let mut logs: Vec<(u64, String)> =
+        names.iter().filter_map(|n| parse_closed_log_name(n).map(|s| (s, n.clone()))).collect();
+    logs.sort();
+    let mut log_names: Vec<String> = logs.into_iter().map(|(_, n)| n).collect();
+    if names.iter().any(|n| n == LOG) {
+        log_names.push(LOG.to_owned());
+    }
+    log_names
+}
+
 /// `trn-<first seq>.log`: a closed log file.
 pub(crate) fn closed_log_name(first_seq: u64) -> String {
     format!("trn-{first_seq:016}.log")
@@ -263,13 +276,7 @@ impl QueueDb {
             Some(c) => (c.state, Some(c.next_seq), c.cursor),
             None => (State::default(), None, Cursor::default()),
         };
-        let mut logs: Vec<(u64, String)> =
-            names.iter().filter_map(|n| parse_closed_log_name(n).map(|s| (s, n.clone()))).collect();
-        logs.sort();
-        let mut log_names: Vec<String> = logs.into_iter().map(|(_, n)| n).collect();
-        if names.iter().any(|n| n == LOG) {
-            log_names.push(LOG.to_owned());
-        }
+        let log_names = log_files(&names);
         if log_names.is_empty() && covered.is_none() && !open_gens.is_empty() {
             return Err(OpenError::Missing { file: storage.describe(LOG) });
         }

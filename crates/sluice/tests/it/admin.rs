@@ -114,11 +114,7 @@ fn back_pressure_refuses_new_mail_with_452_and_recovers_by_itself() {
     // Thresholds above any real free space: the disk reads as under pressure at once.
     let high = "[back_pressure]\ncheck_interval = \"100ms\"\ndisk_free_normal = \"1000TB\"\ndisk_free_medium = \"1000TB\"\ndisk_free_high = \"1000TB\"\n";
     let mut s = Server::start(high);
-    let refused = wait_until(Duration::from_secs(10), || {
-        let mut c = s.smtp();
-        c.cmd("EHLO client.test");
-        c.cmd("MAIL FROM:<a@example.test>").starts_with("452 4.3.1")
-    });
+    let refused = wait_until(Duration::from_secs(10), || mail_from(&s).starts_with("452 4.3.1"));
     assert!(refused, "High refuses MAIL FROM with 452 4.3.1");
     assert_eq!(s.get_json("/api/v1/health")["status"], "degraded");
     // The refusal can come first (receive looks at the disk itself); the alert follows within a check.
@@ -133,11 +129,7 @@ fn back_pressure_refuses_new_mail_with_452_and_recovers_by_itself() {
     s.write_config();
     let (status, body) = http(s.admin, "POST", "/api/v1/config/reload", &[("X-Sluice-Request", "1")], "");
     assert_eq!(status, 200, "{body}");
-    assert!(wait_until(Duration::from_secs(10), || {
-        let mut c = s.smtp();
-        c.cmd("EHLO client.test");
-        c.cmd("MAIL FROM:<a@example.test>").starts_with("250")
-    }));
+    assert!(wait_until(Duration::from_secs(10), || mail_from(&s).starts_with("250")));
     // The same Medium level with loopback outside relay_networks: refused.
     s.extra = format!(
         "{}\n[[receive_connectors]]\nname = \"Default\"\nlisten = \"127.0.0.1:{{smtp}}\"\nrelay_networks = [\"192.0.2.0/24\"]\n",
@@ -146,21 +138,13 @@ fn back_pressure_refuses_new_mail_with_452_and_recovers_by_itself() {
     s.write_config();
     s.kill9();
     s.spawn();
-    assert!(wait_until(Duration::from_secs(10), || {
-        let mut c = s.smtp();
-        c.cmd("EHLO client.test");
-        c.cmd("MAIL FROM:<a@example.test>").starts_with("452 4.3.1")
-    }));
+    assert!(wait_until(Duration::from_secs(10), || mail_from(&s).starts_with("452 4.3.1")));
     // Pressure gone: mail is accepted again without a restart.
     s.extra = "[back_pressure]\ncheck_interval = \"100ms\"\n".to_owned();
     s.write_config();
     let (status, body) = http(s.admin, "POST", "/api/v1/config/reload", &[("X-Sluice-Request", "1")], "");
     assert_eq!(status, 200, "{body}");
-    assert!(wait_until(Duration::from_secs(10), || {
-        let mut c = s.smtp();
-        c.cmd("EHLO client.test");
-        c.cmd("MAIL FROM:<a@example.test>").starts_with("250")
-    }));
+    assert!(wait_until(Duration::from_secs(10), || mail_from(&s).starts_with("250")));
     let mut c = s.smtp();
     c.cmd("EHLO client.test");
     assert!(c.mail("a@example.test", &["user@localhost"], "Subject: t\r\n\r\nhi\r\n").starts_with("250"));
@@ -173,4 +157,11 @@ fn back_pressure_refuses_new_mail_with_452_and_recovers_by_itself() {
         "an Information alert says it is over: {}",
         s.get_json("/api/v1/alerts")
     );
+}
+
+/// The reply to MAIL FROM in a fresh session.
+fn mail_from(s: &Server) -> String {
+    let mut c = s.smtp();
+    c.cmd("EHLO client.test");
+    c.cmd("MAIL FROM:<a@example.test>")
 }

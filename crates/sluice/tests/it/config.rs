@@ -68,11 +68,7 @@ fn db_check_verifies_every_file_and_names_damage() {
     assert!(text.contains("1 bodies") && text.contains("0 damaged"), "{text}");
     // Flip a byte in the middle of the body: the check names the file and the offset.
     let queue = s.data().join("queue");
-    let generation = std::fs::read_dir(&queue)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|x| x == "que"))
-        .unwrap();
+    let generation = generation_file(&queue);
     let mut bytes = std::fs::read(&generation).unwrap();
     let middle = bytes.len() - 1000;
     bytes[middle] ^= 0x20;
@@ -100,11 +96,7 @@ fn a_damaged_generation_is_refused_at_start_and_salvage_with_the_replay_director
     assert!(s.signal_and_wait("TERM").success());
     // A byte flipped inside the third message's body, in the middle of the generation file.
     let queue = s.data().join("queue");
-    let generation = std::fs::read_dir(&queue)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|x| x == "que"))
-        .unwrap();
+    let generation = generation_file(&queue);
     let mut bytes = std::fs::read(&generation).unwrap();
     let at = bytes.windows(9).position(|w| w == b"salvage-2").unwrap() + 200;
     bytes[at] ^= 0x01;
@@ -158,4 +150,13 @@ fn a_damaged_generation_is_refused_at_start_and_salvage_with_the_replay_director
         wait_until(Duration::from_secs(5), || std::fs::read_dir(&replay).unwrap().count() == 0),
         "replayed files are removed"
     );
+}
+
+/// The (only) generation file of a queue database.
+fn generation_file(queue: &std::path::Path) -> PathBuf {
+    std::fs::read_dir(queue)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "que"))
+        .unwrap()
 }
