@@ -824,8 +824,15 @@ impl Writer {
         next.set_len(0)?;
         next.write_at(&header, 0)?;
         next.sync_data()?;
-        self.storage.rename(crate::LOG, &crate::closed_log_name(self.log_first_seq))?;
-        self.storage.rename(crate::LOG_NEXT, crate::LOG)?;
+        let closed = crate::closed_log_name(self.log_first_seq);
+        self.storage.rename(crate::LOG, &closed)?;
+        if let Err(e) = self.storage.rename(crate::LOG_NEXT, crate::LOG) {
+            // Put the active log back, so that the next rotation starts where this one did.
+            if let Err(undo) = self.storage.rename(&closed, crate::LOG) {
+                self.fail(format!("a log rotation failed halfway ({e}) and could not be undone ({undo})"));
+            }
+            return Err(e);
+        }
         self.storage.sync_dir()?;
         self.log = next;
         self.log_end = header.len() as u64;
