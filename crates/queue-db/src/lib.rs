@@ -370,18 +370,20 @@ impl QueueDb {
         }
         frames.sort_by_key(|(seq, _, _)| *seq);
         let mut next_seq = covered;
+        let mut previous: Option<&String> = None;
         for (seq, file, _) in &frames {
             if let Some(expected) = next_seq
                 && *seq != expected
             {
                 let what = if *seq < expected {
-                    format!("frame {seq} appears twice")
+                    format!("frame {seq} appears twice (also in {})", previous.map_or("?", |p| p.as_str()))
                 } else {
                     format!("frames {expected} to {} are missing before frame {seq}", seq - 1)
                 };
                 return Err(OpenError::Corrupt { file: file.clone(), offset: 0, what });
             }
             next_seq = Some(seq + 1);
+            previous = Some(file);
         }
         report.frames = frames.len();
         // Generation numbers are never reused, also when the newest generation was already retired.

@@ -512,6 +512,11 @@ impl Writer {
         records: &[u8],
         count: u32,
     ) -> Result<(), CommitError> {
+        // Nothing is written after a failure: a failed write or sync leaves its frame, with this frame's
+        // sequence, where a crash may keep it (a defragmentation step found writing on after one).
+        if let Some(f) = &self.failed {
+            return Err(CommitError::Failed(f.clone()));
+        }
         if count == 0 {
             return Ok(());
         }
@@ -1014,6 +1019,9 @@ impl Writer {
 
     /// Opens the current generation, or a new one when the interval has passed.
     fn ensure_generation(&mut self) -> Result<(), CommitError> {
+        if let Some(f) = &self.failed {
+            return Err(CommitError::Failed(f.clone()));
+        }
         if self.current.as_ref().is_some_and(|g| g.opened.elapsed() < self.opts.generation_interval) {
             return Ok(());
         }

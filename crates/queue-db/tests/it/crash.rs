@@ -182,6 +182,16 @@ fn check(db: &QueueDb, state: &sluice_queue_db::State, model: &Model, seed: u64,
     }
 }
 
+/// The seeds to run: `SLUICE_CRASH_SEEDS=N` runs 0..N (default 40), `SLUICE_CRASH_SEED=K` only K (to rerun
+/// a failure).
+fn seeds() -> std::ops::Range<u64> {
+    let var = |name| std::env::var(name).ok().and_then(|s: String| s.parse::<u64>().ok());
+    match var("SLUICE_CRASH_SEED") {
+        Some(k) => k..k + 1,
+        None => 0..var("SLUICE_CRASH_SEEDS").unwrap_or(40),
+    }
+}
+
 #[test]
 fn acknowledged_commits_survive_random_crashes() {
     let seeds: u64 = std::env::var("SLUICE_CRASH_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(40);
@@ -192,8 +202,7 @@ fn acknowledged_commits_survive_random_crashes() {
 
 #[test]
 fn failed_writes_and_syncs_are_never_acknowledged_and_recovery_matches() {
-    let seeds: u64 = std::env::var("SLUICE_CRASH_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(40);
-    for seed in 0..seeds {
+    for seed in seeds() {
         let opts = if seed % 2 == 0 { options } else { churning_options };
         run_seed_with(2000 + seed, opts, Fault::WriteOrSync);
     }
