@@ -194,8 +194,7 @@ fn seeds() -> std::ops::Range<u64> {
 
 #[test]
 fn acknowledged_commits_survive_random_crashes() {
-    let seeds: u64 = std::env::var("SLUICE_CRASH_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(40);
-    for seed in 0..seeds {
+    for seed in seeds() {
         run_seed(seed, options);
     }
 }
@@ -210,8 +209,7 @@ fn failed_writes_and_syncs_are_never_acknowledged_and_recovery_matches() {
 
 #[test]
 fn acknowledged_commits_survive_crashes_while_the_disk_runs_full() {
-    let seeds: u64 = std::env::var("SLUICE_CRASH_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(40);
-    for seed in 0..seeds {
+    for seed in seeds() {
         let opts = if seed % 2 == 0 { full_disk_options } else { churning_full_disk_options };
         run_seed_with(3000 + seed, opts, Fault::DiskFull);
     }
@@ -227,8 +225,7 @@ fn churning_full_disk_options() -> Options {
 
 #[test]
 fn acknowledged_commits_survive_crashes_during_rotation_checkpoints_and_retirement() {
-    let seeds: u64 = std::env::var("SLUICE_CRASH_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(40);
-    for seed in 0..seeds {
+    for seed in seeds() {
         run_seed(1000 + seed, churning_options);
     }
 }
