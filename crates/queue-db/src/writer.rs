@@ -784,7 +784,11 @@ impl Writer {
 
     /// Unlinks generations whose messages are all finished and whose Safety Net hold has passed.
     fn retire_generations(&mut self) {
-        let hold = self.opts.safety_net_hold.as_millis() as i64;
+        self.retire_generations_held(self.opts.safety_net_hold.as_millis() as i64);
+    }
+
+    /// Unlinks the finished generations whose last finish is `hold` ms old or more; returns how many.
+    fn retire_generations_held(&mut self, hold: i64) -> u64 {
         let now = now_ms();
         let current = self.current.as_ref().map(|g| g.number);
         let due = |w: &Writer| -> Vec<u32> {
@@ -803,10 +807,12 @@ impl Writer {
             }
             due.retain(|g| *g < self.covered_generation);
         }
+        let mut retired = 0;
         for g in due {
             let name = self.generations.read().ok().and_then(|m| m.get(&g).map(|(n, _)| n.clone()));
             self.finished_at.remove(&g);
             let Some(name) = name else { continue };
+            retired += 1;
             // Readers hold their own handle; the unlink only frees the space once they are done.
             if let Ok(mut m) = self.generations.write() {
                 m.remove(&g);
@@ -816,6 +822,7 @@ impl Writer {
                 Err(e) => tracing::warn!(generation = g, error = %e, "cannot remove a finished generation"),
             }
         }
+        retired
     }
 
     /// Closes the active log (renamed `trn-<first seq>.log`) and starts the next one from `trntmp.log`.
@@ -975,21 +982,9 @@ impl Writer {
 
     /// Retires every finished generation now, whatever its Safety Net hold; returns how many.
     fn evict_safety_net(&mut self) -> u64 {
-        let current = self.current.as_ref().map(|g| g.number);
-        let finished: Vec<u32> =
-            self.finished_at.keys().copied().filter(|g| Some(*g) != current && !self.live.contains_key(g)).collect();
-        if finished.is_empty() {
-            return 0;
-        }
-        for g in &finished {
-            self.finished_at.insert(*g, i64::MIN / 2);
-        }
-        let before = self.generations.read().map(|g| g.len()).unwrap_or(0);
         self.evicting = true;
-        self.retire_generations();
+        let evicted = self.retire_generations_held(0);
         self.evicting = false;
-        let after = self.generations.read().map(|g| g.len()).unwrap_or(0);
-        let evicted = before.saturating_sub(after) as u64;
         if evicted > 0 {
             self.stats.safety_net_evicted.fetch_add(evicted, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(

@@ -137,17 +137,14 @@ impl BackPressure {
 
 /// Resident memory of this process as a percentage of physical memory (Linux `/proc`).
 pub fn memory_percent() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let resident_pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let total_kb: u64 =
-        meminfo.lines().find(|l| l.starts_with("MemTotal:"))?.split_whitespace().nth(1)?.parse().ok()?;
-    // The page size is 4 KB on the machines this runs on; /proc/self/status would say it in kB directly.
-    let resident_kb = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(resident_pages * 4);
-    Some(resident_kb * 100 / total_kb.max(1))
+    // Both figures in kB: `VmRSS` of /proc/self/status, `MemTotal` of /proc/meminfo.
+    let kb = |path: &str, key: &str| -> Option<u64> {
+        let text = std::fs::read_to_string(path).ok()?;
+        text.lines().find(|l| l.starts_with(key))?.split_whitespace().nth(1)?.parse().ok()
+    };
+    let resident = kb("/proc/self/status", "VmRSS:")?;
+    let total = kb("/proc/meminfo", "MemTotal:")?;
+    Some(resident * 100 / total.max(1))
 }
 
 #[cfg(test)]
