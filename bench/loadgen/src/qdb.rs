@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use sluice_queue_db::{Envelope, FsStorage, Options, QueueDb, Recipient, SUBMISSION};
+use sluice_queue_db::{Envelope, EnvelopeParts, FsStorage, Options, QueueDb, Recipient, SUBMISSION};
 
 fn num(s: &str) -> Result<f64, String> {
     s.parse::<f64>().map_err(|e| format!("{s}: {e}"))
@@ -40,11 +40,11 @@ pub fn qdb(args: &[String]) -> Result<(), String> {
                     let mut n = 0u64;
                     while Instant::now() < end {
                         let mid = db.allocate_mid();
-                        let env = Envelope {
+                        let env = Envelope::from(EnvelopeParts {
                             from: "bench@source.test".into(),
                             recipients: vec![Recipient { address: "rcpt@sink.test".into(), notify: None, orcpt: None }],
-                            ..Envelope::default()
-                        };
+                            ..EnvelopeParts::default()
+                        });
                         db.enqueue(mid, SUBMISSION, env, body.clone()).await.map_err(|e| e.to_string())?;
                         n += 1;
                     }

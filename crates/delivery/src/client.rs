@@ -165,7 +165,7 @@ impl ClientConnection {
             let why = format!("550 5.6.7 {} does not support SMTPUTF8, which this message needs", self.peer);
             return Ok(msg.recipients.iter().map(|_| RecipientOutcome::Permanent(why.clone())).collect());
         }
-        let mut mail = format!("MAIL FROM:<{}>", msg.envelope.from);
+        let mut mail = format!("MAIL FROM:<{}>", msg.envelope.from_address());
         if self.size {
             mail.push_str(&format!(" SIZE={}", msg.body.len()));
         }

@@ -76,7 +76,7 @@ impl DeliveryConnection for MaildirConnection {
         Box::pin(async move {
             let folders: Vec<Result<PathBuf, String>> = msg.recipients.iter().map(|r| self.folder(r)).collect();
             let hostname = self.hostname.clone();
-            let from = msg.envelope.from.clone();
+            let from = msg.envelope.from_address().to_owned();
             let rcpts = msg.recipients.clone();
             // The body is needed on the blocking thread; the copy is per delivery, not per recipient.
             let body = msg.body.clone();
@@ -133,7 +133,10 @@ mod tests {
         let mut c = MaildirConnection::new(template, "+".into(), "h".into());
         let msg = Outbound {
             mid: 1,
-            envelope: Arc::new(sluice_queue_db::Envelope { from: "a@b.test".into(), ..Default::default() }),
+            envelope: Arc::new(sluice_queue_db::Envelope::from(sluice_queue_db::EnvelopeParts {
+                from: "a@b.test".into(),
+                ..Default::default()
+            })),
             recipients: vec!["u1@localhost".into(), "u2+x@localhost".into(), "bad/..@localhost".into()],
             body: b"Subject: hi\r\n\r\nbody\r\n".to_vec(),
         };

@@ -10,7 +10,7 @@
 //! The cursor is the end of the generation that was current when the checkpoint was taken: every frame the
 //! checkpoint does not cover is in the log, in that generation after that offset, or in a newer generation.
 
-use crate::log::{LogHeader, Order, encode_frame, encode_header_with, read_header, scan_frames};
+use crate::log::{LogHeader, Order, encode_frame, encode_header_with, read_header, scan_frames_with};
 use crate::record::Mid;
 use crate::state::State;
 use crate::storage::Storage;
@@ -20,6 +20,8 @@ pub(crate) const CHECKPOINT: &str = "trn.chk";
 pub(crate) const CHECKPOINT_NEW: &str = "trn.chk.new";
 const MAGIC: &[u8; 8] = b"SLUICECK";
 const HEADER_LEN: u64 = 40;
+/// A checkpoint is written in pieces of about this size.
+const WRITE_CHUNK: usize = 1 << 20;
 
 /// Where frames not covered by a checkpoint may start in the generations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -49,23 +51,40 @@ pub(crate) fn write(
     let mut buf = encode_header_with(MAGIC, &LogHeader { salt, first_seq: next_seq });
     buf[12..16].copy_from_slice(&cursor.generation.to_le_bytes());
     buf.extend_from_slice(&cursor.offset.to_le_bytes());
-    let records = state.to_records(high_water);
-    let mut enc = Vec::new();
-    for (seq, chunk) in (0u64..).zip(records.chunks(RECORDS_PER_CHECKPOINT_FRAME)) {
-        enc.clear();
-        for r in chunk {
-            r.encode(&mut enc);
-        }
-        encode_frame(salt, seq, chunk.len() as u32, &[], &enc, &mut buf);
-    }
     let file = storage.open(CHECKPOINT_NEW, true)?;
     file.set_len(0)?;
-    file.write_at(&buf, 0)?;
+    // Encoded and written a frame at a time: the state may hold a million messages, and the checkpoint
+    // must not double the memory they take.
+    let (mut at, mut seq, mut count) = (0u64, 0u64, 0u32);
+    let mut enc = Vec::new();
+    let mut written = Ok(());
+    let mut frame = |enc: &mut Vec<u8>, count: &mut u32, buf: &mut Vec<u8>, at: &mut u64, last: bool| {
+        if *count > 0 {
+            encode_frame(salt, seq, *count, &[], enc, buf);
+            seq += 1;
+            enc.clear();
+            *count = 0;
+        }
+        if (last || buf.len() >= WRITE_CHUNK) && written.is_ok() {
+            written = file.write_at(buf, *at);
+            *at += buf.len() as u64;
+            buf.clear();
+        }
+    };
+    state.for_each_record(high_water, |r| {
+        r.encode(&mut enc);
+        count += 1;
+        if count as usize == RECORDS_PER_CHECKPOINT_FRAME {
+            frame(&mut enc, &mut count, &mut buf, &mut at, false);
+        }
+    });
+    frame(&mut enc, &mut count, &mut buf, &mut at, true);
+    written?;
     file.sync_data()?;
     drop(file);
     storage.rename(CHECKPOINT_NEW, CHECKPOINT)?;
     storage.sync_dir()?;
-    Ok(buf.len() as u64)
+    Ok(at)
 }
 
 /// Reads the checkpoint, if there is one.
@@ -83,7 +102,12 @@ pub(crate) fn read(storage: &dyn Storage) -> Result<Option<Checkpoint>, OpenErro
         generation: u32::from_le_bytes([h[12], h[13], h[14], h[15]]),
         offset: u64::from_le_bytes(h[32..40].try_into().unwrap_or_default()),
     };
-    let scan = scan_frames(file.as_ref(), &name, HEADER_LEN, header.salt, Order::From(0))?;
+    let mut state = State::default();
+    let scan = scan_frames_with(file.as_ref(), &name, HEADER_LEN, header.salt, Order::From(0), |frame| {
+        for r in &frame.records {
+            state.apply(r);
+        }
+    })?;
     if scan.torn_bytes > 0 {
         // A checkpoint is renamed into place only once it is whole: a bad frame is damage, not a torn write.
         return Err(OpenError::Corrupt {
@@ -91,12 +115,6 @@ pub(crate) fn read(storage: &dyn Storage) -> Result<Option<Checkpoint>, OpenErro
             offset: scan.end,
             what: "the checkpoint has a bad frame".to_owned(),
         });
-    }
-    let mut state = State::default();
-    for frame in &scan.frames {
-        for r in &frame.records {
-            state.apply(r);
-        }
     }
     Ok(Some(Checkpoint { state, next_seq: header.first_seq, cursor }))
 }

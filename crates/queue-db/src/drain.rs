@@ -124,7 +124,7 @@ pub fn drain(
         pending.sort_unstable();
         pending.dedup();
         let pending =
-            pending.iter().filter_map(|i| m.envelope.recipients.get(*i as usize).map(|r| r.address.clone())).collect();
+            pending.iter().filter_map(|i| m.envelope.recipient(*i as usize).map(|r| r.address.to_owned())).collect();
         out(Drained { mid: m.mid, envelope: (*m.envelope).clone(), pending, body })
             .map_err(|e| OpenError::io("the output directory", e))?;
         report.messages += 1;

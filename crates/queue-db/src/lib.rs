@@ -10,6 +10,7 @@ mod check;
 mod checkpoint;
 mod codec;
 mod drain;
+mod envelope;
 mod generation;
 mod log;
 mod record;
@@ -29,9 +30,10 @@ use tokio::sync::{mpsc, oneshot};
 pub use check::{FileCheck, check};
 pub use drain::{DrainReport, Drained, drain};
 pub use record::{
-    BodyRef, Envelope, FIRST_DELIVERY_QUEUE, Mid, POISON, QueueId, QueueKey, Recipient, Record, SUBMISSION, UNREACHABLE,
+    BodyRef, Envelope, EnvelopeParts, FIRST_DELIVERY_QUEUE, Mid, POISON, QueueId, QueueKey, Recipient, RecipientRef,
+    Record, SUBMISSION, UNREACHABLE,
 };
-pub use state::{State, StoredCopy, StoredMessage, StoredQueue};
+pub use state::{RecipientIndices, SharedError, State, StoredCopy, StoredMessage, StoredQueue, intern_error};
 pub use storage::{FsStorage, Storage, StorageFile, is_disk_full};
 pub use time::now_ms;
 

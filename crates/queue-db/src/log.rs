@@ -114,9 +114,25 @@ pub(crate) fn scan_frames(
     salt: u64,
     order: Order,
 ) -> Result<FrameScan, OpenError> {
+    let mut frames = Vec::new();
+    let mut scan = scan_frames_with(file, name, start, salt, order, |f| frames.push(f))?;
+    scan.frames = frames;
+    Ok(scan)
+}
+
+/// As [`scan_frames`], handing each good frame to `each` as it is read instead of keeping them (the
+/// returned scan has no frames): a checkpoint of a million messages is applied frame by frame.
+pub(crate) fn scan_frames_with(
+    file: &dyn StorageFile,
+    name: &str,
+    start: u64,
+    salt: u64,
+    order: Order,
+    mut each: impl FnMut(Frame),
+) -> Result<FrameScan, OpenError> {
     let len = file.len().map_err(|e| OpenError::io(name, e))?;
     let mut r = Reader::new(file, len);
-    let mut frames = Vec::new();
+    let frames = Vec::new();
     let mut pos = start;
     let mut last: Option<u64> = None;
     loop {
@@ -130,7 +146,7 @@ pub(crate) fn scan_frames(
                     what: format!("frame {seq} passes its checksum but does not decode: {e}"),
                 })?;
                 let at = pos + FRAME_BODIES_AT;
-                frames.push(Frame { seq, offset: pos, bodies: (at, at + bodies), records });
+                each(Frame { seq, offset: pos, bodies: (at, at + bodies), records });
                 last = Some(seq);
                 pos += flen;
                 continue;

@@ -19,41 +19,7 @@ pub const POISON: QueueId = 2;
 /// The first number given to a delivery queue.
 pub const FIRST_DELIVERY_QUEUE: QueueId = 16;
 
-/// One envelope recipient with its RFC 3461 parameters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Recipient {
-    pub address: String,
-    /// `NOTIFY=` as given, upper-case (e.g. `SUCCESS,FAILURE`).
-    pub notify: Option<String>,
-    /// `ORCPT=` as given (`rfc822;user@example.com`).
-    pub orcpt: Option<String>,
-}
-
-/// The envelope of a message, as received.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Envelope {
-    /// The reverse path; empty for the null sender.
-    pub from: String,
-    pub recipients: Vec<Recipient>,
-    /// `RET=` (`FULL` or `HDRS`).
-    pub ret: Option<String>,
-    /// `ENVID=` (decoded).
-    pub env_id: Option<String>,
-    /// The message needs SMTPUTF8 from the next hop.
-    pub smtputf8: bool,
-    /// The body was declared `BODY=8BITMIME`.
-    pub body_8bit: bool,
-    /// `SMTP:<connector>`, `Pickup`, `Replay`, `DSN` or `Resubmit`.
-    pub source_name: String,
-    /// The client's IP address, empty when not received over SMTP.
-    pub source_ip: String,
-    /// Wall-clock time of receipt, milliseconds since the Unix epoch.
-    pub received_at_ms: i64,
-    /// The `Message-ID:` header, if any.
-    pub internet_message_id: Option<String>,
-    /// The `Subject:` header, if any (for listings).
-    pub subject: Option<String>,
-}
+pub use crate::envelope::{Envelope, EnvelopeParts, Recipient, RecipientRef};
 
 /// Where a message's body lives: a byte range of a generation file, with its checksum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,21 +197,21 @@ impl Record {
 }
 
 fn encode_envelope(e: &mut Enc<'_>, env: &Envelope) {
-    e.str(&env.from);
-    e.u32(env.recipients.len() as u32);
-    for r in &env.recipients {
-        e.str(&r.address);
-        e.opt_str(r.notify.as_deref());
-        e.opt_str(r.orcpt.as_deref());
+    e.str(env.from_address());
+    e.u32(env.recipient_count() as u32);
+    for r in env.recipients() {
+        e.str(r.address);
+        e.opt_str(r.notify);
+        e.opt_str(r.orcpt);
     }
-    e.opt_str(env.ret.as_deref());
-    e.opt_str(env.env_id.as_deref());
+    e.opt_str(env.ret());
+    e.opt_str(env.env_id());
     e.u8(u8::from(env.smtputf8) | (u8::from(env.body_8bit) << 1));
-    e.str(&env.source_name);
-    e.str(&env.source_ip);
+    e.str(env.source_name());
+    e.str(env.source_ip());
     e.i64(env.received_at_ms);
-    e.opt_str(env.internet_message_id.as_deref());
-    e.opt_str(env.subject.as_deref());
+    e.opt_str(env.internet_message_id());
+    e.opt_str(env.subject());
 }
 
 fn decode_envelope(d: &mut Dec<'_>) -> Result<Envelope, DecodeError> {
@@ -258,7 +224,7 @@ fn decode_envelope(d: &mut Dec<'_>) -> Result<Envelope, DecodeError> {
     let ret = d.opt_str()?;
     let env_id = d.opt_str()?;
     let flags = d.u8()?;
-    Ok(Envelope {
+    Ok(Envelope::from(EnvelopeParts {
         from,
         recipients,
         ret,
@@ -270,7 +236,7 @@ fn decode_envelope(d: &mut Dec<'_>) -> Result<Envelope, DecodeError> {
         received_at_ms: d.i64()?,
         internet_message_id: d.opt_str()?,
         subject: d.opt_str()?,
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -293,7 +259,7 @@ mod tests {
             Record::Enqueue {
                 mid: 7,
                 queue: SUBMISSION,
-                envelope: std::sync::Arc::new(Envelope {
+                envelope: std::sync::Arc::new(Envelope::from(EnvelopeParts {
                     from: "a@b.test".into(),
                     recipients: vec![
                         Recipient { address: "c@d.test".into(), notify: Some("NEVER".into()), orcpt: None },
@@ -308,7 +274,7 @@ mod tests {
                     received_at_ms: 1_700_000_000_123,
                     internet_message_id: Some("<x@y>".into()),
                     subject: None,
-                }),
+                })),
                 body: BodyRef { generation: 3, offset: 4096, len: 100, crc: 0xdead_beef },
             },
             Record::Route { mid: 7, from: SUBMISSION, copies: vec![(16, vec![0]), (UNREACHABLE, vec![1])] },

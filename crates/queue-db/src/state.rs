@@ -2,6 +2,9 @@
 //! applying every record in log order; the same `apply` is used by tests as the reference.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use smallvec::SmallVec;
 
 use crate::record::{BodyRef, Envelope, Mid, QueueId, QueueKey, Record};
 
@@ -11,19 +14,46 @@ pub struct StoredMessage {
     pub mid: Mid,
     pub envelope: std::sync::Arc<Envelope>,
     pub body: BodyRef,
-    pub copies: Vec<StoredCopy>,
+    /// Nearly always one: kept inline, without an allocation of its own.
+    pub copies: SmallVec<[StoredCopy; 1]>,
 }
+
+/// Indices into the envelope's recipients; up to four without an allocation.
+pub type RecipientIndices = SmallVec<[u32; 4]>;
 
 /// The copy of a message in one queue, with the recipients it is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredCopy {
     pub queue: QueueId,
     /// Indices into the envelope's recipients.
-    pub recipients: Vec<u32>,
+    pub recipients: RecipientIndices,
     pub retry_count: u32,
     /// Wall-clock time of the next attempt (ms since the epoch); 0 = now.
     pub next_retry_ms: i64,
-    pub last_error: String,
+    /// Shared by every copy that failed the same way (see [`intern_error`]).
+    pub last_error: Option<SharedError>,
+}
+
+/// An error text shared by many copies: a thin pointer (8 bytes in each copy, not 16).
+pub type SharedError = Arc<String>;
+
+/// The last error of a deferred copy, shared: a million messages behind one dead next hop hold one copy
+/// of its error text, not a million. `None` for an empty one.
+pub fn intern_error(error: &str) -> Option<SharedError> {
+    /// Distinct errors remembered, most recent first.
+    const RECENT: usize = 32;
+    static ERRORS: Mutex<Vec<SharedError>> = Mutex::new(Vec::new());
+    if error.is_empty() {
+        return None;
+    }
+    let Ok(mut recent) = ERRORS.lock() else { return Some(Arc::new(error.to_owned())) };
+    let shared = match recent.iter().position(|e| e.as_str() == error) {
+        Some(i) => recent.remove(i),
+        None => Arc::new(error.to_owned()),
+    };
+    recent.insert(0, Arc::clone(&shared));
+    recent.truncate(RECENT);
+    Some(shared)
 }
 
 /// A delivery queue.
@@ -35,7 +65,8 @@ pub struct StoredQueue {
 /// Everything recovery rebuilt.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct State {
-    pub messages: BTreeMap<Mid, StoredMessage>,
+    /// Boxed: the map's nodes stay small, and a node split moves pointers, not messages.
+    pub messages: BTreeMap<Mid, Box<StoredMessage>>,
     pub queues: BTreeMap<QueueId, StoredQueue>,
     /// Queues (persistent or delivery) that an administrator suspended.
     pub suspended: BTreeMap<QueueId, bool>,
@@ -66,14 +97,19 @@ impl State {
                 self.next_mid = self.next_mid.max(mid + 1);
                 let copy = StoredCopy {
                     queue: *queue,
-                    recipients: (0..envelope.recipients.len() as u32).collect(),
+                    recipients: (0..envelope.recipient_count() as u32).collect(),
                     retry_count: 0,
                     next_retry_ms: 0,
-                    last_error: String::new(),
+                    last_error: None,
                 };
                 self.messages.insert(
                     *mid,
-                    StoredMessage { mid: *mid, envelope: envelope.clone(), body: *body, copies: vec![copy] },
+                    Box::new(StoredMessage {
+                        mid: *mid,
+                        envelope: envelope.clone(),
+                        body: *body,
+                        copies: smallvec::smallvec![copy],
+                    }),
                 );
             }
             Record::Route { mid, from, copies } => {
@@ -82,10 +118,10 @@ impl State {
                     for (queue, recipients) in copies {
                         m.copies.push(StoredCopy {
                             queue: *queue,
-                            recipients: recipients.clone(),
+                            recipients: RecipientIndices::from_slice(recipients),
                             retry_count: 0,
                             next_retry_ms: 0,
-                            last_error: String::new(),
+                            last_error: None,
                         });
                     }
                     if m.copies.is_empty() {
@@ -99,7 +135,9 @@ impl State {
                 {
                     c.retry_count = *retry_count;
                     c.next_retry_ms = *next_retry_ms;
-                    c.last_error.clone_from(last_error);
+                    if c.last_error.as_deref() != Some(last_error) {
+                        c.last_error = intern_error(last_error);
+                    }
                 }
             }
             Record::Relocate { mid, body } => {
@@ -118,34 +156,48 @@ impl State {
         }
     }
 
-    /// Records that recreate this state from nothing, in an order `apply` accepts.
-    pub(crate) fn to_records(&self, high_water: Mid) -> Vec<Record> {
-        let mut out = vec![Record::MidHighWater { next: high_water }];
+    /// Hands `f`, one at a time, the records that recreate this state from nothing, in an order `apply`
+    /// accepts (a checkpoint of a million messages is encoded as it goes, never held as records).
+    pub(crate) fn for_each_record(&self, high_water: Mid, mut f: impl FnMut(Record)) {
+        f(Record::MidHighWater { next: high_water });
         for (id, q) in &self.queues {
-            out.push(Record::QueueCreate { id: *id, key: q.key.clone() });
+            f(Record::QueueCreate { id: *id, key: q.key.clone() });
         }
         for id in self.suspended.keys() {
-            out.push(Record::QueueSuspend { id: *id, suspended: true });
+            f(Record::QueueSuspend { id: *id, suspended: true });
         }
         for m in self.messages.values() {
             // Enqueue into a queue no copy uses, then route to the real copies.
             let staging = QueueId::MAX;
-            out.push(Record::Enqueue { mid: m.mid, queue: staging, envelope: m.envelope.clone(), body: m.body });
-            out.push(Record::Route {
+            f(Record::Enqueue { mid: m.mid, queue: staging, envelope: m.envelope.clone(), body: m.body });
+            f(Record::Route {
                 mid: m.mid,
                 from: staging,
-                copies: m.copies.iter().map(|c| (c.queue, c.recipients.clone())).collect(),
+                copies: m.copies.iter().map(|c| (c.queue, c.recipients.to_vec())).collect(),
             });
-            for c in m.copies.iter().filter(|c| c.retry_count > 0 || !c.last_error.is_empty() || c.next_retry_ms != 0) {
-                out.push(Record::Defer {
+            for c in m.copies.iter().filter(|c| c.retry_count > 0 || c.last_error.is_some() || c.next_retry_ms != 0) {
+                f(Record::Defer {
                     mid: m.mid,
                     queue: c.queue,
                     retry_count: c.retry_count,
                     next_retry_ms: c.next_retry_ms,
-                    last_error: c.last_error.clone(),
+                    last_error: c.last_error.as_deref().cloned().unwrap_or_default(),
                 });
             }
         }
-        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The index is what a million queued messages cost (spec 02 item 11): these sizes are mimalloc size
+    /// classes, and one byte more moves a message's record to the next class.
+    #[test]
+    fn a_queued_message_stays_small() {
+        assert_eq!(size_of::<StoredCopy>(), 48);
+        assert_eq!(size_of::<StoredMessage>(), 96);
+        assert!(size_of::<Envelope>() <= 32, "{}", size_of::<Envelope>());
     }
 }

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use sluice_queue_db::{Envelope, now_ms, time::rfc5322};
+use sluice_queue_db::{Envelope, EnvelopeParts, now_ms, time::rfc5322};
 use sluice_smtp::{BareNewlines, BdatDecoder, DataDecoder, DataStatus, DataViolation, Reply, ReversePath};
 
 use crate::session::{Flow, Session};
@@ -177,7 +177,7 @@ impl Session {
             strip_sluice_headers(&mut body, received_len);
         }
         let (message_id, subject) = header_fields(&body[received_len..]);
-        let envelope = Envelope {
+        let envelope = Envelope::from(EnvelopeParts {
             from: match &tx.from {
                 ReversePath::Null => String::new(),
                 ReversePath::Address(a) => a.to_string(),
@@ -192,7 +192,7 @@ impl Session {
             received_at_ms: now_ms(),
             internet_message_id: message_id,
             subject,
-        };
+        });
         match self.transport.submit(mid, envelope, body).await {
             Ok(()) => self.reply(Reply::new(250, "2.0.0", format!("Ok: queued as {mid}"))),
             Err(sluice_queue_db::CommitError::DiskFull) => {

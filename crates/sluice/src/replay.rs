@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sluice_queue_db::{Envelope, Recipient, now_ms};
+use sluice_queue_db::{Envelope, EnvelopeParts, Recipient, now_ms};
 use sluice_transport::Transport;
 use sluice_transport::pressure::Level;
 use tokio_util::sync::CancellationToken;
@@ -51,7 +51,7 @@ async fn replay_one(path: &Path, transport: &Transport) {
         Err(why) => return set_aside(path, &why),
     };
     let mid = transport.allocate_mid();
-    let rcpts = envelope.recipients.len();
+    let rcpts = envelope.recipient_count();
     match transport.submit(mid, envelope, body).await {
         Ok(()) => {
             tracing::info!(file = %path.display(), mid, recipients = rcpts, "replayed");
@@ -111,15 +111,15 @@ fn parse(bytes: &[u8]) -> Result<(Envelope, Vec<u8>), String> {
         return Err("no X-Receiver header at the top".to_owned());
     }
     let body = bytes[at..].to_vec();
-    let envelope = Envelope {
+    let envelope = Envelope::from(EnvelopeParts {
         smtputf8: !from.is_ascii() || recipients.iter().any(|r| !r.address.is_ascii()),
         body_8bit: !body.is_ascii(),
         from,
         recipients,
         source_name: "Replay".to_owned(),
         received_at_ms: now_ms(),
-        ..Envelope::default()
-    };
+        ..EnvelopeParts::default()
+    });
     Ok((envelope, body))
 }
 
@@ -131,15 +131,12 @@ mod tests {
     fn envelope_headers_are_taken_and_removed() {
         let (env, body) =
             parse(b"X-Sender: <a@example.test>\r\nX-Receiver: <b@remote.test>\r\nX-Receiver: <c@remote.test>\r\nSubject: s\r\n\r\nhi\r\n").unwrap();
-        assert_eq!(env.from, "a@example.test");
-        assert_eq!(
-            env.recipients.iter().map(|r| r.address.as_str()).collect::<Vec<_>>(),
-            ["b@remote.test", "c@remote.test"]
-        );
-        assert_eq!(env.source_name, "Replay");
+        assert_eq!(env.from_address(), "a@example.test");
+        assert_eq!(env.recipients().map(|r| r.address).collect::<Vec<_>>(), ["b@remote.test", "c@remote.test"]);
+        assert_eq!(env.source_name(), "Replay");
         assert_eq!(body, b"Subject: s\r\n\r\nhi\r\n");
         let (null, _) = parse(b"X-Sender: <>\r\nX-Receiver: <b@remote.test>\r\n\r\nx").unwrap();
-        assert_eq!(null.from, "");
+        assert_eq!(null.from_address(), "");
         // The message's own headers, with spaces and brackets, are left alone.
         let (_, body) =
             parse(b"X-Sender: <a@x.test>\r\nX-Receiver: <b@x.test>\r\nReceived: from c.test ([127.0.0.1])\r\n\r\nx")

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use sluice_queue_db::{Mid, QueueId, Record, SUBMISSION, UNREACHABLE};
+use sluice_queue_db::{Mid, QueueId, RecipientIndices, Record, SUBMISSION, UNREACHABLE};
 
 use crate::Inner;
 use crate::queue::{Copy, DeliveryQueue, MessageStatus, NextHopSolutionKey};
@@ -47,8 +47,8 @@ async fn categorize_batch(inner: &Arc<Inner>) -> bool {
         .iter()
         .map(|(mid, env)| {
             let mut groups: BTreeMap<RouteKey, Vec<u32>> = BTreeMap::new();
-            for (i, r) in env.recipients.iter().enumerate() {
-                let key = match routing.route(&r.address) {
+            for (i, r) in env.recipients().enumerate() {
+                let key = match routing.route(r.address) {
                     Route::Deliver { key, target } => RouteKey::Deliver(OrdKey(key), OrdTarget(target)),
                     Route::Unreachable { reason } => {
                         tracing::info!(mid, recipient = %r.address, reason, "no route; recipient is unreachable");
@@ -89,11 +89,11 @@ async fn categorize_batch(inner: &Arc<Inner>) -> bool {
             for (qid, rcpts) in &copies {
                 m.copies.push(Copy {
                     queue: *qid,
-                    recipients: rcpts.clone(),
+                    recipients: RecipientIndices::from_slice(rcpts),
                     status: MessageStatus::Ready,
                     retry_count: 0,
                     next_retry_ms: 0,
-                    last_error: String::new(),
+                    last_error: None,
                 });
             }
             placements.push((mid, copies.iter().map(|(q, _)| *q).collect()));
@@ -123,7 +123,7 @@ async fn categorize_batch(inner: &Arc<Inner>) -> bool {
     for (mid, queues) in &placements {
         let Some(env) = batch.iter().find(|(m, _)| m == mid).map(|(_, e)| e.clone()) else { continue };
         let mut ev = inner.event("ROUTE", *mid, &env);
-        ev.recipients = env.recipients.iter().map(|r| r.address.clone()).collect();
+        ev.recipients = env.recipients().map(|r| r.address.to_owned()).collect();
         ev.queue = Some(queues.iter().map(|q| inner.queue_identity(*q)).collect::<Vec<_>>().join(","));
         inner.tracking.log(ev);
     }

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use sluice_queue_db::{Envelope, Mid, QueueId, Record, now_ms};
+use sluice_queue_db::{Envelope, Mid, QueueId, RecipientIndices, Record, now_ms};
 
 use crate::Inner;
 use crate::queue::MessageStatus;
@@ -98,7 +98,7 @@ fn next_job(inner: &Inner, qid: QueueId) -> Option<(Job, Target)> {
             mid,
             envelope: m.envelope.clone(),
             body: m.body,
-            recipients: c.recipients.clone(),
+            recipients: c.recipients.to_vec(),
             retry_count: c.retry_count,
         };
         return Some((job, q.target.clone()));
@@ -146,7 +146,7 @@ async fn worker(inner: Arc<Inner>, qid: QueueId) {
             recipients: job
                 .recipients
                 .iter()
-                .filter_map(|i| job.envelope.recipients.get(*i as usize).map(|r| r.address.clone()))
+                .filter_map(|i| job.envelope.recipient(*i as usize).map(|r| r.address.to_owned()))
                 .collect(),
             body,
         };
@@ -238,7 +238,7 @@ async fn finish(inner: &Arc<Inner>, qid: QueueId, job: &Job, out: &Outbound, out
             .iter()
             .chain(std::iter::repeat(&RecipientOutcome::Transient("451 4.4.0 no reply for this recipient".into()))),
     ) {
-        let address = job.envelope.recipients.get(*i as usize).map(|r| r.address.clone()).unwrap_or_default();
+        let address = job.envelope.recipient(*i as usize).map(|r| r.address.to_owned()).unwrap_or_default();
         let (event_id, reply) = match outcome {
             RecipientOutcome::Delivered(r) => ("DELIVER", r),
             RecipientOutcome::Permanent(r) => ("FAIL", r),
@@ -274,10 +274,10 @@ async fn finish(inner: &Arc<Inner>, qid: QueueId, job: &Job, out: &Outbound, out
         let records = {
             let mut qs = inner.lock();
             if let Some(c) = qs.messages.get_mut(&job.mid).and_then(|m| m.copies.iter_mut().find(|c| c.queue == qid)) {
-                c.recipients.clone_from(&remaining);
+                c.recipients = RecipientIndices::from_slice(&remaining);
                 c.retry_count = job.retry_count + 1;
                 c.next_retry_ms = next;
-                c.last_error.clone_from(&transient_error);
+                c.last_error = sluice_queue_db::intern_error(&transient_error);
                 c.status = MessageStatus::Retry;
             }
             if let Some(q) = qs.delivery.get_mut(&qid) {
@@ -307,7 +307,7 @@ async fn defer(inner: &Arc<Inner>, qid: QueueId, job: &Job, error: &str, queue_l
         let mut qs = inner.lock();
         if let Some(c) = qs.messages.get_mut(&job.mid).and_then(|m| m.copies.iter_mut().find(|c| c.queue == qid)) {
             c.retry_count = job.retry_count + 1;
-            c.last_error = error.to_owned();
+            c.last_error = sluice_queue_db::intern_error(error);
             c.next_retry_ms = next;
             c.status = MessageStatus::Retry;
         }
@@ -332,8 +332,8 @@ async fn defer(inner: &Arc<Inner>, qid: QueueId, job: &Job, error: &str, queue_l
     ev.recipients = job
         .recipients
         .iter()
-        .filter_map(|i| job.envelope.recipients.get(*i as usize))
-        .map(|r| r.address.clone())
+        .filter_map(|i| job.envelope.recipient(*i as usize))
+        .map(|r| r.address.to_owned())
         .collect();
     ev.queue = Some(inner.queue_identity(qid));
     ev.reply = Some(error.to_owned());

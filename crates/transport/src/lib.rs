@@ -22,6 +22,7 @@ use sluice_queue_db::time::rfc3339;
 use sluice_queue_db::{
     CommitError, Envelope, FIRST_DELIVERY_QUEUE, Mid, POISON, QueueDb, QueueId, Record, SUBMISSION, State, UNREACHABLE,
 };
+use smallvec::SmallVec;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -81,8 +82,8 @@ impl Inner {
 
     fn event(&self, event_id: &'static str, mid: Mid, env: &Envelope) -> Event {
         let mut ev = Event::new(event_id, mid);
-        ev.sender.clone_from(&env.from);
-        ev.internet_message_id.clone_from(&env.internet_message_id);
+        env.from_address().clone_into(&mut ev.sender);
+        ev.internet_message_id = env.internet_message_id().map(str::to_owned);
         ev
     }
 }
@@ -120,7 +121,7 @@ impl Transport {
         qs.unreachable_suspended = state.suspended.contains_key(&UNREACHABLE);
         let now = sluice_queue_db::now_ms();
         for (mid, m) in state.messages {
-            let mut copies = Vec::new();
+            let mut copies = SmallVec::new();
             for c in m.copies {
                 let queue = if c.queue == SUBMISSION
                     || c.queue == UNREACHABLE
@@ -132,7 +133,7 @@ impl Transport {
                     resubmit.push(Record::Route {
                         mid,
                         from: c.queue,
-                        copies: vec![(SUBMISSION, c.recipients.clone())],
+                        copies: vec![(SUBMISSION, c.recipients.to_vec())],
                     });
                     SUBMISSION
                 };
@@ -167,7 +168,7 @@ impl Transport {
                     }
                 }
             }
-            qs.messages.insert(mid, Message { envelope: m.envelope, body: m.body, copies });
+            qs.messages.insert(mid, Message { envelope: m.envelope, body: m.body, copies }.into());
         }
         let inner = Arc::new(Inner {
             db,
@@ -292,10 +293,10 @@ impl Transport {
         };
         for event_id in ["RECEIVE", "SUBMIT"] {
             let mut ev = self.inner.event(event_id, mid, &envelope);
-            ev.recipients = envelope.recipients.iter().map(|r| r.address.clone()).collect();
-            ev.source = Some(envelope.source_name.clone());
+            ev.recipients = envelope.recipients().map(|r| r.address.to_owned()).collect();
+            ev.source = Some(envelope.source_name().to_owned());
             if event_id == "RECEIVE" {
-                ev.source_ip = Some(envelope.source_ip.clone()).filter(|s| !s.is_empty());
+                ev.source_ip = Some(envelope.source_ip().to_owned()).filter(|s| !s.is_empty());
                 ev.reply = Some(format!("250 2.0.0 Ok: queued as {mid} ({size} bytes)"));
             } else {
                 ev.queue = Some(self.inner.queue_identity(SUBMISSION));
@@ -304,21 +305,22 @@ impl Transport {
         }
         {
             let mut qs = self.inner.lock();
-            let recipients = (0..envelope.recipients.len() as u32).collect();
+            let recipients = (0..envelope.recipient_count() as u32).collect();
             qs.messages.insert(
                 mid,
                 Message {
                     envelope,
                     body: body_ref,
-                    copies: vec![Copy {
+                    copies: smallvec::smallvec![Copy {
                         queue: SUBMISSION,
                         recipients,
                         status: MessageStatus::Active,
                         retry_count: 0,
                         next_retry_ms: 0,
-                        last_error: String::new(),
+                        last_error: None,
                     }],
-                },
+                }
+                .into(),
             );
             qs.submission.push_back(mid);
         }
@@ -353,7 +355,7 @@ impl Transport {
                         records.push(Record::Route {
                             mid,
                             from: UNREACHABLE,
-                            copies: vec![(SUBMISSION, c.recipients.clone())],
+                            copies: vec![(SUBMISSION, c.recipients.to_vec())],
                         });
                     }
                     if let Some(m) = qs.messages.get_mut(&mid) {
@@ -494,23 +496,23 @@ impl Transport {
                     mid: *mid,
                     queue: queue_identity,
                     status: status.as_str().to_owned(),
-                    from_address: m.envelope.from.clone(),
-                    internet_message_id: m.envelope.internet_message_id.clone(),
-                    subject: m.envelope.subject.clone(),
+                    from_address: m.envelope.from_address().to_owned(),
+                    internet_message_id: m.envelope.internet_message_id().map(str::to_owned),
+                    subject: m.envelope.subject().map(str::to_owned),
                     size: m.body.len,
                     date_received: rfc3339(m.envelope.received_at_ms),
-                    source_ip: m.envelope.source_ip.clone(),
-                    message_source_name: m.envelope.source_name.clone(),
-                    last_error: Some(c.last_error.clone()).filter(|e| !e.is_empty()),
+                    source_ip: m.envelope.source_ip().to_owned(),
+                    message_source_name: m.envelope.source_name().to_owned(),
+                    last_error: c.last_error.as_deref().cloned(),
                     retry_count: c.retry_count,
                     recipients: include_recipients.then(|| {
                         c.recipients
                             .iter()
-                            .filter_map(|i| m.envelope.recipients.get(*i as usize))
+                            .filter_map(|i| m.envelope.recipient(*i as usize))
                             .map(|r| api::Recipient {
-                                address: r.address.clone(),
+                                address: r.address.to_owned(),
                                 status: status.as_str().to_owned(),
-                                last_error: Some(c.last_error.clone()).filter(|e| !e.is_empty()),
+                                last_error: c.last_error.as_deref().cloned(),
                                 retry_count: c.retry_count,
                                 next_hop: next_hop.clone(),
                             })
@@ -537,7 +539,7 @@ impl Transport {
     }
 }
 
-fn merge_submission_copies(copies: &mut Vec<Copy>) {
+fn merge_submission_copies(copies: &mut SmallVec<[Copy; 1]>) {
     let mut merged: Option<Copy> = None;
     copies.retain(|c| {
         if c.queue != SUBMISSION {

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use sluice_queue_db::sim::SimStorage;
-use sluice_queue_db::{Envelope, Options, QueueDb, Recipient, Record, SUBMISSION, Storage};
+use sluice_queue_db::{Envelope, EnvelopeParts, Options, QueueDb, Recipient, Record, SUBMISSION, Storage};
 
 /// A small deterministic generator (xorshift), so failures name their seed.
 struct Rng(u64);
@@ -32,12 +32,12 @@ struct Model {
 }
 
 fn envelope(mid: u64) -> Envelope {
-    Envelope {
+    Envelope::from(EnvelopeParts {
         from: format!("sender{mid}@example.test"),
         recipients: vec![Recipient { address: format!("rcpt{mid}@example.test"), notify: None, orcpt: None }],
         source_name: "SMTP:Default".into(),
-        ..Envelope::default()
-    }
+        ..EnvelopeParts::default()
+    })
 }
 
 fn options() -> Options {
