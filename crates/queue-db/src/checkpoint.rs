@@ -107,6 +107,7 @@ pub(crate) fn read(storage: &dyn Storage) -> Result<Option<Checkpoint>, OpenErro
         for r in &frame.records {
             state.apply(r);
         }
+        Ok(())
     })?;
     if scan.torn_bytes > 0 {
         // A checkpoint is renamed into place only once it is whole: a bad frame is damage, not a torn write.

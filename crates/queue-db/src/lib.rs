@@ -331,7 +331,33 @@ impl QueueDb {
             let (name, file) = &open_gens[&number];
             let described = storage.describe(name);
             let start = generation::GEN_HEADER_LEN;
-            let scan = log::scan_frames(file.as_ref(), &described, start, headers[&number].salt, log::Order::Rising)?;
+            // Frame by frame: what the checkpoint covers is checked and dropped at once.
+            let scan = log::scan_frames_with(
+                file.as_ref(),
+                &described,
+                start,
+                headers[&number].salt,
+                log::Order::Rising,
+                |f| {
+                    for r in &f.records {
+                        if let Record::Enqueue { body, .. } | Record::Relocate { body, .. } = r
+                            && (body.generation != number
+                                || body.offset < f.bodies.0
+                                || body.offset + body.len > f.bodies.1)
+                        {
+                            return Err(OpenError::Corrupt {
+                                file: described.clone(),
+                                offset: f.offset,
+                                what: format!("frame {} refers to a body outside itself", f.seq),
+                            });
+                        }
+                    }
+                    if covered.is_none_or(|c| f.seq >= c) {
+                        frames.push((f.seq, described.clone(), f.records));
+                    }
+                    Ok(())
+                },
+            )?;
             if scan.torn_bytes > 0 {
                 if Some(number) != newest {
                     return Err(OpenError::Corrupt {
@@ -344,24 +370,6 @@ impl QueueDb {
                 torn.push(described.clone());
             }
             gen_ends.insert(number, scan.end);
-            for f in scan.frames {
-                for r in &f.records {
-                    if let Record::Enqueue { body, .. } | Record::Relocate { body, .. } = r
-                        && (body.generation != number
-                            || body.offset < f.bodies.0
-                            || body.offset + body.len > f.bodies.1)
-                    {
-                        return Err(OpenError::Corrupt {
-                            file: described,
-                            offset: f.offset,
-                            what: format!("frame {} refers to a body outside itself", f.seq),
-                        });
-                    }
-                }
-                if covered.is_none_or(|c| f.seq >= c) {
-                    frames.push((f.seq, described.clone(), f.records));
-                }
-            }
         }
         if torn.len() > 1 {
             return Err(OpenError::Corrupt {

@@ -115,20 +115,24 @@ pub(crate) fn scan_frames(
     order: Order,
 ) -> Result<FrameScan, OpenError> {
     let mut frames = Vec::new();
-    let mut scan = scan_frames_with(file, name, start, salt, order, |f| frames.push(f))?;
+    let mut scan = scan_frames_with(file, name, start, salt, order, |f| {
+        frames.push(f);
+        Ok(())
+    })?;
     scan.frames = frames;
     Ok(scan)
 }
 
 /// As [`scan_frames`], handing each good frame to `each` as it is read instead of keeping them (the
-/// returned scan has no frames): a checkpoint of a million messages is applied frame by frame.
+/// returned scan has no frames): a checkpoint of a million messages is applied frame by frame. An error
+/// from `each` ends the scan.
 pub(crate) fn scan_frames_with(
     file: &dyn StorageFile,
     name: &str,
     start: u64,
     salt: u64,
     order: Order,
-    mut each: impl FnMut(Frame),
+    mut each: impl FnMut(Frame) -> Result<(), OpenError>,
 ) -> Result<FrameScan, OpenError> {
     let len = file.len().map_err(|e| OpenError::io(name, e))?;
     let mut r = Reader::new(file, len);
@@ -146,7 +150,7 @@ pub(crate) fn scan_frames_with(
                     what: format!("frame {seq} passes its checksum but does not decode: {e}"),
                 })?;
                 let at = pos + FRAME_BODIES_AT;
-                each(Frame { seq, offset: pos, bodies: (at, at + bodies), records });
+                each(Frame { seq, offset: pos, bodies: (at, at + bodies), records })?;
                 last = Some(seq);
                 pos += flen;
                 continue;
