@@ -82,5 +82,67 @@ wait_port "$deny_port"
 out=$(swaks --server "127.0.0.1:$deny_port" --to victim@elsewhere.test --from a@example.test 2>&1 || true)
 if echo "$out" | grep -q '<\*\* 550 5.7.1'; then ok "relay denied: 550 5.7.1"; else bad "relay denied"; echo "$out" | tail -5; fi
 
+# 4. swaks with STARTTLS and AUTH (self-signed certificate; relay only after AUTH), and Python's smtplib
+#    with SMTPUTF8 and BDAT, through a connector without relay networks.
+tls_port=$(free_port); tls_admin=$(free_port)
+hash=$(echo "swaks-secret" | "$bin" hash-password)
+cat >"$work/tls.toml" <<TOML
+[server]
+data_dir = "tls-data"
+hostname = "mx.test"
+[admin]
+listen = "127.0.0.1:$tls_admin"
+[[receive_connectors]]
+name = "Submission"
+listen = "127.0.0.1:$tls_port"
+relay_networks = []
+tls = "self-signed"
+auth = "optional"
+users = [{ name = "alice", password_hash = '$hash' }]
+[[send_connectors]]
+name = "Sink"
+address_spaces = ["*"]
+smart_hosts = ["127.0.0.1:$sink_port"]
+TOML
+"$bin" serve --config "$work/tls.toml" >"$work/tls.log" 2>&1 & pids+=($!)
+wait_port "$tls_port"
+before=$(sink_count)
+out=$(swaks --server "127.0.0.1:$tls_port" --tls --auth LOGIN --auth-user alice --auth-password swaks-secret \
+  --to someone@remote.test --from alice@example.test 2>&1 || true)
+if echo "$out" | grep -q '<~  235 2.7.0' && echo "$out" | grep -q '<~  250 2.0.0'; then
+  ok "swaks: STARTTLS + AUTH LOGIN relayed (235, 250)"
+else
+  bad "swaks STARTTLS + AUTH"; echo "$out" | tail -8
+fi
+out=$(swaks --server "127.0.0.1:$tls_port" --tls --auth PLAIN --auth-user alice --auth-password wrong \
+  --to someone@remote.test --from alice@example.test 2>&1 || true)
+if echo "$out" | grep -q '<~\* 535 5.7.8'; then ok "swaks: a wrong password gets 535 5.7.8"; else bad "swaks wrong password"; echo "$out" | tail -5; fi
+out=$(swaks --server "127.0.0.1:$tls_port" --tls --to someone@remote.test --from alice@example.test 2>&1 || true)
+if echo "$out" | grep -q '<~\* 550 5.7.1'; then ok "swaks: STARTTLS without AUTH may not relay"; else bad "swaks relay without AUTH"; echo "$out" | tail -5; fi
+for _ in $(seq 100); do [ "$(sink_count)" -gt "$before" ] && break; sleep 0.1; done
+if [ "$(sink_count)" -gt "$before" ]; then ok "the authenticated message reached the smart host"; else bad "authenticated message not delivered"; fi
+if python3 - "$tls_port" <<'PY'
+import smtplib, ssl, sys
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=20)
+s.ehlo(); s.starttls(context=ctx); s.ehlo()
+assert s.has_extn("smtputf8") and s.has_extn("chunking"), s.esmtp_features
+s.login("alice", "swaks-secret")
+code, _ = s.mail("jürgen@example.test", ["SMTPUTF8"]); assert code == 250, code
+code, _ = s.rcpt("user@localhost"); assert code == 250, code
+body = "Subject: grüße\r\n\r\nüber BDAT\r\n".encode()
+s.send(b"BDAT %d LAST\r\n" % len(body) + body)
+code, reply = s.getreply(); assert code == 250, (code, reply)
+s.quit()
+PY
+then ok "smtplib: STARTTLS, login, SMTPUTF8 and BDAT accepted"; else bad "smtplib SMTPUTF8 + BDAT"; fi
+utf8_mail() { grep -l "jürgen@example.test" "$work"/tls-data/mail/localhost/user/new/* 2>/dev/null | head -1; }
+for _ in $(seq 100); do [ -n "$(utf8_mail)" ] && break; sleep 0.1; done
+if [ -n "$(utf8_mail)" ] && grep -q "über BDAT" "$(utf8_mail)"; then
+  ok "the SMTPUTF8 message sent with BDAT is in the Maildir, intact"
+else
+  bad "SMTPUTF8 message not delivered"
+fi
+
 echo "interop: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

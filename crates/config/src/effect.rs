@@ -8,11 +8,6 @@
 pub const NOT_YET_IN_EFFECT: &[&str] = &[
     "server.user",
     "admin.tls",
-    "receive_connectors.tls",
-    "receive_connectors.tls_mode",
-    "receive_connectors.auth",
-    "receive_connectors.users",
-    "receive_connectors.auth_failures_per_minute",
     "send_connectors.tls",
     "send_connectors.auth",
     "send_connectors.port",
@@ -126,8 +121,8 @@ mod tests {
     #[test]
     fn listed_keys_and_wildcards_match() {
         let cases: &[(&str, bool)] = &[
-            ("receive_connectors.tls", true),
-            ("receive_connectors.tls_mode", true),
+            ("receive_connectors.tls", false),
+            ("send_connectors.tls", true),
             ("receive_connectors.listen", false),
             ("antispam.engine", true),
             ("antispamx.engine", false),

@@ -2,8 +2,12 @@
 //! order, answers pipelined commands in one write, and answers `250` to DATA only after the message is
 //! durable in the queue database.
 
+mod auth;
 mod message;
 mod session;
+mod tls;
+
+pub use tls::acceptor as tls_acceptor;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -107,6 +111,14 @@ pub struct Server {
     pub policy: watch::Receiver<Arc<Policy>>,
     pub transport: Transport,
     pub shutdown: CancellationToken,
+    /// From [`tls_acceptor`] for the connector's `tls` (a restart applies a change).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// What a connector's sessions share.
+pub(crate) struct Shared {
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
+    pub(crate) auth_failures: auth::Failures,
 }
 
 impl Server {
@@ -116,6 +128,7 @@ impl Server {
         let slots = Arc::new(Semaphore::new(max));
         let per_ip: Arc<std::sync::Mutex<HashMap<std::net::IpAddr, u32>>> = Arc::default();
         let sessions = TaskTracker::new();
+        let shared = Arc::new(Shared { tls: self.tls.clone(), auth_failures: auth::Failures::default() });
         loop {
             let accepted = tokio::select! {
                 a = listener.accept() => a,
@@ -141,8 +154,9 @@ impl Server {
             };
             match (slots.clone().try_acquire_owned(), ip_slot) {
                 (Ok(permit), Some(ip_slot)) => {
+                    let shared = shared.clone();
                     sessions.spawn(async move {
-                        session::run(stream, peer, policy, transport, shutdown).await;
+                        session::run(stream, peer, policy, transport, shutdown, shared).await;
                         drop(ip_slot);
                         drop(permit);
                     });

@@ -212,7 +212,14 @@ impl Session {
             IpAddr::V4(v4) => v4.to_string(),
             IpAddr::V6(v6) => format!("IPv6:{v6}"),
         };
-        let with = if self.esmtp { "ESMTP" } else { "SMTP" };
+        // RFC 3848: ESMTPS with TLS, ESMTPA after AUTH, ESMTPSA with both.
+        let with = match (self.esmtp, self.tls.is_some(), self.user.is_some()) {
+            (false, _, _) => "SMTP",
+            (true, false, false) => "ESMTP",
+            (true, true, false) => "ESMTPS",
+            (true, false, true) => "ESMTPA",
+            (true, true, true) => "ESMTPSA",
+        };
         let one_rcpt = self.tx.as_ref().filter(|t| t.recipients.len() == 1).map(|t| t.recipients[0].address.clone());
         let mut h = format!(
             "Received: from {} ([{ip}])\r\n\tby {} (sluice) with {with} id {mid}\r\n\t(connector {})",
@@ -220,6 +227,9 @@ impl Session {
             self.policy.hostname,
             sanitize(&self.policy.connector.name)
         );
+        if let Some(tls) = &self.tls {
+            h.push_str(&format!("\r\n\t(using {})", sanitize(tls)));
+        }
         if let Some(r) = one_rcpt {
             h.push_str(&format!("\r\n\tfor <{}>", sanitize(&r)));
         }

@@ -14,11 +14,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::Policy;
+use crate::tls::Stream;
+use crate::{Policy, Shared};
 
 /// How long a session in a transaction may go on after shutdown began.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 const READ_CHUNK: usize = 64 * 1024;
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(crate) struct Transaction {
     pub(crate) from: ReversePath,
@@ -32,8 +35,13 @@ pub(crate) struct Transaction {
 }
 
 pub(crate) struct Session {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: Stream,
     pub(crate) peer: SocketAddr,
+    pub(crate) shared: Arc<Shared>,
+    /// The TLS version and cipher, once the connection is encrypted.
+    pub(crate) tls: Option<String>,
+    /// The AUTH user, once authenticated.
+    pub(crate) user: Option<String>,
     pub(crate) policy: Arc<Policy>,
     pub(crate) transport: Transport,
     pub(crate) shutdown: CancellationToken,
@@ -57,12 +65,16 @@ pub(crate) async fn run(
     policy: Arc<Policy>,
     transport: Transport,
     shutdown: CancellationToken,
+    shared: Arc<Shared>,
 ) {
     let _ = stream.set_nodelay(true);
     let relay_client = policy.connector.relay_networks.iter().any(|n| n.contains(peer.ip()));
     let mut s = Session {
-        stream,
+        stream: Stream::Plain(stream),
         peer,
+        shared,
+        tls: None,
+        user: None,
         policy,
         transport,
         shutdown,
@@ -75,11 +87,17 @@ pub(crate) async fn run(
         relay_client,
     };
     let connection_timeout = s.policy.connector.connection_timeout;
+    if s.policy.connector.tls_mode == sluice_config::TlsMode::Implicit
+        && let Err(e) = s.handshake().await
+    {
+        tracing::info!(peer = %s.peer, error = %e, "TLS handshake failed");
+        return;
+    }
     match tokio::time::timeout(connection_timeout, s.serve()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::debug!(peer = %s.peer, error = %e, "session ended"),
         Err(_) => {
-            let _ = s.stream.write_all(b"421 4.4.2 Connection time limit exceeded\r\n").await;
+            let _ = s.send_now(b"421 4.4.2 Connection time limit exceeded\r\n").await;
         }
     }
 }
@@ -87,11 +105,11 @@ pub(crate) async fn run(
 impl Session {
     async fn serve(&mut self) -> std::io::Result<()> {
         if self.shutdown.is_cancelled() {
-            self.stream.write_all(b"421 4.3.2 Service shutting down\r\n").await?;
+            self.send_now(b"421 4.3.2 Service shutting down\r\n").await?;
             return Ok(());
         }
         let banner = format!("220 {} ESMTP sluice\r\n", self.policy.hostname);
-        self.stream.write_all(banner.as_bytes()).await?;
+        self.send_now(banner.as_bytes()).await?;
         loop {
             let max = self.policy.connector.max_command_line as usize;
             match find_line(&self.input, max) {
@@ -150,12 +168,12 @@ impl Session {
             r = tokio::time::timeout(idle, self.stream.read_buf(&mut self.input)) => match r {
                 Ok(r) => r?,
                 Err(_) => {
-                    self.stream.write_all(b"421 4.4.2 Idle too long, closing connection\r\n").await?;
+                    self.send_now(b"421 4.4.2 Idle too long, closing connection\r\n").await?;
                     return Ok(false);
                 }
             },
             _ = stop => {
-                self.stream.write_all(b"421 4.3.2 Service shutting down\r\n").await?;
+                self.send_now(b"421 4.3.2 Service shutting down\r\n").await?;
                 return Ok(false);
             }
         };
@@ -184,7 +202,12 @@ impl Session {
     pub(crate) async fn flush(&mut self) -> std::io::Result<()> {
         if !self.output.is_empty() {
             let idle = self.policy.connector.connection_inactivity_timeout;
-            match tokio::time::timeout(idle, self.stream.write_all(&self.output)).await {
+            // (A TLS stream holds written records until flushed.)
+            let write = async {
+                self.stream.write_all(&self.output).await?;
+                self.stream.flush().await
+            };
+            match tokio::time::timeout(idle, write).await {
                 Ok(r) => r?,
                 Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "client stopped reading")),
             }
@@ -219,10 +242,16 @@ impl Session {
                 self.tx = None;
                 self.helo = Some(name);
                 self.esmtp = true;
-                let text = format!(
-                    "{}\nPIPELINING\nSIZE {}\n8BITMIME\nSMTPUTF8\nCHUNKING\nENHANCEDSTATUSCODES",
+                let mut text = format!(
+                    "{}\nPIPELINING\nSIZE {}\n8BITMIME\nSMTPUTF8\nCHUNKING\nDSN\nENHANCEDSTATUSCODES",
                     self.policy.hostname, self.policy.connector.max_message_size
                 );
+                if self.starttls_offered() {
+                    text.push_str("\nSTARTTLS");
+                }
+                if self.auth_offered() {
+                    text.push_str("\nAUTH PLAIN LOGIN");
+                }
                 self.reply(Reply { code: 250, enhanced: None, text });
             }
             Command::Helo(name) => {
@@ -247,12 +276,8 @@ impl Session {
             Command::Expn(_) => self.reply(Reply::new(502, "5.5.1", "EXPN is not available")),
             Command::Help => self.reply(Reply::new(214, "2.0.0", "See RFC 5321")),
             Command::Bdat { size, last } => return self.bdat(size, last).await,
-            Command::StartTls | Command::Auth { .. } => {
-                self.reply(Reply::new(502, "5.5.1", "Command not offered on this connector"));
-                if self.count_error() {
-                    return Ok(Flow::Close);
-                }
-            }
+            Command::StartTls => return self.starttls().await,
+            Command::Auth { mechanism, initial } => return self.auth(&mechanism, initial).await,
         }
         Ok(Flow::Continue)
     }
@@ -266,6 +291,9 @@ impl Session {
         }
         if self.shutdown.is_cancelled() {
             return self.reply(Reply::new(421, "4.3.2", "Service shutting down"));
+        }
+        if self.policy.connector.auth == sluice_config::AuthMode::Required && self.user.is_none() {
+            return self.reply(Reply::new(530, "5.7.0", "Authentication required"));
         }
         if params.size.is_some_and(|s| s > self.policy.connector.max_message_size) {
             return self.reply(Reply::new(552, "5.3.4", "Message size exceeds the fixed maximum message size"));
@@ -291,7 +319,7 @@ impl Session {
     fn rcpt(&mut self, to: Address, params: sluice_smtp::RcptParams) {
         let max = self.policy.connector.max_recipients as usize;
         let accepted = !to.is_address_literal() && self.transport.is_accepted_domain(to.domain());
-        let relay_client = self.relay_client;
+        let relay_client = self.relay_client || self.user.is_some();
         let Some(tx) = self.tx.as_mut() else {
             return self.reply(Reply::new(503, "5.5.1", "Need MAIL before RCPT"));
         };
@@ -328,5 +356,200 @@ impl Session {
             tx.recipients.push(Recipient { address, notify: params.notify_string(), orcpt: orcpt.clone() });
         }
         self.reply(Reply::new(250, "2.1.5", "Recipient ok"));
+    }
+}
+
+impl Session {
+    /// Writes `bytes` at once (outside the pipelined replies), through TLS when it is on.
+    async fn send_now(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await?;
+        self.stream.flush().await
+    }
+
+    fn starttls_offered(&self) -> bool {
+        self.tls.is_none()
+            && self.shared.tls.is_some()
+            && self.policy.connector.tls_mode == sluice_config::TlsMode::Starttls
+    }
+
+    /// AUTH is offered when users are configured, once the connection is encrypted or when the client is
+    /// on loopback (spec 03), and not again after it succeeded.
+    fn auth_offered(&self) -> bool {
+        self.policy.connector.auth != sluice_config::AuthMode::Off
+            && !self.policy.connector.users.is_empty()
+            && self.user.is_none()
+            && crate::auth::allowed_on(self.tls.is_some(), self.peer.ip())
+    }
+
+    /// The TLS handshake on the plain connection (implicit TLS, or after `220` to STARTTLS).
+    async fn handshake(&mut self) -> std::io::Result<()> {
+        let Some(acceptor) = self.shared.tls.clone() else {
+            return Err(std::io::Error::other("TLS is not configured on this connector"));
+        };
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Upgrading) else {
+            return Err(std::io::Error::other("the connection is already encrypted"));
+        };
+        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            Ok(r) => r?,
+            Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")),
+        };
+        self.stream = Stream::Tls(Box::new(tls));
+        self.tls = self.stream.tls_details();
+        tracing::debug!(peer = %self.peer, tls = ?self.tls, "TLS established");
+        Ok(())
+    }
+
+    /// STARTTLS (RFC 3207). Whatever the client sent after the command is discarded unread, so that no
+    /// plaintext command can be injected into the encrypted session (CVE-2011-0411); the session starts
+    /// over, without HELO, transaction or authentication.
+    async fn starttls(&mut self) -> std::io::Result<Flow> {
+        if self.tls.is_some() {
+            self.reply(Reply::new(503, "5.5.1", "TLS is already active"));
+            return Ok(Flow::Continue);
+        }
+        if !self.starttls_offered() {
+            self.reply(Reply::new(502, "5.5.1", "STARTTLS is not offered on this connector"));
+            return Ok(if self.count_error() { Flow::Close } else { Flow::Continue });
+        }
+        self.reply(Reply::new(220, "2.0.0", "Ready to start TLS"));
+        self.flush().await?;
+        if !self.input.is_empty() {
+            tracing::info!(peer = %self.peer, bytes = self.input.len(), "input pipelined after STARTTLS discarded");
+        }
+        self.input.clear();
+        if let Err(e) = self.handshake().await {
+            tracing::info!(peer = %self.peer, error = %e, "TLS handshake failed");
+            return Ok(Flow::Close);
+        }
+        self.helo = None;
+        self.esmtp = false;
+        self.tx = None;
+        self.user = None;
+        Ok(Flow::Continue)
+    }
+
+    /// AUTH PLAIN and LOGIN (RFC 4954), against the connector's users; failures are rate-limited per client
+    /// address (`auth_failures_per_minute`) and logged.
+    async fn auth(&mut self, mechanism: &str, initial: Option<String>) -> std::io::Result<Flow> {
+        let connector = &self.policy.connector;
+        if connector.auth == sluice_config::AuthMode::Off || connector.users.is_empty() {
+            self.reply(Reply::new(502, "5.5.1", "AUTH is not offered on this connector"));
+            return Ok(if self.count_error() { Flow::Close } else { Flow::Continue });
+        }
+        if self.user.is_some() {
+            self.reply(Reply::new(503, "5.5.1", "Already authenticated"));
+            return Ok(Flow::Continue);
+        }
+        if self.tx.is_some() {
+            self.reply(Reply::new(503, "5.5.1", "AUTH is not allowed during a mail transaction"));
+            return Ok(Flow::Continue);
+        }
+        if !self.auth_offered() {
+            self.reply(Reply::new(538, "5.7.11", "Encryption required for requested authentication mechanism"));
+            return Ok(Flow::Continue);
+        }
+        let limit = connector.auth_failures_per_minute;
+        if self.shared.auth_failures.blocked(self.peer.ip(), limit) {
+            tracing::warn!(peer = %self.peer, "AUTH refused: too many failures from this address");
+            self.reply(Reply::new(454, "4.7.0", "Too many failed authentication attempts, try again later"));
+            return Ok(Flow::Continue);
+        }
+        let initial = match initial.as_deref() {
+            Some("=") => Some(Vec::new()),
+            Some(text) => match crate::auth::base64_decode(text.as_bytes()) {
+                Some(d) => Some(d),
+                None => {
+                    self.reply(Reply::new(501, "5.5.2", "The initial response is not base64"));
+                    return Ok(Flow::Continue);
+                }
+            },
+            None => None,
+        };
+        let credentials = match mechanism {
+            "PLAIN" => {
+                let response = match initial {
+                    Some(r) => Some(r),
+                    None => self.challenge("").await?,
+                };
+                match response {
+                    None => return Ok(Flow::Continue),
+                    Some(r) => crate::auth::parse_plain(&r),
+                }
+            }
+            "LOGIN" => {
+                let name = match initial {
+                    Some(r) => Some(r),
+                    None => self.challenge("VXNlcm5hbWU6").await?,
+                };
+                let Some(name) = name else { return Ok(Flow::Continue) };
+                let Some(password) = self.challenge("UGFzc3dvcmQ6").await? else { return Ok(Flow::Continue) };
+                match (String::from_utf8(name), String::from_utf8(password)) {
+                    (Ok(n), Ok(p)) if !n.is_empty() => Some((n, p)),
+                    _ => None,
+                }
+            }
+            _ => {
+                self.reply(Reply::new(504, "5.5.4", "Unrecognized authentication mechanism; use PLAIN or LOGIN"));
+                return Ok(Flow::Continue);
+            }
+        };
+        let users = self.policy.connector.users.clone();
+        let (name, ok) = match credentials {
+            Some((name, password)) => {
+                let n = name.clone();
+                let ok = tokio::task::spawn_blocking(move || crate::auth::verify(&users, &n, &password))
+                    .await
+                    .unwrap_or(false);
+                (name, ok)
+            }
+            None => (String::new(), false),
+        };
+        if ok {
+            tracing::info!(peer = %self.peer, user = %name, "authenticated");
+            self.user = Some(name);
+            self.reply(Reply::new(235, "2.7.0", "Authentication successful"));
+            return Ok(Flow::Continue);
+        }
+        tracing::warn!(peer = %self.peer, user = %name, mechanism, "authentication failed");
+        self.shared.auth_failures.record(self.peer.ip());
+        self.reply(Reply::new(535, "5.7.8", "Authentication credentials invalid"));
+        Ok(if self.count_error() { Flow::Close } else { Flow::Continue })
+    }
+
+    /// Sends `334 <challenge>` and reads the client's base64 answer. `None` when the client cancelled
+    /// (`*`), sent something that is not base64 (both answered here), or went away.
+    async fn challenge(&mut self, challenge: &str) -> std::io::Result<Option<Vec<u8>>> {
+        self.output.extend_from_slice(format!("334 {challenge}\r\n").as_bytes());
+        loop {
+            let max = self.policy.connector.max_command_line as usize;
+            match find_line(&self.input, max) {
+                LineStatus::Line { len_without_crlf, consumed } => {
+                    let line: Vec<u8> = self.input[..len_without_crlf].to_vec();
+                    self.input.drain(..consumed);
+                    if line == b"*" {
+                        self.reply(Reply::new(501, "5.0.0", "Authentication cancelled"));
+                        return Ok(None);
+                    }
+                    return Ok(match crate::auth::base64_decode(&line) {
+                        Some(d) => Some(d),
+                        None => {
+                            self.reply(Reply::new(501, "5.5.2", "The response is not base64"));
+                            None
+                        }
+                    });
+                }
+                LineStatus::TooLong | LineStatus::BareLf => {
+                    self.input.clear();
+                    self.reply(Reply::new(500, "5.5.2", "Bad authentication response line"));
+                    return Ok(None);
+                }
+                LineStatus::NeedMore => {
+                    self.flush().await?;
+                    if !self.fill().await? {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
     }
 }

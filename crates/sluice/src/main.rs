@@ -34,6 +34,9 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Reads a password from standard input (one line) and prints its argon2id hash, for `users` of a
+    /// receive connector.
+    HashPassword,
     /// Queue database tools (run them while the server is stopped).
     Db {
         #[command(subcommand)]
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::HashPassword => hash_password(),
         Command::Db { command: DbCommand::Check { config } } => db_check(config),
         Command::Db { command: DbCommand::Export { config, to } } => db_drain(config, &to, true),
         Command::Db { command: DbCommand::Salvage { config, to } } => db_drain(config, &to, false),
@@ -92,6 +96,43 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+    }
+}
+
+/// `sluice hash-password`: the argon2id PHC string of the password on standard input (the line end is not
+/// part of it), with a random salt.
+fn hash_password() -> ExitCode {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        eprintln!("sluice: cannot read the password: {e}");
+        return ExitCode::from(74);
+    }
+    let password = line.strip_suffix('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).unwrap_or(&line);
+    if password.is_empty() {
+        eprintln!("sluice: the password is empty");
+        return ExitCode::from(64);
+    }
+    let mut salt = [0u8; 16];
+    if let Err(e) = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut salt)) {
+        eprintln!("sluice: cannot read random bytes for the salt: {e}");
+        return ExitCode::from(71);
+    }
+    let hashed = SaltString::encode_b64(&salt).map_err(|e| e.to_string()).and_then(|salt| {
+        argon2::Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| e.to_string())
+    });
+    match hashed {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sluice: cannot hash the password: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -138,6 +138,16 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
             ),
         );
     }
+    // Certificates are read (or generated) before anything starts: a connector that cannot offer the TLS it
+    // is configured for stops the start with the file and the reason.
+    let acceptors = config
+        .receive_connectors
+        .iter()
+        .map(|c| {
+            sluice_receive::tls_acceptor(&c.tls, &config.server.hostname)
+                .map_err(|e| anyhow::anyhow!("receive connector {}: {e}", c.name))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let tracking = Tracking::start(config.server.data_dir.join("tracking")).context("starting the tracking log")?;
     let agent = sluice_delivery::Agent { hostname: config.server.hostname.as_str().into() };
     let recovered = state.messages.len();
@@ -155,7 +165,7 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let policies = sluice_receive::Policies::new(&config);
-    for connector in &config.receive_connectors {
+    for (connector, tls) in config.receive_connectors.iter().zip(acceptors) {
         let listener = TcpListener::bind(connector.listen)
             .await
             .with_context(|| format!("receive connector {} cannot listen on {}", connector.name, connector.listen))?;
@@ -164,6 +174,7 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
             policy: policies.subscribe(&connector.name),
             transport: transport.clone(),
             shutdown: shutdown.clone(),
+            tls,
         };
         tasks.spawn(server.run(listener));
     }

@@ -197,7 +197,7 @@ fn entries_must_be_unique() {
             "twice",
         ),
         (
-            "[[receive_connectors]]\nauth = \"optional\"\nusers = [{ name = \"u\", password_hash = \"h\" }, { name = \"u\", password_hash = \"h\" }]\n",
+            "[[receive_connectors]]\nauth = \"optional\"\nusers = [{ name = \"u\", password_hash = \"$argon2id$h\" }, { name = \"u\", password_hash = \"$argon2id$h\" }]\n",
             "receive_connectors[0].users[1].name",
             "\"u\"",
         ),

@@ -88,6 +88,16 @@ fn receive_connector(
         if user.name.is_empty() || user.password_hash.is_empty() {
             return Err(table.err("users", "every user needs a non-empty name and password_hash"));
         }
+        if !user.password_hash.starts_with("$argon2") {
+            return Err(table.err(
+                "users",
+                format!(
+                    "the password_hash of {} is not an argon2 PHC string ($argon2id$...); make one with \
+                     `sluice hash-password`",
+                    user.name
+                ),
+            ));
+        }
     }
     check_unique(&table.key("users"), "name", users.iter().map(|u| u.name.as_str()))?;
     if auth == AuthMode::Required && users.is_empty() {

@@ -8,3 +8,4 @@ mod crash;
 mod diskfull;
 mod relay;
 mod smtp;
+mod tls;
