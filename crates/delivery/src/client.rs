@@ -29,6 +29,8 @@ pub struct ClientConnection {
     size: bool,
     eight_bit: bool,
     smtputf8: bool,
+    /// The next hop takes DSN parameters (RFC 3461), which are then passed on.
+    dsn: bool,
     peer: String,
 }
 
@@ -98,6 +100,7 @@ impl ClientConnection {
             size: false,
             eight_bit: false,
             smtputf8: false,
+            dsn: false,
             peer: spec.to_owned(),
         };
         let greeting = c.read_reply().await?;
@@ -117,6 +120,7 @@ impl ClientConnection {
                     "SIZE" => c.size = true,
                     "8BITMIME" => c.eight_bit = true,
                     "SMTPUTF8" => c.smtputf8 = true,
+                    "DSN" => c.dsn = true,
                     _ => {}
                 }
             }
@@ -175,10 +179,33 @@ impl ClientConnection {
         if msg.envelope.smtputf8 && self.smtputf8 {
             mail.push_str(" SMTPUTF8");
         }
+        // RFC 3461 4: a relay passes the DSN parameters on to a next hop that takes them.
+        if self.dsn {
+            if let Some(ret) = msg.envelope.ret() {
+                mail.push_str(&format!(" RET={ret}"));
+            }
+            if let Some(id) = msg.envelope.env_id().and_then(|id| sluice_smtp::XText::encode(id).ok()) {
+                mail.push_str(&format!(" ENVID={}", id.encoded()));
+            }
+        }
         mail.push_str("\r\n");
         let mut commands = mail.into_bytes();
-        for r in &msg.recipients {
-            commands.extend_from_slice(format!("RCPT TO:<{r}>\r\n").as_bytes());
+        for (n, r) in msg.recipients.iter().enumerate() {
+            let mut rcpt = format!("RCPT TO:<{r}>");
+            let params = msg.indices.get(n).and_then(|i| msg.envelope.recipient(*i as usize));
+            if let (true, Some(p)) = (self.dsn, params) {
+                if let Some(notify) = p.notify {
+                    rcpt.push_str(&format!(" NOTIFY={notify}"));
+                }
+                let orcpt = p.orcpt.and_then(|o| o.split_once(';'));
+                if let Some((kind, addr)) = orcpt
+                    && let Ok(x) = sluice_smtp::XText::encode(addr)
+                {
+                    rcpt.push_str(&format!(" ORCPT={kind};{}", x.encoded()));
+                }
+            }
+            rcpt.push_str("\r\n");
+            commands.extend_from_slice(rcpt.as_bytes());
         }
         commands.extend_from_slice(b"DATA\r\n");
 

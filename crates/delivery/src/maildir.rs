@@ -138,6 +138,7 @@ mod tests {
                 ..Default::default()
             })),
             recipients: vec!["u1@localhost".into(), "u2+x@localhost".into(), "bad/..@localhost".into()],
+            indices: Vec::new(),
             body: b"Subject: hi\r\n\r\nbody\r\n".to_vec(),
         };
         let out = c.deliver(&msg).await.unwrap();

@@ -25,6 +25,8 @@ pub struct Outbound {
     pub envelope: Arc<Envelope>,
     /// The envelope recipients this copy is for.
     pub recipients: Vec<String>,
+    /// Their indices in the envelope's recipients (for their DSN parameters), in the same order.
+    pub indices: Vec<u32>,
     pub body: Vec<u8>,
 }
 
@@ -140,14 +142,16 @@ async fn worker(inner: Arc<Inner>, qid: QueueId) {
                 continue;
             }
         };
+        let indices: Vec<u32> =
+            job.recipients.iter().copied().filter(|i| (*i as usize) < job.envelope.recipient_count()).collect();
         let outbound = Outbound {
             mid: job.mid,
             envelope: job.envelope.clone(),
-            recipients: job
-                .recipients
+            recipients: indices
                 .iter()
                 .filter_map(|i| job.envelope.recipient(*i as usize).map(|r| r.address.to_owned()))
                 .collect(),
+            indices,
             body,
         };
         if conn.is_none() {

@@ -250,6 +250,8 @@ impl Smtp {
 pub struct Sink {
     pub port: u16,
     pub subjects: Arc<Mutex<HashMap<String, u32>>>,
+    /// Every MAIL and RCPT line received, as sent.
+    pub commands: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -262,21 +264,22 @@ impl Sink {
         let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
         listener.set_nonblocking(true).unwrap();
         let subjects = Arc::new(Mutex::new(HashMap::new()));
+        let commands = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (subj, st) = (subjects.clone(), stop.clone());
+        let (subj, cmds, st) = (subjects.clone(), commands.clone(), stop.clone());
         std::thread::spawn(move || {
             while !st.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((s, _)) => {
-                        let subj = subj.clone();
+                        let (subj, cmds) = (subj.clone(), cmds.clone());
                         let st = st.clone();
-                        std::thread::spawn(move || sink_session(s, subj, st));
+                        std::thread::spawn(move || sink_session(s, subj, cmds, st));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
         });
-        Sink { port, subjects, stop }
+        Sink { port, subjects, commands, stop }
     }
 
     pub fn count(&self) -> usize {
@@ -294,7 +297,12 @@ impl Drop for Sink {
     }
 }
 
-fn sink_session(s: TcpStream, subjects: Arc<Mutex<HashMap<String, u32>>>, stop: Arc<AtomicBool>) {
+fn sink_session(
+    s: TcpStream,
+    subjects: Arc<Mutex<HashMap<String, u32>>>,
+    commands: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+) {
     let _ = s.set_nonblocking(false);
     let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
     let mut w = s.try_clone().unwrap();
@@ -330,8 +338,11 @@ fn sink_session(s: TcpStream, subjects: Arc<Mutex<HashMap<String, u32>>>, stop: 
             continue;
         }
         let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+        if verb == "MAIL" || verb == "RCPT" {
+            commands.lock().unwrap().push(line.trim_end().to_owned());
+        }
         let reply: &[u8] = match verb.as_str() {
-            "EHLO" => b"250-sink\r\n250-PIPELINING\r\n250 8BITMIME\r\n",
+            "EHLO" => b"250-sink\r\n250-PIPELINING\r\n250-DSN\r\n250 8BITMIME\r\n",
             "DATA" => {
                 in_data = true;
                 b"354 go\r\n"

@@ -34,6 +34,37 @@ fn relayed_mail_reaches_the_smart_host() {
 }
 
 #[test]
+fn dsn_parameters_are_stored_with_the_message_and_passed_on() {
+    let port = free_port();
+    let mut s = Server::start(&relay_config(port));
+    let mut c = s.smtp();
+    assert!(c.cmd("EHLO client.test").contains("\r\n250-DSN\r\n"));
+    assert!(c.cmd("MAIL FROM:<a@example.test> RET=HDRS ENVID=q+2Bx").starts_with("250"));
+    assert!(
+        c.cmd("RCPT TO:<b@remote.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;orig+2B@remote.test").starts_with("250")
+    );
+    assert!(c.cmd("RCPT TO:<c@remote.test>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(b"Subject: dsn\r\n\r\nx\r\n.\r\n");
+    assert!(c.read().starts_with("250"));
+    // The next hop is down: the parameters come back from the queue database after a restart.
+    assert!(wait_until(Duration::from_secs(10), || s.queued() == 1));
+    assert!(s.signal_and_wait("TERM").success());
+    s.spawn();
+    let sink = Sink::start_on(port);
+    assert!(wait_until(Duration::from_secs(15), || sink.count() == 1), "sink has {}", sink.count());
+    let commands = sink.commands.lock().unwrap().clone();
+    assert_eq!(
+        commands,
+        [
+            "MAIL FROM:<a@example.test> RET=HDRS ENVID=q+2Bx",
+            "RCPT TO:<b@remote.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;orig+2B@remote.test",
+            "RCPT TO:<c@remote.test>",
+        ]
+    );
+}
+
+#[test]
 fn mail_waits_in_retry_while_the_next_hop_is_down_then_arrives() {
     let port = free_port();
     let s = Server::start(&relay_config(port));
