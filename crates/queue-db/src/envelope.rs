@@ -261,12 +261,12 @@ impl std::fmt::Debug for Envelope {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    #[test]
-    fn packing_keeps_every_field_and_tells_absent_from_empty() {
-        let parts = EnvelopeParts {
+    /// An envelope with every field set, some of them empty (shared with the record tests).
+    pub(crate) fn sample() -> EnvelopeParts {
+        EnvelopeParts {
             from: String::new(),
             recipients: vec![
                 Recipient { address: "c@d.test".into(), notify: Some("NEVER".into()), orcpt: None },
@@ -281,7 +281,12 @@ mod tests {
             received_at_ms: -3,
             internet_message_id: Some("<x@y>".into()),
             subject: Some(String::new()),
-        };
+        }
+    }
+
+    #[test]
+    fn packing_keeps_every_field_and_tells_absent_from_empty() {
+        let parts = sample();
         let env = Envelope::from(&parts);
         assert_eq!(env.to_parts(), parts);
         assert_eq!(env.recipient_count(), 2);

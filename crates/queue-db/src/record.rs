@@ -259,22 +259,7 @@ mod tests {
             Record::Enqueue {
                 mid: 7,
                 queue: SUBMISSION,
-                envelope: std::sync::Arc::new(Envelope::from(EnvelopeParts {
-                    from: "a@b.test".into(),
-                    recipients: vec![
-                        Recipient { address: "c@d.test".into(), notify: Some("NEVER".into()), orcpt: None },
-                        Recipient { address: "ü@ö.test".into(), notify: None, orcpt: Some("rfc822;x@y".into()) },
-                    ],
-                    ret: Some("HDRS".into()),
-                    env_id: None,
-                    smtputf8: true,
-                    body_8bit: false,
-                    source_name: "SMTP:Default".into(),
-                    source_ip: "127.0.0.1".into(),
-                    received_at_ms: 1_700_000_000_123,
-                    internet_message_id: Some("<x@y>".into()),
-                    subject: None,
-                })),
+                envelope: std::sync::Arc::new(Envelope::from(crate::envelope::tests::sample())),
                 body: BodyRef { generation: 3, offset: 4096, len: 100, crc: 0xdead_beef },
             },
             Record::Route { mid: 7, from: SUBMISSION, copies: vec![(16, vec![0]), (UNREACHABLE, vec![1])] },
