@@ -167,7 +167,7 @@ impl ClientConnection {
         if msg.envelope.smtputf8 && !self.smtputf8 {
             // RFC 6531 3.2: a message that needs SMTPUTF8 cannot go to a server that lacks it.
             let why = format!("550 5.6.7 {} does not support SMTPUTF8, which this message needs", self.peer);
-            return Ok(msg.recipients.iter().map(|_| RecipientOutcome::Permanent(why.clone())).collect());
+            return Ok(msg.recipients().map(|_| RecipientOutcome::Permanent(why.clone())).collect());
         }
         let mut mail = format!("MAIL FROM:<{}>", msg.envelope.from_address());
         if self.size {
@@ -190,14 +190,13 @@ impl ClientConnection {
         }
         mail.push_str("\r\n");
         let mut commands = mail.into_bytes();
-        for (n, r) in msg.recipients.iter().enumerate() {
-            let mut rcpt = format!("RCPT TO:<{r}>");
-            let params = msg.indices.get(n).and_then(|i| msg.envelope.recipient(*i as usize));
-            if let (true, Some(p)) = (self.dsn, params) {
-                if let Some(notify) = p.notify {
+        for r in msg.recipients() {
+            let mut rcpt = format!("RCPT TO:<{}>", r.address);
+            if self.dsn {
+                if let Some(notify) = r.notify {
                     rcpt.push_str(&format!(" NOTIFY={notify}"));
                 }
-                let orcpt = p.orcpt.and_then(|o| o.split_once(';'));
+                let orcpt = r.orcpt.and_then(|o| o.split_once(';'));
                 if let Some((kind, addr)) = orcpt
                     && let Ok(x) = sluice_smtp::XText::encode(addr)
                 {
@@ -212,8 +211,8 @@ impl ClientConnection {
         let (mail_reply, rcpt_replies, data_reply) = if self.pipelining {
             self.send(&commands).await?;
             let mail_reply = self.read_reply().await?;
-            let mut rcpts = Vec::with_capacity(msg.recipients.len());
-            for _ in &msg.recipients {
+            let mut rcpts = Vec::with_capacity(msg.indices.len());
+            for _ in &msg.indices {
                 rcpts.push(self.read_reply().await?);
             }
             (mail_reply, rcpts, self.read_reply().await?)
@@ -225,10 +224,10 @@ impl ClientConnection {
             let mail_reply = self.read_reply().await?;
             if mail_reply.code / 100 != 2 {
                 let _ = self.reset().await;
-                return Ok(msg.recipients.iter().map(|_| outcome(&mail_reply)).collect());
+                return Ok(msg.indices.iter().map(|_| outcome(&mail_reply)).collect());
             }
             let mut rcpts = Vec::new();
-            for _ in &msg.recipients {
+            for _ in &msg.indices {
                 let line = lines.next().unwrap_or_default();
                 self.send(&line).await?;
                 rcpts.push(self.read_reply().await?);
@@ -250,7 +249,7 @@ impl ClientConnection {
                 let _ = self.read_reply().await?;
             }
             let _ = self.reset().await;
-            return Ok(msg.recipients.iter().map(|_| outcome(&mail_reply)).collect());
+            return Ok(msg.indices.iter().map(|_| outcome(&mail_reply)).collect());
         }
         let accepted: Vec<bool> = rcpt_replies.iter().map(|r| r.code / 100 == 2).collect();
         if data_reply.code != 354 {

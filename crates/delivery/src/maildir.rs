@@ -74,10 +74,10 @@ fn deliver_one(folder: &Path, hostname: &str, from: &str, rcpt: &str, body: &[u8
 impl DeliveryConnection for MaildirConnection {
     fn deliver<'a>(&'a mut self, msg: &'a Outbound) -> BoxFuture<'a, Result<Vec<RecipientOutcome>, String>> {
         Box::pin(async move {
-            let folders: Vec<Result<PathBuf, String>> = msg.recipients.iter().map(|r| self.folder(r)).collect();
+            let rcpts: Vec<String> = msg.recipients().map(|r| r.address.to_owned()).collect();
+            let folders: Vec<Result<PathBuf, String>> = rcpts.iter().map(|r| self.folder(r)).collect();
             let hostname = self.hostname.clone();
             let from = msg.envelope.from_address().to_owned();
-            let rcpts = msg.recipients.clone();
             // The body is needed on the blocking thread; the copy is per delivery, not per recipient.
             let body = msg.body.clone();
             let outcomes = tokio::task::spawn_blocking(move || {
@@ -135,10 +135,12 @@ mod tests {
             mid: 1,
             envelope: Arc::new(sluice_queue_db::Envelope::from(sluice_queue_db::EnvelopeParts {
                 from: "a@b.test".into(),
+                recipients: ["u1@localhost", "u2+x@localhost", "bad/..@localhost"]
+                    .map(|a| sluice_queue_db::Recipient { address: a.into(), notify: None, orcpt: None })
+                    .into(),
                 ..Default::default()
             })),
-            recipients: vec!["u1@localhost".into(), "u2+x@localhost".into(), "bad/..@localhost".into()],
-            indices: Vec::new(),
+            indices: vec![0, 1, 2],
             body: b"Subject: hi\r\n\r\nbody\r\n".to_vec(),
         };
         let out = c.deliver(&msg).await.unwrap();

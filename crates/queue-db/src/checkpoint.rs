@@ -11,9 +11,9 @@
 //! checkpoint does not cover is in the log, in that generation after that offset, or in a newer generation.
 
 use crate::log::{LogHeader, Order, encode_frame, encode_header_with, read_header, scan_frames_with};
-use crate::record::Mid;
+use crate::record::{Mid, Record};
 use crate::state::State;
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageFile};
 use crate::{OpenError, RECORDS_PER_CHECKPOINT_FRAME};
 
 pub(crate) const CHECKPOINT: &str = "trn.chk";
@@ -55,36 +55,71 @@ pub(crate) fn write(
     file.set_len(0)?;
     // Encoded and written a frame at a time: the state may hold a million messages, and the checkpoint
     // must not double the memory they take.
-    let (mut at, mut seq, mut count) = (0u64, 0u64, 0u32);
-    let mut enc = Vec::new();
-    let mut written = Ok(());
-    let mut frame = |enc: &mut Vec<u8>, count: &mut u32, buf: &mut Vec<u8>, at: &mut u64, last: bool| {
-        if *count > 0 {
-            encode_frame(salt, seq, *count, &[], enc, buf);
-            seq += 1;
-            enc.clear();
-            *count = 0;
-        }
-        if (last || buf.len() >= WRITE_CHUNK) && written.is_ok() {
-            written = file.write_at(buf, *at);
-            *at += buf.len() as u64;
-            buf.clear();
-        }
-    };
+    let mut frames = Frames { file: file.as_ref(), salt, seq: 0, count: 0, records: Vec::new(), buf, at: 0 };
+    let mut pushed = Ok(());
     state.for_each_record(high_water, |r| {
-        r.encode(&mut enc);
-        count += 1;
-        if count as usize == RECORDS_PER_CHECKPOINT_FRAME {
-            frame(&mut enc, &mut count, &mut buf, &mut at, false);
+        if pushed.is_ok() {
+            pushed = frames.push(&r);
         }
     });
-    frame(&mut enc, &mut count, &mut buf, &mut at, true);
-    written?;
+    pushed?;
+    let len = frames.finish()?;
     file.sync_data()?;
     drop(file);
     storage.rename(CHECKPOINT_NEW, CHECKPOINT)?;
     storage.sync_dir()?;
-    Ok(at)
+    Ok(len)
+}
+
+/// Encodes records into checkpoint frames of `RECORDS_PER_CHECKPOINT_FRAME` and writes them out in pieces of
+/// about `WRITE_CHUNK`.
+struct Frames<'a> {
+    file: &'a dyn StorageFile,
+    salt: u64,
+    seq: u64,
+    /// Records in the frame being built, and their encoding.
+    count: u32,
+    records: Vec<u8>,
+    /// Encoded frames not yet written, which start at file offset `at`.
+    buf: Vec<u8>,
+    at: u64,
+}
+
+impl Frames<'_> {
+    fn push(&mut self, r: &Record) -> std::io::Result<()> {
+        r.encode(&mut self.records);
+        self.count += 1;
+        if self.count as usize == RECORDS_PER_CHECKPOINT_FRAME {
+            self.end_frame();
+            if self.buf.len() >= WRITE_CHUNK {
+                self.write_out()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn end_frame(&mut self) {
+        if self.count > 0 {
+            encode_frame(self.salt, self.seq, self.count, &[], &self.records, &mut self.buf);
+            self.seq += 1;
+            self.records.clear();
+            self.count = 0;
+        }
+    }
+
+    fn write_out(&mut self) -> std::io::Result<()> {
+        self.file.write_at(&self.buf, self.at)?;
+        self.at += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Writes what is left; the checkpoint's length.
+    fn finish(mut self) -> std::io::Result<u64> {
+        self.end_frame();
+        self.write_out()?;
+        Ok(self.at)
+    }
 }
 
 /// Reads the checkpoint, if there is one.
@@ -118,4 +153,46 @@ pub(crate) fn read(storage: &dyn Storage) -> Result<Option<Checkpoint>, OpenErro
         });
     }
     Ok(Some(Checkpoint { state, next_seq: header.first_seq, cursor }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::record::{BodyRef, Envelope, EnvelopeParts, Recipient, SUBMISSION};
+
+    /// A state of several frames and several write pieces comes back whole.
+    #[test]
+    fn a_large_state_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = crate::FsStorage::new(dir.path()).unwrap();
+        let mut state = State::default();
+        for mid in 1..=5_000u64 {
+            let envelope = Envelope::from(EnvelopeParts {
+                from: format!("s{mid}@a.test"),
+                recipients: vec![Recipient { address: format!("r{mid}@b.test"), notify: None, orcpt: None }],
+                subject: Some("x".repeat(300)),
+                ..EnvelopeParts::default()
+            });
+            let body = BodyRef { generation: 1, offset: mid * 10, len: 10, crc: 7 };
+            state.apply(&Record::Enqueue { mid, queue: SUBMISSION, envelope: Arc::new(envelope), body });
+            if mid % 3 == 0 {
+                state.apply(&Record::Defer {
+                    mid,
+                    queue: SUBMISSION,
+                    retry_count: 2,
+                    next_retry_ms: 9,
+                    last_error: "451 x".into(),
+                });
+            }
+        }
+        state.next_mid = 10_000;
+        let cursor = Cursor { generation: 4, offset: 123 };
+        let len = write(&storage, &state, 10_000, 77, cursor, 99).unwrap();
+        assert!(len > 2 * WRITE_CHUNK as u64, "{len}: the test must span several pieces");
+        let read = read(&storage).unwrap().unwrap();
+        assert_eq!((read.next_seq, read.cursor), (77, cursor));
+        assert_eq!(read.state, state);
+    }
 }

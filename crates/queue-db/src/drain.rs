@@ -33,6 +33,22 @@ pub struct DrainReport {
     pub problems: Vec<String>,
 }
 
+/// Adds the good frames of a log or generation file from `start` to `frames`, and its bad stretches to the
+/// report.
+fn scan_into(
+    file: &dyn StorageFile,
+    described: &str,
+    start: u64,
+    salt: u64,
+    report: &mut DrainReport,
+    frames: &mut Vec<(u64, Vec<Record>)>,
+) -> Result<(), OpenError> {
+    let scan = log::scan_tolerant(file, start, salt).map_err(|e| OpenError::io(described, e))?;
+    report.problems.extend(scan.damage.iter().map(|(at, what)| format!("{described} at offset {at}: {what}")));
+    frames.extend(scan.frames.into_iter().map(|f| (f.seq, f.records)));
+    Ok(())
+}
+
 /// Reads the live state as recovery would, tolerating damage (each problem is reported), and hands every
 /// live message whose body is intact to `out`. With `strict`, any problem stops it before anything is
 /// handed over (export: the database must be healthy).
@@ -66,10 +82,7 @@ pub fn drain(
                 continue;
             }
         };
-        let scan = log::scan_tolerant(file.as_ref(), log::LOG_HEADER_LEN, header.salt)
-            .map_err(|e| OpenError::io(&described, e))?;
-        report.problems.extend(scan.damage.iter().map(|(at, what)| format!("{described} at offset {at}: {what}")));
-        frames.extend(scan.frames.into_iter().map(|f| (f.seq, f.records)));
+        scan_into(file.as_ref(), &described, log::LOG_HEADER_LEN, header.salt, &mut report, &mut frames)?;
     }
     let mut gens: HashMap<u32, (String, Arc<dyn StorageFile>)> = HashMap::new();
     for (number, name) in generation::list(storage).map_err(|e| OpenError::io(&storage.describe(""), e))? {
@@ -83,10 +96,7 @@ pub fn drain(
                 continue;
             }
         };
-        let scan = log::scan_tolerant(file.as_ref(), generation::GEN_HEADER_LEN, header.salt)
-            .map_err(|e| OpenError::io(&described, e))?;
-        report.problems.extend(scan.damage.iter().map(|(at, what)| format!("{described} at offset {at}: {what}")));
-        frames.extend(scan.frames.into_iter().map(|f| (f.seq, f.records)));
+        scan_into(file.as_ref(), &described, generation::GEN_HEADER_LEN, header.salt, &mut report, &mut frames)?;
         gens.insert(number, (name, file));
     }
     frames.retain(|(seq, _)| covered.is_none_or(|c| *seq >= c));

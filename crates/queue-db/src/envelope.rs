@@ -88,25 +88,24 @@ pub struct Envelope {
 }
 
 /// Builds the packed form string by string.
-#[derive(Default)]
-pub(crate) struct Packer {
+struct Packer {
     text: String,
     ends: Vec<u32>,
 }
 
 impl Packer {
-    pub(crate) fn with_recipients(n: usize) -> Packer {
+    fn with_recipients(n: usize) -> Packer {
         Packer { text: String::new(), ends: Vec::with_capacity(FIXED + 3 * n) }
     }
 
-    pub(crate) fn push(&mut self, s: Option<&str>) {
+    fn push(&mut self, s: Option<&str>) {
         self.text.push_str(s.unwrap_or(""));
         // Envelopes are far below 2 GB (the message size limit caps them).
         let end = u32::try_from(self.text.len()).unwrap_or(PRESENT - 1).min(PRESENT - 1);
         self.ends.push(end | if s.is_some() { PRESENT } else { 0 });
     }
 
-    pub(crate) fn finish(self, smtputf8: bool, body_8bit: bool, received_at_ms: i64) -> Envelope {
+    fn finish(self, smtputf8: bool, body_8bit: bool, received_at_ms: i64) -> Envelope {
         let wide = self.text.len() > NARROW_MAX;
         let mut data = Vec::with_capacity(if wide { 4 } else { 2 } * self.ends.len() + self.text.len());
         for end in &self.ends {

@@ -493,13 +493,14 @@ impl Session {
                 return Ok(Flow::Continue);
             }
         };
-        let users = self.policy.connector.users.clone();
+        let policy = self.policy.clone();
         let (name, ok) = match credentials {
             Some((name, password)) => {
                 let n = name.clone();
-                let ok = tokio::task::spawn_blocking(move || crate::auth::verify(&users, &n, &password))
-                    .await
-                    .unwrap_or(false);
+                let ok =
+                    tokio::task::spawn_blocking(move || crate::auth::verify(&policy.connector.users, &n, &password))
+                        .await
+                        .unwrap_or(false);
                 (name, ok)
             }
             None => (String::new(), false),

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use sluice_queue_db::{Envelope, Mid, QueueId, RecipientIndices, Record, now_ms};
+use sluice_queue_db::{Envelope, Mid, QueueId, RecipientIndices, RecipientRef, Record, now_ms};
 
 use crate::Inner;
 use crate::queue::MessageStatus;
@@ -23,11 +23,18 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub struct Outbound {
     pub mid: Mid,
     pub envelope: Arc<Envelope>,
-    /// The envelope recipients this copy is for.
-    pub recipients: Vec<String>,
-    /// Their indices in the envelope's recipients (for their DSN parameters), in the same order.
+    /// The envelope recipients this copy is for: indices into the envelope's recipients.
     pub indices: Vec<u32>,
     pub body: Vec<u8>,
+}
+
+impl Outbound {
+    /// The recipients this copy is for, with their DSN parameters, in the order of `indices`.
+    pub fn recipients(&self) -> impl ExactSizeIterator<Item = RecipientRef<'_>> + '_ {
+        self.indices.iter().map(|i| {
+            self.envelope.recipient(*i as usize).unwrap_or(RecipientRef { address: "", notify: None, orcpt: None })
+        })
+    }
 }
 
 /// What the next hop said about one recipient.
@@ -142,16 +149,15 @@ async fn worker(inner: Arc<Inner>, qid: QueueId) {
                 continue;
             }
         };
-        let indices: Vec<u32> =
-            job.recipients.iter().copied().filter(|i| (*i as usize) < job.envelope.recipient_count()).collect();
         let outbound = Outbound {
             mid: job.mid,
             envelope: job.envelope.clone(),
-            recipients: indices
+            indices: job
+                .recipients
                 .iter()
-                .filter_map(|i| job.envelope.recipient(*i as usize).map(|r| r.address.to_owned()))
+                .copied()
+                .filter(|i| (*i as usize) < job.envelope.recipient_count())
                 .collect(),
-            indices,
             body,
         };
         if conn.is_none() {
@@ -237,7 +243,8 @@ async fn worker(inner: Arc<Inner>, qid: QueueId) {
 async fn finish(inner: &Arc<Inner>, qid: QueueId, job: &Job, out: &Outbound, outcomes: Vec<RecipientOutcome>) {
     let mut remaining = Vec::new();
     let mut transient_error = String::new();
-    for (i, outcome) in job.recipients.iter().zip(
+    // The outcomes answer the recipients sent, in their order.
+    for (i, outcome) in out.indices.iter().zip(
         outcomes
             .iter()
             .chain(std::iter::repeat(&RecipientOutcome::Transient("451 4.4.0 no reply for this recipient".into()))),
