@@ -54,6 +54,9 @@ pub(crate) fn parse_plain(decoded: &[u8]) -> Option<(String, String)> {
     Some((String::from_utf8(user.to_vec()).ok()?, String::from_utf8(password.to_vec()).ok()?))
 }
 
+/// Password checks that may run at once on a connector.
+pub(crate) const CONCURRENT_VERIFICATIONS: usize = 4;
+
 /// Whether `password` is `name`'s. Blocking (argon2 is slow on purpose): call from a blocking thread. An
 /// unknown name costs one verification as well, so that timing does not tell which names exist.
 pub(crate) fn verify(users: &[User], name: &str, password: &str) -> bool {

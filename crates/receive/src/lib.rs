@@ -119,6 +119,9 @@ pub struct Server {
 pub(crate) struct Shared {
     pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
     pub(crate) auth_failures: auth::Failures,
+    /// Password checks running at once: argon2 takes about 19 MB and tens of milliseconds each, so a
+    /// burst of AUTH attempts waits here instead of taking the machine's memory.
+    pub(crate) verifications: Semaphore,
 }
 
 impl Server {
@@ -128,7 +131,11 @@ impl Server {
         let slots = Arc::new(Semaphore::new(max));
         let per_ip: Arc<std::sync::Mutex<HashMap<std::net::IpAddr, u32>>> = Arc::default();
         let sessions = TaskTracker::new();
-        let shared = Arc::new(Shared { tls: self.tls.clone(), auth_failures: auth::Failures::default() });
+        let shared = Arc::new(Shared {
+            tls: self.tls.clone(),
+            auth_failures: auth::Failures::default(),
+            verifications: Semaphore::new(auth::CONCURRENT_VERIFICATIONS),
+        });
         loop {
             let accepted = tokio::select! {
                 a = listener.accept() => a,

@@ -497,6 +497,8 @@ impl Session {
         let (name, ok) = match credentials {
             Some((name, password)) => {
                 let n = name.clone();
+                // The semaphore is never closed; should it be, the session ends.
+                let Ok(_slot) = self.shared.verifications.acquire().await else { return Ok(Flow::Close) };
                 let ok =
                     tokio::task::spawn_blocking(move || crate::auth::verify(&policy.connector.users, &n, &password))
                         .await
