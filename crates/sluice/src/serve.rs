@@ -112,15 +112,19 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
         config.alerts.max_repeat_interval,
     )
     .with_context(|| format!("opening {}", config.server.data_dir.join("logs").join("alerts.log").display()))?;
-    let (db, state, report) = match QueueDb::open(Arc::new(storage), options) {
-        Ok(opened) => opened,
-        Err(e) => {
-            alerts.raise(AlertClass::System, Severity::Critical, format!("sluice cannot start: {e}"));
-            return Err(e.into());
-        }
-    };
+    // The transport's queues are built from the recovered state while the database lends it, before its
+    // writer takes it: a large queue is not copied once more at start.
+    let routing_table = routing(&config);
+    let (db, queues, report) =
+        match QueueDb::open_with(Arc::new(storage), options, |state| Transport::load(state, &routing_table)) {
+            Ok(opened) => opened,
+            Err(e) => {
+                alerts.raise(AlertClass::System, Severity::Critical, format!("sluice cannot start: {e}"));
+                return Err(e.into());
+            }
+        };
     tracing::info!(
-        messages = state.messages.len(),
+        messages = queues.messages(),
         frames = report.frames,
         records = report.records,
         torn_bytes = report.torn_bytes,
@@ -150,11 +154,11 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
         .collect::<anyhow::Result<Vec<_>>>()?;
     let tracking = Tracking::start(config.server.data_dir.join("tracking")).context("starting the tracking log")?;
     let agent = sluice_delivery::Agent { hostname: config.server.hostname.as_str().into() };
-    let recovered = state.messages.len();
-    let transport = Transport::start(
+    let recovered = queues.messages();
+    let transport = Transport::start_loaded(
         db,
-        state,
-        routing(&config),
+        queues,
+        routing_table,
         Arc::new(agent),
         tracking,
         config.server.name.clone(),

@@ -94,6 +94,20 @@ pub struct Transport {
     inner: Arc<Inner>,
 }
 
+/// Recovered queues, from [`Transport::load`], for [`Transport::start_loaded`].
+pub struct Loaded {
+    qs: Queues,
+    /// Route records for copies whose delivery queue is gone (back to Submission).
+    resubmit: Vec<Record>,
+}
+
+impl Loaded {
+    /// How many messages were recovered.
+    pub fn messages(&self) -> usize {
+        self.qs.messages.len()
+    }
+}
+
 impl Transport {
     /// Loads the recovered state into queues and starts the categorizer, the retry timer and delivery.
     pub fn start(
@@ -105,6 +119,14 @@ impl Transport {
         server_name: String,
         alerts: Alerts,
     ) -> Transport {
+        let loaded = Transport::load(&state, &routing);
+        drop(state);
+        Transport::start_loaded(db, loaded, routing, agent, tracking, server_name, alerts)
+    }
+
+    /// The recovered state as queues (for [`QueueDb::open_with`], which lends the state before the writer
+    /// takes it). Copies whose delivery queue is gone from `routing` go back to Submission.
+    pub fn load(state: &State, routing: &Routing) -> Loaded {
         let mut qs = Queues { next_queue_id: FIRST_DELIVERY_QUEUE, ..Queues::default() };
         let mut resubmit: Vec<Record> = Vec::new();
         for (id, stored) in &state.queues {
@@ -120,9 +142,9 @@ impl Transport {
         qs.submission_suspended = state.suspended.contains_key(&SUBMISSION);
         qs.unreachable_suspended = state.suspended.contains_key(&UNREACHABLE);
         let now = sluice_queue_db::now_ms();
-        for (mid, m) in state.messages {
+        for (&mid, m) in &state.messages {
             let mut copies = SmallVec::new();
-            for c in m.copies {
+            for c in &m.copies {
                 let queue = if c.queue == SUBMISSION
                     || c.queue == UNREACHABLE
                     || c.queue == POISON
@@ -140,11 +162,11 @@ impl Transport {
                 let waiting = c.next_retry_ms > now;
                 copies.push(Copy {
                     queue,
-                    recipients: c.recipients,
+                    recipients: c.recipients.clone(),
                     status: if waiting { MessageStatus::Retry } else { MessageStatus::Ready },
                     retry_count: c.retry_count,
                     next_retry_ms: c.next_retry_ms,
-                    last_error: c.last_error,
+                    last_error: c.last_error.clone(),
                 });
             }
             // Two copies that both fell back to Submission become one with all their recipients.
@@ -168,8 +190,22 @@ impl Transport {
                     }
                 }
             }
-            qs.messages.insert(mid, Message { envelope: m.envelope, body: m.body, copies }.into());
+            qs.messages.insert(mid, Message { envelope: m.envelope.clone(), body: m.body, copies }.into());
         }
+        Loaded { qs, resubmit }
+    }
+
+    /// Starts the categorizer, the retry timer and delivery on loaded queues.
+    pub fn start_loaded(
+        db: QueueDb,
+        loaded: Loaded,
+        routing: Routing,
+        agent: Arc<dyn DeliveryAgent>,
+        tracking: Tracking,
+        server_name: String,
+        alerts: Alerts,
+    ) -> Transport {
+        let Loaded { qs, resubmit } = loaded;
         let inner = Arc::new(Inner {
             db,
             queues: Mutex::new(qs),
