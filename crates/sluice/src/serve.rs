@@ -155,7 +155,7 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
     let tracking = Tracking::start(config.server.data_dir.join("tracking")).context("starting the tracking log")?;
     let agent = sluice_delivery::Agent { hostname: config.server.hostname.as_str().into() };
     let recovered = queues.messages();
-    let transport = Transport::start_loaded(
+    let transport = Transport::start(
         db,
         queues,
         routing_table,

@@ -94,7 +94,7 @@ pub struct Transport {
     inner: Arc<Inner>,
 }
 
-/// Recovered queues, from [`Transport::load`], for [`Transport::start_loaded`].
+/// Recovered queues, from [`Transport::load`], for [`Transport::start`].
 pub struct Loaded {
     qs: Queues,
     /// Route records for copies whose delivery queue is gone (back to Submission).
@@ -109,21 +109,6 @@ impl Loaded {
 }
 
 impl Transport {
-    /// Loads the recovered state into queues and starts the categorizer, the retry timer and delivery.
-    pub fn start(
-        db: QueueDb,
-        state: State,
-        routing: Routing,
-        agent: Arc<dyn DeliveryAgent>,
-        tracking: Tracking,
-        server_name: String,
-        alerts: Alerts,
-    ) -> Transport {
-        let loaded = Transport::load(&state, &routing);
-        drop(state);
-        Transport::start_loaded(db, loaded, routing, agent, tracking, server_name, alerts)
-    }
-
     /// The recovered state as queues (for [`QueueDb::open_with`], which lends the state before the writer
     /// takes it). Copies whose delivery queue is gone from `routing` go back to Submission.
     pub fn load(state: &State, routing: &Routing) -> Loaded {
@@ -195,8 +180,8 @@ impl Transport {
         Loaded { qs, resubmit }
     }
 
-    /// Starts the categorizer, the retry timer and delivery on loaded queues.
-    pub fn start_loaded(
+    /// Starts the categorizer, the retry timer and delivery on the queues [`Transport::load`] made.
+    pub fn start(
         db: QueueDb,
         loaded: Loaded,
         routing: Routing,
