@@ -38,7 +38,17 @@ pub use storage::{FsStorage, Storage, StorageFile, is_disk_full};
 pub use time::now_ms;
 
 use checkpoint::Cursor;
-use writer::{Generations, Op, Writer, WriterInit};
+use writer::{Generations, IN_FLIGHT, LANES, Op, Writer, WriterInit};
+
+/// A frame found at recovery that the checkpoint does not cover.
+struct Replayed {
+    seq: u64,
+    /// The file, as described in errors.
+    file: String,
+    /// The generation and offset of a frame in a generation (`None` in a log).
+    at: Option<(u32, u64)>,
+    records: Vec<Record>,
+}
 
 /// The on-disk format version this binary writes and reads.
 pub const FORMAT_VERSION: u32 = 2;
@@ -184,6 +194,8 @@ pub enum DecodeError {
 #[derive(Debug, Clone, Default)]
 pub struct RecoveryReport {
     pub frames: usize,
+    /// Frames found durable after a missing one (in flight beside it at the crash, never answered), dropped.
+    pub unanswered_frames: usize,
     pub records: usize,
     pub torn_bytes: u64,
     pub generations_removed: usize,
@@ -292,9 +304,11 @@ impl QueueDb {
         if log_names.is_empty() && covered.is_none() && !open_gens.is_empty() {
             return Err(OpenError::Missing { file: storage.describe(LOG) });
         }
-        // (sequence, file, records) of every frame the checkpoint does not cover.
-        let mut frames: Vec<(u64, String, Vec<Record>)> = Vec::new();
-        // Files that end in a bad frame: only the last write can have been torn, so at most one may.
+        // Every frame the checkpoint does not cover.
+        let mut frames: Vec<Replayed> = Vec::new();
+        // The sequence of each file's last good frame.
+        let mut last_in: HashMap<String, u64> = HashMap::new();
+        // Files that end in a bad frame: only the writes in flight can have been torn, one per file.
         let mut torn: Vec<String> = Vec::new();
         for (i, name) in log_names.iter().enumerate() {
             let described = storage.describe(name);
@@ -325,12 +339,14 @@ impl QueueDb {
                         what: format!("frame {} stores a body in the log ({r:?})", f.seq),
                     });
                 }
+                last_in.insert(described.clone(), f.seq);
                 if covered.is_none_or(|c| f.seq >= c) {
-                    frames.push((f.seq, described.clone(), f.records));
+                    frames.push(Replayed { seq: f.seq, file: described.clone(), at: None, records: f.records });
                 }
             }
         }
-        let newest = gens.last().map(|(n, _)| *n);
+        // The generations that can have had a frame in flight: the newest `LANES`.
+        let newest_lanes = gens.iter().rev().nth(LANES - 1).map_or(0, |(n, _)| *n);
         let mut gen_ends: HashMap<u32, u64> = HashMap::new();
         // Every generation is read whole, every frame checked against its CRC: damage anywhere in what the
         // database holds refuses the start (spec 02, 11), not only in what the checkpoint does not cover.
@@ -362,18 +378,20 @@ impl QueueDb {
                             });
                         }
                     }
+                    last_in.insert(described.clone(), f.seq);
                     if covered.is_none_or(|c| f.seq >= c) {
-                        frames.push((f.seq, described.clone(), f.records));
+                        let at = Some((number, f.offset));
+                        frames.push(Replayed { seq: f.seq, file: described.clone(), at, records: f.records });
                     }
                     Ok(())
                 },
             )?;
             if scan.torn_bytes > 0 {
-                if Some(number) != newest {
+                if number < newest_lanes {
                     return Err(OpenError::Corrupt {
                         file: described,
                         offset: scan.end,
-                        what: "a generation that is not the newest ends in a bad frame".to_owned(),
+                        what: format!("a generation older than the newest {LANES} ends in a bad frame"),
                     });
                 }
                 report.torn_bytes += scan.torn_bytes;
@@ -381,35 +399,61 @@ impl QueueDb {
             }
             gen_ends.insert(number, scan.end);
         }
-        if torn.len() > 1 {
+        if torn.len() > IN_FLIGHT {
             return Err(OpenError::Corrupt {
                 file: torn.join(" and "),
                 offset: 0,
-                what: "more than one file ends in a bad frame; a crash tears only the last write".to_owned(),
+                what: format!(
+                    "{} files end in a bad frame; a crash tears only the writes in flight, at most {IN_FLIGHT}",
+                    torn.len()
+                ),
             });
         }
-        frames.sort_by_key(|(seq, _, _)| *seq);
+        frames.sort_by_key(|f| f.seq);
         let mut next_seq = covered;
         let mut previous: Option<&String> = None;
-        for (seq, file, _) in &frames {
+        let mut replayed = frames.len();
+        for (i, f) in frames.iter().enumerate() {
+            let seq = f.seq;
             if let Some(expected) = next_seq
-                && *seq != expected
+                && seq != expected
             {
-                let what = if *seq < expected {
+                // Frames are synced up to `IN_FLIGHT` at a time, each in a file of its own, and answered in
+                // sequence: frames durable past a missing one were never answered. They can only be the
+                // few right after the gap, each the last frame of its file; anything else is damage.
+                let after = &frames[i..];
+                let unanswered = seq > expected
+                    && after.len() < IN_FLIGHT
+                    && after
+                        .iter()
+                        .all(|a| a.seq < expected + IN_FLIGHT as u64 && last_in.get(&a.file) == Some(&a.seq));
+                if unanswered {
+                    replayed = i;
+                    break;
+                }
+                let what = if seq < expected {
                     format!("frame {seq} appears twice (also in {})", previous.map_or("?", |p| p.as_str()))
                 } else {
                     format!("frames {expected} to {} are missing before frame {seq}", seq - 1)
                 };
-                return Err(OpenError::Corrupt { file: file.clone(), offset: 0, what });
+                return Err(OpenError::Corrupt { file: f.file.clone(), offset: 0, what });
             }
             next_seq = Some(seq + 1);
-            previous = Some(file);
+            previous = Some(&f.file);
+        }
+        for f in frames.drain(replayed..) {
+            // Cut off with the torn tails below, before anything is written: its sequence is used again.
+            if let Some((number, offset)) = f.at {
+                let end = gen_ends.entry(number).or_insert(offset);
+                *end = (*end).min(offset);
+            }
+            report.unanswered_frames += 1;
         }
         report.frames = frames.len();
         // Generation numbers are never reused, also when the newest generation was already retired.
         let mut newest_generation = 0;
-        for (_, _, records) in &frames {
-            for r in records {
+        for f in &frames {
+            for r in &f.records {
                 if let Record::Enqueue { body, .. } | Record::Relocate { body, .. } = r {
                     newest_generation = newest_generation.max(body.generation);
                 }

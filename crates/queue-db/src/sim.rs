@@ -30,6 +30,8 @@ struct Disk {
     capacity: Option<u64>,
     /// Raised by every crash; handles opened before it fail, as a dead process's would.
     epoch: u64,
+    /// How long an fdatasync takes (before it looks at the file), so that writes can happen beside it.
+    sync_delay: std::time::Duration,
 }
 
 /// An in-memory disk that can crash. Clones share the disk.
@@ -78,6 +80,12 @@ impl SimStorage {
     /// Bytes used by all files.
     pub fn used(&self) -> u64 {
         used(&lock(&self.disk))
+    }
+
+    /// Makes every fdatasync take `delay` (spent before it copies the file's bytes, without holding the disk):
+    /// a crash can then land while several frames are written and not yet synced, as on a real disk.
+    pub fn set_sync_delay(&self, delay: std::time::Duration) {
+        lock(&self.disk).sync_delay = delay;
     }
 
     /// Fails the `n`th sync from now with EIO.
@@ -190,6 +198,10 @@ impl StorageFile for SimHandle {
         if full { Err(io::Error::from(io::ErrorKind::StorageFull)) } else { Ok(()) }
     }
     fn sync_data(&self) -> io::Result<()> {
+        let delay = lock(&self.disk).sync_delay;
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
         let mut d = lock(&self.disk);
         self.check(&d)?;
         d.syncs += 1;
