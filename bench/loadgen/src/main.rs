@@ -146,8 +146,9 @@ fn main() {
         Some("qdb") => qdb::qdb(&args[1..]),
         Some("plain") => qdb::plain(&args[1..]),
         Some("seq") => qdb::seq(&args[1..]),
+        Some("frames") => qdb::frames(&args[1..]),
         _ => Err("usage: sluice-loadgen smtp ADDR RATE SECONDS CONNECTIONS SIZE [DIR] | \
-                  qdb DIR WRITERS SECONDS SIZE | plain DIR SECONDS SIZE | seq DIR MB"
+                  qdb DIR WRITERS SECONDS SIZE | plain DIR SECONDS SIZE | seq DIR MB | frames DIR SECONDS BYTES FILES"
             .into()),
     };
     if let Err(e) = result {

@@ -3,7 +3,10 @@
 //! `qdb DIR WRITERS SECONDS SIZE` -> "commits_per_s bytes_per_s mean_batch": WRITERS tasks each enqueue
 //! SIZE-byte bodies durably, one after another, for SECONDS.
 //! `plain DIR SECONDS SIZE` -> "commits_per_s": a single writer's `write + fdatasync` loop, appending.
-//! `seq DIR MB` -> "mb_per_s": one large sequential write of MB megabytes and one fdatasync.
+//! `seq DIR MB` -> "mb_per_s": one large sequential write of MB MiB and one fdatasync (in MB/s of 10^6 bytes,
+//! like the other figures).
+//! `frames DIR SECONDS BYTES FILES` -> "mb_per_s": FILES threads, each appending BYTES and fdatasyncing its
+//! own file in a loop: what a group commit writing frames of BYTES, FILES at a time, could do at best.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -98,8 +101,37 @@ pub fn seq(args: &[String]) -> Result<(), String> {
         f.write_all(&block).map_err(|e| e.to_string())?;
     }
     f.sync_data().map_err(|e| e.to_string())?;
-    let rate = mb as f64 / start.elapsed().as_secs_f64();
+    let rate = (mb << 20) as f64 / 1e6 / start.elapsed().as_secs_f64();
     let _ = std::fs::remove_file(&path);
     println!("{rate:.1}");
+    Ok(())
+}
+
+pub fn frames(args: &[String]) -> Result<(), String> {
+    let [dir, secs, bytes, files] = args else { return Err("frames DIR SECONDS BYTES FILES".into()) };
+    let (secs, bytes, files) = (num(secs)?, num(bytes)? as usize, num(files)? as usize);
+    let threads: Vec<_> = (0..files)
+        .map(|i| {
+            let path = std::path::Path::new(dir).join(format!(".frames-{i}"));
+            std::thread::spawn(move || -> Result<u64, String> {
+                let mut f = std::fs::File::create(&path).map_err(|e| e.to_string())?;
+                let block = vec![b'x'; bytes];
+                let start = Instant::now();
+                let mut n = 0u64;
+                while start.elapsed().as_secs_f64() < secs {
+                    f.write_all(&block).map_err(|e| e.to_string())?;
+                    f.sync_data().map_err(|e| e.to_string())?;
+                    n += 1;
+                }
+                let _ = std::fs::remove_file(&path);
+                Ok(n)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in threads {
+        total += t.join().map_err(|_| "a loop panicked".to_owned())??;
+    }
+    println!("{:.1}", (total as usize * bytes) as f64 / 1e6 / secs);
     Ok(())
 }
