@@ -4,13 +4,15 @@
 
 use std::time::Duration;
 
-use sluice_smtp::{Reply, dot_stuff, parse_ehlo_keywords, parse_reply};
+use sluice_smtp::{DotStuffer, Reply, parse_ehlo_keywords, parse_reply};
 use sluice_transport::{BoxFuture, DeliveryConnection, Outbound, RecipientOutcome};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The body goes out in pieces of this size.
+const SEND_PIECE: usize = 256 << 10;
 /// RFC 5321 4.5.3.2 asks for minutes; one bound for every reply keeps a dead peer from holding a worker.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -261,9 +263,28 @@ impl ClientConnection {
                 .map(|r| if r.code / 100 == 2 { outcome(&data_reply) } else { outcome(r) })
                 .collect());
         }
-        let mut data = Vec::with_capacity(msg.body.len() + msg.body.len() / 64 + 8);
-        dot_stuff(&msg.body, &mut data);
-        self.send(&data).await?;
+        // The body is read and sent a piece at a time. A piece that cannot be read (or fails the body's
+        // checksum, checked with the last piece) ends the attempt before the end of data: the connection
+        // is dropped and the next hop discards what it got.
+        // A body of one piece goes out with its end of data in one write.
+        let unreadable = |e| format!("451 4.3.0 cannot read the message body: {e}");
+        let mut stuffer = DotStuffer::new();
+        let mut chunks = msg.body.chunks();
+        let mut next = chunks.next_chunk(SEND_PIECE).map_err(unreadable)?;
+        let mut data = Vec::with_capacity(msg.body.len().min(SEND_PIECE as u64) as usize + 64);
+        loop {
+            data.clear();
+            if let Some(piece) = next.take() {
+                stuffer.feed(&piece, &mut data);
+            }
+            next = chunks.next_chunk(SEND_PIECE).map_err(unreadable)?;
+            if next.is_none() {
+                stuffer.finish(&mut data);
+                self.send(&data).await?;
+                break;
+            }
+            self.send(&data).await?;
+        }
         let mut out: Vec<RecipientOutcome> = Vec::with_capacity(accepted.len());
         if self.protocol == Protocol::Lmtp {
             // LMTP: one reply after the data for every accepted recipient, in order.

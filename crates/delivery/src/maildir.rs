@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use sluice_queue_db::BodySource;
 use sluice_transport::{BoxFuture, DeliveryConnection, Outbound, RecipientOutcome};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -44,7 +45,7 @@ impl MaildirConnection {
     }
 }
 
-fn deliver_one(folder: &Path, hostname: &str, from: &str, rcpt: &str, body: &[u8]) -> std::io::Result<()> {
+fn deliver_one(folder: &Path, hostname: &str, from: &str, rcpt: &str, body: &BodySource) -> std::io::Result<()> {
     for sub in ["tmp", "new", "cur"] {
         fs::create_dir_all(folder.join(sub))?;
     }
@@ -63,7 +64,18 @@ fn deliver_one(folder: &Path, hostname: &str, from: &str, rcpt: &str, body: &[u8
     let mut head = Vec::with_capacity(256);
     write!(head, "Return-Path: <{from}>\r\nDelivered-To: {rcpt}\r\n")?;
     f.write_all(&head)?;
-    f.write_all(body)?;
+    let mut chunks = body.chunks();
+    loop {
+        match chunks.next_chunk(256 << 10) {
+            Ok(Some(piece)) => f.write_all(&piece)?,
+            Ok(None) => break,
+            Err(e) => {
+                drop(f);
+                let _ = fs::remove_file(&tmp);
+                return Err(std::io::Error::other(e));
+            }
+        }
+    }
     f.sync_all()?;
     drop(f);
     fs::rename(&tmp, &new)?;
@@ -78,7 +90,7 @@ impl DeliveryConnection for MaildirConnection {
             let folders: Vec<Result<PathBuf, String>> = rcpts.iter().map(|r| self.folder(r)).collect();
             let hostname = self.hostname.clone();
             let from = msg.envelope.from_address().to_owned();
-            // The body is needed on the blocking thread; the copy is per delivery, not per recipient.
+            // The body is read on the blocking thread, a piece at a time, once per recipient.
             let body = msg.body.clone();
             let outcomes = tokio::task::spawn_blocking(move || {
                 folders
@@ -141,7 +153,7 @@ mod tests {
                 ..Default::default()
             })),
             indices: vec![0, 1, 2],
-            body: b"Subject: hi\r\n\r\nbody\r\n".to_vec(),
+            body: BodySource::memory(b"Subject: hi\r\n\r\nbody\r\n".to_vec()),
         };
         let out = c.deliver(&msg).await.unwrap();
         assert!(matches!(out[0], RecipientOutcome::Delivered(_)));

@@ -69,6 +69,19 @@ pub(crate) fn encode_body(generation: u32, frame_at: u64, body: &[u8], frame: &m
     BodyRef { generation, offset, len: body.len() as u64, crc: crc32c::crc32c(body) }
 }
 
+/// As [`encode_body`], for a body that may be partly in a spool file (read back here).
+pub(crate) fn encode_spooled(
+    generation: u32,
+    frame_at: u64,
+    body: &crate::Body,
+    frame: &mut Vec<u8>,
+) -> std::io::Result<BodyRef> {
+    let start = frame.len();
+    body.copy_into(frame)?;
+    let bytes = &frame[start..];
+    Ok(BodyRef { generation, offset: frame_at + start as u64, len: bytes.len() as u64, crc: crc32c::crc32c(bytes) })
+}
+
 /// Reads and verifies a body.
 pub(crate) fn read_body(file: &dyn StorageFile, name: &str, body: &BodyRef) -> Result<Vec<u8>, ReadError> {
     let mut buf = vec![0u8; body.len as usize];

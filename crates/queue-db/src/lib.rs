@@ -6,6 +6,7 @@
 //! **Invariant**: a commit returns `Ok` only after its log frame, and every body it refers to, are on
 //! stable storage. Only the last frame of the log can be torn; recovery truncates it.
 
+mod body;
 mod check;
 mod checkpoint;
 mod codec;
@@ -27,6 +28,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+pub use body::{Body, BodyChunks, BodySource};
 pub use check::{FileCheck, check};
 pub use drain::{DrainReport, Drained, drain};
 pub use record::{
@@ -159,6 +161,9 @@ pub enum CommitError {
     /// The disk is full: this commit was refused, nothing of it is kept, and the database goes on.
     #[error("the queue database is out of disk space")]
     DiskFull,
+    /// The message's spooled data could not be read back: this message was refused, the database goes on.
+    #[error("cannot read the spooled message data: {0}")]
+    Spool(String),
 }
 
 /// Why a body could not be read.
@@ -619,11 +624,11 @@ impl QueueDb {
         mid: Mid,
         queue: QueueId,
         envelope: impl Into<Arc<Envelope>>,
-        body: Vec<u8>,
+        body: impl Into<Body>,
     ) -> Result<BodyRef, CommitError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Op::Enqueue { mid, queue, envelope: envelope.into(), body, reply })
+            .send(Op::Enqueue { mid, queue, envelope: envelope.into(), body: body.into(), reply })
             .await
             .map_err(|_| CommitError::Closed)?;
         rx.await.map_err(|_| CommitError::Closed)?
@@ -651,6 +656,18 @@ impl QueueDb {
         };
         let (name, file) = entry.ok_or(ReadError::NoGeneration(body.generation))?;
         generation::read_body(file.as_ref(), &name, body)
+    }
+
+    /// The body of `mid` to read a piece at a time, following a move by defragmentation.
+    pub fn body_source(&self, mid: Mid, body: &BodyRef) -> Result<BodySource, ReadError> {
+        let moved = self.relocated.read().ok().and_then(|m| m.get(&mid).copied());
+        let body = *moved.as_ref().unwrap_or(body);
+        let entry = {
+            let gens = self.generations.read().map_err(|_| ReadError::NoGeneration(body.generation))?;
+            gens.get(&body.generation).cloned()
+        };
+        let (name, file) = entry.ok_or(ReadError::NoGeneration(body.generation))?;
+        Ok(BodySource::stored(&name, file, body))
     }
 
     /// Reads the body of `mid`, following a move by defragmentation after `body` was handed out.

@@ -32,7 +32,7 @@ pub(crate) enum Op {
         mid: Mid,
         queue: QueueId,
         envelope: Arc<Envelope>,
-        body: Vec<u8>,
+        body: crate::Body,
         reply: oneshot::Sender<Result<BodyRef, CommitError>>,
     },
     Commit {
@@ -74,8 +74,10 @@ const GEN_PREALLOCATION: u64 = 512 << 10;
 /// less on ext4 here). Larger flushes are bound by bandwidth, which writing every byte twice would halve.
 const PREALLOCATE_BELOW: usize = 64 << 10;
 
-/// A flush takes no more bodies once it holds this many bytes of them; the rest go in the next flush.
-const MAX_FLUSH_BODIES: usize = 64 << 20;
+/// A flush takes no more bodies once it holds this many bytes of them; the rest go in the next flush. It
+/// bounds the writer's memory: a frame is built whole before it is written (a single larger body makes a
+/// frame of its own).
+const MAX_FLUSH_BODIES: usize = 16 << 20;
 
 /// While a frame is syncing, the next one waits for the clients just answered to send their next commits:
 /// until none has come for this long (or the batch is full, or `GATHER_AT_MOST` has passed). A frame of
@@ -771,6 +773,9 @@ impl Writer {
                 e => failure = Some(e),
             }
         }
+        // The bodies are copied once, into a frame sized for them.
+        let bodies: u64 = batch.iter().map(|op| if let Op::Enqueue { body, .. } = op { body.len() } else { 0 }).sum();
+        frame.reserve(bodies as usize);
         for op in batch.drain(..) {
             match op {
                 Op::Enqueue { mid, queue, envelope, body, reply } => {
@@ -780,7 +785,14 @@ impl Writer {
                         continue;
                     };
                     // The frame goes at the generation's end.
-                    let body_ref = generation::encode_body(current.number, current.end, &body, frame);
+                    let body_ref = match generation::encode_spooled(current.number, current.end, &body, frame) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::warn!(mid, error = %e, "message refused: its spooled data cannot be read");
+                            let _ = reply.send(Err(CommitError::Spool(e.to_string())));
+                            continue;
+                        }
+                    };
                     let r = Record::Enqueue { mid, queue, envelope, body: body_ref };
                     r.encode(records);
                     applied.push(r);
@@ -1424,10 +1436,11 @@ fn split_at_body_budget(batch: &mut Vec<Op>) -> Vec<Op> {
     let mut bytes = 0;
     for (i, op) in batch.iter().enumerate() {
         if let Op::Enqueue { body, .. } = op {
-            if i > 0 && bytes + body.len() > MAX_FLUSH_BODIES {
+            let len = body.len() as usize;
+            if i > 0 && bytes + len > MAX_FLUSH_BODIES {
                 return batch.split_off(i);
             }
-            bytes += body.len();
+            bytes += len;
         }
     }
     Vec::new()

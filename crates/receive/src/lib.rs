@@ -28,6 +28,8 @@ pub struct Policy {
     pub hostname: String,
     /// The accepted domains, for recipient validation (`mailboxes`, `recipient_delimiter`).
     pub accepted_domains: Vec<sluice_config::AcceptedDomain>,
+    /// Where message data past its header section is spooled while it arrives (`<data_dir>/spool`).
+    pub spool_dir: std::path::PathBuf,
 }
 
 impl Policy {
@@ -75,6 +77,7 @@ impl Policies {
                     connector: c.clone(),
                     hostname: config.server.hostname.clone(),
                     accepted_domains: config.accepted_domains.clone(),
+                    spool_dir: config.server.data_dir.join("spool"),
                 };
                 (c.name.clone(), watch::channel(Arc::new(policy)).0)
             })
@@ -100,6 +103,7 @@ impl Policies {
                     connector,
                     hostname: config.server.hostname.clone(),
                     accepted_domains: config.accepted_domains.clone(),
+                    spool_dir: config.server.data_dir.join("spool"),
                 }));
             }
         }

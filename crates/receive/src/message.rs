@@ -2,10 +2,18 @@
 //! CHUNKING, framed by chunk sizes), and the checks every message passes at its end before it is stored:
 //! size, bare CR/LF/NUL, header size, hop count, and the removal of `X-Sluice-*` headers from clients outside
 //! `relay_networks`.
+//!
+//! A session holds the `Received:` line and the header section in memory and writes the rest of the data to
+//! a spool file (unlinked at once, in `<data_dir>/spool`) as it arrives, a chunk at a time, so that a large
+//! message costs the session no more memory than its header: the queue database's writer reads the spooled
+//! part back into the message's frame (spec 03: streaming with bounded memory per session).
 
+use std::fs::File;
+use std::io::Write;
 use std::net::IpAddr;
+use std::path::PathBuf;
 
-use sluice_queue_db::{Envelope, EnvelopeParts, now_ms, time::rfc5322};
+use sluice_queue_db::{Body, Envelope, EnvelopeParts, now_ms, time::rfc5322};
 use sluice_smtp::{BareNewlines, BdatDecoder, DataDecoder, DataStatus, DataViolation, Reply, ReversePath};
 
 use crate::session::{Flow, Session};
@@ -16,7 +24,121 @@ pub(crate) struct Chunks {
     mid: u64,
     received_len: usize,
     body: Vec<u8>,
+    spool: Spool,
     too_big: bool,
+}
+
+/// Data past this many bytes after the header section goes to the spool file.
+const SPOOL_CHUNK: usize = 256 << 10;
+
+/// The part of a message after its header section, once it outgrows [`SPOOL_CHUNK`]: written to a file as
+/// it arrives. The header section stays in memory (the end-of-message checks read and edit it).
+pub(crate) struct Spool {
+    dir: PathBuf,
+    mid: u64,
+    file: Option<File>,
+    /// Bytes in the file.
+    len: u64,
+    /// The end of the header section in the in-memory part, once found.
+    head_end: Option<usize>,
+    /// Where the search for the end of the header section goes on.
+    search_from: usize,
+    /// The in-memory part is kept whole up to here even without the end of the header section found (the
+    /// message is refused for its header size then).
+    head_limit: usize,
+    error: Option<std::io::Error>,
+}
+
+impl Spool {
+    fn new(dir: PathBuf, mid: u64, received_len: usize, max_header: u64) -> Spool {
+        Spool {
+            dir,
+            mid,
+            file: None,
+            len: 0,
+            head_end: None,
+            // A message without a header section starts with CRLF right after the `Received:` line's.
+            search_from: received_len.saturating_sub(2),
+            head_limit: received_len
+                .saturating_add(usize::try_from(max_header).unwrap_or(usize::MAX))
+                .saturating_add(4),
+            error: None,
+        }
+    }
+
+    /// The message's length so far.
+    fn total(&self, body: &[u8]) -> u64 {
+        body.len() as u64 + self.len
+    }
+
+    /// Moves what follows the header section to the file once a chunk of it has come.
+    fn absorb(&mut self, body: &mut Vec<u8>) {
+        if self.head_end.is_none() {
+            let from = self.search_from.min(body.len());
+            if let Some(p) = body[from..].windows(4).position(|w| w == b"\r\n\r\n") {
+                self.head_end = Some(from + p + 4);
+            } else if body.len() > self.head_limit {
+                self.head_end = Some(self.head_limit);
+            }
+            self.search_from = body.len().saturating_sub(3);
+        }
+        if let Some(h) = self.head_end
+            && body.len().saturating_sub(h) >= SPOOL_CHUNK
+        {
+            self.write_out(body, h);
+        }
+    }
+
+    fn write_out(&mut self, body: &mut Vec<u8>, h: usize) {
+        if body.len() <= h {
+            return;
+        }
+        if self.error.is_none() {
+            let written = match self.file.as_mut() {
+                Some(f) => f.write_all(&body[h..]),
+                None => spool_file(&self.dir, self.mid).and_then(|mut f| {
+                    f.write_all(&body[h..])?;
+                    self.file = Some(f);
+                    Ok(())
+                }),
+            };
+            match written {
+                Ok(()) => self.len += (body.len() - h) as u64,
+                Err(e) => self.error = Some(e),
+            }
+        }
+        // Memory stays bounded also when the spool failed: the message is refused at its end.
+        body.truncate(h);
+    }
+
+    /// Drops what was spooled (the message is too big and will be refused).
+    fn discard(&mut self) {
+        self.file = None;
+        self.len = 0;
+    }
+
+    /// The whole body: in memory when it never needed the file.
+    fn finish(mut self, mut body: Vec<u8>) -> std::io::Result<Body> {
+        if let (Some(h), true) = (self.head_end, self.file.is_some()) {
+            self.write_out(&mut body, h);
+        }
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        Ok(match self.file {
+            None => Body::Memory(body),
+            Some(file) => Body::Spooled { head: body, file, tail_len: self.len },
+        })
+    }
+}
+
+/// A new spool file, already unlinked: nothing is left behind whatever happens to the session.
+fn spool_file(dir: &std::path::Path, mid: u64) -> std::io::Result<File> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("{mid}-{:08x}", std::process::id()));
+    let file = File::options().read(true).write(true).create(true).truncate(true).open(&path)?;
+    std::fs::remove_file(&path)?;
+    Ok(file)
 }
 
 /// What the end-of-message checks need from either decoder.
@@ -52,19 +174,21 @@ impl Session {
         self.reply(Reply::new(354, "", "End data with <CR><LF>.<CR><LF>"));
         self.flush().await?;
 
-        let max = self.policy.connector.max_message_size as usize;
+        let max = self.policy.connector.max_message_size;
         let mut decoder = DataDecoder::new(self.bare_newlines());
         let mut body = Vec::with_capacity(received.len() + 8192);
         body.extend_from_slice(received.as_bytes());
+        let mut spool = self.spool(mid, received.len());
         let mut too_big = false;
         loop {
-            let before = body.len();
             let status = decoder.feed(&self.input, &mut body);
-            if body.len() - received.len() > max {
+            if too_big || spool.total(&body) - received.len() as u64 > max {
                 // Keep reading to the end of the data, but keep nothing.
                 too_big = true;
-                body.truncate(before.min(received.len()));
+                body.truncate(received.len());
+                spool.discard();
             }
+            spool.absorb(&mut body);
             match status {
                 DataStatus::Done { consumed } => {
                     self.input.drain(..consumed);
@@ -82,8 +206,12 @@ impl Session {
             header_bytes: decoder.header_bytes(),
             received_headers: decoder.count_received_headers(),
         };
-        self.finish_message(mid, received.len(), body, too_big, content).await;
+        self.finish_message(mid, received.len(), body, spool, too_big, content).await;
         Ok(Flow::Continue)
+    }
+
+    fn spool(&self, mid: u64, received_len: usize) -> Spool {
+        Spool::new(self.policy.spool_dir.clone(), mid, received_len, self.policy.connector.max_header_size)
     }
 
     /// `BDAT <size> [LAST]`: reads exactly `size` octets of content (also when the command is refused, so
@@ -104,13 +232,14 @@ impl Session {
                 mid,
                 received_len: received.len(),
                 body,
+                spool: self.spool(mid, received.len()),
                 too_big: false,
             };
             if let Some(tx) = self.tx.as_mut() {
                 tx.chunks = Some(chunks);
             }
         }
-        let max = self.policy.connector.max_message_size as usize;
+        let max = self.policy.connector.max_message_size;
         let mut remaining = size;
         loop {
             let take = remaining.min(self.input.len() as u64) as usize;
@@ -119,10 +248,12 @@ impl Session {
                     && let Some(c) = self.tx.as_mut().and_then(|t| t.chunks.as_mut())
                 {
                     c.decoder.feed(&self.input[..take], &mut c.body);
-                    if c.body.len() - c.received_len > max {
+                    if c.too_big || c.spool.total(&c.body) - c.received_len as u64 > max {
                         c.too_big = true;
                         c.body.truncate(c.received_len);
+                        c.spool.discard();
                     }
+                    c.spool.absorb(&mut c.body);
                 }
                 self.input.drain(..take);
                 remaining -= take as u64;
@@ -150,15 +281,23 @@ impl Session {
             header_bytes: c.decoder.header_bytes(),
             received_headers: c.decoder.count_received_headers(),
         };
-        self.finish_message(c.mid, c.received_len, c.body, c.too_big, content).await;
+        self.finish_message(c.mid, c.received_len, c.body, c.spool, c.too_big, content).await;
         Ok(Flow::Continue)
     }
 
     /// The end of a message: the checks, then the durable commit, then `250`. The transaction ends either way.
-    async fn finish_message(&mut self, mid: u64, received_len: usize, mut body: Vec<u8>, too_big: bool, c: Content) {
+    async fn finish_message(
+        &mut self,
+        mid: u64,
+        received_len: usize,
+        mut body: Vec<u8>,
+        spool: Spool,
+        too_big: bool,
+        c: Content,
+    ) {
         let Some(tx) = self.tx.take() else { return };
         let connector = &self.policy.connector;
-        if too_big || body.len() - received_len > connector.max_message_size as usize {
+        if too_big || spool.total(&body) - received_len as u64 > connector.max_message_size {
             return self.reply(Reply::new(552, "5.3.4", "Message size exceeds the fixed maximum message size"));
         }
         if let Some(v) = c.violation {
@@ -177,6 +316,13 @@ impl Session {
             strip_sluice_headers(&mut body, received_len);
         }
         let (message_id, subject) = header_fields(&body[received_len..]);
+        let body = match spool.finish(body) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, dir = %self.policy.spool_dir.display(), "cannot spool message data");
+                return self.reply(Reply::new(451, "4.3.0", "Temporary storage failure, try again later"));
+            }
+        };
         let envelope = Envelope::from(EnvelopeParts {
             from: match &tx.from {
                 ReversePath::Null => String::new(),
@@ -306,6 +452,35 @@ fn strip_sluice_headers(body: &mut Vec<u8>, from: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_large_message_is_spooled_past_its_header_and_memory_stays_bounded() {
+        let dir = std::env::temp_dir().join(format!("sluice-spool-test-{}", std::process::id()));
+        let received = b"Received: by test\r\n";
+        let mut body = received.to_vec();
+        let mut spool = Spool::new(dir.clone(), 7, received.len(), 1 << 20);
+        let mut sent = b"Subject: s\r\nX-Sluice-A: b\r\n\r\n".to_vec();
+        body.extend_from_slice(&sent);
+        let piece: Vec<u8> = (0..65536u32).map(|i| b"abcdefgh\r\n"[(i % 10) as usize]).collect();
+        let mut most = 0;
+        for _ in 0..64 {
+            body.extend_from_slice(&piece);
+            sent.extend_from_slice(&piece);
+            spool.absorb(&mut body);
+            most = most.max(body.len());
+        }
+        assert!(most < received.len() + 64 + SPOOL_CHUNK + piece.len(), "held {most} bytes at once");
+        assert_eq!(spool.total(&body), (received.len() + sent.len()) as u64);
+        // The header section stays in memory, where the end-of-message checks edit it.
+        strip_sluice_headers(&mut body, received.len());
+        let Body::Spooled { head, .. } = &spool.finish(body).unwrap() else { panic!("not spooled") };
+        assert_eq!(&head[received.len()..], b"Subject: s\r\n\r\n");
+        let spool = Spool::new(dir.clone(), 8, received.len(), 1 << 20);
+        let small = [&received[..], b"Subject: s\r\n\r\nshort\r\n"].concat();
+        assert!(matches!(spool.finish(small), Ok(Body::Memory(_))), "a small message needs no file");
+        assert_eq!(std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0), 0, "spool files are unlinked");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn sluice_headers_are_removed_with_their_continuations() {

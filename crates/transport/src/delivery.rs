@@ -25,7 +25,8 @@ pub struct Outbound {
     pub envelope: Arc<Envelope>,
     /// The envelope recipients this copy is for: indices into the envelope's recipients.
     pub indices: Vec<u32>,
-    pub body: Vec<u8>,
+    /// Read a piece at a time while it is sent: a delivery never holds a large body whole.
+    pub body: sluice_queue_db::BodySource,
 }
 
 impl Outbound {
@@ -141,7 +142,7 @@ async fn worker(inner: Arc<Inner>, qid: QueueId) {
                 _ = inner.shutdown.cancelled() => break,
             }
         };
-        let body = match inner.db.read_body_of(job.mid, &job.body) {
+        let body = match inner.db.body_source(job.mid, &job.body) {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(mid = job.mid, error = %e, "cannot read a message body");

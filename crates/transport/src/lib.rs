@@ -285,7 +285,13 @@ impl Transport {
 
     /// Stores a received message in Submission. Returns once it is durable: only then may the client be
     /// told `250`.
-    pub async fn submit(&self, mid: Mid, envelope: Envelope, body: Vec<u8>) -> Result<(), CommitError> {
+    pub async fn submit(
+        &self,
+        mid: Mid,
+        envelope: Envelope,
+        body: impl Into<sluice_queue_db::Body>,
+    ) -> Result<(), CommitError> {
+        let body = body.into();
         let size = body.len();
         // One envelope, shared by the queue database's state and the queues.
         let envelope = Arc::new(envelope);

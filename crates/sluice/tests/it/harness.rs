@@ -252,6 +252,8 @@ pub struct Sink {
     pub subjects: Arc<Mutex<HashMap<String, u32>>>,
     /// Every MAIL and RCPT line received, as sent.
     pub commands: Arc<Mutex<Vec<String>>>,
+    /// The content of every accepted message, dot-unstuffed.
+    pub messages: Arc<Mutex<Vec<Vec<u8>>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -265,21 +267,22 @@ impl Sink {
         listener.set_nonblocking(true).unwrap();
         let subjects = Arc::new(Mutex::new(HashMap::new()));
         let commands = Arc::new(Mutex::new(Vec::new()));
+        let messages = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (subj, cmds, st) = (subjects.clone(), commands.clone(), stop.clone());
+        let (subj, cmds, msgs, st) = (subjects.clone(), commands.clone(), messages.clone(), stop.clone());
         std::thread::spawn(move || {
             while !st.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((s, _)) => {
-                        let (subj, cmds) = (subj.clone(), cmds.clone());
+                        let (subj, cmds, msgs) = (subj.clone(), cmds.clone(), msgs.clone());
                         let st = st.clone();
-                        std::thread::spawn(move || sink_session(s, subj, cmds, st));
+                        std::thread::spawn(move || sink_session(s, subj, cmds, msgs, st));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
         });
-        Sink { port, subjects, commands, stop }
+        Sink { port, subjects, commands, messages, stop }
     }
 
     pub fn count(&self) -> usize {
@@ -301,6 +304,7 @@ fn sink_session(
     s: TcpStream,
     subjects: Arc<Mutex<HashMap<String, u32>>>,
     commands: Arc<Mutex<Vec<String>>>,
+    messages: Arc<Mutex<Vec<Vec<u8>>>>,
     stop: Arc<AtomicBool>,
 ) {
     let _ = s.set_nonblocking(false);
@@ -310,9 +314,11 @@ fn sink_session(
     let _ = w.write_all(b"220 sink ESMTP\r\n");
     let mut in_data = false;
     let mut subject = String::new();
+    let mut content = Vec::new();
+    // Kept across read timeouts: a line that arrives in pieces is read whole.
+    let mut partial = String::new();
     loop {
-        let mut line = String::new();
-        match r.read_line(&mut line) {
+        match r.read_line(&mut partial) {
             Ok(0) => return,
             Ok(_) => {}
             Err(_) => {
@@ -322,6 +328,7 @@ fn sink_session(
                 continue;
             }
         }
+        let line = std::mem::take(&mut partial);
         if stop.load(Ordering::Relaxed) {
             return;
         }
@@ -329,8 +336,12 @@ fn sink_session(
             if line == ".\r\n" {
                 in_data = false;
                 *subjects.lock().unwrap().entry(std::mem::take(&mut subject)).or_default() += 1;
+                messages.lock().unwrap().push(std::mem::take(&mut content));
                 let _ = w.write_all(b"250 2.0.0 Ok\r\n");
-            } else if subject.is_empty()
+                continue;
+            }
+            content.extend_from_slice(line.strip_prefix('.').unwrap_or(&line).as_bytes());
+            if subject.is_empty()
                 && let Some(s) = line.strip_prefix("Subject: ")
             {
                 subject = s.trim_end().to_owned();
