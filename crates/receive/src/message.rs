@@ -29,7 +29,7 @@ pub(crate) struct Chunks {
 }
 
 /// Data past this many bytes after the header section goes to the spool file.
-const SPOOL_CHUNK: usize = 256 << 10;
+const SPOOL_CHUNK: usize = 32 << 10;
 
 /// The part of a message after its header section, once it outgrows [`SPOOL_CHUNK`]: written to a file as
 /// it arrives. The header section stays in memory (the end-of-message checks read and edit it).

@@ -208,17 +208,18 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
     if config.queue_database.online_defrag_enabled {
         tasks.spawn(scheduled_defrag(transport.clone(), config.clone(), shutdown.clone()));
     }
+    // Raised before the API answers, so that the first look at the alerts finds it.
+    alerts.raise(
+        AlertClass::System,
+        Severity::Information,
+        format!("sluice {} started with {recovered} queued messages", env!("CARGO_PKG_VERSION")),
+    );
     tracing::info!(listen = %config.admin.listen, "admin API listening");
     tasks.spawn(sluice_admin::serve(admin_listener, admin_state, shutdown.clone()));
     tracing::info!(
         hostname = %config.server.hostname,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "sluice is ready"
-    );
-    alerts.raise(
-        AlertClass::System,
-        Severity::Information,
-        format!("sluice {} started with {recovered} queued messages", env!("CARGO_PKG_VERSION")),
     );
 
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
