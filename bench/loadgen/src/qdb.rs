@@ -74,9 +74,16 @@ pub fn qdb(args: &[String]) -> Result<(), String> {
 pub fn plain(args: &[String]) -> Result<(), String> {
     let [dir, secs, size] = args else { return Err("plain DIR SECONDS SIZE".into()) };
     let (secs, size) = (num(secs)?, num(size)? as usize);
-    let path = std::path::Path::new(dir).join(".plain-loop");
-    let mut f = std::fs::File::create(&path).map_err(|e| e.to_string())?;
-    let block = vec![b'x'; size];
+    let (n, elapsed) = sync_loop(&std::path::Path::new(dir).join(".plain-loop"), size, secs)?;
+    println!("{:.1}", n as f64 / elapsed);
+    Ok(())
+}
+
+/// Appends `bytes` and fdatasyncs, again and again for `secs`, in a new file at `path` (removed after):
+/// how many times, in how long.
+fn sync_loop(path: &std::path::Path, bytes: usize, secs: f64) -> Result<(u64, f64), String> {
+    let mut f = std::fs::File::create(path).map_err(|e| e.to_string())?;
+    let block = vec![b'x'; bytes];
     let start = Instant::now();
     let mut n = 0u64;
     while start.elapsed().as_secs_f64() < secs {
@@ -84,10 +91,9 @@ pub fn plain(args: &[String]) -> Result<(), String> {
         f.sync_data().map_err(|e| e.to_string())?;
         n += 1;
     }
-    let rate = n as f64 / start.elapsed().as_secs_f64();
-    let _ = std::fs::remove_file(&path);
-    println!("{rate:.1}");
-    Ok(())
+    let elapsed = start.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(path);
+    Ok((n, elapsed))
 }
 
 pub fn seq(args: &[String]) -> Result<(), String> {
@@ -113,19 +119,7 @@ pub fn frames(args: &[String]) -> Result<(), String> {
     let threads: Vec<_> = (0..files)
         .map(|i| {
             let path = std::path::Path::new(dir).join(format!(".frames-{i}"));
-            std::thread::spawn(move || -> Result<u64, String> {
-                let mut f = std::fs::File::create(&path).map_err(|e| e.to_string())?;
-                let block = vec![b'x'; bytes];
-                let start = Instant::now();
-                let mut n = 0u64;
-                while start.elapsed().as_secs_f64() < secs {
-                    f.write_all(&block).map_err(|e| e.to_string())?;
-                    f.sync_data().map_err(|e| e.to_string())?;
-                    n += 1;
-                }
-                let _ = std::fs::remove_file(&path);
-                Ok(n)
-            })
+            std::thread::spawn(move || sync_loop(&path, bytes, secs).map(|(n, _)| n))
         })
         .collect();
     let mut total = 0;

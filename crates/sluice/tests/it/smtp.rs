@@ -317,3 +317,56 @@ fn a_client_that_stops_reading_is_cut_off() {
     let mut other = s.smtp();
     assert!(other.cmd("NOOP").starts_with("250"));
 }
+
+#[test]
+fn slowloris_clients_are_cut_off_by_the_timeouts_while_others_are_served() {
+    use std::io::{Read, Write};
+    let s = Server::start(
+        "[[receive_connectors]]\nname = \"Default\"\nlisten = \"127.0.0.1:{smtp}\"\nconnection_timeout = \"3s\"\nconnection_inactivity_timeout = \"1s\"\n",
+    );
+    let connect = || {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", s.smtp)).unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(250))).unwrap();
+        let mut banner = [0u8; 3];
+        c.read_exact(&mut banner).unwrap();
+        assert_eq!(&banner, b"220");
+        c
+    };
+    // The trickler sends a command a byte at a time, never idle long enough for the inactivity timeout.
+    let mut slow = connect();
+    // The idler sends nothing after the banner.
+    let mut idle = connect();
+    let started = std::time::Instant::now();
+    let (mut slow_said, mut idle_said) = (Vec::new(), Vec::new());
+    let (mut slow_cut, mut idle_cut) = (None, None);
+    std::thread::scope(|scope| {
+        // Meanwhile a normal client is served.
+        let normal = scope.spawn(|| {
+            let mut c = s.smtp();
+            c.cmd("EHLO client.test");
+            c.mail("a@example.test", &["u@localhost"], "Subject: s\r\n\r\nx\r\n")
+        });
+        while started.elapsed() < Duration::from_secs(20) && (slow_cut.is_none() || idle_cut.is_none()) {
+            let _ = slow.write_all(b"N");
+            for (c, said, cut) in
+                [(&mut slow, &mut slow_said, &mut slow_cut), (&mut idle, &mut idle_said, &mut idle_cut)]
+            {
+                let mut buf = [0u8; 512];
+                match c.read(&mut buf) {
+                    Ok(0) => *cut = cut.or(Some(started.elapsed())),
+                    Ok(n) => said.extend_from_slice(&buf[..n]),
+                    Err(_) => {}
+                }
+            }
+        }
+        let r = normal.join().unwrap();
+        assert!(r.starts_with("250"), "{r}");
+    });
+    let (slow_cut, idle_cut) =
+        (slow_cut.expect("the trickler was never cut off"), idle_cut.expect("the idler was kept"));
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    assert!(text(&slow_said).contains("421 4.4.2 Connection time limit exceeded"), "{}", text(&slow_said));
+    assert!(slow_cut >= Duration::from_millis(2500), "cut after {slow_cut:?}, before connection_timeout");
+    assert!(text(&idle_said).contains("421 4.4.2 Idle too long"), "{}", text(&idle_said));
+    assert!(idle_cut < Duration::from_millis(2500), "the idler lasted {idle_cut:?}");
+}
