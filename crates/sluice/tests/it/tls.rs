@@ -254,3 +254,21 @@ fn a_password_hash_that_is_not_argon2_is_a_config_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("argon2") && err.contains("hash-password"), "{err}");
 }
+
+#[test]
+fn hash_password_refuses_an_empty_password_with_a_usage_error() {
+    for input in ["\n", "\r\n", ""] {
+        let mut child = std::process::Command::new(BIN)
+            .arg("hash-password")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(64), "{input:?}: EX_USAGE");
+        assert!(out.stdout.is_empty(), "no hash for an empty password");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("empty"), "{input:?}");
+    }
+}
