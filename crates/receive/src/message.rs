@@ -117,11 +117,17 @@ impl Spool {
         self.len = 0;
     }
 
-    /// The whole body: in memory when it never needed the file.
-    fn finish(mut self, mut body: Vec<u8>) -> std::io::Result<Body> {
+    /// At the end of the data: once the file is in use, what is still in memory past the header section
+    /// goes to it too, so that `body` is the header section alone when the end-of-message checks edit it
+    /// (an edit that moved bytes still waiting to be spooled would put them out of order).
+    fn settle(&mut self, body: &mut Vec<u8>) {
         if let (Some(h), true) = (self.head_end, self.file.is_some()) {
-            self.write_out(&mut body, h);
+            self.write_out(body, h);
         }
+    }
+
+    /// The whole body: in memory when it never needed the file. `settle` first.
+    fn finish(self, body: Vec<u8>) -> std::io::Result<Body> {
         if let Some(e) = self.error {
             return Err(e);
         }
@@ -291,7 +297,7 @@ impl Session {
         mid: u64,
         received_len: usize,
         mut body: Vec<u8>,
-        spool: Spool,
+        mut spool: Spool,
         too_big: bool,
         c: Content,
     ) {
@@ -312,6 +318,7 @@ impl Session {
             tracing::info!(peer = %self.peer, hops = c.received_headers, "message refused: mail loop");
             return self.reply(Reply::new(554, "5.4.6", "Too many hops"));
         }
+        spool.settle(&mut body);
         if !self.relay_client {
             strip_sluice_headers(&mut body, received_len);
         }
@@ -471,10 +478,22 @@ mod tests {
         }
         assert!(most < received.len() + 64 + SPOOL_CHUNK + piece.len(), "held {most} bytes at once");
         assert_eq!(spool.total(&body), (received.len() + sent.len()) as u64);
-        // The header section stays in memory, where the end-of-message checks edit it.
+        // Some data is still in memory when the data ends.
+        body.extend_from_slice(b"the last line\r\n");
+        sent.extend_from_slice(b"the last line\r\n");
+        // The header section stays in memory, where the end-of-message checks edit it; what follows it is
+        // all in the file by then, in order.
+        spool.settle(&mut body);
         strip_sluice_headers(&mut body, received.len());
-        let Body::Spooled { head, .. } = &spool.finish(body).unwrap() else { panic!("not spooled") };
+        let stored = spool.finish(body).unwrap();
+        let Body::Spooled { head, file, tail_len } = &stored else { panic!("not spooled") };
         assert_eq!(&head[received.len()..], b"Subject: s\r\n\r\n");
+        let mut whole = head.clone();
+        let mut tail = vec![0u8; *tail_len as usize];
+        std::os::unix::fs::FileExt::read_exact_at(file, &mut tail, 0).unwrap();
+        whole.extend_from_slice(&tail);
+        let header_len = b"Subject: s\r\nX-Sluice-A: b\r\n\r\n".len();
+        assert_eq!(&whole[received.len() + b"Subject: s\r\n\r\n".len()..], &sent[header_len..]);
         let spool = Spool::new(dir.clone(), 8, received.len(), 1 << 20);
         let small = [&received[..], b"Subject: s\r\n\r\nshort\r\n"].concat();
         assert!(matches!(spool.finish(small), Ok(Body::Memory(_))), "a small message needs no file");

@@ -370,3 +370,33 @@ fn slowloris_clients_are_cut_off_by_the_timeouts_while_others_are_served() {
     assert!(text(&idle_said).contains("421 4.4.2 Idle too long"), "{}", text(&idle_said));
     assert!(idle_cut < Duration::from_millis(2500), "the idler lasted {idle_cut:?}");
 }
+
+#[test]
+fn a_large_message_from_outside_relay_networks_loses_its_sluice_headers_and_nothing_else() {
+    // Spooled past its header, and its header edited at the end: the spooled data must stay in order.
+    let s = Server::start(
+        "[[receive_connectors]]\nname = \"Default\"\nlisten = \"127.0.0.1:{smtp}\"\nrelay_networks = []\n",
+    );
+    let mut rest = String::new();
+    let mut i = 0;
+    while rest.len() < 2 << 20 {
+        rest.push_str(&format!("line {i:07}\r\n"));
+        i += 1;
+    }
+    let mut c = s.smtp();
+    c.cmd("EHLO client.test");
+    assert!(c.cmd("MAIL FROM:<a@example.test>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<user@localhost>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(format!("Subject: big\r\nX-Sluice-Fault: x\r\n\r\n{rest}").as_bytes());
+    // The last line comes alone with the end of data: it is still in memory when the header is edited.
+    std::thread::sleep(Duration::from_millis(300));
+    c.send(b"the last line\r\n.\r\n");
+    let r = c.read();
+    assert!(r.starts_with("250"), "{r}");
+    assert!(wait_until(Duration::from_secs(20), || maildir_new(&s.data(), "localhost", "user").len() == 1));
+    let text = std::fs::read_to_string(&maildir_new(&s.data(), "localhost", "user")[0]).unwrap();
+    assert!(!text.contains("X-Sluice-Fault"), "the header from outside relay_networks was kept");
+    let expected = format!("Subject: big\r\n\r\n{rest}the last line\r\n");
+    assert!(text.ends_with(&expected), "the content changed ({} bytes)", text.len());
+}
