@@ -650,30 +650,31 @@ impl QueueDb {
 
     /// Reads and verifies a message body.
     pub fn read_body(&self, body: &BodyRef) -> Result<Vec<u8>, ReadError> {
-        let entry = {
-            let gens = self.generations.read().map_err(|_| ReadError::NoGeneration(body.generation))?;
-            gens.get(&body.generation).cloned()
-        };
-        let (name, file) = entry.ok_or(ReadError::NoGeneration(body.generation))?;
+        let (name, file) = self.generation_file(body.generation)?;
         generation::read_body(file.as_ref(), &name, body)
     }
 
     /// The body of `mid` to read a piece at a time, following a move by defragmentation.
     pub fn body_source(&self, mid: Mid, body: &BodyRef) -> Result<BodySource, ReadError> {
-        let moved = self.relocated.read().ok().and_then(|m| m.get(&mid).copied());
-        let body = *moved.as_ref().unwrap_or(body);
-        let entry = {
-            let gens = self.generations.read().map_err(|_| ReadError::NoGeneration(body.generation))?;
-            gens.get(&body.generation).cloned()
-        };
-        let (name, file) = entry.ok_or(ReadError::NoGeneration(body.generation))?;
+        let body = self.current_place(mid, body);
+        let (name, file) = self.generation_file(body.generation)?;
         Ok(BodySource::stored(&name, file, body))
     }
 
     /// Reads the body of `mid`, following a move by defragmentation after `body` was handed out.
     pub fn read_body_of(&self, mid: Mid, body: &BodyRef) -> Result<Vec<u8>, ReadError> {
-        let moved = self.relocated.read().ok().and_then(|m| m.get(&mid).copied());
-        self.read_body(moved.as_ref().unwrap_or(body))
+        self.read_body(&self.current_place(mid, body))
+    }
+
+    /// Where the body of `mid` is now: `body`, unless defragmentation moved it since.
+    fn current_place(&self, mid: Mid, body: &BodyRef) -> BodyRef {
+        self.relocated.read().ok().and_then(|m| m.get(&mid).copied()).unwrap_or(*body)
+    }
+
+    /// An open generation file, with its name.
+    fn generation_file(&self, generation: u32) -> Result<(String, Arc<dyn StorageFile>), ReadError> {
+        let gens = self.generations.read().map_err(|_| ReadError::NoGeneration(generation))?;
+        gens.get(&generation).cloned().ok_or(ReadError::NoGeneration(generation))
     }
 
     /// Runs online defragmentation for at most `time_to_run` (between commits, which keep flowing).
