@@ -34,6 +34,13 @@ pub(crate) struct Transaction {
     pub(crate) chunks: Option<crate::message::Chunks>,
 }
 
+/// The next thing in the input, for the command loop and the AUTH exchange.
+enum Next {
+    Line(Vec<u8>),
+    TooLong,
+    BareLf,
+}
+
 pub(crate) struct Session {
     pub(crate) stream: Stream,
     pub(crate) peer: SocketAddr,
@@ -111,17 +118,15 @@ impl Session {
         let banner = format!("220 {} ESMTP sluice\r\n", self.policy.hostname);
         self.send_now(banner.as_bytes()).await?;
         loop {
-            let max = self.policy.connector.max_command_line as usize;
-            match find_line(&self.input, max) {
-                LineStatus::Line { len_without_crlf, consumed } => {
-                    let line: Vec<u8> = self.input[..len_without_crlf].to_vec();
-                    self.input.drain(..consumed);
+            match self.next_line().await? {
+                None => return Ok(()),
+                Some(Next::Line(line)) => {
                     if let Flow::Close = self.command(&line).await? {
                         self.flush().await?;
                         return Ok(());
                     }
                 }
-                LineStatus::TooLong => {
+                Some(Next::TooLong) => {
                     // Discard up to the end of the over-long line, then go on.
                     self.reply(Reply::new(500, "5.5.2", "Line too long"));
                     self.skip_long_line().await?;
@@ -130,18 +135,12 @@ impl Session {
                         return Ok(());
                     }
                 }
-                LineStatus::BareLf => {
+                Some(Next::BareLf) => {
                     let end = self.input.iter().position(|b| *b == b'\n').map_or(self.input.len(), |p| p + 1);
                     self.input.drain(..end);
                     self.reply(Reply::new(500, "5.5.2", "Command lines end with CRLF"));
                     if self.count_error() {
                         self.flush().await?;
-                        return Ok(());
-                    }
-                }
-                LineStatus::NeedMore => {
-                    self.flush().await?;
-                    if !self.fill().await? {
                         return Ok(());
                     }
                 }
@@ -523,29 +522,42 @@ impl Session {
     /// (`*`), sent something that is not base64 (both answered here), or went away.
     async fn challenge(&mut self, challenge: &str) -> std::io::Result<Option<Vec<u8>>> {
         self.output.extend_from_slice(format!("334 {challenge}\r\n").as_bytes());
+        match self.next_line().await? {
+            None => Ok(None),
+            Some(Next::Line(line)) => {
+                if line == b"*" {
+                    self.reply(Reply::new(501, "5.0.0", "Authentication cancelled"));
+                    return Ok(None);
+                }
+                Ok(match crate::auth::base64_decode(&line) {
+                    Some(d) => Some(d),
+                    None => {
+                        self.reply(Reply::new(501, "5.5.2", "The response is not base64"));
+                        None
+                    }
+                })
+            }
+            Some(Next::TooLong | Next::BareLf) => {
+                self.input.clear();
+                self.reply(Reply::new(500, "5.5.2", "Bad authentication response line"));
+                Ok(None)
+            }
+        }
+    }
+
+    /// Waits, flushing the replies collected so far, until the input holds a whole line or a bad one (too
+    /// long, or ended by a bare LF: left in the input for the caller); `None` when the client went away.
+    async fn next_line(&mut self) -> std::io::Result<Option<Next>> {
         loop {
             let max = self.policy.connector.max_command_line as usize;
             match find_line(&self.input, max) {
                 LineStatus::Line { len_without_crlf, consumed } => {
-                    let line: Vec<u8> = self.input[..len_without_crlf].to_vec();
+                    let line = self.input[..len_without_crlf].to_vec();
                     self.input.drain(..consumed);
-                    if line == b"*" {
-                        self.reply(Reply::new(501, "5.0.0", "Authentication cancelled"));
-                        return Ok(None);
-                    }
-                    return Ok(match crate::auth::base64_decode(&line) {
-                        Some(d) => Some(d),
-                        None => {
-                            self.reply(Reply::new(501, "5.5.2", "The response is not base64"));
-                            None
-                        }
-                    });
+                    return Ok(Some(Next::Line(line)));
                 }
-                LineStatus::TooLong | LineStatus::BareLf => {
-                    self.input.clear();
-                    self.reply(Reply::new(500, "5.5.2", "Bad authentication response line"));
-                    return Ok(None);
-                }
+                LineStatus::TooLong => return Ok(Some(Next::TooLong)),
+                LineStatus::BareLf => return Ok(Some(Next::BareLf)),
                 LineStatus::NeedMore => {
                     self.flush().await?;
                     if !self.fill().await? {
