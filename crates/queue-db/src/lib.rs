@@ -219,6 +219,19 @@ pub struct DefragReport {
     pub interrupted: bool,
 }
 
+/// What a Safety Net eviction did, and what the Safety Net holds after it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Eviction {
+    /// Generations retired before their hold ended, and their bytes.
+    pub generations: u64,
+    pub bytes: u64,
+    /// Every copy delivered after this time (ms since the epoch) is still held; 0 when nothing was ever
+    /// evicted.
+    pub held_since: i64,
+    /// No delivered copy is held any more.
+    pub empty: bool,
+}
+
 /// Counters of the writer, for benchmarks and metrics.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -605,11 +618,19 @@ impl QueueDb {
         self.storage.free_space()
     }
 
-    /// Retires every finished generation now, whatever its Safety Net hold (disk pressure); returns how many.
-    pub async fn evict_safety_net(&self) -> Result<u64, CommitError> {
+    /// Drops Safety Net copies for disk space (disk pressure), oldest first and whatever their hold, until
+    /// `want_free` bytes are free on the database's file system or the Safety Net is empty. Generations
+    /// holding live messages stay; one still taking bodies is closed and goes once its live messages do.
+    pub async fn evict_safety_net(&self, want_free: u64) -> Result<Eviction, CommitError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Op::EvictSafetyNet { reply }).await.map_err(|_| CommitError::Closed)?;
+        self.tx.send(Op::EvictSafetyNet { want_free, reply }).await.map_err(|_| CommitError::Closed)?;
         rx.await.map_err(|_| CommitError::Closed)
+    }
+
+    /// Marks the disk full from outside the writer (a spool file of the same file system met ENOSPC): new
+    /// mail is refused until the writer finds room for its reserve files and a margin again.
+    pub fn note_disk_full(&self) {
+        self.disk_full.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A new MID. MIDs are never reused, also across crashes: recovery starts above the persisted

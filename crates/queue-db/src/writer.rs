@@ -42,9 +42,10 @@ pub(crate) enum Op {
     Close {
         reply: oneshot::Sender<()>,
     },
-    /// Retire every finished generation now, Safety Net hold or not (disk pressure).
+    /// Drop Safety Net copies, oldest first, until `want_free` bytes are free (disk pressure).
     EvictSafetyNet {
-        reply: oneshot::Sender<u64>,
+        want_free: u64,
+        reply: oneshot::Sender<crate::Eviction>,
     },
     /// Online defragmentation until the deadline.
     Defrag {
@@ -202,6 +203,9 @@ pub(crate) struct Writer {
     live: HashMap<u32, usize>,
     /// When the last live message of a generation finished (wall clock, ms).
     finished_at: HashMap<u32, i64>,
+    /// Every copy finished after this (wall clock, ms) is still in the Safety Net: the latest finish of a
+    /// generation evicted before its hold ended.
+    held_since: i64,
     /// The first sequence not covered by the last checkpoint.
     checkpoint_seq: u64,
     /// The size of the last checkpoint, which the reserve files are sized to.
@@ -328,6 +332,7 @@ impl Writer {
             state: init.state,
             live,
             finished_at,
+            held_since: 0,
             checkpoint_seq: init.seq,
             covered_generation: init.next_generation,
             checkpoint_bytes: 0,
@@ -441,7 +446,7 @@ impl Writer {
             match op {
                 Op::Close { reply } => return Some(reply),
                 Op::Defrag { deadline, reply } => self.start_defrag(deadline, reply),
-                Op::EvictSafetyNet { reply } => drop(reply.send(self.evict_safety_net())),
+                Op::EvictSafetyNet { want_free, reply } => drop(reply.send(self.evict(want_free, true))),
                 op => batch.push(op),
             }
             if batch.len() < batch_size {
@@ -822,7 +827,7 @@ impl Writer {
                 Op::Close { reply } => drop(reply.send(())),
                 // Handled by `run` before a batch is prepared.
                 Op::Defrag { reply, .. } => drop(reply.send(crate::DefragReport::default())),
-                Op::EvictSafetyNet { reply } => drop(reply.send(0)),
+                Op::EvictSafetyNet { reply, .. } => drop(reply.send(crate::Eviction::default())),
             }
         }
         Ok(())
@@ -1125,7 +1130,7 @@ impl Writer {
         }
         if self.disk_full.load(std::sync::atomic::Ordering::Relaxed) {
             // While the disk is full, finished mail does not wait for its Safety Net hold.
-            self.evict_safety_net();
+            self.evict(u64::MAX, true);
         }
         if self.reserves < RESERVES.len() || self.disk_full.load(std::sync::atomic::Ordering::Relaxed) {
             self.recreate_reserves();
@@ -1153,17 +1158,30 @@ impl Writer {
     /// Unlinks the finished generations whose last finish is `hold` ms old or more; returns how many.
     fn retire_generations_held(&mut self, hold: i64) -> u64 {
         let now = now_ms();
+        let due: Vec<u32> = self.retirable().into_iter().filter(|(at, _)| at + hold <= now).map(|(_, g)| g).collect();
+        let mut retired = 0;
+        for g in self.covered(due) {
+            retired += u64::from(self.retire(g).is_some());
+        }
+        retired
+    }
+
+    /// The closed generations without a live message, with their last finish, oldest finish first.
+    fn retirable(&self) -> Vec<(i64, u32)> {
         let lanes: Vec<u32> = self.lane_numbers().collect();
-        let due = |w: &Writer| -> Vec<u32> {
-            w.finished_at
-                .iter()
-                .filter(|(g, at)| !lanes.contains(g) && !w.live.contains_key(g) && **at + hold <= now)
-                .map(|(g, _)| *g)
-                .collect()
-        };
-        let mut due = due(self);
-        // A generation's frames must be covered by a checkpoint before it goes; after one, every closed
-        // generation is.
+        let mut due: Vec<(i64, u32)> = self
+            .finished_at
+            .iter()
+            .filter(|(g, _)| !lanes.contains(g) && !self.live.contains_key(g))
+            .map(|(g, at)| (*at, *g))
+            .collect();
+        due.sort_unstable();
+        due
+    }
+
+    /// Of the generations `due` to retire, those a checkpoint covers, taking one first if needed: a
+    /// generation's frames must be covered before it goes, and after a checkpoint every closed one is.
+    fn covered(&mut self, mut due: Vec<u32>) -> Vec<u32> {
         if due.iter().any(|g| *g >= self.covered_generation)
             && self.failed.is_none()
             && let Err(e) = self.checkpoint()
@@ -1174,22 +1192,79 @@ impl Writer {
         // frames recovery will need (a crash test found it retired by the defragmentation's end after a
         // failed write).
         due.retain(|g| *g < self.covered_generation);
-        let mut retired = 0;
-        for g in due {
-            let name = self.generations.read().ok().and_then(|m| m.get(&g).map(|(n, _)| n.clone()));
-            self.finished_at.remove(&g);
-            let Some(name) = name else { continue };
-            retired += 1;
-            // Readers hold their own handle; the unlink only frees the space once they are done.
-            if let Ok(mut m) = self.generations.write() {
-                m.remove(&g);
-            }
-            match self.storage.remove(&name) {
-                Ok(()) => tracing::debug!(generation = g, "generation retired"),
-                Err(e) => tracing::warn!(generation = g, error = %e, "cannot remove a finished generation"),
+        due
+    }
+
+    /// Unlinks a finished generation; returns its size, or `None` when it was not open.
+    fn retire(&mut self, g: u32) -> Option<u64> {
+        self.finished_at.remove(&g);
+        // Readers hold their own handle; the unlink only frees the space once they are done.
+        let (name, file) = self.generations.write().ok()?.remove(&g)?;
+        let size = file.len().unwrap_or(0);
+        match self.storage.remove(&name) {
+            Ok(()) => tracing::debug!(generation = g, "generation retired"),
+            Err(e) => tracing::warn!(generation = g, error = %e, "cannot remove a finished generation"),
+        }
+        Some(size)
+    }
+
+    /// Drops Safety Net copies for disk space, oldest first, whatever their hold, until `want_free` bytes
+    /// are free or the Safety Net is empty: finished generations are retired in the order their last copy
+    /// finished; then, with `close_lanes`, a generation still taking bodies that holds finished copies is
+    /// closed, and retired as soon as nothing live is left in it. A live message is never touched.
+    fn evict(&mut self, want_free: u64, close_lanes: bool) -> crate::Eviction {
+        let mut ev = crate::Eviction::default();
+        // `u64::MAX` empties the Safety Net, whatever the file system says.
+        let short = |w: &Writer| want_free == u64::MAX || w.storage.free_space().map_or(true, |free| free < want_free);
+        let evicting = std::mem::replace(&mut self.evicting, true);
+        if short(self) {
+            self.evict_pass(&short, &mut ev);
+            // Closing trims a file: nothing is written after a failure.
+            if close_lanes && self.failed.is_none() && short(self) {
+                let mut closed = false;
+                for lane in 0..LANES {
+                    if let Some(g) = self.lanes[lane].as_ref().map(|g| g.number)
+                        && self.finished_at.contains_key(&g)
+                    {
+                        self.close_generation(lane);
+                        closed = true;
+                    }
+                }
+                if closed {
+                    self.evict_pass(&short, &mut ev);
+                }
             }
         }
-        retired
+        self.evicting = evicting;
+        if ev.generations > 0 {
+            self.stats.safety_net_evicted.fetch_add(ev.generations, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(
+                generations = ev.generations,
+                bytes = ev.bytes,
+                "disk pressure: Safety Net generations evicted before their hold ended"
+            );
+        }
+        ev.held_since = self.held_since;
+        ev.empty = self.finished_at.is_empty();
+        ev
+    }
+
+    /// One pass of `evict` over the closed generations without live messages.
+    fn evict_pass(&mut self, short: &dyn Fn(&Writer) -> bool, ev: &mut crate::Eviction) {
+        let due = self.retirable();
+        let finished: HashMap<u32, i64> = due.iter().map(|(at, g)| (*g, *at)).collect();
+        let mut covered = self.covered(due.into_iter().map(|(_, g)| g).collect());
+        covered.sort_unstable_by_key(|g| finished[g]);
+        for g in covered {
+            if !short(self) {
+                break;
+            }
+            if let Some(bytes) = self.retire(g) {
+                ev.generations += 1;
+                ev.bytes += bytes;
+                self.held_since = self.held_since.max(finished[&g]);
+            }
+        }
     }
 
     /// Closes the active log (renamed `trn-<first seq>.log`) and starts the next one from `trntmp.log`.
@@ -1334,7 +1409,8 @@ impl Writer {
             Err(e) if is_disk_full(&e) => {
                 self.set_disk_full(true);
                 // Finished mail held for the Safety Net is the first thing to give up.
-                let evicted = if self.evicting { 0 } else { self.evict_safety_net() };
+                // The generations taking bodies stay open: this may be the middle of a frame's write.
+                let evicted = if self.evicting { 0 } else { self.evict(u64::MAX, false).generations };
                 if evicted > 0 || self.release_reserve(keep) { op(self) } else { Err(e) }
             }
             r => r,
@@ -1351,21 +1427,6 @@ impl Writer {
     fn out_of_space(&mut self) -> CommitError {
         self.set_disk_full(true);
         CommitError::DiskFull
-    }
-
-    /// Retires every finished generation now, whatever its Safety Net hold; returns how many.
-    fn evict_safety_net(&mut self) -> u64 {
-        self.evicting = true;
-        let evicted = self.retire_generations_held(0);
-        self.evicting = false;
-        if evicted > 0 {
-            self.stats.safety_net_evicted.fetch_add(evicted, std::sync::atomic::Ordering::Relaxed);
-            tracing::warn!(
-                generations = evicted,
-                "disk pressure: Safety Net generations evicted before their hold ended"
-            );
-        }
-        evicted
     }
 
     fn fail(&mut self, why: String) -> CommitError {

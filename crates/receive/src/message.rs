@@ -325,6 +325,13 @@ impl Session {
         let (message_id, subject) = header_fields(&body[received_len..]);
         let body = match spool.finish(body) {
             Ok(b) => b,
+            Err(e) if sluice_queue_db::is_disk_full(&e) => {
+                // A full file system, like the queue database's own ENOSPC: refused as such, and new mail
+                // with it until space returns.
+                tracing::warn!(error = %e, dir = %self.policy.spool_dir.display(), "message not spooled: the disk is full");
+                self.transport.disk_is_full();
+                return self.reply(Reply::new(452, "4.3.1", "Insufficient system storage, try again later"));
+            }
             Err(e) => {
                 tracing::error!(error = %e, dir = %self.policy.spool_dir.display(), "cannot spool message data");
                 return self.reply(Reply::new(451, "4.3.0", "Temporary storage failure, try again later"));

@@ -273,6 +273,11 @@ impl Transport {
             if disk > was {
                 self.inner.pressure.set(pressure::Resource::Disk, disk);
                 alert_level(&self.inner, &[format!("{} MB free for the queue database", free / 1_000_000)]);
+                // The Safety Net makes room at once rather than at the monitor's next check.
+                if let Some(want) = eviction_target(&t, was, free, false) {
+                    let inner = self.inner.clone();
+                    tokio::spawn(async move { evict_safety_net(&inner, want).await });
+                }
             }
         }
         self.inner.pressure.level()
@@ -281,6 +286,17 @@ impl Transport {
     /// The `[back_pressure]` thresholds (at start and on reload).
     pub fn set_back_pressure_thresholds(&self, t: pressure::Thresholds) {
         *self.inner.thresholds.write().unwrap_or_else(|e| e.into_inner()) = t;
+    }
+
+    /// The queue database's file system is full: a commit, or a message's spool file on it, met ENOSPC or
+    /// EDQUOT. New mail is refused at once (disk level High, a Critical alert); the monitor lowers the level
+    /// again once the database has found room for its reserve files and a margin.
+    pub fn disk_is_full(&self) {
+        self.inner.db.note_disk_full();
+        let (before, _) = self.inner.pressure.set(pressure::Resource::Disk, pressure::Level::High);
+        if before != pressure::Level::High {
+            disk_full_alert(&self.inner);
+        }
     }
 
     /// Stores a received message in Submission. Returns once it is durable: only then may the client be
@@ -299,11 +315,7 @@ impl Transport {
             Ok(r) => r,
             Err(e) => {
                 if matches!(e, CommitError::DiskFull) {
-                    // Refuse new mail at once; the monitor lowers the level again when space returns.
-                    let (before, _) = self.inner.pressure.set(pressure::Resource::Disk, pressure::Level::High);
-                    if before != pressure::Level::High {
-                        disk_full_alert(&self.inner);
-                    }
+                    self.disk_is_full();
                 }
                 if let CommitError::Failed(why) = &e {
                     self.inner.alerts.raise_keyed(
@@ -595,6 +607,42 @@ fn disk_full_alert(inner: &Inner) {
     );
 }
 
+/// How much free space the Safety Net should make room for now, if any: under disk pressure (free space
+/// below the Normal mark, or a level above Normal) up to that mark; on a full disk, all of it.
+fn eviction_target(t: &pressure::Thresholds, level: pressure::Level, free: u64, disk_full: bool) -> Option<u64> {
+    if disk_full {
+        Some(u64::MAX)
+    } else if free < t.disk_free_normal || level > pressure::Level::Normal {
+        Some(t.disk_free_normal.max(t.disk_free_medium).max(t.disk_free_high))
+    } else {
+        None
+    }
+}
+
+/// Drops Safety Net copies until `want` bytes are free, with a Warning alert saying what the Safety Net
+/// still covers.
+async fn evict_safety_net(inner: &Inner, want: u64) {
+    let Ok(ev) = inner.db.evict_safety_net(want).await else { return };
+    if ev.generations == 0 {
+        return;
+    }
+    let holds = if ev.empty {
+        "the Safety Net is now empty".to_owned()
+    } else {
+        format!("Safety Net now holds copies delivered since {}", rfc3339(ev.held_since))
+    };
+    inner.alerts.raise_keyed(
+        "safety-net-evicted",
+        AlertClass::BackPressure,
+        Severity::Warning,
+        format!(
+            "disk pressure: {} Safety Net generations ({} MB) removed before their hold ended; {holds}",
+            ev.generations,
+            ev.bytes.div_ceil(1_000_000)
+        ),
+    );
+}
+
 /// Checks the back pressure resources every `check_interval` and alerts on every change of level.
 async fn watch_pressure(inner: Arc<Inner>) {
     use pressure::{Level, Resource, falling, rising};
@@ -609,21 +657,12 @@ async fn watch_pressure(inner: Arc<Inner>) {
         // Disk: the Safety Net gives way before the level rises.
         let was = inner.pressure.of(Resource::Disk);
         let mut disk = match inner.db.free_space() {
-            Ok(free) => {
-                let mut level = falling(was, free, t.disk_free_medium, t.disk_free_high, t.disk_free_normal);
-                if level > Level::Normal || inner.db.disk_full() {
-                    let evicted = inner.db.evict_safety_net().await.unwrap_or(0);
-                    if evicted > 0 {
-                        inner.alerts.raise_keyed(
-                            "safety-net-evicted",
-                            AlertClass::BackPressure,
-                            Severity::Warning,
-                            format!("disk pressure: {evicted} Safety Net generations removed before their hold ended"),
-                        );
-                        let free = inner.db.free_space().unwrap_or(free);
-                        level = falling(was, free, t.disk_free_medium, t.disk_free_high, t.disk_free_normal);
-                    }
+            Ok(mut free) => {
+                if let Some(want) = eviction_target(&t, was, free, inner.db.disk_full()) {
+                    evict_safety_net(&inner, want).await;
+                    free = inner.db.free_space().unwrap_or(free);
                 }
+                let level = falling(was, free, t.disk_free_medium, t.disk_free_high, t.disk_free_normal);
                 if level > Level::Normal {
                     reasons.push(format!("{} MB free for the queue database", free / 1_000_000));
                 }

@@ -394,7 +394,7 @@ fn after_a_failure_no_generation_is_retired_that_the_checkpoint_does_not_cover()
         sim.fail_write_after(1);
         let mid = db.allocate_mid();
         assert!(db.enqueue(mid, SUBMISSION, envelope(mid), b"refused\r\n".to_vec()).await.is_err());
-        let _ = db.evict_safety_net().await;
+        let _ = db.evict_safety_net(u64::MAX).await;
         kept
     });
     sim.crash(|_, _| false);

@@ -36,6 +36,17 @@ impl Server {
         s
     }
 
+    /// Like `start`, with the data directory at `data` (a symbolic link to it from the usual place), so
+    /// that everything the server writes is on that file system.
+    pub fn start_with_data(extra: &str, data: &Path) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(data, dir.path().join("data")).unwrap();
+        let mut s = Server { dir, smtp: free_port(), admin: free_port(), child: None, extra: extra.to_owned() };
+        s.write_config();
+        s.spawn();
+        s
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("sluice.toml")
     }
