@@ -363,8 +363,12 @@ impl QueueDb {
                 }
             }
         }
-        // The generations that can have had a frame in flight: the newest `LANES`.
-        let newest_lanes = gens.iter().rev().nth(LANES - 1).map_or(0, |(n, _)| *n);
+        // The generations that can have had a frame in flight: the newest `LANES` that hold anything past
+        // their header (the writer creates the next generation ahead of need: an empty one is newer than
+        // the lanes it will follow).
+        let holds_frames =
+            |n: &u32| open_gens.get(n).is_some_and(|(_, f)| f.len().unwrap_or(0) > generation::GEN_HEADER_LEN);
+        let newest_lanes = gens.iter().rev().filter(|(n, _)| holds_frames(n)).nth(LANES - 1).map_or(0, |(n, _)| *n);
         let mut gen_ends: HashMap<u32, u64> = HashMap::new();
         // Every generation is read whole, every frame checked against its CRC: damage anywhere in what the
         // database holds refuses the start (spec 02, 11), not only in what the checkpoint does not cover.

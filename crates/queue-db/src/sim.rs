@@ -24,6 +24,7 @@ struct Disk {
     files: BTreeMap<String, Arc<Mutex<SimFile>>>,
     writes: u64,
     syncs: u64,
+    dir_syncs: u64,
     fail_write_at: Option<u64>,
     fail_sync_at: Option<u64>,
     /// Bytes the disk holds at most (all files' lengths together); writes past it fail with ENOSPC.
@@ -50,6 +51,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl SimStorage {
     pub fn new() -> SimStorage {
         SimStorage::default()
+    }
+
+    /// The fdatasyncs of files and the syncs of the directory so far: what the waits of commits are made of.
+    pub fn syncs(&self) -> (u64, u64) {
+        let d = lock(&self.disk);
+        (d.syncs, d.dir_syncs)
     }
 
     /// The disk as one process sees it, until the next crash: after it, every operation through this view
@@ -257,7 +264,10 @@ impl Storage for SimStorage {
         Ok(lock(&self.disk).files.keys().cloned().collect())
     }
     fn sync_dir(&self) -> io::Result<()> {
-        self.alive(&lock(&self.disk))
+        let mut d = lock(&self.disk);
+        self.alive(&d)?;
+        d.dir_syncs += 1;
+        Ok(())
     }
     fn describe(&self, name: &str) -> String {
         format!("sim:{name}")

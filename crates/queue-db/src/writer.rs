@@ -100,6 +100,15 @@ struct CurrentGeneration {
     opened: Instant,
 }
 
+/// A generation file created ahead of need (header written and synced, directory synced), so that opening
+/// a generation never puts a file creation and two syncs in front of a waiting client.
+struct Spare {
+    number: u32,
+    name: String,
+    file: Arc<dyn StorageFile>,
+    salt: u64,
+}
+
 /// The file a frame goes into.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Target {
@@ -191,6 +200,8 @@ pub(crate) struct Writer {
     opts: crate::Options,
     /// The generations taking bodies now, opened when first needed.
     lanes: [Option<CurrentGeneration>; LANES],
+    /// The next generation to open, already created (numbered before `next_generation`).
+    spare: Option<Spare>,
     /// Frames written and not yet answered, in sequence order.
     inflight: VecDeque<InFlight>,
     sync_jobs: std::sync::mpsc::Sender<SyncJob>,
@@ -325,6 +336,7 @@ impl Writer {
             generations: init.generations,
             high_water: init.high_water,
             lanes: std::array::from_fn(|_| None),
+            spare: None,
             inflight: VecDeque::with_capacity(IN_FLIGHT),
             sync_jobs,
             synced,
@@ -355,6 +367,7 @@ impl Writer {
         };
         let batch_size = self.opts.batch_size.max(1);
         let mut batch: Vec<Op> = Vec::with_capacity(batch_size);
+        self.prepare_spare();
         let mut lazy_since: Option<Instant> = None;
         loop {
             let maintenance_at = self.last_maintenance + self.opts.maintenance_interval;
@@ -519,6 +532,10 @@ impl Writer {
         self.finish_defrag();
         for lane in 0..LANES {
             self.close_generation(lane);
+        }
+        // Not left behind as an empty generation (if the unlink is lost, recovery finds one, which is harmless).
+        if let Some(spare) = self.spare.take() {
+            let _ = self.storage.remove(&spare.name);
         }
         if self.failed.is_none()
             && self.seq != self.checkpoint_seq
@@ -1142,6 +1159,7 @@ impl Writer {
             }
         }
         self.retire_generations();
+        self.prepare_spare();
         if self.last_checkpoint.elapsed() >= self.opts.checkpoint_interval
             && self.seq != self.checkpoint_seq
             && let Err(e) = self.checkpoint()
@@ -1304,11 +1322,14 @@ impl Writer {
             return Err(std::io::Error::other(f.clone()));
         }
         self.retry_when_full(Keep::None, |w| w.rotate())?;
-        // The oldest generation still taking bodies: every frame in an older one is covered.
-        let cursor = match self.lanes.iter().flatten().min_by_key(|g| g.number) {
-            Some(g) => Cursor { generation: g.number, offset: g.end },
-            None => Cursor { generation: self.next_generation, offset: 0 },
-        };
+        // The oldest generation still taking bodies (or the spare, which will): every frame in an older one
+        // is covered.
+        let lanes = self.lanes.iter().flatten().map(|g| Cursor { generation: g.number, offset: g.end });
+        let spare = self.spare.iter().map(|s| Cursor { generation: s.number, offset: 0 });
+        let cursor = lanes
+            .chain(spare)
+            .min_by_key(|c| c.generation)
+            .unwrap_or(Cursor { generation: self.next_generation, offset: 0 });
         let salt = crate::random_u64();
         self.checkpoint_bytes = self.retry_when_full(Keep::None, |w| {
             crate::checkpoint::write(w.storage.as_ref(), &w.state, w.high_water, w.seq, cursor, salt)
@@ -1447,15 +1468,20 @@ impl Writer {
         }
     }
 
-    /// Opens the lane's generation, or a new one when the interval has passed.
-    fn ensure_generation(&mut self, lane: usize) -> Result<(), CommitError> {
-        if let Some(f) = &self.failed {
-            return Err(CommitError::Failed(f.clone()));
+    /// Creates the spare generation while nothing waits for it (at start, and in maintenance once the last
+    /// one was taken). Without one, a generation is created when needed.
+    fn prepare_spare(&mut self) {
+        if self.spare.is_some() || self.failed.is_some() || self.disk_full.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
         }
-        if self.lanes[lane].as_ref().is_some_and(|g| g.opened.elapsed() < self.opts.generation_interval) {
-            return Ok(());
+        match self.create_generation() {
+            Ok(spare) => self.spare = Some(spare),
+            Err(e) => tracing::debug!(error = %e, "no spare generation file"),
         }
-        self.close_generation(lane);
+    }
+
+    /// A new, empty generation file: its header synced, the directory synced.
+    fn create_generation(&mut self) -> Result<Spare, CommitError> {
         let number = self.next_generation;
         let created = now_ms();
         let name = generation::file_name(number, created);
@@ -1479,6 +1505,22 @@ impl Writer {
             Err(e) => return Err(self.fail(format!("creating generation {name}: {e}"))),
         };
         self.next_generation += 1;
+        Ok(Spare { number, name, file, salt })
+    }
+
+    /// Opens the lane's generation, or a new one when the interval has passed.
+    fn ensure_generation(&mut self, lane: usize) -> Result<(), CommitError> {
+        if let Some(f) = &self.failed {
+            return Err(CommitError::Failed(f.clone()));
+        }
+        if self.lanes[lane].as_ref().is_some_and(|g| g.opened.elapsed() < self.opts.generation_interval) {
+            return Ok(());
+        }
+        self.close_generation(lane);
+        let Spare { number, name, file, salt } = match self.spare.take() {
+            Some(spare) => spare,
+            None => self.create_generation()?,
+        };
         if let Ok(mut gens) = self.generations.write() {
             gens.insert(number, (name, file.clone()));
         }

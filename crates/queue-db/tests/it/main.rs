@@ -1,4 +1,5 @@
 //! Integration tests of the queue database through its public API.
 
 mod crash;
+mod latency;
 mod safety_net;

@@ -36,7 +36,7 @@ fn disk_pressure_evicts_the_oldest_delivered_copies_first_and_never_a_live_messa
     let (db, _, _) = QueueDb::open(Arc::new(sim.process()), opts).unwrap();
     let body = |mid: u64| vec![b'a' + (mid % 26) as u8; 100_000];
     rt.block_on(async {
-        let mut group = || async {
+        let group = || async {
             let mut mids = Vec::new();
             for _ in 0..20 {
                 let mid = db.allocate_mid();
