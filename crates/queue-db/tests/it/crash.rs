@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use sluice_queue_db::sim::SimStorage;
-use sluice_queue_db::{Envelope, EnvelopeParts, Options, QueueDb, Recipient, Record, SUBMISSION, Storage};
+use sluice_queue_db::{Options, QueueDb, Record, SUBMISSION, Storage};
+
+use crate::envelope;
 
 /// A small deterministic generator (xorshift), so failures name their seed.
 struct Rng(u64);
@@ -29,15 +31,6 @@ struct Model {
     attempted: BTreeSet<u64>,
     /// CopyDone acknowledged: must be gone.
     done: BTreeSet<u64>,
-}
-
-fn envelope(mid: u64) -> Envelope {
-    Envelope::from(EnvelopeParts {
-        from: format!("sender{mid}@example.test"),
-        recipients: vec![Recipient { address: format!("rcpt{mid}@example.test"), notify: None, orcpt: None }],
-        source_name: "SMTP:Default".into(),
-        ..EnvelopeParts::default()
-    })
 }
 
 fn options() -> Options {

@@ -6,16 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_queue_db::sim::SimStorage;
-use sluice_queue_db::{Envelope, EnvelopeParts, Options, QueueDb, Recipient, SUBMISSION, Storage};
+use sluice_queue_db::{Options, QueueDb, SUBMISSION, Storage};
 
-fn envelope(mid: u64) -> Envelope {
-    Envelope::from(EnvelopeParts {
-        from: format!("sender{mid}@example.test"),
-        recipients: vec![Recipient { address: format!("rcpt{mid}@example.test"), notify: None, orcpt: None }],
-        source_name: "SMTP:Default".into(),
-        ..EnvelopeParts::default()
-    })
-}
+use crate::envelope;
 
 #[test]
 fn a_commit_that_opens_a_generation_waits_for_one_sync_only() {

@@ -5,16 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_queue_db::sim::SimStorage;
-use sluice_queue_db::{Envelope, EnvelopeParts, Options, QueueDb, Recipient, Record, SUBMISSION, Storage};
+use sluice_queue_db::{Options, QueueDb, Record, SUBMISSION, Storage};
 
-fn envelope(mid: u64) -> Envelope {
-    Envelope::from(EnvelopeParts {
-        from: format!("sender{mid}@example.test"),
-        recipients: vec![Recipient { address: format!("rcpt{mid}@example.test"), notify: None, orcpt: None }],
-        source_name: "SMTP:Default".into(),
-        ..EnvelopeParts::default()
-    })
-}
+use crate::envelope;
 
 fn generations(sim: &SimStorage) -> usize {
     sim.list().unwrap().iter().filter(|n| n.ends_with(".que")).count()
