@@ -398,9 +398,9 @@ impl Session {
     }
 }
 
-/// Keeps header text on one line and printable.
+/// Keeps header text on one line and printable (escaped as in logs), and out of the comment's parentheses.
 fn sanitize(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() || c == '(' || c == ')' { '_' } else { c }).take(255).collect()
+    sluice_smtp::printable(s).chars().map(|c| if c == '(' || c == ')' { '_' } else { c }).take(255).collect()
 }
 
 /// `Message-ID:` and `Subject:` from the header section, for listings and tracking.

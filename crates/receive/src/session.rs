@@ -109,6 +109,11 @@ pub(crate) async fn run(
     }
 }
 
+/// The error that ends a session once `421` was sent: nothing more is read or answered.
+fn closed_after_421() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "closed after 421")
+}
+
 impl Session {
     async fn serve(&mut self) -> std::io::Result<()> {
         if self.shutdown.is_cancelled() {
@@ -126,19 +131,13 @@ impl Session {
                         return Ok(());
                     }
                 }
-                Some(Next::TooLong) => {
-                    // Discard up to the end of the over-long line, then go on.
-                    self.reply(Reply::new(500, "5.5.2", "Line too long"));
-                    self.skip_long_line().await?;
-                    if self.count_error() {
-                        self.flush().await?;
-                        return Ok(());
-                    }
-                }
-                Some(Next::BareLf) => {
-                    let end = self.input.iter().position(|b| *b == b'\n').map_or(self.input.len(), |p| p + 1);
-                    self.input.drain(..end);
-                    self.reply(Reply::new(500, "5.5.2", "Command lines end with CRLF"));
+                Some(bad @ (Next::TooLong | Next::BareLf)) => {
+                    // The whole line goes, through its CRLF: nothing after a bare LF runs as a command.
+                    self.reply(match bad {
+                        Next::TooLong => Reply::new(500, "5.5.2", "Line too long"),
+                        _ => Reply::new(500, "5.5.2", "Command lines end with CRLF"),
+                    });
+                    self.skip_line().await?;
                     if self.count_error() {
                         self.flush().await?;
                         return Ok(());
@@ -148,8 +147,9 @@ impl Session {
         }
     }
 
-    /// Reads more input; false when the client closed, timed out, or the server is stopping between
-    /// transactions.
+    /// Reads more input; false when the client closed. When the client was idle too long or the server is
+    /// stopping, it sends `421` and fails with [`closed_after_421`]: the session ends there, whichever of
+    /// its steps was waiting (a command, an AUTH answer, message data, the rest of a bad line).
     pub(crate) async fn fill(&mut self) -> std::io::Result<bool> {
         let idle = self.policy.connector.connection_inactivity_timeout;
         let in_transaction = self.tx.is_some();
@@ -168,24 +168,27 @@ impl Session {
                 Ok(r) => r?,
                 Err(_) => {
                     self.send_now(b"421 4.4.2 Idle too long, closing connection\r\n").await?;
-                    return Ok(false);
+                    return Err(closed_after_421());
                 }
             },
             _ = stop => {
                 self.send_now(b"421 4.3.2 Service shutting down\r\n").await?;
-                return Ok(false);
+                return Err(closed_after_421());
             }
         };
         Ok(n > 0)
     }
 
-    async fn skip_long_line(&mut self) -> std::io::Result<()> {
+    /// Drops the rest of a bad line through its CRLF, reading as much as it takes.
+    async fn skip_line(&mut self) -> std::io::Result<()> {
         loop {
-            if let Some(p) = self.input.iter().position(|b| *b == b'\n') {
-                self.input.drain(..=p);
+            if let Some(n) = sluice_smtp::discard_line(&self.input) {
+                self.input.drain(..n);
                 return Ok(());
             }
-            self.input.clear();
+            // A last CR may be the first half of the CRLF.
+            let keep = usize::from(self.input.last() == Some(&b'\r'));
+            self.input.drain(..self.input.len() - keep);
             if !self.fill().await? {
                 return Ok(());
             }
@@ -259,6 +262,11 @@ impl Session {
                 self.esmtp = false;
                 self.reply(Reply { code: 250, enhanced: None, text: self.policy.hostname.clone() });
             }
+            Command::Mail { .. } if self.helo.is_some() && self.tx.is_none() && self.shutdown.is_cancelled() => {
+                // After a 421 the connection closes, always.
+                self.reply(Reply::new(421, "4.3.2", "Service shutting down"));
+                return Ok(Flow::Close);
+            }
             Command::Mail { from, params } => self.mail(from, params),
             Command::Rcpt { to, params } => self.rcpt(to, params),
             Command::Data => return self.data().await,
@@ -287,9 +295,6 @@ impl Session {
         }
         if self.tx.is_some() {
             return self.reply(Reply::new(503, "5.5.1", "A transaction is already in progress; RSET first"));
-        }
-        if self.shutdown.is_cancelled() {
-            return self.reply(Reply::new(421, "4.3.2", "Service shutting down"));
         }
         if self.policy.connector.auth == sluice_config::AuthMode::Required && self.user.is_none() {
             return self.reply(Reply::new(530, "5.7.0", "Authentication required"));
@@ -507,12 +512,12 @@ impl Session {
             None => (String::new(), false),
         };
         if ok {
-            tracing::info!(peer = %self.peer, user = %name, "authenticated");
+            tracing::info!(peer = %self.peer, user = %sluice_smtp::printable(&name), "authenticated");
             self.user = Some(name);
             self.reply(Reply::new(235, "2.7.0", "Authentication successful"));
             return Ok(Flow::Continue);
         }
-        tracing::warn!(peer = %self.peer, user = %name, mechanism, "authentication failed");
+        tracing::warn!(peer = %self.peer, user = %sluice_smtp::printable(&name), mechanism, "authentication failed");
         self.shared.auth_failures.record(self.peer.ip());
         self.reply(Reply::new(535, "5.7.8", "Authentication credentials invalid"));
         Ok(if self.count_error() { Flow::Close } else { Flow::Continue })
@@ -538,7 +543,7 @@ impl Session {
                 })
             }
             Some(Next::TooLong | Next::BareLf) => {
-                self.input.clear();
+                self.skip_line().await?;
                 self.reply(Reply::new(500, "5.5.2", "Bad authentication response line"));
                 Ok(None)
             }

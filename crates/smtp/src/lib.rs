@@ -20,6 +20,7 @@ mod dot_stuff;
 mod headers;
 mod line;
 mod params;
+mod printable;
 mod reply;
 mod xtext;
 
@@ -34,5 +35,6 @@ pub use dot_stuff::{DotStuffer, dot_stuff};
 pub use headers::HeaderScanner;
 pub use line::{LineStatus, discard_line, find_line};
 pub use params::{BodyType, MAX_ENVID, MAX_ORCPT, MailParams, Notify, Orcpt, RcptParams, Ret};
+pub use printable::printable;
 pub use reply::{EnhancedCode, MAX_REPLY_LINE, MAX_REPLY_LINES, Reply, ReplyError, parse_ehlo_keywords, parse_reply};
 pub use xtext::{XText, XTextError};

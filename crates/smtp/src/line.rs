@@ -20,9 +20,10 @@ pub enum LineStatus {
     /// No line end yet, and not too long so far: read more.
     NeedMore,
     /// The line is longer than the limit (`500 5.5.2 Line too long`); the session discards input through the
-    /// next LF (see [`discard_line`]).
+    /// next CRLF (see [`discard_line`]).
     TooLong,
-    /// A LF without a CR before it ends the first line (`500 5.5.2`); the session discards through that LF.
+    /// A LF without a CR before it is in the first line (`500 5.5.2`): it ends nothing, and the session
+    /// discards the whole line through its CRLF, so that nothing after the bare LF runs as a command.
     BareLf,
 }
 
@@ -56,10 +57,11 @@ pub fn find_line(buf: &[u8], max_len: usize) -> LineStatus {
     }
 }
 
-/// The octets to drop to get past the current (bad or over-long) line: through its first LF, if `buf` has one.
-/// Without one, the whole buffer belongs to that line and can be dropped.
+/// The octets to drop to get past the current (bad or over-long) line: through its first CRLF, if `buf` has
+/// one; a bare LF or CR ends nothing. Without one, the whole buffer belongs to that line and can be dropped,
+/// but for a last CR, which the next read may complete into the line's CRLF.
 pub fn discard_line(buf: &[u8]) -> Option<usize> {
-    buf.iter().position(|b| *b == b'\n').map(|lf| lf + 1)
+    buf.windows(2).position(|w| w == b"\r\n").map(|cr| cr + 2)
 }
 
 #[cfg(test)]
@@ -106,7 +108,9 @@ mod tests {
 
     #[test]
     fn discarding() {
-        assert_eq!(discard_line(b"junk\nNOOP\r\n"), Some(5));
+        assert_eq!(discard_line(b"junk\nNOOP\r\nQUIT\r\n"), Some(11), "a bare LF ends nothing");
+        assert_eq!(discard_line(b"junk\rNOOP\r\n"), Some(11), "nor does a bare CR");
+        assert_eq!(discard_line(b"junk\n"), None);
         assert_eq!(discard_line(b"junk"), None);
     }
 }

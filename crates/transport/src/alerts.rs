@@ -201,6 +201,9 @@ impl Alerts {
         severity: Severity,
         text: String,
     ) -> Option<api::Alert> {
+        // Alert texts carry what clients and next hops said (replies, names): one line, escaped, in the
+        // alert log, the API and the text log alike.
+        let text = sluice_smtp::printable(&text).into_owned();
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let max = inner.max_repeat;
         let suppressed = match inner.repeats.get_mut(key) {

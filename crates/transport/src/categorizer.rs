@@ -51,7 +51,7 @@ async fn categorize_batch(inner: &Arc<Inner>) -> bool {
                 let key = match routing.route(r.address) {
                     Route::Deliver { key, target } => RouteKey::Deliver(OrdKey(key), OrdTarget(target)),
                     Route::Unreachable { reason } => {
-                        tracing::info!(mid, recipient = %r.address, reason, "no route; recipient is unreachable");
+                        tracing::info!(mid, recipient = %sluice_smtp::printable(r.address), reason, "no route; recipient is unreachable");
                         RouteKey::Unreachable
                     }
                 };

@@ -266,7 +266,7 @@ async fn finish(inner: &Arc<Inner>, qid: QueueId, job: &Job, out: &Outbound, out
         ev.reply = Some(reply.clone());
         inner.tracking.log(ev);
         if event_id == "FAIL" {
-            tracing::warn!(mid = job.mid, reply = %reply, "permanent delivery failure");
+            tracing::warn!(mid = job.mid, reply = %sluice_smtp::printable(reply), "permanent delivery failure");
         }
     }
     let _ = out;
@@ -339,7 +339,7 @@ async fn defer(inner: &Arc<Inner>, qid: QueueId, job: &Job, error: &str, queue_l
             }
         }
     }
-    tracing::info!(mid = job.mid, queue = qid, error, "delivery deferred");
+    tracing::info!(mid = job.mid, queue = qid, error = %sluice_smtp::printable(error), "delivery deferred");
     let mut ev = inner.event("DEFER", job.mid, &job.envelope);
     ev.recipients = job
         .recipients

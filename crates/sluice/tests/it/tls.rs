@@ -29,7 +29,7 @@ fn certificate(dir: &Path) -> Arc<rustls::ClientConfig> {
 }
 
 /// `alice`'s argon2 hash, made by the binary itself.
-fn hash(password: &str) -> String {
+pub(crate) fn hash(password: &str) -> String {
     let mut child = std::process::Command::new(BIN)
         .arg("hash-password")
         .stdin(std::process::Stdio::piped())
@@ -124,7 +124,7 @@ impl Conn {
     }
 }
 
-fn b64(text: &[u8]) -> String {
+pub(crate) fn b64(text: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in text.chunks(3) {
