@@ -76,9 +76,10 @@ pub(crate) fn allowed_on(encrypted: bool, peer: IpAddr) -> bool {
     encrypted || peer.is_loopback() || peer.to_canonical().is_loopback()
 }
 
-/// Failed logins per client address over the last minute, shared by a connector's sessions.
+/// Failed logins per client address over the last minute, shared by every connector's sessions: an address
+/// locked out on one connector is locked out on all of them.
 #[derive(Default)]
-pub(crate) struct Failures {
+pub struct Failures {
     by_ip: Mutex<HashMap<IpAddr, Vec<Instant>>>,
 }
 

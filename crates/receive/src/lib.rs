@@ -3,6 +3,7 @@
 //! durable in the queue database.
 
 mod auth;
+pub use auth::Failures as AuthFailures;
 mod message;
 mod session;
 mod tls;
@@ -117,12 +118,14 @@ pub struct Server {
     pub shutdown: CancellationToken,
     /// From [`tls_acceptor`] for the connector's `tls` (a restart applies a change).
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Failed logins per client address, one counter for all connectors.
+    pub auth_failures: Arc<AuthFailures>,
 }
 
 /// What a connector's sessions share.
 pub(crate) struct Shared {
     pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
-    pub(crate) auth_failures: auth::Failures,
+    pub(crate) auth_failures: Arc<auth::Failures>,
     /// Password checks running at once: argon2 takes about 19 MB and tens of milliseconds each, so a
     /// burst of AUTH attempts waits here instead of taking the machine's memory.
     pub(crate) verifications: Semaphore,
@@ -137,7 +140,7 @@ impl Server {
         let sessions = TaskTracker::new();
         let shared = Arc::new(Shared {
             tls: self.tls.clone(),
-            auth_failures: auth::Failures::default(),
+            auth_failures: self.auth_failures.clone(),
             verifications: Semaphore::new(auth::CONCURRENT_VERIFICATIONS),
         });
         loop {

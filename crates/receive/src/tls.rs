@@ -13,17 +13,32 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+/// A certificate for `tls = "self-signed"`: the server's host name as its common name and first subject
+/// name (with `localhost`), valid from today for one year, as an administrator would make one.
+fn self_signed(hostname: &str) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), rcgen::Error> {
+    let mut params = rcgen::CertificateParams::new(vec![hostname.to_owned(), "localhost".to_owned()])?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(rcgen::DnType::CommonName, hostname);
+    // "YYYY-MM-DD..." of today, in UTC.
+    let today = sluice_queue_db::time::rfc3339(sluice_queue_db::time::now_ms());
+    let field = |r: std::ops::Range<usize>| today.get(r).and_then(|t| t.parse::<u16>().ok()).unwrap_or(1);
+    let (year, month, day) = (i32::from(field(0..4)), field(5..7) as u8, field(8..10) as u8);
+    params.not_before = rcgen::date_time_ymd(year, month, day);
+    params.not_after = rcgen::date_time_ymd(year + 1, month, day.min(28));
+    let key = rcgen::KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
+    Ok((cert.der().clone(), PrivateKeyDer::Pkcs8(key.serialize_der().into())))
+}
+
 /// The acceptor for a connector's `tls`, `None` when it is off. An unreadable certificate or key is an
 /// error that names the file: the server does not start with a connector that cannot do what it says.
 pub fn acceptor(tls: &ReceiveTls, hostname: &str) -> Result<Option<TlsAcceptor>, String> {
     let (chain, key) = match tls {
         ReceiveTls::Off => return Ok(None),
         ReceiveTls::SelfSigned => {
-            let names = vec![hostname.to_owned(), "localhost".to_owned()];
-            let generated = rcgen::generate_simple_self_signed(names)
-                .map_err(|e| format!("cannot generate a self-signed certificate: {e}"))?;
-            let key = PrivateKeyDer::Pkcs8(generated.signing_key.serialize_der().into());
-            (vec![generated.cert.der().clone()], key)
+            let (cert, key) =
+                self_signed(hostname).map_err(|e| format!("cannot generate a self-signed certificate: {e}"))?;
+            (vec![cert], key)
         }
         ReceiveTls::Files(files) => {
             let chain = CertificateDer::pem_file_iter(&files.cert)

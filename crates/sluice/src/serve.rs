@@ -169,6 +169,7 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let policies = sluice_receive::Policies::new(&config);
+    let auth_failures = Arc::new(sluice_receive::AuthFailures::default());
     for (connector, tls) in config.receive_connectors.iter().zip(acceptors) {
         let listener = TcpListener::bind(connector.listen)
             .await
@@ -179,6 +180,7 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
             transport: transport.clone(),
             shutdown: shutdown.clone(),
             tls,
+            auth_failures: auth_failures.clone(),
         };
         tasks.spawn(server.run(listener));
     }

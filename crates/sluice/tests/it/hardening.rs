@@ -90,3 +90,107 @@ fn after_421_the_connection_is_closed_wherever_the_session_was_waiting() {
     assert!(said.contains("421 4.4.2"), "{said}");
     assert!(said.matches("421").count() == 1 && !said.contains("250"), "answered after 421: {said}");
 }
+
+#[test]
+fn an_address_locked_out_on_one_connector_is_locked_out_on_all() {
+    let other = free_port();
+    let users = format!("users = [{{ name = \"alice\", password_hash = \"{}\" }}]", hash("correct horse"));
+    let s = Server::start(&format!(
+        "[[receive_connectors]]\nname = \"Default\"\nlisten = \"127.0.0.1:{{smtp}}\"\nauth = \"optional\"\n\
+         auth_failures_per_minute = 2\n{users}\n\n\
+         [[receive_connectors]]\nname = \"Submission\"\nlisten = \"127.0.0.1:{other}\"\nauth = \"optional\"\n\
+         auth_failures_per_minute = 2\n{users}\n"
+    ));
+    let mut c = s.smtp();
+    c.cmd("EHLO client.test");
+    for _ in 0..2 {
+        assert!(c.cmd(&format!("AUTH PLAIN {}", b64(b"\0alice\0wrong"))).starts_with("535"));
+    }
+    let mut d = Smtp::connect(([127, 0, 0, 1], other).into());
+    d.cmd("EHLO client.test");
+    let r = d.cmd(&format!("AUTH PLAIN {}", b64(b"\0alice\0correct horse")));
+    assert!(r.starts_with("454 4.7.0"), "the other connector let the address in: {r}");
+}
+
+/// Takes the server's certificate without judging it.
+#[derive(Debug)]
+struct Capture(std::sync::Mutex<Vec<u8>>, std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for Capture {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        *self.0.lock().unwrap() = end_entity.to_vec();
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.1.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.1.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.1.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[test]
+fn the_self_signed_certificate_names_the_server_and_lasts_a_year() {
+    let s = Server::start(
+        "[[receive_connectors]]\nname = \"Default\"\nlisten = \"127.0.0.1:{smtp}\"\ntls = \"self-signed\"\n",
+    );
+    let mut c = raw(&s);
+    c.write_all(b"EHLO client.test\r\n").unwrap();
+    let mut buf = [0u8; 4096];
+    let mut said = String::new();
+    while !said.contains("250 ") {
+        let n = c.read(&mut buf).unwrap();
+        said.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    c.write_all(b"STARTTLS\r\n").unwrap();
+    let n = c.read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"220"));
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let capture = std::sync::Arc::new(Capture(Default::default(), provider.clone()));
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(capture.clone())
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("mx.test").unwrap();
+    let mut tls = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    while tls.is_handshaking() {
+        tls.complete_io(&mut c).unwrap();
+    }
+    let der = capture.0.lock().unwrap().clone();
+    let has = |needle: &[u8]| der.windows(needle.len()).any(|w| w == needle);
+    assert!(!has(b"rcgen self signed cert"), "the library's placeholder name");
+    // The host name as the common name (an OID 2.5.4.3 attribute) as well as a subject name.
+    assert!(has(&[0x06, 0x03, 0x55, 0x04, 0x03, 0x0c, 0x07]) && has(b"mx.test"), "CN = mx.test");
+    // Valid from today to the same day next year (UTCTime YYMMDD000000Z).
+    let today = sluice_queue_db::time::rfc3339(sluice_queue_db::time::now_ms());
+    let (yy, mm, dd) = (&today[2..4], &today[5..7], &today[8..10]);
+    let next = format!("{:02}", yy.parse::<u32>().unwrap() + 1);
+    assert!(has(format!("{yy}{mm}{dd}000000Z").as_bytes()), "not before today");
+    let day = dd.parse::<u32>().unwrap().min(28);
+    assert!(has(format!("{next}{mm}{day:02}000000Z").as_bytes()), "not after one year from today");
+}
