@@ -299,6 +299,10 @@ impl Session {
         if self.policy.connector.auth == sluice_config::AuthMode::Required && self.user.is_none() {
             return self.reply(Reply::new(530, "5.7.0", "Authentication required"));
         }
+        if params.body == Some(sluice_smtp::BodyType::BinaryMime) {
+            // BINARYMIME is not advertised (RFC 3030 needs it offered first).
+            return self.reply(Reply::new(555, "5.5.4", "BODY=BINARYMIME is not offered"));
+        }
         if params.size.is_some_and(|s| s > self.policy.connector.max_message_size) {
             return self.reply(Reply::new(552, "5.3.4", "Message size exceeds the fixed maximum message size"));
         }
@@ -439,6 +443,10 @@ impl Session {
         if connector.auth == sluice_config::AuthMode::Off || connector.users.is_empty() {
             self.reply(Reply::new(502, "5.5.1", "AUTH is not offered on this connector"));
             return Ok(if self.count_error() { Flow::Close } else { Flow::Continue });
+        }
+        if !self.esmtp {
+            self.reply(Reply::new(503, "5.5.1", "Say EHLO first"));
+            return Ok(Flow::Continue);
         }
         if self.user.is_some() {
             self.reply(Reply::new(503, "5.5.1", "Already authenticated"));

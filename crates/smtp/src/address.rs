@@ -328,7 +328,7 @@ fn is_dot_string(s: &str) -> bool {
 
 /// An address literal's content: an IPv4 address, or `IPv6:` and an IPv6 address. Other standardized tags of
 /// RFC 5321 4.1.3 are refused: nothing can be delivered to them.
-fn parse_literal(inner: &str) -> Option<IpAddr> {
+pub(crate) fn parse_literal(inner: &str) -> Option<IpAddr> {
     let tag = inner.get(..5);
     if tag.is_some_and(|t| t.eq_ignore_ascii_case("IPv6:")) {
         inner[5..].parse::<Ipv6Addr>().ok().map(IpAddr::V6)

@@ -155,6 +155,9 @@ pub enum CommandError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// An EHLO or HELO argument that is neither a domain name nor an address literal: `501 5.5.2`.
+    #[error("bad EHLO/HELO argument")]
+    HeloName,
     /// Non-ASCII in a VRFY or EXPN argument without SMTPUTF8: `553 5.6.7`.
     #[error("non-ASCII argument without SMTPUTF8")]
     NonAscii,
@@ -179,6 +182,9 @@ impl CommandError {
             }
             CommandError::InvalidParameter { keyword, reason } => {
                 Reply::new(501, "5.5.4", format!("Invalid {keyword} parameter: {reason}"))
+            }
+            CommandError::HeloName => {
+                Reply::new(501, "5.5.2", "Syntax error: EHLO and HELO take a domain name or an address literal")
             }
             CommandError::NonAscii => Reply::new(553, "5.6.7", "Non-ASCII argument requires SMTPUTF8"),
         }
@@ -267,11 +273,21 @@ fn trim_start(mut s: &[u8]) -> &[u8] {
 /// further here: many real clients send names that are not quite domains, and RFC 5321 4.1.4 forbids refusing
 /// mail merely because the name does not verify. A session that wants to be strict can use
 /// [`crate::validate_domain`].
+/// The argument of EHLO or HELO: a domain name (RFC 5321 syntax, a final dot allowed) or an address literal
+/// of an IPv4 or IPv6 address, nothing else.
 fn parse_helo_name(rest: &[u8]) -> Result<String, CommandError> {
     if rest.is_empty() || !rest.iter().all(|b| (0x21..=0x7e).contains(b)) {
         return Err(CommandError::Syntax("EHLO and HELO take one domain name or address literal"));
     }
-    Ok(String::from_utf8_lossy(rest).into_owned())
+    let name = String::from_utf8_lossy(rest).into_owned();
+    let valid = match name.strip_prefix('[') {
+        Some(literal) => literal.strip_suffix(']').is_some_and(|inner| crate::address::parse_literal(inner).is_some()),
+        None => crate::validate_domain(name.strip_suffix('.').unwrap_or(&name), false).is_ok(),
+    };
+    if !valid {
+        return Err(CommandError::HeloName);
+    }
+    Ok(name)
 }
 
 /// The text after `FROM:`/`TO:`: the keyword, in any case, then optional spaces.

@@ -194,3 +194,19 @@ fn the_self_signed_certificate_names_the_server_and_lasts_a_year() {
     let day = dd.parse::<u32>().unwrap().min(28);
     assert!(has(format!("{next}{mm}{day:02}000000Z").as_bytes()), "not after one year from today");
 }
+
+#[test]
+fn protocol_strictness_auth_before_ehlo_binarymime_and_bad_ehlo_names() {
+    let s = Server::start(&format!(
+        "[[receive_connectors]]\nname = \"Default\"\nlisten = \"127.0.0.1:{{smtp}}\"\nauth = \"optional\"\n\
+         users = [{{ name = \"alice\", password_hash = \"{}\" }}]\n",
+        hash("correct horse")
+    ));
+    let mut c = s.smtp();
+    assert!(c.cmd(&format!("AUTH PLAIN {}", b64(b"\0alice\0correct horse"))).starts_with("503 5.5.1"));
+    assert!(c.cmd("EHLO [255.255.255.256]").starts_with("501 5.5.2"));
+    assert!(c.cmd(&format!("EHLO {}", "a".repeat(600))).starts_with("501 5.5.2"));
+    assert!(c.cmd("EHLO [IPv6:::1]").starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<a@example.test> BODY=BINARYMIME").starts_with("555 5.5.4"));
+    assert!(c.cmd("MAIL FROM:<a@example.test> BODY=8BITMIME").starts_with("250"));
+}

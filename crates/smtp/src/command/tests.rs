@@ -33,6 +33,8 @@ fn valid_commands() {
     let cases: Vec<(&[u8], bool, Command)> = vec![
         (b"EHLO client.example", false, Command::Ehlo("client.example".into())),
         (b"ehlo [192.0.2.1]", false, Command::Ehlo("[192.0.2.1]".into())),
+        (b"EHLO [IPv6:2001:db8::1]", false, Command::Ehlo("[IPv6:2001:db8::1]".into())),
+        (b"HELO client.example.", false, Command::Helo("client.example.".into())),
         (b"HeLo client", false, Command::Helo("client".into())),
         (b"EHLO client.example  ", false, Command::Ehlo("client.example".into())),
         (b"QUIT", false, Command::Quit),
@@ -410,11 +412,12 @@ fn rcpt_params() -> impl Strategy<Value = RcptParams> {
 }
 
 fn command() -> impl Strategy<Value = Command> {
-    let word = "[!-~]{1,30}";
+    // A domain name or an IPv4 address literal: what EHLO and HELO take.
+    let helo = "([a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?\\.){0,3}[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?|\\[192\\.0\\.2\\.[1-9]\\]";
     let text = "[!-~]([ -~]{0,20}[!-~])?";
     prop_oneof![
-        word.prop_map(Command::Ehlo),
-        word.prop_map(Command::Helo),
+        helo.prop_map(Command::Ehlo),
+        helo.prop_map(Command::Helo),
         (proptest::option::of(address()), mail_params()).prop_map(|(from, mut params)| {
             // A UTF-8 reverse path is only valid with SMTPUTF8.
             if from.as_ref().is_some_and(|a| !a.is_ascii()) {
@@ -470,5 +473,17 @@ proptest! {
         if let Err(e) = parse_command(&line, smtputf8) {
             prop_assert!(e.reply().is_permanent());
         }
+    }
+}
+
+#[test]
+fn ehlo_takes_a_domain_or_an_address_literal_only() {
+    let long = format!("EHLO {}", "a".repeat(600));
+    for bad in
+        ["EHLO [255.255.255.256]", "EHLO [192.0.2.1", "EHLO !!!", "EHLO a..b", "HELO -bad-.example", long.as_str()]
+    {
+        let e = parse_command(bad.as_bytes(), false).unwrap_err();
+        assert_eq!(e, CommandError::HeloName, "{bad}");
+        assert_eq!(e.reply().render().get(..9), Some("501 5.5.2"), "{bad}");
     }
 }
