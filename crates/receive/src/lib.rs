@@ -34,18 +34,21 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Whether `local` is a known mailbox of `domain` when the domain lists its mailboxes: the part after
-    /// the recipient delimiter is ignored, and comparison ignores case. `None` when the domain has no list.
-    pub fn known_mailbox(&self, domain: &str, local: &str) -> Option<bool> {
+    /// The local part `local` of `domain` is delivered as, when the domain lists its mailboxes: the mailbox
+    /// it matches (comparison ignores case; the part after the recipient delimiter is ignored and kept),
+    /// spelled as configured, so that `BOB@example` reaches the mailbox of `bob`; an alias as it was given.
+    /// `Some(None)` for an unknown one, `None` when the domain has no list.
+    pub fn known_mailbox(&self, domain: &str, local: &str) -> Option<Option<String>> {
         let d = self.accepted_domains.iter().find(|d| d.domain.eq_ignore_ascii_case(domain.trim_end_matches('.')))?;
         let list = d.mailboxes.as_ref()?;
-        let base = match d.recipient_delimiter {
-            Some(delim) => local.split(delim).next().unwrap_or(local),
-            None => local,
+        let (base, tag) = match d.recipient_delimiter.and_then(|delim| local.find(delim)) {
+            Some(at) => local.split_at(at),
+            None => (local, ""),
         };
-        Some(
-            list.iter().any(|m| m.eq_ignore_ascii_case(base)) || d.aliases.keys().any(|a| a.eq_ignore_ascii_case(base)),
-        )
+        if let Some(mailbox) = list.iter().find(|m| m.eq_ignore_ascii_case(base)) {
+            return Some(Some(format!("{mailbox}{tag}")));
+        }
+        Some(d.aliases.keys().any(|a| a.eq_ignore_ascii_case(base)).then(|| local.to_owned()))
     }
 }
 

@@ -328,6 +328,7 @@ impl Session {
         let max = self.policy.connector.max_recipients as usize;
         let accepted = !to.is_address_literal() && self.transport.is_accepted_domain(to.domain());
         let relay_client = self.relay_client || self.user.is_some();
+        let mut mailbox = None;
         let Some(tx) = self.tx.as_mut() else {
             return self.reply(Reply::new(503, "5.5.1", "Need MAIL before RCPT"));
         };
@@ -338,8 +339,11 @@ impl Session {
             if to.is_quoted() || !sluice_smtp::safe_local_part(to.local()) {
                 return self.reply(Reply::new(550, "5.1.3", "Bad recipient address syntax"));
             }
-            if self.policy.known_mailbox(to.domain(), to.local()) == Some(false) {
-                return self.reply(Reply::new(550, "5.1.1", "User unknown"));
+            match self.policy.known_mailbox(to.domain(), to.local()) {
+                Some(None) => return self.reply(Reply::new(550, "5.1.1", "User unknown")),
+                // Delivered to the mailbox it matched, whatever the case the client used.
+                Some(Some(local)) if local != to.local() => mailbox = Some(format!("{local}@{}", to.domain())),
+                _ => {}
             }
         } else if !relay_client {
             return self.reply(Reply::new(550, "5.7.1", "Relay access denied"));
@@ -347,7 +351,7 @@ impl Session {
         let targets: Vec<String> = match accepted.then(|| self.policy.alias_targets(to.domain(), to.local())).flatten()
         {
             Some(targets) => targets.to_vec(),
-            None => vec![to.to_string()],
+            None => vec![mailbox.unwrap_or_else(|| to.to_string())],
         };
         let Some(tx) = self.tx.as_mut() else { return };
         // An alias is expanded here, once: its targets become the envelope's recipients, each remembering

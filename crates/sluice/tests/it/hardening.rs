@@ -210,3 +210,19 @@ fn protocol_strictness_auth_before_ehlo_binarymime_and_bad_ehlo_names() {
     assert!(c.cmd("MAIL FROM:<a@example.test> BODY=BINARYMIME").starts_with("555 5.5.4"));
     assert!(c.cmd("MAIL FROM:<a@example.test> BODY=8BITMIME").starts_with("250"));
 }
+
+#[test]
+fn a_mailbox_matched_without_regard_to_case_receives_the_mail() {
+    let s = Server::start(
+        "[[accepted_domains]]\ndomain = \"localhost\"\nmailbox_store = \"Local Maildir\"\nmailboxes = [\"bob\"]\n\
+         recipient_delimiter = \"+\"\n",
+    );
+    let mut c = s.smtp();
+    c.cmd("EHLO client.test");
+    let r = c.mail("a@example.test", &["BOB@LocalHost", "Bob+News@localhost"], "Subject: case\r\n\r\nhi\r\n");
+    assert!(r.starts_with("250"), "{r}");
+    assert!(wait_until(Duration::from_secs(10), || maildir_new(&s.data(), "localhost", "bob").len() == 2));
+    for wrong in ["BOB", "Bob"] {
+        assert!(maildir_new(&s.data(), "localhost", wrong).is_empty(), "a folder {wrong} that bob's reader never sees");
+    }
+}
