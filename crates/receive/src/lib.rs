@@ -48,6 +48,10 @@ impl Policy {
         if let Some(mailbox) = list.iter().find(|m| m.eq_ignore_ascii_case(base)) {
             return Some(Some(format!("{mailbox}{tag}")));
         }
+        // RFC 5321 4.5.1: every domain has a postmaster, listed or not.
+        if base.eq_ignore_ascii_case("postmaster") && !d.aliases.keys().any(|a| a.eq_ignore_ascii_case(base)) {
+            return Some(Some(format!("postmaster{tag}")));
+        }
         Some(d.aliases.keys().any(|a| a.eq_ignore_ascii_case(base)).then(|| local.to_owned()))
     }
 }

@@ -325,6 +325,14 @@ impl Session {
     }
 
     fn rcpt(&mut self, to: Address, params: sluice_smtp::RcptParams) {
+        // `<postmaster>` without a domain (RFC 5321 4.5.1) is accepted from anyone: the postmaster of the
+        // primary (first) accepted domain, or its alias.
+        let to = match self.policy.accepted_domains.first() {
+            Some(d) if to.domain().is_empty() => {
+                sluice_smtp::parse_forward_path(format!("<postmaster@{}>", d.domain).as_bytes(), false).unwrap_or(to)
+            }
+            _ => to,
+        };
         let max = self.policy.connector.max_recipients as usize;
         let accepted = !to.is_address_literal() && self.transport.is_accepted_domain(to.domain());
         let relay_client = self.relay_client || self.user.is_some();

@@ -226,3 +226,19 @@ fn a_mailbox_matched_without_regard_to_case_receives_the_mail() {
         assert!(maildir_new(&s.data(), "localhost", wrong).is_empty(), "a folder {wrong} that bob's reader never sees");
     }
 }
+
+#[test]
+fn postmaster_without_a_domain_is_accepted_from_anyone_and_delivered_locally() {
+    let s = Server::start(
+        "[[receive_connectors]]\nname = \"Default\"\nlisten = \"127.0.0.1:{smtp}\"\nrelay_networks = []\n\n\
+         [[accepted_domains]]\ndomain = \"localhost\"\nmailbox_store = \"Local Maildir\"\nmailboxes = [\"bob\"]\n",
+    );
+    let mut c = s.smtp();
+    c.cmd("EHLO client.test");
+    let r = c.mail("a@example.test", &["postmaster"], "Subject: to the postmaster\r\n\r\nhi\r\n");
+    assert!(r.starts_with("250"), "{r}");
+    assert!(wait_until(Duration::from_secs(10), || maildir_new(&s.data(), "localhost", "postmaster").len() == 1));
+    // And <postmaster@an accepted domain> is never unknown.
+    assert!(c.cmd("MAIL FROM:<a@example.test>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<PostMaster@localhost>").starts_with("250"));
+}
