@@ -142,6 +142,7 @@ raw_table!(
         domain: String,
         mailbox_store: String,
         mailboxes: Vec<String>,
+        catch_all: bool,
         recipient_delimiter: String,
         aliases: BTreeMap<String, Vec<String>>,
     }

@@ -188,6 +188,7 @@ fn accepted_domain(domain: &AcceptedDomain) -> RawAcceptedDomain {
         domain: text(&domain.domain),
         mailbox_store: text(&domain.mailbox_store),
         mailboxes: domain.mailboxes.clone(),
+        catch_all: Some(domain.catch_all),
         recipient_delimiter: Some(domain.recipient_delimiter.map(String::from).unwrap_or_default()),
         // An empty table would print as a bare `[accepted_domains.aliases]` header: leave it out.
         aliases: (!domain.aliases.is_empty()).then(|| domain.aliases.clone()),

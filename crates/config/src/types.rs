@@ -298,6 +298,10 @@ pub struct AcceptedDomain {
     pub mailbox_store: String,
     /// When set, the only local parts accepted (besides aliases); others get `550 5.1.1`.
     pub mailboxes: Option<Vec<String>>,
+    /// Without `mailboxes`: whether clients outside `relay_networks` (and not authenticated) may reach any
+    /// local part. When false they reach only local parts that exist: an alias, `postmaster`, or a Maildir
+    /// folder already there.
+    pub catch_all: bool,
     /// Local part to the addresses it expands to.
     pub aliases: BTreeMap<String, Vec<String>>,
     /// The character after which a `+tag` is ignored for mailbox lookup; `None` when set to `""`.

@@ -31,6 +31,8 @@ pub struct Policy {
     pub accepted_domains: Vec<sluice_config::AcceptedDomain>,
     /// Where message data past its header section is spooled while it arrives (`<data_dir>/spool`).
     pub spool_dir: std::path::PathBuf,
+    /// The mailbox stores, to tell which local parts of a domain without `mailboxes` exist.
+    pub mailbox_stores: Vec<sluice_config::MailboxStore>,
 }
 
 impl Policy {
@@ -57,6 +59,36 @@ impl Policy {
 }
 
 impl Policy {
+    /// What a client outside `relay_networks` (and not authenticated) may reach of a domain without
+    /// `mailboxes`: with `catch_all`, any local part; otherwise one that exists, an alias, `postmaster`, or
+    /// a Maildir folder already there (matched without regard to case, and returned as the folder is
+    /// spelled, `+tag` kept). `None`: no such mailbox. Domains with `mailboxes` are `known_mailbox`'s.
+    pub fn reachable_mailbox(&self, domain: &str, local: &str) -> Option<String> {
+        let Some(d) =
+            self.accepted_domains.iter().find(|d| d.domain.eq_ignore_ascii_case(domain.trim_end_matches('.')))
+        else {
+            return Some(local.to_owned());
+        };
+        if d.mailboxes.is_some() || d.catch_all {
+            return Some(local.to_owned());
+        }
+        let (base, tag) = match d.recipient_delimiter.and_then(|delim| local.find(delim)) {
+            Some(at) => local.split_at(at),
+            None => (local, ""),
+        };
+        if base.eq_ignore_ascii_case("postmaster") || d.aliases.keys().any(|a| a.eq_ignore_ascii_case(base)) {
+            return Some(local.to_owned());
+        }
+        let store = self.mailbox_stores.iter().find(|s| s.name == d.mailbox_store)?;
+        let sluice_config::MailboxStoreKind::Maildir(template) = &store.kind else { return None };
+        let folder = template.path_for(&d.domain, base);
+        let parent = folder.parent()?;
+        std::fs::read_dir(parent).ok()?.flatten().find_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            (name.eq_ignore_ascii_case(base) && entry.path().is_dir()).then(|| format!("{name}{tag}"))
+        })
+    }
+
     /// The targets of `local@domain` when it is an alias of an accepted domain (`+tag` and case ignored).
     /// Aliases expand one level: a target is delivered as it is, never expanded again, so no alias can loop.
     pub fn alias_targets(&self, domain: &str, local: &str) -> Option<&[String]> {
@@ -86,6 +118,7 @@ impl Policies {
                     hostname: config.server.hostname.clone(),
                     accepted_domains: config.accepted_domains.clone(),
                     spool_dir: config.server.data_dir.join("spool"),
+                    mailbox_stores: config.mailbox_stores.clone(),
                 };
                 (c.name.clone(), watch::channel(Arc::new(policy)).0)
             })
@@ -112,6 +145,7 @@ impl Policies {
                     hostname: config.server.hostname.clone(),
                     accepted_domains: config.accepted_domains.clone(),
                     spool_dir: config.server.data_dir.join("spool"),
+                    mailbox_stores: config.mailbox_stores.clone(),
                 }));
             }
         }

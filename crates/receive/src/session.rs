@@ -347,11 +347,17 @@ impl Session {
             if to.is_quoted() || !sluice_smtp::safe_local_part(to.local()) {
                 return self.reply(Reply::new(550, "5.1.3", "Bad recipient address syntax"));
             }
-            match self.policy.known_mailbox(to.domain(), to.local()) {
-                Some(None) => return self.reply(Reply::new(550, "5.1.1", "User unknown")),
+            let known = match self.policy.known_mailbox(to.domain(), to.local()) {
+                Some(known) => known,
+                // No list: trusted clients reach any local part, others only one that exists.
+                None if relay_client => Some(to.local().to_owned()),
+                None => self.policy.reachable_mailbox(to.domain(), to.local()),
+            };
+            match known {
+                None => return self.reply(Reply::new(550, "5.1.1", "User unknown")),
                 // Delivered to the mailbox it matched, whatever the case the client used.
-                Some(Some(local)) if local != to.local() => mailbox = Some(format!("{local}@{}", to.domain())),
-                _ => {}
+                Some(local) if local != to.local() => mailbox = Some(format!("{local}@{}", to.domain())),
+                Some(_) => {}
             }
         } else if !relay_client {
             return self.reply(Reply::new(550, "5.7.1", "Relay access denied"));

@@ -80,6 +80,7 @@ fn defaults_are_the_spec_values() {
             domain: "localhost".to_owned(),
             mailbox_store: "Local Maildir".to_owned(),
             mailboxes: None,
+            catch_all: false,
             aliases: Default::default(),
             recipient_delimiter: Some('+'),
         }]

@@ -134,7 +134,8 @@ fn accepted_domain(
         aliases.insert(local, targets);
     }
     let recipient_delimiter = recipient_delimiter(table, raw.recipient_delimiter.as_deref().unwrap_or("+"))?;
-    Ok(AcceptedDomain { domain, mailbox_store, mailboxes: raw.mailboxes, aliases, recipient_delimiter })
+    let catch_all = raw.catch_all.unwrap_or(false);
+    Ok(AcceptedDomain { domain, mailbox_store, mailboxes: raw.mailboxes, catch_all, aliases, recipient_delimiter })
 }
 
 /// `""` turns `+tag` handling off; otherwise one punctuation character that cannot start a mailbox name.

@@ -242,3 +242,35 @@ fn postmaster_without_a_domain_is_accepted_from_anyone_and_delivered_locally() {
     assert!(c.cmd("MAIL FROM:<a@example.test>").starts_with("250"));
     assert!(c.cmd("RCPT TO:<PostMaster@localhost>").starts_with("250"));
 }
+
+#[test]
+fn untrusted_clients_reach_only_local_parts_that_exist_unless_the_domain_is_catch_all() {
+    let s = Server::start(
+        "[[receive_connectors]]\nname = \"Default\"\nlisten = \"127.0.0.1:{smtp}\"\nrelay_networks = []\n\n\
+         [[accepted_domains]]\ndomain = \"localhost\"\nmailbox_store = \"Local Maildir\"\n\
+         aliases = { \"info\" = [\"bob@localhost\"] }\n\n\
+         [[accepted_domains]]\ndomain = \"open.test\"\nmailbox_store = \"Local Maildir\"\ncatch_all = true\n",
+    );
+    std::fs::create_dir_all(s.data().join("mail/localhost/bob/new")).unwrap();
+    let mut c = s.smtp();
+    c.cmd("EHLO client.test");
+    assert!(c.cmd("MAIL FROM:<a@example.test>").starts_with("250"));
+    for i in 0..50 {
+        let r = c.cmd(&format!("RCPT TO:<random{i}@localhost>"));
+        assert!(r.starts_with("550 5.1.1"), "{r}");
+    }
+    assert!(c.cmd("RCPT TO:<Bob@localhost>").starts_with("250"), "a Maildir already there");
+    assert!(c.cmd("RCPT TO:<info@localhost>").starts_with("250"), "an alias");
+    assert!(c.cmd("RCPT TO:<anyone@open.test>").starts_with("250"), "catch_all");
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(b"Subject: hello\r\n\r\nhi\r\n.\r\n");
+    assert!(c.read().starts_with("250"));
+    assert!(wait_until(Duration::from_secs(10), || maildir_new(&s.data(), "open.test", "anyone").len() == 1));
+    // Bob and info (an alias of bob) are one recipient: one copy.
+    assert!(wait_until(Duration::from_secs(10), || maildir_new(&s.data(), "localhost", "bob").len() == 1));
+    let folders: Vec<String> = std::fs::read_dir(s.data().join("mail/localhost"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(folders, ["bob"], "no folder made for a refused local part");
+}

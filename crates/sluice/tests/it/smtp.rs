@@ -54,7 +54,7 @@ fn pipelined_commands_are_answered_in_order() {
 #[test]
 fn relay_is_denied_outside_relay_networks() {
     let s = Server::start(&format!(
-        "[[receive_connectors]]\nname = \"Default\"\nlisten = \"127.0.0.1:{}\"\nrelay_networks = [\"127.0.0.2/32\"]\n",
+        "[[receive_connectors]]\nname = \"Default\"\nlisten = \"127.0.0.1:{}\"\nrelay_networks = [\"127.0.0.2/32\"]\n\n[[accepted_domains]]\ndomain = \"localhost\"\nmailbox_store = \"Local Maildir\"\ncatch_all = true\n",
         "{smtp}"
     ));
     // 127.0.0.1 is not in relay_networks here.
@@ -191,7 +191,7 @@ fn bdat_chunks_make_one_message_and_refused_chunks_are_never_commands() {
 #[test]
 fn loops_are_cut_and_outside_clients_cannot_forge_sluice_headers() {
     let s = Server::start(
-        "[[receive_connectors]]\nname = \"Default\"\nlisten = \"127.0.0.1:{smtp}\"\nrelay_networks = [\"127.0.0.2/32\"]\nmax_hop_count = 5\n",
+        "[[receive_connectors]]\nname = \"Default\"\nlisten = \"127.0.0.1:{smtp}\"\nrelay_networks = [\"127.0.0.2/32\"]\nmax_hop_count = 5\n\n[[accepted_domains]]\ndomain = \"localhost\"\nmailbox_store = \"Local Maildir\"\ncatch_all = true\n",
     );
     let mut c = s.smtp();
     c.cmd("EHLO client.test");
@@ -375,7 +375,7 @@ fn slowloris_clients_are_cut_off_by_the_timeouts_while_others_are_served() {
 fn a_large_message_from_outside_relay_networks_loses_its_sluice_headers_and_nothing_else() {
     // Spooled past its header, and its header edited at the end: the spooled data must stay in order.
     let s = Server::start(
-        "[[receive_connectors]]\nname = \"Default\"\nlisten = \"127.0.0.1:{smtp}\"\nrelay_networks = []\n",
+        "[[receive_connectors]]\nname = \"Default\"\nlisten = \"127.0.0.1:{smtp}\"\nrelay_networks = []\n\n[[accepted_domains]]\ndomain = \"localhost\"\nmailbox_store = \"Local Maildir\"\ncatch_all = true\n",
     );
     let mut rest = String::new();
     let mut i = 0;
