@@ -274,3 +274,22 @@ fn untrusted_clients_reach_only_local_parts_that_exist_unless_the_domain_is_catc
         .collect();
     assert_eq!(folders, ["bob"], "no folder made for a refused local part");
 }
+
+#[test]
+fn lines_over_998_octets_are_folded_on_the_way_out() {
+    let sink = Sink::start();
+    let s = Server::start(&crate::relay::relay_config(sink.port));
+    let mut c = s.smtp();
+    c.cmd("EHLO client.test");
+    let long = "w".repeat(3000);
+    let r = c.mail("a@example.test", &["b@remote.test"], &format!("Subject: long\r\nX-Long: {long}\r\n\r\n{long}\r\n"));
+    assert!(r.starts_with("250"), "{r}");
+    assert!(wait_until(Duration::from_secs(10), || sink.messages.lock().unwrap().len() == 1));
+    let got = sink.messages.lock().unwrap()[0].clone();
+    let lines: Vec<&[u8]> = got.split(|b| *b == b'\n').collect();
+    assert!(lines.iter().all(|l| l.len() <= 998 + 1), "a line over 998 octets went out");
+    // Folded with CRLF and a space: the header stays one field, and nothing is lost.
+    let text = String::from_utf8(got.clone()).unwrap();
+    assert_eq!(text.replace("\r\n ", "").matches(&long).count(), 2);
+    assert!(text.contains("\r\nX-Long: www") && text.contains("\r\n www"));
+}

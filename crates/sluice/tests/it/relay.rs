@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::harness::*;
 
-fn relay_config(sink_port: u16) -> String {
+pub(crate) fn relay_config(sink_port: u16) -> String {
     format!(
         "[transport]\ntransient_failure_retry_interval = \"1s\"\n\n[[send_connectors]]\nname = \"Sink\"\naddress_spaces = [\"*\"]\nsmart_hosts = [\"127.0.0.1:{sink_port}\"]\n"
     )
