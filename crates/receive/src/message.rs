@@ -175,6 +175,15 @@ impl Session {
             self.reply(Reply::new(554, "5.5.1", "No valid recipients"));
             return Ok(Flow::Continue);
         }
+        if !self.input.is_empty() {
+            // RFC 2920 3.1: DATA ends a pipelined group and the message follows the 354 only. Bytes sent with
+            // it cannot be told apart from commands: refused, logged, and the connection closed (Postfix's
+            // "improper command pipelining after DATA").
+            tracing::info!(peer = %self.peer, bytes = self.input.len(), "improper pipelining after DATA; closing");
+            self.tx = None;
+            self.reply(Reply::new(554, "5.5.0", "Improper use of SMTP command pipelining"));
+            return Ok(Flow::Close);
+        }
         let mid = self.transport.allocate_mid();
         let received = self.received_header(mid);
         self.reply(Reply::new(354, "", "End data with <CR><LF>.<CR><LF>"));

@@ -293,3 +293,21 @@ fn lines_over_998_octets_are_folded_on_the_way_out() {
     assert_eq!(text.replace("\r\n ", "").matches(&long).count(), 2);
     assert!(text.contains("\r\nX-Long: www") && text.contains("\r\n www"));
 }
+
+#[test]
+fn message_data_sent_before_the_354_is_improper_pipelining() {
+    let sink = Sink::start();
+    let s = Server::start(&crate::relay::relay_config(sink.port));
+    let mut c = raw(&s);
+    c.write_all(b"EHLO client.test\r\nMAIL FROM:<a@example.test>\r\nRCPT TO:<b@remote.test>\r\nDATA\r\nSubject: early\r\n\r\nx\r\n.\r\n")
+        .unwrap();
+    let said = rest(&mut c);
+    assert!(said.contains("554 5.5.0") && !said.contains("354"), "{said}");
+    assert!(wait_until(Duration::from_secs(5), || s.log().contains("improper pipelining after DATA")));
+    // A client that waits for the 354 is served.
+    let mut c = s.smtp();
+    c.cmd("EHLO client.test");
+    assert!(c.mail("a@example.test", &["b@remote.test"], "Subject: patient\r\n\r\nx\r\n").starts_with("250"));
+    assert!(wait_until(Duration::from_secs(10), || sink.count() == 1));
+    assert!(!sink.subjects.lock().unwrap().contains_key("early"));
+}
