@@ -36,17 +36,19 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The accepted domain `domain` (any case, a final dot ignored).
+    fn accepted_domain(&self, domain: &str) -> Option<&sluice_config::AcceptedDomain> {
+        self.accepted_domains.iter().find(|d| d.domain.eq_ignore_ascii_case(domain.trim_end_matches('.')))
+    }
+
     /// The local part `local` of `domain` is delivered as, when the domain lists its mailboxes: the mailbox
     /// it matches (comparison ignores case; the part after the recipient delimiter is ignored and kept),
     /// spelled as configured, so that `BOB@example` reaches the mailbox of `bob`; an alias as it was given.
     /// `Some(None)` for an unknown one, `None` when the domain has no list.
     pub fn known_mailbox(&self, domain: &str, local: &str) -> Option<Option<String>> {
-        let d = self.accepted_domains.iter().find(|d| d.domain.eq_ignore_ascii_case(domain.trim_end_matches('.')))?;
+        let d = self.accepted_domain(domain)?;
         let list = d.mailboxes.as_ref()?;
-        let (base, tag) = match d.recipient_delimiter.and_then(|delim| local.find(delim)) {
-            Some(at) => local.split_at(at),
-            None => (local, ""),
-        };
+        let (base, tag) = split_tag(d, local);
         if let Some(mailbox) = list.iter().find(|m| m.eq_ignore_ascii_case(base)) {
             return Some(Some(format!("{mailbox}{tag}")));
         }
@@ -64,18 +66,13 @@ impl Policy {
     /// a Maildir folder already there (matched without regard to case, and returned as the folder is
     /// spelled, `+tag` kept). `None`: no such mailbox. Domains with `mailboxes` are `known_mailbox`'s.
     pub fn reachable_mailbox(&self, domain: &str, local: &str) -> Option<String> {
-        let Some(d) =
-            self.accepted_domains.iter().find(|d| d.domain.eq_ignore_ascii_case(domain.trim_end_matches('.')))
-        else {
+        let Some(d) = self.accepted_domain(domain) else {
             return Some(local.to_owned());
         };
         if d.mailboxes.is_some() || d.catch_all {
             return Some(local.to_owned());
         }
-        let (base, tag) = match d.recipient_delimiter.and_then(|delim| local.find(delim)) {
-            Some(at) => local.split_at(at),
-            None => (local, ""),
-        };
+        let (base, tag) = split_tag(d, local);
         if base.eq_ignore_ascii_case("postmaster") || d.aliases.keys().any(|a| a.eq_ignore_ascii_case(base)) {
             return Some(local.to_owned());
         }
@@ -92,11 +89,8 @@ impl Policy {
     /// The targets of `local@domain` when it is an alias of an accepted domain (`+tag` and case ignored).
     /// Aliases expand one level: a target is delivered as it is, never expanded again, so no alias can loop.
     pub fn alias_targets(&self, domain: &str, local: &str) -> Option<&[String]> {
-        let d = self.accepted_domains.iter().find(|d| d.domain.eq_ignore_ascii_case(domain.trim_end_matches('.')))?;
-        let base = match d.recipient_delimiter {
-            Some(delim) => local.split(delim).next().unwrap_or(local),
-            None => local,
-        };
+        let d = self.accepted_domain(domain)?;
+        let (base, _) = split_tag(d, local);
         d.aliases.iter().find(|(a, _)| a.eq_ignore_ascii_case(base)).map(|(_, t)| t.as_slice())
     }
 }
@@ -272,5 +266,13 @@ impl Drop for IpSlot {
                 m.remove(&self.ip);
             }
         }
+    }
+}
+
+/// A local part split at the domain's recipient delimiter: the mailbox, and the `+tag` (delimiter included).
+fn split_tag<'a>(d: &sluice_config::AcceptedDomain, local: &'a str) -> (&'a str, &'a str) {
+    match d.recipient_delimiter.and_then(|delim| local.find(delim)) {
+        Some(at) => local.split_at(at),
+        None => (local, ""),
     }
 }
