@@ -117,6 +117,7 @@ raw_table!(
         max_hop_count: u32,
         connection_timeout: String,
         connection_inactivity_timeout: String,
+        greet_pause: String,
         bare_newlines: String,
         tls: RawReceiveTls,
         tls_mode: String,

@@ -156,6 +156,7 @@ fn receive_connector(connector: &ReceiveConnector) -> RawReceiveConnector {
         max_hop_count: Some(connector.max_hop_count),
         connection_timeout: duration(connector.connection_timeout),
         connection_inactivity_timeout: duration(connector.connection_inactivity_timeout),
+        greet_pause: duration(connector.greet_pause),
         bare_newlines: text(connector.bare_newlines.as_str()),
         tls: Some(match &connector.tls {
             ReceiveTls::Off => RawReceiveTls::Mode("off".to_owned()),

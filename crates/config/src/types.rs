@@ -181,6 +181,9 @@ pub struct ReceiveConnector {
     pub connection_timeout: Duration,
     /// Time a session may stay silent.
     pub connection_inactivity_timeout: Duration,
+    /// How long the server waits before its greeting; a client that talks before it is refused (`554 5.5.0`)
+    /// and the connection closed. Input already waiting when the greeting is due is refused with 0 too.
+    pub greet_pause: Duration,
     /// What to do with a bare CR or LF in message data.
     pub bare_newlines: BareNewlines,
     /// Whether and with which certificate TLS is offered.

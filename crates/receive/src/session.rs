@@ -120,6 +120,17 @@ impl Session {
             self.send_now(b"421 4.3.2 Service shutting down\r\n").await?;
             return Ok(());
         }
+        // A client that talks before the greeting (after `greet_pause`, or already when it is due) is not
+        // speaking SMTP: refused and logged, as Exim's smtp_enforce_sync and sendmail's greet_pause do.
+        let pause = self.policy.connector.greet_pause;
+        if let Ok(read) = tokio::time::timeout(pause, self.stream.read_buf(&mut self.input)).await {
+            if read? == 0 {
+                return Ok(());
+            }
+            tracing::info!(peer = %self.peer, bytes = self.input.len(), "client talked before the greeting; closing");
+            self.send_now(b"554 5.5.0 SMTP synchronization error: talked before the greeting\r\n").await?;
+            return Ok(());
+        }
         let banner = format!("220 {} ESMTP sluice\r\n", self.policy.hostname);
         self.send_now(banner.as_bytes()).await?;
         loop {

@@ -54,6 +54,7 @@ fn defaults_are_the_spec_values() {
     assert_eq!(rc.max_hop_count, 50);
     assert_eq!(rc.connection_timeout, secs(600));
     assert_eq!(rc.connection_inactivity_timeout, secs(300));
+    assert_eq!(rc.greet_pause, secs(0));
     assert_eq!(rc.bare_newlines, BareNewlines::Reject);
     assert_eq!(rc.tls, ReceiveTls::Off);
     assert_eq!(rc.tls_mode, TlsMode::Starttls);

@@ -122,6 +122,7 @@ fn receive_connector(
             raw.connection_inactivity_timeout,
             "5m",
         )?,
+        greet_pause: table.duration("greet_pause", raw.greet_pause, "0s")?,
         bare_newlines: table.keyword("bare_newlines", raw.bare_newlines, BareNewlines::Reject)?,
         tls,
         tls_mode,

@@ -311,3 +311,19 @@ fn message_data_sent_before_the_354_is_improper_pipelining() {
     assert!(wait_until(Duration::from_secs(10), || sink.count() == 1));
     assert!(!sink.subjects.lock().unwrap().contains_key("early"));
 }
+
+#[test]
+fn a_client_that_talks_before_the_greeting_is_refused() {
+    let s = Server::start(
+        "[[receive_connectors]]\nname = \"Default\"\nlisten = \"127.0.0.1:{smtp}\"\ngreet_pause = \"500ms\"\n",
+    );
+    let mut c = TcpStream::connect(("127.0.0.1", s.smtp)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"EHLO early.test\r\nMAIL FROM:<a@example.test>\r\n").unwrap();
+    let said = rest(&mut c);
+    assert!(said.starts_with("554 5.5.0") && !said.contains("220") && !said.contains("250"), "{said}");
+    assert!(wait_until(Duration::from_secs(5), || s.log().contains("client talked before the greeting")));
+    // A client that waits is greeted.
+    let mut c = s.smtp();
+    assert!(c.cmd("EHLO patient.test").starts_with("250"));
+}
