@@ -1269,18 +1269,17 @@ impl Writer {
 
     /// One pass of `evict` over the closed generations without live messages.
     fn evict_pass(&mut self, short: &dyn Fn(&Writer) -> bool, ev: &mut crate::Eviction) {
+        // Oldest finish first; `covered` keeps that order.
         let due = self.retirable();
-        let finished: HashMap<u32, i64> = due.iter().map(|(at, g)| (*g, *at)).collect();
-        let mut covered = self.covered(due.into_iter().map(|(_, g)| g).collect());
-        covered.sort_unstable_by_key(|g| finished[g]);
-        for g in covered {
+        let covered = self.covered(due.iter().map(|(_, g)| *g).collect());
+        for (finished, g) in due.into_iter().filter(|(_, g)| covered.contains(g)) {
             if !short(self) {
                 break;
             }
             if let Some(bytes) = self.retire(g) {
                 ev.generations += 1;
                 ev.bytes += bytes;
-                self.held_since = self.held_since.max(finished[&g]);
+                self.held_since = self.held_since.max(finished);
             }
         }
     }

@@ -52,19 +52,14 @@ impl Policy {
         if let Some(mailbox) = list.iter().find(|m| m.eq_ignore_ascii_case(base)) {
             return Some(Some(format!("{mailbox}{tag}")));
         }
-        // RFC 5321 4.5.1: every domain has a postmaster, listed or not.
-        if base.eq_ignore_ascii_case("postmaster") && !d.aliases.keys().any(|a| a.eq_ignore_ascii_case(base)) {
-            return Some(Some(format!("postmaster{tag}")));
-        }
-        Some(d.aliases.keys().any(|a| a.eq_ignore_ascii_case(base)).then(|| local.to_owned()))
+        Some(alias_or_postmaster(d, local))
     }
 }
 
 impl Policy {
     /// What a client outside `relay_networks` (and not authenticated) may reach of a domain without
     /// `mailboxes`: with `catch_all`, any local part; otherwise one that exists, an alias, `postmaster`, or
-    /// a Maildir folder already there (matched without regard to case, and returned as the folder is
-    /// spelled, `+tag` kept). `None`: no such mailbox. Domains with `mailboxes` are `known_mailbox`'s.
+    /// a Maildir folder already there (as given or in lower case, `+tag` kept). `None`: no such mailbox. Domains with `mailboxes` are `known_mailbox`'s.
     pub fn reachable_mailbox(&self, domain: &str, local: &str) -> Option<String> {
         let Some(d) = self.accepted_domain(domain) else {
             return Some(local.to_owned());
@@ -72,18 +67,19 @@ impl Policy {
         if d.mailboxes.is_some() || d.catch_all {
             return Some(local.to_owned());
         }
-        let (base, tag) = split_tag(d, local);
-        if base.eq_ignore_ascii_case("postmaster") || d.aliases.keys().any(|a| a.eq_ignore_ascii_case(base)) {
-            return Some(local.to_owned());
+        if let Some(known) = alias_or_postmaster(d, local) {
+            return Some(known);
         }
+        // A folder as the client spelled the local part, or in lower case (one or two lookups per RCPT, no
+        // directory scan).
+        let (base, tag) = split_tag(d, local);
         let store = self.mailbox_stores.iter().find(|s| s.name == d.mailbox_store)?;
         let sluice_config::MailboxStoreKind::Maildir(template) = &store.kind else { return None };
-        let folder = template.path_for(&d.domain, base);
-        let parent = folder.parent()?;
-        std::fs::read_dir(parent).ok()?.flatten().find_map(|entry| {
-            let name = entry.file_name().into_string().ok()?;
-            (name.eq_ignore_ascii_case(base) && entry.path().is_dir()).then(|| format!("{name}{tag}"))
-        })
+        let lower = base.to_ascii_lowercase();
+        [base, lower.as_str()]
+            .into_iter()
+            .find(|name| template.path_for(&d.domain, name).is_dir())
+            .map(|name| format!("{name}{tag}"))
     }
 
     /// The targets of `local@domain` when it is an alias of an accepted domain (`+tag` and case ignored).
@@ -266,6 +262,17 @@ impl Drop for IpSlot {
                 m.remove(&self.ip);
             }
         }
+    }
+}
+
+/// What exists in every accepted domain, mailbox list or not: its aliases (as the client spelled them; they
+/// expand ignoring case) and, RFC 5321 4.5.1, its postmaster.
+fn alias_or_postmaster(d: &sluice_config::AcceptedDomain, local: &str) -> Option<String> {
+    let (base, tag) = split_tag(d, local);
+    if d.aliases.keys().any(|a| a.eq_ignore_ascii_case(base)) {
+        Some(local.to_owned())
+    } else {
+        base.eq_ignore_ascii_case("postmaster").then(|| format!("postmaster{tag}"))
     }
 }
 

@@ -159,8 +159,6 @@ mod tests {
         assert!(lines.iter().any(|l| l.len() == 998 && l.iter().all(|b| *b == b'z')));
         // Taking the inserted CRLF-space out gives the message back.
         let unfolded: Vec<u8> = String::from_utf8(out.clone()).unwrap().replace("\r\n ", "").into_bytes();
-        let mut plain = Vec::new();
-        dot_stuff(&body[..0], &mut plain);
         assert_eq!(unfolded.len(), body.len() + 1 + 3, "one stuffed dot and the end of data");
     }
 
