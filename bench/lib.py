@@ -135,7 +135,7 @@ class Sink:
 
 class PostfixRelay:
     """A private Postfix relay on loopback: its own config and queue directories, defaults plus what a relay
-    needs (spec 08), relaying everything to the sink."""
+    needs (docs/benchmarks.md), relaying everything to the sink."""
 
     def __init__(self, workdir, relay_port, cpu):
         self.dir = tempfile.mkdtemp(prefix="postfix-", dir=workdir)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# R1 (spec 09): crash safety under load, from one command.
+# R1 (docs/benchmarks.md, "How to run"): crash safety under load, from one command.
 #   tests/reliability/r1.sh          CI size: 20 SIGKILL cycles, 40 seeds per storage-fault test
 #   tests/reliability/r1.sh long     the long run: 200 SIGKILL cycles over 30,000 messages, 2,000 seeds
 # Prints each suite's summary; exits non-zero if anything acknowledged was lost.

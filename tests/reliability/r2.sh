@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# R2 (spec 09): disk full, from one command. Mounts a 48 MB tmpfs (needs root), puts the queue database on
-# it and runs both variants through the real binary: (a) [back_pressure] disk thresholds inside the file
+# R2 (docs/benchmarks.md, "How to run"): disk full, from one command. Mounts a 48 MB tmpfs (needs root),
+# puts the queue database on it and runs both variants through the real binary: (a) [back_pressure] disk thresholds inside the file
 # system's size, (b) thresholds off, so that the database itself meets ENOSPC. Prints what was acknowledged,
 # delivered and lost; exits non-zero if anything acknowledged was lost or the database was damaged.
 set -euo pipefail

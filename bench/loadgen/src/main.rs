@@ -1,4 +1,4 @@
-//! Offered load for B2 (spec 08): `connections` SMTP sessions send 4 KB messages on a fixed schedule (open
+//! Offered load for B2 (docs/benchmarks.md): `connections` SMTP sessions send 4 KB messages on a fixed schedule (open
 //! loop: a late message is sent at once, never skipped), and the time from writing the end of data to reading
 //! the `250` is recorded. Also measures the fdatasync latency of the disk under a given directory, as the
 //! floor to compare with.

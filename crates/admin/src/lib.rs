@@ -1,4 +1,4 @@
-//! The admin HTTP API (spec 05): JSON in and out, lists as `{"items": [...], "next": ...}`, errors as
+//! The admin HTTP API (README.md, "A short tour"): JSON in and out, lists as `{"items": [...], "next": ...}`, errors as
 //! `{"error": ...}` with a 4xx status.
 //!
 //! **Security**: with a token configured every request but `GET /api/v1/health` needs

@@ -1,4 +1,4 @@
-//! JSON types of the admin API (spec 05), shared by the server and the CLI. Field names are the public
+//! JSON types of the admin API, shared by the server and the CLI. Field names are the public
 //! interface: snake_case, as the spec lists them.
 
 use serde::{Deserialize, Serialize};
@@ -93,7 +93,7 @@ pub struct DefragResult {
     pub interrupted: bool,
 }
 
-/// An alert (spec 06): `GET /api/v1/alerts`, and one line of `alerts.log`.
+/// An alert: `GET /api/v1/alerts`, and one line of `alerts.log`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Alert {
     pub id: u64,

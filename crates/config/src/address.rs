@@ -20,7 +20,7 @@ pub(crate) fn normalise_domain(text: &str) -> Result<String, String> {
     }
 }
 
-/// Checks a local part that names a mailbox (spec 03): letters, digits and `.-_+=`, no leading dot, no `..`,
+/// Checks a local part that names a mailbox: letters, digits and `.-_+=`, no leading dot, no `..`,
 /// at most 64 octets.
 pub(crate) fn check_local_part(text: &str) -> Result<(), String> {
     let safe = !text.is_empty()
@@ -76,7 +76,7 @@ impl AddressSpace {
     }
 
     /// Ranks matching address spaces: among those that match one domain, the highest is the most specific
-    /// (spec 03). An exact domain outranks a wildcard over its parent, and `*` ranks lowest.
+    /// An exact domain outranks a wildcard over its parent, and `*` ranks lowest.
     pub fn specificity(&self) -> usize {
         let labels = |domain: &str| domain.split('.').count();
         match self {

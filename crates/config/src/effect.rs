@@ -1,6 +1,6 @@
 //! Keys that are part of the schema but whose feature is not built yet.
 //!
-//! Spec 07: such keys are accepted, so files keep working across versions, and logged as a warning at start
+//! Such keys are accepted, so files keep working across versions, and logged as a warning at start
 //! ("not yet in effect"). The loader reports the ones a file actually sets; the caller logs them.
 
 /// Dotted key paths (array tables without indices) that are accepted but not yet in effect. `table.*` stands

@@ -1,4 +1,4 @@
-//! sluice's configuration: one TOML file (spec 07), read once at start and on reload, validated into a typed
+//! sluice's configuration: one TOML file, read once at start and on reload, validated into a typed
 //! [`Config`].
 //!
 //! The file is deserialised into raw serde structs that mirror the schema key for key and refuse unknown
@@ -59,7 +59,7 @@ pub struct Loaded {
 }
 
 impl Config {
-    /// The built-in defaults (spec 07); relative default paths are resolved against the working directory.
+    /// The built-in defaults; relative default paths are resolved against the working directory.
     pub fn builtin() -> Result<Loaded, ConfigError> {
         let base = std::env::current_dir().map_err(ConfigError::WorkingDirectory)?;
         let config = validate::validate(raw::RawConfig::default(), &base)?;

@@ -1,7 +1,7 @@
 //! Reloading (SIGHUP, `POST /api/v1/config/reload`): which changes need a restart, and the configuration a
 //! running server switches to.
 //!
-//! Spec 07: keys that need a restart (listen addresses, `data_dir`, `[queue_database]` paths) are reported
+//! Keys that need a restart (listen addresses, `data_dir`, `[queue_database]` paths) are reported
 //! and keep their old value; everything else takes effect.
 
 use std::collections::BTreeSet;

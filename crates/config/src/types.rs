@@ -1,7 +1,7 @@
 //! The validated configuration: what the rest of sluice reads.
 //!
 //! Every value here has been checked, has its default applied, carries its unit (`Duration`, bytes as `u64`)
-//! and has absolute paths. Field names are the keys of spec 07.
+//! and has absolute paths. Field names are the keys of the configuration file.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -74,11 +74,11 @@ pub struct Config {
     pub send_connectors: Vec<SendConnector>,
     /// `[dns]`
     pub dns: DnsConfig,
-    /// `[queue_database]` (spec 02).
+    /// `[queue_database]`.
     pub queue_database: QueueDatabaseConfig,
-    /// `[transport]` (spec 04).
+    /// `[transport]`.
     pub transport: TransportConfig,
-    /// `[work_queue]` (spec 06).
+    /// `[work_queue]`.
     pub work_queue: WorkQueueConfig,
     /// `[antispam]`
     pub antispam: AntispamConfig,
@@ -130,7 +130,7 @@ keyword_enum!(
     }
 );
 
-/// `[admin]`: the HTTP API (spec 05).
+/// `[admin]`: the HTTP API.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdminConfig {
     /// Where the API listens.
@@ -152,7 +152,7 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-/// One `[[receive_connectors]]` entry: an SMTP listener and its policy (spec 03).
+/// One `[[receive_connectors]]` entry: an SMTP listener and its policy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReceiveConnector {
     /// Unique among receive connectors; appears in `Received:` and `message_source_name`.
@@ -286,7 +286,7 @@ impl MaildirTemplate {
     }
 
     /// The Maildir of one recipient: `domain` is the lower-cased domain, `local` the local part after aliases
-    /// and without `+tag` (spec 03). The caller has checked that both are safe as path components.
+    /// and without `+tag`. The caller has checked that both are safe as path components.
     pub fn path_for(&self, domain: &str, local: &str) -> PathBuf {
         PathBuf::from(self.0.replace("{domain}", domain).replace("{local}", local))
     }
@@ -311,7 +311,7 @@ pub struct AcceptedDomain {
     pub recipient_delimiter: Option<char>,
 }
 
-/// One `[[send_connectors]]` entry (spec 03, SMTP send).
+/// One `[[send_connectors]]` entry: how sluice sends over SMTP.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendConnector {
     /// Unique among send connectors.
@@ -360,7 +360,7 @@ pub struct DnsConfig {
     pub servers: Vec<SocketAddr>,
 }
 
-/// `[queue_database]` (spec 02).
+/// `[queue_database]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueDatabaseConfig {
     /// Directory of generation files and the checkpoint (absolute).
@@ -389,7 +389,7 @@ pub struct QueueDatabaseConfig {
     pub online_defrag_time_to_run: Duration,
 }
 
-/// `[transport]` (spec 04).
+/// `[transport]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransportConfig {
     /// Immediate connection retries after a connection failure.
@@ -424,7 +424,7 @@ pub struct TransportConfig {
     pub digest_threshold: u32,
 }
 
-/// `[work_queue]` (spec 06).
+/// `[work_queue]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WorkQueueConfig {
     /// Messages scanned at once; 0 means automatic.
@@ -546,7 +546,7 @@ pub enum UpdateSource {
     Url(String),
 }
 
-/// `[alerts]` (spec 06).
+/// `[alerts]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlertsConfig {
     /// A work-queue pause longer than this raises a Critical alert.
@@ -563,7 +563,7 @@ pub struct AlertsConfig {
     pub webhook_url: Option<String>,
 }
 
-/// `[back_pressure]` (spec 04). Disk values are bytes of free space, 0 disables a level.
+/// `[back_pressure]`. Disk values are bytes of free space, 0 disables a level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BackPressureConfig {
     /// Time between resource checks.
@@ -613,17 +613,17 @@ impl Config {
         self.accepted_domains.iter().find(|accepted| accepted.domain.eq_ignore_ascii_case(domain))
     }
 
-    /// The pickup directory, `<data_dir>/pickup` (spec 03).
+    /// The pickup directory, `<data_dir>/pickup`.
     pub fn pickup_dir(&self) -> PathBuf {
         self.server.data_dir.join("pickup")
     }
 
-    /// The replay directory, `<data_dir>/replay` (spec 03).
+    /// The replay directory, `<data_dir>/replay`.
     pub fn replay_dir(&self) -> PathBuf {
         self.server.data_dir.join("replay")
     }
 
-    /// The log directory, `<data_dir>/logs` (spec 06).
+    /// The log directory, `<data_dir>/logs`.
     pub fn logs_dir(&self) -> PathBuf {
         self.server.data_dir.join("logs")
     }

@@ -595,7 +595,7 @@ impl<'a> Cursor<'a> {
 #[cfg(test)]
 pub(crate) mod tests;
 
-/// Is a local part safe for a mailbox store (spec 03): letters, digits and `.-_+=`, no leading dot, no `..`,
+/// Is a local part safe for a mailbox store: letters, digits and `.-_+=`, no leading dot, no `..`,
 /// at most 64 octets. The receive side refuses others with `550 5.1.3`; Maildir delivery refuses them too,
 /// since the local part becomes a directory name.
 pub fn safe_local_part(local: &str) -> bool {

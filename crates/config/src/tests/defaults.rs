@@ -1,4 +1,4 @@
-//! The built-in defaults are the values of spec 07.
+//! The built-in defaults are the published ones: every key's default, checked one by one.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -175,7 +175,7 @@ fn default_name_is_the_first_label_of_the_hostname() {
 
 #[test]
 fn spec_example_is_the_defaults() {
-    // The example block of spec 07 writes out every default; only the host names differ from this machine's.
+    // The example configuration writes out every default; only the host names differ from this machine's.
     let loaded = load(SPEC_EXAMPLE);
     let mut expected = config("");
     expected.server.hostname = "mx1.example.test".to_owned();

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::{Config, ConfigError, Loaded};
 
-/// The TOML block of spec 07, verbatim.
+/// The published example configuration, which writes out every key at its default.
 const SPEC_EXAMPLE: &str = include_str!("../../tests/fixtures/spec-07-example.toml");
 
 /// Every key of the schema, most set to a value other than the default.

@@ -1,8 +1,8 @@
 //! Turns the file as written ([`RawConfig`]) into the typed [`Config`], once: defaults applied, units parsed,
 //! paths resolved, entries checked against each other. Every error names its key.
 //!
-//! The spec default of each key is written next to the key, in the file's own syntax, so this module reads
-//! as the schema of spec 07.
+//! The default of each key is written next to the key, in the file's own syntax, so this module reads as the
+//! schema of the configuration file.
 
 mod queue;
 mod routing;

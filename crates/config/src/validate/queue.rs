@@ -1,4 +1,4 @@
-//! `[dns]`, `[queue_database]` (spec 02), `[transport]` and `[back_pressure]` (spec 04).
+//! `[dns]`, `[queue_database]`, `[transport]` and `[back_pressure]`.
 
 use std::fmt::Display;
 

@@ -1,4 +1,4 @@
-//! `[work_queue]`, `[antispam]`, `[antivirus]`, `[quarantine]`, `[updater]` and `[alerts]` (spec 06).
+//! `[work_queue]`, `[antispam]`, `[antivirus]`, `[quarantine]`, `[updater]` and `[alerts]`.
 
 use super::Table;
 use crate::address::normalise_address;

@@ -1,4 +1,4 @@
-//! `[[receive_connectors]]` and `[[send_connectors]]` (spec 03).
+//! `[[receive_connectors]]` and `[[send_connectors]]`.
 
 use std::collections::BTreeMap;
 
