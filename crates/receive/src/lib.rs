@@ -4,8 +4,17 @@
 
 mod auth;
 pub use auth::Failures as AuthFailures;
+mod bdat;
+mod conn;
+mod data;
+mod ehlo;
+mod mail;
 mod message;
+mod rcpt;
+mod replies;
 mod session;
+mod spool;
+mod starttls;
 mod tls;
 
 pub use tls::acceptor as tls_acceptor;
@@ -207,15 +216,10 @@ impl Server {
                     });
                 }
                 (Ok(_), None) => {
-                    sessions.spawn(refuse(
-                        stream,
-                        peer,
-                        policy,
-                        "421 4.7.0 Too many connections from your address\r\n",
-                    ));
+                    sessions.spawn(refuse(stream, peer, policy, replies::TOO_MANY_FROM_ADDRESS));
                 }
                 (Err(_), _) => {
-                    sessions.spawn(refuse(stream, peer, policy, "421 4.7.0 Too many connections, try again later\r\n"));
+                    sessions.spawn(refuse(stream, peer, policy, replies::TOO_MANY_CONNECTIONS));
                 }
             }
         }
@@ -225,10 +229,10 @@ impl Server {
     }
 }
 
-async fn refuse(mut stream: tokio::net::TcpStream, peer: SocketAddr, policy: Arc<Policy>, reply: &'static str) {
+async fn refuse(mut stream: tokio::net::TcpStream, peer: SocketAddr, policy: Arc<Policy>, reply: replies::Canned) {
     use tokio::io::AsyncWriteExt;
     tracing::info!(%peer, connector = %policy.connector.name, "too many connections; refused");
-    let _ = stream.write_all(reply.as_bytes()).await;
+    let _ = stream.write_all(reply.reply().render().as_bytes()).await;
 }
 
 /// One connection counted against its client address; the count drops when the session ends.
