@@ -25,6 +25,7 @@ pub(crate) enum Next {
     BareLf,
 }
 
+/// The connection of one session: what is read waits in `input`, replies wait in `output` until a flush.
 pub(crate) struct Conn {
     stream: Stream,
     /// Bytes read and not yet consumed: commands are taken from its start, strictly in order.
