@@ -1,5 +1,6 @@
 //! SMTP AUTH (RFC 4954) with the PLAIN (RFC 4616) and LOGIN mechanisms against a connector's `users`,
-//! whose passwords are argon2 PHC hashes; failures are counted per client address.
+//! whose passwords are argon2 PHC hashes; failures are counted per client address. The exchange with the
+//! client (the AUTH verb and its challenges) comes first, the decoders and checks it uses after it.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -8,6 +9,143 @@ use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use sluice_config::User;
+
+use crate::conn::Next;
+use crate::replies;
+use crate::session::{Flow, Session};
+
+impl Session {
+    /// AUTH is offered when users are configured, once the connection is encrypted or when the client is
+    /// on loopback, and not again after it succeeded.
+    pub(crate) fn auth_offered(&self) -> bool {
+        self.policy.connector.auth != sluice_config::AuthMode::Off
+            && !self.policy.connector.users.is_empty()
+            && self.user.is_none()
+            && allowed_on(self.tls.is_some(), self.peer.ip())
+    }
+
+    /// AUTH PLAIN and LOGIN (RFC 4954), against the connector's users; failures are rate-limited per client
+    /// address (`auth_failures_per_minute`) and logged.
+    pub(crate) async fn auth(&mut self, mechanism: &str, initial: Option<String>) -> std::io::Result<Flow> {
+        let connector = &self.policy.connector;
+        if connector.auth == sluice_config::AuthMode::Off || connector.users.is_empty() {
+            self.reply(replies::NO_AUTH);
+            return Ok(self.flow_after_error());
+        }
+        if !self.esmtp {
+            self.reply(replies::EHLO_FIRST);
+            return Ok(Flow::Continue);
+        }
+        if self.user.is_some() {
+            self.reply(replies::ALREADY_AUTHENTICATED);
+            return Ok(Flow::Continue);
+        }
+        if self.tx.is_some() {
+            self.reply(replies::AUTH_IN_TRANSACTION);
+            return Ok(Flow::Continue);
+        }
+        if !self.auth_offered() {
+            self.reply(replies::ENCRYPTION_REQUIRED);
+            return Ok(Flow::Continue);
+        }
+        let limit = connector.auth_failures_per_minute;
+        if self.shared.auth_failures.blocked(self.peer.ip(), limit) {
+            tracing::warn!(peer = %self.peer, "AUTH refused: too many failures from this address");
+            self.reply(replies::AUTH_LOCKED_OUT);
+            return Ok(Flow::Continue);
+        }
+        let initial = match initial.as_deref() {
+            Some("=") => Some(Vec::new()),
+            Some(text) => match base64_decode(text.as_bytes()) {
+                Some(d) => Some(d),
+                None => {
+                    self.reply(replies::INITIAL_NOT_BASE64);
+                    return Ok(Flow::Continue);
+                }
+            },
+            None => None,
+        };
+        let credentials = match mechanism {
+            "PLAIN" => {
+                let response = match initial {
+                    Some(r) => Some(r),
+                    None => self.challenge("").await?,
+                };
+                match response {
+                    None => return Ok(Flow::Continue),
+                    Some(r) => parse_plain(&r),
+                }
+            }
+            "LOGIN" => {
+                let name = match initial {
+                    Some(r) => Some(r),
+                    None => self.challenge("VXNlcm5hbWU6").await?,
+                };
+                let Some(name) = name else { return Ok(Flow::Continue) };
+                let Some(password) = self.challenge("UGFzc3dvcmQ6").await? else { return Ok(Flow::Continue) };
+                match (String::from_utf8(name), String::from_utf8(password)) {
+                    (Ok(n), Ok(p)) if !n.is_empty() => Some((n, p)),
+                    _ => None,
+                }
+            }
+            _ => {
+                self.reply(replies::UNKNOWN_MECHANISM);
+                return Ok(Flow::Continue);
+            }
+        };
+        let policy = self.policy.clone();
+        let (name, ok) = match credentials {
+            Some((name, password)) => {
+                let n = name.clone();
+                // The semaphore is never closed; should it be, the session ends.
+                let Ok(_slot) = self.shared.verifications.acquire().await else { return Ok(Flow::Close) };
+                let ok = tokio::task::spawn_blocking(move || verify(&policy.connector.users, &n, &password))
+                    .await
+                    .unwrap_or(false);
+                (name, ok)
+            }
+            None => (String::new(), false),
+        };
+        if ok {
+            tracing::info!(peer = %self.peer, user = %sluice_smtp::printable(&name), "authenticated");
+            self.user = Some(name);
+            self.reply(replies::AUTHENTICATED);
+            return Ok(Flow::Continue);
+        }
+        tracing::warn!(peer = %self.peer, user = %sluice_smtp::printable(&name), mechanism, "authentication failed");
+        self.shared.auth_failures.record(self.peer.ip());
+        self.reply(replies::BAD_CREDENTIALS);
+        Ok(self.flow_after_error())
+    }
+
+    /// Sends `334 <challenge>` and reads the client's base64 answer. `None` when the client cancelled
+    /// (`*`), sent something that is not base64 (both answered here), or went away.
+    async fn challenge(&mut self, challenge: &str) -> std::io::Result<Option<Vec<u8>>> {
+        // Written as is: `334 ` with an empty challenge keeps its space, which a rendered reply would drop.
+        self.conn.reply_raw(format!("334 {challenge}\r\n").as_bytes());
+        match self.conn.next_line(self.tx.is_some()).await? {
+            None => Ok(None),
+            Some(Next::Line(line)) => {
+                if line == b"*" {
+                    self.reply(replies::AUTH_CANCELLED);
+                    return Ok(None);
+                }
+                Ok(match base64_decode(&line) {
+                    Some(d) => Some(d),
+                    None => {
+                        self.reply(replies::RESPONSE_NOT_BASE64);
+                        None
+                    }
+                })
+            }
+            Some(Next::TooLong | Next::BareLf) => {
+                self.conn.skip_line(self.tx.is_some()).await?;
+                self.reply(replies::BAD_RESPONSE_LINE);
+                Ok(None)
+            }
+        }
+    }
+}
 
 /// Decodes standard base64 (RFC 4648 section 4, padding optional); `None` for anything else.
 pub(crate) fn base64_decode(text: &[u8]) -> Option<Vec<u8>> {
@@ -70,7 +208,7 @@ pub(crate) fn verify(users: &[User], name: &str, password: &str) -> bool {
     ok && user.is_some()
 }
 
-/// Whether a password may be sent on this connection: only encrypted, or from loopback (spec 03), where
+/// Whether a password may be sent on this connection: only encrypted, or from loopback, where
 /// nobody can listen in between.
 pub(crate) fn allowed_on(encrypted: bool, peer: IpAddr) -> bool {
     encrypted || peer.is_loopback() || peer.to_canonical().is_loopback()

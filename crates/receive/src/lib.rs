@@ -4,8 +4,17 @@
 
 mod auth;
 pub use auth::Failures as AuthFailures;
+mod bdat;
+mod conn;
+mod data;
+mod ehlo;
+mod mail;
 mod message;
+mod rcpt;
+mod replies;
 mod session;
+mod spool;
+mod starttls;
 mod tls;
 
 pub use tls::acceptor as tls_acceptor;
@@ -36,9 +45,32 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The policy of `connector` under `config`.
+    fn of(config: &Config, connector: ReceiveConnector) -> Policy {
+        Policy {
+            connector,
+            hostname: config.server.hostname.clone(),
+            accepted_domains: config.accepted_domains.clone(),
+            spool_dir: config.server.data_dir.join("spool"),
+            mailbox_stores: config.mailbox_stores.clone(),
+        }
+    }
+
     /// The accepted domain `domain` (any case, a final dot ignored).
     fn accepted_domain(&self, domain: &str) -> Option<&sluice_config::AcceptedDomain> {
         self.accepted_domains.iter().find(|d| d.domain.eq_ignore_ascii_case(domain.trim_end_matches('.')))
+    }
+
+    /// The accepted domain `domain`, and `local` split at its recipient delimiter: the mailbox, and the
+    /// `+tag` (delimiter included).
+    fn accepted_local<'l>(
+        &self,
+        domain: &str,
+        local: &'l str,
+    ) -> Option<(&sluice_config::AcceptedDomain, &'l str, &'l str)> {
+        let d = self.accepted_domain(domain)?;
+        let (base, tag) = split_tag(d, local);
+        Some((d, base, tag))
     }
 
     /// The local part `local` of `domain` is delivered as, when the domain lists its mailboxes: the mailbox
@@ -46,9 +78,8 @@ impl Policy {
     /// spelled as configured, so that `BOB@example` reaches the mailbox of `bob`; an alias as it was given.
     /// `Some(None)` for an unknown one, `None` when the domain has no list.
     pub fn known_mailbox(&self, domain: &str, local: &str) -> Option<Option<String>> {
-        let d = self.accepted_domain(domain)?;
+        let (d, base, tag) = self.accepted_local(domain, local)?;
         let list = d.mailboxes.as_ref()?;
-        let (base, tag) = split_tag(d, local);
         if let Some(mailbox) = list.iter().find(|m| m.eq_ignore_ascii_case(base)) {
             return Some(Some(format!("{mailbox}{tag}")));
         }
@@ -85,8 +116,7 @@ impl Policy {
     /// The targets of `local@domain` when it is an alias of an accepted domain (`+tag` and case ignored).
     /// Aliases expand one level: a target is delivered as it is, never expanded again, so no alias can loop.
     pub fn alias_targets(&self, domain: &str, local: &str) -> Option<&[String]> {
-        let d = self.accepted_domain(domain)?;
-        let (base, _) = split_tag(d, local);
+        let (d, base, _) = self.accepted_local(domain, local)?;
         d.aliases.iter().find(|(a, _)| a.eq_ignore_ascii_case(base)).map(|(_, t)| t.as_slice())
     }
 }
@@ -102,16 +132,7 @@ impl Policies {
         let senders = config
             .receive_connectors
             .iter()
-            .map(|c| {
-                let policy = Policy {
-                    connector: c.clone(),
-                    hostname: config.server.hostname.clone(),
-                    accepted_domains: config.accepted_domains.clone(),
-                    spool_dir: config.server.data_dir.join("spool"),
-                    mailbox_stores: config.mailbox_stores.clone(),
-                };
-                (c.name.clone(), watch::channel(Arc::new(policy)).0)
-            })
+            .map(|c| (c.name.clone(), watch::channel(Arc::new(Policy::of(config, c.clone()))).0))
             .collect();
         Policies { senders: Arc::new(senders) }
     }
@@ -130,13 +151,7 @@ impl Policies {
             if let Some(tx) = self.senders.get(&c.name) {
                 let mut connector = c.clone();
                 connector.listen = tx.borrow().connector.listen;
-                tx.send_replace(Arc::new(Policy {
-                    connector,
-                    hostname: config.server.hostname.clone(),
-                    accepted_domains: config.accepted_domains.clone(),
-                    spool_dir: config.server.data_dir.join("spool"),
-                    mailbox_stores: config.mailbox_stores.clone(),
-                }));
+                tx.send_replace(Arc::new(Policy::of(config, connector)));
             }
         }
     }
@@ -207,15 +222,10 @@ impl Server {
                     });
                 }
                 (Ok(_), None) => {
-                    sessions.spawn(refuse(
-                        stream,
-                        peer,
-                        policy,
-                        "421 4.7.0 Too many connections from your address\r\n",
-                    ));
+                    sessions.spawn(refuse(stream, peer, policy, replies::TOO_MANY_FROM_ADDRESS));
                 }
                 (Err(_), _) => {
-                    sessions.spawn(refuse(stream, peer, policy, "421 4.7.0 Too many connections, try again later\r\n"));
+                    sessions.spawn(refuse(stream, peer, policy, replies::TOO_MANY_CONNECTIONS));
                 }
             }
         }
@@ -225,10 +235,10 @@ impl Server {
     }
 }
 
-async fn refuse(mut stream: tokio::net::TcpStream, peer: SocketAddr, policy: Arc<Policy>, reply: &'static str) {
+async fn refuse(mut stream: tokio::net::TcpStream, peer: SocketAddr, policy: Arc<Policy>, reply: replies::Canned) {
     use tokio::io::AsyncWriteExt;
     tracing::info!(%peer, connector = %policy.connector.name, "too many connections; refused");
-    let _ = stream.write_all(reply.as_bytes()).await;
+    let _ = stream.write_all(reply.reply().render().as_bytes()).await;
 }
 
 /// One connection counted against its client address; the count drops when the session ends.

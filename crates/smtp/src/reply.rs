@@ -41,6 +41,27 @@ impl EnhancedCode {
         }
     }
 
+    /// Parses `s` as [`EnhancedCode::parse`] does, for a reply with code `code`: `None` also when the class is
+    /// not the first digit of `code` (RFC 3463 requires them to agree), the rule [`Reply::new`] applies.
+    ///
+    /// A `const fn`, for replies kept as constants: matching `None` to a `panic!` in a `const` item turns a
+    /// typo in the enhanced code, or a class that disagrees with the code, into a build failure:
+    ///
+    /// ```compile_fail
+    /// use sluice_smtp::EnhancedCode;
+    /// const DENIED: EnhancedCode = match EnhancedCode::parse_for(550, "5.7") {
+    ///     Some(c) => c,
+    ///     None => panic!("not an enhanced code for a 5xx reply"),
+    /// };
+    /// assert_eq!(DENIED.class, 5);
+    /// ```
+    pub const fn parse_for(code: u16, s: &str) -> Option<EnhancedCode> {
+        match Self::parse(s) {
+            Some(c) if c.class as u16 == code / 100 => Some(c),
+            _ => None,
+        }
+    }
+
     /// Parses an enhanced code at the start of `bytes`, returning it and the number of bytes it spans.
     pub(crate) const fn parse_prefix(bytes: &[u8]) -> Option<(EnhancedCode, usize)> {
         if bytes.len() < 5 {

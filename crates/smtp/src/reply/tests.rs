@@ -38,6 +38,15 @@ fn new_drops_a_bad_or_mismatched_enhanced_code() {
 }
 
 #[test]
+fn parse_for_agrees_with_new_and_works_in_constants() {
+    const RELAY: Option<EnhancedCode> = EnhancedCode::parse_for(550, "5.7.1");
+    assert_eq!(RELAY, Some(EnhancedCode::new(5, 7, 1)));
+    for (code, text) in [(550, "5.7.1"), (250, "5.7.1"), (250, "2.0.0"), (550, "5.7"), (550, ""), (354, "3.0.0")] {
+        assert_eq!(EnhancedCode::parse_for(code, text), Reply::new(code, text, "x").enhanced, "{code} {text:?}");
+    }
+}
+
+#[test]
 fn render_table() {
     let cases: &[(Reply, &str)] = &[
         (Reply::new(250, "2.1.0", "Ok"), "250 2.1.0 Ok\r\n"),
