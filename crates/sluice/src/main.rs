@@ -2,6 +2,7 @@
 
 mod replay;
 mod serve;
+mod wiring;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
