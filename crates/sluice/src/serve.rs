@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use sluice_api_types as api;
 use sluice_config::{Config, Loaded};
 use sluice_queue_db::{FsStorage, QueueDb, RecoveryReport};
@@ -97,13 +97,6 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
     let admin_listener = TcpListener::bind(config.admin.listen)
         .await
         .with_context(|| format!("the admin API cannot listen on {}", config.admin.listen))?;
-    if !config.admin.listen.ip().is_loopback() {
-        // A token over plain HTTP on a network would be readable by anyone on the path.
-        bail!(
-            "the admin API may listen only on loopback in this release (admin.tls is not yet in effect), not on {}",
-            config.admin.listen
-        );
-    }
     let current = Arc::new(Mutex::new(config.clone()));
     let reload = reloader(config_path.clone(), loaded.source.clone(), current, transport.clone(), policies.clone());
     let admin_state = wiring::admin_state(&config, &transport, started, reload.clone());
