@@ -4,7 +4,8 @@
 //! **Security**: with a token configured every request but `GET /api/v1/health` needs
 //! `Authorization: Bearer <token>`; the `Host` header must name the listen address or an allowed host
 //! (DNS rebinding); state-changing requests need a JSON body or `X-Sluice-Request: 1` (no cross-site form
-//! posts). The binary refuses a non-loopback listen address without a token and TLS.
+//! posts). The configuration refuses a non-loopback listen address without a token and TLS (and, while
+//! `admin.tls` is not in effect, any non-loopback address).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -2,6 +2,7 @@
 
 mod replay;
 mod serve;
+mod wiring;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -69,128 +70,117 @@ enum DbCommand {
     },
 }
 
+/// The one error sink: every command runs in [`run`], and a failure is printed once, here, as `sluice: ` and
+/// its message, with the exit code a [`Failure`] names (1 for any other error).
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("sluice: {err:#}");
+            err.downcast_ref::<Failure>().map_or(ExitCode::FAILURE, |f| ExitCode::from(f.code))
+        }
+    }
+}
+
+/// Runs one command; its exit code when it finished, even with a finding (`db check` exits 1 on damage).
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { config } => match serve::run(config) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("sluice: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Serve { config } => serve::run(config).map(|()| ExitCode::SUCCESS),
         Command::HashPassword => hash_password(),
         Command::Db { command: DbCommand::Check { config } } => db_check(config),
         Command::Db { command: DbCommand::Export { config, to } } => db_drain(config, &to, true),
         Command::Db { command: DbCommand::Salvage { config, to } } => db_drain(config, &to, false),
-        Command::CheckConfig { config } => match sluice_config::Config::discover(config.as_deref()) {
-            Ok(loaded) => {
-                print!("{}", loaded.config.to_toml_string());
-                for key in &loaded.not_yet_in_effect {
-                    eprintln!("sluice: note: {key} is accepted but not yet in effect in this release");
-                }
-                ExitCode::SUCCESS
+        Command::CheckConfig { config } => {
+            let loaded = sluice_config::Config::discover(config.as_deref()).map_err(|e| fail(2, e))?;
+            print!("{}", loaded.config.to_toml_string());
+            for key in &loaded.not_yet_in_effect {
+                eprintln!("sluice: note: {key} is accepted but not yet in effect in this release");
             }
-            Err(e) => {
-                eprintln!("sluice: {e}");
-                ExitCode::from(2)
-            }
-        },
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// A command's failure with the exit code it owes its caller: 2 for a configuration or queue database that
+/// cannot be used; from sysexits.h 64 (usage), 71 (operating system) and 74 (input/output). The message is
+/// rendered when the failure is made, so that it prints as the error's own `Display`, without a source chain.
+#[derive(Debug)]
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// A [`Failure`] with exit `code`, ready for `?`.
+fn fail(code: u8, message: impl std::fmt::Display) -> anyhow::Error {
+    Failure { code, message: message.to_string() }.into()
 }
 
 /// `sluice hash-password`: the argon2id PHC string of the password on standard input (the line end is not
 /// part of it), with a random salt.
-fn hash_password() -> ExitCode {
+fn hash_password() -> anyhow::Result<ExitCode> {
     use argon2::password_hash::{PasswordHasher, SaltString};
     let mut line = String::new();
-    if let Err(e) = std::io::stdin().read_line(&mut line) {
-        eprintln!("sluice: cannot read the password: {e}");
-        return ExitCode::from(74);
-    }
+    std::io::stdin().read_line(&mut line).map_err(|e| fail(74, format!("cannot read the password: {e}")))?;
     let password = line.strip_suffix('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).unwrap_or(&line);
     if password.is_empty() {
-        eprintln!("sluice: the password is empty");
-        return ExitCode::from(64);
+        return Err(fail(64, "the password is empty"));
     }
     let mut salt = [0u8; 16];
-    if let Err(e) = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut salt)) {
-        eprintln!("sluice: cannot read random bytes for the salt: {e}");
-        return ExitCode::from(71);
-    }
-    let hashed = SaltString::encode_b64(&salt).map_err(|e| e.to_string()).and_then(|salt| {
-        argon2::Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| e.to_string())
-    });
-    match hashed {
-        Ok(hash) => {
-            println!("{hash}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("sluice: cannot hash the password: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut salt))
+        .map_err(|e| fail(71, format!("cannot read random bytes for the salt: {e}")))?;
+    let hash = SaltString::encode_b64(&salt)
+        .map_err(|e| e.to_string())
+        .and_then(|salt| {
+            argon2::Argon2::default()
+                .hash_password(password.as_bytes(), &salt)
+                .map(|h| h.to_string())
+                .map_err(|e| e.to_string())
+        })
+        .map_err(|e| fail(1, format!("cannot hash the password: {e}")))?;
+    println!("{hash}");
+    Ok(ExitCode::SUCCESS)
 }
 
-/// The queue database's storage, from the configuration; the error is a message and an exit code.
-fn db_storage(config: Option<PathBuf>) -> Result<sluice_queue_db::FsStorage, ExitCode> {
-    let loaded = sluice_config::Config::discover(config.as_deref()).map_err(|e| {
-        eprintln!("sluice: {e}");
-        ExitCode::from(2)
-    })?;
+/// The queue database's storage, from the configuration; every failure exits 2.
+fn db_storage(config: Option<PathBuf>) -> anyhow::Result<sluice_queue_db::FsStorage> {
+    let loaded = sluice_config::Config::discover(config.as_deref()).map_err(|e| fail(2, e))?;
     let dir = &loaded.config.queue_database.path;
     if !dir.is_dir() {
-        eprintln!("sluice: no queue database at {}", dir.display());
-        return Err(ExitCode::from(2));
+        return Err(fail(2, format!("no queue database at {}", dir.display())));
     }
-    sluice_queue_db::FsStorage::new(dir).map_err(|e| {
-        eprintln!("sluice: {}: {e}", dir.display());
-        ExitCode::from(2)
-    })
+    sluice_queue_db::FsStorage::new(dir).map_err(|e| fail(2, format!("{}: {e}", dir.display())))
 }
 
 /// `sluice db export` (`strict`) and `sluice db salvage`: one .eml file per message in `to`.
-fn db_drain(config: Option<PathBuf>, to: &std::path::Path, strict: bool) -> ExitCode {
-    let storage = match db_storage(config) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    if let Err(e) = std::fs::create_dir_all(to) {
-        eprintln!("sluice: {}: {e}", to.display());
-        return ExitCode::from(2);
-    }
+fn db_drain(config: Option<PathBuf>, to: &std::path::Path, strict: bool) -> anyhow::Result<ExitCode> {
+    let storage = db_storage(config)?;
+    std::fs::create_dir_all(to).map_err(|e| fail(2, format!("{}: {e}", to.display())))?;
     let result = sluice_queue_db::drain(&storage, strict, |m| write_eml(to, &m));
     let synced = std::fs::File::open(to).and_then(|d| d.sync_all());
-    match (result, synced) {
-        (Ok(report), Ok(())) => {
-            for p in &report.problems {
-                println!("DAMAGED  {p}");
-            }
-            println!(
-                "{} messages written to {}{}",
-                report.messages,
-                to.display(),
-                if report.problems.is_empty() {
-                    String::new()
-                } else {
-                    format!(", {} problems", report.problems.len())
-                }
-            );
-            ExitCode::SUCCESS
-        }
-        (Err(e), _) => {
-            eprintln!("sluice: {e}");
-            ExitCode::FAILURE
-        }
-        (_, Err(e)) => {
-            eprintln!("sluice: syncing {}: {e}", to.display());
-            ExitCode::FAILURE
-        }
+    let report = match (result, synced) {
+        (Ok(report), Ok(())) => report,
+        (Err(e), _) => return Err(fail(1, e)),
+        (_, Err(e)) => return Err(fail(1, format!("syncing {}: {e}", to.display()))),
+    };
+    for p in &report.problems {
+        println!("DAMAGED  {p}");
     }
+    println!(
+        "{} messages written to {}{}",
+        report.messages,
+        to.display(),
+        if report.problems.is_empty() { String::new() } else { format!(", {} problems", report.problems.len()) }
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `<mid>.eml`: `X-Sender:`, one `X-Receiver:` per pending recipient, then the message; written beside
@@ -210,27 +200,17 @@ fn write_eml(dir: &std::path::Path, m: &sluice_queue_db::Drained) -> std::io::Re
 }
 
 /// `sluice db check`: one line per file, exit 1 when anything is damaged.
-fn db_check(config: Option<PathBuf>) -> ExitCode {
-    let storage = match db_storage(config) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let dir = storage.dir().to_owned();
-    match sluice_queue_db::check(&storage) {
-        Ok(files) => {
-            let damaged = files.iter().filter(|f| f.problem.is_some()).count();
-            for f in &files {
-                match &f.problem {
-                    None => println!("ok       {}: {}", f.file, f.summary),
-                    Some(p) => println!("DAMAGED  {}: {p}", f.file),
-                }
-            }
-            println!("{} files checked, {damaged} damaged", files.len());
-            if damaged > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
-        }
-        Err(e) => {
-            eprintln!("sluice: checking {}: {e}", dir.display());
-            ExitCode::FAILURE
+fn db_check(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let storage = db_storage(config)?;
+    let files =
+        sluice_queue_db::check(&storage).map_err(|e| fail(1, format!("checking {}: {e}", storage.dir().display())))?;
+    let damaged = files.iter().filter(|f| f.problem.is_some()).count();
+    for f in &files {
+        match &f.problem {
+            None => println!("ok       {}: {}", f.file, f.summary),
+            Some(p) => println!("DAMAGED  {}: {p}", f.file),
         }
     }
+    println!("{} files checked, {damaged} damaged", files.len());
+    Ok(if damaged > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }

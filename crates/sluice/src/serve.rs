@@ -1,19 +1,22 @@
 //! `sluice serve`: wires the parts together in the order a message meets them — queue database, transport
-//! (categorizer and delivery), receive connectors — plus the admin API, signals and a graceful stop.
+//! (categorizer and delivery), receive connectors — plus the admin API, signals and a graceful stop. What
+//! each part is built from in the configuration is in `wiring.rs`.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use sluice_api_types as api;
-use sluice_config::{Config, Loaded, MailboxStoreKind};
-use sluice_queue_db::{FsStorage, Options, QueueDb};
-use sluice_transport::{AlertClass, Alerts, Routing, Severity, Tracking, Transport};
+use sluice_config::{Config, Loaded};
+use sluice_queue_db::{FsStorage, QueueDb, RecoveryReport};
+use sluice_transport::{AlertClass, Alerts, Severity, Tracking, Transport};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::wiring;
 
 pub fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let loaded = Config::discover(config_path.as_deref())?;
@@ -35,86 +38,18 @@ fn init_logging(config: &Config) {
     }
 }
 
-/// The routing table of a configuration.
-pub fn routing(config: &Config) -> Routing {
-    use sluice_transport as t;
-    Routing {
-        stores: config
-            .mailbox_stores
-            .iter()
-            .map(|s| t::MailboxStore {
-                name: s.name.clone(),
-                guid: s.guid.clone(),
-                kind: match &s.kind {
-                    MailboxStoreKind::Maildir(tpl) => t::StoreKind::Maildir(tpl.as_str().to_owned()),
-                    MailboxStoreKind::Lmtp(hp) => t::StoreKind::Lmtp(hp.render(24)),
-                },
-            })
-            .collect(),
-        accepted_domains: config
-            .accepted_domains
-            .iter()
-            .map(|d| t::AcceptedDomain {
-                domain: d.domain.clone(),
-                store: d.mailbox_store.clone(),
-                recipient_delimiter: d.recipient_delimiter.map(String::from).unwrap_or_default(),
-            })
-            .collect(),
-        send_connectors: config
-            .send_connectors
-            .iter()
-            .map(|c| t::SendConnector {
-                name: c.name.clone(),
-                guid: c.guid.clone(),
-                address_spaces: c.address_spaces.iter().map(|a| a.to_string().to_ascii_lowercase()).collect(),
-                smart_hosts: c.smart_hosts.iter().map(|h| h.render(25)).collect(),
-                port: c.port,
-                max_messages_per_connection: c.max_messages_per_connection as usize,
-            })
-            .collect(),
-        limits: t::Limits {
-            transient_failure_retry_interval: config.transport.transient_failure_retry_interval,
-            max_per_domain_outbound_connections: config.transport.max_per_domain_outbound_connections as usize,
-            ..t::Limits::default()
-        },
-    }
-}
-
 async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = loaded.config.clone();
-    match &loaded.source {
-        Some(p) => tracing::info!(config = %p.display(), "configuration loaded"),
-        None => tracing::info!("no configuration file; using built-in defaults"),
-    }
-    for key in &loaded.not_yet_in_effect {
-        tracing::warn!(key = %key, "configuration key accepted but not yet in effect in this release");
-    }
-    if config.queue_database.log_path != config.queue_database.path {
-        tracing::warn!("queue_database.log_path is not yet in effect; the log is kept in queue_database.path");
-    }
+    log_loaded(&loaded);
 
     let storage = FsStorage::new(&config.queue_database.path)
         .with_context(|| format!("creating {}", config.queue_database.path.display()))?;
-    let options = Options {
-        batch_size: config.queue_database.batch_size as usize,
-        batch_timeout: config.queue_database.batch_timeout,
-        generation_interval: config.queue_database.generation_interval,
-        safety_net_hold: config.transport.safety_net_hold_time,
-        logging_file_size: config.queue_database.logging_file_size,
-        checkpoint_interval: config.queue_database.checkpoint_interval,
-        ..Options::default()
-    };
+    let options = wiring::queue_db_options(&config);
     let started = Instant::now();
-    let alerts = Alerts::open(
-        &config.server.data_dir.join("logs"),
-        &config.server.name,
-        env!("CARGO_PKG_VERSION"),
-        config.alerts.max_repeat_interval,
-    )
-    .with_context(|| format!("opening {}", config.server.data_dir.join("logs").join("alerts.log").display()))?;
+    let alerts = wiring::alerts(&config)?;
     // The transport's queues are built from the recovered state while the database lends it, before its
     // writer takes it: a large queue is not copied once more at start.
-    let routing_table = routing(&config);
+    let routing_table = wiring::routing(&config);
     let (db, queues, report) =
         match QueueDb::open_with(Arc::new(storage), options, |state| Transport::load(state, &routing_table)) {
             Ok(opened) => opened,
@@ -123,37 +58,11 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
                 return Err(e.into());
             }
         };
-    tracing::info!(
-        messages = queues.messages(),
-        frames = report.frames,
-        records = report.records,
-        torn_bytes = report.torn_bytes,
-        generations_removed = report.generations_removed,
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "queue database recovered"
-    );
-    if report.torn_bytes > 0 {
-        alerts.raise(
-            AlertClass::System,
-            Severity::Information,
-            format!(
-                "recovery after a crash: the last, unacknowledged write ({} bytes) was torn and was discarded",
-                report.torn_bytes
-            ),
-        );
-    }
-    // Certificates are read (or generated) before anything starts: a connector that cannot offer the TLS it
-    // is configured for stops the start with the file and the reason.
-    let acceptors = config
-        .receive_connectors
-        .iter()
-        .map(|c| {
-            sluice_receive::tls_acceptor(&c.tls, &config.server.hostname)
-                .map_err(|e| anyhow::anyhow!("receive connector {}: {e}", c.name))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    report_recovery(&alerts, &report, queues.messages(), started);
+    // Certificates are read (or generated) before anything starts listening.
+    let acceptors = wiring::tls_acceptors(&config)?;
     let tracking = Tracking::start(config.server.data_dir.join("tracking")).context("starting the tracking log")?;
-    let agent = sluice_delivery::Agent { hostname: config.server.hostname.as_str().into() };
+    let agent = wiring::delivery_agent(&config);
     let recovered = queues.messages();
     let transport = Transport::start(
         db,
@@ -164,7 +73,7 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
         config.server.name.clone(),
         alerts.clone(),
     );
-    transport.set_back_pressure_thresholds(thresholds(&config));
+    transport.set_back_pressure_thresholds(wiring::thresholds(&config));
 
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -188,24 +97,9 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
     let admin_listener = TcpListener::bind(config.admin.listen)
         .await
         .with_context(|| format!("the admin API cannot listen on {}", config.admin.listen))?;
-    if !config.admin.listen.ip().is_loopback() {
-        // A token over plain HTTP on a network would be readable by anyone on the path.
-        bail!(
-            "the admin API may listen only on loopback in this release (admin.tls is not yet in effect), not on {}",
-            config.admin.listen
-        );
-    }
     let current = Arc::new(Mutex::new(config.clone()));
     let reload = reloader(config_path.clone(), loaded.source.clone(), current, transport.clone(), policies.clone());
-    let admin_state = sluice_admin::AdminState {
-        transport: transport.clone(),
-        started,
-        token: config.admin.token.clone(),
-        allowed_hosts: config.admin.allowed_hosts.clone(),
-        listen: config.admin.listen,
-        reload: reload.clone(),
-        defrag_time_to_run: config.queue_database.online_defrag_time_to_run,
-    };
+    let admin_state = wiring::admin_state(&config, &transport, started, reload.clone());
     tasks.spawn(crate::replay::run(config.server.data_dir.join("replay"), transport.clone(), shutdown.clone()));
     if config.queue_database.online_defrag_enabled {
         tasks.spawn(scheduled_defrag(transport.clone(), config.clone(), shutdown.clone()));
@@ -224,19 +118,7 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
         "sluice is ready"
     );
 
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    loop {
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = hup.recv() => match reload().await {
-                Ok(r) => tracing::info!(restart_required = ?r.restart_required, "configuration reloaded (SIGHUP)"),
-                Err(e) => tracing::error!(error = %e, "configuration not reloaded (SIGHUP); the old one stays"),
-            },
-        }
-    }
+    wait_for_stop(&reload).await?;
     tracing::info!("stopping: listeners close, sessions finish their transaction");
     shutdown.cancel();
     tasks.close();
@@ -246,20 +128,58 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
     Ok(())
 }
 
-/// `[back_pressure]` as the transport uses it.
-fn thresholds(config: &Config) -> sluice_transport::pressure::Thresholds {
-    let b = &config.back_pressure;
-    sluice_transport::pressure::Thresholds {
-        check_interval: b.check_interval,
-        disk_free_medium: b.disk_free_medium,
-        disk_free_high: b.disk_free_high,
-        disk_free_normal: b.disk_free_normal,
-        memory_medium_percent: b.memory_medium_percent,
-        memory_high_percent: b.memory_high_percent,
-        memory_normal_percent: b.memory_normal_percent,
-        submission_queue_medium: b.submission_queue_medium,
-        submission_queue_high: b.submission_queue_high,
-        submission_queue_normal: b.submission_queue_normal,
+/// Logs where the configuration came from and what in it is not in effect.
+fn log_loaded(loaded: &Loaded) {
+    match &loaded.source {
+        Some(p) => tracing::info!(config = %p.display(), "configuration loaded"),
+        None => tracing::info!("no configuration file; using built-in defaults"),
+    }
+    for key in &loaded.not_yet_in_effect {
+        tracing::warn!(key = %key, "configuration key accepted but not yet in effect in this release");
+    }
+    let db = &loaded.config.queue_database;
+    if db.log_path != db.path {
+        tracing::warn!("queue_database.log_path is not yet in effect; the log is kept in queue_database.path");
+    }
+}
+
+/// Logs what recovery found, and raises an alert when a torn write was discarded.
+fn report_recovery(alerts: &Alerts, report: &RecoveryReport, messages: usize, started: Instant) {
+    tracing::info!(
+        messages,
+        frames = report.frames,
+        records = report.records,
+        torn_bytes = report.torn_bytes,
+        generations_removed = report.generations_removed,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "queue database recovered"
+    );
+    if report.torn_bytes > 0 {
+        alerts.raise(
+            AlertClass::System,
+            Severity::Information,
+            format!(
+                "recovery after a crash: the last, unacknowledged write ({} bytes) was torn and was discarded",
+                report.torn_bytes
+            ),
+        );
+    }
+}
+
+/// Waits for SIGTERM or SIGINT; a SIGHUP meanwhile reloads the configuration.
+async fn wait_for_stop(reload: &sluice_admin::ReloadFn) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => match reload().await {
+                Ok(r) => tracing::info!(restart_required = ?r.restart_required, "configuration reloaded (SIGHUP)"),
+                Err(e) => tracing::error!(error = %e, "configuration not reloaded (SIGHUP); the old one stays"),
+            },
+        }
     }
 }
 
@@ -301,8 +221,8 @@ fn reloader(
                 tracing::warn!(key = %key, "changed, but takes effect only after a restart");
             }
             policies.update(&new);
-            transport.set_routing(routing(&new)).await;
-            transport.set_back_pressure_thresholds(thresholds(&new));
+            transport.set_routing(wiring::routing(&new)).await;
+            transport.set_back_pressure_thresholds(wiring::thresholds(&new));
             Ok(api::ReloadResult { reloaded: true, restart_required, not_yet_in_effect: loaded.not_yet_in_effect })
         })
     })

@@ -53,9 +53,10 @@ impl Default for Thresholds {
     fn default() -> Thresholds {
         Thresholds {
             check_interval: Duration::from_secs(2),
-            disk_free_medium: 2_000_000_000,
-            disk_free_high: 500_000_000,
-            disk_free_normal: 3_000_000_000,
+            // "2GB", "500MB" and "3GB" as the configuration reads them: binary units.
+            disk_free_medium: 2 << 30,
+            disk_free_high: 500 << 20,
+            disk_free_normal: 3 << 30,
             memory_medium_percent: 73,
             memory_high_percent: 75,
             memory_normal_percent: 71,

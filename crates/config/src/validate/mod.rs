@@ -139,6 +139,18 @@ fn admin(raw: RawAdmin, paths: &PathBase) -> Result<AdminConfig, ConfigError> {
             ),
         ));
     }
+    // With TLS for the API not built yet, a token over plain HTTP on a network would be readable by anyone
+    // on the path. Refused here, so that `check-config` says so and `serve` stops before anything listens.
+    // The test is the address's own (`::ffff:127.0.0.1` is not loopback to it), as the server's was.
+    if !listen.ip().is_loopback() {
+        return Err(table.err(
+            "listen",
+            format!(
+                "the admin API may listen only on loopback in this release (admin.tls is not yet in effect), \
+                 not on {listen}"
+            ),
+        ));
+    }
     Ok(admin)
 }
 

@@ -32,6 +32,54 @@ fn unknown_keys_are_errors_naming_key_and_line() {
 }
 
 #[test]
+fn check_config_and_the_db_tools_exit_2_when_the_configuration_or_the_database_is_unusable() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[transport]\nretry_bogus = 3\n").unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "[server]\ndata_dir = \"data\"\n").unwrap();
+    let to = dir.path().join("out");
+    let run = |args: &[&str], config: &std::path::Path| {
+        let out = Command::new(BIN).args(args).arg("--config").arg(config).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    for args in [&["check-config"][..], &["db", "check"], &["db", "export", "--to", to.to_str().unwrap()]] {
+        let (code, err) = run(args, &bad);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.starts_with("sluice: ") && err.contains("retry_bogus"), "{args:?}: {err}");
+    }
+    for args in [&["db", "check"][..], &["db", "salvage", "--to", to.to_str().unwrap()]] {
+        let (code, err) = run(args, &good);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.starts_with("sluice: no queue database at "), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn an_admin_api_off_loopback_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\ndata_dir = \"data\"\n\n[admin]\nlisten = \"0.0.0.0:{}\"\ntoken = \"t\"\n\
+             tls = {{ cert = \"admin.pem\", key = \"admin.key\" }}\n\n\
+             [[receive_connectors]]\nname = \"Default\"\nlisten = \"127.0.0.1:{}\"\n",
+            free_port(),
+            free_port()
+        ),
+    )
+    .unwrap();
+    for (verb, code) in [("check-config", 2), ("serve", 1)] {
+        let out = Command::new(BIN).args([verb, "--config"]).arg(&path).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{verb}: {err}");
+        assert!(err.contains("admin.listen") && err.contains("only on loopback"), "{verb}: {err}");
+    }
+    assert!(!dir.path().join("data").exists(), "serve created its data directory before refusing");
+}
+
+#[test]
 fn sigterm_stops_cleanly_and_queued_mail_survives() {
     let port = free_port();
     let mut s = Server::start(&format!(

@@ -380,17 +380,36 @@ fn sink_session(
     }
 }
 
-/// Waits until `f` is true or the time is up.
+/// Waits until `f` is true or the time is up; whether it became true. Tests wait for a condition with this
+/// instead of sleeping a fixed time and then asserting, which fails on a loaded machine. Give a generous
+/// `timeout` (it costs nothing when the condition comes early) and assert on the result with a message.
 pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if f() {
             return true;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(POLL);
     }
     f()
 }
+
+/// Whether `f` stays true for the whole of `period`: the bounded wait of a test that something does *not*
+/// happen (a message not delivered, a mailbox not created). It can show only that nothing happened within
+/// `period`, so such a test first waits with [`wait_until`] for something that would have come after it.
+pub fn holds_for(period: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + period;
+    while Instant::now() < deadline {
+        if !f() {
+            return false;
+        }
+        std::thread::sleep(POLL);
+    }
+    f()
+}
+
+/// How often [`wait_until`] and [`holds_for`] look.
+const POLL: Duration = Duration::from_millis(10);
 
 /// The files in a Maildir's `new/`.
 pub fn maildir_new(data: &Path, domain: &str, local: &str) -> Vec<PathBuf> {

@@ -198,7 +198,7 @@ fn auth_required_refuses_mail_before_auth_and_failures_are_rate_limited() {
     assert!(d.read().starts_with("220"));
     d.cmd("EHLO client.test");
     assert!(d.cmd(&format!("AUTH PLAIN {}", b64(b"\0alice\0correct horse"))).starts_with("454 4.7.0"));
-    assert!(s.log().contains("authentication failed"), "{}", s.log());
+    assert!(wait_until(Duration::from_secs(10), || s.log().contains("authentication failed")), "{}", s.log());
 }
 
 #[test]

@@ -1,0 +1,146 @@
+//! The validated configuration turned into library objects: one function per object that `serve` (and a
+//! configuration reload) hands to a library, so that every config → library mapping is in this file.
+//!
+//! The libraries have defaults of their own (`Options`, `Limits`, `Thresholds`) for their tests; a test
+//! here checks that they equal what the built-in configuration wires, so that the two cannot drift.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use sluice_config::{Config, MailboxStoreKind};
+use sluice_queue_db::Options;
+use sluice_transport::pressure::Thresholds;
+use sluice_transport::{Alerts, Routing, Transport};
+
+/// `[queue_database]` (and the Safety Net hold of `[transport]`) as the queue database takes it.
+pub fn queue_db_options(config: &Config) -> Options {
+    Options {
+        batch_size: config.queue_database.batch_size as usize,
+        batch_timeout: config.queue_database.batch_timeout,
+        generation_interval: config.queue_database.generation_interval,
+        safety_net_hold: config.transport.safety_net_hold_time,
+        logging_file_size: config.queue_database.logging_file_size,
+        checkpoint_interval: config.queue_database.checkpoint_interval,
+        ..Options::default()
+    }
+}
+
+/// The alert log in `<data_dir>/logs`, with `[alerts]`.
+pub fn alerts(config: &Config) -> anyhow::Result<Alerts> {
+    let dir = config.server.data_dir.join("logs");
+    Alerts::open(&dir, &config.server.name, env!("CARGO_PKG_VERSION"), config.alerts.max_repeat_interval)
+        .with_context(|| format!("opening {}", dir.join("alerts.log").display()))
+}
+
+/// The routing table of a configuration.
+pub fn routing(config: &Config) -> Routing {
+    use sluice_transport as t;
+    Routing {
+        stores: config
+            .mailbox_stores
+            .iter()
+            .map(|s| t::MailboxStore {
+                name: s.name.clone(),
+                guid: s.guid.clone(),
+                kind: match &s.kind {
+                    MailboxStoreKind::Maildir(tpl) => t::StoreKind::Maildir(tpl.as_str().to_owned()),
+                    MailboxStoreKind::Lmtp(hp) => t::StoreKind::Lmtp(hp.render(24)),
+                },
+            })
+            .collect(),
+        accepted_domains: config
+            .accepted_domains
+            .iter()
+            .map(|d| t::AcceptedDomain {
+                domain: d.domain.clone(),
+                store: d.mailbox_store.clone(),
+                recipient_delimiter: d.recipient_delimiter.map(String::from).unwrap_or_default(),
+            })
+            .collect(),
+        send_connectors: config
+            .send_connectors
+            .iter()
+            .map(|c| t::SendConnector {
+                name: c.name.clone(),
+                guid: c.guid.clone(),
+                address_spaces: c.address_spaces.iter().map(|a| a.to_string().to_ascii_lowercase()).collect(),
+                smart_hosts: c.smart_hosts.iter().map(|h| h.render(25)).collect(),
+                port: c.port,
+                max_messages_per_connection: c.max_messages_per_connection as usize,
+            })
+            .collect(),
+        limits: t::Limits {
+            transient_failure_retry_interval: config.transport.transient_failure_retry_interval,
+            max_per_domain_outbound_connections: config.transport.max_per_domain_outbound_connections as usize,
+            ..t::Limits::default()
+        },
+    }
+}
+
+/// `[back_pressure]` as the transport uses it.
+pub fn thresholds(config: &Config) -> Thresholds {
+    let b = &config.back_pressure;
+    Thresholds {
+        check_interval: b.check_interval,
+        disk_free_medium: b.disk_free_medium,
+        disk_free_high: b.disk_free_high,
+        disk_free_normal: b.disk_free_normal,
+        memory_medium_percent: b.memory_medium_percent,
+        memory_high_percent: b.memory_high_percent,
+        memory_normal_percent: b.memory_normal_percent,
+        submission_queue_medium: b.submission_queue_medium,
+        submission_queue_high: b.submission_queue_high,
+        submission_queue_normal: b.submission_queue_normal,
+    }
+}
+
+/// The delivery agent that the transport's delivery queues use: SMTP, LMTP and Maildir.
+pub fn delivery_agent(config: &Config) -> sluice_delivery::Agent {
+    sluice_delivery::Agent { hostname: config.server.hostname.as_str().into() }
+}
+
+/// The TLS acceptor of each receive connector, in the order of `receive_connectors`. Certificates are read
+/// (or generated) here, before anything starts: a connector that cannot offer the TLS it is configured for
+/// stops the start with the file and the reason.
+pub fn tls_acceptors(config: &Config) -> anyhow::Result<Vec<Option<tokio_rustls::TlsAcceptor>>> {
+    config
+        .receive_connectors
+        .iter()
+        .map(|c| {
+            sluice_receive::tls_acceptor(&c.tls, &config.server.hostname)
+                .map_err(|e| anyhow::anyhow!("receive connector {}: {e}", c.name))
+        })
+        .collect()
+}
+
+/// `[admin]` as the admin API serves it.
+pub fn admin_state(
+    config: &Config,
+    transport: &Transport,
+    started: Instant,
+    reload: sluice_admin::ReloadFn,
+) -> sluice_admin::AdminState {
+    sluice_admin::AdminState {
+        transport: transport.clone(),
+        started,
+        token: config.admin.token.clone(),
+        allowed_hosts: config.admin.allowed_hosts.clone(),
+        listen: config.admin.listen,
+        reload,
+        defrag_time_to_run: config.queue_database.online_defrag_time_to_run,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn library_defaults_equal_the_wiring_of_the_builtin_configuration() {
+        let config = Config::builtin().unwrap().config;
+        // `Options` has no `PartialEq`; its `Debug` form names every field and value.
+        assert_eq!(format!("{:?}", queue_db_options(&config)), format!("{:?}", Options::default()));
+        assert_eq!(routing(&config).limits, sluice_transport::Limits::default());
+        assert_eq!(thresholds(&config), Thresholds::default());
+    }
+}
