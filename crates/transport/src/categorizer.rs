@@ -79,9 +79,7 @@ async fn categorize_batch(inner: &Arc<Inner>) -> bool {
     }
     // The route is written before any copy can be delivered, so the log never holds a delivery of a copy it
     // has not seen routed. Nobody waits for it to be durable: after a crash, routing is simply done again.
-    if inner.db.record(records).await.is_err() {
-        tracing::error!("cannot record routing; the queue database stopped");
-    }
+    inner.record(records, "routing").await;
     let mut kicked = Vec::new();
     {
         let mut qs = inner.lock();

@@ -19,7 +19,7 @@ mod tracking;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
-use sluice_queue_db::{CommitError, Envelope, Mid, POISON, QueueDb, QueueId, SUBMISSION, UNREACHABLE};
+use sluice_queue_db::{CommitError, Envelope, Mid, POISON, QueueDb, QueueId, Record, SUBMISSION, UNREACHABLE};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -72,6 +72,14 @@ impl Inner {
         format!("{}\\{name}", self.server_name)
     }
 
+    /// Writes records without waiting for them to be durable. A failure means the queue database stopped;
+    /// it is logged, naming `what` was not recorded (the categorizer's wording, for every such write).
+    async fn record(&self, records: Vec<Record>, what: &str) {
+        if self.db.record(records).await.is_err() {
+            tracing::error!("cannot record {what}; the queue database stopped");
+        }
+    }
+
     fn event(&self, event_id: &'static str, mid: Mid, env: &Envelope) -> Event {
         let mut ev = Event::new(event_id, mid);
         env.from_address().clone_into(&mut ev.sender);
@@ -121,7 +129,7 @@ impl Transport {
         let inner = t.inner.clone();
         t.inner.tasks.spawn(async move {
             if !resubmit.is_empty() {
-                let _ = inner.db.record(resubmit).await;
+                inner.record(resubmit, "the return to Submission of copies whose queue is gone").await;
             }
             categorizer::run(inner).await
         });
@@ -258,7 +266,7 @@ impl Transport {
         };
         *self.inner.routing.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(routing);
         if !records.is_empty() {
-            let _ = self.inner.db.record(records).await;
+            self.inner.record(records, "the return of Unreachable to Submission").await;
         }
         self.inner.categorizer_wake.notify_one();
         let ids: Vec<QueueId> = self.inner.lock().delivery_ids();
