@@ -14,13 +14,16 @@ use smallvec::SmallVec;
 use crate::routing::Target;
 
 /// How a queue's messages leave it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+///
+/// The variants are declared in the order of their names: the derived order is that of `as_str`, which
+/// the categorizer has always grouped a message's copies (and numbered new queues) by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub enum DeliveryType {
-    Undefined,
-    Unreachable,
     DnsConnectorDelivery,
     SmartHostConnectorDelivery,
     SmtpDeliveryToMailbox,
+    Undefined,
+    Unreachable,
 }
 
 impl DeliveryType {
@@ -61,8 +64,9 @@ impl fmt::Display for DeliveryType {
     }
 }
 
-/// (DeliveryType, NextHopDomain, NextHopConnector): one delivery queue per distinct key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// (DeliveryType, NextHopDomain, NextHopConnector): one delivery queue per distinct key. Ordered by its
+/// fields in that order.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NextHopSolutionKey {
     pub delivery_type: DeliveryType,
     pub next_hop_domain: String,
@@ -678,6 +682,22 @@ pub(crate) fn monotonic_deadline(wall_ms: i64) -> Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delivery_types_are_ordered_by_name() {
+        let all = [
+            DeliveryType::Undefined,
+            DeliveryType::Unreachable,
+            DeliveryType::DnsConnectorDelivery,
+            DeliveryType::SmartHostConnectorDelivery,
+            DeliveryType::SmtpDeliveryToMailbox,
+        ];
+        for a in all {
+            for b in all {
+                assert_eq!(a.cmp(&b), a.as_str().cmp(b.as_str()), "{a} against {b}");
+            }
+        }
+    }
 
     #[test]
     fn persisted_deadlines_become_monotonic_waits() {
