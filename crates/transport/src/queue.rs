@@ -17,7 +17,7 @@ use crate::routing::Target;
 ///
 /// The variants are declared in the order of their names: the derived order is that of `as_str`, which
 /// the categorizer has always grouped a message's copies (and numbered new queues) by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum DeliveryType {
     DnsConnectorDelivery,
     SmartHostConnectorDelivery,
@@ -92,7 +92,7 @@ impl NextHopSolutionKey {
 }
 
 /// A queue's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueueStatus {
     Active,
     Connecting,
@@ -114,7 +114,7 @@ impl QueueStatus {
 }
 
 /// A message copy's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageStatus {
     Active,
     Ready,
