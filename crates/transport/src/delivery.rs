@@ -265,7 +265,7 @@ async fn defer(inner: &Arc<Inner>, qid: QueueId, job: &Job, error: &str, queue_l
 
 /// Moves what is due out of Retry; called every second.
 pub(crate) fn release_due(inner: &Arc<Inner>) {
-    let now = std::time::Instant::now();
+    let now = tokio::time::Instant::now();
     let mut due_queues = inner.lock().release_due(now);
     due_queues.dedup();
     for qid in due_queues {

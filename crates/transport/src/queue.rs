@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sluice_queue_db::{
     BodyRef, Envelope, FIRST_DELIVERY_QUEUE, Mid, POISON, QueueId, RecipientIndices, Record, SUBMISSION, SharedError,
@@ -12,6 +12,10 @@ use sluice_queue_db::{
 use smallvec::SmallVec;
 
 use crate::routing::Target;
+
+// The monotonic clock of retry deadlines is tokio's: the same as std's in a running server, and the paused
+// clock in tests (`tokio::time::pause`), so that retry timing is tested without waiting for it.
+use tokio::time::Instant;
 
 /// How a queue's messages leave it.
 ///
