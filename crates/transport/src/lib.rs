@@ -3,6 +3,10 @@
 //! workers hand copies to a [`DeliveryAgent`] and record the outcome. Every move between queues is a
 //! transaction in the queue database.
 //!
+//! **Invariant**: the queues in memory (which list a copy sits in, and a delivery queue's counters of active
+//! copies, workers and connections) change only through the methods of `Queues` in `queue.rs`, under one
+//! mutex that is never held across an await.
+//!
 //! **API boundary**: this crate knows nothing about HTTP or the CLI; it returns the admin API's JSON types
 //! (`sluice-api-types`) for listings because those are plain data.
 
