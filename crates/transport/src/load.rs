@@ -22,8 +22,10 @@ impl Loaded {
 }
 
 impl Transport {
-    /// The recovered state as queues (for [`QueueDb::open_with`](sluice_queue_db::QueueDb::open_with), which lends the state before the writer
+    /// The recovered state as queues (for [`QueueDb::open_with`], which lends the state before the writer
     /// takes it). Copies whose delivery queue is gone from `routing` go back to Submission.
+    ///
+    /// [`QueueDb::open_with`]: sluice_queue_db::QueueDb::open_with
     pub fn load(state: &State, routing: &Routing) -> Loaded {
         let mut qs = Queues::new();
         let mut resubmit: Vec<Record> = Vec::new();
