@@ -78,7 +78,8 @@ fn route_batch(routing: &Routing, batch: &[(Mid, Arc<Envelope>)]) -> Vec<Decisio
                 let (key, target) = match routing.route(r.address) {
                     Route::Deliver { key, target } => (RouteKey::Deliver(key), Some(target)),
                     Route::Unreachable { reason } => {
-                        tracing::info!(mid, recipient = %sluice_smtp::printable(r.address), reason, "no route; recipient is unreachable");
+                        let recipient = sluice_smtp::printable(r.address);
+                        tracing::info!(mid, recipient = %recipient, reason, "no route; recipient is unreachable");
                         (RouteKey::Unreachable, None)
                     }
                 };
