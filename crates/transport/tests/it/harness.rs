@@ -26,6 +26,8 @@ pub enum Answer {
     Defer(&'static str),
     /// Every recipient gets this permanent reply.
     Reject(&'static str),
+    /// The first recipient gets this transient reply; the others are delivered.
+    DeferFirst(&'static str),
     /// Every recipient is delivered.
     Accept,
 }
@@ -75,11 +77,15 @@ fn connect_error(reply: &str) -> String {
     reply.to_owned()
 }
 
-fn outcome(answer: &Answer) -> RecipientOutcome {
+/// The outcome for the `i`-th recipient of an attempt.
+fn outcome(answer: &Answer, i: usize) -> RecipientOutcome {
     match answer {
         Answer::Defer(reply) => RecipientOutcome::Transient((*reply).to_owned()),
+        Answer::DeferFirst(reply) if i == 0 => RecipientOutcome::Transient((*reply).to_owned()),
         Answer::Reject(reply) => RecipientOutcome::Permanent((*reply).to_owned()),
-        Answer::Accept | Answer::RefuseConnection(_) => RecipientOutcome::Delivered("250 2.0.0 Ok".to_owned()),
+        Answer::DeferFirst(_) | Answer::Accept | Answer::RefuseConnection(_) => {
+            RecipientOutcome::Delivered("250 2.0.0 Ok".to_owned())
+        }
     }
 }
 
@@ -115,7 +121,7 @@ impl DeliveryConnection for FakeConnection {
         Box::pin(async move {
             let answer = self.agent.shared.script.lock().unwrap().pop_front().unwrap_or(Answer::Accept);
             let recipients: Vec<String> = msg.recipients().map(|r| r.address.to_owned()).collect();
-            let outcomes = recipients.iter().map(|_| outcome(&answer)).collect();
+            let outcomes = (0..recipients.len()).map(|i| outcome(&answer, i)).collect();
             self.agent.record(Attempt {
                 at: Instant::now(),
                 target: self.target.clone(),

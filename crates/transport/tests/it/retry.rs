@@ -49,6 +49,32 @@ async fn a_recipient_the_next_hop_defers_is_retried_after_the_retry_interval() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn only_the_recipients_the_next_hop_defers_are_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = FakeAgent::answering([Answer::DeferFirst("452 4.2.2 mailbox full")]);
+    let transport = start(dir.path(), smart_host("g-relay", "relay.example:25"), &agent).await;
+    submit(&transport, &["bob@remote.example", "carol@remote.example"]).await;
+
+    until("the copy waits for its retry", || {
+        transport.messages(None, false).unwrap().iter().any(|m| m.status == "Retry")
+    })
+    .await;
+    let listed = transport.messages(None, true).unwrap();
+    let waiting: Vec<&str> = listed[0].recipients.iter().flatten().map(|r| r.address.as_str()).collect();
+    assert_eq!(waiting, ["bob@remote.example"], "carol was delivered");
+    assert_eq!(listed[0].last_error.as_deref(), Some("452 4.2.2 mailbox full"));
+
+    pass(RETRY + TICK).await;
+    until("the retry delivered the message", || transport.messages(None, false).unwrap().is_empty()).await;
+    let attempts = agent.attempts();
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0].recipients, ["bob@remote.example", "carol@remote.example"]);
+    assert_eq!(attempts[1].recipients, ["bob@remote.example"]);
+    assert_waited_the_retry_interval(attempts[0].at, attempts[1].at);
+    still(transport.shutdown()).await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_next_hop_that_refuses_connections_holds_its_queue_in_retry_for_the_retry_interval() {
     let dir = tempfile::tempdir().unwrap();
     let agent = FakeAgent::answering([Answer::RefuseConnection("421 4.4.1 connection refused")]);
