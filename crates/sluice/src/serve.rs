@@ -64,15 +64,15 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
     let tracking = Tracking::start(config.server.data_dir.join("tracking")).context("starting the tracking log")?;
     let agent = wiring::delivery_agent(&config);
     let recovered = queues.messages();
-    let transport = Transport::start(
+    let transport = Transport::start(sluice_transport::Parts {
         db,
-        queues,
-        routing_table,
-        Arc::new(agent),
+        loaded: queues,
+        routing: routing_table,
+        agent: Arc::new(agent),
         tracking,
-        config.server.name.clone(),
-        alerts.clone(),
-    );
+        server_name: config.server.name.clone(),
+        alerts: alerts.clone(),
+    });
     transport.set_back_pressure_thresholds(wiring::thresholds(&config));
 
     let shutdown = CancellationToken::new();

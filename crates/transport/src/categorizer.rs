@@ -5,11 +5,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use sluice_queue_db::{Mid, QueueId, RecipientIndices, Record, SUBMISSION, UNREACHABLE};
+use sluice_queue_db::{Envelope, Mid, QueueId, Record, SUBMISSION, UNREACHABLE};
 
 use crate::Inner;
-use crate::queue::{Copy, DeliveryQueue, MessageStatus, NextHopSolutionKey};
-use crate::routing::{Route, Target};
+use crate::queue::{NextHopSolutionKey, Queues};
+use crate::routing::{Route, Routing, Target};
 
 /// Messages taken from Submission per round.
 const BATCH: usize = 256;
@@ -29,92 +29,22 @@ pub(crate) async fn run(inner: Arc<Inner>) {
 
 /// Routes up to one batch; returns whether there may be more.
 async fn categorize_batch(inner: &Arc<Inner>) -> bool {
-    let batch: Vec<(Mid, Arc<sluice_queue_db::Envelope>)> = {
-        let mut qs = inner.lock();
-        if qs.submission_suspended {
-            return false;
-        }
-        let n = qs.submission.len().min(BATCH);
-        let mids: Vec<Mid> = qs.submission.drain(..n).collect();
-        mids.into_iter().filter_map(|mid| qs.messages.get(&mid).map(|m| (mid, m.envelope.clone()))).collect()
-    };
+    let batch: Vec<(Mid, Arc<Envelope>)> = inner.lock().take_submission(BATCH);
     if batch.is_empty() {
         return false;
     }
-    let routing = inner.routing();
     // Route outside the lock: routing may grow to lookups that take time.
-    let decisions: Vec<(Mid, BTreeMap<RouteKey, Vec<u32>>)> = batch
-        .iter()
-        .map(|(mid, env)| {
-            let mut groups: BTreeMap<RouteKey, Vec<u32>> = BTreeMap::new();
-            for (i, r) in env.recipients().enumerate() {
-                let key = match routing.route(r.address) {
-                    Route::Deliver { key, target } => RouteKey::Deliver(OrdKey(key), OrdTarget(target)),
-                    Route::Unreachable { reason } => {
-                        tracing::info!(mid, recipient = %sluice_smtp::printable(r.address), reason, "no route; recipient is unreachable");
-                        RouteKey::Unreachable
-                    }
-                };
-                groups.entry(key).or_default().push(i as u32);
-            }
-            (*mid, groups)
-        })
-        .collect();
-
-    let mut records = Vec::new();
-    let mut placements: Vec<(Mid, Vec<QueueId>)> = Vec::new();
-    {
-        let mut qs = inner.lock();
-        for (mid, groups) in decisions {
-            let mut copies = Vec::new();
-            for (key, rcpts) in groups {
-                let qid = match key {
-                    RouteKey::Unreachable => UNREACHABLE,
-                    RouteKey::Deliver(OrdKey(key), OrdTarget(target)) => match qs.keys.get(&key) {
-                        Some(id) => *id,
-                        None => {
-                            let id = qs.next_queue_id;
-                            qs.next_queue_id += 1;
-                            records.push(Record::QueueCreate { id, key: key.to_stored() });
-                            qs.keys.insert(key.clone(), id);
-                            qs.delivery.insert(id, DeliveryQueue::new(key, target));
-                            id
-                        }
-                    },
-                };
-                copies.push((qid, rcpts));
-            }
-            let Some(m) = qs.messages.get_mut(&mid) else { continue };
-            m.copies.retain(|c| c.queue != SUBMISSION);
-            for (qid, rcpts) in &copies {
-                m.copies.push(Copy {
-                    queue: *qid,
-                    recipients: RecipientIndices::from_slice(rcpts),
-                    status: MessageStatus::Ready,
-                    retry_count: 0,
-                    next_retry_ms: 0,
-                    last_error: None,
-                });
-            }
-            placements.push((mid, copies.iter().map(|(q, _)| *q).collect()));
-            records.push(Record::Route { mid, from: SUBMISSION, copies });
-        }
-    }
+    let decisions = route_batch(&inner.routing(), &batch);
+    let (records, placements) = replace_submission_copies(&mut inner.lock(), decisions);
     // The route is written before any copy can be delivered, so the log never holds a delivery of a copy it
     // has not seen routed. Nobody waits for it to be durable: after a crash, routing is simply done again.
-    if inner.db.record(records).await.is_err() {
-        tracing::error!("cannot record routing; the queue database stopped");
-    }
+    inner.record(records, "routing").await;
     let mut kicked = Vec::new();
     {
         let mut qs = inner.lock();
         for (mid, queues) in &placements {
             for qid in queues {
-                if *qid == UNREACHABLE {
-                    qs.unreachable.insert(*mid, ());
-                } else if let Some(q) = qs.delivery.get_mut(qid) {
-                    q.ready.push_back(*mid);
-                    q.message_count += 1;
+                if qs.place(*mid, *qid, None) {
                     kicked.push(*qid);
                 }
             }
@@ -135,45 +65,70 @@ async fn categorize_batch(inner: &Arc<Inner>) -> bool {
     true
 }
 
-/// A routing decision as a map key (keys are grouped per message).
+/// A message's recipients grouped by routing decision.
+type Decision = (Mid, BTreeMap<RouteKey, Group>);
+
+/// Routes every recipient of every message in the batch.
+fn route_batch(routing: &Routing, batch: &[(Mid, Arc<Envelope>)]) -> Vec<Decision> {
+    batch
+        .iter()
+        .map(|(mid, env)| {
+            let mut groups: BTreeMap<RouteKey, Group> = BTreeMap::new();
+            for (i, r) in env.recipients().enumerate() {
+                let (key, target) = match routing.route(r.address) {
+                    Route::Deliver { key, target } => (RouteKey::Deliver(key), Some(target)),
+                    Route::Unreachable { reason } => {
+                        let recipient = sluice_smtp::printable(r.address);
+                        tracing::info!(mid, recipient = %recipient, reason, "no route; recipient is unreachable");
+                        (RouteKey::Unreachable, None)
+                    }
+                };
+                groups.entry(key).or_insert_with(|| Group { target, recipients: Vec::new() }).recipients.push(i as u32);
+            }
+            (*mid, groups)
+        })
+        .collect()
+}
+
+/// Replaces each message's Submission copy with its routed copies, making delivery queues as needed. Returns
+/// the records of it and, per message, the queues its copies are to be placed in.
+fn replace_submission_copies(qs: &mut Queues, decisions: Vec<Decision>) -> (Vec<Record>, Vec<(Mid, Vec<QueueId>)>) {
+    let mut records = Vec::new();
+    let mut placements = Vec::new();
+    for (mid, groups) in decisions {
+        let mut copies = Vec::new();
+        for (key, group) in groups {
+            let qid = match (key, group.target) {
+                (RouteKey::Deliver(key), Some(target)) => {
+                    let (id, created) = qs.queue_for(key, target);
+                    records.extend(created);
+                    id
+                }
+                // Unreachable; a next hop's group always has its target.
+                _ => UNREACHABLE,
+            };
+            copies.push((qid, group.recipients));
+        }
+        if !qs.replace_submission_copy(mid, &copies) {
+            continue;
+        }
+        placements.push((mid, copies.iter().map(|(q, _)| *q).collect()));
+        records.push(Record::Route { mid, from: SUBMISSION, copies });
+    }
+    (records, placements)
+}
+
+/// A routing decision as a map key (keys are grouped per message). The derived order puts the next hops
+/// first, by delivery type name, next-hop domain and connector, and Unreachable last.
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 enum RouteKey {
-    Deliver(OrdKey, OrdTarget),
+    Deliver(NextHopSolutionKey),
     Unreachable,
 }
 
-#[derive(PartialEq, Eq)]
-struct OrdKey(NextHopSolutionKey);
-impl PartialOrd for OrdKey {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for OrdKey {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.0.delivery_type.as_str(), &self.0.next_hop_domain, &self.0.next_hop_connector).cmp(&(
-            other.0.delivery_type.as_str(),
-            &other.0.next_hop_domain,
-            &other.0.next_hop_connector,
-        ))
-    }
-}
-
-/// The target follows from the key; it takes no part in ordering.
-struct OrdTarget(Target);
-impl PartialEq for OrdTarget {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-impl Eq for OrdTarget {}
-impl PartialOrd for OrdTarget {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for OrdTarget {
-    fn cmp(&self, _: &Self) -> std::cmp::Ordering {
-        std::cmp::Ordering::Equal
-    }
+/// The recipients of one message that share a routing decision, with the target of the first of them: the
+/// target follows from the key, so it takes no part in the grouping. None for Unreachable.
+struct Group {
+    target: Option<Target>,
+    recipients: Vec<u32>,
 }

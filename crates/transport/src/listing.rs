@@ -1,0 +1,156 @@
+//! Listings: the queues and message copies as the admin API's Get-Queue and Get-Message show them, and the
+//! resolution of a queue identity such as `<server>\3` or `Submission`.
+
+use sluice_api_types as api;
+use sluice_queue_db::time::rfc3339;
+use sluice_queue_db::{FIRST_DELIVERY_QUEUE, Mid, POISON, QueueId, SUBMISSION, UNREACHABLE};
+
+use crate::queue::{Message, MessageStatus, Queues};
+use crate::{NoSuchQueue, Transport};
+
+impl Transport {
+    /// The queues, as Get-Queue lists them: Submission, the delivery queues, and Unreachable and Poison
+    /// when they are not empty.
+    pub fn queues(&self) -> Vec<api::Queue> {
+        let qs = self.inner.lock();
+        let mut out = vec![self.persistent_queue(&qs, SUBMISSION)];
+        for (id, q) in qs.delivery_queues() {
+            let key = q.key();
+            out.push(api::Queue {
+                identity: self.inner.queue_identity(id),
+                delivery_type: key.delivery_type.as_str().to_owned(),
+                next_hop_domain: key.next_hop_domain.clone(),
+                next_hop_connector: key.next_hop_connector.clone(),
+                next_hop_category: key.delivery_type.category().to_owned(),
+                status: q.status().as_str().to_owned(),
+                message_count: q.message_count() as u64,
+                deferred_message_count: q.deferred_count() as u64,
+                locked_message_count: 0,
+                retry_count: q.retry_count(),
+                last_error: q.last_error().map(str::to_owned),
+                first_retry_time: q.first_retry_ms().map(rfc3339),
+                last_retry_time: q.last_retry_ms().map(rfc3339),
+                next_retry_time: q.next_retry_ms().map(rfc3339),
+            });
+        }
+        for id in [UNREACHABLE, POISON] {
+            let q = self.persistent_queue(&qs, id);
+            if q.message_count > 0 {
+                out.push(q);
+            }
+        }
+        out
+    }
+
+    /// One queue by identity (`Submission`, `<server>\3`, `mx1/Unreachable`, ...).
+    pub fn queue(&self, identity: &str) -> Result<api::Queue, NoSuchQueue> {
+        let qid = self.parse_queue(identity)?;
+        let name = self.inner.queue_identity(qid);
+        if matches!(qid, SUBMISSION | UNREACHABLE | POISON) {
+            return Ok(self.persistent_queue(&self.inner.lock(), qid));
+        }
+        self.queues().into_iter().find(|q| q.identity == name).ok_or_else(|| NoSuchQueue(identity.to_owned()))
+    }
+
+    fn persistent_queue(&self, qs: &Queues, id: QueueId) -> api::Queue {
+        let (delivery_type, domain, count, suspended) = match id {
+            SUBMISSION => ("Undefined", "Submission", qs.submission_len(), qs.submission_suspended()),
+            UNREACHABLE => ("Unreachable", "Unreachable Domain", qs.unreachable_len(), qs.unreachable_suspended()),
+            _ => ("Undefined", "Poison Message", 0, false),
+        };
+        api::Queue {
+            identity: self.inner.queue_identity(id),
+            delivery_type: delivery_type.to_owned(),
+            next_hop_domain: domain.to_owned(),
+            next_hop_connector: String::new(),
+            next_hop_category: "Internal".to_owned(),
+            status: if suspended {
+                "Suspended"
+            } else if count > 0 {
+                "Active"
+            } else {
+                "Ready"
+            }
+            .to_owned(),
+            message_count: count as u64,
+            deferred_message_count: if id == POISON { count as u64 } else { 0 },
+            locked_message_count: 0,
+            retry_count: 0,
+            last_error: None,
+            first_retry_time: None,
+            last_retry_time: None,
+            next_retry_time: None,
+        }
+    }
+
+    /// Resolves a queue identity: the full `<server>\<queue>`, `<server>/<queue>` or just `<queue>`.
+    pub fn parse_queue(&self, identity: &str) -> Result<QueueId, NoSuchQueue> {
+        let not_found = || NoSuchQueue(identity.to_owned());
+        let s = identity.replace('/', "\\");
+        let local = match s.split_once('\\') {
+            Some((server, rest)) if server.eq_ignore_ascii_case(&self.inner.server_name) => rest.to_owned(),
+            Some(_) => return Err(not_found()),
+            None => s,
+        };
+        let qid = match local.to_ascii_lowercase().as_str() {
+            "submission" => SUBMISSION,
+            "unreachable" => UNREACHABLE,
+            "poison" => POISON,
+            n => n.parse::<QueueId>().ok().filter(|n| *n >= FIRST_DELIVERY_QUEUE).ok_or_else(not_found)?,
+        };
+        if qid >= FIRST_DELIVERY_QUEUE && self.inner.lock().delivery_queue(qid).is_none() {
+            return Err(not_found());
+        }
+        Ok(qid)
+    }
+
+    /// Message copies, in one queue or in all, oldest MID first.
+    pub fn messages(&self, queue: Option<&str>, include_recipients: bool) -> Result<Vec<api::Message>, NoSuchQueue> {
+        let only = queue.map(|q| self.parse_queue(q)).transpose()?;
+        let qs = self.inner.lock();
+        let mut messages: Vec<(&Mid, &Message)> = qs.messages().collect();
+        messages.sort_unstable_by_key(|(mid, _)| **mid);
+        let mut out = Vec::new();
+        for (mid, m) in messages {
+            for c in &m.copies {
+                if only.is_some_and(|q| q != c.queue) {
+                    continue;
+                }
+                let queue_retrying = qs.delivery_queue(c.queue).is_some_and(|q| q.held());
+                let status =
+                    if c.status == MessageStatus::Ready && queue_retrying { MessageStatus::Retry } else { c.status };
+                let queue_identity = self.inner.queue_identity(c.queue);
+                let next_hop = qs.delivery_queue(c.queue).map_or_else(String::new, |q| q.key().next_hop_domain.clone());
+                out.push(api::Message {
+                    identity: format!("{queue_identity}\\{mid}"),
+                    mid: *mid,
+                    queue: queue_identity,
+                    status: status.as_str().to_owned(),
+                    from_address: m.envelope.from_address().to_owned(),
+                    internet_message_id: m.envelope.internet_message_id().map(str::to_owned),
+                    subject: m.envelope.subject().map(str::to_owned),
+                    size: m.body.len,
+                    date_received: rfc3339(m.envelope.received_at_ms),
+                    source_ip: m.envelope.source_ip().to_owned(),
+                    message_source_name: m.envelope.source_name().to_owned(),
+                    last_error: c.last_error.as_deref().cloned(),
+                    retry_count: c.retry_count,
+                    recipients: include_recipients.then(|| {
+                        c.recipients
+                            .iter()
+                            .filter_map(|i| m.envelope.recipient(*i as usize))
+                            .map(|r| api::Recipient {
+                                address: r.address.to_owned(),
+                                status: status.as_str().to_owned(),
+                                last_error: c.last_error.as_deref().cloned(),
+                                retry_count: c.retry_count,
+                                next_hop: next_hop.clone(),
+                            })
+                            .collect()
+                    }),
+                });
+            }
+        }
+        Ok(out)
+    }
+}
