@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use sluice_queue_db::{Mid, QueueId, RecipientIndices, Record, SUBMISSION, UNREACHABLE};
+use sluice_queue_db::{Mid, QueueId, Record, SUBMISSION, UNREACHABLE};
 
 use crate::Inner;
-use crate::queue::{Copy, DeliveryQueue, MessageStatus, NextHopSolutionKey};
+use crate::queue::NextHopSolutionKey;
 use crate::routing::{Route, Target};
 
 /// Messages taken from Submission per round.
@@ -29,15 +29,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
 
 /// Routes up to one batch; returns whether there may be more.
 async fn categorize_batch(inner: &Arc<Inner>) -> bool {
-    let batch: Vec<(Mid, Arc<sluice_queue_db::Envelope>)> = {
-        let mut qs = inner.lock();
-        if qs.submission_suspended {
-            return false;
-        }
-        let n = qs.submission.len().min(BATCH);
-        let mids: Vec<Mid> = qs.submission.drain(..n).collect();
-        mids.into_iter().filter_map(|mid| qs.messages.get(&mid).map(|m| (mid, m.envelope.clone()))).collect()
-    };
+    let batch: Vec<(Mid, Arc<sluice_queue_db::Envelope>)> = inner.lock().take_submission(BATCH);
     if batch.is_empty() {
         return false;
     }
@@ -70,31 +62,16 @@ async fn categorize_batch(inner: &Arc<Inner>) -> bool {
             for (key, rcpts) in groups {
                 let qid = match key {
                     RouteKey::Unreachable => UNREACHABLE,
-                    RouteKey::Deliver(OrdKey(key), OrdTarget(target)) => match qs.keys.get(&key) {
-                        Some(id) => *id,
-                        None => {
-                            let id = qs.next_queue_id;
-                            qs.next_queue_id += 1;
-                            records.push(Record::QueueCreate { id, key: key.to_stored() });
-                            qs.keys.insert(key.clone(), id);
-                            qs.delivery.insert(id, DeliveryQueue::new(key, target));
-                            id
-                        }
-                    },
+                    RouteKey::Deliver(OrdKey(key), OrdTarget(target)) => {
+                        let (id, created) = qs.queue_for(key, target);
+                        records.extend(created);
+                        id
+                    }
                 };
                 copies.push((qid, rcpts));
             }
-            let Some(m) = qs.messages.get_mut(&mid) else { continue };
-            m.copies.retain(|c| c.queue != SUBMISSION);
-            for (qid, rcpts) in &copies {
-                m.copies.push(Copy {
-                    queue: *qid,
-                    recipients: RecipientIndices::from_slice(rcpts),
-                    status: MessageStatus::Ready,
-                    retry_count: 0,
-                    next_retry_ms: 0,
-                    last_error: None,
-                });
+            if !qs.replace_submission_copy(mid, &copies) {
+                continue;
             }
             placements.push((mid, copies.iter().map(|(q, _)| *q).collect()));
             records.push(Record::Route { mid, from: SUBMISSION, copies });
@@ -110,11 +87,7 @@ async fn categorize_batch(inner: &Arc<Inner>) -> bool {
         let mut qs = inner.lock();
         for (mid, queues) in &placements {
             for qid in queues {
-                if *qid == UNREACHABLE {
-                    qs.unreachable.insert(*mid, ());
-                } else if let Some(q) = qs.delivery.get_mut(qid) {
-                    q.ready.push_back(*mid);
-                    q.message_count += 1;
+                if qs.place(*mid, *qid, None) {
                     kicked.push(*qid);
                 }
             }

@@ -6,10 +6,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use sluice_queue_db::{Envelope, Mid, QueueId, RecipientIndices, RecipientRef, Record, now_ms};
+use sluice_queue_db::{Envelope, Mid, QueueId, RecipientRef, Record, now_ms};
 
 use crate::Inner;
-use crate::queue::MessageStatus;
+use crate::queue::Job;
 use crate::routing::Target;
 
 /// How long a delivery attempt in progress may go on once shutdown began.
@@ -61,59 +61,14 @@ pub trait DeliveryConnection: Send {
     fn quit(self: Box<Self>) -> BoxFuture<'static, ()>;
 }
 
-struct Job {
-    mid: Mid,
-    envelope: Arc<Envelope>,
-    body: sluice_queue_db::BodyRef,
-    recipients: Vec<u32>,
-    retry_count: u32,
-}
-
 /// Starts workers for a queue while it has more ready copies than workers, up to the per-domain limit.
 pub(crate) fn kick(inner: &Arc<Inner>, qid: QueueId) {
     let limit = inner.routing().limits.max_per_domain_outbound_connections.max(1);
-    let mut start = 0;
-    {
-        let mut qs = inner.lock();
-        let Some(q) = qs.delivery.get_mut(&qid) else { return };
-        if q.suspended || q.next_retry_ms.is_some() || q.ready.is_empty() {
-            return;
-        }
-        q.notify.notify_waiters();
-        let want = q.ready.len().min(limit);
-        while q.workers < want {
-            q.workers += 1;
-            start += 1;
-        }
-    }
+    let start = inner.lock().start_workers(qid, limit);
     for _ in 0..start {
         let inner2 = inner.clone();
         inner.tasks.spawn(async move { worker(inner2, qid).await });
     }
-}
-
-fn next_job(inner: &Inner, qid: QueueId) -> Option<(Job, Target)> {
-    let mut qs = inner.lock();
-    let crate::queue::Queues { delivery, messages, .. } = &mut *qs;
-    let q = delivery.get_mut(&qid)?;
-    if q.suspended || q.next_retry_ms.is_some() {
-        return None;
-    }
-    while let Some(mid) = q.ready.pop_front() {
-        let Some(m) = messages.get_mut(&mid) else { continue };
-        let Some(c) = m.copies.iter_mut().find(|c| c.queue == qid) else { continue };
-        c.status = MessageStatus::Active;
-        q.active += 1;
-        let job = Job {
-            mid,
-            envelope: m.envelope.clone(),
-            body: m.body,
-            recipients: c.recipients.to_vec(),
-            retry_count: c.retry_count,
-        };
-        return Some((job, q.target.clone()));
-    }
-    None
 }
 
 async fn worker(inner: Arc<Inner>, qid: QueueId) {
@@ -123,14 +78,11 @@ async fn worker(inner: Arc<Inner>, qid: QueueId) {
         if inner.shutdown.is_cancelled() {
             break;
         }
-        let notify = match inner.lock().delivery.get(&qid) {
-            Some(q) => q.notify.clone(),
-            None => break,
-        };
+        let Some(notify) = inner.lock().notifier(qid) else { break };
         let notified = notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let Some((job, target)) = next_job(&inner, qid) else {
+        let Some((job, target)) = inner.lock().take_ready(qid) else {
             if conn.is_none() {
                 break;
             }
@@ -162,13 +114,9 @@ async fn worker(inner: Arc<Inner>, qid: QueueId) {
             body,
         };
         if conn.is_none() {
-            if let Some(q) = inner.lock().delivery.get_mut(&qid) {
-                q.connecting += 1;
-            }
+            inner.lock().set_connecting(qid, true);
             let connected = inner.agent.connect(&target).await;
-            if let Some(q) = inner.lock().delivery.get_mut(&qid) {
-                q.connecting -= 1;
-            }
+            inner.lock().set_connecting(qid, false);
             match connected {
                 Ok(c) => conn = Some(c),
                 Err(e) => {
@@ -224,16 +172,7 @@ async fn worker(inner: Arc<Inner>, qid: QueueId) {
     if let Some(c) = conn {
         c.quit().await;
     }
-    let more = {
-        let mut qs = inner.lock();
-        match qs.delivery.get_mut(&qid) {
-            Some(q) => {
-                q.workers -= 1;
-                !q.ready.is_empty()
-            }
-            None => false,
-        }
-    };
+    let more = inner.lock().worker_done(qid);
     // A message may have arrived between the last look and the exit.
     if more && !inner.shutdown.is_cancelled() {
         kick(&inner, qid);
@@ -271,42 +210,22 @@ async fn finish(inner: &Arc<Inner>, qid: QueueId, job: &Job, out: &Outbound, out
     }
     let _ = out;
     if remaining.is_empty() {
-        let done = {
-            let mut qs = inner.lock();
-            qs.remove_copy(job.mid, qid);
-            if let Some(q) = qs.delivery.get_mut(&qid) {
-                q.active -= 1;
-                q.message_count = q.message_count.saturating_sub(1);
-            }
-            vec![Record::CopyDone { mid: job.mid, queue: qid }]
-        };
+        inner.lock().finish_copy(job.mid, qid);
+        let done = vec![Record::CopyDone { mid: job.mid, queue: qid }];
         let _ = inner.db.record(done).await;
     } else {
         let next = now_ms() + inner.routing().limits.transient_failure_retry_interval.as_millis() as i64;
-        let records = {
-            let mut qs = inner.lock();
-            if let Some(c) = qs.messages.get_mut(&job.mid).and_then(|m| m.copies.iter_mut().find(|c| c.queue == qid)) {
-                c.recipients = RecipientIndices::from_slice(&remaining);
-                c.retry_count = job.retry_count + 1;
-                c.next_retry_ms = next;
-                c.last_error = sluice_queue_db::intern_error(&transient_error);
-                c.status = MessageStatus::Retry;
-            }
-            if let Some(q) = qs.delivery.get_mut(&qid) {
-                q.active -= 1;
-                q.retry.insert(job.mid, crate::queue::monotonic_deadline(next));
-            }
-            vec![
-                Record::Route { mid: job.mid, from: qid, copies: vec![(qid, remaining)] },
-                Record::Defer {
-                    mid: job.mid,
-                    queue: qid,
-                    retry_count: job.retry_count + 1,
-                    next_retry_ms: next,
-                    last_error: transient_error,
-                },
-            ]
-        };
+        inner.lock().defer_copy(job.mid, qid, Some(&remaining), job.retry_count + 1, next, &transient_error);
+        let records = vec![
+            Record::Route { mid: job.mid, from: qid, copies: vec![(qid, remaining)] },
+            Record::Defer {
+                mid: job.mid,
+                queue: qid,
+                retry_count: job.retry_count + 1,
+                next_retry_ms: next,
+                last_error: transient_error,
+            },
+        ];
         let _ = inner.db.record(records).await;
     }
 }
@@ -315,29 +234,11 @@ async fn finish(inner: &Arc<Inner>, qid: QueueId, job: &Job, out: &Outbound, out
 async fn defer(inner: &Arc<Inner>, qid: QueueId, job: &Job, error: &str, queue_level: bool) {
     let now = now_ms();
     let next = now + inner.routing().limits.transient_failure_retry_interval.as_millis() as i64;
-    {
-        let mut qs = inner.lock();
-        if let Some(c) = qs.messages.get_mut(&job.mid).and_then(|m| m.copies.iter_mut().find(|c| c.queue == qid)) {
-            c.retry_count = job.retry_count + 1;
-            c.last_error = sluice_queue_db::intern_error(error);
-            c.next_retry_ms = next;
-            c.status = MessageStatus::Retry;
-        }
-        if let Some(q) = qs.delivery.get_mut(&qid) {
-            q.active -= 1;
-            if queue_level {
-                // The copy goes back to the front: it is first when the queue retries.
-                q.ready.push_front(job.mid);
-                q.retry_count += 1;
-                q.last_error = Some(error.to_owned());
-                q.first_retry_ms.get_or_insert(now);
-                q.last_retry_ms = Some(now);
-                q.next_retry_ms = Some(next);
-                q.next_retry_at = Some(crate::queue::monotonic_deadline(next));
-            } else {
-                q.retry.insert(job.mid, crate::queue::monotonic_deadline(next));
-            }
-        }
+    if queue_level {
+        // The copy goes back to the front: it is first when the queue retries.
+        inner.lock().requeue_front(job.mid, qid, job.retry_count + 1, now, next, error);
+    } else {
+        inner.lock().defer_copy(job.mid, qid, None, job.retry_count + 1, next, error);
     }
     tracing::info!(mid = job.mid, queue = qid, error = %sluice_smtp::printable(error), "delivery deferred");
     let mut ev = inner.event("DEFER", job.mid, &job.envelope);
@@ -365,27 +266,7 @@ async fn defer(inner: &Arc<Inner>, qid: QueueId, job: &Job, error: &str, queue_l
 /// Moves what is due out of Retry; called every second.
 pub(crate) fn release_due(inner: &Arc<Inner>) {
     let now = std::time::Instant::now();
-    let mut due_queues = Vec::new();
-    {
-        let mut qs = inner.lock();
-        let crate::queue::Queues { delivery, messages, .. } = &mut *qs;
-        for (qid, q) in delivery.iter_mut() {
-            if q.next_retry_at.is_some_and(|t| t <= now) {
-                q.next_retry_ms = None;
-                q.next_retry_at = None;
-                due_queues.push(*qid);
-            }
-            let due: Vec<Mid> = q.retry.iter().filter(|(_, t)| **t <= now).map(|(m, _)| *m).collect();
-            for mid in due {
-                q.retry.remove(&mid);
-                if let Some(c) = messages.get_mut(&mid).and_then(|m| m.copies.iter_mut().find(|c| c.queue == *qid)) {
-                    c.status = MessageStatus::Ready;
-                }
-                q.ready.push_back(mid);
-                due_queues.push(*qid);
-            }
-        }
-    }
+    let mut due_queues = inner.lock().release_due(now);
     due_queues.dedup();
     for qid in due_queues {
         kick(inner, qid);

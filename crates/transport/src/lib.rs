@@ -33,7 +33,7 @@ pub use queue::{DeliveryType, MessageStatus, NextHopSolutionKey, QueueStatus};
 pub use routing::{AcceptedDomain, Limits, MailboxStore, Route, Routing, SendConnector, StoreKind, Target};
 pub use tracking::{Event, Tracking};
 
-use queue::{Copy, DeliveryQueue, Message, Queues};
+use queue::{Copy, Message, Queues};
 
 /// A queue identity that names no queue.
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +104,7 @@ pub struct Loaded {
 impl Loaded {
     /// How many messages were recovered.
     pub fn messages(&self) -> usize {
-        self.qs.messages.len()
+        self.qs.message_count()
     }
 }
 
@@ -112,20 +112,19 @@ impl Transport {
     /// The recovered state as queues (for [`QueueDb::open_with`], which lends the state before the writer
     /// takes it). Copies whose delivery queue is gone from `routing` go back to Submission.
     pub fn load(state: &State, routing: &Routing) -> Loaded {
-        let mut qs = Queues { next_queue_id: FIRST_DELIVERY_QUEUE, ..Queues::default() };
+        let mut qs = Queues::new();
         let mut resubmit: Vec<Record> = Vec::new();
         for (id, stored) in &state.queues {
-            qs.next_queue_id = qs.next_queue_id.max(id + 1);
+            qs.reserve_queue_id(*id);
             let Some(key) = NextHopSolutionKey::from_stored(&stored.key) else { continue };
             // A queue whose connector or store is gone is not recreated; its copies are categorized again.
             let Some(target) = routing.target_for(&key) else { continue };
-            let mut q = DeliveryQueue::new(key.clone(), target);
-            q.suspended = state.suspended.contains_key(id);
-            qs.keys.insert(key, *id);
-            qs.delivery.insert(*id, q);
+            qs.add_queue(*id, key, target, state.suspended.contains_key(id));
         }
-        qs.submission_suspended = state.suspended.contains_key(&SUBMISSION);
-        qs.unreachable_suspended = state.suspended.contains_key(&UNREACHABLE);
+        qs.set_persistent_suspended(
+            state.suspended.contains_key(&SUBMISSION),
+            state.suspended.contains_key(&UNREACHABLE),
+        );
         let now = sluice_queue_db::now_ms();
         for (&mid, m) in &state.messages {
             let mut copies = SmallVec::new();
@@ -133,7 +132,7 @@ impl Transport {
                 let queue = if c.queue == SUBMISSION
                     || c.queue == UNREACHABLE
                     || c.queue == POISON
-                    || qs.delivery.contains_key(&c.queue)
+                    || qs.delivery_queue(c.queue).is_some()
                 {
                     c.queue
                 } else {
@@ -155,27 +154,11 @@ impl Transport {
                 });
             }
             // Two copies that both fell back to Submission become one with all their recipients.
-            merge_submission_copies(&mut copies);
+            queue::merge_submission_copies(&mut copies);
             for c in &copies {
-                match c.queue {
-                    SUBMISSION => qs.submission.push_back(mid),
-                    UNREACHABLE => {
-                        qs.unreachable.insert(mid, ());
-                    }
-                    POISON => {}
-                    qid => {
-                        if let Some(q) = qs.delivery.get_mut(&qid) {
-                            q.message_count += 1;
-                            if c.next_retry_ms > now {
-                                q.retry.insert(mid, queue::monotonic_deadline(c.next_retry_ms));
-                            } else {
-                                q.ready.push_back(mid);
-                            }
-                        }
-                    }
-                }
+                qs.place(mid, c.queue, Some(c.next_retry_ms).filter(|ms| *ms > now));
             }
-            qs.messages.insert(mid, Message { envelope: m.envelope.clone(), body: m.body, copies }.into());
+            qs.insert_message(mid, Message { envelope: m.envelope.clone(), body: m.body, copies });
         }
         Loaded { qs, resubmit }
     }
@@ -229,7 +212,7 @@ impl Transport {
         });
         let inner = t.inner.clone();
         t.inner.tasks.spawn(watch_pressure(inner));
-        let ids: Vec<QueueId> = t.inner.lock().delivery.keys().copied().collect();
+        let ids: Vec<QueueId> = t.inner.lock().delivery_ids();
         for qid in ids {
             delivery::kick(&t.inner, qid);
         }
@@ -342,27 +325,22 @@ impl Transport {
             }
             self.inner.tracking.log(ev);
         }
-        {
-            let mut qs = self.inner.lock();
-            let recipients = (0..envelope.recipient_count() as u32).collect();
-            qs.messages.insert(
-                mid,
-                Message {
-                    envelope,
-                    body: body_ref,
-                    copies: smallvec::smallvec![Copy {
-                        queue: SUBMISSION,
-                        recipients,
-                        status: MessageStatus::Active,
-                        retry_count: 0,
-                        next_retry_ms: 0,
-                        last_error: None,
-                    }],
-                }
-                .into(),
-            );
-            qs.submission.push_back(mid);
-        }
+        let recipients = (0..envelope.recipient_count() as u32).collect();
+        self.inner.lock().submit(
+            mid,
+            Message {
+                envelope,
+                body: body_ref,
+                copies: smallvec::smallvec![Copy {
+                    queue: SUBMISSION,
+                    recipients,
+                    status: MessageStatus::Active,
+                    retry_count: 0,
+                    next_retry_ms: 0,
+                    last_error: None,
+                }],
+            },
+        );
         self.inner.categorizer_wake.notify_one();
         Ok(())
     }
@@ -375,41 +353,17 @@ impl Transport {
     /// Replaces the routing table (configuration reload): new work uses it at once. Delivery queues whose
     /// connector or store changed get the new target; Unreachable is resubmitted unless suspended.
     pub async fn set_routing(&self, routing: Routing) {
-        let mut records = Vec::new();
-        {
+        let records = {
             let mut qs = self.inner.lock();
-            for q in qs.delivery.values_mut() {
-                if let Some(t) = routing.target_for(&q.key) {
-                    q.target = t;
-                }
-            }
-            if !qs.unreachable_suspended {
-                let mids: Vec<Mid> = qs.unreachable.keys().copied().collect();
-                qs.unreachable.clear();
-                for mid in mids {
-                    if let Some(c) =
-                        qs.messages.get_mut(&mid).and_then(|m| m.copies.iter_mut().find(|c| c.queue == UNREACHABLE))
-                    {
-                        c.queue = SUBMISSION;
-                        records.push(Record::Route {
-                            mid,
-                            from: UNREACHABLE,
-                            copies: vec![(SUBMISSION, c.recipients.to_vec())],
-                        });
-                    }
-                    if let Some(m) = qs.messages.get_mut(&mid) {
-                        merge_submission_copies(&mut m.copies);
-                    }
-                    qs.submission.push_back(mid);
-                }
-            }
-        }
+            qs.retarget(|key| routing.target_for(key));
+            qs.resubmit_unreachable()
+        };
         *self.inner.routing.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(routing);
         if !records.is_empty() {
             let _ = self.inner.db.record(records).await;
         }
         self.inner.categorizer_wake.notify_one();
-        let ids: Vec<QueueId> = self.inner.lock().delivery.keys().copied().collect();
+        let ids: Vec<QueueId> = self.inner.lock().delivery_ids();
         for qid in ids {
             delivery::kick(&self.inner, qid);
         }
@@ -420,24 +374,23 @@ impl Transport {
     pub fn queues(&self) -> Vec<api::Queue> {
         let qs = self.inner.lock();
         let mut out = vec![self.persistent_queue(&qs, SUBMISSION)];
-        for (id, q) in &qs.delivery {
+        for (id, q) in qs.delivery_queues() {
+            let key = q.key();
             out.push(api::Queue {
-                identity: self.inner.queue_identity(*id),
-                delivery_type: q.key.delivery_type.as_str().to_owned(),
-                next_hop_domain: q.key.next_hop_domain.clone(),
-                next_hop_connector: q.key.next_hop_connector.clone(),
-                next_hop_category: q.key.delivery_type.category().to_owned(),
+                identity: self.inner.queue_identity(id),
+                delivery_type: key.delivery_type.as_str().to_owned(),
+                next_hop_domain: key.next_hop_domain.clone(),
+                next_hop_connector: key.next_hop_connector.clone(),
+                next_hop_category: key.delivery_type.category().to_owned(),
                 status: q.status().as_str().to_owned(),
-                message_count: q.message_count as u64,
-                deferred_message_count: (q.retry.len()
-                    + if q.next_retry_ms.is_some() || q.suspended { q.ready.len() } else { 0 })
-                    as u64,
+                message_count: q.message_count() as u64,
+                deferred_message_count: q.deferred_count() as u64,
                 locked_message_count: 0,
-                retry_count: q.retry_count,
-                last_error: q.last_error.clone(),
-                first_retry_time: q.first_retry_ms.map(rfc3339),
-                last_retry_time: q.last_retry_ms.map(rfc3339),
-                next_retry_time: q.next_retry_ms.map(rfc3339),
+                retry_count: q.retry_count(),
+                last_error: q.last_error().map(str::to_owned),
+                first_retry_time: q.first_retry_ms().map(rfc3339),
+                last_retry_time: q.last_retry_ms().map(rfc3339),
+                next_retry_time: q.next_retry_ms().map(rfc3339),
             });
         }
         for id in [UNREACHABLE, POISON] {
@@ -461,8 +414,8 @@ impl Transport {
 
     fn persistent_queue(&self, qs: &Queues, id: QueueId) -> api::Queue {
         let (delivery_type, domain, count, suspended) = match id {
-            SUBMISSION => ("Undefined", "Submission", qs.submission.len(), qs.submission_suspended),
-            UNREACHABLE => ("Unreachable", "Unreachable Domain", qs.unreachable.len(), qs.unreachable_suspended),
+            SUBMISSION => ("Undefined", "Submission", qs.submission_len(), qs.submission_suspended()),
+            UNREACHABLE => ("Unreachable", "Unreachable Domain", qs.unreachable_len(), qs.unreachable_suspended()),
             _ => ("Undefined", "Poison Message", 0, false),
         };
         api::Queue {
@@ -505,7 +458,7 @@ impl Transport {
             "poison" => POISON,
             n => n.parse::<QueueId>().ok().filter(|n| *n >= FIRST_DELIVERY_QUEUE).ok_or_else(not_found)?,
         };
-        if qid >= FIRST_DELIVERY_QUEUE && !self.inner.lock().delivery.contains_key(&qid) {
+        if qid >= FIRST_DELIVERY_QUEUE && self.inner.lock().delivery_queue(qid).is_none() {
             return Err(not_found());
         }
         Ok(qid)
@@ -515,21 +468,19 @@ impl Transport {
     pub fn messages(&self, queue: Option<&str>, include_recipients: bool) -> Result<Vec<api::Message>, NoSuchQueue> {
         let only = queue.map(|q| self.parse_queue(q)).transpose()?;
         let qs = self.inner.lock();
-        let mut mids: Vec<&Mid> = qs.messages.keys().collect();
-        mids.sort_unstable();
+        let mut messages: Vec<(&Mid, &Message)> = qs.messages().collect();
+        messages.sort_unstable_by_key(|(mid, _)| **mid);
         let mut out = Vec::new();
-        for mid in mids {
-            let m = &qs.messages[mid];
+        for (mid, m) in messages {
             for c in &m.copies {
                 if only.is_some_and(|q| q != c.queue) {
                     continue;
                 }
-                let queue_retrying =
-                    qs.delivery.get(&c.queue).is_some_and(|q| q.next_retry_ms.is_some() || q.suspended);
+                let queue_retrying = qs.delivery_queue(c.queue).is_some_and(|q| q.held());
                 let status =
                     if c.status == MessageStatus::Ready && queue_retrying { MessageStatus::Retry } else { c.status };
                 let queue_identity = self.inner.queue_identity(c.queue);
-                let next_hop = qs.delivery.get(&c.queue).map_or_else(String::new, |q| q.key.next_hop_domain.clone());
+                let next_hop = qs.delivery_queue(c.queue).map_or_else(String::new, |q| q.key().next_hop_domain.clone());
                 out.push(api::Message {
                     identity: format!("{queue_identity}\\{mid}"),
                     mid: *mid,
@@ -575,25 +526,6 @@ impl Transport {
         self.inner.tasks.wait().await;
         self.inner.db.close().await;
         self.inner.tracking.flush();
-    }
-}
-
-fn merge_submission_copies(copies: &mut SmallVec<[Copy; 1]>) {
-    let mut merged: Option<Copy> = None;
-    copies.retain(|c| {
-        if c.queue != SUBMISSION {
-            return true;
-        }
-        match merged.as_mut() {
-            None => merged = Some(c.clone()),
-            Some(m) => m.recipients.extend_from_slice(&c.recipients),
-        }
-        false
-    });
-    if let Some(mut m) = merged {
-        m.recipients.sort_unstable();
-        m.recipients.dedup();
-        copies.push(m);
     }
 }
 
@@ -694,7 +626,7 @@ async fn watch_pressure(inner: Arc<Inner>) {
             }
             None => mem_was,
         };
-        let submission_len = inner.lock().submission.len() as u64;
+        let submission_len = inner.lock().submission_len() as u64;
         let submission = rising(
             inner.pressure.of(Resource::Submission),
             submission_len,
