@@ -1,0 +1,230 @@
+//! Delivery queues at work: workers that take ready copies, hold a connection to the next hop through a
+//! [`DeliveryAgent`], and record each outcome. The agent (SMTP, LMTP, Maildir) lives in another crate; this
+//! module decides when to connect, when to retry and what each reply means for the queue.
+
+use std::sync::Arc;
+
+use sluice_queue_db::{QueueId, Record, now_ms};
+
+use super::agent::{DeliveryConnection, Outbound, RecipientOutcome};
+use crate::Inner;
+use crate::queue::Job;
+use crate::routing::Target;
+
+#[cfg(doc)]
+use super::agent::DeliveryAgent;
+
+/// How long a delivery attempt in progress may go on once shutdown began.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Starts workers for a queue while it has more ready copies than workers, up to the per-domain limit.
+pub(crate) fn kick(inner: &Arc<Inner>, qid: QueueId) {
+    let limit = inner.routing().limits.max_per_domain_outbound_connections.max(1);
+    let start = inner.lock().start_workers(qid, limit);
+    for _ in 0..start {
+        let inner2 = inner.clone();
+        inner.tasks.spawn(async move { worker(inner2, qid).await });
+    }
+}
+
+async fn worker(inner: Arc<Inner>, qid: QueueId) {
+    let mut conn: Option<Box<dyn DeliveryConnection>> = None;
+    let mut sent = 0usize;
+    loop {
+        if inner.shutdown.is_cancelled() {
+            break;
+        }
+        let Some(notify) = inner.lock().notifier(qid) else { break };
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let Some((job, target)) = inner.lock().take_ready(qid) else {
+            if conn.is_none() {
+                break;
+            }
+            // Keep the connection for a while in case more mail comes for this next hop.
+            let idle = inner.routing().limits.connection_idle;
+            tokio::select! {
+                _ = &mut notified => continue,
+                _ = tokio::time::sleep(idle) => break,
+                _ = inner.shutdown.cancelled() => break,
+            }
+        };
+        let body = match inner.db.body_source(job.mid, &job.body) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(mid = job.mid, error = %e, "cannot read a message body");
+                defer(&inner, qid, &job, &format!("451 4.3.0 cannot read the message body: {e}"), false).await;
+                continue;
+            }
+        };
+        let outbound = Outbound {
+            mid: job.mid,
+            envelope: job.envelope.clone(),
+            indices: job
+                .recipients
+                .iter()
+                .copied()
+                .filter(|i| (*i as usize) < job.envelope.recipient_count())
+                .collect(),
+            body,
+        };
+        if conn.is_none() {
+            inner.lock().set_connecting(qid, true);
+            let connected = inner.agent.connect(&target).await;
+            inner.lock().set_connecting(qid, false);
+            match connected {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    defer(&inner, qid, &job, &e, true).await;
+                    break;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { break };
+        // At shutdown an attempt gets a grace period; a copy abandoned then stays queued (and may be
+        // delivered twice if the peer had accepted it: a duplicate, never a loss).
+        let stopping = async {
+            inner.shutdown.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        let mut result = tokio::select! {
+            r = c.deliver(&outbound) => r,
+            _ = stopping => Err("451 4.3.2 delivery interrupted by shutdown".to_owned()),
+        };
+        if result.is_err() && sent > 0 && !inner.shutdown.is_cancelled() {
+            // A reused connection may have been closed by the peer while idle: one fresh attempt before the
+            // failure counts against the queue.
+            conn = None;
+            sent = 0;
+            if let Ok(mut fresh) = inner.agent.connect(&target).await {
+                result = fresh.deliver(&outbound).await;
+                conn = Some(fresh);
+            }
+        }
+        match result {
+            Ok(outcomes) => {
+                finish(&inner, qid, &job, &outbound, outcomes).await;
+                sent += 1;
+                let max = match &target {
+                    Target::SmartHosts { max_messages_per_connection, .. }
+                    | Target::Dns { max_messages_per_connection, .. } => *max_messages_per_connection,
+                    _ => usize::MAX,
+                };
+                if sent >= max.max(1) {
+                    if let Some(c) = conn.take() {
+                        c.quit().await;
+                    }
+                    sent = 0;
+                }
+            }
+            Err(e) => {
+                conn = None;
+                defer(&inner, qid, &job, &e, true).await;
+                break;
+            }
+        }
+    }
+    if let Some(c) = conn {
+        c.quit().await;
+    }
+    let more = inner.lock().worker_done(qid);
+    // A message may have arrived between the last look and the exit.
+    if more && !inner.shutdown.is_cancelled() {
+        kick(&inner, qid);
+    }
+}
+
+/// Applies the next hop's per-recipient replies to the copy.
+async fn finish(inner: &Arc<Inner>, qid: QueueId, job: &Job, out: &Outbound, outcomes: Vec<RecipientOutcome>) {
+    let mut remaining = Vec::new();
+    let mut transient_error = String::new();
+    // The outcomes answer the recipients sent, in their order.
+    for (i, outcome) in out.indices.iter().zip(
+        outcomes
+            .iter()
+            .chain(std::iter::repeat(&RecipientOutcome::Transient("451 4.4.0 no reply for this recipient".into()))),
+    ) {
+        let address = job.envelope.recipient(*i as usize).map(|r| r.address.to_owned()).unwrap_or_default();
+        let (event_id, reply) = match outcome {
+            RecipientOutcome::Delivered(r) => ("DELIVER", r),
+            RecipientOutcome::Permanent(r) => ("FAIL", r),
+            RecipientOutcome::Transient(r) => {
+                remaining.push(*i);
+                transient_error.clone_from(r);
+                ("DEFER", r)
+            }
+        };
+        let mut ev = inner.event(event_id, job.mid, &job.envelope);
+        ev.recipients = vec![address];
+        ev.queue = Some(inner.queue_identity(qid));
+        ev.reply = Some(reply.clone());
+        inner.tracking.log(ev);
+        if event_id == "FAIL" {
+            tracing::warn!(mid = job.mid, reply = %sluice_smtp::printable(reply), "permanent delivery failure");
+        }
+    }
+    let _ = out;
+    if remaining.is_empty() {
+        inner.lock().finish_copy(job.mid, qid);
+        let done = vec![Record::CopyDone { mid: job.mid, queue: qid }];
+        let _ = inner.db.record(done).await;
+    } else {
+        let next = now_ms() + inner.routing().limits.transient_failure_retry_interval.as_millis() as i64;
+        inner.lock().defer_copy(job.mid, qid, Some(&remaining), job.retry_count + 1, next, &transient_error);
+        let records = vec![
+            Record::Route { mid: job.mid, from: qid, copies: vec![(qid, remaining)] },
+            Record::Defer {
+                mid: job.mid,
+                queue: qid,
+                retry_count: job.retry_count + 1,
+                next_retry_ms: next,
+                last_error: transient_error,
+            },
+        ];
+        let _ = inner.db.record(records).await;
+    }
+}
+
+/// A transient failure of the whole attempt. With `queue_level`, the queue goes to Retry too.
+async fn defer(inner: &Arc<Inner>, qid: QueueId, job: &Job, error: &str, queue_level: bool) {
+    let now = now_ms();
+    let next = now + inner.routing().limits.transient_failure_retry_interval.as_millis() as i64;
+    if queue_level {
+        // The copy goes back to the front: it is first when the queue retries.
+        inner.lock().requeue_front(job.mid, qid, job.retry_count + 1, now, next, error);
+    } else {
+        inner.lock().defer_copy(job.mid, qid, None, job.retry_count + 1, next, error);
+    }
+    tracing::info!(mid = job.mid, queue = qid, error = %sluice_smtp::printable(error), "delivery deferred");
+    let mut ev = inner.event("DEFER", job.mid, &job.envelope);
+    ev.recipients = job
+        .recipients
+        .iter()
+        .filter_map(|i| job.envelope.recipient(*i as usize))
+        .map(|r| r.address.to_owned())
+        .collect();
+    ev.queue = Some(inner.queue_identity(qid));
+    ev.reply = Some(error.to_owned());
+    inner.tracking.log(ev);
+    let _ = inner
+        .db
+        .record(vec![Record::Defer {
+            mid: job.mid,
+            queue: qid,
+            retry_count: job.retry_count + 1,
+            next_retry_ms: next,
+            last_error: error.to_owned(),
+        }])
+        .await;
+}
+
+/// Moves what is due out of Retry; called every second.
+pub(crate) fn release_due(inner: &Arc<Inner>) {
+    let now = std::time::Instant::now();
+    let mut due_queues = inner.lock().release_due(now);
+    due_queues.dedup();
+    for qid in due_queues {
+        kick(inner, qid);
+    }
+}
