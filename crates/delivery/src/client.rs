@@ -9,7 +9,7 @@ use sluice_smtp::{
     BodyType, Command, DotStuffer, MailParams, Orcpt, RcptParams, Reply, XText, parse_ehlo_keywords,
     parse_forward_path, parse_reply, parse_reverse_path,
 };
-use sluice_transport::{BoxFuture, DeliveryConnection, Outbound, RecipientOutcome};
+use sluice_transport::{BoxFuture, DeliveryConnection, DeliveryError, Opening, Outbound, RecipientOutcome, reply_line};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -155,35 +155,22 @@ fn split_host(spec: &str) -> (String, u16) {
 }
 
 fn outcome(r: &Reply) -> RecipientOutcome {
-    let text = render(r);
-    if r.code / 100 == 2 {
-        RecipientOutcome::Delivered(text)
-    } else if r.code / 100 == 5 {
-        RecipientOutcome::Permanent(text)
-    } else {
-        RecipientOutcome::Transient(text)
-    }
-}
-
-/// The one-line text of a reply, as outcomes and errors carry it: code, enhanced code and text, lines joined by
-/// spaces. Not `Reply`'s `Display`, which drops empty lines (and so the space after a bare code): the text in
-/// the tracking log and `last_error` stays as it has always been.
-fn render(r: &Reply) -> String {
-    match &r.enhanced {
-        Some(e) => format!("{} {} {}", r.code, e, r.text.replace('\n', " ")),
-        None => format!("{} {}", r.code, r.text.replace('\n', " ")),
-    }
+    RecipientOutcome::of(r.clone())
 }
 
 impl ClientConnection {
     /// Tries each host in order; the first that greets and answers EHLO wins.
-    pub async fn connect_any(hosts: &[String], helo: &str, protocol: Protocol) -> Result<ClientConnection, String> {
-        let mut last = String::from("451 4.4.0 no next hop configured");
+    pub async fn connect_any(
+        hosts: &[String],
+        helo: &str,
+        protocol: Protocol,
+    ) -> Result<ClientConnection, DeliveryError> {
+        let mut last = DeliveryError::NoNextHop;
         for spec in hosts {
             match ClientConnection::connect(spec, helo, protocol).await {
                 Ok(c) => return Ok(c),
                 Err(e) => {
-                    tracing::debug!(host = %spec, error = %e, "next hop failed");
+                    tracing::debug!(host = %spec, error = %reply_line(&e.reply()), "next hop failed");
                     last = e;
                 }
             }
@@ -191,12 +178,12 @@ impl ClientConnection {
         Err(last)
     }
 
-    async fn connect(spec: &str, helo: &str, protocol: Protocol) -> Result<ClientConnection, String> {
+    async fn connect(spec: &str, helo: &str, protocol: Protocol) -> Result<ClientConnection, DeliveryError> {
         let (host, port) = split_host(spec);
         let stream = match timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port))).await {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(format!("451 4.4.1 cannot connect to {spec}: {e}")),
-            Err(_) => return Err(format!("451 4.4.1 connection to {spec} timed out")),
+            Ok(Err(source)) => return Err(DeliveryError::Connect { peer: spec.to_owned(), source }),
+            Err(_) => return Err(DeliveryError::ConnectTimeout { peer: spec.to_owned() }),
         };
         let _ = stream.set_nodelay(true);
         let mut c = ClientConnection {
@@ -208,7 +195,7 @@ impl ClientConnection {
         };
         let greeting = c.read_reply().await?;
         if greeting.code != 220 {
-            return Err(format!("{} (greeting from {spec})", render(&greeting)));
+            return Err(DeliveryError::Refused { reply: greeting, stage: Opening::Greeting, peer: spec.to_owned() });
         }
         let hello = match protocol {
             // LHLO is not an SMTP command; it takes EHLO's argument (RFC 2033 4.1).
@@ -224,20 +211,20 @@ impl ClientConnection {
             c.extensions = EhloExtensions::parse(&ehlo);
         }
         if ehlo.code != 250 {
-            return Err(format!("{} (EHLO to {spec})", render(&ehlo)));
+            return Err(DeliveryError::Refused { reply: ehlo, stage: Opening::Hello, peer: spec.to_owned() });
         }
         Ok(c)
     }
 
-    async fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), DeliveryError> {
         match timeout(REPLY_TIMEOUT, self.stream.write_all(bytes)).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("451 4.4.2 connection to {} lost: {e}", self.peer)),
-            Err(_) => Err(format!("451 4.4.2 {} stopped reading", self.peer)),
+            Ok(Err(source)) => Err(DeliveryError::Lost { peer: self.peer.clone(), source }),
+            Err(_) => Err(DeliveryError::WriteTimeout { peer: self.peer.clone() }),
         }
     }
 
-    async fn read_reply(&mut self) -> Result<Reply, String> {
+    async fn read_reply(&mut self) -> Result<Reply, DeliveryError> {
         loop {
             match parse_reply(&self.buf) {
                 Ok(Some((reply, used))) => {
@@ -245,27 +232,28 @@ impl ClientConnection {
                     return Ok(reply);
                 }
                 Ok(None) => {}
-                Err(e) => return Err(format!("451 4.5.0 bad reply from {}: {e}", self.peer)),
+                Err(source) => return Err(DeliveryError::BadReply { peer: self.peer.clone(), source }),
             }
             if self.buf.len() > 64 * 1024 {
-                return Err(format!("451 4.5.0 reply from {} too long", self.peer));
+                return Err(DeliveryError::ReplyTooLong { peer: self.peer.clone() });
             }
             let mut chunk = [0u8; 4096];
             let n = match timeout(REPLY_TIMEOUT, self.stream.read(&mut chunk)).await {
-                Ok(Ok(0)) => return Err(format!("451 4.4.2 {} closed the connection", self.peer)),
+                Ok(Ok(0)) => return Err(DeliveryError::Closed { peer: self.peer.clone() }),
                 Ok(Ok(n)) => n,
-                Ok(Err(e)) => return Err(format!("451 4.4.2 connection to {} lost: {e}", self.peer)),
-                Err(_) => return Err(format!("451 4.4.2 {} did not answer in time", self.peer)),
+                Ok(Err(source)) => return Err(DeliveryError::Lost { peer: self.peer.clone(), source }),
+                Err(_) => return Err(DeliveryError::ReplyTimeout { peer: self.peer.clone() }),
             };
             self.buf.extend_from_slice(&chunk[..n]);
         }
     }
 
     /// One message: the envelope, then (when the next hop takes it) the body, then each recipient's outcome.
-    async fn transaction(&mut self, msg: &Outbound) -> Result<Vec<RecipientOutcome>, String> {
+    async fn transaction(&mut self, msg: &Outbound) -> Result<Vec<RecipientOutcome>, DeliveryError> {
         if msg.envelope.smtputf8 && !self.extensions.smtputf8 {
             // RFC 6531 3.2: a message that needs SMTPUTF8 cannot go to a server that lacks it.
-            let why = format!("550 5.6.7 {} does not support SMTPUTF8, which this message needs", self.peer);
+            let why =
+                Reply::new(550, "5.6.7", format!("{} does not support SMTPUTF8, which this message needs", self.peer));
             return Ok(msg.recipients().map(|_| RecipientOutcome::Permanent(why.clone())).collect());
         }
         let envelope = envelope(&self.extensions, msg);
@@ -285,7 +273,7 @@ impl ClientConnection {
     }
 
     /// Sends MAIL, every RCPT and DATA in one write (RFC 2920), then reads their replies.
-    async fn send_envelope_pipelined(&mut self, envelope: &Envelope) -> Result<EnvelopeReplies, String> {
+    async fn send_envelope_pipelined(&mut self, envelope: &Envelope) -> Result<EnvelopeReplies, DeliveryError> {
         let mut commands = envelope.mail.clone().into_bytes();
         for rcpt in &envelope.rcpts {
             commands.extend_from_slice(rcpt.as_bytes());
@@ -302,7 +290,7 @@ impl ClientConnection {
 
     /// Sends MAIL, every RCPT and DATA one at a time, each after the reply to the one before. The transaction
     /// ends (with RSET) as soon as MAIL is refused or once every RCPT is.
-    async fn send_envelope_lockstep(&mut self, envelope: &Envelope) -> Result<Lockstep, String> {
+    async fn send_envelope_lockstep(&mut self, envelope: &Envelope) -> Result<Lockstep, DeliveryError> {
         self.send(envelope.mail.as_bytes()).await?;
         let mail = self.read_reply().await?;
         if mail.code / 100 != 2 {
@@ -324,10 +312,10 @@ impl ClientConnection {
 
     /// The outcomes when the envelope's replies leave no body to send: MAIL refused, or DATA not answered with
     /// 354. A `421` (the next hop is closing) fails the whole attempt.
-    async fn refused(&mut self, replies: &EnvelopeReplies) -> Result<Option<Vec<RecipientOutcome>>, String> {
+    async fn refused(&mut self, replies: &EnvelopeReplies) -> Result<Option<Vec<RecipientOutcome>>, DeliveryError> {
         let EnvelopeReplies { mail, rcpts, data } = replies;
         if mail.code == 421 || data.code == 421 {
-            return Err(render(if mail.code == 421 { mail } else { data }));
+            return Err(DeliveryError::Closing(if mail.code == 421 { mail } else { data }.clone()));
         }
         if mail.code / 100 != 2 {
             if data.code == 354 {
@@ -354,18 +342,17 @@ impl ClientConnection {
     /// checksum, checked with the last piece) ends the attempt before the end of data: the connection
     /// is dropped and the next hop discards what it got.
     /// A body of one piece goes out with its end of data in one write.
-    async fn send_body(&mut self, msg: &Outbound) -> Result<(), String> {
-        let unreadable = |e| format!("451 4.3.0 cannot read the message body: {e}");
+    async fn send_body(&mut self, msg: &Outbound) -> Result<(), DeliveryError> {
         let mut stuffer = DotStuffer::new();
         let mut chunks = msg.body.chunks();
-        let mut next = chunks.next_chunk(SEND_PIECE).map_err(unreadable)?;
+        let mut next = chunks.next_chunk(SEND_PIECE).map_err(DeliveryError::Body)?;
         let mut data = Vec::with_capacity(msg.body.len().min(SEND_PIECE as u64) as usize + 64);
         loop {
             data.clear();
             if let Some(piece) = next.take() {
                 stuffer.feed(&piece, &mut data);
             }
-            next = chunks.next_chunk(SEND_PIECE).map_err(unreadable)?;
+            next = chunks.next_chunk(SEND_PIECE).map_err(DeliveryError::Body)?;
             if next.is_none() {
                 stuffer.finish(&mut data);
                 self.send(&data).await?;
@@ -376,7 +363,7 @@ impl ClientConnection {
     }
 
     /// Each recipient's outcome after the end of data: its RCPT refusal, or the reply to the data.
-    async fn outcomes(&mut self, replies: &EnvelopeReplies) -> Result<Vec<RecipientOutcome>, String> {
+    async fn outcomes(&mut self, replies: &EnvelopeReplies) -> Result<Vec<RecipientOutcome>, DeliveryError> {
         let mut out: Vec<RecipientOutcome> = Vec::with_capacity(replies.rcpts.len());
         if self.protocol == Protocol::Lmtp {
             // LMTP: one reply after the data for every accepted recipient, in order.
@@ -392,14 +379,14 @@ impl ClientConnection {
         Ok(out)
     }
 
-    async fn reset(&mut self) -> Result<(), String> {
+    async fn reset(&mut self) -> Result<(), DeliveryError> {
         self.send(Command::Rset.render().as_bytes()).await?;
         self.read_reply().await.map(|_| ())
     }
 }
 
 impl DeliveryConnection for ClientConnection {
-    fn deliver<'a>(&'a mut self, msg: &'a Outbound) -> BoxFuture<'a, Result<Vec<RecipientOutcome>, String>> {
+    fn deliver<'a>(&'a mut self, msg: &'a Outbound) -> BoxFuture<'a, Result<Vec<RecipientOutcome>, DeliveryError>> {
         Box::pin(self.transaction(msg))
     }
 

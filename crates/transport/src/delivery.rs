@@ -4,5 +4,7 @@
 mod agent;
 mod worker;
 
-pub use agent::{BoxFuture, DeliveryAgent, DeliveryConnection, Outbound, RecipientOutcome};
+pub use agent::{
+    BoxFuture, DeliveryAgent, DeliveryConnection, DeliveryError, Opening, Outbound, RecipientOutcome, reply_line,
+};
 pub(crate) use worker::{kick, release_due};

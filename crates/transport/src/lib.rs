@@ -28,7 +28,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use alerts::{AlertClass, Alerts, Severity};
-pub use delivery::{BoxFuture, DeliveryAgent, DeliveryConnection, Outbound, RecipientOutcome};
+pub use delivery::{
+    BoxFuture, DeliveryAgent, DeliveryConnection, DeliveryError, Opening, Outbound, RecipientOutcome, reply_line,
+};
 pub use queue::{DeliveryType, MessageStatus, NextHopSolutionKey, QueueStatus};
 pub use routing::{AcceptedDomain, Limits, MailboxStore, Route, Routing, SendConnector, StoreKind, Target};
 pub use tracking::{Event, Tracking};

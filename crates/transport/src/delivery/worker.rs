@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use sluice_queue_db::{QueueId, Record, now_ms};
+use sluice_smtp::Reply;
 
-use super::agent::{DeliveryConnection, Outbound, RecipientOutcome};
+use super::agent::{DeliveryConnection, DeliveryError, Outbound, RecipientOutcome, reply_line};
 use crate::Inner;
 use crate::queue::Job;
 use crate::routing::Target;
@@ -54,7 +55,7 @@ async fn worker(inner: Arc<Inner>, qid: QueueId) {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(mid = job.mid, error = %e, "cannot read a message body");
-                defer(&inner, qid, &job, &format!("451 4.3.0 cannot read the message body: {e}"), false).await;
+                defer(&inner, qid, &job, &DeliveryError::Body(e), false).await;
                 continue;
             }
         };
@@ -90,7 +91,7 @@ async fn worker(inner: Arc<Inner>, qid: QueueId) {
         };
         let mut result = tokio::select! {
             r = c.deliver(&outbound) => r,
-            _ = stopping => Err("451 4.3.2 delivery interrupted by shutdown".to_owned()),
+            _ = stopping => Err(DeliveryError::Shutdown),
         };
         if result.is_err() && sent > 0 && !inner.shutdown.is_cancelled() {
             // A reused connection may have been closed by the peer while idle: one fresh attempt before the
@@ -139,20 +140,18 @@ async fn worker(inner: Arc<Inner>, qid: QueueId) {
 async fn finish(inner: &Arc<Inner>, qid: QueueId, job: &Job, out: &Outbound, outcomes: Vec<RecipientOutcome>) {
     let mut remaining = Vec::new();
     let mut transient_error = String::new();
+    let missing = RecipientOutcome::Transient(Reply::new(451, "4.4.0", "no reply for this recipient"));
     // The outcomes answer the recipients sent, in their order.
-    for (i, outcome) in out.indices.iter().zip(
-        outcomes
-            .iter()
-            .chain(std::iter::repeat(&RecipientOutcome::Transient("451 4.4.0 no reply for this recipient".into()))),
-    ) {
+    for (i, outcome) in out.indices.iter().zip(outcomes.iter().chain(std::iter::repeat(&missing))) {
         let address = job.envelope.recipient(*i as usize).map(|r| r.address.to_owned()).unwrap_or_default();
-        let (event_id, reply) = match outcome {
-            RecipientOutcome::Delivered(r) => ("DELIVER", r),
-            RecipientOutcome::Permanent(r) => ("FAIL", r),
-            RecipientOutcome::Transient(r) => {
+        let reply = reply_line(outcome.reply());
+        let event_id = match outcome {
+            RecipientOutcome::Delivered(_) => "DELIVER",
+            RecipientOutcome::Permanent(_) => "FAIL",
+            RecipientOutcome::Transient(_) => {
                 remaining.push(*i);
-                transient_error.clone_from(r);
-                ("DEFER", r)
+                transient_error.clone_from(&reply);
+                "DEFER"
             }
         };
         let mut ev = inner.event(event_id, job.mid, &job.envelope);
@@ -161,7 +160,7 @@ async fn finish(inner: &Arc<Inner>, qid: QueueId, job: &Job, out: &Outbound, out
         ev.reply = Some(reply.clone());
         inner.tracking.log(ev);
         if event_id == "FAIL" {
-            tracing::warn!(mid = job.mid, reply = %sluice_smtp::printable(reply), "permanent delivery failure");
+            tracing::warn!(mid = job.mid, reply = %sluice_smtp::printable(&reply), "permanent delivery failure");
         }
     }
     let _ = out;
@@ -187,7 +186,9 @@ async fn finish(inner: &Arc<Inner>, qid: QueueId, job: &Job, out: &Outbound, out
 }
 
 /// A transient failure of the whole attempt. With `queue_level`, the queue goes to Retry too.
-async fn defer(inner: &Arc<Inner>, qid: QueueId, job: &Job, error: &str, queue_level: bool) {
+async fn defer(inner: &Arc<Inner>, qid: QueueId, job: &Job, error: &DeliveryError, queue_level: bool) {
+    let error = reply_line(&error.reply());
+    let error = error.as_str();
     let now = now_ms();
     let next = now + inner.routing().limits.transient_failure_retry_interval.as_millis() as i64;
     if queue_level {
