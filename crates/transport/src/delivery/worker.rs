@@ -28,34 +28,16 @@ pub(crate) fn kick(inner: &Arc<Inner>, qid: QueueId) {
     }
 }
 
+/// One worker of a delivery queue: it takes the queue's ready copies one after another and delivers them
+/// over one connection, kept while mail keeps coming.
 async fn worker(inner: Arc<Inner>, qid: QueueId) {
-    let mut conn: Option<Box<dyn DeliveryConnection>> = None;
-    let mut sent = 0usize;
-    loop {
-        if inner.shutdown.is_cancelled() {
-            break;
-        }
-        let Some(notify) = inner.lock().notifier(qid) else { break };
-        let notified = notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let Some((job, target)) = inner.lock().take_ready(qid) else {
-            if conn.is_none() {
-                break;
-            }
-            // Keep the connection for a while in case more mail comes for this next hop.
-            let idle = inner.routing().limits.connection_idle;
-            tokio::select! {
-                _ = &mut notified => continue,
-                _ = tokio::time::sleep(idle) => break,
-                _ = inner.shutdown.cancelled() => break,
-            }
-        };
-        let body = match inner.db.body_source(job.mid, &job.body) {
+    let mut w = Worker { inner, qid, conn: None, sent: 0 };
+    while let Some((job, target)) = w.next_job().await {
+        let body = match w.inner.db.body_source(job.mid, &job.body) {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(mid = job.mid, error = %e, "cannot read a message body");
-                defer(&inner, qid, &job, &DeliveryError::Body(e), false).await;
+                defer(&w.inner, qid, &job, &DeliveryError::Body(e), false).await;
                 continue;
             }
         };
@@ -70,62 +52,29 @@ async fn worker(inner: Arc<Inner>, qid: QueueId) {
                 .collect(),
             body,
         };
-        if conn.is_none() {
-            inner.lock().set_connecting(qid, true);
-            let connected = inner.agent.connect(&target).await;
-            inner.lock().set_connecting(qid, false);
-            match connected {
-                Ok(c) => conn = Some(c),
+        let conn = match w.conn.take() {
+            Some(conn) => conn,
+            None => match w.connect(&target).await {
+                Ok(conn) => conn,
                 Err(e) => {
-                    defer(&inner, qid, &job, &e, true).await;
+                    defer(&w.inner, qid, &job, &e, true).await;
                     break;
                 }
-            }
-        }
-        let Some(c) = conn.as_mut() else { break };
-        // At shutdown an attempt gets a grace period; a copy abandoned then stays queued (and may be
-        // delivered twice if the peer had accepted it: a duplicate, never a loss).
-        let stopping = async {
-            inner.shutdown.cancelled().await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
+            },
         };
-        let mut result = tokio::select! {
-            r = c.deliver(&outbound) => r,
-            _ = stopping => Err(DeliveryError::Shutdown),
-        };
-        if result.is_err() && sent > 0 && !inner.shutdown.is_cancelled() {
-            // A reused connection may have been closed by the peer while idle: one fresh attempt before the
-            // failure counts against the queue.
-            conn = None;
-            sent = 0;
-            if let Ok(mut fresh) = inner.agent.connect(&target).await {
-                result = fresh.deliver(&outbound).await;
-                conn = Some(fresh);
-            }
-        }
-        match result {
+        match w.deliver(conn, &outbound, &target).await {
             Ok(outcomes) => {
-                finish(&inner, qid, &job, &outbound, outcomes).await;
-                sent += 1;
-                let max = match &target {
-                    Target::SmartHosts { max_messages_per_connection, .. }
-                    | Target::Dns { max_messages_per_connection, .. } => *max_messages_per_connection,
-                    _ => usize::MAX,
-                };
-                if sent >= max.max(1) {
-                    if let Some(c) = conn.take() {
-                        c.quit().await;
-                    }
-                    sent = 0;
-                }
+                finish(&w.inner, qid, &job, &outbound, outcomes).await;
+                w.delivered(&target).await;
             }
             Err(e) => {
-                conn = None;
-                defer(&inner, qid, &job, &e, true).await;
+                w.conn = None;
+                defer(&w.inner, qid, &job, &e, true).await;
                 break;
             }
         }
     }
+    let Worker { inner, conn, .. } = w;
     if let Some(c) = conn {
         c.quit().await;
     }
@@ -133,6 +82,101 @@ async fn worker(inner: Arc<Inner>, qid: QueueId) {
     // A message may have arrived between the last look and the exit.
     if more && !inner.shutdown.is_cancelled() {
         kick(&inner, qid);
+    }
+}
+
+/// A worker's state between copies.
+struct Worker {
+    inner: Arc<Inner>,
+    qid: QueueId,
+    /// The open connection to the next hop, if any.
+    conn: Option<Box<dyn DeliveryConnection>>,
+    /// Copies delivered over `conn`.
+    sent: usize,
+}
+
+impl Worker {
+    /// The next ready copy and its target, waiting for one while a connection is open; `None` when the worker
+    /// should stop (no work and no connection, idle too long, shutdown, or the queue is gone).
+    async fn next_job(&mut self) -> Option<(Job, Target)> {
+        let inner = &self.inner;
+        loop {
+            if inner.shutdown.is_cancelled() {
+                return None;
+            }
+            let notify = inner.lock().notifier(self.qid)?;
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(next) = inner.lock().take_ready(self.qid) {
+                return Some(next);
+            }
+            // Without a connection to keep there is nothing to wait for.
+            self.conn.as_ref()?;
+            // Keep the connection for a while in case more mail comes for this next hop.
+            let idle = inner.routing().limits.connection_idle;
+            tokio::select! {
+                _ = &mut notified => continue,
+                _ = tokio::time::sleep(idle) => return None,
+                _ = inner.shutdown.cancelled() => return None,
+            }
+        }
+    }
+
+    /// Opens a connection to the target, counted as connecting meanwhile.
+    async fn connect(&mut self, target: &Target) -> Result<Box<dyn DeliveryConnection>, DeliveryError> {
+        self.inner.lock().set_connecting(self.qid, true);
+        let connected = self.inner.agent.connect(target).await;
+        self.inner.lock().set_connecting(self.qid, false);
+        connected
+    }
+
+    /// Delivers one copy over `conn`, which is kept (or the fresh one that replaced it).
+    async fn deliver(
+        &mut self,
+        mut conn: Box<dyn DeliveryConnection>,
+        outbound: &Outbound,
+        target: &Target,
+    ) -> Result<Vec<RecipientOutcome>, DeliveryError> {
+        let inner = &self.inner;
+        // At shutdown an attempt gets a grace period; a copy abandoned then stays queued (and may be
+        // delivered twice if the peer had accepted it: a duplicate, never a loss).
+        let stopping = async {
+            inner.shutdown.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        let mut result = tokio::select! {
+            r = conn.deliver(outbound) => r,
+            _ = stopping => Err(DeliveryError::Shutdown),
+        };
+        self.conn = Some(conn);
+        if result.is_err() && self.sent > 0 && !inner.shutdown.is_cancelled() {
+            // A reused connection may have been closed by the peer while idle: one fresh attempt before the
+            // failure counts against the queue.
+            self.conn = None;
+            self.sent = 0;
+            if let Ok(mut fresh) = inner.agent.connect(target).await {
+                result = fresh.deliver(outbound).await;
+                self.conn = Some(fresh);
+            }
+        }
+        result
+    }
+
+    /// Counts a delivered copy; the connection ends after the target's most messages per connection.
+    async fn delivered(&mut self, target: &Target) {
+        self.sent += 1;
+        let max = match target {
+            Target::SmartHosts { max_messages_per_connection, .. }
+            | Target::Dns { max_messages_per_connection, .. } => *max_messages_per_connection,
+            _ => usize::MAX,
+        };
+        if self.sent >= max.max(1) {
+            if let Some(c) = self.conn.take() {
+                c.quit().await;
+            }
+            self.sent = 0;
+        }
     }
 }
 
@@ -163,7 +207,6 @@ async fn finish(inner: &Arc<Inner>, qid: QueueId, job: &Job, out: &Outbound, out
             tracing::warn!(mid = job.mid, reply = %sluice_smtp::printable(&reply), "permanent delivery failure");
         }
     }
-    let _ = out;
     if remaining.is_empty() {
         inner.lock().finish_copy(job.mid, qid);
         let done = vec![Record::CopyDone { mid: job.mid, queue: qid }];
