@@ -315,11 +315,11 @@ impl Transport {
                 return Err(e);
             }
         };
-        for event_id in ["RECEIVE", "SUBMIT"] {
-            let mut ev = self.inner.event(event_id, mid, &envelope);
+        for event_id in [tracking::EventId::Receive, tracking::EventId::Submit] {
+            let mut ev = self.inner.event(event_id.as_str(), mid, &envelope);
             ev.recipients = envelope.recipients().map(|r| r.address.to_owned()).collect();
             ev.source = Some(envelope.source_name().to_owned());
-            if event_id == "RECEIVE" {
+            if event_id == tracking::EventId::Receive {
                 ev.source_ip = Some(envelope.source_ip().to_owned()).filter(|s| !s.is_empty());
                 ev.reply = Some(format!("250 2.0.0 Ok: queued as {mid} ({size} bytes)"));
             } else {

@@ -49,6 +49,37 @@ impl Event {
     }
 }
 
+/// What happened to a message, as an event's `event_id` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventId {
+    /// Received (over SMTP, or from replay or pickup).
+    Receive,
+    /// Put in Submission.
+    Submit,
+    /// Categorized: routed to delivery queues.
+    Route,
+    /// Delivered to a recipient.
+    Deliver,
+    /// Not delivered this time; retried later.
+    Defer,
+    /// Failed for good.
+    Fail,
+}
+
+impl EventId {
+    /// The name written in the tracking log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventId::Receive => "RECEIVE",
+            EventId::Submit => "SUBMIT",
+            EventId::Route => "ROUTE",
+            EventId::Deliver => "DELIVER",
+            EventId::Defer => "DEFER",
+            EventId::Fail => "FAIL",
+        }
+    }
+}
+
 /// Events are serialized by the caller into a shared buffer that a writer thread drains every
 /// [`FLUSH_INTERVAL`] (or sooner when it fills): no thread wake-up per event.
 const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);

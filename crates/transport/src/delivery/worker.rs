@@ -11,6 +11,7 @@ use super::agent::{DeliveryConnection, DeliveryError, Outbound, RecipientOutcome
 use crate::Inner;
 use crate::queue::Job;
 use crate::routing::Target;
+use crate::tracking::EventId;
 
 #[cfg(doc)]
 use super::agent::DeliveryAgent;
@@ -190,20 +191,20 @@ async fn finish(inner: &Arc<Inner>, qid: QueueId, job: &Job, out: &Outbound, out
         let address = job.envelope.recipient(*i as usize).map(|r| r.address.to_owned()).unwrap_or_default();
         let reply = reply_line(outcome.reply());
         let event_id = match outcome {
-            RecipientOutcome::Delivered(_) => "DELIVER",
-            RecipientOutcome::Permanent(_) => "FAIL",
+            RecipientOutcome::Delivered(_) => EventId::Deliver,
+            RecipientOutcome::Permanent(_) => EventId::Fail,
             RecipientOutcome::Transient(_) => {
                 remaining.push(*i);
                 transient_error.clone_from(&reply);
-                "DEFER"
+                EventId::Defer
             }
         };
-        let mut ev = inner.event(event_id, job.mid, &job.envelope);
+        let mut ev = inner.event(event_id.as_str(), job.mid, &job.envelope);
         ev.recipients = vec![address];
         ev.queue = Some(inner.queue_identity(qid));
         ev.reply = Some(reply.clone());
         inner.tracking.log(ev);
-        if event_id == "FAIL" {
+        if event_id == EventId::Fail {
             tracing::warn!(mid = job.mid, reply = %sluice_smtp::printable(&reply), "permanent delivery failure");
         }
     }
@@ -241,7 +242,7 @@ async fn defer(inner: &Arc<Inner>, qid: QueueId, job: &Job, error: &DeliveryErro
         inner.lock().defer_copy(job.mid, qid, None, job.retry_count + 1, next, error);
     }
     tracing::info!(mid = job.mid, queue = qid, error = %sluice_smtp::printable(error), "delivery deferred");
-    let mut ev = inner.event("DEFER", job.mid, &job.envelope);
+    let mut ev = inner.event(EventId::Defer.as_str(), job.mid, &job.envelope);
     ev.recipients = job
         .recipients
         .iter()
