@@ -548,4 +548,137 @@ mod tests {
         let want = EhloExtensions { pipelining: true, size: true, eight_bit_mime: true, smtputf8: false, dsn: true };
         assert_eq!(EhloExtensions::parse(&ehlo), want);
     }
+
+    /// A next hop on a loopback port that answers each command line, and the end of data, with `answer`, and
+    /// hands back every line it got once the client quits.
+    async fn next_hop(answer: fn(&str) -> &'static str) -> (String, tokio::task::JoinHandle<Vec<String>>) {
+        use tokio::io::AsyncBufReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let task = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (r, mut w) = stream.into_split();
+            let mut r = tokio::io::BufReader::new(r);
+            w.write_all(b"220 hop\r\n").await.unwrap();
+            let (mut lines, mut in_data) = (Vec::new(), false);
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                    break;
+                }
+                let line = line.trim_end_matches("\r\n").to_owned();
+                lines.push(line.clone());
+                if in_data && line != "." {
+                    continue;
+                }
+                let reply = answer(if in_data { "." } else { &line });
+                in_data = line == "DATA" && reply.starts_with("354");
+                w.write_all(reply.as_bytes()).await.unwrap();
+                if line == "QUIT" {
+                    break;
+                }
+            }
+            lines
+        });
+        (addr, task)
+    }
+
+    fn two_recipients() -> Outbound {
+        message(sluice_queue_db::EnvelopeParts {
+            from: "a@example.test".into(),
+            recipients: vec![recipient("bad@remote.test", None, None), recipient("good@remote.test", None, None)],
+            ..Default::default()
+        })
+    }
+
+    async fn deliver_to(addr: &str, protocol: Protocol) -> Result<Vec<RecipientOutcome>, DeliveryError> {
+        let mut c = ClientConnection::connect_any(&[addr.to_owned()], "me.test", protocol).await.unwrap();
+        let out = c.transaction(&two_recipients()).await;
+        Box::new(c).quit().await;
+        out
+    }
+
+    #[tokio::test]
+    async fn without_pipelining_each_command_waits_for_its_reply() {
+        let (addr, hop) = next_hop(|line| match line {
+            "EHLO me.test" => "250-hop\r\n250 SIZE 1000\r\n",
+            l if l.starts_with("RCPT TO:<bad@") => "550 5.1.1 unknown\r\n",
+            "DATA" => "354 go\r\n",
+            "." => "250 2.0.0 queued\r\n",
+            "QUIT" => "221 bye\r\n",
+            _ => "250 ok\r\n",
+        })
+        .await;
+        let out = deliver_to(&addr, Protocol::Smtp).await.unwrap();
+        assert_eq!(
+            out,
+            [
+                RecipientOutcome::Permanent(Reply::new(550, "5.1.1", "unknown")),
+                RecipientOutcome::Delivered(Reply::new(250, "2.0.0", "queued")),
+            ]
+        );
+        let want = [
+            "EHLO me.test",
+            "MAIL FROM:<a@example.test> SIZE=20",
+            "RCPT TO:<bad@remote.test>",
+            "RCPT TO:<good@remote.test>",
+            "DATA",
+            "Subject: x",
+            "",
+            "body",
+            ".",
+            "QUIT",
+        ];
+        assert_eq!(hop.await.unwrap(), want);
+    }
+
+    #[tokio::test]
+    async fn without_pipelining_every_recipient_refused_ends_with_rset() {
+        let (addr, hop) = next_hop(|line| match line {
+            l if l.starts_with("RCPT") => "550 5.1.1 unknown\r\n",
+            "QUIT" => "221 bye\r\n",
+            _ => "250 ok\r\n",
+        })
+        .await;
+        let out = deliver_to(&addr, Protocol::Smtp).await.unwrap();
+        assert!(out.iter().all(|o| matches!(o, RecipientOutcome::Permanent(_))), "{out:?}");
+        let lines = hop.await.unwrap();
+        assert_eq!(lines[lines.len() - 2..], ["RSET", "QUIT"]);
+        assert!(!lines.iter().any(|l| l == "DATA"), "{lines:?}");
+    }
+
+    #[tokio::test]
+    async fn lmtp_reads_one_reply_per_accepted_recipient_after_the_data() {
+        let (addr, hop) = next_hop(|line| match line {
+            "LHLO me.test" => "250-hop\r\n250 PIPELINING\r\n",
+            "DATA" => "354 go\r\n",
+            "." => "250 2.0.0 one\r\n452 4.2.2 full\r\n",
+            "QUIT" => "221 bye\r\n",
+            _ => "250 ok\r\n",
+        })
+        .await;
+        let out = deliver_to(&addr, Protocol::Lmtp).await.unwrap();
+        assert_eq!(
+            out,
+            [
+                RecipientOutcome::Delivered(Reply::new(250, "2.0.0", "one")),
+                RecipientOutcome::Transient(Reply::new(452, "4.2.2", "full")),
+            ]
+        );
+        assert_eq!(hop.await.unwrap()[..2], ["LHLO me.test", "MAIL FROM:<a@example.test>"]);
+    }
+
+    #[tokio::test]
+    async fn a_421_to_data_fails_the_whole_attempt_with_that_reply() {
+        let (addr, hop) = next_hop(|line| match line {
+            "EHLO me.test" => "250-hop\r\n250 PIPELINING\r\n",
+            "DATA" => "421 4.3.2 closing\r\n",
+            "QUIT" => "221 bye\r\n",
+            _ => "250 ok\r\n",
+        })
+        .await;
+        let error = deliver_to(&addr, Protocol::Smtp).await.unwrap_err();
+        assert_eq!(sluice_transport::reply_line(&error.reply()), "421 4.3.2 closing");
+        hop.await.unwrap();
+    }
 }
