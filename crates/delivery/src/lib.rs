@@ -7,7 +7,7 @@ mod maildir;
 
 use std::sync::Arc;
 
-use sluice_transport::{BoxFuture, DeliveryAgent, DeliveryConnection, Target};
+use sluice_transport::{BoxFuture, DeliveryAgent, DeliveryConnection, DeliveryError, Target};
 
 pub use client::{ClientConnection, Protocol};
 pub use maildir::{MaildirConnection, safe_local_part};
@@ -20,7 +20,7 @@ pub struct Agent {
 }
 
 impl DeliveryAgent for Agent {
-    fn connect<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<Box<dyn DeliveryConnection>, String>> {
+    fn connect<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<Box<dyn DeliveryConnection>, DeliveryError>> {
         Box::pin(async move {
             match target {
                 Target::SmartHosts { hosts, .. } => {
@@ -37,9 +37,7 @@ impl DeliveryAgent for Agent {
                     Ok(Box::new(MaildirConnection::new(template.clone(), delimiter.clone(), self.hostname.clone()))
                         as Box<dyn DeliveryConnection>)
                 }
-                Target::Dns { domain, .. } => Err(format!(
-                    "451 4.4.3 DNS MX routing for {domain} is not available in this release; configure smart_hosts"
-                )),
+                Target::Dns { domain, .. } => Err(DeliveryError::NoMxRouting { domain: domain.clone() }),
             }
         })
     }

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sluice_queue_db::BodySource;
-use sluice_transport::{BoxFuture, DeliveryConnection, Outbound, RecipientOutcome};
+use sluice_smtp::Reply;
+use sluice_transport::{BoxFuture, DeliveryConnection, DeliveryError, Outbound, RecipientOutcome};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -26,9 +27,11 @@ impl MaildirConnection {
         MaildirConnection { template, delimiter, hostname }
     }
 
-    /// The Maildir folder of a recipient, or why there is none.
-    pub fn folder(&self, address: &str) -> Result<PathBuf, String> {
-        let (local, domain) = address.rsplit_once('@').ok_or_else(|| format!("no domain in {address}"))?;
+    /// The Maildir folder of a recipient, or the reply that refuses it.
+    pub fn folder(&self, address: &str) -> Result<PathBuf, Reply> {
+        // Routing sends only addresses of an accepted domain here, so a missing domain is not expected.
+        let (local, domain) =
+            address.rsplit_once('@').ok_or_else(|| Reply::new(550, "5.1.3", format!("no domain in {address}")))?;
         let local = match self.delimiter.chars().next() {
             Some(d) => local.split(d).next().unwrap_or(local),
             None => local,
@@ -39,7 +42,7 @@ impl MaildirConnection {
             && !domain.contains("..")
             && domain.bytes().all(|b| b.is_ascii_alphanumeric() || b".-".contains(&b));
         if !safe_local_part(local) || !domain_ok {
-            return Err(format!("550 5.1.3 {address} cannot name a mailbox"));
+            return Err(Reply::new(550, "5.1.3", format!("{address} cannot name a mailbox")));
         }
         Ok(PathBuf::from(self.template.replace("{domain}", &domain).replace("{local}", local)))
     }
@@ -84,10 +87,10 @@ fn deliver_one(folder: &Path, hostname: &str, from: &str, rcpt: &str, body: &Bod
 }
 
 impl DeliveryConnection for MaildirConnection {
-    fn deliver<'a>(&'a mut self, msg: &'a Outbound) -> BoxFuture<'a, Result<Vec<RecipientOutcome>, String>> {
+    fn deliver<'a>(&'a mut self, msg: &'a Outbound) -> BoxFuture<'a, Result<Vec<RecipientOutcome>, DeliveryError>> {
         Box::pin(async move {
             let rcpts: Vec<String> = msg.recipients().map(|r| r.address.to_owned()).collect();
-            let folders: Vec<Result<PathBuf, String>> = rcpts.iter().map(|r| self.folder(r)).collect();
+            let folders: Vec<Result<PathBuf, Reply>> = rcpts.iter().map(|r| self.folder(r)).collect();
             let hostname = self.hostname.clone();
             let from = msg.envelope.from_address().to_owned();
             // The body is read on the blocking thread, a piece at a time, once per recipient.
@@ -99,14 +102,18 @@ impl DeliveryConnection for MaildirConnection {
                     .map(|(folder, rcpt)| match folder {
                         Err(e) => RecipientOutcome::Permanent(e),
                         Ok(folder) => match deliver_one(&folder, &hostname, &from, &rcpt, &body) {
-                            Ok(()) => RecipientOutcome::Delivered("250 2.0.0 delivered to Maildir".into()),
-                            Err(e) => RecipientOutcome::Transient(format!("451 4.3.0 Maildir write failed: {e}")),
+                            Ok(()) => RecipientOutcome::Delivered(Reply::new(250, "2.0.0", "delivered to Maildir")),
+                            Err(e) => RecipientOutcome::Transient(Reply::new(
+                                451,
+                                "4.3.0",
+                                format!("Maildir write failed: {e}"),
+                            )),
                         },
                     })
                     .collect()
             })
             .await
-            .map_err(|e| format!("451 4.3.0 Maildir delivery task failed: {e}"))?;
+            .map_err(DeliveryError::MaildirTask)?;
             Ok(outcomes)
         })
     }

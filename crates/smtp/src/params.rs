@@ -6,6 +6,7 @@
 //! `501 5.5.4`.
 
 use std::fmt;
+use std::str::FromStr;
 
 use crate::command::CommandError;
 use crate::xtext::XText;
@@ -58,6 +59,19 @@ impl fmt::Display for Ret {
             Ret::Full => "FULL",
             Ret::Hdrs => "HDRS",
         })
+    }
+}
+
+/// The wire value, in any case (as a stored envelope keeps it, for the client to pass on).
+impl FromStr for Ret {
+    type Err = CommandError;
+
+    fn from_str(value: &str) -> Result<Ret, CommandError> {
+        match value.to_ascii_uppercase().as_str() {
+            "FULL" => Ok(Ret::Full),
+            "HDRS" => Ok(Ret::Hdrs),
+            _ => Err(invalid("RET", "expected FULL or HDRS")),
+        }
     }
 }
 
@@ -128,13 +142,7 @@ impl MailParams {
                     }
                     out.smtputf8 = true;
                 }
-                "RET" => {
-                    out.ret = Some(match value_of("RET", *value)?.to_ascii_uppercase().as_str() {
-                        "FULL" => Ret::Full,
-                        "HDRS" => Ret::Hdrs,
-                        _ => return Err(invalid("RET", "expected FULL or HDRS")),
-                    });
-                }
+                "RET" => out.ret = Some(value_of("RET", *value)?.parse()?),
                 "ENVID" => {
                     let value = value_of("ENVID", *value)?;
                     if value.len() > MAX_ENVID {
@@ -150,6 +158,18 @@ impl MailParams {
             }
         }
         Ok(out)
+    }
+}
+
+/// The parameters as they follow the path on the wire: ` KEY=value` each, in the order [`Command::render`]
+/// writes them.
+///
+/// [`Command::render`]: crate::Command::render
+impl fmt::Display for MailParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = String::new();
+        self.render_into(&mut out);
+        f.write_str(&out)
     }
 }
 
@@ -192,6 +212,16 @@ impl Notify {
             *flag = true;
         }
         Ok(notify)
+    }
+}
+
+/// The wire value, as [`Notify`]'s `Display` writes it or in any case and order (as a stored recipient keeps
+/// it, for the client to pass on).
+impl FromStr for Notify {
+    type Err = CommandError;
+
+    fn from_str(value: &str) -> Result<Notify, CommandError> {
+        Notify::parse(value)
     }
 }
 
@@ -280,6 +310,18 @@ impl RcptParams {
             }
         }
         Ok(out)
+    }
+}
+
+/// The parameters as they follow the path on the wire: ` KEY=value` each, in the order [`Command::render`]
+/// writes them.
+///
+/// [`Command::render`]: crate::Command::render
+impl fmt::Display for RcptParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = String::new();
+        self.render_into(&mut out);
+        f.write_str(&out)
     }
 }
 

@@ -52,7 +52,7 @@ async fn categorize_batch(inner: &Arc<Inner>) -> bool {
     }
     for (mid, queues) in &placements {
         let Some(env) = batch.iter().find(|(m, _)| m == mid).map(|(_, e)| e.clone()) else { continue };
-        let mut ev = inner.event("ROUTE", *mid, &env);
+        let mut ev = inner.event(crate::tracking::EventId::Route, *mid, &env);
         ev.recipients = env.recipients().map(|r| r.address.to_owned()).collect();
         ev.queue = Some(queues.iter().map(|q| inner.queue_identity(*q)).collect::<Vec<_>>().join(","));
         inner.tracking.log(ev);

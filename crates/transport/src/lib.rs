@@ -29,7 +29,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use alerts::{AlertClass, Alerts, Severity};
-pub use delivery::{BoxFuture, DeliveryAgent, DeliveryConnection, Outbound, RecipientOutcome};
+pub use delivery::{
+    BoxFuture, DeliveryAgent, DeliveryConnection, DeliveryError, Opening, Outbound, RecipientOutcome, reply_line,
+};
 pub use load::Loaded;
 pub use queue::{DeliveryType, MessageStatus, NextHopSolutionKey, QueueStatus};
 pub use routing::{AcceptedDomain, Limits, MailboxStore, Route, Routing, SendConnector, StoreKind, Target};
@@ -84,7 +86,7 @@ impl Inner {
         }
     }
 
-    fn event(&self, event_id: &'static str, mid: Mid, env: &Envelope) -> Event {
+    fn event(&self, event_id: tracking::EventId, mid: Mid, env: &Envelope) -> Event {
         let mut ev = Event::new(event_id, mid);
         env.from_address().clone_into(&mut ev.sender);
         ev.internet_message_id = env.internet_message_id().map(str::to_owned);
@@ -223,11 +225,11 @@ impl Transport {
                 return Err(e);
             }
         };
-        for event_id in ["RECEIVE", "SUBMIT"] {
+        for event_id in [tracking::EventId::Receive, tracking::EventId::Submit] {
             let mut ev = self.inner.event(event_id, mid, &envelope);
             ev.recipients = envelope.recipients().map(|r| r.address.to_owned()).collect();
             ev.source = Some(envelope.source_name().to_owned());
-            if event_id == "RECEIVE" {
+            if event_id == tracking::EventId::Receive {
                 ev.source_ip = Some(envelope.source_ip().to_owned()).filter(|s| !s.is_empty());
                 ev.reply = Some(format!("250 2.0.0 Ok: queued as {mid} ({size} bytes)"));
             } else {

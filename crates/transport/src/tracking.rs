@@ -16,7 +16,7 @@ use sluice_queue_db::time::{date, now_ms, rfc3339};
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
     pub time: String,
-    pub event_id: &'static str,
+    pub event_id: EventId,
     pub mid: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub internet_message_id: Option<String>,
@@ -33,7 +33,7 @@ pub struct Event {
 }
 
 impl Event {
-    pub fn new(event_id: &'static str, mid: u64) -> Event {
+    pub fn new(event_id: EventId, mid: u64) -> Event {
         Event {
             time: rfc3339(now_ms()),
             event_id,
@@ -45,6 +45,38 @@ impl Event {
             source: None,
             source_ip: None,
             reply: None,
+        }
+    }
+}
+
+/// What happened to a message, as an event's `event_id` names it (written in capitals: `RECEIVE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum EventId {
+    /// Received (over SMTP, or from replay or pickup).
+    Receive,
+    /// Put in Submission.
+    Submit,
+    /// Categorized: routed to delivery queues.
+    Route,
+    /// Delivered to a recipient.
+    Deliver,
+    /// Not delivered this time; retried later.
+    Defer,
+    /// Failed for good.
+    Fail,
+}
+
+impl EventId {
+    /// The name written in the tracking log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventId::Receive => "RECEIVE",
+            EventId::Submit => "SUBMIT",
+            EventId::Route => "ROUTE",
+            EventId::Deliver => "DELIVER",
+            EventId::Defer => "DEFER",
+            EventId::Fail => "FAIL",
         }
     }
 }

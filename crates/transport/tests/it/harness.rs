@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice_queue_db::{EnvelopeParts, FsStorage, Mid, Options, QueueDb, Recipient};
+use sluice_smtp::{EnhancedCode, Reply};
 use sluice_transport::{
-    Alerts, BoxFuture, DeliveryAgent, DeliveryConnection, Outbound, Parts, RecipientOutcome, Routing, SendConnector,
-    Target, Tracking, Transport,
+    Alerts, BoxFuture, DeliveryAgent, DeliveryConnection, DeliveryError, Outbound, Parts, RecipientOutcome, Routing,
+    SendConnector, Target, Tracking, Transport,
 };
 use tokio::time::Instant;
 
@@ -72,25 +73,35 @@ impl FakeAgent {
     }
 }
 
-// The outcome types of the delivery seam, in one place: a reply is text here.
-fn connect_error(reply: &str) -> String {
-    reply.to_owned()
+/// A scripted reply line (`451 4.3.0 try again later`) as the delivery seam carries it.
+fn reply(line: &str) -> Reply {
+    let (code, rest) = line.split_once(' ').unwrap_or((line, ""));
+    let code: u16 = code.parse().expect("a scripted reply starts with its code");
+    match rest.split_once(' ') {
+        Some((enhanced, text)) if EnhancedCode::parse_for(code, enhanced).is_some() => Reply::new(code, enhanced, text),
+        _ => Reply::plain(code, rest),
+    }
+}
+
+/// A refused connection: the next hop's `421` while the session opens.
+fn connect_error(line: &str) -> DeliveryError {
+    DeliveryError::Closing(reply(line))
 }
 
 /// The outcome for the `i`-th recipient of an attempt.
 fn outcome(answer: &Answer, i: usize) -> RecipientOutcome {
     match answer {
-        Answer::Defer(reply) => RecipientOutcome::Transient((*reply).to_owned()),
-        Answer::DeferFirst(reply) if i == 0 => RecipientOutcome::Transient((*reply).to_owned()),
-        Answer::Reject(reply) => RecipientOutcome::Permanent((*reply).to_owned()),
+        Answer::Defer(line) => RecipientOutcome::Transient(reply(line)),
+        Answer::DeferFirst(line) if i == 0 => RecipientOutcome::Transient(reply(line)),
+        Answer::Reject(line) => RecipientOutcome::Permanent(reply(line)),
         Answer::DeferFirst(_) | Answer::Accept | Answer::RefuseConnection(_) => {
-            RecipientOutcome::Delivered("250 2.0.0 Ok".to_owned())
+            RecipientOutcome::Delivered(reply("250 2.0.0 Ok"))
         }
     }
 }
 
 impl DeliveryAgent for FakeAgent {
-    fn connect<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<Box<dyn DeliveryConnection>, String>> {
+    fn connect<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<Box<dyn DeliveryConnection>, DeliveryError>> {
         Box::pin(async move {
             let mut script = self.shared.script.lock().unwrap();
             if let Some(Answer::RefuseConnection(reply)) = script.front().cloned() {
@@ -117,7 +128,7 @@ struct FakeConnection {
 }
 
 impl DeliveryConnection for FakeConnection {
-    fn deliver<'a>(&'a mut self, msg: &'a Outbound) -> BoxFuture<'a, Result<Vec<RecipientOutcome>, String>> {
+    fn deliver<'a>(&'a mut self, msg: &'a Outbound) -> BoxFuture<'a, Result<Vec<RecipientOutcome>, DeliveryError>> {
         Box::pin(async move {
             let answer = self.agent.shared.script.lock().unwrap().pop_front().unwrap_or(Answer::Accept);
             let recipients: Vec<String> = msg.recipients().map(|r| r.address.to_owned()).collect();

@@ -1,0 +1,318 @@
+//! The delivery seam: the traits a delivery agent (SMTP, LMTP, Maildir, in another crate) implements, and the
+//! message copy and per-recipient outcomes that cross it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use sluice_queue_db::{Envelope, Mid, ReadError, RecipientRef};
+use sluice_smtp::{EnhancedCode, Reply, ReplyError};
+
+use crate::routing::Target;
+
+/// A boxed future, for the object-safe agent traits.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One message copy on its way out.
+#[derive(Debug)]
+pub struct Outbound {
+    pub mid: Mid,
+    pub envelope: Arc<Envelope>,
+    /// The envelope recipients this copy is for: indices into the envelope's recipients.
+    pub indices: Vec<u32>,
+    /// Read a piece at a time while it is sent: a delivery never holds a large body whole.
+    pub body: sluice_queue_db::BodySource,
+}
+
+impl Outbound {
+    /// The recipients this copy is for, with their DSN parameters, in the order of `indices`.
+    pub fn recipients(&self) -> impl ExactSizeIterator<Item = RecipientRef<'_>> + '_ {
+        self.indices.iter().map(|i| {
+            self.envelope.recipient(*i as usize).unwrap_or(RecipientRef { address: "", notify: None, orcpt: None })
+        })
+    }
+}
+
+/// What the next hop said about one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecipientOutcome {
+    /// The recipient's copy is delivered.
+    Delivered(Reply),
+    /// Not delivered this time; tried again later.
+    Transient(Reply),
+    /// Not delivered, for good.
+    Permanent(Reply),
+}
+
+impl RecipientOutcome {
+    /// What a reply means for its recipient: 2xx delivered, 5xx permanent, anything else transient.
+    pub fn of(reply: Reply) -> RecipientOutcome {
+        match reply.code / 100 {
+            2 => RecipientOutcome::Delivered(reply),
+            5 => RecipientOutcome::Permanent(reply),
+            _ => RecipientOutcome::Transient(reply),
+        }
+    }
+
+    /// The reply behind the outcome.
+    pub fn reply(&self) -> &Reply {
+        match self {
+            RecipientOutcome::Delivered(reply)
+            | RecipientOutcome::Transient(reply)
+            | RecipientOutcome::Permanent(reply) => reply,
+        }
+    }
+}
+
+/// A reply as one line of text, the form the tracking log, `last_error` and the API show: the code, the
+/// enhanced code and the text, separated by spaces, with the text's lines joined by spaces.
+///
+/// Not `Reply`'s `Display`, which leaves out empty lines (and so the space after a bare code): this keeps the
+/// recorded text exactly as it has always been written.
+pub fn reply_line(reply: &Reply) -> String {
+    let text = reply.text.replace('\n', " ");
+    match &reply.enhanced {
+        Some(enhanced) => format!("{} {enhanced} {text}", reply.code),
+        None => format!("{} {text}", reply.code),
+    }
+}
+
+/// Why a delivery attempt failed as a whole: the connection could not be had or was lost, the next hop ended
+/// the session, the body could not be read, or sluice is shutting down. Every one is a transient failure
+/// for the queue; [`DeliveryError::reply`] is what is recorded of it.
+///
+/// The message of each is the text of that reply.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// The target names no next hop to try.
+    #[error("no next hop configured")]
+    NoNextHop,
+    /// The target needs DNS MX routing, which this release does not have.
+    #[error("DNS MX routing for {domain} is not available in this release; configure smart_hosts")]
+    NoMxRouting {
+        /// The recipients' domain.
+        domain: String,
+    },
+    /// The TCP connection could not be opened.
+    #[error("cannot connect to {peer}: {source}")]
+    Connect {
+        /// The next hop, as configured.
+        peer: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TCP connection was not open in time.
+    #[error("connection to {peer} timed out")]
+    ConnectTimeout {
+        /// The next hop, as configured.
+        peer: String,
+    },
+    /// The next hop refused the session: its greeting was not 220, or its answer to EHLO (LHLO, HELO) not 250.
+    #[error("{} ({} {peer})", .reply.text, .stage.as_str())]
+    Refused {
+        /// Its reply.
+        reply: Reply,
+        /// Where in the opening it refused.
+        stage: Opening,
+        /// The next hop, as configured.
+        peer: String,
+    },
+    /// Writing to or reading from the connection failed.
+    #[error("connection to {peer} lost: {source}")]
+    Lost {
+        /// The next hop, as configured.
+        peer: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The next hop closed the connection while a reply was awaited.
+    #[error("{peer} closed the connection")]
+    Closed {
+        /// The next hop, as configured.
+        peer: String,
+    },
+    /// The next hop took nothing more within the reply timeout.
+    #[error("{peer} stopped reading")]
+    WriteTimeout {
+        /// The next hop, as configured.
+        peer: String,
+    },
+    /// The next hop did not answer within the reply timeout.
+    #[error("{peer} did not answer in time")]
+    ReplyTimeout {
+        /// The next hop, as configured.
+        peer: String,
+    },
+    /// What the next hop sent is not an SMTP reply.
+    #[error("bad reply from {peer}: {source}")]
+    BadReply {
+        /// The next hop, as configured.
+        peer: String,
+        /// Why.
+        #[source]
+        source: ReplyError,
+    },
+    /// The next hop's reply went on past the reader's bound.
+    #[error("reply from {peer} too long")]
+    ReplyTooLong {
+        /// The next hop, as configured.
+        peer: String,
+    },
+    /// The next hop is closing the session (`421`) in the middle of a transaction: its reply.
+    #[error("{}", .0.text)]
+    Closing(Reply),
+    /// A piece of the message body could not be read (or failed its checksum).
+    #[error("cannot read the message body: {0}")]
+    Body(#[source] ReadError),
+    /// The task that writes Maildir files failed.
+    #[error("Maildir delivery task failed: {0}")]
+    MaildirTask(#[source] tokio::task::JoinError),
+    /// sluice is shutting down and the attempt's grace period is over.
+    #[error("delivery interrupted by shutdown")]
+    Shutdown,
+}
+
+/// Where in the opening of a session the next hop refused it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opening {
+    /// Its greeting.
+    Greeting,
+    /// Its answer to EHLO (LHLO, or HELO after a refused EHLO).
+    Hello,
+}
+
+impl Opening {
+    /// How the recorded text names it.
+    fn as_str(self) -> &'static str {
+        match self {
+            Opening::Greeting => "greeting from",
+            Opening::Hello => "EHLO to",
+        }
+    }
+}
+
+impl DeliveryError {
+    /// The reply recorded for the failure (its one-line form, [`reply_line`], is the copy's `last_error` and
+    /// the tracking log's reply): the next hop's own code for a refusal or a `421`, else `451` with the
+    /// enhanced code of the cause (RFC 3463: 4.4.x routing and network, 4.5.0 protocol, 4.3.x system).
+    pub fn reply(&self) -> Reply {
+        let (subject, detail) = match self {
+            DeliveryError::Refused { reply, .. } | DeliveryError::Closing(reply) => {
+                return Reply::with_enhanced(reply.code, reply.enhanced, self.to_string());
+            }
+            DeliveryError::NoNextHop => (4, 0),
+            DeliveryError::Connect { .. } | DeliveryError::ConnectTimeout { .. } => (4, 1),
+            DeliveryError::Lost { .. }
+            | DeliveryError::Closed { .. }
+            | DeliveryError::WriteTimeout { .. }
+            | DeliveryError::ReplyTimeout { .. } => (4, 2),
+            DeliveryError::NoMxRouting { .. } => (4, 3),
+            DeliveryError::BadReply { .. } | DeliveryError::ReplyTooLong { .. } => (5, 0),
+            DeliveryError::Body(_) | DeliveryError::MaildirTask(_) => (3, 0),
+            DeliveryError::Shutdown => (3, 2),
+        };
+        Reply::with_enhanced(451, Some(EnhancedCode::new(4, subject, detail)), self.to_string())
+    }
+}
+
+/// Opens connections to next hops.
+pub trait DeliveryAgent: Send + Sync + 'static {
+    /// Connects to the target; an error is a queue-level transient failure.
+    fn connect<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<Box<dyn DeliveryConnection>, DeliveryError>>;
+}
+
+/// An open connection that can deliver messages one after another.
+pub trait DeliveryConnection: Send {
+    /// Delivers one copy; one outcome per recipient in order. An error means the session failed as a whole
+    /// (nothing was delivered by this call) and the connection is unusable.
+    fn deliver<'a>(&'a mut self, msg: &'a Outbound) -> BoxFuture<'a, Result<Vec<RecipientOutcome>, DeliveryError>>;
+    /// Ends the session politely.
+    fn quit(self: Box<Self>) -> BoxFuture<'static, ()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(text: &str) -> std::io::Error {
+        std::io::Error::other(text.to_owned())
+    }
+
+    fn parsed(wire: &str) -> Reply {
+        sluice_smtp::parse_reply(wire.as_bytes()).unwrap().unwrap().0
+    }
+
+    #[test]
+    fn each_error_records_the_text_it_always_had() {
+        let peer = || "mx.test:25".to_owned();
+        let cases: Vec<(DeliveryError, &str)> = vec![
+            (DeliveryError::NoNextHop, "451 4.4.0 no next hop configured"),
+            (
+                DeliveryError::NoMxRouting { domain: "remote.test".into() },
+                "451 4.4.3 DNS MX routing for remote.test is not available in this release; configure smart_hosts",
+            ),
+            (
+                DeliveryError::Connect { peer: peer(), source: io("refused") },
+                "451 4.4.1 cannot connect to mx.test:25: refused",
+            ),
+            (DeliveryError::ConnectTimeout { peer: peer() }, "451 4.4.1 connection to mx.test:25 timed out"),
+            (
+                DeliveryError::Refused {
+                    reply: parsed("554-5.7.1 go\r\n554 5.7.1 away\r\n"),
+                    stage: Opening::Greeting,
+                    peer: peer(),
+                },
+                "554 5.7.1 go away (greeting from mx.test:25)",
+            ),
+            (
+                DeliveryError::Refused { reply: parsed("502 no\r\n"), stage: Opening::Hello, peer: peer() },
+                "502 no (EHLO to mx.test:25)",
+            ),
+            (
+                DeliveryError::Lost { peer: peer(), source: io("reset") },
+                "451 4.4.2 connection to mx.test:25 lost: reset",
+            ),
+            (DeliveryError::Closed { peer: peer() }, "451 4.4.2 mx.test:25 closed the connection"),
+            (DeliveryError::WriteTimeout { peer: peer() }, "451 4.4.2 mx.test:25 stopped reading"),
+            (DeliveryError::ReplyTimeout { peer: peer() }, "451 4.4.2 mx.test:25 did not answer in time"),
+            (
+                DeliveryError::BadReply { peer: peer(), source: ReplyError::BadCode { line: 1 } },
+                "451 4.5.0 bad reply from mx.test:25: reply line 1 does not start with a valid reply code",
+            ),
+            (DeliveryError::ReplyTooLong { peer: peer() }, "451 4.5.0 reply from mx.test:25 too long"),
+            (DeliveryError::Closing(parsed("421 4.3.2 bye\r\n")), "421 4.3.2 bye"),
+            (
+                DeliveryError::Body(ReadError::Checksum { file: "g1".into(), offset: 7 }),
+                "451 4.3.0 cannot read the message body: g1 at offset 7: body checksum mismatch",
+            ),
+            (DeliveryError::Shutdown, "451 4.3.2 delivery interrupted by shutdown"),
+        ];
+        for (error, want) in cases {
+            assert_eq!(reply_line(&error.reply()), want);
+        }
+    }
+
+    #[test]
+    fn a_reply_line_keeps_every_space_of_the_reply() {
+        // An empty text or an empty line keeps its separator, as the recorded text always has.
+        for (wire, want) in [
+            ("250 2.0.0 Ok\r\n", "250 2.0.0 Ok"),
+            ("250 Ok\r\n", "250 Ok"),
+            ("554\r\n", "554 "),
+            ("250 2.1.5\r\n", "250 2.1.5 "),
+            ("550-5.1.1 first\r\n550-\r\n550 5.1.1 last\r\n", "550 5.1.1 first  last"),
+        ] {
+            assert_eq!(reply_line(&parsed(wire)), want, "{wire:?}");
+        }
+    }
+
+    #[test]
+    fn a_reply_means_delivered_permanent_or_transient_by_its_class() {
+        assert!(matches!(RecipientOutcome::of(parsed("250 ok\r\n")), RecipientOutcome::Delivered(_)));
+        assert!(matches!(RecipientOutcome::of(parsed("550 no\r\n")), RecipientOutcome::Permanent(_)));
+        assert!(matches!(RecipientOutcome::of(parsed("451 later\r\n")), RecipientOutcome::Transient(_)));
+        assert!(matches!(RecipientOutcome::of(parsed("354 go on\r\n")), RecipientOutcome::Transient(_)));
+    }
+}
