@@ -60,7 +60,7 @@ async fn categorize_batch(inner: &Arc<Inner>) -> bool {
     kicked.sort_unstable();
     kicked.dedup();
     for qid in kicked {
-        crate::delivery::kick(inner, qid);
+        crate::worker::kick(inner, qid);
     }
     true
 }

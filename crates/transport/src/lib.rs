@@ -10,15 +10,16 @@
 //! **API boundary**: this crate knows nothing about HTTP or the CLI; it returns the admin API's JSON types
 //! (`sluice-api-types`) for listings because those are plain data.
 
+mod agent;
 pub mod alerts;
 mod categorizer;
-mod delivery;
 mod listing;
 mod load;
 pub mod pressure;
 mod queue;
 mod routing;
 mod tracking;
+mod worker;
 
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
@@ -28,10 +29,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use alerts::{AlertClass, Alerts, Severity};
-pub use delivery::{
+pub use agent::{
     BoxFuture, DeliveryAgent, DeliveryConnection, DeliveryError, Opening, Outbound, RecipientOutcome, reply_line,
 };
+pub use alerts::{AlertClass, Alerts, Severity};
 pub use load::Loaded;
 pub use queue::{DeliveryType, MessageStatus, NextHopSolutionKey, QueueStatus};
 pub use routing::{AcceptedDomain, Limits, MailboxStore, Route, Routing, SendConnector, StoreKind, Target};
@@ -145,7 +146,7 @@ impl Transport {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    _ = tick.tick() => delivery::release_due(&inner),
+                    _ = tick.tick() => worker::release_due(&inner),
                     _ = inner.shutdown.cancelled() => return,
                 }
             }
@@ -154,7 +155,7 @@ impl Transport {
         t.inner.tasks.spawn(pressure::watch(inner));
         let ids: Vec<QueueId> = t.inner.lock().delivery_ids();
         for qid in ids {
-            delivery::kick(&t.inner, qid);
+            worker::kick(&t.inner, qid);
         }
         t.inner.categorizer_wake.notify_one();
         t
@@ -277,7 +278,7 @@ impl Transport {
         self.inner.categorizer_wake.notify_one();
         let ids: Vec<QueueId> = self.inner.lock().delivery_ids();
         for qid in ids {
-            delivery::kick(&self.inner, qid);
+            worker::kick(&self.inner, qid);
         }
     }
 

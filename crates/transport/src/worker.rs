@@ -7,14 +7,14 @@ use std::sync::Arc;
 use sluice_queue_db::{QueueId, Record, now_ms};
 use sluice_smtp::Reply;
 
-use super::agent::{DeliveryConnection, DeliveryError, Outbound, RecipientOutcome, reply_line};
 use crate::Inner;
+use crate::agent::{DeliveryConnection, DeliveryError, Outbound, RecipientOutcome, reply_line};
 use crate::queue::Job;
 use crate::routing::Target;
 use crate::tracking::EventId;
 
 #[cfg(doc)]
-use super::agent::DeliveryAgent;
+use crate::agent::DeliveryAgent;
 
 /// How long a delivery attempt in progress may go on once shutdown began.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
