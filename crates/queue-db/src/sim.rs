@@ -33,6 +33,8 @@ struct Disk {
     epoch: u64,
     /// How long an fdatasync takes (before it looks at the file), so that writes can happen beside it.
     sync_delay: std::time::Duration,
+    /// fdatasyncs started and not yet returned.
+    syncing: u64,
 }
 
 /// An in-memory disk that can crash. Clones share the disk.
@@ -93,6 +95,12 @@ impl SimStorage {
     /// a crash can then land while several frames are written and not yet synced, as on a real disk.
     pub fn set_sync_delay(&self, delay: std::time::Duration) {
         lock(&self.disk).sync_delay = delay;
+    }
+
+    /// fdatasyncs started and not yet returned: with a sync delay, a test can wait until frames are written
+    /// and syncing side by side, and crash then.
+    pub fn syncs_in_progress(&self) -> u64 {
+        lock(&self.disk).syncing
     }
 
     /// Fails the `n`th sync from now with EIO.
@@ -205,11 +213,16 @@ impl StorageFile for SimHandle {
         if full { Err(io::Error::from(io::ErrorKind::StorageFull)) } else { Ok(()) }
     }
     fn sync_data(&self) -> io::Result<()> {
-        let delay = lock(&self.disk).sync_delay;
+        let delay = {
+            let mut d = lock(&self.disk);
+            d.syncing += 1;
+            d.sync_delay
+        };
         if !delay.is_zero() {
             std::thread::sleep(delay);
         }
         let mut d = lock(&self.disk);
+        d.syncing -= 1;
         self.check(&d)?;
         d.syncs += 1;
         if d.fail_sync_at == Some(d.syncs) {

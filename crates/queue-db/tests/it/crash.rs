@@ -297,9 +297,15 @@ fn crash_with_two_frames_in_flight(sim: &SimStorage, keep: impl Fn(&str) -> bool
             let (db, mid) = (db.clone(), db.allocate_mid());
             mids.push(mid);
             pending.push(rt.spawn(async move { db.enqueue(mid, SUBMISSION, envelope(mid), body.to_vec()).await }));
-            std::thread::sleep(std::time::Duration::from_millis(delay_ms / 10));
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
         if crash {
+            // Both frames written and syncing side by side, however slowly this machine got there.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_millis(delay_ms);
+            while sim.syncs_in_progress() < 2 {
+                assert!(std::time::Instant::now() < deadline, "two frames never synced side by side");
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
             sim.crash(|name, _| keep(name));
         }
         for p in pending {
@@ -310,7 +316,13 @@ fn crash_with_two_frames_in_flight(sim: &SimStorage, keep: impl Fn(&str) -> bool
     };
     // The first pair opens the second lane (its creation syncs too); the second is cut by the crash.
     let before = side_by_side(30, false);
-    side_by_side(200, true);
+    // The writer replaces the spare the second lane took; that file's sync must not count as a frame's below.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sim_names(sim).iter().filter(|n| n.ends_with(".que")).count() < 3 || sim.syncs_in_progress() > 0 {
+        assert!(std::time::Instant::now() < deadline, "no new spare generation: {:?}", sim_names(sim));
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    side_by_side(3_000, true);
     sim.set_sync_delay(std::time::Duration::ZERO);
     before
 }
@@ -507,9 +519,10 @@ fn a_generation_is_retired_only_once_a_checkpoint_covers_its_frames() {
         db.commit(vec![]).await.unwrap();
         first
     });
-    assert_eq!(first.len(), 1);
+    // One generation, or two when this machine took longer than the interval over the first five.
+    assert!(!first.is_empty());
     let now = sim_names(&sim);
-    assert!(!now.contains(&first[0]), "the finished generation was retired: {now:?}");
+    assert!(first.iter().all(|g| !now.contains(g)), "the finished generations were retired: {first:?} {now:?}");
     sim.crash(|_, _| false);
     drop(db);
     let (_, state, _) = QueueDb::open(Arc::new(sim.process()), opts())
@@ -558,7 +571,8 @@ fn a_full_disk_refuses_new_mail_keeps_what_was_acknowledged_and_recovers_by_itse
         }
         // Finished generations go (the Safety Net gives way), the reserves come back, intake resumes.
         let mut resumed = false;
-        for _ in 0..200 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             db.commit(vec![]).await.unwrap();
             if !db.disk_full() {

@@ -18,10 +18,18 @@ fn a_commit_that_opens_a_generation_waits_for_one_sync_only() {
     let sim = SimStorage::new();
     let (db, _, _) = QueueDb::open(Arc::new(sim.process()), opts).unwrap();
     rt.block_on(async {
-        // The writer's start, with what it prepares, is over once an empty commit has been answered.
+        // The writer's start, with what it prepares (the spare generation), is over once the syncs settle.
         db.commit(vec![]).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
         let generations = || sim.list().unwrap().iter().filter(|n| n.ends_with(".que")).count();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let seen = sim.syncs();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if generations() > 0 && sim.syncs() == seen {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the writer's start never settled");
+        }
         let (files_before, dir_before) = sim.syncs();
         let before = generations();
         let mid = db.allocate_mid();

@@ -22,8 +22,9 @@ fn generations(sim: &SimStorage) -> usize {
 #[test]
 fn disk_pressure_evicts_the_oldest_delivered_copies_first_and_never_a_live_message() {
     let opts = Options {
-        // A new generation for each group of messages below; a hold no test waits for.
-        generation_interval: Duration::from_millis(300),
+        // A new generation for each group of messages below (each takes far less than this, even on a loaded
+        // machine); a hold no test waits for.
+        generation_interval: Duration::from_secs(1),
         safety_net_hold: Duration::from_secs(2 * 86_400),
         // A small log, so that the checkpoint an eviction takes frees little beside the generations.
         logging_file_size: 64 << 10,
@@ -42,11 +43,18 @@ fn disk_pressure_evicts_the_oldest_delivered_copies_first_and_never_a_live_messa
                 let at = db.enqueue(mid, SUBMISSION, envelope(mid), body(mid)).await.unwrap();
                 mids.push((mid, at));
             }
-            tokio::time::sleep(Duration::from_millis(350)).await;
+            tokio::time::sleep(Duration::from_millis(1_050)).await;
             mids
         };
         let (older, newer) = (group().await, group().await);
         let live = group().await;
+        let generation_of = |mids: &[(u64, sluice_queue_db::BodyRef)]| {
+            let gens: std::collections::BTreeSet<u32> = mids.iter().map(|(_, at)| at.generation).collect();
+            assert_eq!(gens.len(), 1, "a group spans generations: {gens:?}");
+            gens.into_iter().next().unwrap()
+        };
+        let (older_gen, newer_gen) = (generation_of(&older), generation_of(&newer));
+        assert!(older_gen != newer_gen && newer_gen != generation_of(&live));
         let finish = |mids: Vec<(u64, sluice_queue_db::BodyRef)>| {
             let db = db.clone();
             async move {
@@ -55,8 +63,8 @@ fn disk_pressure_evicts_the_oldest_delivered_copies_first_and_never_a_live_messa
             }
         };
         // The newer generation's copies are delivered first: they are the oldest Safety Net copies.
+        let before_first_finish = sluice_queue_db::time::now_ms();
         finish(newer).await;
-        let first_finish = sluice_queue_db::time::now_ms();
         tokio::time::sleep(Duration::from_millis(5)).await;
         finish(older).await;
         assert_eq!(generations(&sim), 3, "held for two days");
@@ -66,9 +74,12 @@ fn disk_pressure_evicts_the_oldest_delivered_copies_first_and_never_a_live_messa
         let ev = db.evict_safety_net(free + 1_000_000).await.unwrap();
         assert_eq!(ev.generations, 1, "{ev:?}");
         assert!(ev.bytes >= 2_000_000, "{ev:?}");
-        assert!(ev.held_since <= first_finish && ev.held_since > 0, "{ev:?}");
+        assert!(ev.held_since >= before_first_finish && ev.held_since <= sluice_queue_db::time::now_ms(), "{ev:?}");
         assert!(!ev.empty);
         assert_eq!(generations(&sim), 2);
+        let names = sim.list().unwrap();
+        let has = |g: u32| names.iter().any(|n| n.ends_with(&format!("-{g}.que")));
+        assert!(!has(newer_gen) && has(older_gen), "the generation delivered first went: {names:?}");
 
         // The rest: the live generation, still taking bodies and holding no delivered copy, stays open.
         let ev = db.evict_safety_net(u64::MAX).await.unwrap();
