@@ -3,8 +3,12 @@
 //! committed in groups and fsynced before the commit returns. See `docs/queue-database.md` for the format
 //! and the argument that a crash cannot lose a committed transaction.
 //!
-//! **Invariant**: a commit returns `Ok` only after its log frame, and every body it refers to, are on
-//! stable storage. Only the last frame of the log can be torn; recovery truncates it.
+//! **Invariant**: a commit returns `Ok` only after its frame, and every body it refers to, are on stable
+//! storage. Frames go down two lanes (the transaction log and the current generation) and at most
+//! `IN_FLIGHT` (two) are unsynced at a time, each the last frame of its own file: only those can be torn,
+//! and recovery cuts them off. All integers in the files are little-endian (the lints below refuse the
+//! others).
+#![deny(clippy::host_endian_bytes, clippy::big_endian_bytes)]
 
 mod body;
 mod check;

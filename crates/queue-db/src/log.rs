@@ -1,8 +1,8 @@
 //! Frames, the unit of the group commit, and the files made of them. A frame is one flush and holds whole
 //! transactions only. A flush that carries bodies is one frame appended to the current generation file (the
 //! bodies inside it), synced with one fdatasync; a flush without bodies is one frame in the transaction log
-//! (`trn.log`). Frames are numbered by one sequence across both kinds of file, and each is synced before
-//! the next is written, so only the last frame written can be torn by a crash.
+//! (`trn.log`). Frames are numbered by one sequence across both kinds of file. At most two frames are
+//! unsynced at a time, each the last of its own file, so a crash can tear only the last frame of a file.
 //!
 //! ```text
 //! log header: "SLUICELG" | version u32 | reserved u32 | salt u64 | first_seq u64          (32 bytes)
