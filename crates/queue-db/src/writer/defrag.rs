@@ -16,7 +16,7 @@ impl Writer {
     /// Starts online defragmentation: finds the sparse closed generations (less than half of the file live)
     /// whose live bodies will be copied forward. A second request while one runs joins it.
     pub(super) fn start_defrag(&mut self, deadline: Instant, reply: oneshot::Sender<crate::DefragReport>) {
-        if self.defrag.is_some() || self.failed.is_some() {
+        if self.defrag.is_some() || self.pipeline.failed.is_some() {
             let _ = reply.send(crate::DefragReport::default());
             return;
         }
@@ -32,7 +32,7 @@ impl Writer {
         let todo = per_gen
             .into_iter()
             .filter(|(g, (live_bytes, _))| {
-                let size = self.generations.read().ok().and_then(|m| m.get(g).and_then(|(_, f)| f.len().ok()));
+                let size = self.gens.shared.read().ok().and_then(|m| m.get(g).and_then(|(_, f)| f.len().ok()));
                 size.is_some_and(|size| live_bytes * 2 < size)
             })
             .map(|(g, (_, bodies))| (g, bodies))
@@ -43,7 +43,7 @@ impl Writer {
     /// One batch of defragmentation (up to 64 bodies), a durable transaction of its own: interrupting
     /// between batches leaves a consistent database.
     pub(super) fn defrag_step(&mut self) {
-        if self.last_maintenance.elapsed() >= self.opts.maintenance_interval {
+        if self.retention.last_maintenance.elapsed() >= self.opts.maintenance_interval {
             self.maintain();
         }
         let Some(job) = self.defrag.as_mut() else { return };
@@ -63,7 +63,7 @@ impl Writer {
             .filter(|(mid, body)| self.state.messages.get(mid).is_some_and(|m| m.body == *body))
             .collect();
         let done_with_gen = bodies.is_empty();
-        let source = self.generations.read().ok().and_then(|g| g.get(&generation).cloned());
+        let source = self.gens.shared.read().ok().and_then(|g| g.get(&generation).cloned());
         let result = match source {
             Some((name, file)) if !chunk.is_empty() => self.relocate(&name, file.as_ref(), &chunk),
             _ => Ok(0),
@@ -109,7 +109,7 @@ impl Writer {
     ) -> Result<u64, String> {
         let lane = self.lane_for_bodies();
         self.ensure_generation(lane).map_err(|e| e.to_string())?;
-        let current = self.lanes[lane].as_ref().ok_or("no current generation")?;
+        let current = self.gens.lanes[lane].as_ref().ok_or("no current generation")?;
         let (number, end) = (current.number, current.end);
         let mut out = vec![0; FRAME_BODIES_AT as usize];
         let mut records = Vec::new();
@@ -137,12 +137,12 @@ impl Writer {
                 bytes: out.len(),
                 started,
             };
-            self.inflight.push_back(f);
+            self.pipeline.inflight.push_back(f);
         }
         // Applied once durable, like any commit.
         self.finish_ready();
         self.drain();
-        match &self.failed {
+        match &self.pipeline.failed {
             Some(f) => Err(f.clone()),
             None => Ok(bytes),
         }

@@ -3,6 +3,19 @@
 
 use super::*;
 
+/// The active transaction log, where frames without bodies go.
+pub(super) struct ActiveLog {
+    pub(super) file: Arc<dyn StorageFile>,
+    /// Where the next frame goes.
+    pub(super) end: u64,
+    /// Bytes of the log file allocated (zero-filled) so far.
+    pub(super) allocated: u64,
+    /// The salt of its frames' checksums.
+    pub(super) salt: u64,
+    /// The sequence of its first frame (its name once it is closed).
+    pub(super) first_seq: u64,
+}
+
 /// A flush takes no more bodies once it holds this many bytes of them; the rest go in the next flush. It
 /// bounds the writer's memory: a frame is built whole before it is written (a single larger body makes a
 /// frame of its own).
@@ -84,13 +97,13 @@ impl Writer {
         // thread wake-ups to its clients' wait, so the writer syncs it itself and what arrives meanwhile
         // makes the next frame larger. (B3 here: 70% gave 64 writers 8-17% more than a full batch did,
         // and leaves 20 writers, whose batches are smaller, as they were.)
-        let hand_off = ops * 10 >= self.opts.batch_size.max(1) * 7 || !self.inflight.is_empty();
+        let hand_off = ops * 10 >= self.opts.batch_size.max(1) * 7 || !self.pipeline.inflight.is_empty();
         let result = self.prepare(batch, &mut out, lane);
         let Prepared { mut frame, mut records, mut applied, mut count, mut waiters, max_mid, to_generation } = out;
         let mut high_water = None;
         let mut result = result.and_then(|()| {
             if let Some(mid) = max_mid
-                && mid + MID_HEADROOM / 2 >= self.high_water
+                && mid + MID_HEADROOM / 2 >= self.pipeline.high_water
             {
                 let r = Record::MidHighWater { next: mid + MID_HEADROOM };
                 r.encode(&mut records);
@@ -120,7 +133,7 @@ impl Writer {
             result = self.write(Target::Log, &mut frame, &records, applied.len() as u32, hand_off);
         }
         match result {
-            Ok(Some(Written { seq, target, done })) => self.inflight.push_back(InFlight {
+            Ok(Some(Written { seq, target, done })) => self.pipeline.inflight.push_back(InFlight {
                 seq,
                 target,
                 done,
@@ -156,10 +169,10 @@ impl Writer {
         let free = |i: &usize| !self.busy(Target::Lane(*i));
         (0..LANES)
             .filter(free)
-            .find(|i| self.lanes[*i].is_some())
+            .find(|i| self.gens.lanes[*i].is_some())
             .or_else(|| (0..LANES).find(free))
             .or_else(|| {
-                self.inflight.iter().find_map(|f| match f.target {
+                self.pipeline.inflight.iter().find_map(|f| match f.target {
                     Target::Lane(i) => Some(i),
                     Target::Log => None,
                 })
@@ -169,12 +182,12 @@ impl Writer {
 
     /// The generation numbers taking bodies now.
     pub(super) fn lane_numbers(&self) -> impl Iterator<Item = u32> + '_ {
-        self.lanes.iter().flatten().map(|g| g.number)
+        self.gens.lanes.iter().flatten().map(|g| g.number)
     }
 
     pub(super) fn prepare(&mut self, batch: &mut Vec<Op>, out: &mut Prepared, lane: usize) -> Result<(), CommitError> {
         let Prepared { frame, records, applied, count, waiters, max_mid, to_generation } = out;
-        let mut failure = self.failed.clone().map(CommitError::Failed);
+        let mut failure = self.pipeline.failed.clone().map(CommitError::Failed);
         // No room for a new generation refuses the enqueues only; the other records go to the log.
         let mut no_generation = None;
         if failure.is_none()
@@ -193,7 +206,7 @@ impl Writer {
             match op {
                 Op::Enqueue { mid, queue, envelope, body, reply } => {
                     let refused = failure.clone().or_else(|| no_generation.clone());
-                    let Some(current) = self.lanes[lane].as_ref().filter(|_| refused.is_none()) else {
+                    let Some(current) = self.gens.lanes[lane].as_ref().filter(|_| refused.is_none()) else {
                         let _ = reply.send(Err(refused.unwrap_or(CommitError::Closed)));
                         continue;
                     };
@@ -253,7 +266,7 @@ impl Writer {
     ) -> Result<Option<Written>, CommitError> {
         // Nothing is written after a failure: a failed write or sync leaves its frame, with this frame's
         // sequence, where a crash may keep it (a defragmentation step found writing on after one).
-        if let Some(f) = &self.failed {
+        if let Some(f) = &self.pipeline.failed {
             return Err(CommitError::Failed(f.clone()));
         }
         if count == 0 {
@@ -262,86 +275,105 @@ impl Writer {
         // One frame at a time per file: a later frame complete behind a torn one in the same file would
         // read as damage, not as a torn tail.
         self.wait_free(target);
-        if let Some(f) = &self.failed {
+        if let Some(f) = &self.pipeline.failed {
             return Err(CommitError::Failed(f.clone()));
         }
         let file = match target {
-            Target::Lane(lane) => {
-                let current = self.lanes[lane].as_ref().ok_or(CommitError::Closed)?;
-                finish_frame(current.salt, self.seq, count, records, frame, 0);
-                let (file, at, allocated) = (current.file.clone(), current.end, current.allocated);
-                let end = at + frame.len() as u64;
-                let len_before = allocated.max(at);
-                let written = self.retry_when_full(Keep::Last, |_| file.write_at(frame, at));
-                if let Err(e) = written {
-                    if is_disk_full(&e) {
-                        // Nothing was acknowledged and nothing is lost: the partial frame is wiped and cut
-                        // off, durably, before anything else is written (only the last write of a file may
-                        // ever be torn), and the batch refused; the database goes on committing what needs
-                        // no new space.
-                        if let Err(e) = wipe(file.as_ref(), at, len_before) {
-                            return Err(self.fail(format!("cleaning up after a full disk in a generation file: {e}")));
-                        }
-                        return Err(self.out_of_space());
-                    }
-                    return Err(self.fail(format!("writing a generation file: {e}")));
-                }
-                let mut fill = end;
-                if frame.len() < PREALLOCATE_BELOW && end > allocated {
-                    // Zeros after the frame read as the end of the generation at recovery, like a torn tail.
-                    // Without space for them the frame is simply appended.
-                    match file.write_at(&vec![0u8; GEN_PREALLOCATION as usize], end) {
-                        Ok(()) => fill = end + GEN_PREALLOCATION,
-                        Err(e) if is_disk_full(&e) => drop(file.set_len(end)),
-                        Err(e) => return Err(self.fail(format!("writing a generation file: {e}"))),
-                    }
-                }
-                if let Some(current) = self.lanes[lane].as_mut() {
-                    current.end = end;
-                    current.allocated = current.allocated.max(fill);
-                }
-                file
-            }
-            Target::Log => {
-                finish_frame(self.salt, self.seq, count, records, frame, 0);
-                let needed = frame.len() as u64;
-                // Without space for more zero-filled log, the frame is appended as it is (zeros are never
-                // worth a reserve).
-                match self.preallocate_log(needed) {
-                    Err(e) if is_disk_full(&e) => drop(self.log.set_len(self.log_end.max(self.log_allocated))),
-                    Err(e) => return Err(self.fail(format!("writing the transaction log: {e}"))),
-                    Ok(()) => {}
-                }
-                let at = self.log_end;
-                // The retry may release a reserve but not evict: eviction can checkpoint, a checkpoint
-                // rotates the log, and this frame is encoded for this log file at this offset.
-                let evicting = std::mem::replace(&mut self.evicting, true);
-                let log = self.log.clone();
-                let written = self.retry_when_full(Keep::None, |_| log.write_at(frame, at));
-                self.evicting = evicting;
-                if let Err(e) = written {
-                    if is_disk_full(&e) {
-                        if let Err(e) = wipe(self.log.as_ref(), at, self.log_end.max(self.log_allocated)) {
-                            return Err(self.fail(format!("cleaning up after a full disk in the transaction log: {e}")));
-                        }
-                        return Err(self.out_of_space());
-                    }
-                    return Err(self.fail(format!("writing the transaction log: {e}")));
-                }
-                self.log_allocated = self.log_allocated.max(at + needed);
-                self.log_end += needed;
-                self.log.clone()
-            }
+            Target::Lane(lane) => self.write_lane(lane, frame, records, count)?,
+            Target::Log => self.write_log(frame, records, count)?,
         };
-        let seq = self.seq;
-        self.seq += 1;
+        let seq = self.pipeline.seq;
+        self.pipeline.seq += 1;
         if !hand_off {
             let result = file.sync_data();
             return Ok(Some(Written { seq, target, done: Some(result) }));
         }
-        if self.sync_jobs.send(SyncJob { seq, file }).is_err() {
+        if self.pipeline.sync_jobs.send(SyncJob { seq, file }).is_err() {
             return Err(self.fail("the queue database's sync threads stopped".to_owned()));
         }
         Ok(Some(Written { seq, target, done: None }))
+    }
+
+    /// Writes one frame at the end of a lane's generation, and zero-filled space after it while flushes are
+    /// small; returns the file to sync.
+    fn write_lane(
+        &mut self,
+        lane: usize,
+        frame: &mut Vec<u8>,
+        records: &[u8],
+        count: u32,
+    ) -> Result<Arc<dyn StorageFile>, CommitError> {
+        let current = self.gens.lanes[lane].as_ref().ok_or(CommitError::Closed)?;
+        finish_frame(current.salt, self.pipeline.seq, count, records, frame, 0);
+        let (file, at, allocated) = (current.file.clone(), current.end, current.allocated);
+        let end = at + frame.len() as u64;
+        let len_before = allocated.max(at);
+        let written = self.retry_when_full(Keep::Last, |_| file.write_at(frame, at));
+        if let Err(e) = written {
+            if is_disk_full(&e) {
+                // Nothing was acknowledged and nothing is lost: the partial frame is wiped and cut
+                // off, durably, before anything else is written (only the last write of a file may
+                // ever be torn), and the batch refused; the database goes on committing what needs
+                // no new space.
+                if let Err(e) = wipe(file.as_ref(), at, len_before) {
+                    return Err(self.fail(format!("cleaning up after a full disk in a generation file: {e}")));
+                }
+                return Err(self.out_of_space());
+            }
+            return Err(self.fail(format!("writing a generation file: {e}")));
+        }
+        let mut fill = end;
+        if frame.len() < PREALLOCATE_BELOW && end > allocated {
+            // Zeros after the frame read as the end of the generation at recovery, like a torn tail.
+            // Without space for them the frame is simply appended.
+            match file.write_at(&vec![0u8; GEN_PREALLOCATION as usize], end) {
+                Ok(()) => fill = end + GEN_PREALLOCATION,
+                Err(e) if is_disk_full(&e) => drop(file.set_len(end)),
+                Err(e) => return Err(self.fail(format!("writing a generation file: {e}"))),
+            }
+        }
+        if let Some(current) = self.gens.lanes[lane].as_mut() {
+            current.end = end;
+            current.allocated = current.allocated.max(fill);
+        }
+        Ok(file)
+    }
+
+    /// Writes one frame at the end of the transaction log, zero-filled space ahead of it first; returns the
+    /// file to sync.
+    fn write_log(
+        &mut self,
+        frame: &mut Vec<u8>,
+        records: &[u8],
+        count: u32,
+    ) -> Result<Arc<dyn StorageFile>, CommitError> {
+        finish_frame(self.log.salt, self.pipeline.seq, count, records, frame, 0);
+        let needed = frame.len() as u64;
+        // Without space for more zero-filled log, the frame is appended as it is (zeros are never
+        // worth a reserve).
+        match self.preallocate_log(needed) {
+            Err(e) if is_disk_full(&e) => drop(self.log.file.set_len(self.log.end.max(self.log.allocated))),
+            Err(e) => return Err(self.fail(format!("writing the transaction log: {e}"))),
+            Ok(()) => {}
+        }
+        let at = self.log.end;
+        // The retry may release a reserve but not evict: eviction can checkpoint, a checkpoint
+        // rotates the log, and this frame is encoded for this log file at this offset.
+        let evicting = std::mem::replace(&mut self.space.evicting, true);
+        let log = self.log.file.clone();
+        let written = self.retry_when_full(Keep::None, |_| log.write_at(frame, at));
+        self.space.evicting = evicting;
+        if let Err(e) = written {
+            if is_disk_full(&e) {
+                if let Err(e) = wipe(self.log.file.as_ref(), at, self.log.end.max(self.log.allocated)) {
+                    return Err(self.fail(format!("cleaning up after a full disk in the transaction log: {e}")));
+                }
+                return Err(self.out_of_space());
+            }
+            return Err(self.fail(format!("writing the transaction log: {e}")));
+        }
+        self.log.allocated = self.log.allocated.max(at + needed);
+        self.log.end += needed;
+        Ok(self.log.file.clone())
     }
 }

@@ -34,10 +34,12 @@ mod retention;
 mod space;
 
 use defrag::DefragJob;
+use frame::ActiveLog;
 use frame::Waiter;
-use pipeline::{InFlight, SyncJob, Synced, Written, start_sync_threads};
+use pipeline::{InFlight, Pipeline, SyncJob, Synced, Written, start_sync_threads};
+use retention::Retention;
 pub(crate) use space::RESERVES;
-use space::{GEN_PREALLOCATION, Keep, PREALLOCATE_BELOW, wipe};
+use space::{GEN_PREALLOCATION, Keep, PREALLOCATE_BELOW, Space, wipe};
 
 pub(crate) enum Op {
     Enqueue {
@@ -132,61 +134,37 @@ pub(crate) struct WriterInit {
 
 pub(crate) struct Writer {
     stats: Arc<crate::Stats>,
-    /// Set while the reserve files are (partly) released: the disk ran full and has not recovered.
-    disk_full: Arc<std::sync::atomic::AtomicBool>,
-    /// Set with `failed`, for readers outside the writer.
-    stopped: Arc<std::sync::atomic::AtomicBool>,
-    /// Reserve files present.
-    reserves: usize,
-    /// An eviction is running (it may checkpoint, which may need space: no eviction inside it).
-    evicting: bool,
     /// Bodies moved by defragmentation, for readers holding an old `BodyRef`.
     relocated: crate::Relocations,
     /// A defragmentation in progress: one batch runs whenever no commit is waiting.
     defrag: Option<DefragJob>,
     storage: Arc<dyn Storage>,
-    log: Arc<dyn StorageFile>,
-    log_end: u64,
-    /// Bytes of the log file allocated (zero-filled) so far.
-    log_allocated: u64,
-    salt: u64,
-    /// The next frame's sequence.
-    seq: u64,
-    /// The sequence of the active log's first frame (its name once it is closed).
-    log_first_seq: u64,
-    next_generation: u32,
-    generations: Generations,
-    /// The mark that durable frames have raised MIDs to.
-    high_water: Mid,
     opts: crate::Options,
-    /// The generations taking bodies now, opened when first needed.
-    lanes: [Option<CurrentGeneration>; LANES],
-    /// The next generation to open, already created (numbered before `next_generation`).
-    spare: Option<Spare>,
-    /// Frames written and not yet answered, in sequence order.
-    inflight: VecDeque<InFlight>,
-    sync_jobs: std::sync::mpsc::Sender<SyncJob>,
-    synced: mpsc::UnboundedReceiver<Synced>,
-    failed: Option<String>,
     /// The durable live state: every record is applied after its flush succeeded. Checkpoints are written
     /// from it, and it tells which generations still hold live messages.
     state: State,
-    /// Live messages per generation.
-    live: HashMap<u32, usize>,
-    /// When the last live message of a generation finished (wall clock, ms).
-    finished_at: HashMap<u32, i64>,
-    /// Every copy finished after this (wall clock, ms) is still in the Safety Net: the latest finish of a
-    /// generation evicted before its hold ended.
-    held_since: i64,
-    /// The first sequence not covered by the last checkpoint.
-    checkpoint_seq: u64,
-    /// The size of the last checkpoint, which the reserve files are sized to.
-    checkpoint_bytes: u64,
-    /// The generation of the last checkpoint's cursor: older generations hold only frames it covers, so
-    /// only they may be retired (a retired generation's frames must never be needed by recovery).
-    covered_generation: u32,
-    last_checkpoint: Instant,
-    last_maintenance: Instant,
+    /// The active transaction log's append end.
+    log: ActiveLog,
+    /// The generations taking bodies, the spare, and the numbering.
+    gens: Gens,
+    /// Frames in flight and their answering in sequence order.
+    pipeline: Pipeline,
+    /// Reserve files and the disk-full state.
+    space: Space,
+    /// What may be retired, and the checkpoints that allow it.
+    retention: Retention,
+}
+
+/// The generation files the writer appends to.
+struct Gens {
+    /// The generations taking bodies now, opened when first needed.
+    lanes: [Option<CurrentGeneration>; LANES],
+    /// The next generation to open, already created (numbered before `next_number`).
+    spare: Option<Spare>,
+    /// The number the next generation created gets.
+    next_number: u32,
+    /// Every generation file open for reading, shared with the readers of bodies.
+    shared: Generations,
 }
 
 /// What the writer waits for.
@@ -215,40 +193,46 @@ impl Writer {
             .map(|g| g.keys().filter(|n| !live.contains_key(n)).map(|n| (*n, now)).collect())
             .unwrap_or_default();
         let (sync_jobs, synced) = start_sync_threads()?;
+        let now = Instant::now();
         Ok(Writer {
             stats: init.stats,
-            disk_full: init.disk_full,
-            stopped: init.stopped,
-            reserves: 0,
-            evicting: false,
             relocated: init.relocated,
             defrag: None,
             storage: init.storage,
-            log: Arc::from(init.log),
-            log_end: init.log_end,
-            log_allocated: init.log_end,
-            salt: init.salt,
-            seq: init.seq,
-            log_first_seq: init.seq,
-            next_generation: init.next_generation,
-            generations: init.generations,
-            high_water: init.high_water,
-            lanes: std::array::from_fn(|_| None),
-            spare: None,
-            inflight: VecDeque::with_capacity(IN_FLIGHT),
-            sync_jobs,
-            synced,
-            failed: None,
-            state: init.state,
-            live,
-            finished_at,
-            held_since: 0,
-            checkpoint_seq: init.seq,
-            covered_generation: init.next_generation,
-            checkpoint_bytes: 0,
-            last_checkpoint: Instant::now(),
-            last_maintenance: Instant::now(),
             opts: init.opts,
+            state: init.state,
+            log: ActiveLog {
+                file: Arc::from(init.log),
+                end: init.log_end,
+                allocated: init.log_end,
+                salt: init.salt,
+                first_seq: init.seq,
+            },
+            gens: Gens {
+                lanes: std::array::from_fn(|_| None),
+                spare: None,
+                next_number: init.next_generation,
+                shared: init.generations,
+            },
+            pipeline: Pipeline {
+                seq: init.seq,
+                inflight: VecDeque::with_capacity(IN_FLIGHT),
+                sync_jobs,
+                synced,
+                failed: None,
+                stopped: init.stopped,
+                high_water: init.high_water,
+            },
+            space: Space { disk_full: init.disk_full, reserves: 0, evicting: false, held_since: 0 },
+            retention: Retention {
+                live,
+                finished_at,
+                checkpoint_seq: init.seq,
+                checkpoint_bytes: 0,
+                covered_generation: init.next_generation,
+                last_checkpoint: now,
+                last_maintenance: now,
+            },
         })
     }
 
@@ -268,13 +252,13 @@ impl Writer {
         self.prepare_spare();
         let mut lazy_since: Option<Instant> = None;
         loop {
-            let maintenance_at = self.last_maintenance + self.opts.maintenance_interval;
+            let maintenance_at = self.retention.last_maintenance + self.opts.maintenance_interval;
             let deadline = match lazy_since {
                 Some(t) => (t + self.opts.batch_timeout).min(maintenance_at),
                 None => maintenance_at,
             };
             // While a defragmentation runs, only look for waiting commits; otherwise do one batch of it.
-            if self.defrag.is_some() && batch.is_empty() && lazy_since.is_none() && self.inflight.is_empty() {
+            if self.defrag.is_some() && batch.is_empty() && lazy_since.is_none() && self.pipeline.inflight.is_empty() {
                 match rx.try_recv() {
                     Ok(op) => {
                         if self.take(op, &mut batch, &mut rx, batch_size, &mut lazy_since) {
@@ -305,7 +289,9 @@ impl Writer {
                         self.flush(&mut batch);
                         lazy_since = None;
                     }
-                    if self.last_maintenance.elapsed() >= self.opts.maintenance_interval && lazy_since.is_none() {
+                    if self.retention.last_maintenance.elapsed() >= self.opts.maintenance_interval
+                        && lazy_since.is_none()
+                    {
                         self.maintain();
                     }
                 }
@@ -320,7 +306,7 @@ impl Writer {
     fn next_event(&mut self, rt: &tokio::runtime::Runtime, rx: &mut mpsc::Receiver<Op>, deadline: Instant) -> Event {
         let start = Instant::now();
         loop {
-            if let Ok(s) = self.synced.try_recv() {
+            if let Ok(s) = self.pipeline.synced.try_recv() {
                 return Event::Synced(s);
             }
             match rx.try_recv() {
@@ -331,8 +317,8 @@ impl Writer {
             }
         }
         let deadline = tokio::time::Instant::from_std(deadline);
-        let synced = &mut self.synced;
-        let waiting = !self.inflight.is_empty();
+        let synced = &mut self.pipeline.synced;
+        let waiting = !self.pipeline.inflight.is_empty();
         rt.block_on(async {
             tokio::select! {
                 biased;
@@ -385,12 +371,12 @@ impl Writer {
         let durable = |batch: &Vec<Op>| batch.iter().any(|op| !matches!(op, Op::Commit { reply: None, .. }));
         let overdue = lazy_since.is_some_and(|t| t.elapsed() >= self.opts.batch_timeout);
         let due = durable(batch) || overdue || batch.len() >= batch_size;
-        if due && !overdue && batch.len() < batch_size && !self.inflight.is_empty() {
+        if due && !overdue && batch.len() < batch_size && !self.pipeline.inflight.is_empty() {
             // The disk is busy with a frame: gather what the clients answered last are about to send.
             let start = Instant::now();
             let mut quiet_since = start;
-            while batch.len() < batch_size && !self.inflight.is_empty() {
-                if let Ok(s) = self.synced.try_recv() {
+            while batch.len() < batch_size && !self.pipeline.inflight.is_empty() {
+                if let Ok(s) = self.pipeline.synced.try_recv() {
                     self.on_synced(s);
                     continue;
                 }
@@ -432,11 +418,11 @@ impl Writer {
             self.close_generation(lane);
         }
         // Not left behind as an empty generation (if the unlink is lost, recovery finds one, which is harmless).
-        if let Some(spare) = self.spare.take() {
+        if let Some(spare) = self.gens.spare.take() {
             let _ = self.storage.remove(&spare.name);
         }
-        if self.failed.is_none()
-            && self.seq != self.checkpoint_seq
+        if self.pipeline.failed.is_none()
+            && self.pipeline.seq != self.retention.checkpoint_seq
             && let Err(e) = self.checkpoint()
         {
             tracing::error!(error = %e, "the checkpoint at shutdown failed");
@@ -445,23 +431,23 @@ impl Writer {
 
     /// Work between flushes that needs the log at rest or the state current: rotation, maintenance.
     fn housekeeping(&mut self) {
-        if self.failed.is_some() {
+        if self.pipeline.failed.is_some() {
             return;
         }
-        if self.log_end > self.opts.logging_file_size
+        if self.log.end > self.opts.logging_file_size
             && !self.busy(Target::Log)
             && let Err(e) = self.rotate()
         {
             tracing::error!(error = %e, "cannot rotate the transaction log");
         }
-        if self.last_maintenance.elapsed() >= self.opts.maintenance_interval {
+        if self.retention.last_maintenance.elapsed() >= self.opts.maintenance_interval {
             self.maintain();
         }
     }
 
     fn fail(&mut self, why: String) -> CommitError {
-        self.failed = Some(why.clone());
-        self.stopped.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.pipeline.failed = Some(why.clone());
+        self.pipeline.stopped.store(true, std::sync::atomic::Ordering::Relaxed);
         CommitError::Failed(why)
     }
 }

@@ -3,6 +3,22 @@
 
 use super::*;
 
+/// The frames written and not yet answered, and what answering them moves.
+pub(super) struct Pipeline {
+    /// The next frame's sequence.
+    pub(super) seq: u64,
+    /// Frames written and not yet answered, in sequence order.
+    pub(super) inflight: VecDeque<InFlight>,
+    pub(super) sync_jobs: std::sync::mpsc::Sender<SyncJob>,
+    pub(super) synced: mpsc::UnboundedReceiver<Synced>,
+    /// Why the writer stopped committing (a failed write or sync), until a restart.
+    pub(super) failed: Option<String>,
+    /// Set with `failed`, for readers outside the writer.
+    pub(super) stopped: Arc<std::sync::atomic::AtomicBool>,
+    /// The mark that durable frames have raised MIDs to.
+    pub(super) high_water: Mid,
+}
+
 /// A flush slower than this is logged: it delays every SMTP client waiting for its 250.
 pub(super) const SLOW_FLUSH: Duration = Duration::from_millis(20);
 
@@ -69,12 +85,12 @@ impl Writer {
     /// A sync finished: its frame, and every earlier one that is done, are answered.
     pub(super) fn on_synced(&mut self, s: Synced) {
         // After a failure the frames in flight were answered already: a late sync finds nothing.
-        let Some(f) = self.inflight.iter_mut().find(|f| f.seq == s.seq) else { return };
+        let Some(f) = self.pipeline.inflight.iter_mut().find(|f| f.seq == s.seq) else { return };
         let target = f.target;
         let failed = s.result.as_ref().err().map(|e| e.to_string());
         f.done = Some(s.result);
         if let Some(e) = failed
-            && self.failed.is_none()
+            && self.pipeline.failed.is_none()
         {
             // Nothing more is written from now on, not even into other files (a log rotation), while the
             // frames before this one finish.
@@ -90,19 +106,19 @@ impl Writer {
     /// Answers the frames at the front whose syncs are done, in sequence order, and applies their records:
     /// a frame is durable for its clients only once every frame before it is.
     pub(super) fn finish_ready(&mut self) {
-        while self.inflight.front().is_some_and(|f| f.done.is_some()) {
-            let Some(f) = self.inflight.pop_front() else { break };
+        while self.pipeline.inflight.front().is_some_and(|f| f.done.is_some()) {
+            let Some(f) = self.pipeline.inflight.pop_front() else { break };
             if let Some(Err(e)) = &f.done {
                 // A failed fsync leaves the page cache in an unknown state (the kernel may have dropped the
                 // dirty pages): stop committing until a restart recovers from what is on disk. This frame is
                 // where recovery finds the torn tail; the frames after it, even if durable, follow a gap and
                 // are dropped there, so none of them is answered as committed either.
-                let e = match &self.failed {
+                let e = match &self.pipeline.failed {
                     Some(why) => CommitError::Failed(why.clone()),
                     None => self.fail(format!("syncing a frame: {e}")),
                 };
                 tracing::error!(error = %e, "queue database commit failed");
-                for f in std::iter::once(f).chain(self.inflight.drain(..)) {
+                for f in std::iter::once(f).chain(self.pipeline.inflight.drain(..)) {
                     for w in f.waiters {
                         w.answer(&Err(e.clone()));
                     }
@@ -125,7 +141,7 @@ impl Writer {
             }
             // The mark moves only once it is durable, so that it is never ahead of what a crash keeps.
             if let Some(h) = f.high_water {
-                self.high_water = self.high_water.max(h);
+                self.pipeline.high_water = self.pipeline.high_water.max(h);
             }
             use std::sync::atomic::Ordering::Relaxed;
             self.stats.flushes.fetch_add(1, Relaxed);
@@ -138,20 +154,20 @@ impl Writer {
 
     /// Waits for every frame in flight to be answered: the state is then current to `seq`.
     pub(super) fn drain(&mut self) {
-        while !self.inflight.is_empty() {
+        while !self.pipeline.inflight.is_empty() {
             self.wait_one();
         }
     }
 
     /// Waits for one sync to finish and answers what it completes.
     pub(super) fn wait_one(&mut self) {
-        match self.synced.blocking_recv() {
+        match self.pipeline.synced.blocking_recv() {
             Some(s) => self.on_synced(s),
             None => {
                 // The sync threads are gone (they only stop when the writer does): nothing in flight can
                 // be known durable.
                 let e = self.fail("the queue database's sync threads stopped".to_owned());
-                for f in self.inflight.drain(..) {
+                for f in self.pipeline.inflight.drain(..) {
                     for w in f.waiters {
                         w.answer(&Err(e.clone()));
                     }
@@ -162,12 +178,12 @@ impl Writer {
 
     /// A frame is syncing in this file.
     pub(super) fn busy(&self, target: Target) -> bool {
-        self.inflight.iter().any(|f| f.target == target && f.done.is_none())
+        self.pipeline.inflight.iter().any(|f| f.target == target && f.done.is_none())
     }
 
     /// Waits until a frame may go into `target`: no frame syncing in it, fewer than `IN_FLIGHT` in all.
     pub(super) fn wait_free(&mut self, target: Target) {
-        while self.busy(target) || self.inflight.len() >= IN_FLIGHT {
+        while self.busy(target) || self.pipeline.inflight.len() >= IN_FLIGHT {
             self.wait_one();
         }
     }

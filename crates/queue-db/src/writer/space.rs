@@ -3,6 +3,19 @@
 
 use super::*;
 
+/// The disk-full state and what is set aside for it.
+pub(super) struct Space {
+    /// Set while the reserve files are (partly) released: the disk ran full and has not recovered.
+    pub(super) disk_full: Arc<std::sync::atomic::AtomicBool>,
+    /// Reserve files present.
+    pub(super) reserves: usize,
+    /// An eviction is running (it may checkpoint, which may need space: no eviction inside it).
+    pub(super) evicting: bool,
+    /// Every copy finished after this (wall clock, ms) is still in the Safety Net: the latest finish of a
+    /// generation evicted before its hold ended.
+    pub(super) held_since: i64,
+}
+
 /// The log grows by this much zero-filled space at a time.
 pub(super) const LOG_PREALLOCATION: u64 = 1 << 20;
 
@@ -61,15 +74,15 @@ impl Writer {
         let mut ev = crate::Eviction::default();
         // `u64::MAX` empties the Safety Net, whatever the file system says.
         let short = |w: &Writer| want_free == u64::MAX || w.storage.free_space().map_or(true, |free| free < want_free);
-        let evicting = std::mem::replace(&mut self.evicting, true);
+        let evicting = std::mem::replace(&mut self.space.evicting, true);
         if short(self) {
             self.evict_pass(&short, &mut ev);
             // Closing trims a file: nothing is written after a failure.
-            if close_lanes && self.failed.is_none() && short(self) {
+            if close_lanes && self.pipeline.failed.is_none() && short(self) {
                 let mut closed = false;
                 for lane in 0..LANES {
-                    if let Some(g) = self.lanes[lane].as_ref().map(|g| g.number)
-                        && self.finished_at.contains_key(&g)
+                    if let Some(g) = self.gens.lanes[lane].as_ref().map(|g| g.number)
+                        && self.retention.finished_at.contains_key(&g)
                     {
                         self.close_generation(lane);
                         closed = true;
@@ -80,7 +93,7 @@ impl Writer {
                 }
             }
         }
-        self.evicting = evicting;
+        self.space.evicting = evicting;
         if ev.generations > 0 {
             self.stats.safety_net_evicted.fetch_add(ev.generations, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(
@@ -89,8 +102,8 @@ impl Writer {
                 "disk pressure: Safety Net generations evicted before their hold ended"
             );
         }
-        ev.held_since = self.held_since;
-        ev.empty = self.finished_at.is_empty();
+        ev.held_since = self.space.held_since;
+        ev.empty = self.retention.finished_at.is_empty();
         ev
     }
 
@@ -106,7 +119,7 @@ impl Writer {
             if let Some(bytes) = self.retire(g) {
                 ev.generations += 1;
                 ev.bytes += bytes;
-                self.held_since = self.held_since.max(finished);
+                self.space.held_since = self.space.held_since.max(finished);
             }
         }
     }
@@ -115,20 +128,20 @@ impl Writer {
     /// their fdatasync flushes data only, without a journal commit for a new file size. Recovery reads the
     /// zeros as the end of the log.
     pub(super) fn preallocate_log(&mut self, needed: u64) -> std::io::Result<()> {
-        if self.log_end + needed <= self.log_allocated {
+        if self.log.end + needed <= self.log.allocated {
             return Ok(());
         }
         // Small logs (tests) preallocate in proportion.
         let chunk = LOG_PREALLOCATION.min(self.opts.logging_file_size.next_power_of_two().max(4096));
-        let target = (self.log_end + needed).next_multiple_of(chunk) + chunk;
+        let target = (self.log.end + needed).next_multiple_of(chunk) + chunk;
         let zeros = vec![0u8; 64 * 1024];
-        let mut at = self.log_allocated.max(self.log_end);
+        let mut at = self.log.allocated.max(self.log.end);
         while at < target {
             let n = (target - at).min(zeros.len() as u64) as usize;
-            self.log.write_at(&zeros[..n], at)?;
+            self.log.file.write_at(&zeros[..n], at)?;
             at += n as u64;
         }
-        self.log_allocated = target;
+        self.log.allocated = target;
         Ok(())
     }
 
@@ -137,10 +150,10 @@ impl Writer {
     pub(crate) fn recreate_reserves(&mut self) {
         // Each reserve holds at least half a checkpoint, so that with both released a checkpoint (which
         // retirement needs, and retirement is what frees space) can always be written.
-        let size = self.opts.reserve_size.max(self.checkpoint_bytes / 2 + (64 << 10));
+        let size = self.opts.reserve_size.max(self.retention.checkpoint_bytes / 2 + (64 << 10));
         let len = |w: &Writer, name: &str| w.storage.open(name, false).and_then(|f| f.len()).ok();
         let lens: Vec<Option<u64>> = RESERVES.iter().map(|r| len(self, r)).collect();
-        self.reserves = lens.iter().filter(|l| l.is_some()).count();
+        self.space.reserves = lens.iter().filter(|l| l.is_some()).count();
         let missing: u64 = lens.iter().map(|l| size.saturating_sub(l.unwrap_or(0))).sum();
         // Room for what is missing and a margin of two reserves more: below that the disk stays "full", so
         // that intake does not flap on and off at the edge.
@@ -152,7 +165,7 @@ impl Writer {
                     continue;
                 }
                 match create_reserve(self.storage.as_ref(), name, size) {
-                    Ok(()) => self.reserves += usize::from(l.is_none()),
+                    Ok(()) => self.space.reserves += usize::from(l.is_none()),
                     Err(e) => {
                         if l.is_none() {
                             let _ = self.storage.remove(name);
@@ -163,18 +176,18 @@ impl Writer {
                 }
             }
         }
-        let whole = RESERVES.len() == self.reserves;
+        let whole = RESERVES.len() == self.space.reserves;
         self.set_disk_full(!whole || !room);
     }
 
     /// Releases one reserve file; false when none is left. The last one is kept for `Keep::Last` work.
     pub(super) fn release_reserve(&mut self, keep: Keep) -> bool {
-        if keep == Keep::Last && self.reserves <= 1 {
+        if keep == Keep::Last && self.space.reserves <= 1 {
             return false;
         }
         for name in RESERVES.iter().rev() {
             if self.storage.remove(name).is_ok() {
-                self.reserves = self.reserves.saturating_sub(1);
+                self.space.reserves = self.space.reserves.saturating_sub(1);
                 let _ = self.storage.sync_dir();
                 tracing::error!(file = name, "the queue database's disk is full: a reserve file was released");
                 self.set_disk_full(true);
@@ -196,7 +209,7 @@ impl Writer {
                 self.set_disk_full(true);
                 // Finished mail held for the Safety Net is the first thing to give up.
                 // The generations taking bodies stay open: this may be the middle of a frame's write.
-                let evicted = if self.evicting { 0 } else { self.evict(u64::MAX, false).generations };
+                let evicted = if self.space.evicting { 0 } else { self.evict(u64::MAX, false).generations };
                 if evicted > 0 || self.release_reserve(keep) { op(self) } else { Err(e) }
             }
             r => r,
@@ -204,7 +217,7 @@ impl Writer {
     }
 
     pub(super) fn set_disk_full(&mut self, full: bool) {
-        let was = self.disk_full.swap(full, std::sync::atomic::Ordering::Relaxed);
+        let was = self.space.disk_full.swap(full, std::sync::atomic::Ordering::Relaxed);
         if was && !full {
             tracing::info!("the queue database has space again: reserve files recreated, intake resumes");
         }
