@@ -90,17 +90,9 @@ pub(crate) fn open<T>(
     let next_generation =
         gens.listed.last().map_or(1, |(n, _)| n + 1).max(newest_generation + 1).max(cursor.generation + 1);
     let high_water = state.next_mid + MID_HEADROOM;
-    let next = Cursor { generation: next_generation, offset: 0 };
-    reseal(
-        storage.as_ref(),
-        &opts,
-        (&names, &log_names),
-        &mut gens,
-        (&state, high_water, next_seq, next),
-        &mut report,
-    )?;
-    let resumed = Resumed { open_gens: gens.open, state, high_water, next_seq, next_generation };
-    start_writer(storage, opts, resumed, load).map(|(db, loaded)| (db, loaded, report))
+    let resumed = Resumed { state, high_water, next_seq, next_generation };
+    reseal(storage.as_ref(), &opts, (&names, &log_names), &mut gens, &resumed, &mut report)?;
+    start_writer(storage, opts, gens.open, resumed, load).map(|(db, loaded)| (db, loaded, report))
 }
 
 /// Step 1: removes the files of interrupted work (a checkpoint not yet renamed into place: the old one is
@@ -386,10 +378,12 @@ fn reseal(
     opts: &Options,
     (names, log_names): (&[String], &[String]),
     gens: &mut Gens,
-    (state, high_water, next_seq, cursor): (&State, u64, u64, Cursor),
+    resumed: &Resumed,
     report: &mut RecoveryReport,
 ) -> Result<(), OpenError> {
-    checkpoint::write(storage, state, high_water, next_seq, cursor, random_u64())
+    let Resumed { state, high_water, next_seq, next_generation } = resumed;
+    let cursor = Cursor { generation: *next_generation, offset: 0 };
+    checkpoint::write(storage, state, *high_water, *next_seq, cursor, random_u64())
         .map_err(|e| OpenError::io(&storage.describe(checkpoint::CHECKPOINT), e))?;
     for name in log_names.iter().chain([LOG_NEXT.to_owned()].iter()) {
         match storage.remove(name) {
@@ -414,7 +408,6 @@ fn reseal(
 
 /// What the writer resumes from.
 struct Resumed {
-    open_gens: HashMap<u32, (String, Arc<dyn StorageFile>)>,
     state: State,
     high_water: u64,
     next_seq: u64,
@@ -426,10 +419,11 @@ struct Resumed {
 fn start_writer<T>(
     storage: Arc<dyn Storage>,
     opts: Options,
+    open_gens: HashMap<u32, (String, Arc<dyn StorageFile>)>,
     resumed: Resumed,
     load: impl FnOnce(&State) -> T,
 ) -> Result<(QueueDb, T), OpenError> {
-    let Resumed { open_gens, mut state, high_water, next_seq, next_generation } = resumed;
+    let Resumed { mut state, high_water, next_seq, next_generation } = resumed;
     let salt = random_u64();
     let io = |e| OpenError::io(&storage.describe(LOG), e);
     let header = log::encode_header(&log::LogHeader { salt, first_seq: next_seq });

@@ -11,6 +11,12 @@
 //!
 //! Transactions that nobody waits for (routing, delivery outcomes) ride along with the next durable one or
 //! are flushed after `batch_timeout`; a lone durable commit on an idle database is flushed at once.
+//!
+//! This file holds the operations, the writer's state and its event loop; each concern is an `impl Writer`
+//! of its own beside it: `frame` (building and writing frames), `pipeline` (frames in flight, answered in
+//! sequence order), `space` (preallocation, reserves, a full disk, Safety Net eviction), `retention`
+//! (generations, log rotation, checkpoints) and `defrag`. The sub-modules share this file's imports
+//! (`use super::*`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
@@ -34,13 +40,13 @@ mod retention;
 mod space;
 
 use defrag::DefragJob;
-use frame::ActiveLog;
-use frame::Waiter;
+use frame::{ActiveLog, Waiter};
 use pipeline::{InFlight, Pipeline, SyncJob, Synced, Written, start_sync_threads};
 use retention::Retention;
 pub(crate) use space::RESERVES;
 use space::{GEN_PREALLOCATION, Keep, PREALLOCATE_BELOW, Space, wipe};
 
+/// What the handles ask of the writer.
 pub(crate) enum Op {
     Enqueue {
         mid: Mid,
