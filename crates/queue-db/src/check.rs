@@ -3,11 +3,10 @@
 //! carry its bodies, so every body is verified).
 
 use crate::checkpoint::{self, Cursor};
-use crate::generation::{self, GEN_HEADER_LEN};
-use crate::log::{self, Order};
 use crate::record::Record;
 use crate::storage::Storage;
-use crate::{LOG, parse_closed_log_name};
+use crate::walk::{Header, Kind, Mode, Read, Walker};
+use crate::{LOG, OpenError, parse_closed_log_name};
 
 /// The verdict on one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,72 +36,82 @@ pub fn check(storage: &dyn Storage) -> std::io::Result<Vec<FileCheck>> {
         };
         out.push(FileCheck { file: storage.describe(checkpoint::CHECKPOINT), problem, summary });
     }
+    let walker = Walker::new(storage, Mode::Check);
     let logs: Vec<&String> = names.iter().filter(|n| *n == LOG || parse_closed_log_name(n).is_some()).collect();
     for name in logs {
-        let described = storage.describe(name);
-        let file = storage.open(name, false)?;
-        if name == LOG && log::is_unwritten(file.as_ref())? {
-            out.push(FileCheck { file: described, problem: None, summary: "empty (no header yet)".to_owned() });
-            continue;
-        }
-        let (problem, summary) = match log::scan(file.as_ref(), &described) {
-            Ok((_, scan)) if scan.torn_bytes > 0 && name != LOG => (
+        let f = walker.open(name, Kind::Log).map_err(into_io)?;
+        let mut frames = 0usize;
+        let read = walker
+            .read(&f, |_| {
+                frames += 1;
+                Ok(())
+            })
+            .map_err(into_io)?;
+        let (problem, summary) = match read {
+            Read::Unwritten => (None, "empty (no header yet)".to_owned()),
+            Read::Bad(e) => (Some(e.to_string()), String::new()),
+            Read::Frames(_, scan) if scan.torn_bytes > 0 && name != LOG => (
                 Some(format!("offset {}: a closed log ends in {} bytes of a bad frame", scan.end, scan.torn_bytes)),
                 String::new(),
             ),
-            Ok((header, scan)) => {
-                (None, format!("{} frames from {}{}", scan.frames.len(), header.first_seq, torn_note(scan.torn_bytes)))
+            Read::Frames(header, scan) => {
+                let first_seq = if let Header::Log(h) = header { h.first_seq } else { 0 };
+                (None, format!("{frames} frames from {first_seq}{}", torn_note(scan.torn_bytes)))
             }
-            Err(e) => (Some(e.to_string()), String::new()),
         };
-        out.push(FileCheck { file: described, problem, summary });
+        out.push(FileCheck { file: f.described, problem, summary });
     }
-    for (number, name) in generation::list(storage)? {
-        let described = storage.describe(&name);
-        let file = storage.open(&name, false)?;
-        let header = match generation::read_header(file.as_ref(), &described) {
-            Ok(h) => h,
-            Err(e) => {
-                out.push(FileCheck { file: described, problem: Some(e.to_string()), summary: String::new() });
-                continue;
-            }
-        };
-        let (problem, summary) =
-            match log::scan_frames(file.as_ref(), &described, GEN_HEADER_LEN, header.salt, Order::Rising) {
-                Err(e) => (Some(e.to_string()), String::new()),
-                Ok(scan) => {
-                    let (mut bodies, mut bytes) = (0u64, 0u64);
-                    for r in scan.frames.iter().flat_map(|f| &f.records) {
-                        if let Record::Enqueue { body, .. } | Record::Relocate { body, .. } = r {
-                            bodies += 1;
-                            bytes += body.len;
-                        }
-                    }
-                    // Recovery cuts a torn tail off before it checkpoints, and a clean stop checkpoints
-                    // everything: a bad frame before the checkpoint's cursor is damage.
-                    let covered =
-                        number < cursor.generation || (number == cursor.generation && scan.end < cursor.offset);
-                    if scan.torn_bytes > 0 && covered {
-                        (
-                            Some(format!(
-                                "offset {}: a bad frame ({} bytes) where the checkpoint says good frames are",
-                                scan.end, scan.torn_bytes
-                            )),
-                            String::new(),
-                        )
-                    } else {
-                        let summary = format!(
-                            "{bodies} bodies, {bytes} bytes in {} frames, checksums correct{}",
-                            scan.frames.len(),
-                            torn_note(scan.torn_bytes)
-                        );
-                        (None, summary)
+    for f in walker.generations().map_err(into_io)? {
+        let Kind::Generation(number) = f.kind else { continue };
+        let (mut frames, mut bodies, mut bytes) = (0usize, 0u64, 0u64);
+        let read = walker
+            .read(&f, |frame| {
+                frames += 1;
+                for r in &frame.records {
+                    if let Record::Enqueue { body, .. } | Record::Relocate { body, .. } = r {
+                        bodies += 1;
+                        bytes += body.len;
                     }
                 }
-            };
-        out.push(FileCheck { file: described, problem, summary });
+                Ok(())
+            })
+            .map_err(into_io)?;
+        let (problem, summary) = match read {
+            Read::Unwritten => (None, String::new()),
+            Read::Bad(e) => (Some(e.to_string()), String::new()),
+            Read::Frames(_, scan) => {
+                // Recovery cuts a torn tail off before it checkpoints, and a clean stop checkpoints
+                // everything: a bad frame before the checkpoint's cursor is damage.
+                let covered = number < cursor.generation || (number == cursor.generation && scan.end < cursor.offset);
+                if scan.torn_bytes > 0 && covered {
+                    (
+                        Some(format!(
+                            "offset {}: a bad frame ({} bytes) where the checkpoint says good frames are",
+                            scan.end, scan.torn_bytes
+                        )),
+                        String::new(),
+                    )
+                } else {
+                    let summary = format!(
+                        "{bodies} bodies, {bytes} bytes in {frames} frames, checksums correct{}",
+                        torn_note(scan.torn_bytes)
+                    );
+                    (None, summary)
+                }
+            }
+        };
+        out.push(FileCheck { file: f.described, problem, summary });
     }
     Ok(out)
+}
+
+/// The I/O error behind an error of the walker (which, in check mode, reports everything else as the
+/// file's problem).
+fn into_io(e: OpenError) -> std::io::Error {
+    match e {
+        OpenError::Io { source, .. } => source,
+        e => std::io::Error::other(e.to_string()),
+    }
 }
 
 fn torn_note(torn_bytes: u64) -> String {

@@ -10,7 +10,7 @@
 //! The cursor is the end of the generation that was current when the checkpoint was taken: every frame the
 //! checkpoint does not cover is in the log, in that generation after that offset, or in a newer generation.
 
-use crate::log::{LogHeader, Order, encode_frame, encode_header_with, read_header, scan_frames_with};
+use crate::log::{LogHeader, OnDamage, Order, encode_frame, encode_header_with, read_header, scan_frames};
 use crate::record::{Mid, Record};
 use crate::state::State;
 use crate::storage::{Storage, StorageFile};
@@ -138,7 +138,7 @@ pub(crate) fn read(storage: &dyn Storage) -> Result<Option<Checkpoint>, OpenErro
         offset: u64::from_le_bytes(h[32..40].try_into().unwrap_or_default()),
     };
     let mut state = State::default();
-    let scan = scan_frames_with(file.as_ref(), &name, HEADER_LEN, header.salt, Order::From(0), |frame| {
+    let scan = scan_frames(file.as_ref(), &name, HEADER_LEN, header.salt, (Order::From(0), OnDamage::Fail), |frame| {
         for r in &frame.records {
             state.apply(r);
         }

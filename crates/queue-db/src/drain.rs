@@ -11,10 +11,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::log::FrameScan;
 use crate::record::{Envelope, Mid, Record};
 use crate::state::State;
 use crate::storage::{Storage, StorageFile};
-use crate::{OpenError, checkpoint, generation, log};
+use crate::walk::{Kind, Mode, Read, Walker};
+use crate::{OpenError, checkpoint, generation};
 
 /// One message drained from the database.
 #[derive(Debug, Clone)]
@@ -33,20 +35,9 @@ pub struct DrainReport {
     pub problems: Vec<String>,
 }
 
-/// Adds the good frames of a log or generation file from `start` to `frames`, and its bad stretches to the
-/// report.
-fn scan_into(
-    file: &dyn StorageFile,
-    described: &str,
-    start: u64,
-    salt: u64,
-    report: &mut DrainReport,
-    frames: &mut Vec<(u64, Vec<Record>)>,
-) -> Result<(), OpenError> {
-    let scan = log::scan_tolerant(file, start, salt).map_err(|e| OpenError::io(described, e))?;
+/// Adds the bad stretches a scan skipped in `described` to the report.
+fn note_damage(report: &mut DrainReport, described: &str, scan: &FrameScan) {
     report.problems.extend(scan.damage.iter().map(|(at, what)| format!("{described} at offset {at}: {what}")));
-    frames.extend(scan.frames.into_iter().map(|f| (f.seq, f.records)));
-    Ok(())
 }
 
 /// Reads the live state as recovery would, tolerating damage (each problem is reported), and hands every
@@ -68,36 +59,32 @@ pub fn drain(
         }
     };
     let mut frames: Vec<(u64, Vec<Record>)> = Vec::new();
-    let log_names = crate::log_files(&names);
-    for name in &log_names {
-        let described = storage.describe(name);
-        let file = storage.open(name, false).map_err(|e| OpenError::io(&described, e))?;
-        if log::is_unwritten(file.as_ref()).map_err(|e| OpenError::io(&described, e))? {
-            continue;
+    let walker = Walker::new(storage, Mode::Salvage);
+    for name in &crate::log_files(&names) {
+        let f = walker.open(name, Kind::Log)?;
+        match walker.read(&f, |frame| {
+            frames.push((frame.seq, frame.records));
+            Ok(())
+        })? {
+            Read::Unwritten => {}
+            Read::Bad(e) => report.problems.push(e.to_string()),
+            Read::Frames(_, scan) => note_damage(&mut report, &f.described, &scan),
         }
-        let header = match log::read_header(file.as_ref(), &described, log::LOG_MAGIC) {
-            Ok(h) => h,
-            Err(e) => {
-                report.problems.push(e.to_string());
-                continue;
-            }
-        };
-        scan_into(file.as_ref(), &described, log::LOG_HEADER_LEN, header.salt, &mut report, &mut frames)?;
     }
     let mut gens: HashMap<u32, (String, Arc<dyn StorageFile>)> = HashMap::new();
-    for (number, name) in generation::list(storage).map_err(|e| OpenError::io(&storage.describe(""), e))? {
-        let described = storage.describe(&name);
-        let file: Arc<dyn StorageFile> =
-            Arc::from(storage.open(&name, false).map_err(|e| OpenError::io(&described, e))?);
-        let header = match generation::read_header(file.as_ref(), &described) {
-            Ok(h) => h,
-            Err(e) => {
-                report.problems.push(e.to_string());
-                continue;
+    for f in walker.generations()? {
+        let Kind::Generation(number) = f.kind else { continue };
+        match walker.read(&f, |frame| {
+            frames.push((frame.seq, frame.records));
+            Ok(())
+        })? {
+            Read::Unwritten => {}
+            Read::Bad(e) => report.problems.push(e.to_string()),
+            Read::Frames(_, scan) => {
+                note_damage(&mut report, &f.described, &scan);
+                gens.insert(number, (f.name, f.file));
             }
-        };
-        scan_into(file.as_ref(), &described, generation::GEN_HEADER_LEN, header.salt, &mut report, &mut frames)?;
-        gens.insert(number, (name, file));
+        }
     }
     frames.retain(|(seq, _)| covered.is_none_or(|c| *seq >= c));
     frames.sort_by_key(|(seq, _)| *seq);

@@ -3,8 +3,12 @@
 //! committed in groups and fsynced before the commit returns. See `docs/queue-database.md` for the format
 //! and the argument that a crash cannot lose a committed transaction.
 //!
-//! **Invariant**: a commit returns `Ok` only after its log frame, and every body it refers to, are on
-//! stable storage. Only the last frame of the log can be torn; recovery truncates it.
+//! **Invariant**: a commit returns `Ok` only after its frame, and every body it refers to, are on stable
+//! storage. Frames go down two lanes (the transaction log and the current generation) and at most
+//! `IN_FLIGHT` (two) are unsynced at a time, each the last frame of its own file: only those can be torn,
+//! and recovery cuts them off. All integers in the files are little-endian (the lints below refuse the
+//! others).
+#![deny(clippy::host_endian_bytes, clippy::big_endian_bytes)]
 
 mod body;
 mod check;
@@ -15,10 +19,12 @@ mod envelope;
 mod generation;
 mod log;
 mod record;
+mod recovery;
 pub mod sim;
 mod state;
 mod storage;
 pub mod time;
+mod walk;
 mod writer;
 
 use std::collections::HashMap;
@@ -39,18 +45,7 @@ pub use state::{RecipientIndices, SharedError, State, StoredCopy, StoredMessage,
 pub use storage::{FsStorage, Storage, StorageFile, is_disk_full};
 pub use time::now_ms;
 
-use checkpoint::Cursor;
-use writer::{Generations, IN_FLIGHT, LANES, Op, Writer, WriterInit};
-
-/// A frame found at recovery that the checkpoint does not cover.
-struct Replayed {
-    seq: u64,
-    /// The file, as described in errors.
-    file: String,
-    /// The generation and offset of a frame in a generation (`None` in a log).
-    at: Option<(u32, u64)>,
-    records: Vec<Record>,
-}
+use writer::{Generations, Op};
 
 /// The on-disk format version this binary writes and reads.
 pub const FORMAT_VERSION: u32 = 2;
@@ -277,328 +272,7 @@ impl QueueDb {
         opts: Options,
         load: impl FnOnce(&State) -> T,
     ) -> Result<(QueueDb, T, RecoveryReport), OpenError> {
-        let names = storage.list().map_err(|e| OpenError::io(&storage.describe(""), e))?;
-        // Files of interrupted work: a checkpoint not yet renamed into place (the old one is whole), an
-        // old-style rewrite. (`trntmp.log` is removed below, after recovery.)
-        for leftover in [checkpoint::CHECKPOINT_NEW, LOG_NEW] {
-            if names.iter().any(|n| n == leftover) {
-                storage.remove(leftover).map_err(|e| OpenError::io(&storage.describe(leftover), e))?;
-            }
-        }
-        // The reserve files are released for recovery (its checkpoint and fresh log need room on a full disk)
-        // and recreated by the writer when there is space.
-        for reserve in writer::RESERVES {
-            if names.iter().any(|n| n == reserve) {
-                storage.remove(reserve).map_err(|e| OpenError::io(&storage.describe(reserve), e))?;
-            }
-        }
-        let gens = generation::list(storage.as_ref()).map_err(|e| OpenError::io(&storage.describe(""), e))?;
-        let mut open_gens: HashMap<u32, (String, Arc<dyn StorageFile>)> = HashMap::new();
-        let mut headers: HashMap<u32, generation::GenHeader> = HashMap::new();
-        let mut unfinished = Vec::new();
-        for (number, name) in &gens {
-            let file: Arc<dyn StorageFile> =
-                Arc::from(storage.open(name, false).map_err(|e| OpenError::io(&storage.describe(name), e))?);
-            match generation::read_header(file.as_ref(), &storage.describe(name)) {
-                Ok(h) => {
-                    headers.insert(*number, h);
-                    open_gens.insert(*number, (name.clone(), file));
-                }
-                // A crash while a generation was being created leaves it shorter than its header: it holds
-                // nothing, and is removed below unless the log refers to it (then the start is refused).
-                Err(_) if file.len().unwrap_or(0) <= generation::GEN_HEADER_LEN => unfinished.push(name.clone()),
-                Err(e) => return Err(e),
-            }
-        }
-
-        let mut report = RecoveryReport::default();
-        // The checkpoint, then every frame after it: from the logs (closed ones by sequence, then trn.log)
-        // and from the generations at or after the checkpoint's cursor, merged by sequence.
-        let (mut state, covered, cursor) = match checkpoint::read(storage.as_ref())? {
-            Some(c) => (c.state, Some(c.next_seq), c.cursor),
-            None => (State::default(), None, Cursor::default()),
-        };
-        let log_names = log_files(&names);
-        if log_names.is_empty() && covered.is_none() && !open_gens.is_empty() {
-            return Err(OpenError::Missing { file: storage.describe(LOG) });
-        }
-        // Every frame the checkpoint does not cover.
-        let mut frames: Vec<Replayed> = Vec::new();
-        // The sequence of each file's last good frame.
-        let mut last_in: HashMap<String, u64> = HashMap::new();
-        // Files that end in a bad frame: only the writes in flight can have been torn, one per file.
-        let mut torn: Vec<String> = Vec::new();
-        for (i, name) in log_names.iter().enumerate() {
-            let described = storage.describe(name);
-            let file = storage.open(name, false).map_err(|e| OpenError::io(&described, e))?;
-            if name == LOG && log::is_unwritten(file.as_ref()).map_err(|e| OpenError::io(&described, e))? {
-                // A crash while recovery was creating the fresh log: it holds nothing yet.
-                continue;
-            }
-            let (_, scan) = log::scan(file.as_ref(), &described)?;
-            if scan.torn_bytes > 0 {
-                if i + 1 != log_names.len() {
-                    return Err(OpenError::Corrupt {
-                        file: described,
-                        offset: scan.end,
-                        what: "a closed log file ends in a bad frame".to_owned(),
-                    });
-                }
-                report.torn_bytes += scan.torn_bytes;
-                torn.push(described.clone());
-            }
-            for f in scan.frames {
-                if let Some(r) =
-                    f.records.iter().find(|r| matches!(r, Record::Enqueue { .. } | Record::Relocate { .. }))
-                {
-                    return Err(OpenError::Corrupt {
-                        file: described,
-                        offset: f.offset,
-                        what: format!("frame {} stores a body in the log ({r:?})", f.seq),
-                    });
-                }
-                last_in.insert(described.clone(), f.seq);
-                if covered.is_none_or(|c| f.seq >= c) {
-                    frames.push(Replayed { seq: f.seq, file: described.clone(), at: None, records: f.records });
-                }
-            }
-        }
-        // The generations that can have had a frame in flight: the newest `LANES` that hold anything past
-        // their header (the writer creates the next generation ahead of need: an empty one is newer than
-        // the lanes it will follow).
-        let holds_frames =
-            |n: &u32| open_gens.get(n).is_some_and(|(_, f)| f.len().unwrap_or(0) > generation::GEN_HEADER_LEN);
-        let newest_lanes = gens.iter().rev().filter(|(n, _)| holds_frames(n)).nth(LANES - 1).map_or(0, |(n, _)| *n);
-        let mut gen_ends: HashMap<u32, u64> = HashMap::new();
-        // Every generation is read whole, every frame checked against its CRC: damage anywhere in what the
-        // database holds refuses the start (spec 02, 11), not only in what the checkpoint does not cover.
-        // Frames the checkpoint covers are checked and skipped.
-        let mut scanned: Vec<u32> = open_gens.keys().copied().collect();
-        scanned.sort_unstable();
-        for number in scanned {
-            let (name, file) = &open_gens[&number];
-            let described = storage.describe(name);
-            let start = generation::GEN_HEADER_LEN;
-            // Frame by frame: what the checkpoint covers is checked and dropped at once.
-            let scan = log::scan_frames_with(
-                file.as_ref(),
-                &described,
-                start,
-                headers[&number].salt,
-                log::Order::Rising,
-                |f| {
-                    for r in &f.records {
-                        if let Record::Enqueue { body, .. } | Record::Relocate { body, .. } = r
-                            && (body.generation != number
-                                || body.offset < f.bodies.0
-                                || body.offset + body.len > f.bodies.1)
-                        {
-                            return Err(OpenError::Corrupt {
-                                file: described.clone(),
-                                offset: f.offset,
-                                what: format!("frame {} refers to a body outside itself", f.seq),
-                            });
-                        }
-                    }
-                    last_in.insert(described.clone(), f.seq);
-                    if covered.is_none_or(|c| f.seq >= c) {
-                        let at = Some((number, f.offset));
-                        frames.push(Replayed { seq: f.seq, file: described.clone(), at, records: f.records });
-                    }
-                    Ok(())
-                },
-            )?;
-            if scan.torn_bytes > 0 {
-                if number < newest_lanes {
-                    return Err(OpenError::Corrupt {
-                        file: described,
-                        offset: scan.end,
-                        what: format!("a generation older than the newest {LANES} ends in a bad frame"),
-                    });
-                }
-                report.torn_bytes += scan.torn_bytes;
-                torn.push(described.clone());
-            }
-            gen_ends.insert(number, scan.end);
-        }
-        if torn.len() > IN_FLIGHT {
-            return Err(OpenError::Corrupt {
-                file: torn.join(" and "),
-                offset: 0,
-                what: format!(
-                    "{} files end in a bad frame; a crash tears only the writes in flight, at most {IN_FLIGHT}",
-                    torn.len()
-                ),
-            });
-        }
-        frames.sort_by_key(|f| f.seq);
-        let mut next_seq = covered;
-        let mut previous: Option<&String> = None;
-        let mut replayed = frames.len();
-        for (i, f) in frames.iter().enumerate() {
-            let seq = f.seq;
-            if let Some(expected) = next_seq
-                && seq != expected
-            {
-                // Frames are synced up to `IN_FLIGHT` at a time, each in a file of its own, and answered in
-                // sequence: frames durable past a missing one were never answered. They can only be the
-                // few right after the gap, each the last frame of its file; anything else is damage.
-                let after = &frames[i..];
-                let unanswered = seq > expected
-                    && after.len() < IN_FLIGHT
-                    && after
-                        .iter()
-                        .all(|a| a.seq < expected + IN_FLIGHT as u64 && last_in.get(&a.file) == Some(&a.seq));
-                if unanswered {
-                    replayed = i;
-                    break;
-                }
-                let what = if seq < expected {
-                    format!("frame {seq} appears twice (also in {})", previous.map_or("?", |p| p.as_str()))
-                } else {
-                    format!("frames {expected} to {} are missing before frame {seq}", seq - 1)
-                };
-                return Err(OpenError::Corrupt { file: f.file.clone(), offset: 0, what });
-            }
-            next_seq = Some(seq + 1);
-            previous = Some(&f.file);
-        }
-        for f in frames.drain(replayed..) {
-            // Cut off with the torn tails below, before anything is written: its sequence is used again.
-            if let Some((number, offset)) = f.at {
-                let end = gen_ends.entry(number).or_insert(offset);
-                *end = (*end).min(offset);
-            }
-            report.unanswered_frames += 1;
-        }
-        report.frames = frames.len();
-        // Generation numbers are never reused, also when the newest generation was already retired.
-        let mut newest_generation = 0;
-        for f in &frames {
-            for r in &f.records {
-                if let Record::Enqueue { body, .. } | Record::Relocate { body, .. } = r {
-                    newest_generation = newest_generation.max(body.generation);
-                }
-                state.apply(r);
-                report.records += 1;
-            }
-        }
-        let next_seq = next_seq.unwrap_or(0);
-        drop(frames);
-        for name in unfinished {
-            storage.remove(&name).map_err(|e| OpenError::io(&storage.describe(&name), e))?;
-        }
-        // A torn tail (or zeros of an extension that never got its data) is cut off, so that everything
-        // before the next checkpoint's cursor is good frames and a bad one found there later is damage.
-        for (number, end) in &gen_ends {
-            let (name, file) = &open_gens[number];
-            let len = file.len().map_err(|e| OpenError::io(&storage.describe(name), e))?;
-            if *end < len {
-                file.set_len(*end)
-                    .and_then(|()| file.sync_data())
-                    .map_err(|e| OpenError::io(&storage.describe(name), e))?;
-            }
-        }
-
-        for m in state.messages.values() {
-            let Some((name, file)) = open_gens.get(&m.body.generation) else {
-                return Err(OpenError::Missing {
-                    file: format!("generation {} (message {})", m.body.generation, m.mid),
-                });
-            };
-            let end = m.body.offset + m.body.len;
-            let len = file.len().map_err(|e| OpenError::io(name, e))?;
-            if end > len {
-                return Err(OpenError::Corrupt {
-                    file: storage.describe(name),
-                    offset: m.body.offset,
-                    what: format!("body of message {} extends past the end of the file", m.mid),
-                });
-            }
-        }
-        // Generation numbers are never reused: not those of files still here, of bodies the frames name, nor
-        // of the generation the last checkpoint saw (it may have been retired since).
-        let next_generation =
-            gens.last().map_or(1, |(n, _)| n + 1).max(newest_generation + 1).max(cursor.generation + 1);
-
-        // A checkpoint of the recovered state, then a fresh log: recovery next time starts from here. Only
-        // then may files go whose frames the old checkpoint did not cover.
-        let high_water = state.next_mid + MID_HEADROOM;
-        let salt = random_u64();
-        let cursor = Cursor { generation: next_generation, offset: 0 };
-        checkpoint::write(storage.as_ref(), &state, high_water, next_seq, cursor, random_u64())
-            .map_err(|e| OpenError::io(&storage.describe(checkpoint::CHECKPOINT), e))?;
-        for name in log_names.iter().chain([LOG_NEXT.to_owned()].iter()) {
-            match storage.remove(name) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(OpenError::io(&storage.describe(name), e)),
-            }
-        }
-        // Retire generations no live message uses and whose Safety Net hold has passed.
-        let referenced: std::collections::HashSet<u32> = state.messages.values().map(|m| m.body.generation).collect();
-        let hold_ms = (opts.safety_net_hold + opts.generation_interval).as_millis() as i64;
-        let now = now_ms();
-        for (number, (name, _)) in open_gens.iter() {
-            if !referenced.contains(number) && headers[number].created_ms + hold_ms < now {
-                storage.remove(name).map_err(|e| OpenError::io(&storage.describe(name), e))?;
-                report.generations_removed += 1;
-            }
-        }
-        open_gens.retain(|_, (name, _)| names.contains(name) && storage.open(name, false).is_ok());
-
-        let io = |e| OpenError::io(&storage.describe(LOG), e);
-        let header = log::encode_header(&log::LogHeader { salt, first_seq: next_seq });
-        let log_file = storage.open(LOG, true).map_err(io)?;
-        log_file.set_len(0).map_err(io)?;
-        log_file.write_at(&header, 0).map_err(io)?;
-        log_file.sync_data().map_err(io)?;
-        storage.sync_dir().map_err(io)?;
-        let log_end = header.len() as u64;
-        state.next_mid = state.next_mid.max(1);
-        let next_mid = state.next_mid;
-        let loaded = load(&state);
-
-        let generations: Generations = Arc::new(RwLock::new(open_gens));
-        let (tx, rx) = mpsc::channel(opts.queue_depth.max(1));
-        let stats = Arc::new(Stats::default());
-        let relocated: Relocations = Arc::default();
-        let disk_full = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let mut w = Writer::new(WriterInit {
-            stats: stats.clone(),
-            disk_full: disk_full.clone(),
-            stopped: stopped.clone(),
-            relocated: relocated.clone(),
-            storage: storage.clone(),
-            log: log_file,
-            log_end,
-            salt,
-            seq: next_seq,
-            next_generation,
-            generations: generations.clone(),
-            high_water,
-            state,
-            opts: opts.clone(),
-        })
-        .map_err(|e| OpenError::io("queue database writer", e))?;
-        w.recreate_reserves();
-        let handle = std::thread::Builder::new()
-            .name("queue-db-writer".into())
-            .spawn(move || w.run(rx))
-            .map_err(|e| OpenError::io("writer thread", e))?;
-        let db = QueueDb {
-            tx,
-            stats,
-            storage,
-            disk_full,
-            stopped,
-            relocated,
-            generations,
-            next_mid: Arc::new(std::sync::atomic::AtomicU64::new(next_mid)),
-            writer: Arc::new(std::sync::Mutex::new(Some(handle))),
-        };
-        Ok((db, loaded, report))
+        recovery::open(storage, opts, load)
     }
 
     /// The writer's counters.

@@ -1,8 +1,8 @@
 //! Frames, the unit of the group commit, and the files made of them. A frame is one flush and holds whole
 //! transactions only. A flush that carries bodies is one frame appended to the current generation file (the
 //! bodies inside it), synced with one fdatasync; a flush without bodies is one frame in the transaction log
-//! (`trn.log`). Frames are numbered by one sequence across both kinds of file, and each is synced before
-//! the next is written, so only the last frame written can be torn by a crash.
+//! (`trn.log`). Frames are numbered by one sequence across both kinds of file. At most two frames are
+//! unsynced at a time, each the last of its own file, so a crash can tear only the last frame of a file.
 //!
 //! ```text
 //! log header: "SLUICELG" | version u32 | reserved u32 | salt u64 | first_seq u64          (32 bytes)
@@ -93,80 +93,89 @@ pub(crate) enum Order {
     From(u64),
     /// Rising, with gaps where frames went to other files (the log and the generations).
     Rising,
+    /// In any order (salvage: whatever is readable).
+    Any,
+}
+
+/// What a scan does at a bad frame that has a good frame somewhere after it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnDamage {
+    /// Stop with [`OpenError::Corrupt`] naming the offset (open and check).
+    Fail,
+    /// Note it in [`FrameScan::damage`] and go on at the next good frame (salvage).
+    Skip,
 }
 
 /// What reading a file's frames found.
 pub(crate) struct FrameScan {
-    pub(crate) frames: Vec<Frame>,
     /// The end of the last good frame (where the next frame would go).
     pub(crate) end: u64,
     /// Bytes of torn tail after the last good frame, up to the last nonzero byte (zero-filled preallocation
     /// and zeros of an extension that never got its data do not count).
     pub(crate) torn_bytes: u64,
+    /// (offset, what) of each bad stretch skipped with [`OnDamage::Skip`]; a torn tail is not listed.
+    pub(crate) damage: Vec<(u64, String)>,
 }
 
-/// Reads a file's frames from `start`. A bad frame with no good frame anywhere after it is a torn tail (the
-/// last flush did not finish); a bad frame followed by a good one is damage, reported with its offset.
+/// Reads a file's frames from `start`, handing each good frame to `each` as it is read (a checkpoint of a
+/// million messages is applied frame by frame). A bad frame with no good frame anywhere after it is a torn
+/// tail (the last flush did not finish); a bad frame followed by a good one is damage, reported with its
+/// offset (or skipped, with [`OnDamage::Skip`]). An error from `each` ends the scan.
 pub(crate) fn scan_frames(
     file: &dyn StorageFile,
     name: &str,
     start: u64,
     salt: u64,
-    order: Order,
-) -> Result<FrameScan, OpenError> {
-    let mut frames = Vec::new();
-    let mut scan = scan_frames_with(file, name, start, salt, order, |f| {
-        frames.push(f);
-        Ok(())
-    })?;
-    scan.frames = frames;
-    Ok(scan)
-}
-
-/// As [`scan_frames`], handing each good frame to `each` as it is read instead of keeping them (the
-/// returned scan has no frames): a checkpoint of a million messages is applied frame by frame. An error
-/// from `each` ends the scan.
-pub(crate) fn scan_frames_with(
-    file: &dyn StorageFile,
-    name: &str,
-    start: u64,
-    salt: u64,
-    order: Order,
+    (order, on_damage): (Order, OnDamage),
     mut each: impl FnMut(Frame) -> Result<(), OpenError>,
 ) -> Result<FrameScan, OpenError> {
-    let len = file.len().map_err(|e| OpenError::io(name, e))?;
+    let io = |e| OpenError::io(name, e);
+    let len = file.len().map_err(io)?;
     let mut r = Reader::new(file, len);
-    let frames = Vec::new();
+    let mut damage = Vec::new();
     let mut pos = start;
     let mut last: Option<u64> = None;
     loop {
-        let found = r.frame(pos, salt).map_err(|e| OpenError::io(name, e))?;
+        let found = r.frame(pos, salt).map_err(io)?;
         let what = match found {
-            None if pos >= len => return Ok(FrameScan { frames, end: pos, torn_bytes: 0 }),
-            Some((seq, flen, decoded)) if in_order(order, last, seq) => {
-                let (records, bodies) = decoded.map_err(|e| OpenError::Corrupt {
-                    file: name.to_owned(),
-                    offset: pos,
-                    what: format!("frame {seq} passes its checksum but does not decode: {e}"),
-                })?;
+            None if pos >= len => return Ok(FrameScan { end: pos, torn_bytes: 0, damage }),
+            Some((seq, flen, Ok((records, bodies)))) if in_order(order, last, seq) => {
                 let at = pos + FRAME_BODIES_AT;
                 each(Frame { seq, offset: pos, bodies: (at, at + bodies), records })?;
                 last = Some(seq);
                 pos += flen;
                 continue;
             }
+            Some((seq, _, Err(e))) if in_order(order, last, seq) => match on_damage {
+                OnDamage::Fail => {
+                    return Err(OpenError::Corrupt {
+                        file: name.to_owned(),
+                        offset: pos,
+                        what: format!("frame {seq} passes its checksum but does not decode: {e}"),
+                    });
+                }
+                OnDamage::Skip => format!("frame {seq} does not decode: {e}"),
+            },
             Some((seq, _, _)) => format!("frame sequence {seq} out of order after {last:?}"),
             None => "bad frame".to_owned(),
         };
-        if let Some(later) = r.find_good_frame(pos + 1, salt).map_err(|e| OpenError::io(name, e))? {
-            return Err(OpenError::Corrupt {
-                file: name.to_owned(),
-                offset: pos,
-                what: format!("{what}, followed by a good frame at offset {later}"),
-            });
+        match r.find_good_frame(pos + 1, salt).map_err(io)? {
+            Some(later) if on_damage == OnDamage::Skip => {
+                damage.push((pos, format!("{what}; {} bytes skipped", later - pos)));
+                pos = later;
+            }
+            Some(later) => {
+                return Err(OpenError::Corrupt {
+                    file: name.to_owned(),
+                    offset: pos,
+                    what: format!("{what}, followed by a good frame at offset {later}"),
+                });
+            }
+            None => {
+                let torn_bytes = r.last_nonzero_after(pos).map_err(io)?;
+                return Ok(FrameScan { end: pos, torn_bytes, damage });
+            }
         }
-        let torn_bytes = r.last_nonzero_after(pos).map_err(|e| OpenError::io(name, e))?;
-        return Ok(FrameScan { frames, end: pos, torn_bytes });
     }
 }
 
@@ -174,16 +183,9 @@ fn in_order(order: Order, last: Option<u64>, seq: u64) -> bool {
     match (order, last) {
         (Order::From(first), None) => seq == first,
         (Order::From(_), Some(l)) => seq == l + 1,
-        (Order::Rising, None) => true,
+        (Order::Rising, None) | (Order::Any, _) => true,
         (Order::Rising, Some(l)) => seq > l,
     }
-}
-
-/// Reads a log file: its header, then its frames.
-pub(crate) fn scan(file: &dyn StorageFile, name: &str) -> Result<(LogHeader, FrameScan), OpenError> {
-    let header = read_header(file, name, LOG_MAGIC)?;
-    let scan = scan_frames(file, name, LOG_HEADER_LEN, header.salt, Order::Rising)?;
-    Ok((header, scan))
 }
 
 /// Reads and checks the 32-byte header of a log-format file.
@@ -322,43 +324,4 @@ pub(crate) fn is_unwritten(file: &dyn StorageFile) -> std::io::Result<bool> {
     let mut h = [0u8; LOG_HEADER_LEN as usize];
     file.read_exact_at(&mut h, 0)?;
     Ok(h.iter().all(|b| *b == 0))
-}
-
-/// What a tolerant scan found: every good frame, and where bad ones were skipped.
-pub(crate) struct TolerantScan {
-    pub(crate) frames: Vec<Frame>,
-    /// (offset, what) of each bad stretch skipped; a torn tail is not listed.
-    pub(crate) damage: Vec<(u64, String)>,
-}
-
-/// Reads every good frame of a file from `start`, skipping bad stretches to the next good frame (for
-/// salvage: damage is reported, not fatal).
-pub(crate) fn scan_tolerant(file: &dyn StorageFile, start: u64, salt: u64) -> std::io::Result<TolerantScan> {
-    let len = file.len()?;
-    let mut r = Reader::new(file, len);
-    let mut out = TolerantScan { frames: Vec::new(), damage: Vec::new() };
-    let mut pos = start;
-    while pos < len {
-        match r.frame(pos, salt)? {
-            Some((seq, flen, Ok((records, bodies)))) => {
-                let at = pos + FRAME_BODIES_AT;
-                out.frames.push(Frame { seq, offset: pos, bodies: (at, at + bodies), records });
-                pos += flen;
-            }
-            found => {
-                let what = match found {
-                    Some((seq, _, Err(e))) => format!("frame {seq} does not decode: {e}"),
-                    _ => "bad frame".to_owned(),
-                };
-                match r.find_good_frame(pos + 1, salt)? {
-                    Some(next) => {
-                        out.damage.push((pos, format!("{what}; {} bytes skipped", next - pos)));
-                        pos = next;
-                    }
-                    None => break,
-                }
-            }
-        }
-    }
-    Ok(out)
 }
