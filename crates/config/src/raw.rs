@@ -1,4 +1,4 @@
-//! The configuration file as written: serde structs that mirror the TOML schema of spec 07 key for key.
+//! The configuration file as written: serde structs that mirror the TOML schema key for key.
 //!
 //! Every table refuses unknown keys (`deny_unknown_fields`) and every key is optional; defaults, units and
 //! cross-checks are applied once, by `validate`, which turns a [`RawConfig`] into a [`crate::Config`]. The

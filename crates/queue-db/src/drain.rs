@@ -1,4 +1,4 @@
-//! Draining a database into files (spec 02, 11): `sluice db export` for a healthy database (drain,
+//! Draining a database into files: `sluice db export` for a healthy database (drain,
 //! migration, backup — circular logging rules out log replay as a backup) and `sluice db salvage` for a
 //! damaged one. Both read without writing, and hand over every live message with its envelope and the
 //! recipients still pending, for the replay directory to submit again.

@@ -1,5 +1,5 @@
 //! A message's envelope, packed: every string in one buffer, so that a queued message's envelope costs
-//! three allocations whatever it holds (spec 02 item 11: ≤ 512 B resident per queued message).
+//! three allocations whatever it holds (B4 in docs/benchmarks.md: ≤ 512 B resident per queued message).
 //! [`EnvelopeParts`] is the same envelope with owned fields, to build one or change one.
 
 /// One envelope recipient with its RFC 3461 parameters.

@@ -138,6 +138,11 @@ pub enum OpenError {
     Version { file: String, found: u32 },
     #[error("{file} is referenced by the transaction log but missing")]
     Missing { file: String },
+    #[error(
+        "the queue database names {what}, beyond what this sluice can count from; it was not opened. Run \
+         `sluice db salvage --to DIR` to recover the readable messages"
+    )]
+    OutOfRange { what: String },
 }
 
 impl OpenError {

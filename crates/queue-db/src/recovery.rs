@@ -87,8 +87,16 @@ pub(crate) fn open<T>(
     let newest_generation = apply_and_trim(storage.as_ref(), &mut gens, frames, &found, &mut state, &mut report)?;
     // Generation numbers are never reused: not those of files still here, of bodies the frames name, nor
     // of the generation the last checkpoint saw (it may have been retired since).
-    let next_generation =
-        gens.listed.last().map_or(1, |(n, _)| n + 1).max(newest_generation + 1).max(cursor.generation + 1);
+    // Numbers read from the files are checked before anything counts from them: a damaged or crafted file
+    // must be refused, never wrap a counter around to numbers already used.
+    let newest = gens.listed.last().map_or(0, |(n, _)| *n).max(newest_generation).max(cursor.generation);
+    if newest > u32::MAX / 2 {
+        return Err(OpenError::OutOfRange { what: format!("generation {newest}") });
+    }
+    let next_generation = newest + 1;
+    if state.next_mid > u64::MAX / 2 {
+        return Err(OpenError::OutOfRange { what: format!("message id {}", state.next_mid) });
+    }
     let high_water = state.next_mid + MID_HEADROOM;
     let resumed = Resumed { state, high_water, next_seq, next_generation };
     reseal(storage.as_ref(), &opts, (&names, &log_names), &mut gens, &resumed, &mut report)?;

@@ -192,7 +192,7 @@ impl State {
 mod tests {
     use super::*;
 
-    /// The index is what a million queued messages cost (spec 02 item 11): these sizes are mimalloc size
+    /// The index is what a million queued messages cost (B4 in docs/benchmarks.md: at most 512 B resident each): these sizes are mimalloc size
     /// classes, and one byte more moves a message's record to the next class.
     #[test]
     fn a_queued_message_stays_small() {

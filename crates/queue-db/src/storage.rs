@@ -1,5 +1,5 @@
 //! All file I/O of the queue database goes through [`Storage`], so that tests can run the engine over a
-//! backend that fails writes or syncs and drops unsynced bytes (spec 02, property 9).
+//! backend that fails writes or syncs and drops unsynced bytes.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;

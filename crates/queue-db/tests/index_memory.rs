@@ -1,5 +1,5 @@
-//! What the queue database's live state costs per queued message, counted by the allocator (spec 02
-//! item 11: ≤ 512 B resident per queued one-recipient message, of which this state is one part and the
+//! What the queue database's live state costs per queued message, counted by the allocator (B4 in
+//! docs/benchmarks.md: ≤ 512 B resident per queued one-recipient message, of which this state is one part and the
 //! transport's queues the other). A test binary of its own: the counter sees only this test.
 #![allow(unsafe_code)]
 

@@ -1,4 +1,4 @@
-//! Receive connectors: SMTP listeners, each with its own policy (spec 03). A session reads commands in
+//! Receive connectors: SMTP listeners, each with its own policy. A session reads commands in
 //! order, answers pipelined commands in one write, and answers `250` to DATA only after the message is
 //! durable in the queue database.
 

@@ -1,4 +1,4 @@
-//! TLS for receive connectors (spec 03): STARTTLS (RFC 3207) or implicit TLS, with a configured certificate
+//! TLS for receive connectors: STARTTLS (RFC 3207) or implicit TLS, with a configured certificate
 //! or one generated at start (`tls = "self-signed"`). rustls with the ring provider; TLS 1.2 and 1.3.
 
 use std::pin::Pin;

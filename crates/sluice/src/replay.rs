@@ -1,4 +1,4 @@
-//! The replay directory (`<data_dir>/replay`, spec 03): `.eml` files written by `sluice db export` or
+//! The replay directory (`<data_dir>/replay`): `.eml` files written by `sluice db export` or
 //! `sluice db salvage` are submitted again with the envelope of their `X-Sender:` and `X-Receiver:`
 //! headers, which are removed. A file is deleted only after its submission committed; a file that cannot
 //! be read as one is renamed `.bad`, with the reason in `.bad.txt` beside it.

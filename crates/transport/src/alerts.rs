@@ -1,4 +1,4 @@
-//! Alerts (spec 06): what an administrator must know about now — a queue database that stopped
+//! Alerts: what an administrator must know about now — a queue database that stopped
 //! committing, a disk running full, back pressure rising. Each alert goes to `<data_dir>/logs/alerts.log`
 //! (one JSON object a line) and to the recent list the API serves. Repeats of the same alert are
 //! suppressed with a growing interval (5 s, 15 s, 35 s, 75 s, ... up to `max_repeat_interval`); the alert

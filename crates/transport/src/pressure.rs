@@ -1,4 +1,4 @@
-//! Back pressure (spec 04): free space on the queue database's file system, the process's resident memory
+//! Back pressure: free space on the queue database's file system, the process's resident memory
 //! and the length of Submission, checked every `check_interval`. Each resource has Medium and High
 //! thresholds and comes down a level only past that level's lower mark (hysteresis). Medium refuses new
 //! mail from clients outside `relay_networks`, High refuses all new mail, both with `452 4.3.1` at MAIL

@@ -713,7 +713,7 @@ mod tests {
         assert!(monotonic_deadline(now - 3_600_000) <= Instant::now());
     }
 
-    /// A million queued messages cost a million of these (spec 02 item 11): 96 bytes is a mimalloc size
+    /// A million queued messages cost a million of these (B4 in docs/benchmarks.md): 96 bytes is a mimalloc size
     /// class, and one byte more moves every message to the next.
     #[test]
     fn a_queued_message_stays_small() {

@@ -1,4 +1,4 @@
-//! SIGKILL under load (spec 09 R1, CI size): inject messages over SMTP from several clients while the
+//! SIGKILL under load (R1 in docs/benchmarks.md, CI size): inject messages over SMTP from several clients while the
 //! server is killed with SIGKILL at random moments and restarted; at the end every message that got `250`
 //! must have been delivered (duplicates are allowed only for messages in flight at a kill).
 //!

@@ -1,4 +1,4 @@
-//! R2 (spec 09): the queue database on a small file system, filled through SMTP, twice: (a) with the
+//! R2 (docs/benchmarks.md): the queue database on a small file system, filled through SMTP, twice: (a) with the
 //! `[back_pressure]` disk thresholds inside the file system's size, (b) with them off, so that the database
 //! itself meets ENOSPC. Needs a small file system at `SLUICE_R2_DIR` (`tests/reliability/r2.sh` mounts a
 //! 48 MB tmpfs and runs these); ignored otherwise.
