@@ -16,66 +16,40 @@ use sluice_queue_db::time::{now_ms, rfc3339};
 /// Parses an RFC 3339 time (the `since` of a query) into ms since the epoch.
 pub use sluice_queue_db::time::parse_rfc3339 as parse_time;
 
-/// What an alert is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AlertClass {
-    System,
-    Hardware,
-    Updater,
-    AntiVirus,
-    AntiSpam,
-    Queue,
-    BackPressure,
+named_enum! {
+    /// What an alert is about.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum AlertClass {
+        System = "System",
+        Hardware = "Hardware",
+        Updater = "Updater",
+        AntiVirus = "Anti-Virus",
+        AntiSpam = "Anti-Spam",
+        Queue = "Queue",
+        BackPressure = "Back Pressure",
+    }
 }
 
 impl AlertClass {
-    pub const ALL: [AlertClass; 7] = [
-        AlertClass::System,
-        AlertClass::Hardware,
-        AlertClass::Updater,
-        AlertClass::AntiVirus,
-        AlertClass::AntiSpam,
-        AlertClass::Queue,
-        AlertClass::BackPressure,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AlertClass::System => "System",
-            AlertClass::Hardware => "Hardware",
-            AlertClass::Updater => "Updater",
-            AlertClass::AntiVirus => "Anti-Virus",
-            AlertClass::AntiSpam => "Anti-Spam",
-            AlertClass::Queue => "Queue",
-            AlertClass::BackPressure => "Back Pressure",
-        }
-    }
-
     /// Parses a class name, ignoring case, spaces and dashes (`back_pressure`, `antivirus` work too).
     pub fn parse(s: &str) -> Option<AlertClass> {
         let norm = |s: &str| s.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_ascii_lowercase();
         let want = norm(s);
-        AlertClass::ALL.into_iter().find(|c| norm(c.as_str()) == want)
+        AlertClass::ALL.iter().copied().find(|c| norm(c.as_str()) == want)
     }
 }
 
-/// How urgent an alert is; ordered from the most urgent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Severity {
-    Critical,
-    Warning,
-    Information,
+named_enum! {
+    /// How urgent an alert is; ordered from the most urgent.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    pub enum Severity {
+        Critical = "Critical",
+        Warning = "Warning",
+        Information = "Information",
+    }
 }
 
 impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Critical => "Critical",
-            Severity::Warning => "Warning",
-            Severity::Information => "Information",
-        }
-    }
-
     /// Parses a severity name, ignoring case (`info` for Information).
     pub fn parse(s: &str) -> Option<Severity> {
         match s.to_ascii_lowercase().as_str() {

@@ -10,6 +10,9 @@
 //! **API boundary**: this crate knows nothing about HTTP or the CLI; it returns the admin API's JSON types
 //! (`sluice-api-types`) for listings because those are plain data.
 
+#[macro_use]
+mod names;
+
 mod agent;
 pub mod alerts;
 mod categorizer;

@@ -16,23 +16,17 @@ use sluice_queue_db::time::rfc3339;
 use crate::Inner;
 use crate::alerts::{AlertClass, Severity};
 
-/// How much the server refuses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
-    Normal,
-    Medium,
-    High,
+named_enum! {
+    /// How much the server refuses.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+    pub enum Level {
+        Normal = "Normal",
+        Medium = "Medium",
+        High = "High",
+    }
 }
 
 impl Level {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Level::Normal => "Normal",
-            Level::Medium => "Medium",
-            Level::High => "High",
-        }
-    }
-
     fn from_u8(v: u8) -> Level {
         match v {
             0 => Level::Normal,

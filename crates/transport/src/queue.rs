@@ -17,40 +17,24 @@ use crate::routing::Target;
 // clock in tests (`tokio::time::pause`), so that retry timing is tested without waiting for it.
 use tokio::time::Instant;
 
-/// How a queue's messages leave it.
-///
-/// The variants are declared in the order of their names: the derived order is that of `as_str`, which
-/// the categorizer has always grouped a message's copies (and numbered new queues) by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum DeliveryType {
-    DnsConnectorDelivery,
-    SmartHostConnectorDelivery,
-    SmtpDeliveryToMailbox,
-    Undefined,
-    Unreachable,
+named_enum! {
+    /// How a queue's messages leave it.
+    ///
+    /// The variants are declared in the order of their names: the derived order is that of `as_str`, which
+    /// the categorizer has always grouped a message's copies (and numbered new queues) by.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    pub enum DeliveryType {
+        DnsConnectorDelivery = "DnsConnectorDelivery",
+        SmartHostConnectorDelivery = "SmartHostConnectorDelivery",
+        SmtpDeliveryToMailbox = "SmtpDeliveryToMailbox",
+        Undefined = "Undefined",
+        Unreachable = "Unreachable",
+    }
 }
 
 impl DeliveryType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryType::Undefined => "Undefined",
-            DeliveryType::Unreachable => "Unreachable",
-            DeliveryType::DnsConnectorDelivery => "DnsConnectorDelivery",
-            DeliveryType::SmartHostConnectorDelivery => "SmartHostConnectorDelivery",
-            DeliveryType::SmtpDeliveryToMailbox => "SmtpDeliveryToMailbox",
-        }
-    }
-
     pub fn parse(s: &str) -> Option<DeliveryType> {
-        [
-            DeliveryType::Undefined,
-            DeliveryType::Unreachable,
-            DeliveryType::DnsConnectorDelivery,
-            DeliveryType::SmartHostConnectorDelivery,
-            DeliveryType::SmtpDeliveryToMailbox,
-        ]
-        .into_iter()
-        .find(|t| t.as_str().eq_ignore_ascii_case(s))
+        DeliveryType::ALL.iter().copied().find(|t| t.as_str().eq_ignore_ascii_case(s))
     }
 
     /// Internal for mailbox stores, External for send connectors.
@@ -95,49 +79,28 @@ impl NextHopSolutionKey {
     }
 }
 
-/// A queue's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QueueStatus {
-    Active,
-    Connecting,
-    Ready,
-    Retry,
-    Suspended,
-}
-
-impl QueueStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            QueueStatus::Active => "Active",
-            QueueStatus::Connecting => "Connecting",
-            QueueStatus::Ready => "Ready",
-            QueueStatus::Retry => "Retry",
-            QueueStatus::Suspended => "Suspended",
-        }
+named_enum! {
+    /// A queue's status.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum QueueStatus {
+        Active = "Active",
+        Connecting = "Connecting",
+        Ready = "Ready",
+        Retry = "Retry",
+        Suspended = "Suspended",
     }
 }
 
-/// A message copy's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MessageStatus {
-    Active,
-    Ready,
-    Retry,
-    Suspended,
-    PendingSuspend,
-    PendingRemove,
-}
-
-impl MessageStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MessageStatus::Active => "Active",
-            MessageStatus::Ready => "Ready",
-            MessageStatus::Retry => "Retry",
-            MessageStatus::Suspended => "Suspended",
-            MessageStatus::PendingSuspend => "PendingSuspend",
-            MessageStatus::PendingRemove => "PendingRemove",
-        }
+named_enum! {
+    /// A message copy's status.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum MessageStatus {
+        Active = "Active",
+        Ready = "Ready",
+        Retry = "Retry",
+        Suspended = "Suspended",
+        PendingSuspend = "PendingSuspend",
+        PendingRemove = "PendingRemove",
     }
 }
 

@@ -49,35 +49,23 @@ impl Event {
     }
 }
 
-/// What happened to a message, as an event's `event_id` names it (written in capitals: `RECEIVE`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum EventId {
-    /// Received (over SMTP, or from replay or pickup).
-    Receive,
-    /// Put in Submission.
-    Submit,
-    /// Categorized: routed to delivery queues.
-    Route,
-    /// Delivered to a recipient.
-    Deliver,
-    /// Not delivered this time; retried later.
-    Defer,
-    /// Failed for good.
-    Fail,
-}
-
-impl EventId {
-    /// The name written in the tracking log.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventId::Receive => "RECEIVE",
-            EventId::Submit => "SUBMIT",
-            EventId::Route => "ROUTE",
-            EventId::Deliver => "DELIVER",
-            EventId::Defer => "DEFER",
-            EventId::Fail => "FAIL",
-        }
+named_enum! {
+    /// What happened to a message, as an event's `event_id` names it (written in capitals: `RECEIVE`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+    #[serde(rename_all = "UPPERCASE")]
+    pub enum EventId {
+        /// Received (over SMTP, or from replay or pickup).
+        Receive = "RECEIVE",
+        /// Put in Submission.
+        Submit = "SUBMIT",
+        /// Categorized: routed to delivery queues.
+        Route = "ROUTE",
+        /// Delivered to a recipient.
+        Deliver = "DELIVER",
+        /// Not delivered this time; retried later.
+        Defer = "DEFER",
+        /// Failed for good.
+        Fail = "FAIL",
     }
 }
 
@@ -182,5 +170,17 @@ fn append(dir: &std::path::Path, current: &mut Option<(String, File)>, batch: &[
         && let Err(e) = f.write_all(batch)
     {
         tracing::error!(error = %e, "cannot write the tracking log");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EventId;
+
+    #[test]
+    fn an_event_id_is_written_as_its_name() {
+        for id in EventId::ALL {
+            assert_eq!(serde_json::to_string(id).unwrap(), format!("\"{}\"", id.as_str()));
+        }
     }
 }
