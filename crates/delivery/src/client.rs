@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use sluice_queue_db::RecipientRef;
 use sluice_smtp::{
-    BodyType, Command, DotStuffer, MailParams, Orcpt, RcptParams, Reply, XText, parse_ehlo_keywords,
-    parse_forward_path, parse_reply, parse_reverse_path,
+    BodyType, Command, DotStuffer, MailParams, Orcpt, RcptParams, Reply, XText, parse_ehlo_keywords, parse_reply,
 };
 use sluice_transport::{BoxFuture, DeliveryConnection, DeliveryError, Opening, Outbound, RecipientOutcome, reply_line};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -108,14 +107,11 @@ fn envelope(extensions: &EhloExtensions, msg: &Outbound) -> Envelope {
     }
 }
 
-/// `MAIL FROM:<from>` and its parameters. An address that sluice's parser would not render back the same way
-/// (possible only for an address taken from a replay file) is sent as stored, as it always was.
+/// `MAIL FROM:<from>` and its parameters, rendered by the smtp crate. The address was checked when the message
+/// was received (or is taken as a replay file stored it) and goes out as stored: parsing it again here would
+/// only render the same bytes.
 fn mail_command(from: &str, params: MailParams) -> String {
-    let path = format!("<{from}>");
-    match parse_reverse_path(path.as_bytes(), true) {
-        Ok(from) if from.to_string() == path => Command::Mail { from, params }.render(),
-        _ => format!("MAIL FROM:{path}{params}\r\n"),
-    }
+    format!("MAIL FROM:<{from}>{params}\r\n")
 }
 
 /// `RCPT TO:<address>` and, when the next hop takes DSN parameters, the recipient's `NOTIFY=` and `ORCPT=`.
@@ -131,11 +127,7 @@ fn rcpt_command(recipient: RecipientRef<'_>, dsn: bool) -> String {
     } else {
         RcptParams::default()
     };
-    let path = format!("<{}>", recipient.address);
-    match parse_forward_path(path.as_bytes(), true) {
-        Ok(to) if to.to_string() == recipient.address => Command::Rcpt { to, params }.render(),
-        _ => format!("RCPT TO:{path}{params}\r\n"),
-    }
+    format!("RCPT TO:<{}>{params}\r\n", recipient.address)
 }
 
 /// `host:port`, `[addr]:port`, `[addr]` or `host` (port 25).
@@ -274,7 +266,9 @@ impl ClientConnection {
 
     /// Sends MAIL, every RCPT and DATA in one write (RFC 2920), then reads their replies.
     async fn send_envelope_pipelined(&mut self, envelope: &Envelope) -> Result<EnvelopeReplies, DeliveryError> {
-        let mut commands = envelope.mail.clone().into_bytes();
+        let mut commands =
+            Vec::with_capacity(envelope.mail.len() + envelope.rcpts.iter().map(String::len).sum::<usize>() + 6);
+        commands.extend_from_slice(envelope.mail.as_bytes());
         for rcpt in &envelope.rcpts {
             commands.extend_from_slice(rcpt.as_bytes());
         }

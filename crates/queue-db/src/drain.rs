@@ -15,7 +15,7 @@ use crate::log::FrameScan;
 use crate::record::{Envelope, Mid, Record};
 use crate::state::State;
 use crate::storage::{Storage, StorageFile};
-use crate::walk::{Kind, Mode, Read, Walker};
+use crate::walk::{DbFile, Kind, Mode, Read, Walker};
 use crate::{OpenError, checkpoint, generation};
 
 /// One message drained from the database.
@@ -60,30 +60,32 @@ pub fn drain(
     };
     let mut frames: Vec<(u64, Vec<Record>)> = Vec::new();
     let walker = Walker::new(storage, Mode::Salvage);
-    for name in &crate::log_files(&names) {
-        let f = walker.open(name, Kind::Log)?;
-        match walker.read(&f, |frame| {
+    // Every good frame of a file into `frames`, its damage into the report; true when its header was read.
+    let mut collect = |f: &DbFile, report: &mut DrainReport| -> Result<bool, OpenError> {
+        let read = walker.read(f, |frame| {
             frames.push((frame.seq, frame.records));
             Ok(())
-        })? {
-            Read::Unwritten => {}
-            Read::Bad(e) => report.problems.push(e.to_string()),
-            Read::Frames(_, scan) => note_damage(&mut report, &f.described, &scan),
-        }
+        })?;
+        Ok(match read {
+            Read::Unwritten => false,
+            Read::Bad(e) => {
+                report.problems.push(e.to_string());
+                false
+            }
+            Read::Frames(_, scan) => {
+                note_damage(report, &f.described, &scan);
+                true
+            }
+        })
+    };
+    for name in &crate::log_files(&names) {
+        collect(&walker.open(name, Kind::Log)?, &mut report)?;
     }
     let mut gens: HashMap<u32, (String, Arc<dyn StorageFile>)> = HashMap::new();
     for f in walker.generations()? {
         let Kind::Generation(number) = f.kind else { continue };
-        match walker.read(&f, |frame| {
-            frames.push((frame.seq, frame.records));
-            Ok(())
-        })? {
-            Read::Unwritten => {}
-            Read::Bad(e) => report.problems.push(e.to_string()),
-            Read::Frames(_, scan) => {
-                note_damage(&mut report, &f.described, &scan);
-                gens.insert(number, (f.name, f.file));
-            }
+        if collect(&f, &mut report)? {
+            gens.insert(number, (f.name, f.file));
         }
     }
     frames.retain(|(seq, _)| covered.is_none_or(|c| *seq >= c));

@@ -185,9 +185,10 @@ impl Worker {
 async fn finish(inner: &Arc<Inner>, qid: QueueId, job: &Job, out: &Outbound, outcomes: Vec<RecipientOutcome>) {
     let mut remaining = Vec::new();
     let mut transient_error = String::new();
-    let missing = RecipientOutcome::Transient(Reply::new(451, "4.4.0", "no reply for this recipient"));
-    // The outcomes answer the recipients sent, in their order.
-    for (i, outcome) in out.indices.iter().zip(outcomes.iter().chain(std::iter::repeat(&missing))) {
+    // The outcomes answer the recipients sent, in their order; a recipient left without one is retried.
+    let missing = (outcomes.len() < out.indices.len())
+        .then(|| RecipientOutcome::Transient(Reply::new(451, "4.4.0", "no reply for this recipient")));
+    for (i, outcome) in out.indices.iter().zip(outcomes.iter().chain(missing.iter().cycle())) {
         let address = job.envelope.recipient(*i as usize).map(|r| r.address.to_owned()).unwrap_or_default();
         let reply = reply_line(outcome.reply());
         let event_id = match outcome {
