@@ -640,3 +640,18 @@ fn a_crash_right_after_the_disk_ran_full_reopens_with_everything_acknowledged() 
         }
     }
 }
+
+#[test]
+fn a_message_id_too_large_to_count_from_is_refused_not_wrapped_around() {
+    // A damaged or crafted database naming a next MID near the top of the range: counting on from it would
+    // wrap to MIDs already used.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let sim = SimStorage::new();
+    let (db, _, _) = QueueDb::open(Arc::new(sim.process()), options()).unwrap();
+    rt.block_on(db.commit(vec![Record::MidHighWater { next: u64::MAX - 10 }])).unwrap();
+    sim.crash(|_, _| false);
+    drop(db);
+    let err = QueueDb::open(Arc::new(sim.process()), options()).map(|_| ()).unwrap_err();
+    assert!(matches!(err, sluice_queue_db::OpenError::OutOfRange { .. }), "{err}");
+    assert!(err.to_string().contains("salvage"), "{err}");
+}
