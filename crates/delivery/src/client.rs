@@ -8,7 +8,9 @@ use sluice_queue_db::RecipientRef;
 use sluice_smtp::{
     BodyType, Command, DotStuffer, MailParams, Orcpt, RcptParams, Reply, XText, parse_ehlo_keywords, parse_reply,
 };
-use sluice_transport::{BoxFuture, DeliveryConnection, DeliveryError, Opening, Outbound, RecipientOutcome, reply_line};
+use sluice_transport::{
+    BoxFuture, DeliveryConnection, DeliveryError, Handoff, Opening, Outbound, RecipientOutcome, reply_line,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -382,6 +384,14 @@ impl ClientConnection {
 impl DeliveryConnection for ClientConnection {
     fn deliver<'a>(&'a mut self, msg: &'a Outbound) -> BoxFuture<'a, Result<Vec<RecipientOutcome>, DeliveryError>> {
         Box::pin(self.transaction(msg))
+    }
+
+    fn handoff(&self) -> Handoff {
+        match self.protocol {
+            Protocol::Lmtp => Handoff::Delivered,
+            Protocol::Smtp if self.extensions.dsn => Handoff::PassedOn,
+            Protocol::Smtp => Handoff::Relayed,
+        }
     }
 
     fn quit(mut self: Box<Self>) -> BoxFuture<'static, ()> {

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sluice_queue_db::BodySource;
 use sluice_smtp::Reply;
-use sluice_transport::{BoxFuture, DeliveryConnection, DeliveryError, Outbound, RecipientOutcome};
+use sluice_transport::{BoxFuture, DeliveryConnection, DeliveryError, Handoff, Outbound, RecipientOutcome};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -116,6 +116,10 @@ impl DeliveryConnection for MaildirConnection {
             .map_err(DeliveryError::MaildirTask)?;
             Ok(outcomes)
         })
+    }
+
+    fn handoff(&self) -> Handoff {
+        Handoff::Delivered
     }
 
     fn quit(self: Box<Self>) -> BoxFuture<'static, ()> {

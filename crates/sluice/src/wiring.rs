@@ -66,7 +66,18 @@ pub fn routing(config: &Config) -> Routing {
                 address_spaces: c.address_spaces.iter().map(|a| a.to_string().to_ascii_lowercase()).collect(),
                 smart_hosts: c.smart_hosts.iter().map(|h| h.render(25)).collect(),
                 port: c.port,
-                max_messages_per_connection: c.max_messages_per_connection as usize,
+                session: t::SendSession {
+                    tls: match c.tls {
+                        sluice_config::SendTls::Opportunistic => t::TlsPolicy::Opportunistic,
+                        sluice_config::SendTls::Required => t::TlsPolicy::Required,
+                        sluice_config::SendTls::Off => t::TlsPolicy::Off,
+                    },
+                    auth: c
+                        .auth
+                        .as_ref()
+                        .map(|a| t::Credentials { user: a.user.clone(), password: a.password.clone() }),
+                    max_messages_per_connection: c.max_messages_per_connection as usize,
+                },
             })
             .collect(),
         limits: t::Limits {

@@ -93,6 +93,15 @@ pub enum DeliveryError {
         /// The recipients' domain.
         domain: String,
     },
+    /// DNS says the domain takes no mail: it does not exist, or it publishes a null MX (RFC 7505). The one
+    /// permanent failure of an attempt: its recipients fail at once, with `reply` (a 5xx).
+    #[error("{}", .reply.text)]
+    NoRoute {
+        /// The recipients' domain.
+        domain: String,
+        /// What is recorded and reported, e.g. `556 5.1.10`.
+        reply: Reply,
+    },
     /// The TCP connection could not be opened.
     #[error("cannot connect to {peer}: {source}")]
     Connect {
@@ -174,6 +183,26 @@ pub enum DeliveryError {
     Shutdown,
 }
 
+impl DeliveryError {
+    /// Whether the failure is final for every recipient of the attempt (no route to the domain), rather than
+    /// a queue-level transient failure.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, DeliveryError::NoRoute { .. })
+    }
+}
+
+/// What a recipient delivered over a connection has become, in RFC 3464's words (`Action:`), for a
+/// `NOTIFY=SUCCESS` notice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handoff {
+    /// In its mailbox (Maildir, LMTP): a `delivered` notice is due.
+    Delivered,
+    /// Handed to a next hop that does not take DSN parameters: a `relayed` notice is due.
+    Relayed,
+    /// Handed to a next hop that took the DSN parameters: it notifies, sluice does not.
+    PassedOn,
+}
+
 /// Where in the opening of a session the next hop refused it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Opening {
@@ -199,7 +228,9 @@ impl DeliveryError {
     /// enhanced code of the cause (RFC 3463: 4.4.x routing and network, 4.5.0 protocol, 4.3.x system).
     pub fn reply(&self) -> Reply {
         let (subject, detail) = match self {
-            DeliveryError::Refused { reply, .. } | DeliveryError::Closing(reply) => {
+            DeliveryError::Refused { reply, .. }
+            | DeliveryError::Closing(reply)
+            | DeliveryError::NoRoute { reply, .. } => {
                 return Reply::with_enhanced(reply.code, reply.enhanced, self.to_string());
             }
             DeliveryError::NoNextHop => (4, 0),
@@ -228,6 +259,8 @@ pub trait DeliveryConnection: Send {
     /// Delivers one copy; one outcome per recipient in order. An error means the session failed as a whole
     /// (nothing was delivered by this call) and the connection is unusable.
     fn deliver<'a>(&'a mut self, msg: &'a Outbound) -> BoxFuture<'a, Result<Vec<RecipientOutcome>, DeliveryError>>;
+    /// What a recipient delivered over this connection has become.
+    fn handoff(&self) -> Handoff;
     /// Ends the session politely.
     fn quit(self: Box<Self>) -> BoxFuture<'static, ()>;
 }

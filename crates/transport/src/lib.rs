@@ -16,6 +16,7 @@ mod names;
 mod agent;
 pub mod alerts;
 mod categorizer;
+mod dsn;
 mod listing;
 mod load;
 pub mod pressure;
@@ -33,12 +34,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use agent::{
-    BoxFuture, DeliveryAgent, DeliveryConnection, DeliveryError, Opening, Outbound, RecipientOutcome, reply_line,
+    BoxFuture, DeliveryAgent, DeliveryConnection, DeliveryError, Handoff, Opening, Outbound, RecipientOutcome,
+    reply_line,
 };
 pub use alerts::{AlertClass, Alerts, Severity};
 pub use load::Loaded;
 pub use queue::{DeliveryType, MessageStatus, NextHopSolutionKey, QueueStatus};
-pub use routing::{AcceptedDomain, Limits, MailboxStore, Route, Routing, SendConnector, StoreKind, Target};
+pub use routing::{
+    AcceptedDomain, Credentials, Limits, MailboxStore, Route, Routing, SendConnector, SendSession, StoreKind, Target,
+    TlsPolicy,
+};
 pub use tracking::{Event, Tracking};
 
 use queue::{Copy, Message, Queues};

@@ -40,17 +40,84 @@ pub struct SendConnector {
     pub address_spaces: Vec<String>,
     /// `host:port` entries as configured; empty for DNS routing.
     pub smart_hosts: Vec<String>,
+    /// The port of the hosts DNS routing finds.
     pub port: u16,
+    /// How its sessions go.
+    pub session: SendSession,
+}
+
+/// How a send connector's SMTP sessions go, whatever host they reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendSession {
+    /// STARTTLS policy.
+    pub tls: TlsPolicy,
+    /// Credentials for AUTH (smart hosts only; sent only over TLS).
+    pub auth: Option<Credentials>,
+    /// Messages sent over one connection before it is closed.
     pub max_messages_per_connection: usize,
+}
+
+impl Default for SendSession {
+    fn default() -> SendSession {
+        SendSession { tls: TlsPolicy::Opportunistic, auth: None, max_messages_per_connection: 100 }
+    }
+}
+
+/// A send connector's `tls`: whether and how its sessions use STARTTLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsPolicy {
+    /// STARTTLS when the next hop offers it, without certificate checks; plain text when it does not.
+    Opportunistic,
+    /// STARTTLS with a verified certificate (system roots, SNI, TLS 1.2 or later), or no delivery (`4.7.5`).
+    Required,
+    /// Never STARTTLS.
+    Off,
+}
+
+/// A user name and password for AUTH PLAIN or LOGIN.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("user", &self.user).finish_non_exhaustive()
+    }
 }
 
 /// Where a delivery queue's messages are sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
-    SmartHosts { hosts: Vec<String>, max_messages_per_connection: usize },
-    Dns { domain: String, port: u16, max_messages_per_connection: usize },
-    Maildir { template: String, delimiter: String },
-    Lmtp { address: String },
+    /// The connector's smart hosts, tried in order.
+    SmartHosts {
+        hosts: Vec<String>,
+        session: SendSession,
+    },
+    /// The hosts DNS names for `domain` (MX, else A/AAAA), on `port`.
+    Dns {
+        domain: String,
+        port: u16,
+        session: SendSession,
+    },
+    Maildir {
+        template: String,
+        delimiter: String,
+    },
+    Lmtp {
+        address: String,
+    },
+}
+
+impl Target {
+    /// Messages sent over one connection before it is closed.
+    pub fn max_messages_per_connection(&self) -> usize {
+        match self {
+            Target::SmartHosts { session, .. } | Target::Dns { session, .. } => session.max_messages_per_connection,
+            Target::Maildir { .. } | Target::Lmtp { .. } => usize::MAX,
+        }
+    }
 }
 
 /// Retry and concurrency settings of `[transport]` that the queues use.
@@ -133,8 +200,7 @@ impl Routing {
                 next_hop_domain: domain.clone(),
                 next_hop_connector: c.guid.clone(),
             };
-            let target =
-                Target::Dns { domain, port: c.port, max_messages_per_connection: c.max_messages_per_connection };
+            let target = Target::Dns { domain, port: c.port, session: c.session.clone() };
             Route::Deliver { key, target }
         } else {
             let key = NextHopSolutionKey {
@@ -142,10 +208,7 @@ impl Routing {
                 next_hop_domain: c.smart_hosts.join(","),
                 next_hop_connector: c.guid.clone(),
             };
-            let target = Target::SmartHosts {
-                hosts: c.smart_hosts.clone(),
-                max_messages_per_connection: c.max_messages_per_connection,
-            };
+            let target = Target::SmartHosts { hosts: c.smart_hosts.clone(), session: c.session.clone() };
             Route::Deliver { key, target }
         }
     }
@@ -168,17 +231,15 @@ impl Routing {
             }
             DeliveryType::SmartHostConnectorDelivery => {
                 let c = self.send_connectors.iter().find(|c| c.guid == key.next_hop_connector)?;
-                (c.smart_hosts.join(",") == key.next_hop_domain).then(|| Target::SmartHosts {
-                    hosts: c.smart_hosts.clone(),
-                    max_messages_per_connection: c.max_messages_per_connection,
-                })
+                (c.smart_hosts.join(",") == key.next_hop_domain)
+                    .then(|| Target::SmartHosts { hosts: c.smart_hosts.clone(), session: c.session.clone() })
             }
             DeliveryType::DnsConnectorDelivery => {
                 let c = self.send_connectors.iter().find(|c| c.guid == key.next_hop_connector)?;
                 c.smart_hosts.is_empty().then(|| Target::Dns {
                     domain: key.next_hop_domain.clone(),
                     port: c.port,
-                    max_messages_per_connection: c.max_messages_per_connection,
+                    session: c.session.clone(),
                 })
             }
             _ => None,
@@ -226,7 +287,7 @@ mod tests {
                     address_spaces: vec!["*".into()],
                     smart_hosts: vec!["127.0.0.1:2526".into()],
                     port: 25,
-                    max_messages_per_connection: 100,
+                    session: SendSession::default(),
                 },
                 SendConnector {
                     name: "Partner".into(),
@@ -234,7 +295,7 @@ mod tests {
                     address_spaces: vec!["*.partner.test".into()],
                     smart_hosts: vec![],
                     port: 25,
-                    max_messages_per_connection: 100,
+                    session: SendSession::default(),
                 },
             ],
             limits: Limits::default(),

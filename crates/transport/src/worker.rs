@@ -8,7 +8,8 @@ use sluice_queue_db::{QueueId, Record, now_ms};
 use sluice_smtp::Reply;
 
 use crate::Inner;
-use crate::agent::{DeliveryConnection, DeliveryError, Outbound, RecipientOutcome, reply_line};
+use crate::agent::{DeliveryConnection, DeliveryError, Handoff, Outbound, RecipientOutcome, reply_line};
+use crate::dsn;
 use crate::queue::Job;
 use crate::routing::Target;
 use crate::tracking::EventId;
@@ -57,6 +58,12 @@ async fn worker(inner: Arc<Inner>, qid: QueueId) {
             Some(conn) => conn,
             None => match w.connect(&target).await {
                 Ok(conn) => conn,
+                Err(e) if e.is_permanent() => {
+                    // No route to the domain: every recipient fails now, and so will the next copy's.
+                    let outcomes = outbound.indices.iter().map(|_| RecipientOutcome::Permanent(e.reply())).collect();
+                    finish(&w.inner, qid, &job, &outbound, outcomes, Handoff::Relayed).await;
+                    continue;
+                }
                 Err(e) => {
                     defer(&w.inner, qid, &job, &e, true).await;
                     break;
@@ -65,7 +72,8 @@ async fn worker(inner: Arc<Inner>, qid: QueueId) {
         };
         match w.deliver(conn, &outbound, &target).await {
             Ok(outcomes) => {
-                finish(&w.inner, qid, &job, &outbound, outcomes).await;
+                let handoff = w.conn.as_ref().map_or(Handoff::Relayed, |c| c.handoff());
+                finish(&w.inner, qid, &job, &outbound, outcomes, handoff).await;
                 w.delivered(&target).await;
             }
             Err(e) => {
@@ -167,12 +175,7 @@ impl Worker {
     /// Counts a delivered copy; the connection ends after the target's most messages per connection.
     async fn delivered(&mut self, target: &Target) {
         self.sent += 1;
-        let max = match target {
-            Target::SmartHosts { max_messages_per_connection, .. }
-            | Target::Dns { max_messages_per_connection, .. } => *max_messages_per_connection,
-            _ => usize::MAX,
-        };
-        if self.sent >= max.max(1) {
+        if self.sent >= target.max_messages_per_connection().max(1) {
             if let Some(c) = self.conn.take() {
                 c.quit().await;
             }
@@ -181,9 +184,18 @@ impl Worker {
     }
 }
 
-/// Applies the next hop's per-recipient replies to the copy.
-async fn finish(inner: &Arc<Inner>, qid: QueueId, job: &Job, out: &Outbound, outcomes: Vec<RecipientOutcome>) {
+/// Applies the next hop's per-recipient replies to the copy, and tells the sender of those that failed (and,
+/// when asked, of those delivered) in one notice.
+async fn finish(
+    inner: &Arc<Inner>,
+    qid: QueueId,
+    job: &Job,
+    out: &Outbound,
+    outcomes: Vec<RecipientOutcome>,
+    handoff: Handoff,
+) {
     let mut remaining = Vec::new();
+    let mut statuses = Vec::new();
     let mut transient_error = String::new();
     // The outcomes answer the recipients sent, in their order; a recipient left without one is retried.
     let missing = (outcomes.len() < out.indices.len())
@@ -191,9 +203,21 @@ async fn finish(inner: &Arc<Inner>, qid: QueueId, job: &Job, out: &Outbound, out
     for (i, outcome) in out.indices.iter().zip(outcomes.iter().chain(missing.iter().cycle())) {
         let address = job.envelope.recipient(*i as usize).map(|r| r.address.to_owned()).unwrap_or_default();
         let reply = reply_line(outcome.reply());
+        let status =
+            |action| dsn::RecipientStatus { index: *i, action, reply: outcome.reply().clone(), remote_mta: None };
         let event_id = match outcome {
-            RecipientOutcome::Delivered(_) => EventId::Deliver,
-            RecipientOutcome::Permanent(_) => EventId::Fail,
+            RecipientOutcome::Delivered(_) => {
+                match handoff {
+                    Handoff::Delivered => statuses.push(status(dsn::Action::Delivered)),
+                    Handoff::Relayed => statuses.push(status(dsn::Action::Relayed)),
+                    Handoff::PassedOn => {}
+                }
+                EventId::Deliver
+            }
+            RecipientOutcome::Permanent(_) => {
+                statuses.push(status(dsn::Action::Failed));
+                EventId::Fail
+            }
             RecipientOutcome::Transient(_) => {
                 remaining.push(*i);
                 transient_error.clone_from(&reply);
@@ -208,6 +232,9 @@ async fn finish(inner: &Arc<Inner>, qid: QueueId, job: &Job, out: &Outbound, out
         if event_id == EventId::Fail {
             tracing::warn!(mid = job.mid, reply = %sluice_smtp::printable(&reply), "permanent delivery failure");
         }
+    }
+    if !statuses.is_empty() {
+        dsn::notify(inner, job.mid, &job.envelope, job.body, statuses).await;
     }
     if remaining.is_empty() {
         inner.lock().finish_copy(job.mid, qid);

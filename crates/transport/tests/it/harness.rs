@@ -10,8 +10,8 @@ use std::time::Duration;
 use sluice_queue_db::{EnvelopeParts, FsStorage, Mid, Options, QueueDb, Recipient};
 use sluice_smtp::{EnhancedCode, Reply};
 use sluice_transport::{
-    Alerts, BoxFuture, DeliveryAgent, DeliveryConnection, DeliveryError, Outbound, Parts, RecipientOutcome, Routing,
-    SendConnector, Target, Tracking, Transport,
+    Alerts, BoxFuture, DeliveryAgent, DeliveryConnection, DeliveryError, Handoff, Outbound, Parts, RecipientOutcome,
+    Routing, SendConnector, SendSession, Target, Tracking, Transport,
 };
 use tokio::time::Instant;
 
@@ -144,6 +144,10 @@ impl DeliveryConnection for FakeConnection {
         })
     }
 
+    fn handoff(&self) -> Handoff {
+        Handoff::Relayed
+    }
+
     fn quit(self: Box<Self>) -> BoxFuture<'static, ()> {
         Box::pin(async {})
     }
@@ -158,7 +162,7 @@ pub fn smart_host(guid: &str, host: &str) -> Routing {
             address_spaces: vec!["*".to_owned()],
             smart_hosts: vec![host.to_owned()],
             port: 25,
-            max_messages_per_connection: 100,
+            session: SendSession::default(),
         }],
         ..Routing::default()
     }
