@@ -2,6 +2,7 @@
 //! DATA). One connection delivers many messages in turn; commands are pipelined when the server offers
 //! PIPELINING.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use sluice_queue_db::RecipientRef;
@@ -9,7 +10,7 @@ use sluice_smtp::{
     BodyType, Command, DotStuffer, MailParams, Orcpt, RcptParams, Reply, XText, parse_ehlo_keywords, parse_reply,
 };
 use sluice_transport::{
-    BoxFuture, DeliveryConnection, DeliveryError, Handoff, Opening, Outbound, RecipientOutcome, reply_line,
+    BoxFuture, DeliveryConnection, DeliveryError, Handoff, Opening, Outbound, RecipientOutcome, SendSession, reply_line,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -152,19 +153,25 @@ fn outcome(r: &Reply) -> RecipientOutcome {
     RecipientOutcome::of(r.clone())
 }
 
+/// How a session is opened, whatever the host: our name, the protocol, and the send connector's settings
+/// (STARTTLS policy, credentials; `None` for LMTP to a mailbox store).
+#[derive(Debug, Clone, Copy)]
+pub struct SessionSpec<'a> {
+    /// Our name in EHLO (LHLO).
+    pub helo: &'a str,
+    pub protocol: Protocol,
+    pub session: Option<&'a SendSession>,
+}
+
 impl ClientConnection {
-    /// Tries each host in order; the first that greets and answers EHLO wins.
-    pub async fn connect_any(
-        hosts: &[String],
-        helo: &str,
-        protocol: Protocol,
-    ) -> Result<ClientConnection, DeliveryError> {
+    /// Tries each host (`host:port` as configured) in order; the first that greets and answers EHLO wins.
+    pub async fn connect_any(hosts: &[String], spec: &SessionSpec<'_>) -> Result<ClientConnection, DeliveryError> {
         let mut last = DeliveryError::NoNextHop;
-        for spec in hosts {
-            match ClientConnection::connect(spec, helo, protocol).await {
+        for host in hosts {
+            match ClientConnection::connect(host, spec).await {
                 Ok(c) => return Ok(c),
                 Err(e) => {
-                    tracing::debug!(host = %spec, error = %reply_line(&e.reply()), "next hop failed");
+                    tracing::debug!(host = %host, error = %reply_line(&e.reply()), "next hop failed");
                     last = e;
                 }
             }
@@ -172,12 +179,39 @@ impl ClientConnection {
         Err(last)
     }
 
-    async fn connect(spec: &str, helo: &str, protocol: Protocol) -> Result<ClientConnection, DeliveryError> {
-        let (host, port) = split_host(spec);
-        let stream = match timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port))).await {
+    /// Resolves `host:port` with the system's resolver and connects to its first address that answers.
+    async fn connect(host_port: &str, spec: &SessionSpec<'_>) -> Result<ClientConnection, DeliveryError> {
+        let (host, port) = split_host(host_port);
+        let addrs = match timeout(CONNECT_TIMEOUT, tokio::net::lookup_host((host.as_str(), port))).await {
+            Ok(Ok(addrs)) => addrs,
+            Ok(Err(source)) => return Err(DeliveryError::Connect { peer: host_port.to_owned(), source }),
+            Err(_) => return Err(DeliveryError::ConnectTimeout { peer: host_port.to_owned() }),
+        };
+        let mut last = DeliveryError::NoNextHop;
+        for addr in addrs {
+            match ClientConnection::connect_to(addr, &host, host_port, spec).await {
+                Ok(c) => return Ok(c),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Opens a session with the host `name` at `addr`: TCP, the greeting, EHLO (or LHLO; HELO after a refused
+    /// EHLO). `name` is the host's name as routing found it (for TLS, SNI and the certificate check);
+    /// `peer` is how errors name the next hop.
+    pub async fn connect_to(
+        addr: SocketAddr,
+        name: &str,
+        peer: &str,
+        spec: &SessionSpec<'_>,
+    ) -> Result<ClientConnection, DeliveryError> {
+        let _ = name;
+        let (helo, protocol) = (spec.helo, spec.protocol);
+        let stream = match timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
-            Ok(Err(source)) => return Err(DeliveryError::Connect { peer: spec.to_owned(), source }),
-            Err(_) => return Err(DeliveryError::ConnectTimeout { peer: spec.to_owned() }),
+            Ok(Err(source)) => return Err(DeliveryError::Connect { peer: peer.to_owned(), source }),
+            Err(_) => return Err(DeliveryError::ConnectTimeout { peer: peer.to_owned() }),
         };
         let _ = stream.set_nodelay(true);
         let mut c = ClientConnection {
@@ -185,11 +219,11 @@ impl ClientConnection {
             buf: Vec::with_capacity(4096),
             protocol,
             extensions: EhloExtensions::default(),
-            peer: spec.to_owned(),
+            peer: peer.to_owned(),
         };
         let greeting = c.read_reply().await?;
         if greeting.code != 220 {
-            return Err(DeliveryError::Refused { reply: greeting, stage: Opening::Greeting, peer: spec.to_owned() });
+            return Err(DeliveryError::Refused { reply: greeting, stage: Opening::Greeting, peer: peer.to_owned() });
         }
         let hello = match protocol {
             // LHLO is not an SMTP command; it takes EHLO's argument (RFC 2033 4.1).
@@ -205,7 +239,7 @@ impl ClientConnection {
             c.extensions = EhloExtensions::parse(&ehlo);
         }
         if ehlo.code != 250 {
-            return Err(DeliveryError::Refused { reply: ehlo, stage: Opening::Hello, peer: spec.to_owned() });
+            return Err(DeliveryError::Refused { reply: ehlo, stage: Opening::Hello, peer: peer.to_owned() });
         }
         Ok(c)
     }
@@ -596,7 +630,8 @@ mod tests {
     }
 
     async fn deliver_to(addr: &str, protocol: Protocol) -> Result<Vec<RecipientOutcome>, DeliveryError> {
-        let mut c = ClientConnection::connect_any(&[addr.to_owned()], "me.test", protocol).await.unwrap();
+        let spec = SessionSpec { helo: "me.test", protocol, session: None };
+        let mut c = ClientConnection::connect_any(&[addr.to_owned()], &spec).await.unwrap();
         let out = c.transaction(&two_recipients()).await;
         Box::new(c).quit().await;
         out

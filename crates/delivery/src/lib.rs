@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use sluice_transport::{BoxFuture, DeliveryAgent, DeliveryConnection, DeliveryError, Target};
 
-pub use client::{ClientConnection, Protocol};
+pub use client::{ClientConnection, Protocol, SessionSpec};
 pub use maildir::{MaildirConnection, safe_local_part};
 
 /// The delivery agent of a sluice server.
@@ -23,14 +23,14 @@ impl DeliveryAgent for Agent {
     fn connect<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<Box<dyn DeliveryConnection>, DeliveryError>> {
         Box::pin(async move {
             match target {
-                Target::SmartHosts { hosts, .. } => {
-                    let c = ClientConnection::connect_any(hosts, &self.hostname, Protocol::Smtp).await?;
+                Target::SmartHosts { hosts, session } => {
+                    let spec = SessionSpec { helo: &self.hostname, protocol: Protocol::Smtp, session: Some(session) };
+                    let c = ClientConnection::connect_any(hosts, &spec).await?;
                     Ok(Box::new(c) as Box<dyn DeliveryConnection>)
                 }
                 Target::Lmtp { address } => {
-                    let c =
-                        ClientConnection::connect_any(std::slice::from_ref(address), &self.hostname, Protocol::Lmtp)
-                            .await?;
+                    let spec = SessionSpec { helo: &self.hostname, protocol: Protocol::Lmtp, session: None };
+                    let c = ClientConnection::connect_any(std::slice::from_ref(address), &spec).await?;
                     Ok(Box::new(c) as Box<dyn DeliveryConnection>)
                 }
                 Target::Maildir { template, delimiter } => {
