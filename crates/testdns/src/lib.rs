@@ -4,7 +4,8 @@
 //! A name with records of the asked type gets them (`NOERROR`, authoritative); a name with records of
 //! other types only gets an empty answer (`NODATA`); a name marked [`Zone::nxdomain`] gets `NXDOMAIN`, one
 //! marked [`Zone::servfail`] gets `SERVFAIL`; every other name gets `REFUSED`, so that a test that forgot a
-//! name sees a transient failure rather than a silent "does not exist".
+//! name sees a transient failure rather than a silent "does not exist". Over UDP, a name marked
+//! [`Zone::truncated`] gets a truncated answer, to be asked again over TCP.
 //!
 //! The server runs on a thread of its own with its own runtime, so that both async unit tests and plain
 //! threads (the binary's end-to-end tests) can use it. It stops when the [`TestDns`] is dropped.
@@ -30,6 +31,7 @@ pub struct Zone {
     records: HashMap<String, Vec<RData>>,
     nxdomain: HashSet<String>,
     servfail: HashSet<String>,
+    truncated: HashSet<String>,
 }
 
 /// A name as the zone keys it: lower-case, without the final dot.
@@ -90,6 +92,13 @@ impl Zone {
         self
     }
 
+    /// Answers for `name` over UDP come truncated (the TC bit, no records), so that a client must ask again
+    /// over TCP.
+    pub fn truncated(mut self, name: &str) -> Zone {
+        self.truncated.insert(key(name));
+        self
+    }
+
     /// Adds one record written as on the command line of `sluice-testdns`:
     /// `MX:domain:preference:exchange`, `A:name:address`, `AAAA:name:address` (the address after the
     /// second colon, so it may hold colons), `NXDOMAIN:name` or `SERVFAIL:name`.
@@ -143,8 +152,9 @@ impl Zone {
         (ResponseCode::NoError, records)
     }
 
-    /// The response to a request in wire form; `None` for bytes that are not a query.
-    fn respond(&self, request: &[u8]) -> Option<Vec<u8>> {
+    /// The response to a request in wire form, received over UDP or TCP; `None` for bytes that are not a
+    /// query.
+    fn respond(&self, request: &[u8], udp: bool) -> Option<Vec<u8>> {
         let request = Message::from_vec(request).ok()?;
         if request.metadata.message_type != MessageType::Query {
             return None;
@@ -160,7 +170,11 @@ impl Zone {
             Some(query) => {
                 let (code, records) = self.answer(&query.name, query.query_type);
                 response.add_query(query.clone());
-                response.add_answers(records);
+                if udp && self.truncated.contains(&key(&query.name.to_utf8())) {
+                    response.metadata.truncation = true;
+                } else {
+                    response.add_answers(records);
+                }
                 code
             }
             None => ResponseCode::FormErr,
@@ -250,7 +264,7 @@ async fn serve_udp(socket: tokio::net::UdpSocket, zone: Arc<Zone>, queries: Arc<
     let mut buf = vec![0u8; 4096];
     loop {
         let Ok((n, from)) = socket.recv_from(&mut buf).await else { continue };
-        if let Some(response) = zone.respond(&buf[..n]) {
+        if let Some(response) = zone.respond(&buf[..n], true) {
             queries.fetch_add(1, Ordering::Relaxed);
             let _ = socket.send_to(&response, from).await;
         }
@@ -272,7 +286,7 @@ async fn serve_tcp(listener: tokio::net::TcpListener, zone: Arc<Zone>, queries: 
                 if stream.read_exact(&mut request).await.is_err() {
                     return;
                 }
-                let Some(response) = zone.respond(&request) else { return };
+                let Some(response) = zone.respond(&request, false) else { return };
                 queries.fetch_add(1, Ordering::Relaxed);
                 let Ok(len) = u16::try_from(response.len()) else { return };
                 let mut out = len.to_be_bytes().to_vec();
@@ -326,7 +340,9 @@ mod tests {
             .add_spec("AAAA:mx1.two.test:::1")
             .unwrap()
             .nxdomain("gone.test")
-            .servfail("broken.test");
+            .servfail("broken.test")
+            .truncated("big.test")
+            .a("big.test", Ipv4Addr::LOCALHOST);
         let server = TestDns::start(zone).unwrap();
         for tcp in [false, true] {
             let r = query("Two.Test", RecordType::MX, tcp, &server);
@@ -355,8 +371,10 @@ mod tests {
                 query("unknown.test", RecordType::A, tcp, &server).metadata.response_code,
                 ResponseCode::Refused
             );
+            let r = query("big.test", RecordType::A, tcp, &server);
+            assert_eq!((r.metadata.truncation, r.answers.len()), (!tcp, usize::from(tcp)), "{r:?}");
         }
-        assert_eq!(server.queries(), 12);
+        assert_eq!(server.queries(), 14);
     }
 
     #[test]

@@ -152,6 +152,13 @@ async fn a_null_mx_fails_every_recipient_at_once() {
 }
 
 #[tokio::test]
+async fn a_null_mx_beside_real_ones_is_skipped() {
+    let zone = Zone::new().mx("mixed.test", 0, ".").mx("mixed.test", 10, "mx.mixed.test");
+    let server = TestDns::start(zone).unwrap();
+    assert_eq!(dns(&server).exchanges("mixed.test").await.unwrap().hosts, ["mx.mixed.test"]);
+}
+
+#[tokio::test]
 async fn a_domain_that_does_not_exist_fails_at_once() {
     let server = TestDns::start(Zone::new().nxdomain("gone.test")).unwrap();
     let error = deliver(&agent(&server), &to_domain("gone.test", 25), "b@gone.test").await.unwrap_err();
@@ -168,6 +175,14 @@ async fn a_failed_lookup_is_tried_again_later() {
     // A name the server refuses is no answer either.
     let error = deliver(&agent(&server), &to_domain("unknown.test", 25), "b@unknown.test").await.unwrap_err();
     assert!(matches!(error, DeliveryError::Dns { .. }), "{error:?}");
+}
+
+#[tokio::test]
+async fn an_answer_truncated_over_udp_is_asked_again_over_tcp() {
+    let zone = Zone::new().mx("big.test", 10, "mx.big.test").truncated("big.test").a("mx.big.test", LOCAL);
+    let server = TestDns::start(zone).unwrap();
+    let exchanges = dns(&server).exchanges("big.test").await.unwrap();
+    assert_eq!(exchanges.hosts, ["mx.big.test"]);
 }
 
 #[tokio::test]
