@@ -144,5 +144,40 @@ else
   bad "SMTPUTF8 message not delivered"
 fi
 
+# 5. DNS routing: a send connector without smart hosts finds smtp-sink through MX records served by
+#    sluice-testdns (the preferred MX has no listener), and a null MX domain fails at once (556 5.1.10).
+tdns=${SLUICE_TESTDNS_BIN:-$root/target/debug/sluice-testdns}
+[ -x "$tdns" ] || (cd "$root" && cargo build -q -p sluice-testdns)
+"$tdns" MX:routed.test:10:mx1.routed.test MX:routed.test:20:mx2.routed.test A:mx1.routed.test:127.0.0.2 \
+  A:mx2.routed.test:127.0.0.1 MX:null.test:0:. >"$work/dns.addr" & pids+=($!)
+for _ in $(seq 100); do [ -s "$work/dns.addr" ] && break; sleep 0.05; done
+mx_port=$(free_port); mx_admin=$(free_port)
+cat >"$work/mx.toml" <<TOML
+[server]
+data_dir = "mx-data"
+[admin]
+listen = "127.0.0.1:$mx_admin"
+[dns]
+servers = ["$(cat "$work/dns.addr")"]
+[[receive_connectors]]
+name = "Default"
+listen = "127.0.0.1:$mx_port"
+[[send_connectors]]
+name = "Internet"
+address_spaces = ["*"]
+port = $sink_port
+TOML
+"$bin" serve --config "$work/mx.toml" >"$work/mx.log" 2>&1 & pids+=($!)
+wait_port "$mx_port"
+before=$(sink_count)
+swaks --server "127.0.0.1:$mx_port" --to user@routed.test --from a@example.test >/dev/null 2>&1 || true
+swaks --server "127.0.0.1:$mx_port" --to user@null.test --from a@example.test >/dev/null 2>&1 || true
+for _ in $(seq 100); do [ "$(sink_count)" -gt "$before" ] && break; sleep 0.1; done
+if [ "$(sink_count)" -gt "$before" ]; then ok "DNS routing: mail went to the second MX (smtp-sink)"; else bad "DNS routing: not delivered"; tail -5 "$work/mx.log"; fi
+null_failed() { grep -h '"FAIL"' "$work"/mx-data/tracking/*.log 2>/dev/null | grep -q '556 5.1.10'; }
+for _ in $(seq 100); do null_failed && break; sleep 0.1; done
+if null_failed; then ok "DNS routing: a null MX domain fails at once with 556 5.1.10"; else bad "DNS routing: no FAIL for the null MX"; fi
+if grep -q "not yet in effect" "$work/mx.log"; then bad "DNS routing: a key is reported not yet in effect"; else ok "DNS routing: [dns] servers and port are in effect"; fi
+
 echo "interop: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

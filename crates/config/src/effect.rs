@@ -10,8 +10,6 @@ pub const NOT_YET_IN_EFFECT: &[&str] = &[
     "admin.tls",
     "send_connectors.tls",
     "send_connectors.auth",
-    "send_connectors.port",
-    "dns.servers",
     "queue_database.logging_buffer_size",
     "queue_database.max_background_cleanup_tasks",
     "transport.queue_glitch_retry_count",
@@ -131,6 +129,8 @@ mod tests {
             ("transport.max_per_domain_outbound_connections", false),
             ("queue_database.batch_size", false),
             ("server.user", true),
+            ("dns.servers", false),
+            ("send_connectors.port", false),
         ];
         for (key, expected) in cases {
             assert_eq!(is_not_yet_in_effect(key), *expected, "{key}");
@@ -157,11 +157,10 @@ mod tests {
             [[send_connectors]]
             name = "x"
             port = 2525
+            [dns]
+            servers = ["127.0.0.1:5353"]
             "#,
         );
-        assert_eq!(
-            not_yet_in_effect(&document),
-            ["send_connectors.port", "transport.poison_threshold", "work_queue.concurrency"]
-        );
+        assert_eq!(not_yet_in_effect(&document), ["transport.poison_threshold", "work_queue.concurrency"]);
     }
 }

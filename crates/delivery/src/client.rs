@@ -10,7 +10,7 @@ use sluice_smtp::{
     BodyType, Command, DotStuffer, MailParams, Orcpt, RcptParams, Reply, XText, parse_ehlo_keywords, parse_reply,
 };
 use sluice_transport::{
-    BoxFuture, DeliveryConnection, DeliveryError, Handoff, Opening, Outbound, RecipientOutcome, SendSession, reply_line,
+    BoxFuture, DeliveryConnection, DeliveryError, Handoff, Opening, Outbound, RecipientOutcome, SendSession,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -133,22 +133,6 @@ fn rcpt_command(recipient: RecipientRef<'_>, dsn: bool) -> String {
     format!("RCPT TO:<{}>{params}\r\n", recipient.address)
 }
 
-/// `host:port`, `[addr]:port`, `[addr]` or `host` (port 25).
-fn split_host(spec: &str) -> (String, u16) {
-    let (host, port) = if let Some(rest) = spec.strip_prefix('[') {
-        match rest.split_once(']') {
-            Some((h, p)) => (h.to_owned(), p.strip_prefix(':').and_then(|p| p.parse().ok())),
-            None => (rest.to_owned(), None),
-        }
-    } else {
-        match spec.rsplit_once(':') {
-            Some((h, p)) if !h.contains(':') => (h.to_owned(), p.parse().ok()),
-            _ => (spec.to_owned(), None),
-        }
-    };
-    (host, port.unwrap_or(25))
-}
-
 fn outcome(r: &Reply) -> RecipientOutcome {
     RecipientOutcome::of(r.clone())
 }
@@ -164,39 +148,6 @@ pub struct SessionSpec<'a> {
 }
 
 impl ClientConnection {
-    /// Tries each host (`host:port` as configured) in order; the first that greets and answers EHLO wins.
-    pub async fn connect_any(hosts: &[String], spec: &SessionSpec<'_>) -> Result<ClientConnection, DeliveryError> {
-        let mut last = DeliveryError::NoNextHop;
-        for host in hosts {
-            match ClientConnection::connect(host, spec).await {
-                Ok(c) => return Ok(c),
-                Err(e) => {
-                    tracing::debug!(host = %host, error = %reply_line(&e.reply()), "next hop failed");
-                    last = e;
-                }
-            }
-        }
-        Err(last)
-    }
-
-    /// Resolves `host:port` with the system's resolver and connects to its first address that answers.
-    async fn connect(host_port: &str, spec: &SessionSpec<'_>) -> Result<ClientConnection, DeliveryError> {
-        let (host, port) = split_host(host_port);
-        let addrs = match timeout(CONNECT_TIMEOUT, tokio::net::lookup_host((host.as_str(), port))).await {
-            Ok(Ok(addrs)) => addrs,
-            Ok(Err(source)) => return Err(DeliveryError::Connect { peer: host_port.to_owned(), source }),
-            Err(_) => return Err(DeliveryError::ConnectTimeout { peer: host_port.to_owned() }),
-        };
-        let mut last = DeliveryError::NoNextHop;
-        for addr in addrs {
-            match ClientConnection::connect_to(addr, &host, host_port, spec).await {
-                Ok(c) => return Ok(c),
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
-    }
-
     /// Opens a session with the host `name` at `addr`: TCP, the greeting, EHLO (or LHLO; HELO after a refused
     /// EHLO). `name` is the host's name as routing found it (for TLS, SNI and the certificate check);
     /// `peer` is how errors name the next hop.
@@ -441,14 +392,6 @@ impl DeliveryConnection for ClientConnection {
 mod tests {
     use super::*;
 
-    #[test]
-    fn host_specs() {
-        assert_eq!(split_host("127.0.0.1:2526"), ("127.0.0.1".into(), 2526));
-        assert_eq!(split_host("[10.0.0.1]"), ("10.0.0.1".into(), 25));
-        assert_eq!(split_host("[::1]:2525"), ("::1".into(), 2525));
-        assert_eq!(split_host("mx.example.test"), ("mx.example.test".into(), 25));
-    }
-
     /// MAIL as the client formatted it by hand before it built `Command` values.
     fn hand_made_mail(ext: &EhloExtensions, msg: &Outbound) -> String {
         let mut mail = format!("MAIL FROM:<{}>", msg.envelope.from_address());
@@ -631,7 +574,7 @@ mod tests {
 
     async fn deliver_to(addr: &str, protocol: Protocol) -> Result<Vec<RecipientOutcome>, DeliveryError> {
         let spec = SessionSpec { helo: "me.test", protocol, session: None };
-        let mut c = ClientConnection::connect_any(&[addr.to_owned()], &spec).await.unwrap();
+        let mut c = ClientConnection::connect_to(addr.parse().unwrap(), "hop", addr, &spec).await.unwrap();
         let out = c.transaction(&two_recipients()).await;
         Box::new(c).quit().await;
         out

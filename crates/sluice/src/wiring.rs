@@ -105,9 +105,15 @@ pub fn thresholds(config: &Config) -> Thresholds {
     }
 }
 
-/// The delivery agent that the transport's delivery queues use: SMTP, LMTP and Maildir.
+/// The delivery agent that the transport's delivery queues use: SMTP (MX routing and smart hosts), LMTP and
+/// Maildir, resolving names through `[dns] servers` (or the system's resolver configuration).
 pub fn delivery_agent(config: &Config) -> sluice_delivery::Agent {
-    sluice_delivery::Agent { hostname: config.server.hostname.as_str().into() }
+    sluice_delivery::Agent::new(config.server.hostname.as_str(), &dns_settings(config))
+}
+
+/// `[dns]` as delivery takes it.
+pub fn dns_settings(config: &Config) -> sluice_delivery::DnsSettings {
+    sluice_delivery::DnsSettings { servers: config.dns.servers.clone() }
 }
 
 /// The TLS acceptor of each receive connector, in the order of `receive_connectors`. Certificates are read
@@ -153,5 +159,6 @@ mod tests {
         assert_eq!(format!("{:?}", queue_db_options(&config)), format!("{:?}", Options::default()));
         assert_eq!(routing(&config).limits, sluice_transport::Limits::default());
         assert_eq!(thresholds(&config), Thresholds::default());
+        assert_eq!(dns_settings(&config), sluice_delivery::DnsSettings::default());
     }
 }

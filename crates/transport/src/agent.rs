@@ -87,11 +87,26 @@ pub enum DeliveryError {
     /// The target names no next hop to try.
     #[error("no next hop configured")]
     NoNextHop,
-    /// The target needs DNS MX routing, which this release does not have.
-    #[error("DNS MX routing for {domain} is not available in this release; configure smart_hosts")]
-    NoMxRouting {
+    /// DNS gave no answer to rely on for a domain or a host (a `SERVFAIL`, a refusal, a timeout, no server to
+    /// ask): the attempt is tried again later.
+    #[error("DNS lookup for {domain} failed: {why}")]
+    Dns {
+        /// The name looked up: the recipients' domain, or a host's name.
+        domain: String,
+        /// What the resolver said.
+        why: String,
+    },
+    /// DNS named hosts for the domain and none of them took the session: every host and address tried, most
+    /// preferred first, each with what it said (or why it was skipped), in the order tried.
+    #[error("no host for {domain} took the session: {}", .tried.join("; "))]
+    HostsFailed {
         /// The recipients' domain.
         domain: String,
+        /// One entry per address tried or host skipped, e.g. `cannot connect to mx1.example[192.0.2.1]:25: ...`.
+        tried: Vec<String>,
+        /// Whether any address was tried: if not (no host has an address), routing failed (`4.4.4`) rather
+        /// than the connections (`4.4.1`).
+        connected: bool,
     },
     /// DNS says the domain takes no mail: it does not exist, or it publishes a null MX (RFC 7505). The one
     /// permanent failure of an attempt: its recipients fail at once, with `reply` (a 5xx).
@@ -239,7 +254,9 @@ impl DeliveryError {
             | DeliveryError::Closed { .. }
             | DeliveryError::WriteTimeout { .. }
             | DeliveryError::ReplyTimeout { .. } => (4, 2),
-            DeliveryError::NoMxRouting { .. } => (4, 3),
+            DeliveryError::Dns { .. } => (4, 3),
+            DeliveryError::HostsFailed { connected: true, .. } => (4, 1),
+            DeliveryError::HostsFailed { connected: false, .. } => (4, 4),
             DeliveryError::BadReply { .. } | DeliveryError::ReplyTooLong { .. } => (5, 0),
             DeliveryError::Body(_) | DeliveryError::MaildirTask(_) => (3, 0),
             DeliveryError::Shutdown => (3, 2),
@@ -283,8 +300,35 @@ mod tests {
         let cases: Vec<(DeliveryError, &str)> = vec![
             (DeliveryError::NoNextHop, "451 4.4.0 no next hop configured"),
             (
-                DeliveryError::NoMxRouting { domain: "remote.test".into() },
-                "451 4.4.3 DNS MX routing for remote.test is not available in this release; configure smart_hosts",
+                DeliveryError::Dns { domain: "remote.test".into(), why: "SERVFAIL".into() },
+                "451 4.4.3 DNS lookup for remote.test failed: SERVFAIL",
+            ),
+            (
+                DeliveryError::NoRoute {
+                    domain: "remote.test".into(),
+                    reply: Reply::new(556, "5.1.10", "remote.test accepts no mail (null MX)"),
+                },
+                "556 5.1.10 remote.test accepts no mail (null MX)",
+            ),
+            (
+                DeliveryError::HostsFailed {
+                    domain: "remote.test".into(),
+                    tried: vec![
+                        "cannot connect to mx1.test[192.0.2.1]:25: refused".into(),
+                        "554 5.7.1 go away (greeting from mx2.test[192.0.2.2]:25)".into(),
+                    ],
+                    connected: true,
+                },
+                "451 4.4.1 no host for remote.test took the session: cannot connect to mx1.test[192.0.2.1]:25: \
+                 refused; 554 5.7.1 go away (greeting from mx2.test[192.0.2.2]:25)",
+            ),
+            (
+                DeliveryError::HostsFailed {
+                    domain: "remote.test".into(),
+                    tried: vec!["mx1.test: no address".into()],
+                    connected: false,
+                },
+                "451 4.4.4 no host for remote.test took the session: mx1.test: no address",
             ),
             (
                 DeliveryError::Connect { peer: peer(), source: io("refused") },

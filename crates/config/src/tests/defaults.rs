@@ -194,7 +194,6 @@ fn spec_example_is_the_defaults() {
             "antivirus.timeout",
             "antivirus.virus_action",
             "debug.fault_injection",
-            "dns.servers",
             "quarantine.retention",
             "queue_database.logging_buffer_size",
             "queue_database.max_background_cleanup_tasks",
@@ -217,4 +216,15 @@ fn spec_example_is_the_defaults() {
             "work_queue.on_engine_failure",
         ]
     );
+}
+
+#[test]
+fn a_dns_send_connector_is_in_effect() {
+    let loaded = load(
+        "[dns]\nservers = [\"127.0.0.1:5353\"]\n\n[[send_connectors]]\nname = \"Internet\"\naddress_spaces = [\"*\"]\nport = 2525\n",
+    );
+    assert!(loaded.not_yet_in_effect.is_empty(), "{:?}", loaded.not_yet_in_effect);
+    assert_eq!(loaded.config.send_connectors[0].port, 2525);
+    assert!(loaded.config.send_connectors[0].smart_hosts.is_empty());
+    assert_eq!(loaded.config.dns.servers, ["127.0.0.1:5353".parse().expect("addr")]);
 }

@@ -6,6 +6,7 @@ mod admin;
 mod config;
 mod crash;
 mod diskfull;
+mod dns;
 mod hardening;
 mod relay;
 mod smtp;
