@@ -43,7 +43,8 @@ if len(parts) > 2:
     returned = parts[2]
     if returned.get_content_type() == "message/rfc822":
         original = returned.get_payload()[0]
-        out["returned"] = {"subject": original["Subject"], "body": original.get_payload()}
+        body = original.get_payload(decode=True).decode("utf-8", "replace")
+        out["returned"] = {"subject": str(original["Subject"]), "body": body}
     else:
         out["returned"] = {"headers": returned.get_payload()}
 print(json.dumps(out))
@@ -285,4 +286,26 @@ async fn notify_success_gets_a_relayed_notice_unless_the_next_hop_took_the_dsn_p
         }
         still(transport.shutdown()).await;
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_eight_bit_message_is_returned_unchanged_in_a_notice_declared_8bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = FakeAgent::answering([Answer::Reject("550 5.1.1 no such user")]);
+    let transport = start(dir.path(), smart_host("g-relay", "relay.example:25"), &agent).await;
+    let body = "Subject: caf\u{e9}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nna\u{ef}ve\r\n".as_bytes();
+    submit_message(&transport, with(|e| e.body_8bit = true, &["bob@remote.example"]), body).await;
+    run_until("the notice is delivered", || notices(&agent).len() == 1).await;
+    settle(&transport).await;
+
+    let notice = &notices(&agent)[0].body;
+    assert!(notice.windows(body.len()).any(|w| w == body), "the original is returned byte for byte");
+    let text = String::from_utf8_lossy(notice);
+    assert!(text.contains("Content-Type: message/rfc822\r\nContent-Transfer-Encoding: 8bit\r\n"), "{text}");
+    let n = parse(notice);
+    assert_eq!(n["defects"], serde_json::json!([]), "{n}");
+    assert_eq!(n["parts"][2], "message/rfc822");
+    assert_eq!(n["recipients"][0]["Action"], "failed");
+    assert_eq!(n["returned"]["body"], "na\u{ef}ve\r\n");
+    still(transport.shutdown()).await;
 }
