@@ -71,6 +71,7 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
         agent: Arc::new(agent),
         tracking,
         server_name: config.server.name.clone(),
+        hostname: config.server.hostname.clone(),
         alerts: alerts.clone(),
     });
     transport.set_back_pressure_thresholds(wiring::thresholds(&config));

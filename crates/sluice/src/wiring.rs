@@ -83,6 +83,7 @@ pub fn routing(config: &Config) -> Routing {
         limits: t::Limits {
             transient_failure_retry_interval: config.transport.transient_failure_retry_interval,
             max_per_domain_outbound_connections: config.transport.max_per_domain_outbound_connections as usize,
+            message_expiration_timeout: config.transport.message_expiration_timeout,
             ..t::Limits::default()
         },
     }

@@ -61,6 +61,7 @@ pub(crate) struct Inner {
     agent: Arc<dyn DeliveryAgent>,
     categorizer_wake: Notify,
     server_name: String,
+    hostname: String,
     alerts: Alerts,
     pressure: pressure::Monitor,
     shutdown: CancellationToken,
@@ -101,6 +102,63 @@ impl Inner {
         ev.internet_message_id = env.internet_message_id().map(str::to_owned);
         ev
     }
+
+    /// Stores a message in Submission (a received one, or a delivery status notice) and wakes the
+    /// categorizer. Returns once it is durable.
+    async fn submit(&self, mid: Mid, envelope: Envelope, body: sluice_queue_db::Body) -> Result<(), CommitError> {
+        let size = body.len();
+        // One envelope, shared by the queue database's state and the queues.
+        let envelope = Arc::new(envelope);
+        let body_ref = match self.db.enqueue(mid, SUBMISSION, envelope.clone(), body).await {
+            Ok(r) => r,
+            Err(e) => {
+                if matches!(e, CommitError::DiskFull) {
+                    pressure::disk_is_full(self);
+                }
+                if let CommitError::Failed(why) = &e {
+                    self.alerts.raise_keyed(
+                        "queue-database-failed",
+                        AlertClass::System,
+                        Severity::Critical,
+                        format!(
+                            "the queue database stopped committing; mail is refused with 451 until a restart: {why}"
+                        ),
+                    );
+                }
+                return Err(e);
+            }
+        };
+        for event_id in [tracking::EventId::Receive, tracking::EventId::Submit] {
+            let mut ev = self.event(event_id, mid, &envelope);
+            ev.recipients = envelope.recipients().map(|r| r.address.to_owned()).collect();
+            ev.source = Some(envelope.source_name().to_owned());
+            if event_id == tracking::EventId::Receive {
+                ev.source_ip = Some(envelope.source_ip().to_owned()).filter(|s| !s.is_empty());
+                ev.reply = Some(format!("250 2.0.0 Ok: queued as {mid} ({size} bytes)"));
+            } else {
+                ev.queue = Some(self.queue_identity(SUBMISSION));
+            }
+            self.tracking.log(ev);
+        }
+        let recipients = (0..envelope.recipient_count() as u32).collect();
+        self.lock().submit(
+            mid,
+            Message {
+                envelope,
+                body: body_ref,
+                copies: smallvec::smallvec![Copy {
+                    queue: SUBMISSION,
+                    recipients,
+                    status: MessageStatus::Active,
+                    retry_count: 0,
+                    next_retry_ms: 0,
+                    last_error: None,
+                }],
+            },
+        );
+        self.categorizer_wake.notify_one();
+        Ok(())
+    }
 }
 
 /// The queues of one server. Cheap to clone.
@@ -119,13 +177,15 @@ pub struct Parts {
     pub tracking: Tracking,
     /// The server's name, the first part of every queue identity.
     pub server_name: String,
+    /// The server's host name (as in EHLO): the reporting MTA of delivery status notices.
+    pub hostname: String,
     pub alerts: Alerts,
 }
 
 impl Transport {
     /// Starts the categorizer, the retry timer and delivery on the queues [`Transport::load`] made.
     pub fn start(parts: Parts) -> Transport {
-        let Parts { db, loaded, routing, agent, tracking, server_name, alerts } = parts;
+        let Parts { db, loaded, routing, agent, tracking, server_name, hostname, alerts } = parts;
         let Loaded { qs, resubmit } = loaded;
         let inner = Arc::new(Inner {
             db,
@@ -135,6 +195,7 @@ impl Transport {
             agent,
             categorizer_wake: Notify::new(),
             server_name,
+            hostname,
             alerts,
             pressure: pressure::Monitor::new(),
             shutdown: CancellationToken::new(),
@@ -211,59 +272,7 @@ impl Transport {
         envelope: Envelope,
         body: impl Into<sluice_queue_db::Body>,
     ) -> Result<(), CommitError> {
-        let body = body.into();
-        let size = body.len();
-        // One envelope, shared by the queue database's state and the queues.
-        let envelope = Arc::new(envelope);
-        let body_ref = match self.inner.db.enqueue(mid, SUBMISSION, envelope.clone(), body).await {
-            Ok(r) => r,
-            Err(e) => {
-                if matches!(e, CommitError::DiskFull) {
-                    self.disk_is_full();
-                }
-                if let CommitError::Failed(why) = &e {
-                    self.inner.alerts.raise_keyed(
-                        "queue-database-failed",
-                        AlertClass::System,
-                        Severity::Critical,
-                        format!(
-                            "the queue database stopped committing; mail is refused with 451 until a restart: {why}"
-                        ),
-                    );
-                }
-                return Err(e);
-            }
-        };
-        for event_id in [tracking::EventId::Receive, tracking::EventId::Submit] {
-            let mut ev = self.inner.event(event_id, mid, &envelope);
-            ev.recipients = envelope.recipients().map(|r| r.address.to_owned()).collect();
-            ev.source = Some(envelope.source_name().to_owned());
-            if event_id == tracking::EventId::Receive {
-                ev.source_ip = Some(envelope.source_ip().to_owned()).filter(|s| !s.is_empty());
-                ev.reply = Some(format!("250 2.0.0 Ok: queued as {mid} ({size} bytes)"));
-            } else {
-                ev.queue = Some(self.inner.queue_identity(SUBMISSION));
-            }
-            self.inner.tracking.log(ev);
-        }
-        let recipients = (0..envelope.recipient_count() as u32).collect();
-        self.inner.lock().submit(
-            mid,
-            Message {
-                envelope,
-                body: body_ref,
-                copies: smallvec::smallvec![Copy {
-                    queue: SUBMISSION,
-                    recipients,
-                    status: MessageStatus::Active,
-                    retry_count: 0,
-                    next_retry_ms: 0,
-                    last_error: None,
-                }],
-            },
-        );
-        self.inner.categorizer_wake.notify_one();
-        Ok(())
+        self.inner.submit(mid, envelope, body.into()).await
     }
 
     /// Is `domain` one of the accepted domains?

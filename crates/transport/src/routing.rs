@@ -127,6 +127,8 @@ pub struct Limits {
     pub max_per_domain_outbound_connections: usize,
     /// How long an idle delivery connection is kept open for the next message.
     pub connection_idle: Duration,
+    /// How long after its arrival a message is tried; a delay notice names the end (`Will-Retry-Until:`).
+    pub message_expiration_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -135,6 +137,7 @@ impl Default for Limits {
             transient_failure_retry_interval: Duration::from_secs(300),
             max_per_domain_outbound_connections: 40,
             connection_idle: Duration::from_secs(5),
+            message_expiration_timeout: Duration::from_secs(2 * 86_400),
         }
     }
 }

@@ -66,6 +66,8 @@ named_enum! {
         Defer = "DEFER",
         /// Failed for good.
         Fail = "FAIL",
+        /// A delivery status notice about the message was queued (`reply` names its action and MID).
+        Dsn = "DSN",
     }
 }
 

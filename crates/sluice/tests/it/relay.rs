@@ -126,8 +126,18 @@ fn a_permanent_failure_is_recorded_and_the_other_recipients_delivered() {
     c.cmd("EHLO client.test");
     let r = c.mail("a@example.test", &["ok@remote.test", "reject@remote.test"], "Subject: f\r\n\r\nx\r\n");
     assert!(r.starts_with("250"), "{r}");
-    assert!(wait_until(Duration::from_secs(10), || sink.count() == 1));
+    // The delivered copy, then the sender's notice about the rejected recipient (through the same connector).
+    assert!(wait_until(Duration::from_secs(10), || sink.count() == 2));
     assert!(wait_until(Duration::from_secs(5), || s.queued() == 0), "a 5xx recipient does not stay queued");
+    assert!(sink.commands.lock().unwrap().iter().any(|c| c.starts_with("MAIL FROM:<>")), "the notice is from <>");
+    let messages = sink.messages.lock().unwrap();
+    let notice = messages.iter().map(|m| String::from_utf8_lossy(m)).find(|m| m.contains("Reporting-MTA:"));
+    let notice = notice.expect("a delivery status notice reached the sender's next hop");
+    assert!(notice.contains("Content-Type: multipart/report; report-type=delivery-status;"), "{notice}");
+    assert!(notice.contains("Reporting-MTA: dns; mx.test\r\n"), "{notice}");
+    assert!(notice.contains("Final-Recipient: rfc822; reject@remote.test\r\nAction: failed\r\nStatus: 5.1.1\r\n"));
+    assert!(notice.contains("To: <a@example.test>\r\n"), "{notice}");
+    drop(messages);
     assert!(wait_until(Duration::from_secs(5), || {
         tracking_events(&s.data()).iter().any(|e| {
             e["event_id"] == "FAIL"

@@ -18,6 +18,12 @@ use tokio::time::Instant;
 /// The server name in every queue identity of these tests.
 pub const SERVER: &str = "test";
 
+/// The server's host name: the reporting MTA of delivery status notices.
+pub const HOSTNAME: &str = "mx.test.example";
+
+/// The envelope sender of [`submit`]'s messages.
+pub const SENDER: &str = "alice@here.example";
+
 /// What the fake next hop does with one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
@@ -40,8 +46,12 @@ pub struct Attempt {
     pub target: Target,
     /// None when the connection was refused.
     pub mid: Option<Mid>,
+    /// The envelope sender (empty for the null sender and for a refused connection).
+    pub from: String,
     pub recipients: Vec<String>,
     pub answer: Answer,
+    /// The message as the connection read it (empty for a refused connection).
+    pub body: Vec<u8>,
 }
 
 /// A next hop that answers each attempt (a refused connection, or one message delivered) with the next
@@ -55,6 +65,8 @@ pub struct FakeAgent {
 struct Shared {
     script: Mutex<VecDeque<Answer>>,
     attempts: Mutex<Vec<Attempt>>,
+    /// What its connections say a delivered recipient has become; `Relayed` unless set.
+    handoff: Mutex<Option<Handoff>>,
 }
 
 impl FakeAgent {
@@ -66,6 +78,16 @@ impl FakeAgent {
 
     pub fn attempts(&self) -> Vec<Attempt> {
         self.shared.attempts.lock().unwrap().clone()
+    }
+
+    /// The attempts that carried a message (not refused connections).
+    pub fn deliveries(&self) -> Vec<Attempt> {
+        self.attempts().into_iter().filter(|a| a.mid.is_some()).collect()
+    }
+
+    /// What its connections' `handoff()` says from now on (a Maildir-like `Delivered`, say).
+    pub fn set_handoff(&self, handoff: Handoff) {
+        *self.shared.handoff.lock().unwrap() = Some(handoff);
     }
 
     fn record(&self, attempt: Attempt) {
@@ -112,8 +134,10 @@ impl DeliveryAgent for FakeAgent {
                     at: Instant::now(),
                     target: target.clone(),
                     mid: None,
+                    from: String::new(),
                     recipients: vec![],
                     answer,
+                    body: vec![],
                 });
                 return Err(connect_error(reply));
             }
@@ -133,19 +157,22 @@ impl DeliveryConnection for FakeConnection {
             let answer = self.agent.shared.script.lock().unwrap().pop_front().unwrap_or(Answer::Accept);
             let recipients: Vec<String> = msg.recipients().map(|r| r.address.to_owned()).collect();
             let outcomes = (0..recipients.len()).map(|i| outcome(&answer, i)).collect();
+            let body = msg.body.read_all().map_err(DeliveryError::Body)?;
             self.agent.record(Attempt {
                 at: Instant::now(),
                 target: self.target.clone(),
                 mid: Some(msg.mid),
+                from: msg.envelope.from_address().to_owned(),
                 recipients,
                 answer,
+                body,
             });
             Ok(outcomes)
         })
     }
 
     fn handoff(&self) -> Handoff {
-        Handoff::Relayed
+        self.agent.shared.handoff.lock().unwrap().unwrap_or(Handoff::Relayed)
     }
 
     fn quit(self: Box<Self>) -> BoxFuture<'static, ()> {
@@ -170,6 +197,16 @@ pub fn smart_host(guid: &str, host: &str) -> Routing {
 
 /// Opens the queue database in `dir`, loads its queues under `routing` and starts the transport on them.
 pub async fn start(dir: &Path, routing: Routing, agent: &FakeAgent) -> Transport {
+    start_with(dir, routing, agent, Tracking::disabled())
+}
+
+/// [`start`], with the tracking log written to `<dir>/tracking` (read it with [`tracking_events`] after
+/// shutdown).
+pub async fn start_tracked(dir: &Path, routing: Routing, agent: &FakeAgent) -> Transport {
+    start_with(dir, routing, agent, Tracking::start(dir.join("tracking")).unwrap())
+}
+
+fn start_with(dir: &Path, routing: Routing, agent: &FakeAgent, tracking: Tracking) -> Transport {
     let storage = FsStorage::new(dir.join("queue")).unwrap();
     let (db, loaded, _) =
         QueueDb::open_with(Arc::new(storage), Options::default(), |state| Transport::load(state, &routing)).unwrap();
@@ -179,17 +216,28 @@ pub async fn start(dir: &Path, routing: Routing, agent: &FakeAgent) -> Transport
         loaded,
         routing,
         agent: Arc::new(agent.clone()),
-        tracking: Tracking::disabled(),
+        tracking,
         server_name: SERVER.to_owned(),
+        hostname: HOSTNAME.to_owned(),
         alerts,
     })
 }
 
-/// Submits a message from alice@here.example to `recipients`; returns its MID once it is durable.
-pub async fn submit(transport: &Transport, recipients: &[&str]) -> Mid {
-    let mid = transport.allocate_mid();
-    let envelope = EnvelopeParts {
-        from: "alice@here.example".to_owned(),
+/// The events of the tracking log [`start_tracked`] wrote under `dir`, in order.
+pub fn tracking_events(dir: &Path) -> Vec<serde_json::Value> {
+    let mut files: Vec<_> = std::fs::read_dir(dir.join("tracking")).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| std::fs::read_to_string(f).unwrap().lines().map(str::to_owned).collect::<Vec<_>>())
+        .map(|line| serde_json::from_str(&line).unwrap())
+        .collect()
+}
+
+/// The envelope of a message from [`SENDER`] to `recipients`, received over SMTP now.
+pub fn envelope(recipients: &[&str]) -> EnvelopeParts {
+    EnvelopeParts {
+        from: SENDER.to_owned(),
         recipients: recipients
             .iter()
             .map(|a| Recipient { address: (*a).to_owned(), notify: None, orcpt: None })
@@ -197,9 +245,18 @@ pub async fn submit(transport: &Transport, recipients: &[&str]) -> Mid {
         source_name: "SMTP:Default".to_owned(),
         received_at_ms: sluice_queue_db::now_ms(),
         ..EnvelopeParts::default()
-    };
-    let body = b"Subject: test\r\n\r\nHello.\r\n".to_vec();
-    still(transport.submit(mid, envelope.into(), body)).await.unwrap();
+    }
+}
+
+/// Submits a message from [`SENDER`] to `recipients`; returns its MID once it is durable.
+pub async fn submit(transport: &Transport, recipients: &[&str]) -> Mid {
+    submit_message(transport, envelope(recipients), b"Subject: test\r\n\r\nHello.\r\n").await
+}
+
+/// Submits a message with this envelope and body; returns its MID once it is durable.
+pub async fn submit_message(transport: &Transport, envelope: EnvelopeParts, body: &[u8]) -> Mid {
+    let mid = transport.allocate_mid();
+    still(transport.submit(mid, envelope.into(), body.to_vec())).await.unwrap();
     mid
 }
 
