@@ -3,7 +3,9 @@
 //! how.
 
 mod client;
+mod downgrade;
 mod maildir;
+mod tls;
 
 use std::sync::Arc;
 
@@ -11,12 +13,15 @@ use sluice_transport::{BoxFuture, DeliveryAgent, DeliveryConnection, DeliveryErr
 
 pub use client::{ClientConnection, Protocol, SessionSpec};
 pub use maildir::{MaildirConnection, safe_local_part};
+pub use tls::ClientTls;
 
 /// The delivery agent of a sluice server.
 #[derive(Debug, Clone)]
 pub struct Agent {
     /// Our name in EHLO and `Received:`.
     pub hostname: Arc<str>,
+    /// The TLS client configurations every SMTP connection uses: [`ClientTls::native`] in service.
+    pub tls: ClientTls,
 }
 
 impl DeliveryAgent for Agent {
@@ -24,12 +29,18 @@ impl DeliveryAgent for Agent {
         Box::pin(async move {
             match target {
                 Target::SmartHosts { hosts, session } => {
-                    let spec = SessionSpec { helo: &self.hostname, protocol: Protocol::Smtp, session: Some(session) };
+                    let spec = SessionSpec {
+                        helo: &self.hostname,
+                        protocol: Protocol::Smtp,
+                        session: Some(session),
+                        tls: &self.tls,
+                    };
                     let c = ClientConnection::connect_any(hosts, &spec).await?;
                     Ok(Box::new(c) as Box<dyn DeliveryConnection>)
                 }
                 Target::Lmtp { address } => {
-                    let spec = SessionSpec { helo: &self.hostname, protocol: Protocol::Lmtp, session: None };
+                    let spec =
+                        SessionSpec { helo: &self.hostname, protocol: Protocol::Lmtp, session: None, tls: &self.tls };
                     let c = ClientConnection::connect_any(std::slice::from_ref(address), &spec).await?;
                     Ok(Box::new(c) as Box<dyn DeliveryConnection>)
                 }

@@ -105,9 +105,13 @@ pub fn thresholds(config: &Config) -> Thresholds {
     }
 }
 
-/// The delivery agent that the transport's delivery queues use: SMTP, LMTP and Maildir.
+/// The delivery agent that the transport's delivery queues use: SMTP, LMTP and Maildir, with the system's
+/// trusted certificate authorities (or `SSL_CERT_FILE`) for send connectors with `tls = "required"`.
 pub fn delivery_agent(config: &Config) -> sluice_delivery::Agent {
-    sluice_delivery::Agent { hostname: config.server.hostname.as_str().into() }
+    sluice_delivery::Agent {
+        hostname: config.server.hostname.as_str().into(),
+        tls: sluice_delivery::ClientTls::native(),
+    }
 }
 
 /// The TLS acceptor of each receive connector, in the order of `receive_connectors`. Certificates are read
