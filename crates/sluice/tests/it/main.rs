@@ -8,5 +8,6 @@ mod crash;
 mod diskfull;
 mod hardening;
 mod relay;
+mod send_tls;
 mod smtp;
 mod tls;
