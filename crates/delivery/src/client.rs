@@ -343,9 +343,11 @@ impl ClientConnection {
             Err(_) if !verify => ServerName::IpAddress(addr.ip().into()),
             Err(e) => return Err(c.tls_failed(TlsFailure::Certificate(format!("{name:?} is not a host name: {e}")))),
         };
-        let ClientConnection { stream, mut buf, protocol, peer, .. } = c;
-        let Stream::Plain(tcp) = stream else {
-            unreachable!("an encrypted session returned above");
+        let ClientConnection { stream, mut buf, protocol, peer, extensions } = c;
+        let tcp = match stream {
+            Stream::Plain(tcp) => tcp,
+            // Not reached: an encrypted session returned before STARTTLS.
+            tls @ Stream::Tls(_) => return Ok(ClientConnection { stream: tls, buf, protocol, extensions, peer }),
         };
         // RFC 3207 4.2: nothing the next hop sent in plain text after its 220 belongs to the encrypted session
         // (a man in the middle could have added it).

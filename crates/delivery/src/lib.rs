@@ -9,7 +9,7 @@ mod tls;
 
 use std::sync::Arc;
 
-use sluice_transport::{BoxFuture, DeliveryAgent, DeliveryConnection, DeliveryError, Target};
+use sluice_transport::{BoxFuture, DeliveryAgent, DeliveryConnection, DeliveryError, SendSession, Target};
 
 pub use client::{ClientConnection, Protocol, SessionSpec};
 pub use maildir::{MaildirConnection, safe_local_part};
@@ -24,23 +24,25 @@ pub struct Agent {
     pub tls: ClientTls,
 }
 
+impl Agent {
+    /// How this agent opens a session: its name, `protocol`, a send connector's settings (`None` for LMTP)
+    /// and its TLS configurations.
+    pub fn session_spec<'a>(&'a self, protocol: Protocol, session: Option<&'a SendSession>) -> SessionSpec<'a> {
+        SessionSpec { helo: &self.hostname, protocol, session, tls: &self.tls }
+    }
+}
+
 impl DeliveryAgent for Agent {
     fn connect<'a>(&'a self, target: &'a Target) -> BoxFuture<'a, Result<Box<dyn DeliveryConnection>, DeliveryError>> {
         Box::pin(async move {
             match target {
                 Target::SmartHosts { hosts, session } => {
-                    let spec = SessionSpec {
-                        helo: &self.hostname,
-                        protocol: Protocol::Smtp,
-                        session: Some(session),
-                        tls: &self.tls,
-                    };
+                    let spec = self.session_spec(Protocol::Smtp, Some(session));
                     let c = ClientConnection::connect_any(hosts, &spec).await?;
                     Ok(Box::new(c) as Box<dyn DeliveryConnection>)
                 }
                 Target::Lmtp { address } => {
-                    let spec =
-                        SessionSpec { helo: &self.hostname, protocol: Protocol::Lmtp, session: None, tls: &self.tls };
+                    let spec = self.session_spec(Protocol::Lmtp, None);
                     let c = ClientConnection::connect_any(std::slice::from_ref(address), &spec).await?;
                     Ok(Box::new(c) as Box<dyn DeliveryConnection>)
                 }
