@@ -77,9 +77,10 @@ pub fn reply_line(reply: &Reply) -> String {
     }
 }
 
-/// Why a delivery attempt failed as a whole: the connection could not be had or was lost, the next hop ended
-/// the session, the body could not be read, or sluice is shutting down. Every one is a transient failure
-/// for the queue; [`DeliveryError::reply`] is what is recorded of it.
+/// Why a delivery attempt failed as a whole: the connection could not be had or was lost, the TLS or AUTH
+/// that the send connector asks for could not be had, the next hop ended the session, the body could not be
+/// read, or sluice is shutting down. Every one but [`DeliveryError::NoRoute`] is a transient failure for the
+/// queue; [`DeliveryError::reply`] is what is recorded of it.
 ///
 /// The message of each is the text of that reply.
 #[derive(Debug, thiserror::Error)]
