@@ -482,3 +482,26 @@ fn base64_encodes_as_rfc_4648_says() {
     }
     assert_eq!(base64(b"\0alice\0correct horse"), "AGFsaWNlAGNvcnJlY3QgaG9yc2U=");
 }
+
+#[tokio::test]
+async fn a_failed_handshake_fails_an_opportunistic_attempt_with_4_7_5() {
+    use tokio::io::AsyncBufReadExt;
+    // A next hop that offers STARTTLS, accepts it and then answers in plain text.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hop = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut stream = tokio::io::BufReader::new(stream);
+        let mut line = String::new();
+        for reply in ["220 hop\r\n", "250-hop\r\n250 STARTTLS\r\n"] {
+            stream.get_mut().write_all(reply.as_bytes()).await.unwrap();
+            stream.read_line(&mut line).await.unwrap();
+        }
+        stream.get_mut().write_all(b"220 go ahead\r\nthis is not TLS\r\n").await.unwrap();
+        line
+    });
+    let error = open(addr, &session(TlsPolicy::Opportunistic, None), &[]).await.err().unwrap();
+    let reply = reply_of(&error);
+    assert!(reply.starts_with("451 4.7.5 no TLS with mx.test:25: handshake failed: "), "{reply}");
+    assert_eq!(hop.await.unwrap(), "EHLO me.test\r\nSTARTTLS\r\n");
+}
