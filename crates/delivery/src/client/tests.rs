@@ -173,6 +173,8 @@ struct HopOptions {
     tls: Option<Arc<rustls::ServerConfig>>,
     /// RCPTs past this many accepted in a transaction get `452 4.5.3`.
     max_rcpts: Option<usize>,
+    /// The reply to STARTTLS when it is not the plain `220`.
+    starttls_reply: Option<&'static str>,
 }
 
 /// What a next hop's transcript holds where the TLS handshake finished.
@@ -241,7 +243,7 @@ async fn converse<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         let reply = if in_data {
             answer(".", tls)
         } else if line == "STARTTLS" && options.tls.is_some() && !tls {
-            "220 2.0.0 ready to start TLS\r\n"
+            options.starttls_reply.unwrap_or("220 2.0.0 ready to start TLS\r\n")
         } else if line.starts_with("RCPT") && options.max_rcpts.is_some_and(|max| rcpts >= max) {
             "452 4.5.3 too many recipients\r\n"
         } else {

@@ -505,3 +505,18 @@ async fn a_failed_handshake_fails_an_opportunistic_attempt_with_4_7_5() {
     assert!(reply.starts_with("451 4.7.5 no TLS with mx.test:25: handshake failed: "), "{reply}");
     assert_eq!(hop.await.unwrap(), "EHLO me.test\r\nSTARTTLS\r\n");
 }
+
+#[tokio::test]
+async fn what_follows_the_220_to_starttls_in_plain_text_is_not_read_in_the_tls_session() {
+    // A man in the middle appends a reply after the 220: if the client read it after the handshake, every
+    // reply would be taken for the one before it.
+    let options = HopOptions {
+        tls: Some(Ca::new("CA").server("mx.test")),
+        starttls_reply: Some("220 2.0.0 go ahead\r\n250 2.0.0 injected\r\n"),
+        ..HopOptions::default()
+    };
+    let session = session(TlsPolicy::Opportunistic, None);
+    let (out, lines) = deliver(starttls_hop(), options, &session, &[], &one_recipient()).await;
+    assert_eq!(out.unwrap(), [RecipientOutcome::Delivered(Reply::new(250, "2.0.0", "queued"))]);
+    assert_eq!(lines[..5], ["EHLO me.test", "STARTTLS", TLS_UP, "EHLO me.test", "MAIL FROM:<a@example.test>"]);
+}
