@@ -45,6 +45,9 @@ pub struct ClientConnection {
     protocol: Protocol,
     extensions: EhloExtensions,
     peer: String,
+    /// A following transaction failed after an earlier one delivered: the session cannot be trusted with
+    /// another (a late reply could be taken for the next command's).
+    broken: bool,
 }
 
 /// The extensions of the next hop's EHLO (or LHLO) reply that the client uses; none after HELO.
@@ -276,6 +279,7 @@ impl ClientConnection {
             protocol: spec.protocol,
             extensions: EhloExtensions::default(),
             peer: peer.to_owned(),
+            broken: false,
         };
         let greeting = c.read_reply().await?;
         if greeting.code != 220 {
@@ -343,11 +347,13 @@ impl ClientConnection {
             Err(_) if !verify => ServerName::IpAddress(addr.ip().into()),
             Err(e) => return Err(c.tls_failed(TlsFailure::Certificate(format!("{name:?} is not a host name: {e}")))),
         };
-        let ClientConnection { stream, mut buf, protocol, peer, extensions } = c;
+        let ClientConnection { stream, mut buf, protocol, peer, extensions, broken } = c;
         let tcp = match stream {
             Stream::Plain(tcp) => tcp,
             // Not reached: an encrypted session returned before STARTTLS.
-            tls @ Stream::Tls(_) => return Ok(ClientConnection { stream: tls, buf, protocol, extensions, peer }),
+            tls @ Stream::Tls(_) => {
+                return Ok(ClientConnection { stream: tls, buf, protocol, extensions, peer, broken });
+            }
         };
         // RFC 3207 4.2: nothing the next hop sent in plain text after its 220 belongs to the encrypted session
         // (a man in the middle could have added it).
@@ -364,6 +370,7 @@ impl ClientConnection {
             protocol,
             extensions: EhloExtensions::default(),
             peer,
+            broken,
         };
         // RFC 3207 4.2: what the plain-text EHLO offered is forgotten; the extensions are asked for again.
         c.hello(spec.helo).await?;
@@ -453,6 +460,10 @@ impl ClientConnection {
     /// connection, again while the one before accepted any recipient; those never accepted keep their `452`
     /// (transient).
     async fn transaction(&mut self, msg: &Outbound) -> Result<Vec<RecipientOutcome>, DeliveryError> {
+        if self.broken {
+            let source = std::io::Error::other("the session failed in an earlier transaction");
+            return Err(DeliveryError::Lost { peer: self.peer.clone(), source });
+        }
         if msg.envelope.smtputf8 && !self.extensions.smtputf8 {
             // RFC 6531 3.2: a message that needs SMTPUTF8 cannot go to a server that lacks it.
             let why =
@@ -483,7 +494,21 @@ impl ClientConnection {
         let Round { mut outcomes, too_many, mut accepted } = first;
         let mut pending = too_many;
         while accepted && !pending.is_empty() {
-            let round = self.round(msg, content, Some(&pending)).await?;
+            let round = match self.round(msg, content, Some(&pending)).await {
+                Ok(round) => round,
+                Err(error) => {
+                    // The recipients an earlier transaction delivered stay delivered: the failure is only
+                    // theirs that were still pending (transient, whatever its code), and the session is over.
+                    let why = error.reply();
+                    for &i in &pending {
+                        if let Some(slot) = outcomes.get_mut(i) {
+                            *slot = RecipientOutcome::Transient(why.clone());
+                        }
+                    }
+                    self.broken = true;
+                    return Ok(outcomes);
+                }
+            };
             accepted = round.accepted;
             let next = round.too_many.iter().filter_map(|&i| pending.get(i).copied()).collect();
             for (&i, outcome) in pending.iter().zip(round.outcomes) {

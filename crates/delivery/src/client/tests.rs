@@ -175,6 +175,8 @@ struct HopOptions {
     max_rcpts: Option<usize>,
     /// The reply to STARTTLS when it is not the plain `220`.
     starttls_reply: Option<&'static str>,
+    /// The connection is closed, without a reply, at this MAIL (counting from 1).
+    close_at_mail: Option<usize>,
 }
 
 /// What a next hop's transcript holds where the TLS handshake finished.
@@ -229,7 +231,7 @@ async fn converse<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     lines: &mut Vec<String>,
 ) -> Ended {
     use tokio::io::AsyncBufReadExt;
-    let (mut in_data, mut rcpts) = (false, 0);
+    let (mut in_data, mut rcpts, mut mails) = (false, 0, 0);
     loop {
         let mut raw = Vec::new();
         if stream.read_until(b'\n', &mut raw).await.unwrap_or(0) == 0 {
@@ -239,6 +241,12 @@ async fn converse<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         lines.push(line.clone());
         if in_data && line != "." {
             continue;
+        }
+        if line.starts_with("MAIL") {
+            mails += 1;
+            if options.close_at_mail == Some(mails) {
+                return Ended::Closed;
+            }
         }
         let reply = if in_data {
             answer(".", tls)

@@ -520,3 +520,25 @@ async fn what_follows_the_220_to_starttls_in_plain_text_is_not_read_in_the_tls_s
     assert_eq!(out.unwrap(), [RecipientOutcome::Delivered(Reply::new(250, "2.0.0", "queued"))]);
     assert_eq!(lines[..5], ["EHLO me.test", "STARTTLS", TLS_UP, "EHLO me.test", "MAIL FROM:<a@example.test>"]);
 }
+
+#[tokio::test]
+async fn a_failure_in_a_following_transaction_keeps_what_the_first_delivered() {
+    let answer: Answer = Box::new(|line, _| match line {
+        "EHLO me.test" => "250-hop\r\n250 PIPELINING\r\n",
+        "DATA" => "354 go\r\n",
+        "." => "250 2.0.0 queued\r\n",
+        _ => "250 ok\r\n",
+    });
+    let options = HopOptions { max_rcpts: Some(2), close_at_mail: Some(2), ..HopOptions::default() };
+    let (addr, hop) = next_hop_with(answer, options).await;
+    let mut c = open(addr, &session(TlsPolicy::Off, None), &[]).await.unwrap();
+    let out = c.transaction(&five_recipients()).await.unwrap();
+    let closed = Reply::new(451, "4.4.2", "mx.test:25 closed the connection");
+    let delivered = RecipientOutcome::Delivered(Reply::new(250, "2.0.0", "queued"));
+    assert_eq!(out[..2], [delivered.clone(), delivered]);
+    assert_eq!(out[2..], vec![RecipientOutcome::Transient(closed); 3]);
+    // The session is not used for another message.
+    let again = c.transaction(&one_recipient()).await.unwrap_err();
+    assert!(reply_of(&again).starts_with("451 4.4.2 connection to mx.test:25 lost: "), "{}", reply_of(&again));
+    assert_eq!(transactions(&hop.await.unwrap()).len(), 2);
+}
