@@ -8,8 +8,6 @@
 pub const NOT_YET_IN_EFFECT: &[&str] = &[
     "server.user",
     "admin.tls",
-    "send_connectors.tls",
-    "send_connectors.auth",
     "queue_database.logging_buffer_size",
     "queue_database.max_background_cleanup_tasks",
     "transport.queue_glitch_retry_count",
@@ -120,7 +118,8 @@ mod tests {
     fn listed_keys_and_wildcards_match() {
         let cases: &[(&str, bool)] = &[
             ("receive_connectors.tls", false),
-            ("send_connectors.tls", true),
+            ("send_connectors.tls", false),
+            ("send_connectors.auth", false),
             ("receive_connectors.listen", false),
             ("antispam.engine", true),
             ("antispamx.engine", false),

@@ -1,6 +1,8 @@
 //! The SMTP client (and LMTP, RFC 2033, which differs in its greeting and its per-recipient replies after
 //! DATA). One connection delivers many messages in turn; commands are pipelined when the server offers
-//! PIPELINING.
+//! PIPELINING. A session is opened with STARTTLS as the send connector's `tls` says and authenticates with
+//! its credentials (only over TLS); an 8-bit body goes to a next hop without 8BITMIME as quoted-printable
+//! (`downgrade`); recipients refused with `452` (too many recipients) go in a following transaction.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,13 +12,21 @@ use sluice_smtp::{
     BodyType, Command, DotStuffer, MailParams, Orcpt, RcptParams, Reply, XText, parse_ehlo_keywords, parse_reply,
 };
 use sluice_transport::{
-    BoxFuture, DeliveryConnection, DeliveryError, Handoff, Opening, Outbound, RecipientOutcome, SendSession,
+    BoxFuture, Credentials, DeliveryConnection, DeliveryError, Handoff, Opening, Outbound, RecipientOutcome,
+    SendSession, TlsFailure, TlsPolicy,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::ServerName;
+
+use crate::downgrade;
+use crate::tls::{ClientTls, Stream, handshake_failure};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The bound on a TLS handshake, as on the receive side.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The body goes out in pieces of this size.
 const SEND_PIECE: usize = 256 << 10;
 /// RFC 5321 4.5.3.2 asks for minutes; one bound for every reply keeps a dead peer from holding a worker.
@@ -28,13 +38,16 @@ pub enum Protocol {
     Lmtp,
 }
 
-/// An open SMTP or LMTP session, after EHLO/LHLO.
+/// An open SMTP or LMTP session, after EHLO/LHLO (and STARTTLS and AUTH where the connector asks for them).
 pub struct ClientConnection {
-    stream: TcpStream,
+    stream: Stream,
     buf: Vec<u8>,
     protocol: Protocol,
     extensions: EhloExtensions,
     peer: String,
+    /// A following transaction failed after an earlier one delivered: the session cannot be trusted with
+    /// another (a late reply could be taken for the next command's).
+    broken: bool,
 }
 
 /// The extensions of the next hop's EHLO (or LHLO) reply that the client uses; none after HELO.
@@ -50,19 +63,32 @@ struct EhloExtensions {
     smtputf8: bool,
     /// The next hop takes DSN parameters (RFC 3461), which are then passed on.
     dsn: bool,
+    /// `STARTTLS` (RFC 3207).
+    starttls: bool,
+    /// `AUTH` with the `PLAIN` mechanism (RFC 4954, RFC 4616).
+    auth_plain: bool,
+    /// `AUTH` with the `LOGIN` mechanism (used when PLAIN is not offered).
+    auth_login: bool,
 }
 
 impl EhloExtensions {
     /// The keywords of an EHLO reply; unknown ones are ignored.
     fn parse(ehlo: &Reply) -> EhloExtensions {
         let mut extensions = EhloExtensions::default();
-        for (keyword, _) in parse_ehlo_keywords(ehlo) {
+        for (keyword, params) in parse_ehlo_keywords(ehlo) {
             match keyword.as_str() {
                 "PIPELINING" => extensions.pipelining = true,
                 "SIZE" => extensions.size = true,
                 "8BITMIME" => extensions.eight_bit_mime = true,
                 "SMTPUTF8" => extensions.smtputf8 = true,
                 "DSN" => extensions.dsn = true,
+                "STARTTLS" => extensions.starttls = true,
+                "AUTH" => {
+                    for mechanism in params.split_ascii_whitespace() {
+                        extensions.auth_plain |= mechanism.eq_ignore_ascii_case("PLAIN");
+                        extensions.auth_login |= mechanism.eq_ignore_ascii_case("LOGIN");
+                    }
+                }
                 _ => {}
             }
         }
@@ -90,13 +116,41 @@ enum Lockstep {
     Ended(Vec<RecipientOutcome>),
 }
 
-/// MAIL and the RCPTs for a message, with the parameters the next hop's extensions allow.
-fn envelope(extensions: &EhloExtensions, msg: &Outbound) -> Envelope {
+/// The body that goes out: the stored one, read a piece at a time, or its 7-bit conversion.
+#[derive(Clone, Copy)]
+enum Content<'a> {
+    Stored,
+    Converted(&'a [u8]),
+}
+
+impl Content<'_> {
+    fn len(&self, msg: &Outbound) -> u64 {
+        match self {
+            Content::Stored => msg.body.len(),
+            Content::Converted(body) => body.len() as u64,
+        }
+    }
+}
+
+/// What one transaction did with its recipients (those of the message, or the ones a `452` left over).
+struct Round {
+    /// One per recipient of the transaction, in order.
+    outcomes: Vec<RecipientOutcome>,
+    /// The positions (in the transaction's recipients) refused with `452` at RCPT: too many recipients for
+    /// this transaction (RFC 5321 4.5.3.1.10), to be sent in the next one.
+    too_many: Vec<usize>,
+    /// Whether the next hop accepted at least one RCPT.
+    accepted: bool,
+}
+
+/// MAIL and the RCPTs for a message, with the parameters the next hop's extensions allow: for every
+/// recipient of the copy, or for those at `only` (positions among them).
+fn envelope(extensions: &EhloExtensions, msg: &Outbound, size: u64, only: Option<&[usize]>) -> Envelope {
     let env = &msg.envelope;
     // RFC 3461 4: a relay passes the DSN parameters on to a next hop that takes them.
     let dsn = extensions.dsn;
     let params = MailParams {
-        size: extensions.size.then(|| msg.body.len()),
+        size: extensions.size.then_some(size),
         body: (env.body_8bit && extensions.eight_bit_mime).then_some(BodyType::EightBitMime),
         smtputf8: env.smtputf8 && extensions.smtputf8,
         // The stored value is what Ret's Display wrote when the message was received.
@@ -104,10 +158,14 @@ fn envelope(extensions: &EhloExtensions, msg: &Outbound) -> Envelope {
         envid: env.env_id().filter(|_| dsn).and_then(|id| XText::encode(id).ok()),
         auth: None,
     };
-    Envelope {
-        mail: mail_command(env.from_address(), params),
-        rcpts: msg.recipients().map(|r| rcpt_command(r, dsn)).collect(),
-    }
+    let rcpts = match only {
+        None => msg.recipients().map(|r| rcpt_command(r, dsn)).collect(),
+        Some(positions) => {
+            let all: Vec<RecipientRef<'_>> = msg.recipients().collect();
+            positions.iter().filter_map(|&i| all.get(i)).map(|r| rcpt_command(*r, dsn)).collect()
+        }
+    };
+    Envelope { mail: mail_command(env.from_address(), params), rcpts }
 }
 
 /// `MAIL FROM:<from>` and its parameters, rendered by the smtp crate. The address was checked when the message
@@ -137,28 +195,29 @@ fn outcome(r: &Reply) -> RecipientOutcome {
     RecipientOutcome::of(r.clone())
 }
 
-/// How a session is opened, whatever the host: our name, the protocol, and the send connector's settings
-/// (STARTTLS policy, credentials; `None` for LMTP to a mailbox store).
+/// How a session is opened, whatever the host: our name, the protocol, the send connector's settings
+/// (STARTTLS policy, credentials; `None` for LMTP to a mailbox store) and the agent's TLS configurations.
 #[derive(Debug, Clone, Copy)]
 pub struct SessionSpec<'a> {
     /// Our name in EHLO (LHLO).
     pub helo: &'a str,
     pub protocol: Protocol,
     pub session: Option<&'a SendSession>,
+    /// The TLS client configurations (the agent's, built once).
+    pub tls: &'a ClientTls,
 }
 
 impl ClientConnection {
     /// Opens a session with the host `name` at `addr`: TCP, the greeting, EHLO (or LHLO; HELO after a refused
-    /// EHLO). `name` is the host's name as routing found it (for TLS, SNI and the certificate check);
-    /// `peer` is how errors name the next hop.
+    /// EHLO), then, with a send connector's settings, STARTTLS and EHLO again as its `tls` says, and AUTH with
+    /// its credentials. `name` is the host's name as routing found it (for TLS, SNI and the certificate
+    /// check); `peer` is how errors name the next hop.
     pub async fn connect_to(
         addr: SocketAddr,
         name: &str,
         peer: &str,
         spec: &SessionSpec<'_>,
     ) -> Result<ClientConnection, DeliveryError> {
-        let _ = name;
-        let (helo, protocol) = (spec.helo, spec.protocol);
         let stream = match timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(source)) => return Err(DeliveryError::Connect { peer: peer.to_owned(), source }),
@@ -166,37 +225,157 @@ impl ClientConnection {
         };
         let _ = stream.set_nodelay(true);
         let mut c = ClientConnection {
-            stream,
+            stream: Stream::Plain(stream),
             buf: Vec::with_capacity(4096),
-            protocol,
+            protocol: spec.protocol,
             extensions: EhloExtensions::default(),
             peer: peer.to_owned(),
+            broken: false,
         };
         let greeting = c.read_reply().await?;
         if greeting.code != 220 {
             return Err(DeliveryError::Refused { reply: greeting, stage: Opening::Greeting, peer: peer.to_owned() });
         }
-        let hello = match protocol {
-            // LHLO is not an SMTP command; it takes EHLO's argument (RFC 2033 4.1).
-            Protocol::Lmtp => format!("LHLO {helo}\r\n"),
-            Protocol::Smtp => Command::Ehlo(helo.to_owned()).render(),
-        };
-        c.send(hello.as_bytes()).await?;
-        let mut ehlo = c.read_reply().await?;
-        if ehlo.code != 250 && protocol == Protocol::Smtp {
-            c.send(Command::Helo(helo.to_owned()).render().as_bytes()).await?;
-            ehlo = c.read_reply().await?;
-        } else {
-            c.extensions = EhloExtensions::parse(&ehlo);
-        }
-        if ehlo.code != 250 {
-            return Err(DeliveryError::Refused { reply: ehlo, stage: Opening::Hello, peer: peer.to_owned() });
+        c.hello(spec.helo).await?;
+        let Some(session) = spec.session else { return Ok(c) };
+        let mut c = c.secure(session.tls, name, addr, spec).await?;
+        if let Some(credentials) = &session.auth {
+            c.authenticate(credentials).await?;
         }
         Ok(c)
     }
 
+    /// EHLO (LHLO; HELO after a refused EHLO), and the extensions its reply offers.
+    async fn hello(&mut self, helo: &str) -> Result<(), DeliveryError> {
+        let hello = match self.protocol {
+            // LHLO is not an SMTP command; it takes EHLO's argument (RFC 2033 4.1).
+            Protocol::Lmtp => format!("LHLO {helo}\r\n"),
+            Protocol::Smtp => Command::Ehlo(helo.to_owned()).render(),
+        };
+        self.send(hello.as_bytes()).await?;
+        let mut ehlo = self.read_reply().await?;
+        self.extensions = EhloExtensions::default();
+        if ehlo.code != 250 && self.protocol == Protocol::Smtp {
+            self.send(Command::Helo(helo.to_owned()).render().as_bytes()).await?;
+            ehlo = self.read_reply().await?;
+        } else {
+            self.extensions = EhloExtensions::parse(&ehlo);
+        }
+        if ehlo.code != 250 {
+            return Err(DeliveryError::Refused { reply: ehlo, stage: Opening::Hello, peer: self.peer.clone() });
+        }
+        Ok(())
+    }
+
+    /// STARTTLS as `policy` says, then EHLO again over TLS. `opportunistic` upgrades whenever STARTTLS is
+    /// offered, taking any certificate, and stays in plain text only when it is not offered; `required`
+    /// needs the offer and a certificate trusted for `name` (SNI `name`); `off` never upgrades. Once
+    /// STARTTLS is sent, anything but a finished handshake fails the attempt (`4.7.5`).
+    async fn secure(
+        self,
+        policy: TlsPolicy,
+        name: &str,
+        addr: SocketAddr,
+        spec: &SessionSpec<'_>,
+    ) -> Result<ClientConnection, DeliveryError> {
+        let verify = match policy {
+            TlsPolicy::Off => return Ok(self),
+            _ if self.stream.is_tls() => return Ok(self),
+            TlsPolicy::Opportunistic if !self.extensions.starttls => return Ok(self),
+            TlsPolicy::Opportunistic => false,
+            TlsPolicy::Required if !self.extensions.starttls => return Err(self.tls_failed(TlsFailure::NotOffered)),
+            TlsPolicy::Required => true,
+        };
+        let mut c = self;
+        c.send(Command::StartTls.render().as_bytes()).await?;
+        let reply = c.read_reply().await?;
+        if reply.code != 220 {
+            return Err(c.tls_failed(TlsFailure::Refused(reply)));
+        }
+        let server_name = match ServerName::try_from(name.to_owned()) {
+            Ok(server_name) => server_name,
+            // Without a certificate check the name only goes into SNI, which an address leaves out.
+            Err(_) if !verify => ServerName::IpAddress(addr.ip().into()),
+            Err(e) => return Err(c.tls_failed(TlsFailure::Certificate(format!("{name:?} is not a host name: {e}")))),
+        };
+        let ClientConnection { stream, mut buf, protocol, peer, extensions, broken } = c;
+        let tcp = match stream {
+            Stream::Plain(tcp) => tcp,
+            // Not reached: an encrypted session returned before STARTTLS.
+            tls @ Stream::Tls(_) => {
+                return Ok(ClientConnection { stream: tls, buf, protocol, extensions, peer, broken });
+            }
+        };
+        // RFC 3207 4.2: nothing the next hop sent in plain text after its 220 belongs to the encrypted session
+        // (a man in the middle could have added it).
+        buf.clear();
+        let connector = TlsConnector::from(spec.tls.config(verify));
+        let tls = match timeout(HANDSHAKE_TIMEOUT, connector.connect(server_name, tcp)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(error)) => return Err(DeliveryError::Tls { peer, failure: handshake_failure(&error) }),
+            Err(_) => return Err(DeliveryError::Tls { peer, failure: TlsFailure::Handshake("timed out".into()) }),
+        };
+        let mut c = ClientConnection {
+            stream: Stream::Tls(Box::new(tls)),
+            buf,
+            protocol,
+            extensions: EhloExtensions::default(),
+            peer,
+            broken,
+        };
+        // RFC 3207 4.2: what the plain-text EHLO offered is forgotten; the extensions are asked for again.
+        c.hello(spec.helo).await?;
+        Ok(c)
+    }
+
+    fn tls_failed(&self, failure: TlsFailure) -> DeliveryError {
+        DeliveryError::Tls { peer: self.peer.clone(), failure }
+    }
+
+    /// AUTH PLAIN (or LOGIN when only LOGIN is offered) with the connector's credentials, only over TLS:
+    /// without it the credentials are not sent at all (`4.7.11`). A refusal fails the attempt with the next
+    /// hop's reply.
+    async fn authenticate(&mut self, credentials: &Credentials) -> Result<(), DeliveryError> {
+        if !self.stream.is_tls() {
+            return Err(DeliveryError::AuthWithoutTls { peer: self.peer.clone() });
+        }
+        let Credentials { user, password } = credentials;
+        let reply = if self.extensions.auth_plain {
+            // RFC 4616: the authorization identity (empty: the same), the user and the password, NUL-separated,
+            // as the initial response (RFC 4954 4).
+            let token = base64(format!("\0{user}\0{password}").as_bytes());
+            let auth = Command::Auth { mechanism: "PLAIN".to_owned(), initial: Some(token) };
+            self.send(auth.render().as_bytes()).await?;
+            self.read_reply().await?
+        } else if self.extensions.auth_login {
+            self.send(Command::Auth { mechanism: "LOGIN".to_owned(), initial: None }.render().as_bytes()).await?;
+            let mut reply = self.read_reply().await?;
+            for answer in [user, password] {
+                if reply.code != 334 {
+                    break;
+                }
+                self.send(format!("{}\r\n", base64(answer.as_bytes())).as_bytes()).await?;
+                reply = self.read_reply().await?;
+            }
+            reply
+        } else {
+            return Err(DeliveryError::AuthNotOffered { peer: self.peer.clone() });
+        };
+        if reply.code != 235 {
+            return Err(DeliveryError::Refused { reply, stage: Opening::Auth, peer: self.peer.clone() });
+        }
+        Ok(())
+    }
+
+    /// Writes `bytes` and flushes them (TLS keeps records buffered until then; for plain TCP the flush
+    /// returns at once).
     async fn send(&mut self, bytes: &[u8]) -> Result<(), DeliveryError> {
-        match timeout(REPLY_TIMEOUT, self.stream.write_all(bytes)).await {
+        let stream = &mut self.stream;
+        let write = async move {
+            stream.write_all(bytes).await?;
+            stream.flush().await
+        };
+        match timeout(REPLY_TIMEOUT, write).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(source)) => Err(DeliveryError::Lost { peer: self.peer.clone(), source }),
             Err(_) => Err(DeliveryError::WriteTimeout { peer: self.peer.clone() }),
@@ -228,27 +407,101 @@ impl ClientConnection {
     }
 
     /// One message: the envelope, then (when the next hop takes it) the body, then each recipient's outcome.
+    /// Recipients refused with `452` (too many recipients) go in a following transaction on the same
+    /// connection, again while the one before accepted any recipient; those never accepted keep their `452`
+    /// (transient).
     async fn transaction(&mut self, msg: &Outbound) -> Result<Vec<RecipientOutcome>, DeliveryError> {
+        if self.broken {
+            let source = std::io::Error::other("the session failed in an earlier transaction");
+            return Err(DeliveryError::Lost { peer: self.peer.clone(), source });
+        }
         if msg.envelope.smtputf8 && !self.extensions.smtputf8 {
             // RFC 6531 3.2: a message that needs SMTPUTF8 cannot go to a server that lacks it.
             let why =
                 Reply::new(550, "5.6.7", format!("{} does not support SMTPUTF8, which this message needs", self.peer));
             return Ok(msg.recipients().map(|_| RecipientOutcome::Permanent(why.clone())).collect());
         }
-        let envelope = envelope(&self.extensions, msg);
+        let converted = if msg.envelope.body_8bit && !self.extensions.eight_bit_mime {
+            // RFC 6152 3: an 8-bit message goes to a next hop without 8BITMIME only converted to 7 bit.
+            match downgrade::to_seven_bit(&read_whole(msg)?, msg.envelope.smtputf8) {
+                Ok(body) => Some(body),
+                Err(why) => {
+                    let why = Reply::new(
+                        550,
+                        "5.6.3",
+                        format!("{} does not support 8BITMIME and this message cannot be converted: {why}", self.peer),
+                    );
+                    return Ok(msg.recipients().map(|_| RecipientOutcome::Permanent(why.clone())).collect());
+                }
+            }
+        } else {
+            None
+        };
+        let content = converted.as_deref().map_or(Content::Stored, Content::Converted);
+        let first = self.round(msg, content, None).await?;
+        if first.too_many.is_empty() {
+            return Ok(first.outcomes);
+        }
+        let Round { mut outcomes, too_many, mut accepted } = first;
+        let mut pending = too_many;
+        while accepted && !pending.is_empty() {
+            let round = match self.round(msg, content, Some(&pending)).await {
+                Ok(round) => round,
+                Err(error) => {
+                    // The recipients an earlier transaction delivered stay delivered: the failure is only
+                    // theirs that were still pending (transient, whatever its code), and the session is over.
+                    let why = error.reply();
+                    for &i in &pending {
+                        if let Some(slot) = outcomes.get_mut(i) {
+                            *slot = RecipientOutcome::Transient(why.clone());
+                        }
+                    }
+                    self.broken = true;
+                    return Ok(outcomes);
+                }
+            };
+            accepted = round.accepted;
+            let next = round.too_many.iter().filter_map(|&i| pending.get(i).copied()).collect();
+            for (&i, outcome) in pending.iter().zip(round.outcomes) {
+                if let Some(slot) = outcomes.get_mut(i) {
+                    *slot = outcome;
+                }
+            }
+            pending = next;
+        }
+        Ok(outcomes)
+    }
+
+    /// One transaction for the copy's recipients, or those at `only`.
+    async fn round(
+        &mut self,
+        msg: &Outbound,
+        content: Content<'_>,
+        only: Option<&[usize]>,
+    ) -> Result<Round, DeliveryError> {
+        let envelope = envelope(&self.extensions, msg, content.len(msg), only);
         let replies = if self.extensions.pipelining {
             self.send_envelope_pipelined(&envelope).await?
         } else {
             match self.send_envelope_lockstep(&envelope).await? {
                 Lockstep::Replies(replies) => replies,
-                Lockstep::Ended(outcomes) => return Ok(outcomes),
+                // Nothing was accepted: there is no following transaction.
+                Lockstep::Ended(outcomes) => return Ok(Round { outcomes, too_many: Vec::new(), accepted: false }),
             }
         };
+        let mail_taken = replies.mail.code / 100 == 2;
+        let accepted = mail_taken && replies.rcpts.iter().any(|r| r.code / 100 == 2);
+        let too_many = if mail_taken {
+            replies.rcpts.iter().enumerate().filter(|(_, r)| r.code == 452).map(|(i, _)| i).collect()
+        } else {
+            Vec::new()
+        };
         if let Some(outcomes) = self.refused(&replies).await? {
-            return Ok(outcomes);
+            return Ok(Round { outcomes, too_many, accepted });
         }
-        self.send_body(msg).await?;
-        self.outcomes(&replies).await
+        self.send_body(msg, content).await?;
+        let outcomes = self.outcomes(&replies).await?;
+        Ok(Round { outcomes, too_many, accepted })
     }
 
     /// Sends MAIL, every RCPT and DATA in one write (RFC 2920), then reads their replies.
@@ -322,9 +575,16 @@ impl ClientConnection {
     /// The body is read and sent a piece at a time. A piece that cannot be read (or fails the body's
     /// checksum, checked with the last piece) ends the attempt before the end of data: the connection
     /// is dropped and the next hop discards what it got.
-    /// A body of one piece goes out with its end of data in one write.
-    async fn send_body(&mut self, msg: &Outbound) -> Result<(), DeliveryError> {
+    /// A body of one piece goes out with its end of data in one write; so does a converted body, which is
+    /// in memory whole.
+    async fn send_body(&mut self, msg: &Outbound, content: Content<'_>) -> Result<(), DeliveryError> {
         let mut stuffer = DotStuffer::new();
+        if let Content::Converted(body) = content {
+            let mut data = Vec::with_capacity(body.len() + body.len() / 64 + 8);
+            stuffer.feed(body, &mut data);
+            stuffer.finish(&mut data);
+            return self.send(&data).await;
+        }
         let mut chunks = msg.body.chunks();
         let mut next = chunks.next_chunk(SEND_PIECE).map_err(DeliveryError::Body)?;
         let mut data = Vec::with_capacity(msg.body.len().min(SEND_PIECE as u64) as usize + 64);
@@ -388,279 +648,32 @@ impl DeliveryConnection for ClientConnection {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// MAIL as the client formatted it by hand before it built `Command` values.
-    fn hand_made_mail(ext: &EhloExtensions, msg: &Outbound) -> String {
-        let mut mail = format!("MAIL FROM:<{}>", msg.envelope.from_address());
-        if ext.size {
-            mail.push_str(&format!(" SIZE={}", msg.body.len()));
-        }
-        if msg.envelope.body_8bit && ext.eight_bit_mime {
-            mail.push_str(" BODY=8BITMIME");
-        }
-        if msg.envelope.smtputf8 && ext.smtputf8 {
-            mail.push_str(" SMTPUTF8");
-        }
-        if ext.dsn {
-            if let Some(ret) = msg.envelope.ret() {
-                mail.push_str(&format!(" RET={ret}"));
-            }
-            if let Some(id) = msg.envelope.env_id().and_then(|id| XText::encode(id).ok()) {
-                mail.push_str(&format!(" ENVID={}", id.encoded()));
-            }
-        }
-        mail.push_str("\r\n");
-        mail
+/// The whole stored body, for a conversion: its pieces read in turn (the checksum is checked with the last).
+fn read_whole(msg: &Outbound) -> Result<Vec<u8>, DeliveryError> {
+    let mut body = Vec::with_capacity(usize::try_from(msg.body.len()).unwrap_or(0));
+    let mut chunks = msg.body.chunks();
+    while let Some(piece) = chunks.next_chunk(SEND_PIECE).map_err(DeliveryError::Body)? {
+        body.extend_from_slice(&piece);
     }
-
-    /// RCPT as the client formatted it by hand before it built `Command` values.
-    fn hand_made_rcpt(ext: &EhloExtensions, r: RecipientRef<'_>) -> String {
-        let mut rcpt = format!("RCPT TO:<{}>", r.address);
-        if ext.dsn {
-            if let Some(notify) = r.notify {
-                rcpt.push_str(&format!(" NOTIFY={notify}"));
-            }
-            let orcpt = r.orcpt.and_then(|o| o.split_once(';'));
-            if let Some((kind, addr)) = orcpt
-                && let Ok(x) = XText::encode(addr)
-            {
-                rcpt.push_str(&format!(" ORCPT={kind};{}", x.encoded()));
-            }
-        }
-        rcpt.push_str("\r\n");
-        rcpt
-    }
-
-    fn message(parts: sluice_queue_db::EnvelopeParts) -> Outbound {
-        let indices = (0..parts.recipients.len() as u32).collect();
-        Outbound {
-            mid: 1,
-            envelope: std::sync::Arc::new(sluice_queue_db::Envelope::from(parts)),
-            indices,
-            body: sluice_queue_db::BodySource::memory(b"Subject: x\r\n\r\nbody\r\n".to_vec()),
-        }
-    }
-
-    fn recipient(address: &str, notify: Option<&str>, orcpt: Option<&str>) -> sluice_queue_db::Recipient {
-        sluice_queue_db::Recipient {
-            address: address.into(),
-            notify: notify.map(Into::into),
-            orcpt: orcpt.map(Into::into),
-        }
-    }
-
-    #[test]
-    fn the_envelope_commands_are_the_bytes_the_hand_made_ones_were() {
-        let plain = sluice_queue_db::EnvelopeParts {
-            from: "a@example.test".into(),
-            recipients: vec![recipient("b@remote.test", None, None)],
-            ..Default::default()
-        };
-        let dsn = sluice_queue_db::EnvelopeParts {
-            from: "sender+tag@example.test".into(),
-            recipients: vec![
-                recipient("b@remote.test", Some("SUCCESS,FAILURE"), Some("rfc822;b@remote.test")),
-                recipient("c@remote.test", Some("NEVER"), Some("rfc822;a+b=c d@x.test")),
-                recipient("d@remote.test", Some("DELAY"), None),
-                recipient("e@remote.test", None, Some("x-local;weird")),
-            ],
-            ret: Some("HDRS".into()),
-            env_id: Some("id with spaces+plus=eq".into()),
-            body_8bit: true,
-            ..Default::default()
-        };
-        let utf8 = sluice_queue_db::EnvelopeParts {
-            from: "j\u{f6}rg@b\u{fc}cher.test".into(),
-            recipients: vec![recipient("\u{e9}l\u{e8}ve@\u{e9}cole.test", Some("FAILURE"), None)],
-            ret: Some("FULL".into()),
-            env_id: Some("e1".into()),
-            smtputf8: true,
-            body_8bit: true,
-            ..Default::default()
-        };
-        let odd = sluice_queue_db::EnvelopeParts {
-            from: String::new(),
-            recipients: vec![
-                recipient("postmaster", None, None),
-                recipient("\"quoted local\"@remote.test", None, None),
-                recipient("\"plain\"@remote.test", None, None),
-                recipient("user@[192.0.2.1]", None, None),
-                recipient("Mixed.Case@Remote.TEST", None, None),
-                // Replay files may hold addresses sluice's parser refuses; they go out as stored.
-                recipient("a..b@remote.test", Some("SUCCESS"), None),
-                recipient("x@y@z", None, None),
-            ],
-            ..Default::default()
-        };
-        let all = EhloExtensions { pipelining: true, size: true, eight_bit_mime: true, smtputf8: true, dsn: true };
-        let extensions = [EhloExtensions::default(), all, EhloExtensions { dsn: false, ..all }];
-        for parts in [plain, dsn, utf8, odd] {
-            let msg = message(parts);
-            for ext in &extensions {
-                let envelope = envelope(ext, &msg);
-                assert_eq!(envelope.mail, hand_made_mail(ext, &msg), "{ext:?}");
-                let rcpts: Vec<String> = msg.recipients().map(|r| hand_made_rcpt(ext, r)).collect();
-                assert_eq!(envelope.rcpts, rcpts, "{ext:?}");
-            }
-        }
-    }
-
-    #[test]
-    fn the_dsn_parameters_go_out_typed_and_encoded() {
-        let msg = message(sluice_queue_db::EnvelopeParts {
-            from: "a@example.test".into(),
-            recipients: vec![recipient("b@remote.test", Some("SUCCESS,DELAY"), Some("rfc822;b+x@remote.test"))],
-            ret: Some("FULL".into()),
-            env_id: Some("q=1".into()),
-            ..Default::default()
-        });
-        let ext = EhloExtensions { size: true, dsn: true, ..EhloExtensions::default() };
-        let envelope = envelope(&ext, &msg);
-        assert_eq!(envelope.mail, "MAIL FROM:<a@example.test> SIZE=20 RET=FULL ENVID=q+3D1\r\n");
-        assert_eq!(envelope.rcpts, ["RCPT TO:<b@remote.test> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;b+2Bx@remote.test\r\n"]);
-    }
-
-    #[test]
-    fn ehlo_keywords_become_extensions() {
-        let ehlo = Reply::new(250, "", "mx.test\nPIPELINING\nsize 1000\n8BITMIME\nSTARTTLS\nDSN");
-        let want = EhloExtensions { pipelining: true, size: true, eight_bit_mime: true, smtputf8: false, dsn: true };
-        assert_eq!(EhloExtensions::parse(&ehlo), want);
-    }
-
-    /// A next hop on a loopback port that answers each command line, and the end of data, with `answer`, and
-    /// hands back every line it got once the client quits.
-    async fn next_hop(answer: fn(&str) -> &'static str) -> (String, tokio::task::JoinHandle<Vec<String>>) {
-        use tokio::io::AsyncBufReadExt;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let task = tokio::spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
-            let (r, mut w) = stream.into_split();
-            let mut r = tokio::io::BufReader::new(r);
-            w.write_all(b"220 hop\r\n").await.unwrap();
-            let (mut lines, mut in_data) = (Vec::new(), false);
-            loop {
-                let mut line = String::new();
-                if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-                    break;
-                }
-                let line = line.trim_end_matches("\r\n").to_owned();
-                lines.push(line.clone());
-                if in_data && line != "." {
-                    continue;
-                }
-                let reply = answer(if in_data { "." } else { &line });
-                in_data = line == "DATA" && reply.starts_with("354");
-                w.write_all(reply.as_bytes()).await.unwrap();
-                if line == "QUIT" {
-                    break;
-                }
-            }
-            lines
-        });
-        (addr, task)
-    }
-
-    fn two_recipients() -> Outbound {
-        message(sluice_queue_db::EnvelopeParts {
-            from: "a@example.test".into(),
-            recipients: vec![recipient("bad@remote.test", None, None), recipient("good@remote.test", None, None)],
-            ..Default::default()
-        })
-    }
-
-    async fn deliver_to(addr: &str, protocol: Protocol) -> Result<Vec<RecipientOutcome>, DeliveryError> {
-        let spec = SessionSpec { helo: "me.test", protocol, session: None };
-        let mut c = ClientConnection::connect_to(addr.parse().unwrap(), "hop", addr, &spec).await.unwrap();
-        let out = c.transaction(&two_recipients()).await;
-        Box::new(c).quit().await;
-        out
-    }
-
-    #[tokio::test]
-    async fn without_pipelining_each_command_waits_for_its_reply() {
-        let (addr, hop) = next_hop(|line| match line {
-            "EHLO me.test" => "250-hop\r\n250 SIZE 1000\r\n",
-            l if l.starts_with("RCPT TO:<bad@") => "550 5.1.1 unknown\r\n",
-            "DATA" => "354 go\r\n",
-            "." => "250 2.0.0 queued\r\n",
-            "QUIT" => "221 bye\r\n",
-            _ => "250 ok\r\n",
-        })
-        .await;
-        let out = deliver_to(&addr, Protocol::Smtp).await.unwrap();
-        assert_eq!(
-            out,
-            [
-                RecipientOutcome::Permanent(Reply::new(550, "5.1.1", "unknown")),
-                RecipientOutcome::Delivered(Reply::new(250, "2.0.0", "queued")),
-            ]
-        );
-        let want = [
-            "EHLO me.test",
-            "MAIL FROM:<a@example.test> SIZE=20",
-            "RCPT TO:<bad@remote.test>",
-            "RCPT TO:<good@remote.test>",
-            "DATA",
-            "Subject: x",
-            "",
-            "body",
-            ".",
-            "QUIT",
-        ];
-        assert_eq!(hop.await.unwrap(), want);
-    }
-
-    #[tokio::test]
-    async fn without_pipelining_every_recipient_refused_ends_with_rset() {
-        let (addr, hop) = next_hop(|line| match line {
-            l if l.starts_with("RCPT") => "550 5.1.1 unknown\r\n",
-            "QUIT" => "221 bye\r\n",
-            _ => "250 ok\r\n",
-        })
-        .await;
-        let out = deliver_to(&addr, Protocol::Smtp).await.unwrap();
-        assert!(out.iter().all(|o| matches!(o, RecipientOutcome::Permanent(_))), "{out:?}");
-        let lines = hop.await.unwrap();
-        assert_eq!(lines[lines.len() - 2..], ["RSET", "QUIT"]);
-        assert!(!lines.iter().any(|l| l == "DATA"), "{lines:?}");
-    }
-
-    #[tokio::test]
-    async fn lmtp_reads_one_reply_per_accepted_recipient_after_the_data() {
-        let (addr, hop) = next_hop(|line| match line {
-            "LHLO me.test" => "250-hop\r\n250 PIPELINING\r\n",
-            "DATA" => "354 go\r\n",
-            "." => "250 2.0.0 one\r\n452 4.2.2 full\r\n",
-            "QUIT" => "221 bye\r\n",
-            _ => "250 ok\r\n",
-        })
-        .await;
-        let out = deliver_to(&addr, Protocol::Lmtp).await.unwrap();
-        assert_eq!(
-            out,
-            [
-                RecipientOutcome::Delivered(Reply::new(250, "2.0.0", "one")),
-                RecipientOutcome::Transient(Reply::new(452, "4.2.2", "full")),
-            ]
-        );
-        assert_eq!(hop.await.unwrap()[..2], ["LHLO me.test", "MAIL FROM:<a@example.test>"]);
-    }
-
-    #[tokio::test]
-    async fn a_421_to_data_fails_the_whole_attempt_with_that_reply() {
-        let (addr, hop) = next_hop(|line| match line {
-            "EHLO me.test" => "250-hop\r\n250 PIPELINING\r\n",
-            "DATA" => "421 4.3.2 closing\r\n",
-            "QUIT" => "221 bye\r\n",
-            _ => "250 ok\r\n",
-        })
-        .await;
-        let error = deliver_to(&addr, Protocol::Smtp).await.unwrap_err();
-        assert_eq!(sluice_transport::reply_line(&error.reply()), "421 4.3.2 closing");
-        hop.await.unwrap();
-    }
+    Ok(body)
 }
+
+/// Standard base64 (RFC 4648 4) with padding, for AUTH.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for group in bytes.chunks(3) {
+        let n = group.iter().enumerate().fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= group.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

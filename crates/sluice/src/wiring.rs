@@ -107,9 +107,14 @@ pub fn thresholds(config: &Config) -> Thresholds {
 }
 
 /// The delivery agent that the transport's delivery queues use: SMTP (MX routing and smart hosts), LMTP and
-/// Maildir, resolving names through `[dns] servers` (or the system's resolver configuration).
+/// Maildir, resolving names through `[dns] servers` (or the system's resolver configuration), with the
+/// system's trusted certificate authorities (or `SSL_CERT_FILE`) for send connectors with `tls = "required"`.
 pub fn delivery_agent(config: &Config) -> sluice_delivery::Agent {
-    sluice_delivery::Agent::new(config.server.hostname.as_str(), &dns_settings(config))
+    sluice_delivery::Agent::new(
+        config.server.hostname.as_str(),
+        &dns_settings(config),
+        sluice_delivery::ClientTls::native(),
+    )
 }
 
 /// `[dns]` as delivery takes it.

@@ -77,9 +77,10 @@ pub fn reply_line(reply: &Reply) -> String {
     }
 }
 
-/// Why a delivery attempt failed as a whole: the connection could not be had or was lost, the next hop ended
-/// the session, the body could not be read, or sluice is shutting down. Every one is a transient failure
-/// for the queue; [`DeliveryError::reply`] is what is recorded of it.
+/// Why a delivery attempt failed as a whole: the connection could not be had or was lost, the TLS or AUTH
+/// that the send connector asks for could not be had, the next hop ended the session, the body could not be
+/// read, or sluice is shutting down. Every one but [`DeliveryError::NoRoute`] is a transient failure for the
+/// queue; [`DeliveryError::reply`] is what is recorded of it.
 ///
 /// The message of each is the text of that reply.
 #[derive(Debug, thiserror::Error)]
@@ -184,6 +185,27 @@ pub enum DeliveryError {
         /// The next hop, as configured.
         peer: String,
     },
+    /// TLS that the connector's `tls` asks for could not be had: STARTTLS not offered (`required`), refused,
+    /// or its handshake failed (for `required`, also a certificate that is not trusted for the host's name).
+    #[error("no TLS with {peer}: {failure}")]
+    Tls {
+        /// The next hop, as configured.
+        peer: String,
+        /// Why.
+        failure: TlsFailure,
+    },
+    /// The connector has credentials but the session is not encrypted: they are not sent in plain text.
+    #[error("credentials not sent to {peer}: the session is not encrypted")]
+    AuthWithoutTls {
+        /// The next hop, as configured.
+        peer: String,
+    },
+    /// The connector has credentials but the next hop offers neither AUTH PLAIN nor AUTH LOGIN.
+    #[error("{peer} offers neither AUTH PLAIN nor AUTH LOGIN; the connector has credentials")]
+    AuthNotOffered {
+        /// The next hop, as configured.
+        peer: String,
+    },
     /// The next hop is closing the session (`421`) in the middle of a transaction: its reply.
     #[error("{}", .0.text)]
     Closing(Reply),
@@ -218,6 +240,30 @@ pub enum Handoff {
     PassedOn,
 }
 
+/// Why TLS with a next hop could not be had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsFailure {
+    /// Its EHLO reply does not offer STARTTLS.
+    NotOffered,
+    /// It answered STARTTLS with this reply instead of `220`.
+    Refused(Reply),
+    /// The handshake failed (or timed out): why, in rustls' words.
+    Handshake(String),
+    /// Its certificate is not trusted for the host's name: why, in rustls' words.
+    Certificate(String),
+}
+
+impl std::fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TlsFailure::NotOffered => f.write_str("STARTTLS not offered"),
+            TlsFailure::Refused(reply) => write!(f, "STARTTLS refused: {}", reply_line(reply)),
+            TlsFailure::Handshake(why) => write!(f, "handshake failed: {why}"),
+            TlsFailure::Certificate(why) => write!(f, "certificate not accepted: {why}"),
+        }
+    }
+}
+
 /// Where in the opening of a session the next hop refused it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Opening {
@@ -225,6 +271,8 @@ pub enum Opening {
     Greeting,
     /// Its answer to EHLO (LHLO, or HELO after a refused EHLO).
     Hello,
+    /// Its answer to AUTH: the credentials were refused.
+    Auth,
 }
 
 impl Opening {
@@ -233,6 +281,7 @@ impl Opening {
         match self {
             Opening::Greeting => "greeting from",
             Opening::Hello => "EHLO to",
+            Opening::Auth => "AUTH to",
         }
     }
 }
@@ -240,7 +289,9 @@ impl Opening {
 impl DeliveryError {
     /// The reply recorded for the failure (its one-line form, [`reply_line`], is the copy's `last_error` and
     /// the tracking log's reply): the next hop's own code for a refusal or a `421`, else `451` with the
-    /// enhanced code of the cause (RFC 3463: 4.4.x routing and network, 4.5.0 protocol, 4.3.x system).
+    /// enhanced code of the cause (RFC 3463: 4.4.x routing and network, 4.5.0 protocol, 4.3.x system,
+    /// 4.7.5 no TLS where the policy asks for it, 4.7.11 credentials not sent without encryption (RFC 4954's
+    /// "encryption required for requested authentication mechanism"), 4.7.0 no AUTH mechanism to use).
     pub fn reply(&self) -> Reply {
         let (subject, detail) = match self {
             DeliveryError::Refused { reply, .. }
@@ -260,6 +311,9 @@ impl DeliveryError {
             DeliveryError::BadReply { .. } | DeliveryError::ReplyTooLong { .. } => (5, 0),
             DeliveryError::Body(_) | DeliveryError::MaildirTask(_) => (3, 0),
             DeliveryError::Shutdown => (3, 2),
+            DeliveryError::Tls { .. } => (7, 5),
+            DeliveryError::AuthWithoutTls { .. } => (7, 11),
+            DeliveryError::AuthNotOffered { .. } => (7, 0),
         };
         Reply::with_enhanced(451, Some(EnhancedCode::new(4, subject, detail)), self.to_string())
     }
@@ -365,6 +419,38 @@ mod tests {
                 "451 4.3.0 cannot read the message body: g1 at offset 7: body checksum mismatch",
             ),
             (DeliveryError::Shutdown, "451 4.3.2 delivery interrupted by shutdown"),
+            (
+                DeliveryError::Tls { peer: peer(), failure: TlsFailure::NotOffered },
+                "451 4.7.5 no TLS with mx.test:25: STARTTLS not offered",
+            ),
+            (
+                DeliveryError::Tls { peer: peer(), failure: TlsFailure::Refused(parsed("454 4.7.0 not now\r\n")) },
+                "451 4.7.5 no TLS with mx.test:25: STARTTLS refused: 454 4.7.0 not now",
+            ),
+            (
+                DeliveryError::Tls { peer: peer(), failure: TlsFailure::Handshake("received fatal alert".into()) },
+                "451 4.7.5 no TLS with mx.test:25: handshake failed: received fatal alert",
+            ),
+            (
+                DeliveryError::Tls { peer: peer(), failure: TlsFailure::Certificate("UnknownIssuer".into()) },
+                "451 4.7.5 no TLS with mx.test:25: certificate not accepted: UnknownIssuer",
+            ),
+            (
+                DeliveryError::AuthWithoutTls { peer: peer() },
+                "451 4.7.11 credentials not sent to mx.test:25: the session is not encrypted",
+            ),
+            (
+                DeliveryError::AuthNotOffered { peer: peer() },
+                "451 4.7.0 mx.test:25 offers neither AUTH PLAIN nor AUTH LOGIN; the connector has credentials",
+            ),
+            (
+                DeliveryError::Refused {
+                    reply: parsed("535 5.7.8 bad credentials\r\n"),
+                    stage: Opening::Auth,
+                    peer: peer(),
+                },
+                "535 5.7.8 bad credentials (AUTH to mx.test:25)",
+            ),
         ];
         for (error, want) in cases {
             assert_eq!(reply_line(&error.reply()), want);

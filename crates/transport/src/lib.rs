@@ -35,7 +35,7 @@ use tokio_util::task::TaskTracker;
 
 pub use agent::{
     BoxFuture, DeliveryAgent, DeliveryConnection, DeliveryError, Handoff, Opening, Outbound, RecipientOutcome,
-    reply_line,
+    TlsFailure, reply_line,
 };
 pub use alerts::{AlertClass, Alerts, Severity};
 pub use load::Loaded;

@@ -245,6 +245,17 @@ fn send_connectors_need_a_name_and_address_spaces() {
 }
 
 #[test]
+fn send_connector_credentials_need_smart_hosts_and_tls() {
+    let connector =
+        "[[send_connectors]]\nname = \"x\"\naddress_spaces = [\"*\"]\nauth = { user = \"u\", password = \"p\" }\n";
+    assert_invalid(connector, "send_connectors[0].auth", "smart hosts");
+    let smart = format!("{connector}smart_hosts = [\"relay.test\"]\n");
+    assert_invalid(&format!("{smart}tls = \"off\"\n"), "send_connectors[0].auth", "only over TLS");
+    config(&smart);
+    config(&format!("{smart}tls = \"required\"\n"));
+}
+
+#[test]
 fn receive_connector_tls_and_auth_must_fit_together() {
     assert_invalid("[[receive_connectors]]\ntls_mode = \"implicit\"\n", "receive_connectors[0].tls_mode", "implicit");
     assert_invalid("[[receive_connectors]]\nauth = \"required\"\n", "receive_connectors[0].auth", "users");

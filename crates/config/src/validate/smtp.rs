@@ -184,6 +184,16 @@ fn send_connector(table: &Table, raw: RawSendConnector) -> Result<SendConnector,
     if auth.as_ref().is_some_and(|auth| auth.user.is_empty()) {
         return Err(table.err("auth.user", "the user name is empty"));
     }
+    let tls = table.keyword("tls", raw.tls, SendTls::Opportunistic)?;
+    if auth.is_some() && smart_hosts.is_empty() {
+        return Err(table.err("auth", "credentials are for smart hosts: set smart_hosts, or remove auth"));
+    }
+    // Credentials go only over TLS: with it off, every attempt would fail.
+    if auth.is_some() && tls == SendTls::Off {
+        return Err(
+            table.err("auth", "credentials are sent only over TLS: set tls to \"required\" or \"opportunistic\"")
+        );
+    }
     let guid = match raw.guid {
         Some(guid) => normalise_guid(&guid).map_err(|why| table.err("guid", why))?,
         None => derive_guid(GuidKind::SendConnector, &name),
@@ -196,7 +206,7 @@ fn send_connector(table: &Table, raw: RawSendConnector) -> Result<SendConnector,
             Some(0) => return Err(table.err("port", "0 is not a port")),
             port => port.unwrap_or(SMTP_PORT),
         },
-        tls: table.keyword("tls", raw.tls, SendTls::Opportunistic)?,
+        tls,
         auth,
         max_messages_per_connection: table.at_least_one(
             "max_messages_per_connection",

@@ -67,7 +67,7 @@ fn dns(server: &TestDns) -> Dns {
 }
 
 fn agent(server: &TestDns) -> Agent {
-    Agent::new("me.test", &DnsSettings { servers: vec![server.addr()] })
+    Agent::new("me.test", &DnsSettings { servers: vec![server.addr()] }, crate::ClientTls::with_roots([]))
 }
 
 fn to_domain(domain: &str, port: u16) -> Target {

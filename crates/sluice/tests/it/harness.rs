@@ -24,13 +24,22 @@ pub struct Server {
     pub admin: u16,
     pub child: Option<Child>,
     pub extra: String,
+    /// Environment variables the process gets besides the test's own.
+    pub env: Vec<(String, String)>,
 }
 
 impl Server {
     /// Starts `sluice serve` with `extra` appended to a config that sets the data directory and ports.
     pub fn start(extra: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Server { dir, smtp: free_port(), admin: free_port(), child: None, extra: extra.to_owned() };
+        let mut s = Server {
+            dir,
+            smtp: free_port(),
+            admin: free_port(),
+            child: None,
+            extra: extra.to_owned(),
+            env: Vec::new(),
+        };
         s.write_config();
         s.spawn();
         s
@@ -41,7 +50,24 @@ impl Server {
     pub fn start_with_data(extra: &str, data: &Path) -> Server {
         let dir = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(data, dir.path().join("data")).unwrap();
-        let mut s = Server { dir, smtp: free_port(), admin: free_port(), child: None, extra: extra.to_owned() };
+        let mut s = Server {
+            dir,
+            smtp: free_port(),
+            admin: free_port(),
+            child: None,
+            extra: extra.to_owned(),
+            env: Vec::new(),
+        };
+        s.write_config();
+        s.spawn();
+        s
+    }
+
+    /// Like `start`, with `env` in the process's environment.
+    pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let mut s = Server { dir, smtp: free_port(), admin: free_port(), child: None, extra: extra.to_owned(), env };
         s.write_config();
         s.spawn();
         s
@@ -77,6 +103,7 @@ impl Server {
             .args(["serve", "--config"])
             .arg(self.config_path())
             .env_remove("SLUICE_CONFIG")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -9,5 +9,6 @@ mod diskfull;
 mod dns;
 mod hardening;
 mod relay;
+mod send_tls;
 mod smtp;
 mod tls;
