@@ -70,6 +70,9 @@ pub(crate) struct Inner {
     clock: timers::WallClock,
     /// The cap on delivery connections across all queues (`max_outbound_connections`).
     connections: worker::ConnectionSlots,
+    /// Messages expired and delay notices sent since start.
+    expired: std::sync::atomic::AtomicU64,
+    delay_notices: std::sync::atomic::AtomicU64,
 }
 
 impl Inner {
@@ -147,6 +150,8 @@ impl Transport {
             tasks: TaskTracker::new(),
             clock: timers::WallClock::start(),
             connections,
+            expired: Default::default(),
+            delay_notices: Default::default(),
         });
         let t = Transport { inner };
         let inner = t.inner.clone();
@@ -164,6 +169,17 @@ impl Transport {
         t.inner.tasks.spawn(pressure::watch(inner));
         t.inner.categorizer_wake.notify_one();
         t
+    }
+
+    /// Messages (or copies of one, when they expired at different times) that expired since start, each
+    /// with its failure notice.
+    pub fn expired_since_start(&self) -> u64 {
+        self.inner.expired.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Delay notices sent since start.
+    pub fn delay_notices_since_start(&self) -> u64 {
+        self.inner.delay_notices.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A new MID, for the `Received:` header written before the message is stored.

@@ -131,6 +131,7 @@ pub(crate) async fn expire(inner: &Arc<Inner>, e: Expired, limits: &Limits) -> V
         records.push(Record::CopyDone { mid: e.mid, queue: *qid });
     }
     tracing::warn!(mid = e.mid, recipients = statuses.len(), "message expired");
+    inner.expired.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     dsn::notify(inner, e.mid, &e.envelope, e.body, statuses).await;
     records
 }
@@ -158,6 +159,7 @@ async fn delay_notice(inner: &Arc<Inner>, d: Delayed, limits: &Limits) -> Record
         })
         .collect::<Vec<_>>();
     tracing::info!(mid = d.mid, recipients = statuses.len(), "delay notice due");
+    inner.delay_notices.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     dsn::notify(inner, d.mid, &d.envelope, d.body, statuses).await;
     Record::DelayNotified { mid: d.mid }
 }

@@ -31,6 +31,10 @@ pub enum Answer {
     DeferFirst(&'static str),
     /// Every recipient is delivered.
     Accept,
+    /// The next hop takes this long (on the paused clock), then every recipient is delivered.
+    AcceptAfter(Duration),
+    /// The next hop takes this long, then every recipient gets this transient reply.
+    DeferAfter(Duration, &'static str),
 }
 
 /// One attempt the fake next hop saw, on the paused clock.
@@ -55,6 +59,8 @@ pub struct FakeAgent {
 struct Shared {
     script: Mutex<VecDeque<Answer>>,
     attempts: Mutex<Vec<Attempt>>,
+    /// Connections open now, and the most ever open at once.
+    open: Mutex<(usize, usize)>,
 }
 
 impl FakeAgent {
@@ -66,6 +72,11 @@ impl FakeAgent {
 
     pub fn attempts(&self) -> Vec<Attempt> {
         self.shared.attempts.lock().unwrap().clone()
+    }
+
+    /// The most connections that were open at once.
+    pub fn most_open(&self) -> usize {
+        self.shared.open.lock().unwrap().1
     }
 
     fn record(&self, attempt: Attempt) {
@@ -91,10 +102,10 @@ fn connect_error(line: &str) -> DeliveryError {
 /// The outcome for the `i`-th recipient of an attempt.
 fn outcome(answer: &Answer, i: usize) -> RecipientOutcome {
     match answer {
-        Answer::Defer(line) => RecipientOutcome::Transient(reply(line)),
+        Answer::Defer(line) | Answer::DeferAfter(_, line) => RecipientOutcome::Transient(reply(line)),
         Answer::DeferFirst(line) if i == 0 => RecipientOutcome::Transient(reply(line)),
         Answer::Reject(line) => RecipientOutcome::Permanent(reply(line)),
-        Answer::DeferFirst(_) | Answer::Accept | Answer::RefuseConnection(_) => {
+        Answer::DeferFirst(_) | Answer::Accept | Answer::AcceptAfter(_) | Answer::RefuseConnection(_) => {
             RecipientOutcome::Delivered(reply("250 2.0.0 Ok"))
         }
     }
@@ -117,6 +128,10 @@ impl DeliveryAgent for FakeAgent {
                 });
                 return Err(connect_error(reply));
             }
+            drop(script);
+            let mut open = self.shared.open.lock().unwrap();
+            open.0 += 1;
+            open.1 = open.1.max(open.0);
             Ok(Box::new(FakeConnection { agent: self.clone(), target: target.clone() }) as Box<dyn DeliveryConnection>)
         })
     }
@@ -127,19 +142,23 @@ struct FakeConnection {
     target: Target,
 }
 
+impl Drop for FakeConnection {
+    fn drop(&mut self) {
+        self.agent.shared.open.lock().unwrap().0 -= 1;
+    }
+}
+
 impl DeliveryConnection for FakeConnection {
     fn deliver<'a>(&'a mut self, msg: &'a Outbound) -> BoxFuture<'a, Result<Vec<RecipientOutcome>, DeliveryError>> {
         Box::pin(async move {
             let answer = self.agent.shared.script.lock().unwrap().pop_front().unwrap_or(Answer::Accept);
             let recipients: Vec<String> = msg.recipients().map(|r| r.address.to_owned()).collect();
+            let at = Instant::now();
+            if let Answer::AcceptAfter(d) | Answer::DeferAfter(d, _) = &answer {
+                tokio::time::sleep(*d).await;
+            }
             let outcomes = (0..recipients.len()).map(|i| outcome(&answer, i)).collect();
-            self.agent.record(Attempt {
-                at: Instant::now(),
-                target: self.target.clone(),
-                mid: Some(msg.mid),
-                recipients,
-                answer,
-            });
+            self.agent.record(Attempt { at, target: self.target.clone(), mid: Some(msg.mid), recipients, answer });
             Ok(outcomes)
         })
     }
@@ -179,7 +198,7 @@ pub async fn start(dir: &Path, routing: Routing, agent: &FakeAgent) -> Transport
         loaded,
         routing,
         agent: Arc::new(agent.clone()),
-        tracking: Tracking::disabled(),
+        tracking: Tracking::start(dir.join("tracking")).unwrap(),
         server_name: SERVER.to_owned(),
         alerts,
     })
@@ -246,4 +265,46 @@ pub fn queue(transport: &Transport, name: &str) -> sluice_api_types::Queue {
 /// The name of the `n`-th delivery queue made (from 0).
 pub fn delivery_queue(n: u32) -> String {
     (sluice_queue_db::FIRST_DELIVERY_QUEUE + n).to_string()
+}
+
+/// The tracking log's events so far (written by its thread within 200 ms, in real time).
+pub fn tracking_events(dir: &Path) -> Vec<serde_json::Value> {
+    let Ok(entries) = std::fs::read_dir(dir.join("tracking")) else { return Vec::new() };
+    let mut events = Vec::new();
+    for entry in entries.flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        events.extend(text.lines().filter_map(|l| serde_json::from_str(l).ok()));
+    }
+    events
+}
+
+/// Waits (in real time, the paused clock still) until the tracking log holds an event `event_id` for `mid`;
+/// returns it.
+pub async fn tracked(dir: &Path, event_id: &str, mid: Mid) -> serde_json::Value {
+    let found = || tracking_events(dir).into_iter().find(|e| e["event_id"] == event_id && e["mid"] == mid);
+    until(&format!("the tracking log has {event_id} for {mid}"), || found().is_some()).await;
+    found().unwrap()
+}
+
+/// A routing table with one connector per domain: `(guid, address space, smart host)`.
+pub fn connectors(list: &[(&str, &str, &str)]) -> Routing {
+    Routing {
+        send_connectors: list
+            .iter()
+            .map(|(guid, space, host)| SendConnector {
+                name: format!("Connector {guid}"),
+                guid: (*guid).to_owned(),
+                address_spaces: vec![(*space).to_owned()],
+                smart_hosts: vec![(*host).to_owned()],
+                port: 25,
+                session: SendSession::default(),
+            })
+            .collect(),
+        ..Routing::default()
+    }
+}
+
+/// A wall-clock time of the API (RFC 3339) in ms.
+pub fn ms(time: &Option<String>) -> i64 {
+    sluice_queue_db::time::parse_rfc3339(time.as_deref().expect("a time")).expect("an RFC 3339 time")
 }

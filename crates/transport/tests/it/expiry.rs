@@ -1,0 +1,105 @@
+//! Expiry: a message still queued `message_expiration_timeout` after it was received fails for its
+//! remaining recipients with `550 4.4.7`, one FAIL event, and its copies are removed durably; a copy being
+//! delivered then expires when its attempt ends without success.
+
+use std::time::Duration;
+
+use sluice_transport::{Limits, Routing};
+
+use crate::harness::{Answer, FakeAgent, delivery_queue, ms, pass, smart_host, start, still, submit, tracked, until};
+
+const EXPIRY: Duration = Duration::from_secs(30 * 60);
+
+fn limits() -> Limits {
+    Limits { message_expiration_timeout: EXPIRY, ..Limits::default() }
+}
+
+fn relay() -> Routing {
+    Routing { limits: limits(), ..smart_host("g-relay", "relay.example:25") }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_its_next_hop_never_takes_expires_with_one_failure_and_stays_gone_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = FakeAgent::answering((0..100).map(|_| Answer::RefuseConnection("421 4.4.1 connection refused")));
+    let transport = start(dir.path(), relay(), &agent).await;
+    let mid = submit(&transport, &["bob@remote.example", "carol@remote.example"]).await;
+    until("the queue waits for its retry", || transport.queue(&delivery_queue(0)).is_ok_and(|q| q.status == "Retry"))
+        .await;
+    let listed = transport.messages(None, false).unwrap();
+    let received = ms(&Some(listed[0].date_received.clone()));
+    assert_eq!(ms(&Some(listed[0].expiration_time.clone())) - received, EXPIRY.as_millis() as i64);
+
+    pass(EXPIRY - Duration::from_secs(5)).await;
+    assert_eq!(transport.messages(None, false).unwrap().len(), 1, "expired early");
+    assert_eq!(transport.expired_since_start(), 0);
+    pass(Duration::from_secs(10)).await;
+    until("the message expired", || transport.messages(None, false).unwrap().is_empty()).await;
+    assert_eq!(transport.expired_since_start(), 1);
+    let fail = tracked(dir.path(), "FAIL", mid).await;
+    let reply = fail["reply"].as_str().unwrap();
+    assert!(reply.starts_with("550 4.4.7 Message expired"), "{reply}");
+    assert_eq!(fail["recipients"], serde_json::json!(["bob@remote.example", "carol@remote.example"]));
+    assert_eq!(transport.queue(&delivery_queue(0)).map_or(0, |q| q.message_count), 0);
+    let attempts = agent.attempts().len();
+    still(transport.shutdown()).await;
+
+    let transport = start(dir.path(), relay(), &agent).await;
+    assert!(transport.messages(None, false).unwrap().is_empty(), "the expiry is durable");
+    pass(Duration::from_secs(3600)).await;
+    assert_eq!(agent.attempts().len(), attempts, "an expired message is not tried again");
+    still(transport.shutdown()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_copy_waiting_for_its_retry_expires_on_time() {
+    let dir = tempfile::tempdir().unwrap();
+    // The copy would wait 15 minutes (`message_retry_interval`); it expires after 10.
+    let limits = Limits { message_expiration_timeout: Duration::from_secs(600), ..Limits::default() };
+    let agent = FakeAgent::answering([Answer::Defer("451 4.2.2 mailbox full")]);
+    let transport = start(dir.path(), Routing { limits, ..smart_host("g-relay", "relay.example:25") }, &agent).await;
+    let mid = submit(&transport, &["bob@remote.example"]).await;
+    until("the copy waits", || transport.messages(None, false).unwrap().iter().any(|m| m.status == "Retry")).await;
+    pass(Duration::from_secs(600 + 2)).await;
+    until("the message expired", || transport.messages(None, false).unwrap().is_empty()).await;
+    assert!(tracked(dir.path(), "FAIL", mid).await["reply"].as_str().unwrap().starts_with("550 4.4.7"));
+    assert_eq!(agent.attempts().len(), 1);
+    still(transport.shutdown()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_copy_being_delivered_expires_when_its_attempt_ends_without_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits { message_expiration_timeout: Duration::from_secs(600), ..Limits::default() };
+    // The next hop takes 15 minutes, then defers.
+    let agent = FakeAgent::answering([Answer::DeferAfter(Duration::from_secs(900), "451 4.3.0 busy")]);
+    let transport = start(dir.path(), Routing { limits, ..smart_host("g-relay", "relay.example:25") }, &agent).await;
+    let mid = submit(&transport, &["bob@remote.example"]).await;
+    pass(Duration::from_secs(660)).await;
+    let listed = transport.messages(None, false).unwrap();
+    assert_eq!(listed.len(), 1, "a copy being delivered stays while its attempt goes on");
+    assert_eq!(listed[0].status, "Active");
+    assert_eq!(transport.queue(&delivery_queue(0)).unwrap().status, "Active");
+    pass(Duration::from_secs(300)).await;
+    until("the message expired", || transport.messages(None, false).unwrap().is_empty()).await;
+    assert!(tracked(dir.path(), "FAIL", mid).await["reply"].as_str().unwrap().starts_with("550 4.4.7"));
+    assert_eq!((agent.attempts().len(), transport.expired_since_start()), (1, 1));
+    still(transport.shutdown()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_message_expires_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = FakeAgent::default();
+    let transport = start(dir.path(), Routing { limits: limits(), ..Routing::default() }, &agent).await;
+    let mid = submit(&transport, &["carol@nowhere.example"]).await;
+    until("the message is in Unreachable", || transport.queue("Unreachable").unwrap().message_count == 1).await;
+    let unreachable = transport.queue("Unreachable").unwrap();
+    assert_eq!(unreachable.status, "Ready", "Unreachable delivers nothing: never Active");
+    pass(EXPIRY + Duration::from_secs(2)).await;
+    until("the message expired", || transport.messages(None, false).unwrap().is_empty()).await;
+    let fail = tracked(dir.path(), "FAIL", mid).await;
+    assert_eq!(fail["queue"], "test\\Unreachable");
+    assert_eq!(transport.queue("Unreachable").unwrap().message_count, 0);
+    still(transport.shutdown()).await;
+}
