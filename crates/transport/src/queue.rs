@@ -1063,6 +1063,65 @@ mod tests {
         assert!(monotonic_deadline(now - 3_600_000) <= Instant::now());
     }
 
+    fn message(received_at_ms: i64, queue: QueueId) -> Message {
+        let envelope = Envelope::from(sluice_queue_db::EnvelopeParts {
+            from: "a@b.test".into(),
+            recipients: vec![sluice_queue_db::Recipient { address: "c@d.test".into(), notify: None, orcpt: None }],
+            received_at_ms,
+            ..sluice_queue_db::EnvelopeParts::default()
+        });
+        Message {
+            envelope: Arc::new(envelope),
+            body: BodyRef { generation: 1, offset: 0, len: 1, crc: 0 },
+            copies: smallvec::smallvec![Copy {
+                queue,
+                recipients: smallvec::smallvec![0],
+                status: MessageStatus::Ready,
+                retry_count: 0,
+                next_retry_ms: 0,
+                last_error: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn the_delay_scan_reaches_each_message_once_also_across_a_compaction() {
+        let mut qs = Queues::new();
+        for mid in 1..=3000u64 {
+            qs.insert_message(mid, message(mid as i64, UNREACHABLE));
+            qs.place(mid, UNREACHABLE, None);
+        }
+        qs.set_delay_notified([7]);
+        let due: Vec<Mid> = qs.take_delayed(1000, Duration::ZERO).iter().map(|d| d.mid).collect();
+        assert_eq!(due.len(), 999, "1..=1000 but 7, notified before a restart");
+        assert!(!due.contains(&7));
+        // Most messages finish; their entries are dropped in bulk, and the scan goes on where it was.
+        for mid in (1..=3000u64).filter(|m| m % 10 != 0) {
+            qs.remove_copy(mid, UNREACHABLE);
+        }
+        qs.compact_arrivals();
+        assert_eq!(qs.arrivals.len(), 300);
+        assert_eq!(qs.delay_cursor, 100);
+        let due: Vec<Mid> = qs.take_delayed(2000, Duration::ZERO).iter().map(|d| d.mid).collect();
+        assert_eq!(due, (1010..=2000).step_by(10).collect::<Vec<_>>());
+        // Expiry pops the front, the delay scan's cursor moving with it.
+        let expired: Vec<Mid> = qs.take_expired(1500, Duration::ZERO).iter().map(|e| e.mid).collect();
+        assert_eq!(expired, (10..=1500).step_by(10).collect::<Vec<_>>());
+        assert_eq!(qs.delay_cursor, 50);
+        assert_eq!(qs.message_count(), 150);
+    }
+
+    #[test]
+    fn poison_copies_are_counted_and_never_expire() {
+        let mut qs = Queues::new();
+        qs.insert_message(1, message(0, POISON));
+        qs.place(1, POISON, None);
+        assert_eq!(qs.poison_len(), 1);
+        assert!(qs.take_expired(i64::MAX, Duration::ZERO).is_empty());
+        assert!(qs.take_delayed(i64::MAX, Duration::ZERO).is_empty(), "no delay notice for a Poison copy");
+        assert_eq!(qs.message_count(), 1);
+    }
+
     /// A million queued messages cost a million of these (B4 in docs/benchmarks.md): 96 bytes is a mimalloc size
     /// class, and one byte more moves every message to the next.
     #[test]

@@ -101,3 +101,24 @@ async fn a_queue_in_retry_that_delivered_nothing_for_long_has_its_messages_categ
     assert_eq!(agent.attempts().len(), before, "a resubmission does not cut the queue's Retry short");
     still(transport.shutdown()).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_routes_only_the_recipients_that_came_back_to_submission() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = FakeAgent::default();
+    let only_a = crate::harness::connectors(&[("g-a", "a.example", "mx.a.example:25")]);
+    let transport = start(dir.path(), only_a, &agent).await;
+    let mid = submit(&transport, &["bob@a.example", "carol@b.example"]).await;
+    until("carol waits in Unreachable", || transport.queue("Unreachable").unwrap().message_count == 1).await;
+    until("bob is delivered", || agent.attempts().len() == 1).await;
+
+    let both =
+        crate::harness::connectors(&[("g-a", "a.example", "mx.a.example:25"), ("g-b", "b.example", "mx.b.example:25")]);
+    still(transport.set_routing(both)).await;
+    until("the message is delivered", || transport.messages(None, false).unwrap().is_empty()).await;
+    pass(Duration::from_secs(10)).await;
+    let attempts = agent.attempts();
+    assert_eq!(attempts.len(), 2, "bob is not delivered twice: {attempts:?}");
+    assert_eq!((attempts[1].mid, attempts[1].recipients.clone()), (Some(mid), vec!["carol@b.example".to_owned()]));
+    still(transport.shutdown()).await;
+}
