@@ -192,15 +192,18 @@ impl DeliveryQueue {
         self.message_count == 0 && self.pending == 0 && self.workers == 0 && self.active == 0 && self.connecting == 0
     }
 
+    /// Suspended; Retry while it waits for its next attempt; Active while a copy goes over an open
+    /// connection; Connecting while its workers only connect (each holds the copy it took, counted active,
+    /// while it connects or waits for a connection slot); else Ready.
     pub(crate) fn status(&self) -> QueueStatus {
         if self.suspended {
             QueueStatus::Suspended
         } else if self.next_retry_ms.is_some() {
             QueueStatus::Retry
-        } else if self.connecting > 0 && self.active == 0 {
-            QueueStatus::Connecting
-        } else if self.active > 0 {
+        } else if self.active > self.connecting {
             QueueStatus::Active
+        } else if self.connecting > 0 {
+            QueueStatus::Connecting
         } else {
             QueueStatus::Ready
         }

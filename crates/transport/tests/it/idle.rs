@@ -97,3 +97,29 @@ async fn max_outbound_connections_caps_the_connections_of_all_queues_together() 
     assert_eq!(most_connections_at_once(2).await, 2);
     assert_eq!(most_connections_at_once(1000).await, 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_queue_waiting_for_a_connection_slot_is_connecting_while_another_delivers() {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = || Answer::AcceptAfter(Duration::from_secs(60));
+    let agent = FakeAgent::answering([slow(), slow()]);
+    let routing = Routing {
+        limits: Limits { max_outbound_connections: 1, ..Limits::default() },
+        ..connectors(&[("g-a", "a.example", "mx.a.example:25"), ("g-b", "b.example", "mx.b.example:25")])
+    };
+    let transport = start(dir.path(), routing, &agent).await;
+    for to in ["x@a.example", "x@b.example"] {
+        submit(&transport, &[to]).await;
+    }
+    let statuses = || {
+        let mut s: Vec<String> =
+            (0..2).filter_map(|n| transport.queue(&delivery_queue(n)).ok()).map(|q| q.status).collect();
+        s.sort();
+        s
+    };
+    until("one queue delivers while the other waits", || statuses() == ["Active", "Connecting"]).await;
+    pass(Duration::from_secs(200)).await;
+    until("both are delivered", || transport.messages(None, false).unwrap().is_empty()).await;
+    assert_eq!(statuses(), ["Ready", "Ready"]);
+    still(transport.shutdown()).await;
+}
