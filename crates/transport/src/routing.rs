@@ -137,7 +137,7 @@ pub struct Limits {
     pub message_retry_interval: Duration,
     /// A message still queued this long after it was received expires: its recipients fail (`4.4.7`).
     pub message_expiration_timeout: Duration,
-    /// A message still queued this long after it was received gets its one delay notice.
+    /// A message still queued this long after it was received gets its one delay notice; zero sends none.
     pub delay_notification_timeout: Duration,
     /// An empty delivery queue (no copies, no workers), not suspended, is deleted after this long.
     pub queue_max_idle_time: Duration,

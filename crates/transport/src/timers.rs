@@ -74,7 +74,10 @@ async fn round(inner: &Arc<Inner>) {
         let mut qs = inner.lock();
         // Expiry first: an expired message gets its failure notice, not a delay notice as well.
         let expired = qs.take_expired(now_ms, limits.message_expiration_timeout);
-        let delayed = qs.take_delayed(now_ms, limits.delay_notification_timeout);
+        // A zero `delay_notification_timeout` sends no delay notices (it would send one for every message
+        // not delivered within a second).
+        let delay = limits.delay_notification_timeout;
+        let delayed = if delay.is_zero() { Vec::new() } else { qs.take_delayed(now_ms, delay) };
         qs.compact_arrivals();
         (expired, delayed)
     };

@@ -59,3 +59,17 @@ async fn a_message_delivered_in_time_gets_no_delay_notice_and_each_delayed_messa
     assert_eq!(transport.delay_notices_since_start(), 2);
     still(transport.shutdown()).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_zero_delay_notification_timeout_sends_no_delay_notice() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = FakeAgent::answering((0..100).map(|_| Answer::RefuseConnection("421 4.4.1 connection refused")));
+    let mut routing = relay();
+    routing.limits.delay_notification_timeout = Duration::ZERO;
+    let transport = start(dir.path(), routing, &agent).await;
+    submit(&transport, &["bob@remote.example"]).await;
+    pass(2 * DELAY).await;
+    assert_eq!(transport.messages(None, false).unwrap().len(), 1);
+    assert_eq!(transport.delay_notices_since_start(), 0);
+    still(transport.shutdown()).await;
+}
