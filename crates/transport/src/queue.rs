@@ -1,6 +1,6 @@
 //! Queue identities and statuses, in the reference design's words, and the in-memory queues.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -133,7 +133,12 @@ pub(crate) struct DeliveryQueue {
     /// Copies waiting for a connection, oldest first.
     ready: VecDeque<Mid>,
     /// Copies waiting for their retry time, with the time on the monotonic clock.
-    retry: BTreeMap<Mid, Instant>,
+    /// Ordered by time, so that the timer looks only at what is due: `(deadline, mid, the copy's
+    /// next_retry_ms)`. An entry whose copy left (it expired or was moved) stays until its time and is then
+    /// dropped: it is live only while the copy is in Retry here with that same `next_retry_ms`.
+    retry: BTreeSet<(Instant, Mid, i64)>,
+    /// The copies here in Retry (live entries of `retry`).
+    retrying: usize,
     active: usize,
     workers: usize,
     connecting: usize,
@@ -167,7 +172,8 @@ impl DeliveryQueue {
             key,
             target,
             ready: VecDeque::new(),
-            retry: BTreeMap::new(),
+            retry: BTreeSet::new(),
+            retrying: 0,
             active: 0,
             workers: 0,
             connecting: 0,
@@ -225,7 +231,7 @@ impl DeliveryQueue {
     /// Copies waiting for their retry time, and the ready ones too while the queue is held. (The ready list
     /// may hold entries of copies that left it, which are skipped when taken: it is not counted.)
     pub(crate) fn deferred_count(&self) -> usize {
-        if self.held() { self.message_count.saturating_sub(self.active) } else { self.retry.len() }
+        if self.held() { self.message_count.saturating_sub(self.active) } else { self.retrying }
     }
 
     pub(crate) fn retry_count(&self) -> u32 {
@@ -401,7 +407,8 @@ impl Queues {
                 q.message_count += 1;
                 match retry_ms {
                     Some(ms) => {
-                        q.retry.insert(mid, monotonic_deadline(ms));
+                        q.retry.insert((monotonic_deadline(ms), mid, ms));
+                        q.retrying += 1;
                     }
                     None => q.ready.push_back(mid),
                 }
@@ -597,7 +604,8 @@ impl Queues {
         }
         if let Some(q) = self.delivery.get_mut(&qid) {
             q.active -= 1;
-            q.retry.insert(mid, monotonic_deadline(next_retry_ms));
+            q.retry.insert((monotonic_deadline(next_retry_ms), mid, next_retry_ms));
+            q.retrying += 1;
         }
     }
 
@@ -685,12 +693,17 @@ impl Queues {
                 q.next_retry_at = None;
                 due_queues.push(*qid);
             }
-            let due: Vec<Mid> = q.retry.iter().filter(|(_, t)| **t <= now).map(|(m, _)| *m).collect();
-            for mid in due {
-                q.retry.remove(&mid);
-                if let Some(c) = copy_in(&mut self.messages, mid, *qid) {
-                    c.status = MessageStatus::Ready;
+            while let Some(&(at, mid, wall)) = q.retry.first() {
+                if at > now {
+                    break;
                 }
+                q.retry.pop_first();
+                let Some(c) = copy_in(&mut self.messages, mid, *qid) else { continue };
+                if c.status != MessageStatus::Retry || c.next_retry_ms != wall {
+                    continue;
+                }
+                c.status = MessageStatus::Ready;
+                q.retrying -= 1;
                 q.ready.push_back(mid);
                 due_queues.push(*qid);
             }
@@ -774,7 +787,8 @@ impl Queues {
     fn waiting_to_submission(&mut self, qid: QueueId, moved: &mut Moved) {
         let Some(q) = self.delivery.get_mut(&qid) else { return };
         let mut mids: Vec<Mid> = q.ready.drain(..).collect();
-        mids.extend(std::mem::take(&mut q.retry).into_keys());
+        mids.extend(std::mem::take(&mut q.retry).into_iter().map(|(_, mid, _)| mid));
+        q.retrying = 0;
         mids.sort_unstable();
         mids.dedup();
         for mid in mids {
@@ -861,8 +875,12 @@ impl Queues {
             }
             SUBMISSION | POISON => {}
             qid => {
+                let retrying = copy_in(&mut self.messages, mid, qid).is_some_and(|c| c.status == MessageStatus::Retry);
                 if let Some(q) = self.delivery.get_mut(&qid) {
-                    q.retry.remove(&mid);
+                    // Its retry entry stays until its time, and is then dropped.
+                    if retrying {
+                        q.retrying -= 1;
+                    }
                     q.message_count = q.message_count.saturating_sub(1);
                 }
             }
@@ -1112,6 +1130,39 @@ mod tests {
         assert_eq!(expired, (10..=1500).step_by(10).collect::<Vec<_>>());
         assert_eq!(qs.delay_cursor, 50);
         assert_eq!(qs.message_count(), 150);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_entry_whose_copy_expired_is_dropped_when_due() {
+        let mut qs = Queues::new();
+        let key = NextHopSolutionKey {
+            delivery_type: DeliveryType::SmtpDeliveryToMailbox,
+            next_hop_domain: "store".into(),
+            next_hop_connector: "g-store".into(),
+        };
+        let (qid, _) = qs.queue_for(key, Target::Lmtp { address: "127.0.0.1:24".into() });
+        let now = sluice_queue_db::now_ms();
+        // Message 1 was received long ago, message 2 just now; both wait a minute for their retry.
+        for (mid, received) in [(1, 0), (2, now)] {
+            qs.insert_message(mid, message(received, qid));
+            qs.place(mid, qid, None);
+            let (job, _) = qs.take_ready(qid).unwrap();
+            assert_eq!(job.mid, mid);
+            qs.defer_copy(mid, qid, None, 1, now + 60_000, "451 4.3.0 later");
+        }
+        let q = qs.delivery_queue(qid).unwrap();
+        assert_eq!((q.deferred_count(), q.message_count()), (2, 2));
+        let expired = qs.take_expired(now - 1, Duration::ZERO);
+        assert_eq!(expired.iter().map(|e| e.mid).collect::<Vec<_>>(), [1]);
+        let q = qs.delivery_queue(qid).unwrap();
+        assert_eq!((q.deferred_count(), q.message_count()), (1, 1));
+        assert!(qs.release_due(Instant::now()).is_empty(), "nothing is due yet");
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert_eq!(qs.release_due(Instant::now()), [qid], "only the copy still there");
+        let (job, _) = qs.take_ready(qid).unwrap();
+        assert_eq!(job.mid, 2);
+        assert!(qs.take_ready(qid).is_none());
+        assert_eq!(qs.delivery_queue(qid).unwrap().deferred_count(), 0);
     }
 
     #[test]
