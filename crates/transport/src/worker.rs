@@ -470,3 +470,27 @@ pub(crate) fn expired_reply(timeout: std::time::Duration) -> Reply {
         format!("Message expired: not delivered within {}", crate::timers::human(timeout)),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lowering_the_connection_cap_takes_held_slots_out_as_they_are_given_back() {
+        let slots = ConnectionSlots::new(2);
+        let (a, b) = (slots.acquire().await, slots.acquire().await);
+        slots.resize(1);
+        assert_eq!(slots.semaphore.available_permits(), 0);
+        drop(a);
+        assert_eq!(slots.semaphore.available_permits(), 0, "the first slot given back is owed");
+        drop(b);
+        assert_eq!(slots.semaphore.available_permits(), 1);
+        slots.resize(3);
+        assert_eq!(slots.semaphore.available_permits(), 3);
+        let held = slots.acquire().await;
+        slots.resize(1);
+        slots.resize(2);
+        drop(held);
+        assert_eq!(slots.semaphore.available_permits(), 2, "the cap is the one set last");
+    }
+}
