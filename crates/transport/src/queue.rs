@@ -291,8 +291,8 @@ pub(crate) struct Queues {
     /// Recovered messages whose delay notice was sent before the restart (`Record::DelayNotified`); each is
     /// dropped when the delay scan reaches it.
     delay_notified: HashSet<Mid>,
-    /// Messages that expired while a copy of theirs was in Submission: their other copies expire when the
-    /// categorizer has placed them (looked at again every second).
+    /// Messages that expired while a copy of theirs was being delivered or in Submission: they expire when
+    /// no copy is (looked at again every second).
     expire_later: Vec<Mid>,
 }
 
@@ -829,9 +829,10 @@ impl Queues {
     // --- The timers: expiry, delay notices, idle queues ---
 
     /// Takes the copies of every message whose expiry time (`received_at + timeout`) is past at `now_ms`
-    /// out of their queues: copies in a delivery queue, waiting or ready, and in Unreachable. A copy being
-    /// delivered expires when its attempt ends without success (the worker sees to it); a Poison copy never
-    /// expires; a Submission copy expires once the categorizer has placed it (looked at again next time).
+    /// out of their queues, all at once so that the sender gets one notice: copies in a delivery queue,
+    /// waiting or ready, and in Unreachable; a Poison copy never expires. While a copy of the message is
+    /// being delivered, or in Submission, the message waits (looked at again every second): it expires when
+    /// that attempt ends without success (the copy then waits again), or once the categorizer placed it.
     pub(crate) fn take_expired(&mut self, now_ms: i64, timeout: Duration) -> Vec<Expired> {
         let mut due: Vec<Mid> = std::mem::take(&mut self.expire_later);
         while let Some(&(received, mid)) = self.arrivals.front() {
@@ -845,16 +846,13 @@ impl Queues {
         let mut out = Vec::new();
         for mid in due {
             let Some(m) = self.messages.get(&mid) else { continue };
-            let (envelope, body) = (m.envelope.clone(), m.body);
-            let expiring: Vec<(QueueId, Vec<u32>)> = m
-                .copies
-                .iter()
-                .filter(|c| c.queue != SUBMISSION && c.queue != POISON && c.status != MessageStatus::Active)
-                .map(|c| (c.queue, c.recipients.to_vec()))
-                .collect();
-            if m.copies.iter().any(|c| c.queue == SUBMISSION) {
+            if m.copies.iter().any(|c| c.queue == SUBMISSION || c.status == MessageStatus::Active) {
                 self.expire_later.push(mid);
+                continue;
             }
+            let (envelope, body) = (m.envelope.clone(), m.body);
+            let expiring: Vec<(QueueId, Vec<u32>)> =
+                m.copies.iter().filter(|c| c.queue != POISON).map(|c| (c.queue, c.recipients.to_vec())).collect();
             for (qid, _) in &expiring {
                 self.take_waiting(mid, *qid);
                 self.remove_copy(mid, *qid);

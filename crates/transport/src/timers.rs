@@ -113,7 +113,7 @@ async fn round(inner: &Arc<Inner>) {
 
 /// Tells the sender that the expired copies' recipients failed (one notice), logs a FAIL event per copy,
 /// and returns the CopyDone records that remove them durably. The copies are already out of their queues.
-pub(crate) async fn expire(inner: &Arc<Inner>, e: Expired, limits: &Limits) -> Vec<Record> {
+async fn expire(inner: &Arc<Inner>, e: Expired, limits: &Limits) -> Vec<Record> {
     let reply = crate::worker::expired_reply(limits.message_expiration_timeout);
     let line = crate::agent::reply_line(&reply);
     let mut statuses = Vec::new();

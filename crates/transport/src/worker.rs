@@ -382,13 +382,15 @@ async fn not_delivered(
 }
 
 /// The active copy's attempt ended with `remaining` recipients not delivered. In this order:
-/// - the message is past `message_expiration_timeout`: they fail (`4.4.7`) and the copy is done;
 /// - a reload changed or removed the queue's target since the attempt began: they go back to Submission
 ///   and the categorizer, under the new routing;
 /// - after a queue-level failure (`queue_retry` holds the queue's next retry time): the copy goes back to
 ///   the front of the queue, which waits in Retry;
 /// - else (a recipient-level 4xx): the copy keeps those recipients and waits `message_retry_interval`; the
 ///   queue is not held.
+///
+/// A message past `message_expiration_timeout` is left to the timer, which expires all its copies together
+/// (one notice) within a second, now that none is being delivered.
 async fn copy_not_done(
     inner: &Arc<Inner>,
     qid: QueueId,
@@ -399,18 +401,6 @@ async fn copy_not_done(
     queue_retry: Option<Option<i64>>,
 ) {
     let limits = inner.routing().limits.clone();
-    if crate::queue::past(job.envelope.received_at_ms, limits.message_expiration_timeout, inner.clock.now_ms()) {
-        inner.lock().finish_copy(job.mid, qid);
-        let expired = crate::queue::Expired {
-            mid: job.mid,
-            envelope: job.envelope.clone(),
-            body: job.body,
-            copies: vec![(qid, remaining)],
-        };
-        let records = crate::timers::expire(inner, expired, &limits).await;
-        inner.record(records, "an expiry").await;
-        return;
-    }
     let rerouted = {
         let mut qs = inner.lock();
         if qs.rerouted(qid, target) { Some(qs.active_to_submission(job.mid, qid, &remaining)) } else { None }

@@ -103,3 +103,38 @@ async fn an_unreachable_message_expires_too() {
     assert_eq!(transport.queue("Unreachable").unwrap().message_count, 0);
     still(transport.shutdown()).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_message_with_a_copy_in_flight_at_its_expiry_expires_whole_with_one_notice_when_the_attempt_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits { message_expiration_timeout: Duration::from_secs(600), ..Limits::default() };
+    let routing = Routing {
+        limits,
+        ..crate::harness::connectors(&[
+            ("g-a", "a.example", "mx.a.example:25"),
+            ("g-b", "b.example", "mx.b.example:25"),
+        ])
+    };
+    // One copy's attempt takes 15 minutes; the other's is deferred at once and waits 15 minutes.
+    let agent = FakeAgent::answering([
+        Answer::DeferAfter(Duration::from_secs(900), "451 4.3.0 busy"),
+        Answer::DeferAfter(Duration::from_secs(1), "451 4.3.0 busy"),
+    ]);
+    let transport = start(dir.path(), routing, &agent).await;
+    let mid = submit(&transport, &["x@a.example", "y@b.example"]).await;
+    pass(Duration::from_secs(720)).await;
+    assert_eq!(transport.messages(None, false).unwrap().len(), 2, "both copies wait for the one in flight");
+    assert_eq!(transport.expired_since_start(), 0);
+    pass(Duration::from_secs(200)).await;
+    until("the message expired", || transport.messages(None, false).unwrap().is_empty()).await;
+    assert_eq!(transport.expired_since_start(), 1, "one notice for the whole message");
+    let fails = || {
+        crate::harness::tracking_events(dir.path())
+            .into_iter()
+            .filter(|e| e["event_id"] == "FAIL" && e["mid"] == mid)
+            .count()
+    };
+    until("a FAIL per copy is logged", || fails() == 2).await;
+    assert_eq!(agent.attempts().len(), 2);
+    still(transport.shutdown()).await;
+}
