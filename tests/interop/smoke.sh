@@ -45,7 +45,10 @@ data_dir = "relay-data"
 [admin]
 listen = "127.0.0.1:$admin_port"
 [transport]
+queue_glitch_retry_interval = "2s"
 transient_failure_retry_interval = "2s"
+outbound_connection_failure_retry_interval = "2s"
+message_retry_interval = "2s"
 [[receive_connectors]]
 name = "Default"
 listen = "127.0.0.1:$smtp_port"

@@ -57,6 +57,8 @@ pub struct Message {
     pub subject: Option<String>,
     pub size: u64,
     pub date_received: String,
+    /// When the message expires (`date_received` + `message_expiration_timeout`), RFC 3339.
+    pub expiration_time: String,
     pub source_ip: String,
     pub message_source_name: String,
     pub last_error: Option<String>,

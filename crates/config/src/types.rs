@@ -406,7 +406,7 @@ pub struct TransportConfig {
     pub message_retry_interval: Duration,
     /// Then the message expires.
     pub message_expiration_timeout: Duration,
-    /// Then one delay DSN goes to the sender.
+    /// Then one delay DSN goes to the sender; zero sends none.
     pub delay_notification_timeout: Duration,
     /// An empty delivery queue is deleted after this.
     pub queue_max_idle_time: Duration,

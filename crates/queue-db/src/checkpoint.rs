@@ -186,7 +186,11 @@ mod tests {
                     last_error: "451 x".into(),
                 });
             }
+            if mid % 5 == 0 {
+                state.apply(&Record::DelayNotified { mid });
+            }
         }
+        assert_eq!(state.delay_notified.len(), 1_000);
         state.next_mid = 10_000;
         let cursor = Cursor { generation: 4, offset: 123 };
         let len = write(&storage, &state, 10_000, 77, cursor, 99).unwrap();

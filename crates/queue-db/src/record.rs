@@ -63,6 +63,9 @@ pub enum Record {
     CopyDone { mid: Mid, queue: QueueId },
     /// Online defragmentation copied the message's body forward; it now lives at `body`.
     Relocate { mid: Mid, body: BodyRef },
+    /// The sender of `mid` was sent its one delay notice (`delay_notification_timeout` passed with
+    /// recipients still undelivered); none is sent again, also not after a restart.
+    DelayNotified { mid: Mid },
 }
 
 const T_MID_HIGH_WATER: u8 = 1;
@@ -74,6 +77,7 @@ const T_ROUTE: u8 = 6;
 const T_DEFER: u8 = 7;
 const T_COPY_DONE: u8 = 8;
 const T_RELOCATE: u8 = 9;
+const T_DELAY_NOTIFIED: u8 = 10;
 
 impl Record {
     /// Appends the record's encoding to `out`.
@@ -144,6 +148,10 @@ impl Record {
                 e.u64(body.len);
                 e.u32(body.crc);
             }
+            Record::DelayNotified { mid } => {
+                e.u8(T_DELAY_NOTIFIED);
+                e.u64(*mid);
+            }
         }
     }
 
@@ -191,6 +199,7 @@ impl Record {
                 mid: d.u64()?,
                 body: BodyRef { generation: d.u32()?, offset: d.u64()?, len: d.u64()?, crc: d.u32()? },
             },
+            T_DELAY_NOTIFIED => Record::DelayNotified { mid: d.u64()? },
             t => return Err(DecodeError::BadTag(t)),
         })
     }
@@ -266,6 +275,7 @@ mod tests {
             Record::Defer { mid: 7, queue: 16, retry_count: 2, next_retry_ms: -5, last_error: "421 busy".into() },
             Record::CopyDone { mid: 7, queue: 16 },
             Record::Relocate { mid: 7, body: BodyRef { generation: 9, offset: 28, len: 100, crc: 1 } },
+            Record::DelayNotified { mid: 7 },
         ]
     }
 

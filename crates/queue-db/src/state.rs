@@ -1,7 +1,7 @@
 //! The live state that the log describes: the queues and the messages in them. Recovery rebuilds it by
 //! applying every record in log order; the same `apply` is used by tests as the reference.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use smallvec::SmallVec;
@@ -72,6 +72,10 @@ pub struct State {
     pub suspended: BTreeMap<QueueId, bool>,
     /// No MID below this has ever been handed out.
     pub next_mid: Mid,
+    /// Live messages whose sender was sent the delay notice (`Record::DelayNotified`). Kept beside the
+    /// messages rather than in them: few messages are ever delayed that long, and a queued message's record
+    /// must stay 96 bytes.
+    pub delay_notified: BTreeSet<Mid>,
 }
 
 impl State {
@@ -125,7 +129,7 @@ impl State {
                         });
                     }
                     if m.copies.is_empty() {
-                        self.messages.remove(mid);
+                        self.remove_message(*mid);
                     }
                 }
             }
@@ -149,11 +153,23 @@ impl State {
                 if let Some(m) = self.messages.get_mut(mid) {
                     m.copies.retain(|c| c.queue != *queue);
                     if m.copies.is_empty() {
-                        self.messages.remove(mid);
+                        self.remove_message(*mid);
                     }
                 }
             }
+            Record::DelayNotified { mid } => {
+                // Only a live message keeps the mark: it goes with the message's last copy.
+                if self.messages.contains_key(mid) {
+                    self.delay_notified.insert(*mid);
+                }
+            }
         }
+    }
+
+    /// A message's last copy is gone.
+    fn remove_message(&mut self, mid: Mid) {
+        self.messages.remove(&mid);
+        self.delay_notified.remove(&mid);
     }
 
     /// Hands `f`, one at a time, the records that recreate this state from nothing, in an order `apply`
@@ -184,6 +200,9 @@ impl State {
                     last_error: c.last_error.as_deref().cloned().unwrap_or_default(),
                 });
             }
+            if self.delay_notified.contains(&m.mid) {
+                f(Record::DelayNotified { mid: m.mid });
+            }
         }
     }
 }
@@ -199,5 +218,44 @@ mod tests {
         assert_eq!(size_of::<StoredCopy>(), 48);
         assert_eq!(size_of::<StoredMessage>(), 96);
         assert!(size_of::<Envelope>() <= 32, "{}", size_of::<Envelope>());
+    }
+
+    fn enqueue(state: &mut State, mid: Mid) {
+        let envelope = Arc::new(Envelope::from(crate::record::EnvelopeParts {
+            from: "a@b.test".into(),
+            recipients: vec![crate::record::Recipient { address: "c@d.test".into(), notify: None, orcpt: None }],
+            ..crate::record::EnvelopeParts::default()
+        }));
+        let body = BodyRef { generation: 1, offset: 0, len: 1, crc: 0 };
+        state.apply(&Record::Enqueue { mid, queue: crate::record::SUBMISSION, envelope, body });
+    }
+
+    #[test]
+    fn the_delay_mark_lives_and_dies_with_its_message() {
+        let mut state = State::default();
+        enqueue(&mut state, 1);
+        enqueue(&mut state, 2);
+        state.apply(&Record::DelayNotified { mid: 1 });
+        state.apply(&Record::DelayNotified { mid: 2 });
+        // A mark for a message that is gone (its last copy finished in the same flush) is not kept.
+        state.apply(&Record::DelayNotified { mid: 3 });
+        assert_eq!(state.delay_notified.iter().copied().collect::<Vec<_>>(), [1, 2]);
+        state.apply(&Record::CopyDone { mid: 1, queue: crate::record::SUBMISSION });
+        state.apply(&Record::Route { mid: 2, from: crate::record::SUBMISSION, copies: vec![] });
+        assert!(state.delay_notified.is_empty());
+    }
+
+    #[test]
+    fn the_records_of_a_state_rebuild_its_delay_marks() {
+        let mut state = State::default();
+        for mid in 1..=3 {
+            enqueue(&mut state, mid);
+        }
+        state.apply(&Record::DelayNotified { mid: 2 });
+        let mut rebuilt = State::default();
+        state.for_each_record(10, |r| rebuilt.apply(&r));
+        rebuilt.next_mid = state.next_mid;
+        assert_eq!(rebuilt.delay_notified, state.delay_notified);
+        assert_eq!(rebuilt.messages, state.messages);
     }
 }

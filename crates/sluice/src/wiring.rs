@@ -80,12 +80,26 @@ pub fn routing(config: &Config) -> Routing {
                 },
             })
             .collect(),
-        limits: t::Limits {
-            transient_failure_retry_interval: config.transport.transient_failure_retry_interval,
-            max_per_domain_outbound_connections: config.transport.max_per_domain_outbound_connections as usize,
-            message_expiration_timeout: config.transport.message_expiration_timeout,
-            ..t::Limits::default()
-        },
+        limits: limits(&config.transport),
+    }
+}
+
+/// `[transport]`'s retry, expiry and connection settings as the delivery queues use them.
+pub fn limits(t: &sluice_config::TransportConfig) -> sluice_transport::Limits {
+    sluice_transport::Limits {
+        queue_glitch_retry_count: t.queue_glitch_retry_count,
+        queue_glitch_retry_interval: t.queue_glitch_retry_interval,
+        transient_failure_retry_count: t.transient_failure_retry_count,
+        transient_failure_retry_interval: t.transient_failure_retry_interval,
+        outbound_connection_failure_retry_interval: t.outbound_connection_failure_retry_interval,
+        message_retry_interval: t.message_retry_interval,
+        message_expiration_timeout: t.message_expiration_timeout,
+        delay_notification_timeout: t.delay_notification_timeout,
+        queue_max_idle_time: t.queue_max_idle_time,
+        max_idle_time_before_resubmit: t.max_idle_time_before_resubmit,
+        max_outbound_connections: t.max_outbound_connections as usize,
+        max_per_domain_outbound_connections: t.max_per_domain_outbound_connections as usize,
+        ..sluice_transport::Limits::default()
     }
 }
 

@@ -29,7 +29,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
 
 /// Routes up to one batch; returns whether there may be more.
 async fn categorize_batch(inner: &Arc<Inner>) -> bool {
-    let batch: Vec<(Mid, Arc<Envelope>)> = inner.lock().take_submission(BATCH);
+    let batch: Vec<(Mid, Arc<Envelope>, Vec<u32>)> = inner.lock().take_submission(BATCH);
     if batch.is_empty() {
         return false;
     }
@@ -44,16 +44,17 @@ async fn categorize_batch(inner: &Arc<Inner>) -> bool {
         let mut qs = inner.lock();
         for (mid, queues) in &placements {
             for qid in queues {
-                if qs.place(*mid, *qid, None) {
+                if qs.place_routed(*mid, *qid) {
                     kicked.push(*qid);
                 }
             }
         }
     }
     for (mid, queues) in &placements {
-        let Some(env) = batch.iter().find(|(m, _)| m == mid).map(|(_, e)| e.clone()) else { continue };
-        let mut ev = inner.event(crate::tracking::EventId::Route, *mid, &env);
-        ev.recipients = env.recipients().map(|r| r.address.to_owned()).collect();
+        let Some((_, env, routed)) = batch.iter().find(|(m, _, _)| m == mid) else { continue };
+        let mut ev = inner.event(crate::tracking::EventId::Route, *mid, env);
+        ev.recipients =
+            routed.iter().filter_map(|i| env.recipient(*i as usize)).map(|r| r.address.to_owned()).collect();
         ev.queue = Some(queues.iter().map(|q| inner.queue_identity(*q)).collect::<Vec<_>>().join(","));
         inner.tracking.log(ev);
     }
@@ -65,16 +66,18 @@ async fn categorize_batch(inner: &Arc<Inner>) -> bool {
     true
 }
 
-/// A message's recipients grouped by routing decision.
-type Decision = (Mid, BTreeMap<RouteKey, Group>);
+/// A message's recipients (those of its Submission copy) grouped by routing decision.
+type Decision = (Mid, Vec<u32>, BTreeMap<RouteKey, Group>);
 
-/// Routes every recipient of every message in the batch.
-fn route_batch(routing: &Routing, batch: &[(Mid, Arc<Envelope>)]) -> Vec<Decision> {
+/// Routes the recipients of each message's Submission copy: all of them for a new message, those that came
+/// back (from Unreachable, a reload or a resubmission) for one routed before.
+fn route_batch(routing: &Routing, batch: &[(Mid, Arc<Envelope>, Vec<u32>)]) -> Vec<Decision> {
     batch
         .iter()
-        .map(|(mid, env)| {
+        .map(|(mid, env, routed)| {
             let mut groups: BTreeMap<RouteKey, Group> = BTreeMap::new();
-            for (i, r) in env.recipients().enumerate() {
+            for &i in routed {
+                let Some(r) = env.recipient(i as usize) else { continue };
                 let (key, target) = match routing.route(r.address) {
                     Route::Deliver { key, target } => (RouteKey::Deliver(key), Some(target)),
                     Route::Unreachable { reason } => {
@@ -83,9 +86,9 @@ fn route_batch(routing: &Routing, batch: &[(Mid, Arc<Envelope>)]) -> Vec<Decisio
                         (RouteKey::Unreachable, None)
                     }
                 };
-                groups.entry(key).or_insert_with(|| Group { target, recipients: Vec::new() }).recipients.push(i as u32);
+                groups.entry(key).or_insert_with(|| Group { target, recipients: Vec::new() }).recipients.push(i);
             }
-            (*mid, groups)
+            (*mid, routed.clone(), groups)
         })
         .collect()
 }
@@ -95,7 +98,7 @@ fn route_batch(routing: &Routing, batch: &[(Mid, Arc<Envelope>)]) -> Vec<Decisio
 fn replace_submission_copies(qs: &mut Queues, decisions: Vec<Decision>) -> (Vec<Record>, Vec<(Mid, Vec<QueueId>)>) {
     let mut records = Vec::new();
     let mut placements = Vec::new();
-    for (mid, groups) in decisions {
+    for (mid, routed, groups) in decisions {
         let mut copies = Vec::new();
         for (key, group) in groups {
             let qid = match (key, group.target) {
@@ -109,7 +112,7 @@ fn replace_submission_copies(qs: &mut Queues, decisions: Vec<Decision>) -> (Vec<
             };
             copies.push((qid, group.recipients));
         }
-        if !qs.replace_submission_copy(mid, &copies) {
+        if !qs.replace_submission_copy(mid, &routed, &copies) {
             continue;
         }
         placements.push((mid, copies.iter().map(|(q, _)| *q).collect()));

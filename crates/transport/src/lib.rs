@@ -22,6 +22,7 @@ mod load;
 pub mod pressure;
 mod queue;
 mod routing;
+mod timers;
 mod tracking;
 mod worker;
 
@@ -66,6 +67,13 @@ pub(crate) struct Inner {
     pressure: pressure::Monitor,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    /// The wall clock of the expiry and delay deadlines (see `timers.rs`).
+    clock: timers::WallClock,
+    /// The cap on delivery connections across all queues (`max_outbound_connections`).
+    connections: worker::ConnectionSlots,
+    /// Messages expired and delay notices sent since start.
+    expired: std::sync::atomic::AtomicU64,
+    delay_notices: std::sync::atomic::AtomicU64,
 }
 
 impl Inner {
@@ -187,6 +195,7 @@ impl Transport {
     pub fn start(parts: Parts) -> Transport {
         let Parts { db, loaded, routing, agent, tracking, server_name, hostname, alerts } = parts;
         let Loaded { qs, resubmit } = loaded;
+        let connections = worker::ConnectionSlots::new(routing.limits.max_outbound_connections.max(1));
         let inner = Arc::new(Inner {
             db,
             queues: Mutex::new(qs),
@@ -200,6 +209,10 @@ impl Transport {
             pressure: pressure::Monitor::new(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            clock: timers::WallClock::start(),
+            connections,
+            expired: Default::default(),
+            delay_notices: Default::default(),
         });
         let t = Transport { inner };
         let inner = t.inner.clone();
@@ -209,25 +222,25 @@ impl Transport {
             }
             categorizer::run(inner).await
         });
+        // The timer's first round expires what expired while the server was down, then starts the workers
+        // of the recovered queues.
         let inner = t.inner.clone();
-        t.inner.tasks.spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => worker::release_due(&inner),
-                    _ = inner.shutdown.cancelled() => return,
-                }
-            }
-        });
+        t.inner.tasks.spawn(timers::run(inner));
         let inner = t.inner.clone();
         t.inner.tasks.spawn(pressure::watch(inner));
-        let ids: Vec<QueueId> = t.inner.lock().delivery_ids();
-        for qid in ids {
-            worker::kick(&t.inner, qid);
-        }
         t.inner.categorizer_wake.notify_one();
         t
+    }
+
+    /// Messages (or copies of one, when they expired at different times) that expired since start, each
+    /// with its failure notice.
+    pub fn expired_since_start(&self) -> u64 {
+        self.inner.expired.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Delay notices sent since start.
+    pub fn delay_notices_since_start(&self) -> u64 {
+        self.inner.delay_notices.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A new MID, for the `Received:` header written before the message is stored.
@@ -280,17 +293,29 @@ impl Transport {
         self.inner.routing().is_accepted(domain)
     }
 
-    /// Replaces the routing table (configuration reload): new work uses it at once. Delivery queues whose
-    /// connector or store changed get the new target; Unreachable is resubmitted unless suspended.
+    /// Replaces the routing table (configuration reload): new work uses it at once. The copies waiting in a
+    /// delivery queue whose connector or store was removed or changed (its key's target under the new table
+    /// is another, or none) go back to Submission and the categorizer at once; those being delivered go
+    /// when their attempt ends without success. Unreachable is resubmitted unless suspended. The limits
+    /// (retry intervals, the connection caps) apply from the next use.
     pub async fn set_routing(&self, routing: Routing) {
-        let records = {
+        self.inner.connections.resize(routing.limits.max_outbound_connections.max(1));
+        let (rerouted, unreachable) = {
             let mut qs = self.inner.lock();
-            qs.retarget(|key| routing.target_for(key));
-            qs.resubmit_unreachable()
+            (qs.reroute(|key| routing.target_for(key)), qs.resubmit_unreachable())
         };
         *self.inner.routing.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(routing);
+        let mut records = rerouted.records;
+        records.extend(unreachable.records);
         if !records.is_empty() {
-            self.inner.record(records, "the return of Unreachable to Submission").await;
+            let what = "the return to Submission of Unreachable and of rerouted copies";
+            self.inner.record(records, what).await;
+        }
+        // On Submission's list only now: the categorizer's Route of a copy must follow the one that moved it.
+        {
+            let mut qs = self.inner.lock();
+            qs.push_submission(rerouted.mids);
+            qs.push_submission(unreachable.mids);
         }
         self.inner.categorizer_wake.notify_one();
         let ids: Vec<QueueId> = self.inner.lock().delivery_ids();

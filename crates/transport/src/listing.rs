@@ -56,7 +56,7 @@ impl Transport {
         let (delivery_type, domain, count, suspended) = match id {
             SUBMISSION => ("Undefined", "Submission", qs.submission_len(), qs.submission_suspended()),
             UNREACHABLE => ("Unreachable", "Unreachable Domain", qs.unreachable_len(), qs.unreachable_suspended()),
-            _ => ("Undefined", "Poison Message", 0, false),
+            _ => ("Undefined", "Poison Message", qs.poison_len(), false),
         };
         api::Queue {
             identity: self.inner.queue_identity(id),
@@ -64,9 +64,11 @@ impl Transport {
             next_hop_domain: domain.to_owned(),
             next_hop_connector: String::new(),
             next_hop_category: "Internal".to_owned(),
+            // Submission is Active while the categorizer has work; Unreachable and Poison deliver nothing, so
+            // they are never Active.
             status: if suspended {
                 "Suspended"
-            } else if count > 0 {
+            } else if count > 0 && id == SUBMISSION {
                 "Active"
             } else {
                 "Ready"
@@ -107,6 +109,8 @@ impl Transport {
     /// Message copies, in one queue or in all, oldest MID first.
     pub fn messages(&self, queue: Option<&str>, include_recipients: bool) -> Result<Vec<api::Message>, NoSuchQueue> {
         let only = queue.map(|q| self.parse_queue(q)).transpose()?;
+        let expiration = self.inner.routing().limits.message_expiration_timeout;
+        let expiration_ms = expiration.as_millis().min(i64::MAX as u128) as i64;
         let qs = self.inner.lock();
         let mut messages: Vec<(&Mid, &Message)> = qs.messages().collect();
         messages.sort_unstable_by_key(|(mid, _)| **mid);
@@ -131,6 +135,7 @@ impl Transport {
                     subject: m.envelope.subject().map(str::to_owned),
                     size: m.body.len,
                     date_received: rfc3339(m.envelope.received_at_ms),
+                    expiration_time: rfc3339(m.envelope.received_at_ms.saturating_add(expiration_ms)),
                     source_ip: m.envelope.source_ip().to_owned(),
                     message_source_name: m.envelope.source_name().to_owned(),
                     last_error: c.last_error.as_deref().cloned(),

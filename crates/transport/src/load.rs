@@ -40,6 +40,7 @@ impl Transport {
             state.suspended.contains_key(&SUBMISSION),
             state.suspended.contains_key(&UNREACHABLE),
         );
+        qs.set_delay_notified(state.delay_notified.iter().copied());
         let now = sluice_queue_db::now_ms();
         for (&mid, m) in &state.messages {
             let mut copies = SmallVec::new();

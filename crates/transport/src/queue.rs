@@ -1,6 +1,6 @@
 //! Queue identities and statuses, in the reference design's words, and the in-memory queues.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use sluice_queue_db::{
 };
 use smallvec::SmallVec;
 
-use crate::routing::Target;
+use crate::routing::{Limits, Target};
 
 // The monotonic clock of retry deadlines is tokio's: the same as std's in a running server, and the paused
 // clock in tests (`tokio::time::pause`), so that retry timing is tested without waiting for it.
@@ -133,7 +133,12 @@ pub(crate) struct DeliveryQueue {
     /// Copies waiting for a connection, oldest first.
     ready: VecDeque<Mid>,
     /// Copies waiting for their retry time, with the time on the monotonic clock.
-    retry: BTreeMap<Mid, Instant>,
+    /// Ordered by time, so that the timer looks only at what is due: `(deadline, mid, the copy's
+    /// next_retry_ms)`. An entry whose copy left (it expired or was moved) stays until its time and is then
+    /// dropped: it is live only while the copy is in Retry here with that same `next_retry_ms`.
+    retry: BTreeSet<(Instant, Mid, i64)>,
+    /// The copies here in Retry (live entries of `retry`).
+    retrying: usize,
     active: usize,
     workers: usize,
     connecting: usize,
@@ -148,6 +153,17 @@ pub(crate) struct DeliveryQueue {
     message_count: usize,
     /// Wakes idle workers when copies become ready.
     notify: Arc<tokio::sync::Notify>,
+    /// Copies the categorizer routed here whose Route record is on its way to the writer: counted, so that
+    /// the queue is not deleted as idle under them before they are placed.
+    pending: usize,
+    /// The routing table has no target for the key any more (its connector or store was removed or
+    /// changed): nothing new is routed here, and the queue is deleted once idle.
+    gone: bool,
+    /// Since when the queue has been empty, with no worker (for `queue_max_idle_time`).
+    idle_since: Option<Instant>,
+    /// The first queue-level failure since the queue last delivered, on the monotonic clock (for
+    /// `max_idle_time_before_resubmit`; moved on when the queue's messages are categorized again).
+    first_retry_at: Option<Instant>,
 }
 
 impl DeliveryQueue {
@@ -156,7 +172,8 @@ impl DeliveryQueue {
             key,
             target,
             ready: VecDeque::new(),
-            retry: BTreeMap::new(),
+            retry: BTreeSet::new(),
+            retrying: 0,
             active: 0,
             workers: 0,
             connecting: 0,
@@ -169,18 +186,30 @@ impl DeliveryQueue {
             next_retry_at: None,
             message_count: 0,
             notify: Arc::new(tokio::sync::Notify::new()),
+            pending: 0,
+            gone: false,
+            idle_since: None,
+            first_retry_at: None,
         }
     }
 
+    /// No copy, placed or on its way, and no worker: the queue could be deleted.
+    fn is_empty_and_idle(&self) -> bool {
+        self.message_count == 0 && self.pending == 0 && self.workers == 0 && self.active == 0 && self.connecting == 0
+    }
+
+    /// Suspended; Retry while it waits for its next attempt; Active while a copy goes over an open
+    /// connection; Connecting while its workers only connect (each holds the copy it took, counted active,
+    /// while it connects or waits for a connection slot); else Ready.
     pub(crate) fn status(&self) -> QueueStatus {
         if self.suspended {
             QueueStatus::Suspended
         } else if self.next_retry_ms.is_some() {
             QueueStatus::Retry
-        } else if self.connecting > 0 && self.active == 0 {
-            QueueStatus::Connecting
-        } else if self.active > 0 {
+        } else if self.active > self.connecting {
             QueueStatus::Active
+        } else if self.connecting > 0 {
+            QueueStatus::Connecting
         } else {
             QueueStatus::Ready
         }
@@ -199,9 +228,10 @@ impl DeliveryQueue {
         self.message_count
     }
 
-    /// Copies waiting for their retry time, and the ready ones too while the queue is held.
+    /// Copies waiting for their retry time, and the ready ones too while the queue is held. (The ready list
+    /// may hold entries of copies that left it, which are skipped when taken: it is not counted.)
     pub(crate) fn deferred_count(&self) -> usize {
-        self.retry.len() + if self.held() { self.ready.len() } else { 0 }
+        if self.held() { self.message_count.saturating_sub(self.active) } else { self.retrying }
     }
 
     pub(crate) fn retry_count(&self) -> u32 {
@@ -249,6 +279,44 @@ pub(crate) struct Queues {
     delivery: BTreeMap<QueueId, DeliveryQueue>,
     keys: crate::routing::KeyIndex,
     next_queue_id: QueueId,
+    /// Copies in Poison (nothing takes them from there; they are only counted and listed).
+    poison: usize,
+    /// Every message by arrival, `(received_at_ms, mid)`, oldest first (MIDs rise with time): the expiry and
+    /// delay deadlines of all messages, scanned from the front every second instead of a timer per message
+    /// or a scan of all. Entries of finished messages are skipped when reached, and dropped in bulk when
+    /// they are more than half of the list (`compact_arrivals`).
+    arrivals: VecDeque<(i64, Mid)>,
+    /// How many entries at the front of `arrivals` were considered for the delay notice.
+    delay_cursor: usize,
+    /// Recovered messages whose delay notice was sent before the restart (`Record::DelayNotified`); each is
+    /// dropped when the delay scan reaches it.
+    delay_notified: HashSet<Mid>,
+    /// Messages that expired while a copy of theirs was being delivered or in Submission: they expire when
+    /// no copy is (looked at again every second).
+    expire_later: Vec<Mid>,
+}
+
+/// A message's copies that expired, taken out of their queues: the sender is told, the copies are recorded
+/// done.
+pub(crate) struct Expired {
+    pub(crate) mid: Mid,
+    pub(crate) envelope: Arc<Envelope>,
+    pub(crate) body: BodyRef,
+    /// Each expired copy's queue and recipients.
+    pub(crate) copies: Vec<(QueueId, Vec<u32>)>,
+}
+
+/// A message whose delay notice is due, with its recipients still undelivered and each one's last error.
+pub(crate) struct Delayed {
+    pub(crate) mid: Mid,
+    pub(crate) envelope: Arc<Envelope>,
+    pub(crate) body: BodyRef,
+    pub(crate) recipients: Vec<(u32, Option<SharedError>)>,
+}
+
+/// Whether a message received at `received_at_ms` has passed `timeout` at `now_ms` (both wall clock).
+pub(crate) fn past(received_at_ms: i64, timeout: Duration, now_ms: i64) -> bool {
+    received_at_ms.saturating_add(timeout.as_millis().min(i64::MAX as u128) as i64) <= now_ms
 }
 
 /// The copy of `mid` in `queue`, found through the message table alone (so that a delivery queue can be
@@ -277,6 +345,11 @@ impl Queues {
             delivery: BTreeMap::new(),
             keys: crate::routing::KeyIndex::default(),
             next_queue_id: FIRST_DELIVERY_QUEUE,
+            poison: 0,
+            arrivals: VecDeque::new(),
+            delay_cursor: 0,
+            delay_notified: HashSet::new(),
+            expire_later: Vec::new(),
         }
     }
 
@@ -301,13 +374,20 @@ impl Queues {
         self.unreachable_suspended = unreachable;
     }
 
-    /// Adds a recovered message; its copies are placed with [`Queues::place`].
+    /// Adds a recovered message, in MID order; its copies are placed with [`Queues::place`].
     pub(crate) fn insert_message(&mut self, mid: Mid, message: Message) {
+        self.arrivals.push_back((message.envelope.received_at_ms, mid));
         self.messages.insert(mid, message.into());
+    }
+
+    /// The recovered messages whose delay notice was already sent.
+    pub(crate) fn set_delay_notified(&mut self, mids: impl IntoIterator<Item = Mid>) {
+        self.delay_notified = mids.into_iter().collect();
     }
 
     /// Adds a message just received, with its one copy in Submission.
     pub(crate) fn submit(&mut self, mid: Mid, message: Message) {
+        self.arrivals.push_back((message.envelope.received_at_ms, mid));
         self.messages.insert(mid, message.into());
         self.submission.push_back(mid);
     }
@@ -321,38 +401,73 @@ impl Queues {
             UNREACHABLE => {
                 self.unreachable.insert(mid, ());
             }
-            POISON => {}
+            POISON => self.poison += 1,
             qid => {
                 let Some(q) = self.delivery.get_mut(&qid) else { return false };
                 q.message_count += 1;
                 match retry_ms {
                     Some(ms) => {
-                        q.retry.insert(mid, monotonic_deadline(ms));
+                        q.retry.insert((monotonic_deadline(ms), mid, ms));
+                        q.retrying += 1;
                     }
                     None => q.ready.push_back(mid),
                 }
+                q.idle_since = None;
                 return true;
             }
         }
         false
     }
 
+    /// Places a copy the categorizer routed to `qid` (counted as pending since
+    /// [`Queues::replace_submission_copy`]) on its ready list. Returns whether the queue exists.
+    /// Returns false too when the copy left meanwhile (it expired before it was placed).
+    pub(crate) fn place_routed(&mut self, mid: Mid, qid: QueueId) -> bool {
+        if let Some(q) = self.delivery.get_mut(&qid) {
+            q.pending = q.pending.saturating_sub(1);
+        }
+        let here = self.messages.get(&mid).is_some_and(|m| m.copies.iter().any(|c| c.queue == qid));
+        here && self.place(mid, qid, None)
+    }
+
+    /// Puts mids whose copies were moved to Submission (and whose Route records were handed to the writer)
+    /// on Submission's list, for the categorizer.
+    pub(crate) fn push_submission(&mut self, mids: impl IntoIterator<Item = Mid>) {
+        self.submission.extend(mids);
+    }
+
     // --- The categorizer ---
 
-    /// Takes up to `n` messages from the front of Submission, with their envelopes; none while Submission
-    /// is suspended.
-    pub(crate) fn take_submission(&mut self, n: usize) -> Vec<(Mid, Arc<Envelope>)> {
+    /// Takes up to `n` messages from the front of Submission, with their envelopes and the recipients of
+    /// their Submission copy; none while Submission is suspended. A message without a Submission copy (it
+    /// expired, or its entry came twice) is skipped.
+    pub(crate) fn take_submission(&mut self, n: usize) -> Vec<(Mid, Arc<Envelope>, Vec<u32>)> {
         if self.submission_suspended {
             return Vec::new();
         }
         let n = self.submission.len().min(n);
-        let mids: Vec<Mid> = self.submission.drain(..n).collect();
-        mids.into_iter().filter_map(|mid| self.messages.get(&mid).map(|m| (mid, m.envelope.clone()))).collect()
+        let mut mids: Vec<Mid> = self.submission.drain(..n).collect();
+        mids.sort_unstable();
+        mids.dedup();
+        mids.into_iter()
+            .filter_map(|mid| {
+                let m = self.messages.get(&mid)?;
+                let c = m.copies.iter().find(|c| c.queue == SUBMISSION)?;
+                Some((mid, m.envelope.clone(), c.recipients.to_vec()))
+            })
+            .collect()
     }
 
     /// The delivery queue for `key`, made (with the record that makes it durable) if there is none yet.
     pub(crate) fn queue_for(&mut self, key: NextHopSolutionKey, target: Target) -> (QueueId, Option<Record>) {
         if let Some(id) = self.keys.get(&key) {
+            if let Some(q) = self.delivery.get_mut(id) {
+                // The routing table routes to the key again (a reload brought its connector back).
+                if q.gone {
+                    q.gone = false;
+                    q.target = target;
+                }
+            }
             return (*id, None);
         }
         let id = self.next_queue_id;
@@ -363,12 +478,23 @@ impl Queues {
         (id, Some(record))
     }
 
-    /// Replaces the Submission copy of `mid` with one Ready copy per `(queue, recipients)`. Returns false
-    /// when the message is gone.
-    pub(crate) fn replace_submission_copy(&mut self, mid: Mid, copies: &[(QueueId, Vec<u32>)]) -> bool {
+    /// Replaces the Submission copy of `mid`, for `routed` recipients, with one Ready copy per `(queue,
+    /// recipients)`; the delivery queues count them as pending until [`Queues::place_routed`]. Returns false
+    /// when the message or its Submission copy is gone; when the copy's recipients changed meanwhile (more came
+    /// back to Submission), nothing is replaced and the message goes back on Submission's list, to be
+    /// routed again whole.
+    pub(crate) fn replace_submission_copy(&mut self, mid: Mid, routed: &[u32], copies: &[(QueueId, Vec<u32>)]) -> bool {
         let Some(m) = self.messages.get_mut(&mid) else { return false };
+        let Some(c) = m.copies.iter().find(|c| c.queue == SUBMISSION) else { return false };
+        if c.recipients.as_slice() != routed {
+            self.submission.push_back(mid);
+            return false;
+        }
         m.copies.retain(|c| c.queue != SUBMISSION);
         for (qid, rcpts) in copies {
+            if let Some(q) = self.delivery.get_mut(qid) {
+                q.pending += 1;
+            }
             m.copies.push(Copy {
                 queue: *qid,
                 recipients: RecipientIndices::from_slice(rcpts),
@@ -410,7 +536,10 @@ impl Queues {
         }
         while let Some(mid) = q.ready.pop_front() {
             let Some(m) = self.messages.get_mut(&mid) else { continue };
-            let Some(c) = m.copies.iter_mut().find(|c| c.queue == qid) else { continue };
+            // An entry whose copy left the list (expired, moved, or listed twice) is skipped.
+            let Some(c) = m.copies.iter_mut().find(|c| c.queue == qid && c.status == MessageStatus::Ready) else {
+                continue;
+            };
             c.status = MessageStatus::Active;
             q.active += 1;
             let job = Job {
@@ -475,35 +604,83 @@ impl Queues {
         }
         if let Some(q) = self.delivery.get_mut(&qid) {
             q.active -= 1;
-            q.retry.insert(mid, monotonic_deadline(next_retry_ms));
+            q.retry.insert((monotonic_deadline(next_retry_ms), mid, next_retry_ms));
+            q.retrying += 1;
         }
     }
 
-    /// The whole attempt at `qid` failed (no connection, or the session broke): the active copy of `mid`
-    /// goes back to the front, so that it is first when the queue retries, and the queue waits until
-    /// `next_retry_ms` (wall clock; `now_ms` is the time of the failure).
-    pub(crate) fn requeue_front(
-        &mut self,
-        mid: Mid,
-        qid: QueueId,
-        retry_count: u32,
-        now_ms: i64,
-        next_retry_ms: i64,
-        error: &str,
-    ) {
+    /// A queue-level failure at `qid` (no connection, or the session failed as a whole) at `now_ms` (wall
+    /// clock): the queue goes to Retry for the interval its count of failures in a row calls for
+    /// ([`Limits::queue_retry_interval`]). A worker failing while the queue already waits (another worker's
+    /// failure put it there) does not count again. Returns the wall-clock time of the next attempt.
+    pub(crate) fn queue_failed(&mut self, qid: QueueId, now_ms: i64, error: &str, limits: &Limits) -> Option<i64> {
+        let q = self.delivery.get_mut(&qid)?;
+        if let Some(next) = q.next_retry_ms {
+            return Some(next);
+        }
+        q.retry_count += 1;
+        let wait = limits.queue_retry_interval(q.retry_count);
+        let next = now_ms.saturating_add(wait.as_millis().min(i64::MAX as u128) as i64);
+        q.last_error = Some(error.to_owned());
+        q.first_retry_ms.get_or_insert(now_ms);
+        q.first_retry_at.get_or_insert_with(Instant::now);
+        q.last_retry_ms = Some(now_ms);
+        q.next_retry_ms = Some(next);
+        q.next_retry_at = Some(Instant::now() + wait);
+        Some(next)
+    }
+
+    /// The queue delivered (a session went through): its count of failures in a row starts again.
+    pub(crate) fn queue_delivered(&mut self, qid: QueueId) {
+        if let Some(q) = self.delivery.get_mut(&qid) {
+            q.retry_count = 0;
+            q.first_retry_ms = None;
+            q.first_retry_at = None;
+        }
+    }
+
+    /// The active copy of `mid` goes back to the front of `qid`'s ready list after a queue-level failure, so
+    /// that it is first when the queue retries; it keeps `retry_count`, `next_retry_ms` (the queue's) and the
+    /// error.
+    pub(crate) fn requeue_front(&mut self, mid: Mid, qid: QueueId, retry_count: u32, next_retry_ms: i64, error: &str) {
         if let Some(c) = copy_in(&mut self.messages, mid, qid) {
             mark_retry(c, retry_count, next_retry_ms, error);
+            // Ready on the list of a held queue: listed as Retry while the queue waits.
+            c.status = MessageStatus::Ready;
         }
         if let Some(q) = self.delivery.get_mut(&qid) {
             q.active -= 1;
             q.ready.push_front(mid);
-            q.retry_count += 1;
-            q.last_error = Some(error.to_owned());
-            q.first_retry_ms.get_or_insert(now_ms);
-            q.last_retry_ms = Some(now_ms);
-            q.next_retry_ms = Some(next_retry_ms);
-            q.next_retry_at = Some(monotonic_deadline(next_retry_ms));
         }
+    }
+
+    /// The active copy of `mid` goes back to the front of `qid`'s ready list untouched: its attempt did not
+    /// start (shutdown came first).
+    pub(crate) fn put_back(&mut self, mid: Mid, qid: QueueId) {
+        if let Some(c) = copy_in(&mut self.messages, mid, qid) {
+            c.status = MessageStatus::Ready;
+        }
+        if let Some(q) = self.delivery.get_mut(&qid) {
+            q.active -= 1;
+            q.ready.push_front(mid);
+        }
+    }
+
+    /// Whether an attempt at `qid` that started with `target` must send what it did not deliver back to the
+    /// categorizer: the routing table changed the queue's target since, or has none for it any more.
+    pub(crate) fn rerouted(&self, qid: QueueId, target: &Target) -> bool {
+        self.delivery.get(&qid).is_some_and(|q| q.gone || q.target != *target)
+    }
+
+    /// The active copy of `mid` in `qid` goes back to Submission with `recipients` (what its attempt did not
+    /// deliver). Returns the Route record; the mid goes on Submission's list with
+    /// [`Queues::push_submission`] once the record was handed to the writer.
+    pub(crate) fn active_to_submission(&mut self, mid: Mid, qid: QueueId, recipients: &[u32]) -> Option<Record> {
+        if let Some(q) = self.delivery.get_mut(&qid) {
+            q.active -= 1;
+            q.message_count = q.message_count.saturating_sub(1);
+        }
+        self.copy_to_submission(mid, qid, Some(recipients))
     }
 
     /// Moves what is due at `now` out of Retry: queues whose retry time came, and copies whose retry time
@@ -516,12 +693,17 @@ impl Queues {
                 q.next_retry_at = None;
                 due_queues.push(*qid);
             }
-            let due: Vec<Mid> = q.retry.iter().filter(|(_, t)| **t <= now).map(|(m, _)| *m).collect();
-            for mid in due {
-                q.retry.remove(&mid);
-                if let Some(c) = copy_in(&mut self.messages, mid, *qid) {
-                    c.status = MessageStatus::Ready;
+            while let Some(&(at, mid, wall)) = q.retry.first() {
+                if at > now {
+                    break;
                 }
+                q.retry.pop_first();
+                let Some(c) = copy_in(&mut self.messages, mid, *qid) else { continue };
+                if c.status != MessageStatus::Retry || c.next_retry_ms != wall {
+                    continue;
+                }
+                c.status = MessageStatus::Ready;
+                q.retrying -= 1;
                 q.ready.push_back(mid);
                 due_queues.push(*qid);
             }
@@ -529,39 +711,251 @@ impl Queues {
         due_queues
     }
 
-    // --- Configuration reload ---
+    // --- Configuration reload and resubmission ---
 
-    /// Gives every delivery queue the target `target_for` finds for its key now, where it finds one.
-    pub(crate) fn retarget(&mut self, target_for: impl Fn(&NextHopSolutionKey) -> Option<Target>) {
-        for q in self.delivery.values_mut() {
-            if let Some(t) = target_for(&q.key) {
-                q.target = t;
+    /// Applies a new routing table to the delivery queues: a queue whose key `target_for` gives another
+    /// target (its connector or store changed) takes the new one and leaves Retry; one without a target any
+    /// more (removed) is marked gone. The waiting copies of both (ready or in retry, not those being
+    /// delivered, and not in a suspended queue) go back to Submission at once, to be categorized under the
+    /// new table. Returns the Route records and the mids to put on Submission's list once they are handed
+    /// to the writer.
+    pub(crate) fn reroute(&mut self, target_for: impl Fn(&NextHopSolutionKey) -> Option<Target>) -> Moved {
+        let mut moved = Moved::default();
+        let ids: Vec<QueueId> = self.delivery.keys().copied().collect();
+        for qid in ids {
+            let Some(q) = self.delivery.get_mut(&qid) else { continue };
+            match target_for(&q.key) {
+                Some(t) if t == q.target && !q.gone => continue,
+                Some(t) => {
+                    q.target = t;
+                    q.gone = false;
+                    q.next_retry_ms = None;
+                    q.next_retry_at = None;
+                    q.retry_count = 0;
+                    q.first_retry_ms = None;
+                    q.first_retry_at = None;
+                }
+                None => q.gone = true,
+            }
+            if !q.suspended {
+                self.waiting_to_submission(qid, &mut moved);
             }
         }
+        moved
     }
 
     /// Moves every Unreachable copy back to Submission, unless Unreachable is suspended. Returns the
-    /// records of the moves.
-    pub(crate) fn resubmit_unreachable(&mut self) -> Vec<Record> {
-        let mut records = Vec::new();
+    /// records of the moves and the mids to put on Submission's list once they are handed to the writer.
+    pub(crate) fn resubmit_unreachable(&mut self) -> Moved {
+        let mut moved = Moved::default();
         if self.unreachable_suspended {
-            return records;
+            return moved;
         }
         let mids: Vec<Mid> = self.unreachable.keys().copied().collect();
         self.unreachable.clear();
         for mid in mids {
-            if let Some(c) = copy_in(&mut self.messages, mid, UNREACHABLE) {
-                c.queue = SUBMISSION;
-                records.push(Record::Route {
-                    mid,
-                    from: UNREACHABLE,
-                    copies: vec![(SUBMISSION, c.recipients.to_vec())],
-                });
+            moved.records.extend(self.copy_to_submission(mid, UNREACHABLE, None));
+            moved.mids.push(mid);
+        }
+        moved
+    }
+
+    /// Queues in Retry (not suspended) whose first failure since they last delivered is `max_idle` old at
+    /// `now`: their waiting copies go back to Submission (`max_idle_time_before_resubmit`), to be categorized
+    /// again, e.g. under routing that changed. The count restarts from now, so a queue whose copies come
+    /// back to it is not resubmitted again before another `max_idle`.
+    pub(crate) fn resubmit_stale(&mut self, now: Instant, max_idle: Duration) -> Moved {
+        let mut moved = Moved::default();
+        let stale: Vec<QueueId> = self
+            .delivery
+            .iter()
+            .filter(|(_, q)| {
+                !q.suspended && q.next_retry_ms.is_some() && q.first_retry_at.is_some_and(|t| t + max_idle <= now)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for qid in stale {
+            if let Some(q) = self.delivery.get_mut(&qid) {
+                q.first_retry_at = Some(now);
             }
-            if let Some(m) = self.messages.get_mut(&mid) {
-                merge_submission_copies(&mut m.copies);
+            self.waiting_to_submission(qid, &mut moved);
+        }
+        moved
+    }
+
+    /// Moves the copies of `qid` that wait (ready, or for their retry time) to Submission.
+    fn waiting_to_submission(&mut self, qid: QueueId, moved: &mut Moved) {
+        let Some(q) = self.delivery.get_mut(&qid) else { return };
+        let mut mids: Vec<Mid> = q.ready.drain(..).collect();
+        mids.extend(std::mem::take(&mut q.retry).into_iter().map(|(_, mid, _)| mid));
+        q.retrying = 0;
+        mids.sort_unstable();
+        mids.dedup();
+        for mid in mids {
+            let waiting = self
+                .messages
+                .get(&mid)
+                .and_then(|m| m.copies.iter().find(|c| c.queue == qid))
+                .is_some_and(|c| c.status != MessageStatus::Active);
+            if !waiting {
+                continue;
             }
-            self.submission.push_back(mid);
+            if let Some(q) = self.delivery.get_mut(&qid) {
+                q.message_count = q.message_count.saturating_sub(1);
+            }
+            moved.records.extend(self.copy_to_submission(mid, qid, None));
+            moved.mids.push(mid);
+        }
+    }
+
+    /// The copy of `mid` in `from` becomes a Submission copy (merged with one already there), for
+    /// `recipients` or all of its own, with no retry state (as the Route record leaves it in the database).
+    fn copy_to_submission(&mut self, mid: Mid, from: QueueId, recipients: Option<&[u32]>) -> Option<Record> {
+        let m = self.messages.get_mut(&mid)?;
+        let c = m.copies.iter_mut().find(|c| c.queue == from)?;
+        if let Some(r) = recipients {
+            c.recipients = RecipientIndices::from_slice(r);
+        }
+        c.queue = SUBMISSION;
+        c.status = MessageStatus::Active;
+        c.retry_count = 0;
+        c.next_retry_ms = 0;
+        c.last_error = None;
+        let record = Record::Route { mid, from, copies: vec![(SUBMISSION, c.recipients.to_vec())] };
+        merge_submission_copies(&mut m.copies);
+        Some(record)
+    }
+
+    // --- The timers: expiry, delay notices, idle queues ---
+
+    /// Takes the copies of every message whose expiry time (`received_at + timeout`) is past at `now_ms`
+    /// out of their queues, all at once so that the sender gets one notice: copies in a delivery queue,
+    /// waiting or ready, and in Unreachable; a Poison copy never expires. While a copy of the message is
+    /// being delivered, or in Submission, the message waits (looked at again every second): it expires when
+    /// that attempt ends without success (the copy then waits again), or once the categorizer placed it.
+    pub(crate) fn take_expired(&mut self, now_ms: i64, timeout: Duration) -> Vec<Expired> {
+        let mut due: Vec<Mid> = std::mem::take(&mut self.expire_later);
+        while let Some(&(received, mid)) = self.arrivals.front() {
+            if !past(received, timeout, now_ms) {
+                break;
+            }
+            self.arrivals.pop_front();
+            self.delay_cursor = self.delay_cursor.saturating_sub(1);
+            due.push(mid);
+        }
+        let mut out = Vec::new();
+        for mid in due {
+            let Some(m) = self.messages.get(&mid) else { continue };
+            if m.copies.iter().any(|c| c.queue == SUBMISSION || c.status == MessageStatus::Active) {
+                self.expire_later.push(mid);
+                continue;
+            }
+            let (envelope, body) = (m.envelope.clone(), m.body);
+            let expiring: Vec<(QueueId, Vec<u32>)> =
+                m.copies.iter().filter(|c| c.queue != POISON).map(|c| (c.queue, c.recipients.to_vec())).collect();
+            for (qid, _) in &expiring {
+                self.take_waiting(mid, *qid);
+                self.remove_copy(mid, *qid);
+            }
+            if !expiring.is_empty() {
+                out.push(Expired { mid, envelope, body, copies: expiring });
+            }
+        }
+        out
+    }
+
+    /// Takes a waiting copy of `mid` off `qid`'s lists and counters (a ready-list entry is left, to be
+    /// skipped when reached).
+    fn take_waiting(&mut self, mid: Mid, qid: QueueId) {
+        match qid {
+            UNREACHABLE => {
+                self.unreachable.remove(&mid);
+            }
+            SUBMISSION | POISON => {}
+            qid => {
+                let retrying = copy_in(&mut self.messages, mid, qid).is_some_and(|c| c.status == MessageStatus::Retry);
+                if let Some(q) = self.delivery.get_mut(&qid) {
+                    // Its retry entry stays until its time, and is then dropped.
+                    if retrying {
+                        q.retrying -= 1;
+                    }
+                    q.message_count = q.message_count.saturating_sub(1);
+                }
+            }
+        }
+    }
+
+    /// Every message whose delay notice is due at `now_ms` (`received_at + timeout` past, not sent before),
+    /// with its recipients still undelivered (outside Poison). Each message is returned once: the scan
+    /// moves on past it, whatever the caller does.
+    pub(crate) fn take_delayed(&mut self, now_ms: i64, timeout: Duration) -> Vec<Delayed> {
+        let mut out = Vec::new();
+        while let Some(&(received, mid)) = self.arrivals.get(self.delay_cursor) {
+            if !past(received, timeout, now_ms) {
+                break;
+            }
+            self.delay_cursor += 1;
+            if self.delay_notified.remove(&mid) {
+                continue;
+            }
+            let Some(m) = self.messages.get(&mid) else { continue };
+            let recipients: Vec<(u32, Option<SharedError>)> = m
+                .copies
+                .iter()
+                .filter(|c| c.queue != POISON)
+                .flat_map(|c| c.recipients.iter().map(|i| (*i, c.last_error.clone())))
+                .collect();
+            if !recipients.is_empty() {
+                out.push(Delayed { mid, envelope: m.envelope.clone(), body: m.body, recipients });
+            }
+        }
+        out
+    }
+
+    /// Drops the arrival entries of finished messages once they are more than half of the list, so that
+    /// it stays within twice the messages queued (amortized: each entry is looked at a bounded number of
+    /// times).
+    pub(crate) fn compact_arrivals(&mut self) {
+        if self.arrivals.len() <= 2 * self.messages.len() + 1024 {
+            return;
+        }
+        let mut kept = VecDeque::with_capacity(self.messages.len() + 1024);
+        let mut cursor = 0;
+        for (i, entry) in self.arrivals.drain(..).enumerate() {
+            if self.messages.contains_key(&entry.1) {
+                if i < self.delay_cursor {
+                    cursor += 1;
+                }
+                kept.push_back(entry);
+            }
+        }
+        self.arrivals = kept;
+        self.delay_cursor = cursor;
+    }
+
+    /// Deletes the delivery queues that have been empty, with no worker, for `max_idle` at `now` (never a
+    /// suspended one); a queue for the same key is made again when needed, with a new number. Returns the
+    /// QueueDelete records.
+    pub(crate) fn delete_idle(&mut self, now: Instant, max_idle: Duration) -> Vec<Record> {
+        let mut deleted = Vec::new();
+        for (qid, q) in self.delivery.iter_mut() {
+            if q.suspended || !q.is_empty_and_idle() {
+                q.idle_since = None;
+                continue;
+            }
+            let since = *q.idle_since.get_or_insert(now);
+            if since + max_idle <= now {
+                deleted.push(*qid);
+            }
+        }
+        let mut records = Vec::new();
+        for qid in deleted {
+            if let Some(q) = self.delivery.remove(&qid) {
+                if self.keys.get(&q.key) == Some(&qid) {
+                    self.keys.remove(&q.key);
+                }
+                records.push(Record::QueueDelete { id: qid });
+            }
         }
         records
     }
@@ -607,6 +1001,10 @@ impl Queues {
         self.unreachable_suspended
     }
 
+    pub(crate) fn poison_len(&self) -> usize {
+        self.poison
+    }
+
     /// Removes the copy of `mid` in `queue`; the message goes when its last copy does.
     fn remove_copy(&mut self, mid: Mid, queue: QueueId) {
         if let Some(m) = self.messages.get_mut(&mid) {
@@ -616,6 +1014,14 @@ impl Queues {
             }
         }
     }
+}
+
+/// Copies moved back to Submission: their Route records, and the mids to put on Submission's list once the
+/// records were handed to the writer (so that the categorizer's Route never reaches the log before them).
+#[derive(Debug, Default)]
+pub(crate) struct Moved {
+    pub(crate) records: Vec<Record>,
+    pub(crate) mids: Vec<Mid>,
 }
 
 /// Two copies that both fell back to Submission become one with all their recipients.
@@ -674,6 +1080,98 @@ mod tests {
         assert!(wait > Duration::from_secs(59) && wait <= Duration::from_secs(60), "{wait:?}");
         // A deadline in the past (or a clock that stepped forward past it) is due now, not in the past.
         assert!(monotonic_deadline(now - 3_600_000) <= Instant::now());
+    }
+
+    fn message(received_at_ms: i64, queue: QueueId) -> Message {
+        let envelope = Envelope::from(sluice_queue_db::EnvelopeParts {
+            from: "a@b.test".into(),
+            recipients: vec![sluice_queue_db::Recipient { address: "c@d.test".into(), notify: None, orcpt: None }],
+            received_at_ms,
+            ..sluice_queue_db::EnvelopeParts::default()
+        });
+        Message {
+            envelope: Arc::new(envelope),
+            body: BodyRef { generation: 1, offset: 0, len: 1, crc: 0 },
+            copies: smallvec::smallvec![Copy {
+                queue,
+                recipients: smallvec::smallvec![0],
+                status: MessageStatus::Ready,
+                retry_count: 0,
+                next_retry_ms: 0,
+                last_error: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn the_delay_scan_reaches_each_message_once_also_across_a_compaction() {
+        let mut qs = Queues::new();
+        for mid in 1..=3000u64 {
+            qs.insert_message(mid, message(mid as i64, UNREACHABLE));
+            qs.place(mid, UNREACHABLE, None);
+        }
+        qs.set_delay_notified([7]);
+        let due: Vec<Mid> = qs.take_delayed(1000, Duration::ZERO).iter().map(|d| d.mid).collect();
+        assert_eq!(due.len(), 999, "1..=1000 but 7, notified before a restart");
+        assert!(!due.contains(&7));
+        // Most messages finish; their entries are dropped in bulk, and the scan goes on where it was.
+        for mid in (1..=3000u64).filter(|m| m % 10 != 0) {
+            qs.remove_copy(mid, UNREACHABLE);
+        }
+        qs.compact_arrivals();
+        assert_eq!(qs.arrivals.len(), 300);
+        assert_eq!(qs.delay_cursor, 100);
+        let due: Vec<Mid> = qs.take_delayed(2000, Duration::ZERO).iter().map(|d| d.mid).collect();
+        assert_eq!(due, (1010..=2000).step_by(10).collect::<Vec<_>>());
+        // Expiry pops the front, the delay scan's cursor moving with it.
+        let expired: Vec<Mid> = qs.take_expired(1500, Duration::ZERO).iter().map(|e| e.mid).collect();
+        assert_eq!(expired, (10..=1500).step_by(10).collect::<Vec<_>>());
+        assert_eq!(qs.delay_cursor, 50);
+        assert_eq!(qs.message_count(), 150);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_entry_whose_copy_expired_is_dropped_when_due() {
+        let mut qs = Queues::new();
+        let key = NextHopSolutionKey {
+            delivery_type: DeliveryType::SmtpDeliveryToMailbox,
+            next_hop_domain: "store".into(),
+            next_hop_connector: "g-store".into(),
+        };
+        let (qid, _) = qs.queue_for(key, Target::Lmtp { address: "127.0.0.1:24".into() });
+        let now = sluice_queue_db::now_ms();
+        // Message 1 was received long ago, message 2 just now; both wait a minute for their retry.
+        for (mid, received) in [(1, 0), (2, now)] {
+            qs.insert_message(mid, message(received, qid));
+            qs.place(mid, qid, None);
+            let (job, _) = qs.take_ready(qid).unwrap();
+            assert_eq!(job.mid, mid);
+            qs.defer_copy(mid, qid, None, 1, now + 60_000, "451 4.3.0 later");
+        }
+        let q = qs.delivery_queue(qid).unwrap();
+        assert_eq!((q.deferred_count(), q.message_count()), (2, 2));
+        let expired = qs.take_expired(now - 1, Duration::ZERO);
+        assert_eq!(expired.iter().map(|e| e.mid).collect::<Vec<_>>(), [1]);
+        let q = qs.delivery_queue(qid).unwrap();
+        assert_eq!((q.deferred_count(), q.message_count()), (1, 1));
+        assert!(qs.release_due(Instant::now()).is_empty(), "nothing is due yet");
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert_eq!(qs.release_due(Instant::now()), [qid], "only the copy still there");
+        let (job, _) = qs.take_ready(qid).unwrap();
+        assert_eq!(job.mid, 2);
+        assert!(qs.take_ready(qid).is_none());
+        assert_eq!(qs.delivery_queue(qid).unwrap().deferred_count(), 0);
+    }
+
+    #[test]
+    fn poison_copies_are_counted_and_never_expire() {
+        let mut qs = Queues::new();
+        qs.insert_message(1, message(0, POISON));
+        qs.place(1, POISON, None);
+        assert_eq!(qs.poison_len(), 1);
+        assert!(qs.take_expired(i64::MAX, Duration::ZERO).is_empty());
+        assert!(qs.take_delayed(i64::MAX, Duration::ZERO).is_empty(), "no delay notice for a Poison copy");
+        assert_eq!(qs.message_count(), 1);
     }
 
     /// A million queued messages cost a million of these (B4 in docs/benchmarks.md): 96 bytes is a mimalloc size

@@ -120,24 +120,71 @@ impl Target {
     }
 }
 
-/// Retry and concurrency settings of `[transport]` that the queues use.
+/// Retry, expiry and concurrency settings of `[transport]` that the queues use (docs/operations.md, "Retry,
+/// expiry and delay notices").
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
+    /// Queue-level failures (no connection, or the session failed as a whole) that wait
+    /// `queue_glitch_retry_interval`: the first ones after the queue last delivered.
+    pub queue_glitch_retry_count: u32,
+    pub queue_glitch_retry_interval: Duration,
+    /// The queue-level failures after the glitch retries that wait `transient_failure_retry_interval`.
+    pub transient_failure_retry_count: u32,
     pub transient_failure_retry_interval: Duration,
+    /// What every queue-level failure after those waits.
+    pub outbound_connection_failure_retry_interval: Duration,
+    /// What a copy waits after a recipient-level transient reply (4xx); its queue is not held.
+    pub message_retry_interval: Duration,
+    /// A message still queued this long after it was received expires: its recipients fail (`4.4.7`). A
+    /// delay notice names the end (`Will-Retry-Until:`).
+    pub message_expiration_timeout: Duration,
+    /// A message still queued this long after it was received gets its one delay notice; zero sends none.
+    pub delay_notification_timeout: Duration,
+    /// An empty delivery queue (no copies, no workers), not suspended, is deleted after this long.
+    pub queue_max_idle_time: Duration,
+    /// A queue in Retry that delivered nothing for this long has its messages categorized again.
+    pub max_idle_time_before_resubmit: Duration,
+    /// Delivery connections open (or being opened) at once, across every queue.
+    pub max_outbound_connections: usize,
+    /// Delivery connections per delivery queue.
     pub max_per_domain_outbound_connections: usize,
     /// How long an idle delivery connection is kept open for the next message.
     pub connection_idle: Duration,
-    /// How long after its arrival a message is tried; a delay notice names the end (`Will-Retry-Until:`).
-    pub message_expiration_timeout: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
+            queue_glitch_retry_count: 4,
+            queue_glitch_retry_interval: Duration::from_secs(60),
+            transient_failure_retry_count: 6,
             transient_failure_retry_interval: Duration::from_secs(300),
+            outbound_connection_failure_retry_interval: Duration::from_secs(600),
+            message_retry_interval: Duration::from_secs(900),
+            message_expiration_timeout: Duration::from_secs(2 * 86_400),
+            delay_notification_timeout: Duration::from_secs(4 * 3_600),
+            queue_max_idle_time: Duration::from_secs(180),
+            max_idle_time_before_resubmit: Duration::from_secs(12 * 3_600),
+            max_outbound_connections: 1000,
             max_per_domain_outbound_connections: 40,
             connection_idle: Duration::from_secs(5),
-            message_expiration_timeout: Duration::from_secs(2 * 86_400),
+        }
+    }
+}
+
+impl Limits {
+    /// How long a queue waits after its `failures`-th queue-level failure in a row (counted from 1): the
+    /// first `queue_glitch_retry_count` wait `queue_glitch_retry_interval`, the next
+    /// `transient_failure_retry_count` wait `transient_failure_retry_interval`, and every one after them
+    /// `outbound_connection_failure_retry_interval`.
+    pub fn queue_retry_interval(&self, failures: u32) -> Duration {
+        let glitches = self.queue_glitch_retry_count;
+        if failures <= glitches {
+            self.queue_glitch_retry_interval
+        } else if failures - glitches <= self.transient_failure_retry_count {
+            self.transient_failure_retry_interval
+        } else {
+            self.outbound_connection_failure_retry_interval
         }
     }
 }
@@ -320,6 +367,16 @@ mod tests {
         let Route::Deliver { key, .. } = table().route("a@example.org") else { panic!() };
         assert_eq!(key.delivery_type, DeliveryType::SmartHostConnectorDelivery);
         assert_eq!(key.next_hop_domain, "127.0.0.1:2526");
+    }
+
+    #[test]
+    fn queue_failures_wait_glitch_then_transient_then_connection_failure_intervals() {
+        let l = Limits::default();
+        let waits: Vec<u64> = (1..=13).map(|n| l.queue_retry_interval(n).as_secs()).collect();
+        assert_eq!(waits, [60, 60, 60, 60, 300, 300, 300, 300, 300, 300, 600, 600, 600]);
+        let l = Limits { queue_glitch_retry_count: 0, transient_failure_retry_count: 1, ..Limits::default() };
+        assert_eq!(l.queue_retry_interval(1).as_secs(), 300);
+        assert_eq!(l.queue_retry_interval(2).as_secs(), 600);
     }
 
     #[test]

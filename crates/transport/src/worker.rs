@@ -3,9 +3,11 @@
 //! module decides when to connect, when to retry and what each reply means for the queue.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sluice_queue_db::{QueueId, Record, now_ms};
-use sluice_smtp::Reply;
+use sluice_smtp::{EnhancedCode, Reply};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::Inner;
 use crate::agent::{DeliveryConnection, DeliveryError, Handoff, Outbound, RecipientOutcome, reply_line};
@@ -20,6 +22,68 @@ use crate::agent::DeliveryAgent;
 /// How long a delivery attempt in progress may go on once shutdown began.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// The cap on delivery connections across all queues (`max_outbound_connections`): a worker holds a slot
+/// from before it connects until its connection is closed.
+pub(crate) struct ConnectionSlots {
+    semaphore: Arc<Semaphore>,
+    /// The configured cap, and the slots still to be taken out of use after it was lowered while they were
+    /// held: each is forgotten instead of returned when it is given back.
+    size: std::sync::Mutex<usize>,
+    debt: Arc<AtomicUsize>,
+}
+
+/// One delivery connection's slot; given back when dropped.
+pub(crate) struct Slot {
+    permit: Option<OwnedSemaphorePermit>,
+    debt: Arc<AtomicUsize>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let owed = self.debt.fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_sub(1)).is_ok();
+        if let (true, Some(p)) = (owed, self.permit.take()) {
+            p.forget();
+        }
+    }
+}
+
+impl ConnectionSlots {
+    pub(crate) fn new(size: usize) -> ConnectionSlots {
+        ConnectionSlots {
+            semaphore: Arc::new(Semaphore::new(size)),
+            size: std::sync::Mutex::new(size),
+            debt: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Changes the cap (configuration reload). Lowering it takes free slots out at once and the others as
+    /// they are given back.
+    pub(crate) fn resize(&self, new: usize) {
+        let mut size = self.size.lock().unwrap_or_else(|e| e.into_inner());
+        if new > *size {
+            let mut grow = new - *size;
+            // Slots still owed from an earlier lowering are forgiven first.
+            while grow > 0 && self.debt.fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_sub(1)).is_ok()
+            {
+                grow -= 1;
+            }
+            self.semaphore.add_permits(grow);
+        } else {
+            let cut = *size - new;
+            let forgotten = self.semaphore.forget_permits(cut);
+            self.debt.fetch_add(cut - forgotten, Ordering::AcqRel);
+        }
+        *size = new;
+    }
+
+    /// Waits for a free slot.
+    async fn acquire(&self) -> Slot {
+        // The semaphore is never closed.
+        let permit = self.semaphore.clone().acquire_owned().await.ok();
+        Slot { permit, debt: self.debt.clone() }
+    }
+}
+
 /// Starts workers for a queue while it has more ready copies than workers, up to the per-domain limit.
 pub(crate) fn kick(inner: &Arc<Inner>, qid: QueueId) {
     let limit = inner.routing().limits.max_per_domain_outbound_connections.max(1);
@@ -33,13 +97,18 @@ pub(crate) fn kick(inner: &Arc<Inner>, qid: QueueId) {
 /// One worker of a delivery queue: it takes the queue's ready copies one after another and delivers them
 /// over one connection, kept while mail keeps coming.
 async fn worker(inner: Arc<Inner>, qid: QueueId) {
-    let mut w = Worker { inner, qid, conn: None, sent: 0 };
+    let mut w = Worker { inner, qid, conn: None, conn_target: None, slot: None, sent: 0 };
     while let Some((job, target)) = w.next_job().await {
+        // A connection opened for another target (a reload changed the queue's) is not used again.
+        if w.conn.is_some() && w.conn_target.as_ref() != Some(&target) {
+            w.close().await;
+        }
         let body = match w.inner.db.body_source(job.mid, &job.body) {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(mid = job.mid, error = %e, "cannot read a message body");
-                defer(&w.inner, qid, &job, &DeliveryError::Body(e), false).await;
+                let error = reply_line(&DeliveryError::Body(e).reply());
+                not_delivered(&w.inner, qid, &job, &target, job.recipients.clone(), &error, false).await;
                 continue;
             }
         };
@@ -57,36 +126,45 @@ async fn worker(inner: Arc<Inner>, qid: QueueId) {
         let conn = match w.conn.take() {
             Some(conn) => conn,
             None => match w.connect(&target).await {
-                Ok(conn) => conn,
-                Err(e) if e.is_permanent() => {
+                Some(Ok(conn)) => conn,
+                Some(Err(e)) if e.is_permanent() => {
                     // No route to the domain: every recipient fails now, and so will the next copy's.
                     let outcomes = outbound.indices.iter().map(|_| RecipientOutcome::Permanent(e.reply())).collect();
-                    finish(&w.inner, qid, &job, &outbound, outcomes, Handoff::Relayed).await;
+                    finish(&w.inner, qid, &job, &target, &outbound, outcomes, Handoff::Relayed).await;
                     continue;
                 }
-                Err(e) => {
-                    defer(&w.inner, qid, &job, &e, true).await;
+                Some(Err(e)) => {
+                    let error = reply_line(&e.reply());
+                    not_delivered(&w.inner, qid, &job, &target, job.recipients.clone(), &error, true).await;
+                    break;
+                }
+                None => {
+                    // Shutdown came while the worker waited for a connection slot: nothing was tried.
+                    w.inner.lock().put_back(job.mid, qid);
                     break;
                 }
             },
         };
         match w.deliver(conn, &outbound, &target).await {
             Ok(outcomes) => {
+                w.conn_target = Some(target.clone());
+                // The session went through: the queue's count of failures in a row starts again.
+                w.inner.lock().queue_delivered(qid);
                 let handoff = w.conn.as_ref().map_or(Handoff::Relayed, |c| c.handoff());
-                finish(&w.inner, qid, &job, &outbound, outcomes, handoff).await;
+                finish(&w.inner, qid, &job, &target, &outbound, outcomes, handoff).await;
                 w.delivered(&target).await;
             }
             Err(e) => {
                 w.conn = None;
-                defer(&w.inner, qid, &job, &e, true).await;
+                w.slot = None;
+                let error = reply_line(&e.reply());
+                not_delivered(&w.inner, qid, &job, &target, job.recipients.clone(), &error, true).await;
                 break;
             }
         }
     }
-    let Worker { inner, conn, .. } = w;
-    if let Some(c) = conn {
-        c.quit().await;
-    }
+    w.close().await;
+    let Worker { inner, .. } = w;
     let more = inner.lock().worker_done(qid);
     // A message may have arrived between the last look and the exit.
     if more && !inner.shutdown.is_cancelled() {
@@ -98,8 +176,11 @@ async fn worker(inner: Arc<Inner>, qid: QueueId) {
 struct Worker {
     inner: Arc<Inner>,
     qid: QueueId,
-    /// The open connection to the next hop, if any.
+    /// The open connection to the next hop, if any, and the target it was opened for.
     conn: Option<Box<dyn DeliveryConnection>>,
+    conn_target: Option<Target>,
+    /// The connection slot held while `conn` is open (or being opened).
+    slot: Option<Slot>,
     /// Copies delivered over `conn`.
     sent: usize,
 }
@@ -108,8 +189,11 @@ impl Worker {
     /// The next ready copy and its target, waiting for one while a connection is open; `None` when the worker
     /// should stop (no work and no connection, idle too long, shutdown, or the queue is gone).
     async fn next_job(&mut self) -> Option<(Job, Target)> {
-        let inner = &self.inner;
         loop {
+            if self.conn.is_none() {
+                self.slot = None;
+            }
+            let inner = &self.inner;
             if inner.shutdown.is_cancelled() {
                 return None;
             }
@@ -132,12 +216,37 @@ impl Worker {
         }
     }
 
-    /// Opens a connection to the target, counted as connecting meanwhile.
-    async fn connect(&mut self, target: &Target) -> Result<Box<dyn DeliveryConnection>, DeliveryError> {
-        self.inner.lock().set_connecting(self.qid, true);
-        let connected = self.inner.agent.connect(target).await;
-        self.inner.lock().set_connecting(self.qid, false);
+    /// Opens a connection to the target, counted as connecting meanwhile, once a connection slot is free.
+    /// `None` when shutdown came first.
+    async fn connect(&mut self, target: &Target) -> Option<Result<Box<dyn DeliveryConnection>, DeliveryError>> {
+        let inner = self.inner.clone();
+        inner.lock().set_connecting(self.qid, true);
+        let slot = tokio::select! {
+            slot = inner.connections.acquire() => Some(slot),
+            _ = inner.shutdown.cancelled() => None,
+        };
+        let connected = match slot {
+            Some(slot) => {
+                self.slot = Some(slot);
+                Some(inner.agent.connect(target).await)
+            }
+            None => None,
+        };
+        inner.lock().set_connecting(self.qid, false);
+        match &connected {
+            Some(Ok(_)) => self.conn_target = Some(target.clone()),
+            _ => self.slot = None,
+        }
         connected
+    }
+
+    /// Ends the open connection, if any, and gives its slot back.
+    async fn close(&mut self) {
+        if let Some(c) = self.conn.take() {
+            c.quit().await;
+        }
+        self.slot = None;
+        self.sent = 0;
     }
 
     /// Delivers one copy over `conn`, which is kept (or the fresh one that replaced it).
@@ -160,8 +269,8 @@ impl Worker {
         };
         self.conn = Some(conn);
         if result.is_err() && self.sent > 0 && !inner.shutdown.is_cancelled() {
-            // A reused connection may have been closed by the peer while idle: one fresh attempt before the
-            // failure counts against the queue.
+            // A reused connection may have been closed by the peer while idle: one fresh attempt (in the same
+            // connection slot) before the failure counts against the queue.
             self.conn = None;
             self.sent = 0;
             if let Ok(mut fresh) = inner.agent.connect(target).await {
@@ -176,20 +285,19 @@ impl Worker {
     async fn delivered(&mut self, target: &Target) {
         self.sent += 1;
         if self.sent >= target.max_messages_per_connection().max(1) {
-            if let Some(c) = self.conn.take() {
-                c.quit().await;
-            }
-            self.sent = 0;
+            self.close().await;
         }
     }
 }
 
 /// Applies the next hop's per-recipient replies to the copy, and tells the sender of those that failed (and,
-/// when asked, of those delivered) in one notice.
+/// when asked, of those delivered) in one notice. The recipients left with a transient reply go on as
+/// [`not_delivered`] says.
 async fn finish(
     inner: &Arc<Inner>,
     qid: QueueId,
     job: &Job,
+    target: &Target,
     out: &Outbound,
     outcomes: Vec<RecipientOutcome>,
     handoff: Handoff,
@@ -241,61 +349,138 @@ async fn finish(
         let done = vec![Record::CopyDone { mid: job.mid, queue: qid }];
         inner.record(done, "a delivery").await;
     } else {
-        let next = now_ms() + inner.routing().limits.transient_failure_retry_interval.as_millis() as i64;
-        inner.lock().defer_copy(job.mid, qid, Some(&remaining), job.retry_count + 1, next, &transient_error);
-        let records = vec![
-            Record::Route { mid: job.mid, from: qid, copies: vec![(qid, remaining)] },
-            Record::Defer {
-                mid: job.mid,
-                queue: qid,
-                retry_count: job.retry_count + 1,
-                next_retry_ms: next,
-                last_error: transient_error,
-            },
-        ];
-        inner.record(records, "a deferral").await;
+        copy_not_done(inner, qid, job, target, remaining, &transient_error, None).await;
     }
 }
 
-/// A transient failure of the whole attempt. With `queue_level`, the queue goes to Retry too.
-async fn defer(inner: &Arc<Inner>, qid: QueueId, job: &Job, error: &DeliveryError, queue_level: bool) {
-    let error = reply_line(&error.reply());
-    let error = error.as_str();
-    let now = now_ms();
-    let next = now + inner.routing().limits.transient_failure_retry_interval.as_millis() as i64;
-    if queue_level {
-        // The copy goes back to the front: it is first when the queue retries.
-        inner.lock().requeue_front(job.mid, qid, job.retry_count + 1, now, next, error);
-    } else {
-        inner.lock().defer_copy(job.mid, qid, None, job.retry_count + 1, next, error);
-    }
+/// A transient failure of the whole attempt, for every recipient of the copy. With `queue_level` (no
+/// connection, or the session failed as a whole) the queue goes to Retry too
+/// ([`crate::Limits::queue_retry_interval`]); without (the body could not be read) only the copy waits.
+async fn not_delivered(
+    inner: &Arc<Inner>,
+    qid: QueueId,
+    job: &Job,
+    target: &Target,
+    recipients: Vec<u32>,
+    error: &str,
+    queue_level: bool,
+) {
     tracing::info!(mid = job.mid, queue = qid, error = %sluice_smtp::printable(error), "delivery deferred");
     let mut ev = inner.event(EventId::Defer, job.mid, &job.envelope);
-    ev.recipients = job
-        .recipients
-        .iter()
-        .filter_map(|i| job.envelope.recipient(*i as usize))
-        .map(|r| r.address.to_owned())
-        .collect();
+    ev.recipients =
+        recipients.iter().filter_map(|i| job.envelope.recipient(*i as usize)).map(|r| r.address.to_owned()).collect();
     ev.queue = Some(inner.queue_identity(qid));
     ev.reply = Some(error.to_owned());
     inner.tracking.log(ev);
-    let defer = Record::Defer {
+    let queue_retry = if queue_level {
+        let limits = inner.routing().limits.clone();
+        inner.lock().queue_failed(qid, now_ms(), error, &limits)
+    } else {
+        None
+    };
+    copy_not_done(inner, qid, job, target, recipients, error, queue_retry.map(Some)).await;
+}
+
+/// The active copy's attempt ended with `remaining` recipients not delivered. In this order:
+/// - a reload changed or removed the queue's target since the attempt began: they go back to Submission
+///   and the categorizer, under the new routing;
+/// - after a queue-level failure (`queue_retry` holds the queue's next retry time): the copy goes back to
+///   the front of the queue, which waits in Retry;
+/// - else (a recipient-level 4xx): the copy keeps those recipients and waits `message_retry_interval`; the
+///   queue is not held.
+///
+/// A message past `message_expiration_timeout` is left to the timer, which expires all its copies together
+/// (one notice) within a second, now that none is being delivered.
+async fn copy_not_done(
+    inner: &Arc<Inner>,
+    qid: QueueId,
+    job: &Job,
+    target: &Target,
+    remaining: Vec<u32>,
+    error: &str,
+    queue_retry: Option<Option<i64>>,
+) {
+    let limits = inner.routing().limits.clone();
+    let rerouted = {
+        let mut qs = inner.lock();
+        if qs.rerouted(qid, target) { Some(qs.active_to_submission(job.mid, qid, &remaining)) } else { None }
+    };
+    if let Some(record) = rerouted {
+        inner.record(record.into_iter().collect(), "the return to Submission of a rerouted copy").await;
+        inner.lock().push_submission([job.mid]);
+        inner.categorizer_wake.notify_one();
+        return;
+    }
+    let retry_count = job.retry_count + 1;
+    let narrowed = remaining.len() < job.recipients.len();
+    let next = match queue_retry {
+        Some(queue_next) => {
+            let next = queue_next.unwrap_or_else(now_ms);
+            inner.lock().requeue_front(job.mid, qid, retry_count, next, error);
+            next
+        }
+        None => {
+            let next = now_ms().saturating_add(limits.message_retry_interval.as_millis().min(i64::MAX as u128) as i64);
+            inner.lock().defer_copy(job.mid, qid, Some(&remaining), retry_count, next, error);
+            next
+        }
+    };
+    let mut records = Vec::new();
+    if narrowed {
+        records.push(Record::Route { mid: job.mid, from: qid, copies: vec![(qid, remaining)] });
+    }
+    records.push(Record::Defer {
         mid: job.mid,
         queue: qid,
-        retry_count: job.retry_count + 1,
+        retry_count,
         next_retry_ms: next,
         last_error: error.to_owned(),
-    };
-    inner.record(vec![defer], "a deferral").await;
+    });
+    inner.record(records, "a deferral").await;
 }
 
 /// Moves what is due out of Retry; called every second.
 pub(crate) fn release_due(inner: &Arc<Inner>) {
     let now = tokio::time::Instant::now();
     let mut due_queues = inner.lock().release_due(now);
+    due_queues.sort_unstable();
     due_queues.dedup();
     for qid in due_queues {
         kick(inner, qid);
+    }
+}
+
+/// The reply an expired recipient fails with: final (`550`), with the enhanced code RFC 3463 gives an
+/// expired delivery time (X.4.7) in the persistent-transient class, as the failure was a series of transient
+/// ones; the notice says `Action: failed` (RFC 3464).
+pub(crate) fn expired_reply(timeout: std::time::Duration) -> Reply {
+    Reply::with_enhanced(
+        550,
+        Some(EnhancedCode::new(4, 4, 7)),
+        format!("Message expired: not delivered within {}", crate::timers::human(timeout)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lowering_the_connection_cap_takes_held_slots_out_as_they_are_given_back() {
+        let slots = ConnectionSlots::new(2);
+        let (a, b) = (slots.acquire().await, slots.acquire().await);
+        slots.resize(1);
+        assert_eq!(slots.semaphore.available_permits(), 0);
+        drop(a);
+        assert_eq!(slots.semaphore.available_permits(), 0, "the first slot given back is owed");
+        drop(b);
+        assert_eq!(slots.semaphore.available_permits(), 1);
+        slots.resize(3);
+        assert_eq!(slots.semaphore.available_permits(), 3);
+        let held = slots.acquire().await;
+        slots.resize(1);
+        slots.resize(2);
+        drop(held);
+        assert_eq!(slots.semaphore.available_permits(), 2, "the cap is the one set last");
     }
 }

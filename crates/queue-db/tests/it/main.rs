@@ -2,6 +2,7 @@
 
 mod crash;
 mod latency;
+mod records;
 mod safety_net;
 
 use sluice_queue_db::{Envelope, EnvelopeParts, Recipient};

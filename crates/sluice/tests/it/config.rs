@@ -83,7 +83,7 @@ fn an_admin_api_off_loopback_is_refused_before_anything_starts() {
 fn sigterm_stops_cleanly_and_queued_mail_survives() {
     let port = free_port();
     let mut s = Server::start(&format!(
-        "[transport]\ntransient_failure_retry_interval = \"1s\"\n[[send_connectors]]\nname = \"Down\"\naddress_spaces = [\"*\"]\nsmart_hosts = [\"127.0.0.1:{port}\"]\n"
+        "[transport]\nqueue_glitch_retry_interval = \"1s\"\ntransient_failure_retry_interval = \"1s\"\noutbound_connection_failure_retry_interval = \"1s\"\nmessage_retry_interval = \"1s\"\n[[send_connectors]]\nname = \"Down\"\naddress_spaces = [\"*\"]\nsmart_hosts = [\"127.0.0.1:{port}\"]\n"
     ));
     let mut c = s.smtp();
     c.cmd("EHLO client.test");
@@ -131,7 +131,7 @@ fn db_check_verifies_every_file_and_names_damage() {
 fn a_damaged_generation_is_refused_at_start_and_salvage_with_the_replay_directory_delivers_the_rest() {
     let port = free_port();
     let mut s = Server::start(&format!(
-        "[transport]\ntransient_failure_retry_interval = \"1s\"\n\n\
+        "[transport]\nqueue_glitch_retry_interval = \"1s\"\ntransient_failure_retry_interval = \"1s\"\noutbound_connection_failure_retry_interval = \"1s\"\nmessage_retry_interval = \"1s\"\n\n\
          [[send_connectors]]\nname = \"Out\"\naddress_spaces = [\"*\"]\nsmart_hosts = [\"127.0.0.1:{port}\"]\n"
     ));
     let mut c = s.smtp();

@@ -67,7 +67,7 @@ fn sigkill_during_injection_loses_nothing_acknowledged() {
     let cycles = env("SLUICE_KILL_CYCLES", 20);
     let sink = Sink::start();
     let mut s = Server::start(&format!(
-        "[transport]\ntransient_failure_retry_interval = \"1s\"\n\n[[send_connectors]]\nname = \"Sink\"\naddress_spaces = [\"*\"]\nsmart_hosts = [\"127.0.0.1:{}\"]\n",
+        "[transport]\nqueue_glitch_retry_interval = \"1s\"\ntransient_failure_retry_interval = \"1s\"\noutbound_connection_failure_retry_interval = \"1s\"\nmessage_retry_interval = \"1s\"\n\n[[send_connectors]]\nname = \"Sink\"\naddress_spaces = [\"*\"]\nsmart_hosts = [\"127.0.0.1:{}\"]\n",
         sink.port
     ));
     let next = Arc::new(AtomicUsize::new(0));

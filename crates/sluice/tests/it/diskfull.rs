@@ -69,7 +69,7 @@ fn run(case: Case) {
     let hold = hold.map(|h| format!("safety_net_hold_time = \"{h}\"\n")).unwrap_or_default();
     let mut s = Server::start_with_data(
         &format!(
-            "[transport]\n{hold}transient_failure_retry_interval = \"1s\"\n\n\
+            "[transport]\n{hold}queue_glitch_retry_interval = \"1s\"\ntransient_failure_retry_interval = \"1s\"\noutbound_connection_failure_retry_interval = \"1s\"\nmessage_retry_interval = \"1s\"\n\n\
              [back_pressure]\ncheck_interval = \"100ms\"\n{back_pressure}\n\
              [[send_connectors]]\nname = \"Out\"\naddress_spaces = [\"*\"]\nsmart_hosts = [\"127.0.0.1:{port}\"]\n"
         ),

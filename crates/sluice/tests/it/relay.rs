@@ -6,7 +6,7 @@ use crate::harness::*;
 
 pub(crate) fn relay_config(sink_port: u16) -> String {
     format!(
-        "[transport]\ntransient_failure_retry_interval = \"1s\"\n\n[[send_connectors]]\nname = \"Sink\"\naddress_spaces = [\"*\"]\nsmart_hosts = [\"127.0.0.1:{sink_port}\"]\n"
+        "[transport]\nqueue_glitch_retry_interval = \"1s\"\ntransient_failure_retry_interval = \"1s\"\noutbound_connection_failure_retry_interval = \"1s\"\nmessage_retry_interval = \"1s\"\n\n[[send_connectors]]\nname = \"Sink\"\naddress_spaces = [\"*\"]\nsmart_hosts = [\"127.0.0.1:{sink_port}\"]\n"
     )
 }
 
@@ -155,7 +155,7 @@ fn the_queue_database_shrinks_after_delivery_without_a_restart() {
     let sink = Sink::start();
     let s = Server::start(&format!(
         "[queue_database]\ngeneration_interval = \"5s\"\ncheckpoint_interval = \"2s\"\n\n\
-         [transport]\nsafety_net_hold_time = \"2s\"\ntransient_failure_retry_interval = \"1s\"\n\n\
+         [transport]\nsafety_net_hold_time = \"2s\"\nqueue_glitch_retry_interval = \"1s\"\ntransient_failure_retry_interval = \"1s\"\noutbound_connection_failure_retry_interval = \"1s\"\nmessage_retry_interval = \"1s\"\n\n\
          [[send_connectors]]\nname = \"Sink\"\naddress_spaces = [\"*\"]\nsmart_hosts = [\"127.0.0.1:{}\"]\n",
         sink.port
     ));

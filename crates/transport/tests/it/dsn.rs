@@ -12,8 +12,8 @@ use sluice_queue_db::EnvelopeParts;
 use sluice_transport::{Handoff, Transport};
 
 use crate::harness::{
-    Answer, Attempt, FakeAgent, HOSTNAME, SENDER, envelope, pass, smart_host, start, start_tracked, still,
-    submit_message, tracking_events, until,
+    Answer, Attempt, FakeAgent, HOSTNAME, SENDER, envelope, pass, smart_host, start, still, submit_message,
+    tracking_events, until,
 };
 
 const BODY: &[u8] = b"Subject: test\r\nMessage-ID: <orig.1@here.example>\r\n\r\nHello.\r\n";
@@ -100,7 +100,7 @@ async fn a_rejected_recipient_gets_its_sender_one_notice_queued_and_then_deliver
     let dir = tempfile::tempdir().unwrap();
     // The original is rejected; the notice is deferred once, so that it can be seen waiting in its queue.
     let agent = FakeAgent::answering([Answer::Reject("550 5.1.1 no such user"), Answer::Defer("451 4.3.0 later")]);
-    let transport = start_tracked(dir.path(), smart_host("g-relay", "relay.example:25"), &agent).await;
+    let transport = start(dir.path(), smart_host("g-relay", "relay.example:25"), &agent).await;
     let e = with(
         |e| e.internet_message_id = Some("<orig.1@here.example>".into()),
         &["bob@remote.example", "carol@remote.example"],

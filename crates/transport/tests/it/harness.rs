@@ -37,6 +37,10 @@ pub enum Answer {
     DeferFirst(&'static str),
     /// Every recipient is delivered.
     Accept,
+    /// The next hop takes this long (on the paused clock), then every recipient is delivered.
+    AcceptAfter(Duration),
+    /// The next hop takes this long, then every recipient gets this transient reply.
+    DeferAfter(Duration, &'static str),
 }
 
 /// One attempt the fake next hop saw, on the paused clock.
@@ -67,6 +71,8 @@ struct Shared {
     attempts: Mutex<Vec<Attempt>>,
     /// What its connections say a delivered recipient has become; `Relayed` unless set.
     handoff: Mutex<Option<Handoff>>,
+    /// Connections open now, and the most ever open at once.
+    open: Mutex<(usize, usize)>,
 }
 
 impl FakeAgent {
@@ -88,6 +94,11 @@ impl FakeAgent {
     /// What its connections' `handoff()` says from now on (a Maildir-like `Delivered`, say).
     pub fn set_handoff(&self, handoff: Handoff) {
         *self.shared.handoff.lock().unwrap() = Some(handoff);
+    }
+
+    /// The most connections that were open at once.
+    pub fn most_open(&self) -> usize {
+        self.shared.open.lock().unwrap().1
     }
 
     fn record(&self, attempt: Attempt) {
@@ -113,10 +124,10 @@ fn connect_error(line: &str) -> DeliveryError {
 /// The outcome for the `i`-th recipient of an attempt.
 fn outcome(answer: &Answer, i: usize) -> RecipientOutcome {
     match answer {
-        Answer::Defer(line) => RecipientOutcome::Transient(reply(line)),
+        Answer::Defer(line) | Answer::DeferAfter(_, line) => RecipientOutcome::Transient(reply(line)),
         Answer::DeferFirst(line) if i == 0 => RecipientOutcome::Transient(reply(line)),
         Answer::Reject(line) => RecipientOutcome::Permanent(reply(line)),
-        Answer::DeferFirst(_) | Answer::Accept | Answer::RefuseConnection(_) => {
+        Answer::DeferFirst(_) | Answer::Accept | Answer::AcceptAfter(_) | Answer::RefuseConnection(_) => {
             RecipientOutcome::Delivered(reply("250 2.0.0 Ok"))
         }
     }
@@ -141,6 +152,10 @@ impl DeliveryAgent for FakeAgent {
                 });
                 return Err(connect_error(reply));
             }
+            drop(script);
+            let mut open = self.shared.open.lock().unwrap();
+            open.0 += 1;
+            open.1 = open.1.max(open.0);
             Ok(Box::new(FakeConnection { agent: self.clone(), target: target.clone() }) as Box<dyn DeliveryConnection>)
         })
     }
@@ -151,15 +166,25 @@ struct FakeConnection {
     target: Target,
 }
 
+impl Drop for FakeConnection {
+    fn drop(&mut self) {
+        self.agent.shared.open.lock().unwrap().0 -= 1;
+    }
+}
+
 impl DeliveryConnection for FakeConnection {
     fn deliver<'a>(&'a mut self, msg: &'a Outbound) -> BoxFuture<'a, Result<Vec<RecipientOutcome>, DeliveryError>> {
         Box::pin(async move {
             let answer = self.agent.shared.script.lock().unwrap().pop_front().unwrap_or(Answer::Accept);
             let recipients: Vec<String> = msg.recipients().map(|r| r.address.to_owned()).collect();
+            let at = Instant::now();
+            if let Answer::AcceptAfter(d) | Answer::DeferAfter(d, _) = &answer {
+                tokio::time::sleep(*d).await;
+            }
             let outcomes = (0..recipients.len()).map(|i| outcome(&answer, i)).collect();
             let body = msg.body.read_all().map_err(DeliveryError::Body)?;
             self.agent.record(Attempt {
-                at: Instant::now(),
+                at,
                 target: self.target.clone(),
                 mid: Some(msg.mid),
                 from: msg.envelope.from_address().to_owned(),
@@ -195,18 +220,9 @@ pub fn smart_host(guid: &str, host: &str) -> Routing {
     }
 }
 
-/// Opens the queue database in `dir`, loads its queues under `routing` and starts the transport on them.
+/// Opens the queue database in `dir`, loads its queues under `routing` and starts the transport on them, with
+/// its tracking log in `<dir>/tracking` (see [`tracking_events`]).
 pub async fn start(dir: &Path, routing: Routing, agent: &FakeAgent) -> Transport {
-    start_with(dir, routing, agent, Tracking::disabled())
-}
-
-/// [`start`], with the tracking log written to `<dir>/tracking` (read it with [`tracking_events`] after
-/// shutdown).
-pub async fn start_tracked(dir: &Path, routing: Routing, agent: &FakeAgent) -> Transport {
-    start_with(dir, routing, agent, Tracking::start(dir.join("tracking")).unwrap())
-}
-
-fn start_with(dir: &Path, routing: Routing, agent: &FakeAgent, tracking: Tracking) -> Transport {
     let storage = FsStorage::new(dir.join("queue")).unwrap();
     let (db, loaded, _) =
         QueueDb::open_with(Arc::new(storage), Options::default(), |state| Transport::load(state, &routing)).unwrap();
@@ -216,22 +232,11 @@ fn start_with(dir: &Path, routing: Routing, agent: &FakeAgent, tracking: Trackin
         loaded,
         routing,
         agent: Arc::new(agent.clone()),
-        tracking,
+        tracking: Tracking::start(dir.join("tracking")).unwrap(),
         server_name: SERVER.to_owned(),
         hostname: HOSTNAME.to_owned(),
         alerts,
     })
-}
-
-/// The events of the tracking log [`start_tracked`] wrote under `dir`, in order.
-pub fn tracking_events(dir: &Path) -> Vec<serde_json::Value> {
-    let mut files: Vec<_> = std::fs::read_dir(dir.join("tracking")).unwrap().map(|e| e.unwrap().path()).collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| std::fs::read_to_string(f).unwrap().lines().map(str::to_owned).collect::<Vec<_>>())
-        .map(|line| serde_json::from_str(&line).unwrap())
-        .collect()
 }
 
 /// The envelope of a message from [`SENDER`] to `recipients`, received over SMTP now.
@@ -303,4 +308,59 @@ pub fn queue(transport: &Transport, name: &str) -> sluice_api_types::Queue {
 /// The name of the `n`-th delivery queue made (from 0).
 pub fn delivery_queue(n: u32) -> String {
     (sluice_queue_db::FIRST_DELIVERY_QUEUE + n).to_string()
+}
+
+/// The tracking log's events so far (written by its thread within 200 ms, in real time).
+pub fn tracking_events(dir: &Path) -> Vec<serde_json::Value> {
+    let Ok(entries) = std::fs::read_dir(dir.join("tracking")) else { return Vec::new() };
+    let mut files: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+    // One file per day, named by the day: in order.
+    files.sort();
+    let mut events = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        events.extend(text.lines().filter_map(|l| serde_json::from_str(l).ok()));
+    }
+    events
+}
+
+/// Waits (in real time, the paused clock still) until the tracking log holds an event `event_id` for `mid`;
+/// returns it.
+pub async fn tracked(dir: &Path, event_id: &str, mid: Mid) -> serde_json::Value {
+    let found = || tracking_events(dir).into_iter().find(|e| e["event_id"] == event_id && e["mid"] == mid);
+    until(&format!("the tracking log has {event_id} for {mid}"), || found().is_some()).await;
+    found().unwrap()
+}
+
+/// A routing table with one connector per domain: `(guid, address space, smart host)`.
+pub fn connectors(list: &[(&str, &str, &str)]) -> Routing {
+    Routing {
+        send_connectors: list
+            .iter()
+            .map(|(guid, space, host)| SendConnector {
+                name: format!("Connector {guid}"),
+                guid: (*guid).to_owned(),
+                address_spaces: vec![(*space).to_owned()],
+                smart_hosts: vec![(*host).to_owned()],
+                port: 25,
+                session: SendSession::default(),
+            })
+            .collect(),
+        ..Routing::default()
+    }
+}
+
+/// A wall-clock time of the API (RFC 3339) in ms.
+pub fn ms(time: &Option<String>) -> i64 {
+    sluice_queue_db::time::parse_rfc3339(time.as_deref().expect("a time")).expect("an RFC 3339 time")
+}
+
+/// The messages Get-Message lists, without the delivery status notices sluice made of them (source `DSN`).
+pub fn originals(transport: &Transport) -> Vec<sluice_api_types::Message> {
+    transport.messages(None, false).unwrap().into_iter().filter(|m| m.message_source_name != "DSN").collect()
+}
+
+/// The `DSN` events of the tracking log for `mid`: one per notice sent about it.
+pub fn notices(dir: &Path, mid: Mid) -> Vec<serde_json::Value> {
+    tracking_events(dir).into_iter().filter(|e| e["event_id"] == "DSN" && e["mid"] == mid).collect()
 }
