@@ -553,16 +553,19 @@ impl ClientConnection {
         }
         if mail.code / 100 != 2 {
             if data.code == 354 {
-                self.send(b".\r\n").await?;
-                let _ = self.read_reply().await?;
+                // Out of step: a next hop that refused MAIL cannot have a transaction to take data for. An
+                // end of data now could deliver an empty message into whatever transaction it does have;
+                // dropping the connection makes it discard everything.
+                return Err(DeliveryError::OutOfStep { peer: self.peer.clone(), reply: mail.clone() });
             }
             let _ = self.reset().await;
             return Ok(Some(rcpts.iter().map(|_| outcome(mail)).collect()));
         }
         if data.code != 354 {
-            if rcpts.iter().any(|r| r.code / 100 == 2) {
-                let _ = self.reset().await;
-            }
+            // MAIL opened a transaction that DATA did not end, whether or not a recipient was taken: without
+            // RSET the next MAIL on this connection would meet "MAIL already given", and its RCPTs would join
+            // this transaction's sender.
+            let _ = self.reset().await;
             return Ok(Some(
                 rcpts.iter().map(|r| if r.code / 100 == 2 { outcome(data) } else { outcome(r) }).collect(),
             ));

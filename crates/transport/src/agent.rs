@@ -158,6 +158,15 @@ pub enum DeliveryError {
         /// The next hop, as configured.
         peer: String,
     },
+    /// The next hop answered DATA with 354 after refusing MAIL: its state is not the client's, so the
+    /// connection is dropped rather than an end of data sent.
+    #[error("{peer} took DATA after refusing MAIL ({})", .reply.text)]
+    OutOfStep {
+        /// The next hop, as configured.
+        peer: String,
+        /// Its reply to MAIL.
+        reply: Reply,
+    },
     /// The next hop took nothing more within the reply timeout.
     #[error("{peer} stopped reading")]
     WriteTimeout {
@@ -308,7 +317,9 @@ impl DeliveryError {
             DeliveryError::Dns { .. } => (4, 3),
             DeliveryError::HostsFailed { connected: true, .. } => (4, 1),
             DeliveryError::HostsFailed { connected: false, .. } => (4, 4),
-            DeliveryError::BadReply { .. } | DeliveryError::ReplyTooLong { .. } => (5, 0),
+            DeliveryError::BadReply { .. } | DeliveryError::ReplyTooLong { .. } | DeliveryError::OutOfStep { .. } => {
+                (5, 0)
+            }
             DeliveryError::Body(_) | DeliveryError::MaildirTask(_) => (3, 0),
             DeliveryError::Shutdown => (3, 2),
             DeliveryError::Tls { .. } => (7, 5),
@@ -413,6 +424,10 @@ mod tests {
                 "451 4.5.0 bad reply from mx.test:25: reply line 1 does not start with a valid reply code",
             ),
             (DeliveryError::ReplyTooLong { peer: peer() }, "451 4.5.0 reply from mx.test:25 too long"),
+            (
+                DeliveryError::OutOfStep { peer: peer(), reply: parsed("503 5.5.1 MAIL already given\r\n") },
+                "451 4.5.0 mx.test:25 took DATA after refusing MAIL (MAIL already given)",
+            ),
             (DeliveryError::Closing(parsed("421 4.3.2 bye\r\n")), "421 4.3.2 bye"),
             (
                 DeliveryError::Body(ReadError::Checksum { file: "g1".into(), offset: 7 }),

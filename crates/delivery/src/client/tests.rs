@@ -334,6 +334,74 @@ async fn without_pipelining_every_recipient_refused_ends_with_rset() {
     assert!(!lines.iter().any(|l| l == "DATA"), "{lines:?}");
 }
 
+/// A next hop that keeps a transaction open until RSET, as Dovecot's LMTP does: MAIL while one is open gets
+/// 503; RCPTs join the open transaction.
+fn stateful_hop() -> Answer {
+    let open = std::sync::Mutex::new(false);
+    Box::new(move |line: &str, _| {
+        let mut open = open.lock().unwrap();
+        match line {
+            l if l.starts_with("EHLO") || l.starts_with("LHLO") => "250-hop\r\n250 PIPELINING\r\n",
+            l if l.starts_with("MAIL") && *open => "503 5.5.0 MAIL already given\r\n",
+            l if l.starts_with("MAIL") => {
+                *open = true;
+                "250 ok\r\n"
+            }
+            l if l.starts_with("RCPT TO:<bad@") => "550 5.1.1 unknown\r\n",
+            l if l.starts_with("RCPT") => "250 ok\r\n",
+            "DATA" => "554 5.5.1 no valid recipients\r\n",
+            "RSET" => {
+                *open = false;
+                "250 ok\r\n"
+            }
+            "QUIT" => "221 bye\r\n",
+            _ => "250 ok\r\n",
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_pipelined_transaction_whose_recipients_are_all_refused_is_reset_before_the_next() {
+    let (addr, hop) = next_hop_with(stateful_hop(), HopOptions::default()).await;
+    let tls = ClientTls::with_roots([]);
+    let spec = SessionSpec { helo: "me.test", protocol: Protocol::Smtp, session: None, tls: &tls };
+    let mut c = ClientConnection::connect_to(addr, "hop", &addr.to_string(), &spec).await.unwrap();
+    let refused = message(sluice_queue_db::EnvelopeParts {
+        from: "a@example.test".into(),
+        recipients: vec![recipient("bad@remote.test", None, None)],
+        ..Default::default()
+    });
+    let out = c.transaction(&refused).await.unwrap();
+    assert!(matches!(&out[..], [RecipientOutcome::Permanent(r)] if r.code == 550), "{out:?}");
+    // The next message on the connection starts a transaction of its own.
+    let second = message(sluice_queue_db::EnvelopeParts {
+        from: String::new(),
+        recipients: vec![recipient("bad@remote.test", None, None)],
+        ..Default::default()
+    });
+    let out = c.transaction(&second).await.unwrap();
+    assert!(matches!(&out[..], [RecipientOutcome::Permanent(r)] if r.code == 550), "{out:?}");
+    Box::new(c).quit().await;
+    let lines = hop.await.unwrap();
+    let data = lines.iter().position(|l| l == "DATA").unwrap();
+    assert_eq!(lines[data + 1], "RSET", "{lines:?}");
+}
+
+#[tokio::test]
+async fn data_taken_after_a_refused_mail_drops_the_connection_without_an_end_of_data() {
+    let (addr, hop) = next_hop(|line| match line {
+        "EHLO me.test" => "250-hop\r\n250 PIPELINING\r\n",
+        l if l.starts_with("MAIL") => "503 5.5.0 MAIL already given\r\n",
+        "DATA" => "354 go\r\n",
+        _ => "250 ok\r\n",
+    })
+    .await;
+    let error = deliver_to(&addr, Protocol::Smtp).await.unwrap_err();
+    assert!(matches!(error, DeliveryError::OutOfStep { .. }), "{error:?}");
+    let lines = hop.await.unwrap();
+    assert!(!lines.iter().any(|l| l == "."), "an empty message was ended: {lines:?}");
+}
+
 #[tokio::test]
 async fn lmtp_reads_one_reply_per_accepted_recipient_after_the_data() {
     let (addr, hop) = next_hop(|line| match line {

@@ -397,6 +397,7 @@ fn sink_session(
                 b"354 go\r\n"
             }
             "RCPT" if line.contains("reject") => b"550 5.1.1 No such user\r\n",
+            "RCPT" if line.contains("later") => b"451 4.2.0 Try again later\r\n",
             "QUIT" => {
                 let _ = w.write_all(b"221 bye\r\n");
                 return;

@@ -7,6 +7,7 @@ mod config;
 mod crash;
 mod diskfull;
 mod dns;
+mod dsn;
 mod hardening;
 mod relay;
 mod send_tls;
