@@ -17,11 +17,8 @@ work=$(mktemp -d)
 pids=()
 cleanup() { exec 2>/dev/null; for p in "${pids[@]}"; do kill -9 "$p" || true; wait "$p" || true; done; rm -rf "$work"; }
 trap cleanup EXIT
-passed=0; failed=0
-ok() { echo "ok: $*"; passed=$((passed+1)); }
-bad() { echo "FAILED: $*"; failed=$((failed+1)); }
-wait_port() { for _ in $(seq 200); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=tests/interop/lib.sh
+. "$root/tests/interop/lib.sh"
 
 # 1. Built-in defaults, from an empty directory, and swaks to user@localhost.
 mkdir -p "$work/defaults" && cd "$work/defaults"

@@ -31,41 +31,25 @@ pub struct Server {
 impl Server {
     /// Starts `sluice serve` with `extra` appended to a config that sets the data directory and ports.
     pub fn start(extra: &str) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Server {
-            dir,
-            smtp: free_port(),
-            admin: free_port(),
-            child: None,
-            extra: extra.to_owned(),
-            env: Vec::new(),
-        };
-        s.write_config();
-        s.spawn();
-        s
+        Server::launch(extra, None, &[])
     }
 
     /// Like `start`, with the data directory at `data` (a symbolic link to it from the usual place), so
     /// that everything the server writes is on that file system.
     pub fn start_with_data(extra: &str, data: &Path) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        std::os::unix::fs::symlink(data, dir.path().join("data")).unwrap();
-        let mut s = Server {
-            dir,
-            smtp: free_port(),
-            admin: free_port(),
-            child: None,
-            extra: extra.to_owned(),
-            env: Vec::new(),
-        };
-        s.write_config();
-        s.spawn();
-        s
+        Server::launch(extra, Some(data), &[])
     }
 
     /// Like `start`, with `env` in the process's environment.
     pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Server {
+        Server::launch(extra, None, env)
+    }
+
+    fn launch(extra: &str, data: Option<&Path>, env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().unwrap();
+        if let Some(data) = data {
+            std::os::unix::fs::symlink(data, dir.path().join("data")).unwrap();
+        }
         let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         let mut s = Server { dir, smtp: free_port(), admin: free_port(), child: None, extra: extra.to_owned(), env };
         s.write_config();
