@@ -13,7 +13,7 @@ mod notice;
 
 use std::sync::Arc;
 
-use sluice_queue_db::{BodyRef, Envelope, EnvelopeParts, Mid, ReadError, Recipient, now_ms};
+use sluice_queue_db::{BodyRef, Envelope, EnvelopeParts, Mid, ReadError, Recipient};
 use sluice_smtp::{HeaderScanner, Notify, Reply};
 
 use crate::Inner;
@@ -109,7 +109,9 @@ pub(crate) async fn notify(
     if statuses.is_empty() {
         return;
     }
-    let now = now_ms();
+    // The timer's clock, not a fresh look at the wall clock: the notice's own expiry and delay deadlines
+    // are counted on it, from its arrival.
+    let now = inner.clock.now_ms();
     let expiration = inner.routing().limits.message_expiration_timeout;
     let reports_failure = statuses.iter().any(|s| s.action == Action::Failed);
     let returned = returned(inner, mid, &body, content(envelope.ret(), body.len, reports_failure));
