@@ -45,6 +45,8 @@ pub struct ClientConnection {
     protocol: Protocol,
     extensions: EhloExtensions,
     peer: String,
+    /// The next hop's host name, as routing found it (a delivery report's `Remote-MTA`).
+    name: String,
     /// A following transaction failed after an earlier one delivered: the session cannot be trusted with
     /// another (a late reply could be taken for the next command's).
     broken: bool,
@@ -230,6 +232,7 @@ impl ClientConnection {
             protocol: spec.protocol,
             extensions: EhloExtensions::default(),
             peer: peer.to_owned(),
+            name: name.to_owned(),
             broken: false,
         };
         let greeting = c.read_reply().await?;
@@ -298,12 +301,12 @@ impl ClientConnection {
             Err(_) if !verify => ServerName::IpAddress(addr.ip().into()),
             Err(e) => return Err(c.tls_failed(TlsFailure::Certificate(format!("{name:?} is not a host name: {e}")))),
         };
-        let ClientConnection { stream, mut buf, protocol, peer, extensions, broken } = c;
+        let ClientConnection { stream, mut buf, protocol, peer, name: host, extensions, broken } = c;
         let tcp = match stream {
             Stream::Plain(tcp) => tcp,
             // Not reached: an encrypted session returned before STARTTLS.
             tls @ Stream::Tls(_) => {
-                return Ok(ClientConnection { stream: tls, buf, protocol, extensions, peer, broken });
+                return Ok(ClientConnection { stream: tls, buf, protocol, extensions, peer, name: host, broken });
             }
         };
         // RFC 3207 4.2: nothing the next hop sent in plain text after its 220 belongs to the encrypted session
@@ -321,6 +324,7 @@ impl ClientConnection {
             protocol,
             extensions: EhloExtensions::default(),
             peer,
+            name: host,
             broken,
         };
         // RFC 3207 4.2: what the plain-text EHLO offered is forgotten; the extensions are asked for again.
@@ -632,6 +636,10 @@ impl ClientConnection {
 impl DeliveryConnection for ClientConnection {
     fn deliver<'a>(&'a mut self, msg: &'a Outbound) -> BoxFuture<'a, Result<Vec<RecipientOutcome>, DeliveryError>> {
         Box::pin(self.transaction(msg))
+    }
+
+    fn remote_mta(&self) -> Option<&str> {
+        Some(&self.name)
     }
 
     fn handoff(&self) -> Handoff {

@@ -343,6 +343,10 @@ pub trait DeliveryConnection: Send {
     fn deliver<'a>(&'a mut self, msg: &'a Outbound) -> BoxFuture<'a, Result<Vec<RecipientOutcome>, DeliveryError>>;
     /// What a recipient delivered over this connection has become.
     fn handoff(&self) -> Handoff;
+    /// The next hop's host name, for a delivery report's `Remote-MTA`; none for a local mailbox store.
+    fn remote_mta(&self) -> Option<&str> {
+        None
+    }
     /// Ends the session politely.
     fn quit(self: Box<Self>) -> BoxFuture<'static, ()>;
 }

@@ -130,7 +130,7 @@ async fn worker(inner: Arc<Inner>, qid: QueueId) {
                 Some(Err(e)) if e.is_permanent() => {
                     // No route to the domain: every recipient fails now, and so will the next copy's.
                     let outcomes = outbound.indices.iter().map(|_| RecipientOutcome::Permanent(e.reply())).collect();
-                    finish(&w.inner, qid, &job, &target, &outbound, outcomes, Handoff::Relayed).await;
+                    finish(&w.inner, qid, &job, &target, &outbound, outcomes, (Handoff::Relayed, None)).await;
                     continue;
                 }
                 Some(Err(e)) => {
@@ -150,8 +150,8 @@ async fn worker(inner: Arc<Inner>, qid: QueueId) {
                 w.conn_target = Some(target.clone());
                 // The session went through: the queue's count of failures in a row starts again.
                 w.inner.lock().queue_delivered(qid);
-                let handoff = w.conn.as_ref().map_or(Handoff::Relayed, |c| c.handoff());
-                finish(&w.inner, qid, &job, &target, &outbound, outcomes, handoff).await;
+                let handed = w.conn.as_ref().map_or((Handoff::Relayed, None), |c| (c.handoff(), c.remote_mta()));
+                finish(&w.inner, qid, &job, &target, &outbound, outcomes, handed).await;
                 w.delivered(&target).await;
             }
             Err(e) => {
@@ -292,7 +292,8 @@ impl Worker {
 
 /// Applies the next hop's per-recipient replies to the copy, and tells the sender of those that failed (and,
 /// when asked, of those delivered) in one notice. The recipients left with a transient reply go on as
-/// [`not_delivered`] says.
+/// [`not_delivered`] says. `handed` is what a delivered recipient became and the next hop that answered (the
+/// notice's `Remote-MTA`), if one did.
 async fn finish(
     inner: &Arc<Inner>,
     qid: QueueId,
@@ -300,8 +301,9 @@ async fn finish(
     target: &Target,
     out: &Outbound,
     outcomes: Vec<RecipientOutcome>,
-    handoff: Handoff,
+    handed: (Handoff, Option<&str>),
 ) {
+    let (handoff, remote_mta) = handed;
     let mut remaining = Vec::new();
     let mut statuses = Vec::new();
     let mut transient_error = String::new();
@@ -311,8 +313,12 @@ async fn finish(
     for (i, outcome) in out.indices.iter().zip(outcomes.iter().chain(missing.iter().cycle())) {
         let address = job.envelope.recipient(*i as usize).map(|r| r.address.to_owned()).unwrap_or_default();
         let reply = reply_line(outcome.reply());
-        let status =
-            |action| dsn::RecipientStatus { index: *i, action, reply: outcome.reply().clone(), remote_mta: None };
+        let status = |action| dsn::RecipientStatus {
+            index: *i,
+            action,
+            reply: outcome.reply().clone(),
+            remote_mta: remote_mta.map(str::to_owned),
+        };
         let event_id = match outcome {
             RecipientOutcome::Delivered(_) => {
                 match handoff {

@@ -41,6 +41,7 @@ for part in m.walk():
                 "final_recipient": b["Final-Recipient"].split(";", 1)[1].strip(),
                 "action": b["Action"].strip(),
                 "status": b["Status"].strip(),
+                "remote_mta": (b["Remote-MTA"] or "").strip(),
             })
 print(json.dumps(out))
 "#;
@@ -88,6 +89,8 @@ fn a_refused_recipient_gets_its_sender_a_failure_report_within_one_attempt() {
         [("reject@remote.test".to_owned(), "failed".to_owned(), "5.1.1".to_owned())],
         "{report}"
     );
+    // The next hop that refused it is named.
+    assert_eq!(report["recipients"][0]["remote_mta"], "dns; 127.0.0.1", "{report}");
     // The report itself was submitted like any message: from the null sender, with a DSN event.
     let events = tracking_events(&s.data());
     assert!(events.iter().any(|e| e["event_id"] == "DSN"), "{events:?}");
