@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -21,6 +21,8 @@ use serde::Deserialize;
 use sluice_api_types as api;
 use sluice_transport::{BoxFuture, Transport};
 use tokio_util::sync::CancellationToken;
+
+mod resubmit;
 
 /// Reloads the configuration; returns what happened, or why it failed (the old configuration stays).
 pub type ReloadFn = Arc<dyn Fn() -> BoxFuture<'static, Result<api::ReloadResult, String>> + Send + Sync>;
@@ -67,6 +69,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/alerts", get(list_alerts))
         .route("/api/v1/config/reload", post(reload))
         .route("/api/v1/database/defrag", post(defrag))
+        .merge(resubmit::routes())
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
@@ -76,17 +79,29 @@ pub fn router(state: AdminState) -> Router {
 pub async fn serve(listener: tokio::net::TcpListener, state: AdminState, shutdown: CancellationToken) {
     let app = router(state);
     let done = async move { shutdown.cancelled().await };
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(done).await {
         tracing::error!(error = %e, "admin API stopped");
     }
 }
 
-async fn guard(State(s): State<Arc<AdminState>>, req: Request, next: Next) -> Response {
+async fn guard(State(s): State<Arc<AdminState>>, mut req: Request, next: Next) -> Response {
     if let Err(e) = check(&s, req.method(), req.uri().path(), req.headers()) {
         return e.into_response();
     }
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let origin = match peer {
+        Some(peer) => format!("admin API {peer}"),
+        None => "admin API".to_owned(),
+    };
+    req.extensions_mut().insert(Origin(origin));
     next.run(req).await
 }
+
+/// Who asked for an action, as its tracking event names it (`admin API 127.0.0.1:53412`): set on every
+/// request by the guard.
+#[derive(Debug, Clone)]
+pub struct Origin(pub String);
 
 fn check(s: &AdminState, method: &Method, path: &str, headers: &HeaderMap) -> Result<(), ApiError> {
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");

@@ -66,6 +66,12 @@ pub enum Record {
     /// The sender of `mid` was sent its one delay notice (`delay_notification_timeout` passed with
     /// recipients still undelivered); none is sent again, also not after a restart.
     DelayNotified { mid: Mid },
+    /// An administrator suspended (or resumed) the copy of `mid` in `queue`: nothing delivers it until it
+    /// is resumed. Also set on the copies that go to Poison.
+    MessageSuspend { mid: Mid, queue: QueueId, suspended: bool },
+    /// `mid` was in process when the server stopped uncleanly, or its processing panicked, `count` times
+    /// in all (0 again when an administrator resumes it from Poison).
+    CrashCount { mid: Mid, count: u32 },
 }
 
 const T_MID_HIGH_WATER: u8 = 1;
@@ -78,6 +84,8 @@ const T_DEFER: u8 = 7;
 const T_COPY_DONE: u8 = 8;
 const T_RELOCATE: u8 = 9;
 const T_DELAY_NOTIFIED: u8 = 10;
+const T_MESSAGE_SUSPEND: u8 = 11;
+const T_CRASH_COUNT: u8 = 12;
 
 impl Record {
     /// Appends the record's encoding to `out`.
@@ -152,6 +160,17 @@ impl Record {
                 e.u8(T_DELAY_NOTIFIED);
                 e.u64(*mid);
             }
+            Record::MessageSuspend { mid, queue, suspended } => {
+                e.u8(T_MESSAGE_SUSPEND);
+                e.u64(*mid);
+                e.u32(*queue);
+                e.u8(u8::from(*suspended));
+            }
+            Record::CrashCount { mid, count } => {
+                e.u8(T_CRASH_COUNT);
+                e.u64(*mid);
+                e.u32(*count);
+            }
         }
     }
 
@@ -200,6 +219,8 @@ impl Record {
                 body: BodyRef { generation: d.u32()?, offset: d.u64()?, len: d.u64()?, crc: d.u32()? },
             },
             T_DELAY_NOTIFIED => Record::DelayNotified { mid: d.u64()? },
+            T_MESSAGE_SUSPEND => Record::MessageSuspend { mid: d.u64()?, queue: d.u32()?, suspended: d.u8()? != 0 },
+            T_CRASH_COUNT => Record::CrashCount { mid: d.u64()?, count: d.u32()? },
             t => return Err(DecodeError::BadTag(t)),
         })
     }
@@ -276,6 +297,8 @@ mod tests {
             Record::CopyDone { mid: 7, queue: 16 },
             Record::Relocate { mid: 7, body: BodyRef { generation: 9, offset: 28, len: 100, crc: 1 } },
             Record::DelayNotified { mid: 7 },
+            Record::MessageSuspend { mid: 7, queue: 16, suspended: true },
+            Record::CrashCount { mid: 7, count: 2 },
         ]
     }
 

@@ -76,6 +76,12 @@ pub struct State {
     /// messages rather than in them: few messages are ever delayed that long, and a queued message's record
     /// must stay 96 bytes.
     pub delay_notified: BTreeSet<Mid>,
+    /// Copies an administrator suspended (`Record::MessageSuspend`), and those in Poison: few, so kept
+    /// beside the messages like `delay_notified`.
+    pub suspended_copies: BTreeSet<(Mid, QueueId)>,
+    /// Live messages that were in process at an unclean stop or a panic, with how many times
+    /// (`Record::CrashCount`; a count of 0 is not kept).
+    pub crash_counts: BTreeMap<Mid, u32>,
 }
 
 impl State {
@@ -118,6 +124,11 @@ impl State {
             }
             Record::Route { mid, from, copies } => {
                 if let Some(m) = self.messages.get_mut(mid) {
+                    // A copy that moves is not suspended in its new queue, unless it stays where it was
+                    // (a narrowed copy keeps its mark).
+                    if !copies.iter().any(|(q, _)| q == from) {
+                        self.suspended_copies.remove(&(*mid, *from));
+                    }
                     m.copies.retain(|c| c.queue != *from);
                     for (queue, recipients) in copies {
                         m.copies.push(StoredCopy {
@@ -150,6 +161,7 @@ impl State {
                 }
             }
             Record::CopyDone { mid, queue } => {
+                self.suspended_copies.remove(&(*mid, *queue));
                 if let Some(m) = self.messages.get_mut(mid) {
                     m.copies.retain(|c| c.queue != *queue);
                     if m.copies.is_empty() {
@@ -163,6 +175,21 @@ impl State {
                     self.delay_notified.insert(*mid);
                 }
             }
+            Record::MessageSuspend { mid, queue, suspended } => {
+                let here = self.messages.get(mid).is_some_and(|m| m.copies.iter().any(|c| c.queue == *queue));
+                if *suspended && here {
+                    self.suspended_copies.insert((*mid, *queue));
+                } else {
+                    self.suspended_copies.remove(&(*mid, *queue));
+                }
+            }
+            Record::CrashCount { mid, count } => {
+                if *count > 0 && self.messages.contains_key(mid) {
+                    self.crash_counts.insert(*mid, *count);
+                } else {
+                    self.crash_counts.remove(mid);
+                }
+            }
         }
     }
 
@@ -170,6 +197,8 @@ impl State {
     fn remove_message(&mut self, mid: Mid) {
         self.messages.remove(&mid);
         self.delay_notified.remove(&mid);
+        self.crash_counts.remove(&mid);
+        // A copy's mark goes with the copy (`CopyDone`, `Route`); none is left when the message goes.
     }
 
     /// Hands `f`, one at a time, the records that recreate this state from nothing, in an order `apply`
@@ -202,6 +231,12 @@ impl State {
             }
             if self.delay_notified.contains(&m.mid) {
                 f(Record::DelayNotified { mid: m.mid });
+            }
+            for c in m.copies.iter().filter(|c| self.suspended_copies.contains(&(m.mid, c.queue))) {
+                f(Record::MessageSuspend { mid: m.mid, queue: c.queue, suspended: true });
+            }
+            if let Some(count) = self.crash_counts.get(&m.mid) {
+                f(Record::CrashCount { mid: m.mid, count: *count });
             }
         }
     }
@@ -246,16 +281,41 @@ mod tests {
     }
 
     #[test]
+    fn suspension_and_crash_marks_live_and_die_with_their_copies() {
+        use crate::record::{POISON, SUBMISSION};
+        let mut state = State::default();
+        enqueue(&mut state, 1);
+        state.apply(&Record::MessageSuspend { mid: 1, queue: SUBMISSION, suspended: true });
+        state.apply(&Record::MessageSuspend { mid: 1, queue: 16, suspended: true });
+        assert_eq!(state.suspended_copies.iter().copied().collect::<Vec<_>>(), [(1, SUBMISSION)], "no copy in 16");
+        state.apply(&Record::CrashCount { mid: 1, count: 2 });
+        // To Poison: the Submission mark goes with the move; Poison's is set by its own record.
+        state.apply(&Record::Route { mid: 1, from: SUBMISSION, copies: vec![(POISON, vec![0])] });
+        assert!(state.suspended_copies.is_empty());
+        state.apply(&Record::MessageSuspend { mid: 1, queue: POISON, suspended: true });
+        assert_eq!(state.crash_counts.get(&1), Some(&2));
+        state.apply(&Record::CrashCount { mid: 1, count: 0 });
+        assert!(state.crash_counts.is_empty());
+        state.apply(&Record::CrashCount { mid: 1, count: 1 });
+        state.apply(&Record::CopyDone { mid: 1, queue: POISON });
+        assert!(state.suspended_copies.is_empty() && state.crash_counts.is_empty() && state.messages.is_empty());
+    }
+
+    #[test]
     fn the_records_of_a_state_rebuild_its_delay_marks() {
         let mut state = State::default();
         for mid in 1..=3 {
             enqueue(&mut state, mid);
         }
         state.apply(&Record::DelayNotified { mid: 2 });
+        state.apply(&Record::MessageSuspend { mid: 3, queue: crate::record::SUBMISSION, suspended: true });
+        state.apply(&Record::CrashCount { mid: 1, count: 1 });
         let mut rebuilt = State::default();
         state.for_each_record(10, |r| rebuilt.apply(&r));
         rebuilt.next_mid = state.next_mid;
         assert_eq!(rebuilt.delay_notified, state.delay_notified);
+        assert_eq!(rebuilt.suspended_copies, state.suspended_copies);
+        assert_eq!(rebuilt.crash_counts, state.crash_counts);
         assert_eq!(rebuilt.messages, state.messages);
     }
 }

@@ -68,6 +68,17 @@ named_enum! {
         Fail = "FAIL",
         /// A delivery status notice about the message was queued (`reply` names its action and MID).
         Dsn = "DSN",
+        /// An administrator suspended a message copy (`source` names the request's origin).
+        Suspend = "SUSPEND",
+        /// An administrator resumed a message copy, or a message left Poison.
+        Resume = "RESUME",
+        /// An administrator removed a message copy (`reply` says whether a notice was sent).
+        Remove = "REMOVE",
+        /// A message went back to the categorizer: from Poison, by Retry-Queue with resubmit, or as a Safety
+        /// Net copy resubmitted (then under its new MID, `reply` naming the original one).
+        Resubmit = "RESUBMIT",
+        /// A message reached `poison_threshold` crashes and was moved to Poison, suspended.
+        PoisonMessage = "POISONMESSAGE",
     }
 }
 
