@@ -22,6 +22,7 @@ use sluice_api_types as api;
 use sluice_transport::{BoxFuture, Transport};
 use tokio_util::sync::CancellationToken;
 
+mod actions;
 mod resubmit;
 
 /// Reloads the configuration; returns what happened, or why it failed (the old configuration stays).
@@ -44,18 +45,24 @@ pub struct AdminState {
 const DEFAULT_RESULT_SIZE: usize = 1000;
 const MAX_RESULT_SIZE: usize = 250_000;
 
-/// An API error: a status and plain words.
+/// An API error: a status and plain words, and sometimes the details (e.g. each identity that failed).
 #[derive(Debug)]
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(StatusCode, String, Option<serde_json::Value>);
+
+impl ApiError {
+    fn new(status: StatusCode, what: impl Into<String>) -> ApiError {
+        ApiError(status, what.into(), None)
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(api::ErrorBody { error: self.1, detail: None })).into_response()
+        (self.0, Json(api::ErrorBody { error: self.1, detail: self.2 })).into_response()
     }
 }
 
 fn bad_request(what: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, what.into())
+    ApiError::new(StatusCode::BAD_REQUEST, what)
 }
 
 /// The API's routes.
@@ -69,8 +76,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/alerts", get(list_alerts))
         .route("/api/v1/config/reload", post(reload))
         .route("/api/v1/database/defrag", post(defrag))
+        .merge(actions::routes())
         .merge(resubmit::routes())
-        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }
@@ -113,7 +121,7 @@ fn check(s: &AdminState, method: &Method, path: &str, headers: &HeaderMap) -> Re
                 .iter()
                 .any(|h| h.eq_ignore_ascii_case(host)));
     if !host_ok {
-        return Err(ApiError(StatusCode::FORBIDDEN, format!("Host {host:?} is not this server's admin address")));
+        return Err(ApiError::new(StatusCode::FORBIDDEN, format!("Host {host:?} is not this server's admin address")));
     }
     if let Some(token) = &s.token
         && !(method == Method::GET && path == "/api/v1/health")
@@ -121,7 +129,7 @@ fn check(s: &AdminState, method: &Method, path: &str, headers: &HeaderMap) -> Re
         let given = headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()).unwrap_or("");
         let ok = given.strip_prefix("Bearer ").is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
         if !ok {
-            return Err(ApiError(StatusCode::UNAUTHORIZED, "a valid bearer token is required".into()));
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "a valid bearer token is required"));
         }
     }
     if method != Method::GET && method != Method::HEAD {
@@ -186,7 +194,7 @@ async fn get_queue(
     State(s): State<Arc<AdminState>>,
     Path(identity): Path<String>,
 ) -> Result<Json<api::Queue>, ApiError> {
-    s.transport.queue(&identity).map(Json).map_err(|e| ApiError(StatusCode::NOT_FOUND, e.to_string()))
+    s.transport.queue(&identity).map(Json).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e.to_string()))
 }
 
 #[derive(Deserialize)]
@@ -207,7 +215,8 @@ async fn list_messages(
         Some(other) => return Err(bad_request(format!("include_recipient_info must be true or false, not {other:?}"))),
     };
     let queue = p.queue.as_deref().filter(|q| !q.is_empty());
-    let items = s.transport.messages(queue, include).map_err(|e| ApiError(StatusCode::NOT_FOUND, e.to_string()))?;
+    let items =
+        s.transport.messages(queue, include).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e.to_string()))?;
     Ok(Json(page(items, &p.page)?))
 }
 
@@ -220,7 +229,7 @@ async fn defrag(State(s): State<Arc<AdminState>>) -> Result<Json<api::DefragResu
         .transport
         .defrag(s.defrag_time_to_run)
         .await
-        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     Ok(Json(api::DefragResult {
         generations_compacted: r.generations_compacted,
         messages_moved: r.messages_moved,

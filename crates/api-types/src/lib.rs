@@ -76,6 +76,30 @@ pub struct Recipient {
     pub next_hop: String,
 }
 
+/// The answer to an action on a list of queues or message copies, or on every copy of a message: how many
+/// matched and changed, the identities acted on, and the objects as they are after it (a removed copy is
+/// named in `identities` only, unless its removal waits for its delivery attempt to end).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ActionResult<T> {
+    pub matched: u64,
+    pub changed: u64,
+    pub identities: Vec<String>,
+    pub items: Vec<T>,
+}
+
+/// The body of an action on a list: `{"identities": [...]}`, with the action's options.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionRequest {
+    pub identities: Vec<String>,
+    /// Remove-Message: tell the senders (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub with_ndr: Option<bool>,
+    /// Retry-Queue: send the queues' messages back to the categorizer (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resubmit: Option<bool>,
+}
+
 /// `POST /api/v1/config/reload`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReloadResult {

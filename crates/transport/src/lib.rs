@@ -13,6 +13,7 @@
 #[macro_use]
 mod names;
 
+mod actions;
 mod agent;
 pub mod alerts;
 mod categorizer;
@@ -34,6 +35,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use actions::ActionError;
 pub use agent::{
     BoxFuture, DeliveryAgent, DeliveryConnection, DeliveryError, Handoff, Opening, Outbound, RecipientOutcome,
     TlsFailure, reply_line,

@@ -5,7 +5,7 @@ use sluice_api_types as api;
 use sluice_queue_db::time::rfc3339;
 use sluice_queue_db::{FIRST_DELIVERY_QUEUE, Mid, POISON, QueueId, SUBMISSION, UNREACHABLE};
 
-use crate::queue::{Message, MessageStatus, Queues};
+use crate::queue::{Copy, Message, MessageStatus, Queues};
 use crate::{NoSuchQueue, Transport};
 
 impl Transport {
@@ -109,8 +109,7 @@ impl Transport {
     /// Message copies, in one queue or in all, oldest MID first.
     pub fn messages(&self, queue: Option<&str>, include_recipients: bool) -> Result<Vec<api::Message>, NoSuchQueue> {
         let only = queue.map(|q| self.parse_queue(q)).transpose()?;
-        let expiration = self.inner.routing().limits.message_expiration_timeout;
-        let expiration_ms = expiration.as_millis().min(i64::MAX as u128) as i64;
+        let expiration_ms = self.expiration_ms();
         let qs = self.inner.lock();
         let mut messages: Vec<(&Mid, &Message)> = qs.messages().collect();
         messages.sort_unstable_by_key(|(mid, _)| **mid);
@@ -120,42 +119,71 @@ impl Transport {
                 if only.is_some_and(|q| q != c.queue) {
                     continue;
                 }
-                let queue_retrying = qs.delivery_queue(c.queue).is_some_and(|q| q.held());
-                let status =
-                    if c.status == MessageStatus::Ready && queue_retrying { MessageStatus::Retry } else { c.status };
-                let queue_identity = self.inner.queue_identity(c.queue);
-                let next_hop = qs.delivery_queue(c.queue).map_or_else(String::new, |q| q.key().next_hop_domain.clone());
-                out.push(api::Message {
-                    identity: format!("{queue_identity}\\{mid}"),
-                    mid: *mid,
-                    queue: queue_identity,
-                    status: status.as_str().to_owned(),
-                    from_address: m.envelope.from_address().to_owned(),
-                    internet_message_id: m.envelope.internet_message_id().map(str::to_owned),
-                    subject: m.envelope.subject().map(str::to_owned),
-                    size: m.body.len,
-                    date_received: rfc3339(m.envelope.received_at_ms),
-                    expiration_time: rfc3339(m.envelope.received_at_ms.saturating_add(expiration_ms)),
-                    source_ip: m.envelope.source_ip().to_owned(),
-                    message_source_name: m.envelope.source_name().to_owned(),
-                    last_error: c.last_error.as_deref().cloned(),
-                    retry_count: c.retry_count,
-                    recipients: include_recipients.then(|| {
-                        c.recipients
-                            .iter()
-                            .filter_map(|i| m.envelope.recipient(*i as usize))
-                            .map(|r| api::Recipient {
-                                address: r.address.to_owned(),
-                                status: status.as_str().to_owned(),
-                                last_error: c.last_error.as_deref().cloned(),
-                                retry_count: c.retry_count,
-                                next_hop: next_hop.clone(),
-                            })
-                            .collect()
-                    }),
-                });
+                out.push(self.copy_json(&qs, *mid, m, c, include_recipients, expiration_ms));
             }
         }
         Ok(out)
+    }
+
+    /// `message_expiration_timeout` in milliseconds.
+    pub(crate) fn expiration_ms(&self) -> i64 {
+        let expiration = self.inner.routing().limits.message_expiration_timeout;
+        expiration.as_millis().min(i64::MAX as u128) as i64
+    }
+
+    /// The copies of `mid` in `queues`, as Get-Message shows them (with their recipients).
+    pub(crate) fn copies_json(&self, qs: &Queues, mid: Mid, queues: &[QueueId]) -> Vec<api::Message> {
+        let Some(m) = qs.message(mid) else { return Vec::new() };
+        let expiration_ms = self.expiration_ms();
+        m.copies
+            .iter()
+            .filter(|c| queues.contains(&c.queue))
+            .map(|c| self.copy_json(qs, mid, m, c, true, expiration_ms))
+            .collect()
+    }
+
+    /// A copy as Get-Message shows it: Ready in a queue that waits for its retry is listed as Retry.
+    fn copy_json(
+        &self,
+        qs: &Queues,
+        mid: Mid,
+        m: &Message,
+        c: &Copy,
+        include_recipients: bool,
+        expiration_ms: i64,
+    ) -> api::Message {
+        let queue_retrying = qs.delivery_queue(c.queue).is_some_and(|q| q.held());
+        let status = if c.status == MessageStatus::Ready && queue_retrying { MessageStatus::Retry } else { c.status };
+        let queue_identity = self.inner.queue_identity(c.queue);
+        let next_hop = qs.delivery_queue(c.queue).map_or_else(String::new, |q| q.key().next_hop_domain.clone());
+        api::Message {
+            identity: format!("{queue_identity}\\{mid}"),
+            mid,
+            queue: queue_identity,
+            status: status.as_str().to_owned(),
+            from_address: m.envelope.from_address().to_owned(),
+            internet_message_id: m.envelope.internet_message_id().map(str::to_owned),
+            subject: m.envelope.subject().map(str::to_owned),
+            size: m.body.len,
+            date_received: rfc3339(m.envelope.received_at_ms),
+            expiration_time: rfc3339(m.envelope.received_at_ms.saturating_add(expiration_ms)),
+            source_ip: m.envelope.source_ip().to_owned(),
+            message_source_name: m.envelope.source_name().to_owned(),
+            last_error: c.last_error.as_deref().cloned(),
+            retry_count: c.retry_count,
+            recipients: include_recipients.then(|| {
+                c.recipients
+                    .iter()
+                    .filter_map(|i| m.envelope.recipient(*i as usize))
+                    .map(|r| api::Recipient {
+                        address: r.address.to_owned(),
+                        status: status.as_str().to_owned(),
+                        last_error: c.last_error.as_deref().cloned(),
+                        retry_count: c.retry_count,
+                        next_hop: next_hop.clone(),
+                    })
+                    .collect()
+            }),
+        }
     }
 }

@@ -60,10 +60,18 @@ impl Transport {
                     SUBMISSION
                 };
                 let waiting = c.next_retry_ms > now;
+                // Suspended by an administrator (where it still is), or in Poison: it waits in no list.
+                let held = queue == POISON || (queue == c.queue && state.suspended_copies.contains(&(mid, queue)));
                 copies.push(Copy {
                     queue,
                     recipients: c.recipients.clone(),
-                    status: if waiting { MessageStatus::Retry } else { MessageStatus::Ready },
+                    status: if held {
+                        MessageStatus::Suspended
+                    } else if waiting {
+                        MessageStatus::Retry
+                    } else {
+                        MessageStatus::Ready
+                    },
                     retry_count: c.retry_count,
                     next_retry_ms: c.next_retry_ms,
                     last_error: c.last_error.clone(),
@@ -72,7 +80,11 @@ impl Transport {
             // Two copies that both fell back to Submission become one with all their recipients.
             queue::merge_submission_copies(&mut copies);
             for c in &copies {
-                qs.place(mid, c.queue, Some(c.next_retry_ms).filter(|ms| *ms > now));
+                if c.status == MessageStatus::Suspended {
+                    qs.place_held(mid, c.queue);
+                } else {
+                    qs.place(mid, c.queue, Some(c.next_retry_ms).filter(|ms| *ms > now));
+                }
             }
             qs.insert_message(mid, Message { envelope: m.envelope.clone(), body: m.body, copies });
         }

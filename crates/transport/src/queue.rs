@@ -104,6 +104,13 @@ named_enum! {
     }
 }
 
+impl MessageStatus {
+    /// Being delivered: the attempt's end decides (a pending suspension or removal is applied then).
+    pub(crate) fn in_flight(self) -> bool {
+        matches!(self, MessageStatus::Active | MessageStatus::PendingSuspend | MessageStatus::PendingRemove)
+    }
+}
+
 /// A message with copies in one or more queues.
 #[derive(Debug)]
 pub(crate) struct Message {
@@ -139,6 +146,8 @@ pub(crate) struct DeliveryQueue {
     retry: BTreeSet<(Instant, Mid, i64)>,
     /// The copies here in Retry (live entries of `retry`).
     retrying: usize,
+    /// The copies here that an administrator suspended (in no list: found through the message table).
+    held_copies: usize,
     active: usize,
     workers: usize,
     connecting: usize,
@@ -174,6 +183,7 @@ impl DeliveryQueue {
             ready: VecDeque::new(),
             retry: BTreeSet::new(),
             retrying: 0,
+            held_copies: 0,
             active: 0,
             workers: 0,
             connecting: 0,
@@ -231,7 +241,7 @@ impl DeliveryQueue {
     /// Copies waiting for their retry time, and the ready ones too while the queue is held. (The ready list
     /// may hold entries of copies that left it, which are skipped when taken: it is not counted.)
     pub(crate) fn deferred_count(&self) -> usize {
-        if self.held() { self.message_count.saturating_sub(self.active) } else { self.retrying }
+        if self.held() { self.message_count.saturating_sub(self.active) } else { self.retrying + self.held_copies }
     }
 
     pub(crate) fn retry_count(&self) -> u32 {
@@ -273,6 +283,8 @@ pub(crate) struct Queues {
     /// Boxed: a million messages make a table of pointers, and growing it moves pointers.
     messages: HashMap<Mid, Box<Message>>,
     submission: VecDeque<Mid>,
+    /// Submission copies an administrator suspended (not on `submission`'s list).
+    submission_held: usize,
     submission_suspended: bool,
     unreachable: BTreeMap<Mid, ()>,
     unreachable_suspended: bool,
@@ -294,6 +306,9 @@ pub(crate) struct Queues {
     /// Messages that expired while a copy of theirs was being delivered or in Submission: they expire when
     /// no copy is (looked at again every second).
     expire_later: Vec<Mid>,
+    /// Copies whose removal was asked for while they were being delivered (`PendingRemove`), with whether
+    /// the sender is to be told: applied when the attempt ends without delivering them.
+    pending_remove: HashMap<(Mid, QueueId), bool>,
 }
 
 /// A message's copies that expired, taken out of their queues: the sender is told, the copies are recorded
@@ -339,6 +354,7 @@ impl Queues {
         Queues {
             messages: HashMap::new(),
             submission: VecDeque::new(),
+            submission_held: 0,
             submission_suspended: false,
             unreachable: BTreeMap::new(),
             unreachable_suspended: false,
@@ -350,6 +366,7 @@ impl Queues {
             delay_cursor: 0,
             delay_notified: HashSet::new(),
             expire_later: Vec::new(),
+            pending_remove: HashMap::new(),
         }
     }
 
@@ -452,7 +469,7 @@ impl Queues {
         mids.into_iter()
             .filter_map(|mid| {
                 let m = self.messages.get(&mid)?;
-                let c = m.copies.iter().find(|c| c.queue == SUBMISSION)?;
+                let c = m.copies.iter().find(|c| c.queue == SUBMISSION && c.status != MessageStatus::Suspended)?;
                 Some((mid, m.envelope.clone(), c.recipients.to_vec()))
             })
             .collect()
@@ -486,6 +503,10 @@ impl Queues {
     pub(crate) fn replace_submission_copy(&mut self, mid: Mid, routed: &[u32], copies: &[(QueueId, Vec<u32>)]) -> bool {
         let Some(m) = self.messages.get_mut(&mid) else { return false };
         let Some(c) = m.copies.iter().find(|c| c.queue == SUBMISSION) else { return false };
+        // Suspended by an administrator while it was being routed: it stays.
+        if c.status == MessageStatus::Suspended {
+            return false;
+        }
         if c.recipients.as_slice() != routed {
             self.submission.push_back(mid);
             return false;
@@ -578,6 +599,7 @@ impl Queues {
 
     /// The active copy of `mid` in `qid` is done: every recipient has its final outcome.
     pub(crate) fn finish_copy(&mut self, mid: Mid, qid: QueueId) {
+        self.pending_remove.remove(&(mid, qid));
         self.remove_copy(mid, qid);
         if let Some(q) = self.delivery.get_mut(&qid) {
             q.active -= 1;
@@ -657,12 +679,21 @@ impl Queues {
     /// The active copy of `mid` goes back to the front of `qid`'s ready list untouched: its attempt did not
     /// start (shutdown came first).
     pub(crate) fn put_back(&mut self, mid: Mid, qid: QueueId) {
+        // A removal asked for meanwhile is not applied here (no notice can be sent under the lock): the
+        // copy stays, as after a restart.
+        self.pending_remove.remove(&(mid, qid));
+        let mut held = false;
         if let Some(c) = copy_in(&mut self.messages, mid, qid) {
-            c.status = MessageStatus::Ready;
+            held = c.status == MessageStatus::PendingSuspend;
+            c.status = if held { MessageStatus::Suspended } else { MessageStatus::Ready };
         }
         if let Some(q) = self.delivery.get_mut(&qid) {
             q.active -= 1;
-            q.ready.push_front(mid);
+            if held {
+                q.held_copies += 1;
+            } else {
+                q.ready.push_front(mid);
+            }
         }
     }
 
@@ -751,8 +782,13 @@ impl Queues {
         if self.unreachable_suspended {
             return moved;
         }
-        let mids: Vec<Mid> = self.unreachable.keys().copied().collect();
-        self.unreachable.clear();
+        let held =
+            |m: &Message| m.copies.iter().any(|c| c.queue == UNREACHABLE && c.status == MessageStatus::Suspended);
+        let mids: Vec<Mid> =
+            self.unreachable.keys().copied().filter(|mid| !self.messages.get(mid).is_some_and(|m| held(m))).collect();
+        for mid in &mids {
+            self.unreachable.remove(mid);
+        }
         for mid in mids {
             moved.records.extend(self.copy_to_submission(mid, UNREACHABLE, None));
             moved.mids.push(mid);
@@ -796,7 +832,7 @@ impl Queues {
                 .messages
                 .get(&mid)
                 .and_then(|m| m.copies.iter().find(|c| c.queue == qid))
-                .is_some_and(|c| c.status != MessageStatus::Active);
+                .is_some_and(|c| !c.status.in_flight() && c.status != MessageStatus::Suspended);
             if !waiting {
                 continue;
             }
@@ -846,7 +882,11 @@ impl Queues {
         let mut out = Vec::new();
         for mid in due {
             let Some(m) = self.messages.get(&mid) else { continue };
-            if m.copies.iter().any(|c| c.queue == SUBMISSION || c.status == MessageStatus::Active) {
+            // A copy the categorizer has yet to place, or one being delivered, ends first; a suspended one
+            // expires (Poison's never do).
+            let waits =
+                |c: &Copy| (c.queue == SUBMISSION && c.status != MessageStatus::Suspended) || c.status.in_flight();
+            if m.copies.iter().any(waits) {
                 self.expire_later.push(mid);
                 continue;
             }
@@ -871,13 +911,20 @@ impl Queues {
             UNREACHABLE => {
                 self.unreachable.remove(&mid);
             }
-            SUBMISSION | POISON => {}
+            SUBMISSION => {
+                if copy_in(&mut self.messages, mid, qid).is_some_and(|c| c.status == MessageStatus::Suspended) {
+                    self.submission_held -= 1;
+                }
+            }
+            POISON => self.poison = self.poison.saturating_sub(1),
             qid => {
-                let retrying = copy_in(&mut self.messages, mid, qid).is_some_and(|c| c.status == MessageStatus::Retry);
+                let status = copy_in(&mut self.messages, mid, qid).map(|c| c.status);
                 if let Some(q) = self.delivery.get_mut(&qid) {
                     // Its retry entry stays until its time, and is then dropped.
-                    if retrying {
-                        q.retrying -= 1;
+                    match status {
+                        Some(MessageStatus::Retry) => q.retrying -= 1,
+                        Some(MessageStatus::Suspended) => q.held_copies -= 1,
+                        _ => {}
                     }
                     q.message_count = q.message_count.saturating_sub(1);
                 }
@@ -960,6 +1007,216 @@ impl Queues {
         records
     }
 
+    // --- Administrators' actions ---
+
+    /// The copies of `mid` (all, or the one in `only`) with their statuses.
+    pub(crate) fn copies_of(&self, mid: Mid, only: Option<QueueId>) -> Vec<(QueueId, MessageStatus)> {
+        let Some(m) = self.messages.get(&mid) else { return Vec::new() };
+        m.copies.iter().filter(|c| only.is_none_or(|q| q == c.queue)).map(|c| (c.queue, c.status)).collect()
+    }
+
+    /// Whether queue `qid` is suspended; `None` when there is no such queue. Poison is always suspended.
+    pub(crate) fn queue_suspended(&self, qid: QueueId) -> Option<bool> {
+        match qid {
+            SUBMISSION => Some(self.submission_suspended),
+            UNREACHABLE => Some(self.unreachable_suspended),
+            POISON => Some(true),
+            qid => self.delivery.get(&qid).map(|q| q.suspended),
+        }
+    }
+
+    /// Suspends or resumes queue `qid` (Submission, Unreachable or a delivery queue; not Poison). Its
+    /// copies keep their own statuses. Returns whether it changed.
+    pub(crate) fn set_queue_suspended(&mut self, qid: QueueId, suspended: bool) -> bool {
+        let flag = match qid {
+            SUBMISSION => &mut self.submission_suspended,
+            UNREACHABLE => &mut self.unreachable_suspended,
+            POISON => return false,
+            qid => match self.delivery.get_mut(&qid) {
+                Some(q) => {
+                    q.idle_since = None;
+                    &mut q.suspended
+                }
+                None => return false,
+            },
+        };
+        let changed = *flag != suspended;
+        *flag = suspended;
+        changed
+    }
+
+    /// Retry-Queue: the delivery queue `qid` leaves Retry now, and its copies waiting for their own retry
+    /// time are ready. Returns false when nothing waits (the queue is not in Retry and no copy waits).
+    pub(crate) fn retry_now(&mut self, qid: QueueId) -> bool {
+        let Some(q) = self.delivery.get_mut(&qid) else { return false };
+        if q.suspended || (q.next_retry_ms.is_none() && q.retrying == 0) {
+            return false;
+        }
+        q.next_retry_ms = None;
+        q.next_retry_at = None;
+        for (_, mid, wall) in std::mem::take(&mut q.retry) {
+            let Some(c) = copy_in(&mut self.messages, mid, qid) else { continue };
+            if c.status != MessageStatus::Retry || c.next_retry_ms != wall {
+                continue;
+            }
+            c.status = MessageStatus::Ready;
+            q.retrying -= 1;
+            q.ready.push_back(mid);
+        }
+        true
+    }
+
+    /// Retry-Queue with resubmit: the copies of `qid` (a delivery queue, suspended or not, or Unreachable)
+    /// that wait go back to Submission, to be categorized again; suspended copies and those being delivered
+    /// stay. Returns the Route records and the mids to put on Submission's list once they are handed to
+    /// the writer.
+    pub(crate) fn resubmit_queue(&mut self, qid: QueueId) -> Moved {
+        if qid != UNREACHABLE {
+            let mut moved = Moved::default();
+            self.waiting_to_submission(qid, &mut moved);
+            return moved;
+        }
+        let suspended = std::mem::replace(&mut self.unreachable_suspended, false);
+        let moved = self.resubmit_unreachable();
+        self.unreachable_suspended = suspended;
+        moved
+    }
+
+    /// Suspend-Message on the copy of `mid` in `qid`. Returns its status after: Suspended, or
+    /// PendingSuspend while it is being delivered (it is suspended if the attempt does not finish it);
+    /// unchanged when already either, or PendingRemove. `None` when there is no such copy.
+    pub(crate) fn suspend_copy(&mut self, mid: Mid, qid: QueueId) -> Option<MessageStatus> {
+        let c = copy_in(&mut self.messages, mid, qid)?;
+        let after = match (c.status, qid) {
+            (MessageStatus::Suspended | MessageStatus::PendingSuspend | MessageStatus::PendingRemove, _) => {
+                return Some(c.status);
+            }
+            // In Submission a copy is "Active" until the categorizer places it; it holds no worker.
+            (_, SUBMISSION) => {
+                self.submission_held += 1;
+                MessageStatus::Suspended
+            }
+            (MessageStatus::Active, _) => MessageStatus::PendingSuspend,
+            (was, qid) => {
+                if let Some(q) = self.delivery.get_mut(&qid) {
+                    if was == MessageStatus::Retry {
+                        q.retrying -= 1;
+                    }
+                    q.held_copies += 1;
+                }
+                // Its entry in a ready or retry list stays, and is skipped when reached.
+                MessageStatus::Suspended
+            }
+        };
+        c.status = after;
+        Some(after)
+    }
+
+    /// Resume-Message on a copy outside Poison: a suspended copy is ready again (at once, whatever retry
+    /// time it had), a PendingSuspend one simply goes on being delivered. `Err` with the copy's status when
+    /// it is not suspended (or there is no such copy: `None`). Returns whether a delivery queue is to be
+    /// kicked.
+    pub(crate) fn resume_copy(&mut self, mid: Mid, qid: QueueId) -> Result<bool, Option<MessageStatus>> {
+        let c = copy_in(&mut self.messages, mid, qid).ok_or(None)?;
+        match (c.status, qid) {
+            (MessageStatus::PendingSuspend, _) => {
+                c.status = MessageStatus::Active;
+                Ok(false)
+            }
+            (MessageStatus::Suspended, POISON) => Err(Some(MessageStatus::Suspended)),
+            (MessageStatus::Suspended, SUBMISSION) => {
+                c.status = MessageStatus::Active;
+                self.submission_held -= 1;
+                self.submission.push_back(mid);
+                Ok(false)
+            }
+            (MessageStatus::Suspended, UNREACHABLE) => {
+                c.status = MessageStatus::Ready;
+                Ok(false)
+            }
+            (MessageStatus::Suspended, qid) => {
+                c.status = MessageStatus::Ready;
+                c.next_retry_ms = 0;
+                if let Some(q) = self.delivery.get_mut(&qid) {
+                    q.held_copies -= 1;
+                    q.ready.push_back(mid);
+                }
+                Ok(true)
+            }
+            (other, _) => Err(Some(other)),
+        }
+    }
+
+    /// Remove-Message on the copy of `mid` in `qid`: a copy not being delivered is taken out of its queue
+    /// now and returned (the caller tells the sender and records it done); one being delivered becomes
+    /// PendingRemove, applied when its attempt ends without delivering it. `None` when there is no such
+    /// copy.
+    pub(crate) fn remove_copy_now(&mut self, mid: Mid, qid: QueueId, with_ndr: bool) -> Option<Removal> {
+        let m = self.messages.get_mut(&mid)?;
+        let c = m.copies.iter_mut().find(|c| c.queue == qid)?;
+        if qid != SUBMISSION && c.status.in_flight() {
+            c.status = MessageStatus::PendingRemove;
+            self.pending_remove.insert((mid, qid), with_ndr);
+            return Some(Removal::Pending);
+        }
+        let removed = Removal::Now { recipients: c.recipients.to_vec(), envelope: m.envelope.clone(), body: m.body };
+        self.take_waiting(mid, qid);
+        self.remove_copy(mid, qid);
+        Some(removed)
+    }
+
+    /// What an administrator asked for the copy of `mid` in `qid` while it was being delivered, now that its
+    /// attempt ended with recipients left: `None` when nothing (or the request was withdrawn by a resume).
+    pub(crate) fn pending_action(&mut self, mid: Mid, qid: QueueId) -> Option<Pending> {
+        let status = copy_in(&mut self.messages, mid, qid)?.status;
+        let with_ndr = self.pending_remove.remove(&(mid, qid));
+        match status {
+            MessageStatus::PendingSuspend => Some(Pending::Suspend),
+            MessageStatus::PendingRemove => Some(Pending::Remove { with_ndr: with_ndr.unwrap_or(true) }),
+            _ => None,
+        }
+    }
+
+    /// The active copy of `mid` in `qid`, suspended while it was being delivered, is Suspended now that its
+    /// attempt ended, with `recipients` left, the attempt's count and error.
+    pub(crate) fn suspend_active(&mut self, mid: Mid, qid: QueueId, recipients: &[u32], retry_count: u32, error: &str) {
+        if let Some(c) = copy_in(&mut self.messages, mid, qid) {
+            c.recipients = RecipientIndices::from_slice(recipients);
+            mark_retry(c, retry_count, 0, error);
+            c.status = MessageStatus::Suspended;
+        }
+        if let Some(q) = self.delivery.get_mut(&qid) {
+            q.active -= 1;
+            q.held_copies += 1;
+        }
+    }
+
+    /// The Poison copy of `mid` goes back to Submission (Resume-Message). Returns the Route record; the mid
+    /// goes on Submission's list with [`Queues::push_submission`] once the record was handed to the writer.
+    pub(crate) fn poison_to_submission(&mut self, mid: Mid) -> Option<Record> {
+        let record = self.copy_to_submission(mid, POISON, None)?;
+        self.poison = self.poison.saturating_sub(1);
+        Some(record)
+    }
+
+    /// A recovered copy that was suspended (or is in Poison): counted in its queue, in no list.
+    pub(crate) fn place_held(&mut self, mid: Mid, qid: QueueId) {
+        match qid {
+            SUBMISSION => self.submission_held += 1,
+            UNREACHABLE => {
+                self.unreachable.insert(mid, ());
+            }
+            POISON => self.poison += 1,
+            qid => {
+                if let Some(q) = self.delivery.get_mut(&qid) {
+                    q.message_count += 1;
+                    q.held_copies += 1;
+                    q.idle_since = None;
+                }
+            }
+        }
+    }
+
     // --- Looking ---
 
     /// How many messages there are.
@@ -970,6 +1227,10 @@ impl Queues {
     /// The messages, in no particular order.
     pub(crate) fn messages(&self) -> impl Iterator<Item = (&Mid, &Message)> {
         self.messages.iter().map(|(mid, m)| (mid, &**m))
+    }
+
+    pub(crate) fn message(&self, mid: Mid) -> Option<&Message> {
+        self.messages.get(&mid).map(|m| &**m)
     }
 
     pub(crate) fn delivery_queue(&self, qid: QueueId) -> Option<&DeliveryQueue> {
@@ -985,8 +1246,10 @@ impl Queues {
         self.delivery.keys().copied().collect()
     }
 
+    /// Submission's copies: those waiting for the categorizer (an entry listed twice counts twice) and
+    /// those suspended.
     pub(crate) fn submission_len(&self) -> usize {
-        self.submission.len()
+        self.submission.len() + self.submission_held
     }
 
     pub(crate) fn submission_suspended(&self) -> bool {
@@ -1014,6 +1277,21 @@ impl Queues {
             }
         }
     }
+}
+
+/// What Remove-Message did to a copy.
+pub(crate) enum Removal {
+    /// Taken out of its queue: the caller tells the sender (if asked) and records the copy done.
+    Now { recipients: Vec<u32>, envelope: Arc<Envelope>, body: BodyRef },
+    /// Being delivered: removed when the attempt ends, unless it delivers the copy.
+    Pending,
+}
+
+/// An administrator's request waiting for a copy's attempt to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pending {
+    Suspend,
+    Remove { with_ndr: bool },
 }
 
 /// Copies moved back to Submission: their Route records, and the mids to put on Submission's list once the

@@ -406,6 +406,10 @@ async fn copy_not_done(
     error: &str,
     queue_retry: Option<Option<i64>>,
 ) {
+    // Suspended or removed by an administrator while it was being delivered.
+    if crate::actions::apply_pending(inner, qid, job, &remaining, error).await {
+        return;
+    }
     let limits = inner.routing().limits.clone();
     let rerouted = {
         let mut qs = inner.lock();

@@ -1,6 +1,7 @@
 //! The transport's own tests, against a fake next hop and a real queue database in a temporary directory,
 //! on tokio's paused clock: retry timing is checked in virtual seconds, without waiting for it.
 
+mod actions;
 mod delay;
 mod dsn;
 mod expiry;

@@ -1,0 +1,256 @@
+//! Queue and message actions: Suspend-, Resume-, Retry-Queue and Get-, Suspend-, Resume-, Remove-,
+//! Export-Message, on one identity in the path or on a list in the body (`{"identities": [...]}`).
+//!
+//! One identity answers with the resulting object (a queue) or the copies acted on; a list answers with
+//! `{"matched", "changed", "identities", "items"}`. A list is all or nothing: an unknown identity is a 404
+//! and one in the wrong state a 409, each named in `detail`, and nothing is changed.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use sluice_api_types as api;
+use sluice_transport::ActionError;
+
+use crate::{AdminState, ApiError, Origin, bad_request};
+
+/// The routes of the actions.
+pub(crate) fn routes() -> Router<Arc<AdminState>> {
+    Router::new()
+        .route("/api/v1/queues/suspend", post(suspend_queues))
+        .route("/api/v1/queues/resume", post(resume_queues))
+        .route("/api/v1/queues/retry", post(retry_queues))
+        .route("/api/v1/queues/{identity}/suspend", post(suspend_queue))
+        .route("/api/v1/queues/{identity}/resume", post(resume_queue))
+        .route("/api/v1/queues/{identity}/retry", post(retry_queue))
+        .route("/api/v1/messages/suspend", post(suspend_messages))
+        .route("/api/v1/messages/resume", post(resume_messages))
+        .route("/api/v1/messages/remove", post(remove_messages))
+        .route("/api/v1/messages/{identity}", get(get_message).delete(remove_message))
+        .route("/api/v1/messages/{identity}/suspend", post(suspend_message))
+        .route("/api/v1/messages/{identity}/resume", post(resume_message))
+        .route("/api/v1/messages/{identity}/export", get(export_message))
+}
+
+impl From<ActionError> for ApiError {
+    fn from(e: ActionError) -> ApiError {
+        let (status, detail) = match &e {
+            ActionError::BadRequest(_) => (StatusCode::BAD_REQUEST, None),
+            ActionError::NotFound { identities, .. } => {
+                (StatusCode::NOT_FOUND, Some(serde_json::json!({ "identities": identities })))
+            }
+            ActionError::WrongState(wrong) => {
+                let each: Vec<serde_json::Value> =
+                    wrong.iter().map(|(id, why)| serde_json::json!({ "identity": id, "error": why })).collect();
+                (StatusCode::CONFLICT, Some(serde_json::Value::Array(each)))
+            }
+            ActionError::Stopped(_) => (StatusCode::SERVICE_UNAVAILABLE, None),
+        };
+        ApiError(status, e.to_string(), detail)
+    }
+}
+
+/// `true`/`false` (or `1`/`0`) in a query, with its default when absent.
+fn flag(name: &str, value: Option<&str>, default: bool) -> Result<bool, ApiError> {
+    match value {
+        None | Some("") => Ok(default),
+        Some("true") | Some("1") => Ok(true),
+        Some("false") | Some("0") => Ok(false),
+        Some(other) => Err(bad_request(format!("{name} must be true or false, not {other:?}"))),
+    }
+}
+
+/// The body of a list action. An unknown field (a misspelt option) is a 400, never ignored.
+fn list_body(
+    body: Result<Json<api::ActionRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<api::ActionRequest, ApiError> {
+    body.map(|Json(b)| b)
+        .map_err(|e| bad_request(format!("the body must be {{\"identities\": [...]}}: {}", e.body_text())))
+}
+
+/// The one queue of a single-queue action.
+fn one_queue(r: api::ActionResult<api::Queue>) -> Result<Json<api::Queue>, ApiError> {
+    r.items.into_iter().next().map(Json).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "the queue is gone"))
+}
+
+async fn suspend_queue(
+    State(s): State<Arc<AdminState>>,
+    Extension(Origin(origin)): Extension<Origin>,
+    Path(identity): Path<String>,
+) -> Result<Json<api::Queue>, ApiError> {
+    one_queue(s.transport.suspend_queues(&[identity], &origin).await?)
+}
+
+async fn resume_queue(
+    State(s): State<Arc<AdminState>>,
+    Extension(Origin(origin)): Extension<Origin>,
+    Path(identity): Path<String>,
+) -> Result<Json<api::Queue>, ApiError> {
+    one_queue(s.transport.resume_queues(&[identity], &origin).await?)
+}
+
+#[derive(Deserialize)]
+struct RetryQuery {
+    resubmit: Option<String>,
+}
+
+async fn retry_queue(
+    State(s): State<Arc<AdminState>>,
+    Extension(Origin(origin)): Extension<Origin>,
+    Path(identity): Path<String>,
+    Query(q): Query<RetryQuery>,
+) -> Result<Json<api::Queue>, ApiError> {
+    let resubmit = flag("resubmit", q.resubmit.as_deref(), false)?;
+    one_queue(s.transport.retry_queues(&[identity], resubmit, &origin).await?)
+}
+
+type ListBody = Result<Json<api::ActionRequest>, axum::extract::rejection::JsonRejection>;
+
+async fn suspend_queues(
+    State(s): State<Arc<AdminState>>,
+    Extension(Origin(origin)): Extension<Origin>,
+    body: ListBody,
+) -> Result<Json<api::ActionResult<api::Queue>>, ApiError> {
+    let b = list_body(body)?;
+    Ok(Json(s.transport.suspend_queues(&b.identities, &origin).await?))
+}
+
+async fn resume_queues(
+    State(s): State<Arc<AdminState>>,
+    Extension(Origin(origin)): Extension<Origin>,
+    body: ListBody,
+) -> Result<Json<api::ActionResult<api::Queue>>, ApiError> {
+    let b = list_body(body)?;
+    Ok(Json(s.transport.resume_queues(&b.identities, &origin).await?))
+}
+
+async fn retry_queues(
+    State(s): State<Arc<AdminState>>,
+    Extension(Origin(origin)): Extension<Origin>,
+    Query(q): Query<RetryQuery>,
+    body: ListBody,
+) -> Result<Json<api::ActionResult<api::Queue>>, ApiError> {
+    let b = list_body(body)?;
+    let resubmit = match b.resubmit {
+        Some(r) => r,
+        None => flag("resubmit", q.resubmit.as_deref(), false)?,
+    };
+    Ok(Json(s.transport.retry_queues(&b.identities, resubmit, &origin).await?))
+}
+
+/// `GET /api/v1/messages/{identity}`: the copy it names, or (`<server>\*\<mid>`, a bare MID) the list of
+/// every copy of the message.
+async fn get_message(State(s): State<Arc<AdminState>>, Path(identity): Path<String>) -> Result<Response, ApiError> {
+    let (copies, every) = s.transport.message(&identity)?;
+    if every {
+        return Ok(Json(api::List { items: copies, next: None }).into_response());
+    }
+    let one = copies.into_iter().next().ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such message"))?;
+    Ok(Json(one).into_response())
+}
+
+async fn suspend_message(
+    State(s): State<Arc<AdminState>>,
+    Extension(Origin(origin)): Extension<Origin>,
+    Path(identity): Path<String>,
+) -> Result<Json<api::ActionResult<api::Message>>, ApiError> {
+    Ok(Json(s.transport.suspend_messages(&[identity], &origin).await?))
+}
+
+async fn resume_message(
+    State(s): State<Arc<AdminState>>,
+    Extension(Origin(origin)): Extension<Origin>,
+    Path(identity): Path<String>,
+) -> Result<Json<api::ActionResult<api::Message>>, ApiError> {
+    Ok(Json(s.transport.resume_messages(&[identity], &origin).await?))
+}
+
+#[derive(Deserialize)]
+struct RemoveQuery {
+    with_ndr: Option<String>,
+}
+
+/// `DELETE /api/v1/messages/{identity}?with_ndr=true`: with a notice to the sender unless `with_ndr=false`.
+async fn remove_message(
+    State(s): State<Arc<AdminState>>,
+    Extension(Origin(origin)): Extension<Origin>,
+    Path(identity): Path<String>,
+    Query(q): Query<RemoveQuery>,
+) -> Result<Json<api::ActionResult<api::Message>>, ApiError> {
+    let with_ndr = flag("with_ndr", q.with_ndr.as_deref(), true)?;
+    Ok(Json(s.transport.remove_messages(&[identity], with_ndr, &origin).await?))
+}
+
+async fn suspend_messages(
+    State(s): State<Arc<AdminState>>,
+    Extension(Origin(origin)): Extension<Origin>,
+    body: ListBody,
+) -> Result<Json<api::ActionResult<api::Message>>, ApiError> {
+    let b = list_body(body)?;
+    Ok(Json(s.transport.suspend_messages(&b.identities, &origin).await?))
+}
+
+async fn resume_messages(
+    State(s): State<Arc<AdminState>>,
+    Extension(Origin(origin)): Extension<Origin>,
+    body: ListBody,
+) -> Result<Json<api::ActionResult<api::Message>>, ApiError> {
+    let b = list_body(body)?;
+    Ok(Json(s.transport.resume_messages(&b.identities, &origin).await?))
+}
+
+async fn remove_messages(
+    State(s): State<Arc<AdminState>>,
+    Extension(Origin(origin)): Extension<Origin>,
+    Query(q): Query<RemoveQuery>,
+    body: ListBody,
+) -> Result<Json<api::ActionResult<api::Message>>, ApiError> {
+    let b = list_body(body)?;
+    let with_ndr = match b.with_ndr {
+        Some(w) => w,
+        None => flag("with_ndr", q.with_ndr.as_deref(), true)?,
+    };
+    Ok(Json(s.transport.remove_messages(&b.identities, with_ndr, &origin).await?))
+}
+
+/// A piece of an exported message: what one read of the queue database gives.
+const EXPORT_CHUNK: usize = 256 * 1024;
+
+/// `GET /api/v1/messages/{identity}/export`: the message as `message/rfc822`, read from the queue
+/// database a piece at a time (on a blocking thread) while it is sent, never held whole.
+async fn export_message(State(s): State<Arc<AdminState>>, Path(identity): Path<String>) -> Result<Response, ApiError> {
+    let (mid, source) = s.transport.export(&identity)?;
+    let len = source.len();
+    let chunks = source.chunks();
+    let stream = futures_util::stream::unfold(Some(chunks), move |state| async move {
+        let mut chunks = state?;
+        let read = tokio::task::spawn_blocking(move || {
+            let r = chunks.next_chunk(EXPORT_CHUNK);
+            (r, chunks)
+        })
+        .await;
+        match read {
+            Ok((Ok(Some(bytes)), chunks)) => Some((Ok::<_, std::io::Error>(bytes), Some(chunks))),
+            Ok((Ok(None), _)) => None,
+            Ok((Err(e), _)) => {
+                tracing::error!(mid, error = %e, "cannot export a message body");
+                Some((Err(std::io::Error::other(e.to_string())), None))
+            }
+            Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
+        }
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "message/rfc822".to_owned()),
+            (header::CONTENT_LENGTH, len.to_string()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{mid}.eml\"")),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
