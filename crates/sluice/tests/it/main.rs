@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod actions;
 mod admin;
 mod config;
 mod crash;
