@@ -599,7 +599,9 @@ impl Queues {
 
     /// The active copy of `mid` in `qid` is done: every recipient has its final outcome.
     pub(crate) fn finish_copy(&mut self, mid: Mid, qid: QueueId) {
-        self.pending_remove.remove(&(mid, qid));
+        if !self.pending_remove.is_empty() {
+            self.pending_remove.remove(&(mid, qid));
+        }
         self.remove_copy(mid, qid);
         if let Some(q) = self.delivery.get_mut(&qid) {
             q.active -= 1;

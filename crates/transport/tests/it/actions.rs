@@ -196,3 +196,27 @@ async fn a_list_action_with_a_copy_in_the_wrong_state_changes_nothing() {
     assert!(notices(dir.path(), a).is_empty() && notices(dir.path(), b).is_empty());
     still(transport.shutdown()).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_suspended_submission_queue_stops_the_categorizer_and_its_messages_can_be_suspended_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = FakeAgent::answering([]);
+    let transport = start(dir.path(), smart_host("g-relay", "relay.example:25"), &agent).await;
+    still(transport.suspend_queues(&["Submission".to_owned()], ORIGIN)).await.unwrap();
+    let a = submit(&transport, &["bob@remote.example"]).await;
+    let b = submit(&transport, &["bob@remote.example"]).await;
+    pass(Duration::from_secs(5)).await;
+    assert_eq!(queue(&transport, "Submission").message_count, 2);
+    assert!(agent.attempts().is_empty(), "the categorizer ran while Submission was suspended");
+    // A message suspended in Submission stays there when the queue is resumed; the other goes on.
+    still(transport.suspend_messages(&[id("Submission", a)], ORIGIN)).await.unwrap();
+    still(transport.resume_queues(&["Submission".to_owned()], ORIGIN)).await.unwrap();
+    until("the other message is delivered", || status(&transport, b).is_none()).await;
+    pass(Duration::from_secs(5)).await;
+    assert_eq!(status(&transport, a).as_deref(), Some("Suspended"));
+    assert_eq!(queue(&transport, "Submission").message_count, 1);
+    still(transport.resume_messages(&[a.to_string()], ORIGIN)).await.unwrap();
+    until("the resumed message is delivered", || status(&transport, a).is_none()).await;
+    assert_eq!(agent.deliveries().len(), 2);
+    still(transport.shutdown()).await;
+}
