@@ -67,6 +67,11 @@ pub(crate) enum Op {
         want_free: u64,
         reply: oneshot::Sender<crate::Eviction>,
     },
+    /// The Safety Net entries a resubmit request selects.
+    SafetyNet {
+        filter: crate::SafetyNetFilter,
+        reply: oneshot::Sender<Vec<crate::SafetyNetCopy>>,
+    },
     /// Online defragmentation until the deadline.
     Defrag {
         deadline: Instant,
@@ -350,6 +355,13 @@ impl Writer {
                 Op::Close { reply } => return Some(reply),
                 Op::Defrag { deadline, reply } => self.start_defrag(deadline, reply),
                 Op::EvictSafetyNet { want_free, reply } => drop(reply.send(self.evict(want_free, true))),
+                Op::SafetyNet { filter, reply } => {
+                    // What was recorded before the query (deliveries nobody waits for) is written first, so
+                    // that the answer sees it.
+                    self.flush(batch);
+                    self.drain();
+                    drop(reply.send(self.state.safety_net_matches(&filter)));
+                }
                 op => batch.push(op),
             }
             if batch.len() < batch_size {

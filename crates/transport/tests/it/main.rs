@@ -10,3 +10,4 @@ mod idle;
 mod reload;
 mod reroute;
 mod retry;
+mod safety_net;
