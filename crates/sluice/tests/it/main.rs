@@ -10,6 +10,7 @@ mod dns;
 mod dsn;
 mod hardening;
 mod relay;
+mod safety_net;
 mod send_tls;
 mod smtp;
 mod tls;
