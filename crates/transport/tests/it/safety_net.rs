@@ -118,3 +118,52 @@ async fn requests_refuse_bad_times_unknown_ids_and_changes_to_a_completed_reques
     assert!(transport.resubmit_requests().is_empty());
     transport.shutdown().await;
 }
+
+/// A request that was running when the server stopped runs again at start from the progress it saved: the
+/// messages it had handled are not sent twice.
+#[tokio::test(start_paused = true)]
+async fn a_request_running_at_a_stop_resumes_after_the_last_message_it_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = FakeAgent::default();
+    let transport = start(dir.path(), smart_host("g-relay", "relay.example:25"), &agent).await;
+    let first = submit_message(&transport, envelope(&["bob@remote.example"]), BODY).await;
+    let second = submit_message(&transport, envelope(&["carol@remote.example"]), BODY).await;
+    until("both are delivered", || agent.deliveries().len() == 2).await;
+    settle(&transport).await;
+    transport.shutdown().await;
+
+    // As the file is when a run had handled the first message, saved, and the process died.
+    let window = window(None);
+    let file = serde_json::json!({
+        "version": 1,
+        "next_id": 8,
+        "requests": [{
+            "id": 7,
+            "start_ms": sluice_queue_db::time::parse_rfc3339(&window.start_time).unwrap(),
+            "end_ms": sluice_queue_db::time::parse_rfc3339(&window.end_time).unwrap(),
+            "sender": null, "recipient": null, "internet_message_id": null,
+            "enabled": true, "status": "Running", "matched": 2, "resubmitted": 1,
+            "created_ms": now_ms(), "completed_ms": null, "origin": "admin API test", "error": null,
+            "done_through": first
+        }]
+    });
+    std::fs::write(dir.path().join("resubmit-requests.json"), file.to_string()).unwrap();
+    let transport = start(dir.path(), smart_host("g-relay", "relay.example:25"), &agent).await;
+    until("the request completes", || transport.resubmit_request(7).is_ok_and(|r| r.status == "Completed")).await;
+    let done = transport.resubmit_request(7).unwrap();
+    assert_eq!((done.matched, done.resubmitted), (2, 2), "{done:?}");
+    until("the second is delivered again", || agent.deliveries().len() == 3).await;
+    settle(&transport).await;
+    let recipients: Vec<Vec<String>> = agent.deliveries().into_iter().map(|a| a.recipients).collect();
+    assert_eq!(recipients[2], ["carol@remote.example"], "only the message after the saved progress: {recipients:?}");
+    assert_eq!(agent.deliveries().len(), 3);
+    assert!(second > first);
+    // The next request gets a new id, and the file keeps both.
+    let next = still(transport.add_resubmit_request(&window, "t")).await.unwrap();
+    assert_eq!(next.id, 8);
+    transport.shutdown().await;
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("resubmit-requests.json")).unwrap()).unwrap();
+    let ids: Vec<u64> = saved["requests"].as_array().unwrap().iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, [7, 8]);
+}
