@@ -135,3 +135,52 @@ pub struct Alert {
     pub server: String,
     pub version: String,
 }
+
+/// `POST /api/v1/resubmit-requests` (Add-ResubmitRequest): resubmit the copies the Safety Net holds that
+/// were delivered between `start_time` and `end_time` (RFC 3339, both included), optionally only those of
+/// a sender, to a recipient, or with an Internet message id.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NewResubmitRequest {
+    pub start_time: String,
+    pub end_time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internet_message_id: Option<String>,
+}
+
+/// A Safety Net resubmit request and its progress: `GET /api/v1/resubmit-requests[/{id}]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ResubmitRequest {
+    pub id: u64,
+    /// RFC 3339, UTC.
+    pub start_time: String,
+    pub end_time: String,
+    pub sender: Option<String>,
+    pub recipient: Option<String>,
+    pub internet_message_id: Option<String>,
+    pub enabled: bool,
+    /// `Pending`, `Running`, `Completed`, `Disabled` or `Failed` (see `error`).
+    pub status: String,
+    /// Messages the Safety Net held that the request selects.
+    pub matched: u64,
+    /// Of those, resubmitted so far (each as a new message).
+    pub resubmitted: u64,
+    /// RFC 3339, UTC.
+    pub created: String,
+    pub completed: Option<String>,
+    /// Who added it (`admin API 127.0.0.1:53412`).
+    pub origin: String,
+    /// Why it failed, when `status` is `Failed`.
+    pub error: Option<String>,
+}
+
+/// `PATCH /api/v1/resubmit-requests/{id}`: enable or disable a request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ResubmitRequestChange {
+    pub enabled: bool,
+}

@@ -41,7 +41,10 @@ pub use record::{
     BodyRef, Envelope, EnvelopeParts, FIRST_DELIVERY_QUEUE, Mid, POISON, QueueId, QueueKey, Recipient, RecipientRef,
     Record, SUBMISSION, UNREACHABLE,
 };
-pub use state::{RecipientIndices, SharedError, State, StoredCopy, StoredMessage, StoredQueue, intern_error};
+pub use state::{
+    Deliveries, Delivery, RecipientIndices, SafetyNetCopy, SafetyNetEntry, SafetyNetFilter, SharedError, State,
+    StoredCopy, StoredMessage, StoredQueue, intern_error,
+};
 pub use storage::{FsStorage, Storage, StorageFile, is_disk_full};
 pub use time::now_ms;
 
@@ -307,6 +310,16 @@ impl QueueDb {
     pub async fn evict_safety_net(&self, want_free: u64) -> Result<Eviction, CommitError> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Op::EvictSafetyNet { want_free, reply }).await.map_err(|_| CommitError::Closed)?;
+        rx.await.map_err(|_| CommitError::Closed)
+    }
+
+    /// The messages the Safety Net holds that `filter` selects (delivered in its window, of its sender, to
+    /// its recipient, with its message id), by MID, each with only the recipients delivered in the window.
+    /// The writer first writes what was recorded before the query (deliveries are recorded without
+    /// waiting), then answers from its durable state: a query sees every delivery recorded before it.
+    pub async fn safety_net(&self, filter: SafetyNetFilter) -> Result<Vec<SafetyNetCopy>, CommitError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Op::SafetyNet { filter, reply }).await.map_err(|_| CommitError::Closed)?;
         rx.await.map_err(|_| CommitError::Closed)
     }
 

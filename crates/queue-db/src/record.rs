@@ -20,6 +20,7 @@ pub const POISON: QueueId = 2;
 pub const FIRST_DELIVERY_QUEUE: QueueId = 16;
 
 pub use crate::envelope::{Envelope, EnvelopeParts, Recipient, RecipientRef};
+pub use crate::state::{Deliveries, Delivery, RecipientIndices, SafetyNetEntry};
 
 /// Where a message's body lives: a byte range of a generation file, with its checksum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +73,17 @@ pub enum Record {
     /// `mid` was in process when the server stopped uncleanly, or its processing panicked, `count` times
     /// in all (0 again when an administrator resumes it from Poison).
     CrashCount { mid: Mid, count: u32 },
+    /// The copy in `queue` is finished, as `CopyDone`, and the recipients `delivered` (indices into the
+    /// envelope's recipients) were delivered at `at_ms` (wall clock). Written instead of `CopyDone` when at
+    /// least one recipient of the copy was delivered, so that the Safety Net index costs no record more.
+    CopyDelivered { mid: Mid, queue: QueueId, at_ms: i64, delivered: RecipientIndices },
+    /// A Safety Net entry as a checkpoint keeps it: a message whose delivered copies are still held in
+    /// their generation, with each delivery (time and recipients). Only checkpoints write it.
+    /// Boxed: the record stays as small as it was (checkpoints are its only writer).
+    SafetyNetEntry { mid: Mid, entry: Box<SafetyNetEntry> },
+    /// Recipients of a copy that goes on (others in it were deferred) were delivered at `at_ms`: only the
+    /// Safety Net index changes.
+    RecipientsDelivered { mid: Mid, at_ms: i64, delivered: RecipientIndices },
 }
 
 const T_MID_HIGH_WATER: u8 = 1;
@@ -86,6 +98,9 @@ const T_RELOCATE: u8 = 9;
 const T_DELAY_NOTIFIED: u8 = 10;
 const T_MESSAGE_SUSPEND: u8 = 11;
 const T_CRASH_COUNT: u8 = 12;
+const T_COPY_DELIVERED: u8 = 13;
+const T_SAFETY_NET_ENTRY: u8 = 14;
+const T_RECIPIENTS_DELIVERED: u8 = 15;
 
 impl Record {
     /// Appends the record's encoding to `out`.
@@ -171,6 +186,34 @@ impl Record {
                 e.u64(*mid);
                 e.u32(*count);
             }
+            Record::CopyDelivered { mid, queue, at_ms, delivered } => {
+                e.u8(T_COPY_DELIVERED);
+                e.u64(*mid);
+                e.u32(*queue);
+                e.i64(*at_ms);
+                encode_indices(&mut e, delivered);
+            }
+            Record::SafetyNetEntry { mid, entry } => {
+                let SafetyNetEntry { envelope, body, delivered } = entry.as_ref();
+                e.u8(T_SAFETY_NET_ENTRY);
+                e.u64(*mid);
+                encode_envelope(&mut e, envelope);
+                e.u32(body.generation);
+                e.u64(body.offset);
+                e.u64(body.len);
+                e.u32(body.crc);
+                e.u32(delivered.len() as u32);
+                for d in delivered {
+                    e.i64(d.at_ms);
+                    encode_indices(&mut e, &d.recipients);
+                }
+            }
+            Record::RecipientsDelivered { mid, at_ms, delivered } => {
+                e.u8(T_RECIPIENTS_DELIVERED);
+                e.u64(*mid);
+                e.i64(*at_ms);
+                encode_indices(&mut e, delivered);
+            }
         }
     }
 
@@ -221,9 +264,42 @@ impl Record {
             T_DELAY_NOTIFIED => Record::DelayNotified { mid: d.u64()? },
             T_MESSAGE_SUSPEND => Record::MessageSuspend { mid: d.u64()?, queue: d.u32()?, suspended: d.u8()? != 0 },
             T_CRASH_COUNT => Record::CrashCount { mid: d.u64()?, count: d.u32()? },
+            T_COPY_DELIVERED => {
+                Record::CopyDelivered { mid: d.u64()?, queue: d.u32()?, at_ms: d.i64()?, delivered: decode_indices(d)? }
+            }
+            T_SAFETY_NET_ENTRY => {
+                let mid = d.u64()?;
+                let envelope = decode_envelope(d)?.into();
+                let body = BodyRef { generation: d.u32()?, offset: d.u64()?, len: d.u64()?, crc: d.u32()? };
+                let n = d.u32()? as usize;
+                let mut delivered = Deliveries::new();
+                for _ in 0..n {
+                    delivered.push(Delivery { at_ms: d.i64()?, recipients: decode_indices(d)? });
+                }
+                Record::SafetyNetEntry { mid, entry: Box::new(SafetyNetEntry { envelope, body, delivered }) }
+            }
+            T_RECIPIENTS_DELIVERED => {
+                Record::RecipientsDelivered { mid: d.u64()?, at_ms: d.i64()?, delivered: decode_indices(d)? }
+            }
             t => return Err(DecodeError::BadTag(t)),
         })
     }
+}
+
+fn encode_indices(e: &mut Enc<'_>, indices: &[u32]) {
+    e.u32(indices.len() as u32);
+    for i in indices {
+        e.u32(*i);
+    }
+}
+
+fn decode_indices(d: &mut Dec<'_>) -> Result<RecipientIndices, DecodeError> {
+    let n = d.u32()? as usize;
+    let mut indices = RecipientIndices::with_capacity(n.min(1024));
+    for _ in 0..n {
+        indices.push(d.u32()?);
+    }
+    Ok(indices)
 }
 
 fn encode_envelope(e: &mut Enc<'_>, env: &Envelope) {
@@ -299,6 +375,27 @@ mod tests {
             Record::DelayNotified { mid: 7 },
             Record::MessageSuspend { mid: 7, queue: 16, suspended: true },
             Record::CrashCount { mid: 7, count: 2 },
+            Record::CopyDelivered {
+                mid: 7,
+                queue: 16,
+                at_ms: 1_795_326_845_000,
+                delivered: RecipientIndices::from_slice(&[0, 2]),
+            },
+            Record::CopyDelivered { mid: 8, queue: 17, at_ms: -1, delivered: (0..9).collect() },
+            Record::SafetyNetEntry {
+                mid: 7,
+                entry: Box::new(SafetyNetEntry {
+                    envelope: std::sync::Arc::new(Envelope::from(crate::envelope::tests::sample())),
+                    body: BodyRef { generation: 3, offset: 4096, len: 100, crc: 0xdead_beef },
+                    delivered: [
+                        Delivery { at_ms: 5, recipients: RecipientIndices::from_slice(&[1]) },
+                        Delivery { at_ms: 6, recipients: RecipientIndices::from_slice(&[0, 2]) },
+                    ]
+                    .into_iter()
+                    .collect(),
+                }),
+            },
+            Record::RecipientsDelivered { mid: 7, at_ms: 9, delivered: RecipientIndices::from_slice(&[3]) },
         ]
     }
 

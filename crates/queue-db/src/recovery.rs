@@ -98,8 +98,8 @@ pub(crate) fn open<T>(
         return Err(OpenError::OutOfRange { what: format!("message id {}", state.next_mid) });
     }
     let high_water = state.next_mid + MID_HEADROOM;
-    let resumed = Resumed { state, high_water, next_seq, next_generation };
-    reseal(storage.as_ref(), &opts, (&names, &log_names), &mut gens, &resumed, &mut report)?;
+    let mut resumed = Resumed { state, high_water, next_seq, next_generation };
+    reseal(storage.as_ref(), &opts, (&names, &log_names), &mut gens, &mut resumed, &mut report)?;
     start_writer(storage, opts, gens.open, resumed, load).map(|(db, loaded)| (db, loaded, report))
 }
 
@@ -386,10 +386,23 @@ fn reseal(
     opts: &Options,
     (names, log_names): (&[String], &[String]),
     gens: &mut Gens,
-    resumed: &Resumed,
+    resumed: &mut Resumed,
     report: &mut RecoveryReport,
 ) -> Result<(), OpenError> {
     let Resumed { state, high_water, next_seq, next_generation } = resumed;
+    // The generations to retire now: none holds a live message, and their Safety Net hold has passed.
+    let referenced: HashSet<u32> = state.messages.values().map(|m| m.body.generation).collect();
+    let hold_ms = (opts.safety_net_hold + opts.generation_interval).as_millis() as i64;
+    let now = now_ms();
+    let retiring: Vec<(u32, String)> = gens
+        .open
+        .iter()
+        .filter(|(number, _)| !referenced.contains(number) && gens.headers[number].created_ms + hold_ms < now)
+        .map(|(number, (name, _))| (*number, name.clone()))
+        .collect();
+    // A Safety Net entry goes with its generation: one retired now, or already gone (retired after the
+    // checkpoint that still listed the entry was written).
+    state.prune_safety_net(|g| !gens.open.contains_key(&g) || retiring.iter().any(|(r, _)| *r == g));
     let cursor = Cursor { generation: *next_generation, offset: 0 };
     checkpoint::write(storage, state, *high_water, *next_seq, cursor, random_u64())
         .map_err(|e| OpenError::io(&storage.describe(checkpoint::CHECKPOINT), e))?;
@@ -400,15 +413,9 @@ fn reseal(
             Err(e) => return Err(OpenError::io(&storage.describe(name), e)),
         }
     }
-    // Retire generations no live message uses and whose Safety Net hold has passed.
-    let referenced: HashSet<u32> = state.messages.values().map(|m| m.body.generation).collect();
-    let hold_ms = (opts.safety_net_hold + opts.generation_interval).as_millis() as i64;
-    let now = now_ms();
-    for (number, (name, _)) in gens.open.iter() {
-        if !referenced.contains(number) && gens.headers[number].created_ms + hold_ms < now {
-            storage.remove(name).map_err(|e| OpenError::io(&storage.describe(name), e))?;
-            report.generations_removed += 1;
-        }
+    for (_, name) in &retiring {
+        storage.remove(name).map_err(|e| OpenError::io(&storage.describe(name), e))?;
+        report.generations_removed += 1;
     }
     gens.open.retain(|_, (name, _)| names.contains(name) && storage.open(name, false).is_ok());
     Ok(())

@@ -56,6 +56,95 @@ pub fn intern_error(error: &str) -> Option<SharedError> {
     Some(shared)
 }
 
+/// A message whose delivered copies the Safety Net still holds (docs/queue-database.md, "The Safety Net
+/// index"): what a resubmit request needs to find it and to send it again. Kept from its first delivery
+/// until its generation is retired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SafetyNetEntry {
+    /// The message's own envelope, the same allocation the live message had: no copy is made.
+    pub envelope: Arc<Envelope>,
+    /// Where the body is (its generation stays while this entry does).
+    pub body: BodyRef,
+    /// Nearly always one: a message delivered in one attempt per copy, all copies in one queue.
+    pub delivered: Deliveries,
+}
+
+/// Recipients delivered at one time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Wall clock, ms since the epoch.
+    pub at_ms: i64,
+    pub recipients: RecipientIndices,
+}
+
+/// The deliveries of a Safety Net entry; one inline.
+pub type Deliveries = SmallVec<[Delivery; 1]>;
+
+/// What a Safety Net query asks for: copies delivered within `[start_ms, end_ms]` (wall clock, ms), and
+/// optionally only those of a sender, to a recipient, or with an Internet message id. Addresses compare
+/// without regard to ASCII case; the message id exactly, with or without its angle brackets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SafetyNetFilter {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub sender: Option<String>,
+    pub recipient: Option<String>,
+    pub internet_message_id: Option<String>,
+}
+
+/// A message the Safety Net holds that matched a [`SafetyNetFilter`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SafetyNetCopy {
+    pub mid: Mid,
+    pub envelope: Arc<Envelope>,
+    pub body: BodyRef,
+    /// The recipients (indices into the envelope's) delivered within the window that match the filter,
+    /// each once, in order.
+    pub recipients: Vec<u32>,
+    /// The latest of their deliveries (ms).
+    pub delivered_at_ms: i64,
+}
+
+impl SafetyNetFilter {
+    /// The entry's recipients this filter selects, or `None` when it selects none of them.
+    pub fn matches(&self, mid: Mid, entry: &SafetyNetEntry) -> Option<SafetyNetCopy> {
+        let env = &entry.envelope;
+        if self.sender.as_deref().is_some_and(|s| !s.eq_ignore_ascii_case(env.from_address())) {
+            return None;
+        }
+        if let Some(wanted) = &self.internet_message_id {
+            let bare = |s: &str| s.trim().trim_start_matches('<').trim_end_matches('>').to_owned();
+            if env.internet_message_id().map(bare) != Some(bare(wanted)) {
+                return None;
+            }
+        }
+        let mut recipients = Vec::new();
+        let mut latest = i64::MIN;
+        for d in entry.delivered.iter().filter(|d| (self.start_ms..=self.end_ms).contains(&d.at_ms)) {
+            for &i in &d.recipients {
+                let address = env.recipient(i as usize).map(|r| r.address);
+                let wanted = match (&self.recipient, address) {
+                    (_, None) => false,
+                    (None, Some(_)) => true,
+                    (Some(r), Some(a)) => r.eq_ignore_ascii_case(a),
+                };
+                if wanted && !recipients.contains(&i) {
+                    recipients.push(i);
+                    latest = latest.max(d.at_ms);
+                }
+            }
+        }
+        recipients.sort_unstable();
+        (!recipients.is_empty()).then(|| SafetyNetCopy {
+            mid,
+            envelope: env.clone(),
+            body: entry.body,
+            recipients,
+            delivered_at_ms: latest,
+        })
+    }
+}
+
 /// A delivery queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredQueue {
@@ -82,6 +171,10 @@ pub struct State {
     /// Live messages that were in process at an unclean stop or a panic, with how many times
     /// (`Record::CrashCount`; a count of 0 is not kept).
     pub crash_counts: BTreeMap<Mid, u32>,
+    /// Messages with delivered copies still in their generation (the Safety Net), by MID: kept from the
+    /// first delivery (`CopyDelivered`, `RecipientsDelivered`) until the writer retires the generation.
+    /// Boxed like `messages`.
+    pub safety_net: BTreeMap<Mid, Box<SafetyNetEntry>>,
 }
 
 impl State {
@@ -158,16 +251,24 @@ impl State {
             Record::Relocate { mid, body } => {
                 if let Some(m) = self.messages.get_mut(mid) {
                     m.body = *body;
-                }
-            }
-            Record::CopyDone { mid, queue } => {
-                self.suspended_copies.remove(&(*mid, *queue));
-                if let Some(m) = self.messages.get_mut(mid) {
-                    m.copies.retain(|c| c.queue != *queue);
-                    if m.copies.is_empty() {
-                        self.remove_message(*mid);
+                    if let Some(entry) = self.safety_net.get_mut(mid) {
+                        entry.body = *body;
                     }
                 }
+            }
+            Record::CopyDone { mid, queue } => self.copy_done(*mid, *queue),
+            Record::CopyDelivered { mid, queue, at_ms, delivered } => {
+                self.note_delivered(*mid, *at_ms, delivered);
+                self.copy_done(*mid, *queue);
+            }
+            Record::RecipientsDelivered { mid, at_ms, delivered } => self.note_delivered(*mid, *at_ms, delivered),
+            Record::SafetyNetEntry { mid, entry } => {
+                let mut entry = entry.clone();
+                // A message still live shares its envelope with the entry, as it did before the checkpoint.
+                if let Some(m) = self.messages.get(mid) {
+                    entry.envelope = m.envelope.clone();
+                }
+                self.safety_net.insert(*mid, entry);
             }
             Record::DelayNotified { mid } => {
                 // Only a live message keeps the mark: it goes with the message's last copy.
@@ -191,6 +292,42 @@ impl State {
                 }
             }
         }
+    }
+
+    /// The copy of `mid` in `queue` is finished.
+    fn copy_done(&mut self, mid: Mid, queue: QueueId) {
+        self.suspended_copies.remove(&(mid, queue));
+        if let Some(m) = self.messages.get_mut(&mid) {
+            m.copies.retain(|c| c.queue != queue);
+            if m.copies.is_empty() {
+                self.remove_message(mid);
+            }
+        }
+    }
+
+    /// Adds a delivery of the live message `mid` to its Safety Net entry (made at its first delivery).
+    fn note_delivered(&mut self, mid: Mid, at_ms: i64, delivered: &RecipientIndices) {
+        let Some(m) = self.messages.get(&mid) else { return };
+        if delivered.is_empty() {
+            return;
+        }
+        let entry = self.safety_net.entry(mid).or_insert_with(|| {
+            Box::new(SafetyNetEntry { envelope: m.envelope.clone(), body: m.body, delivered: Deliveries::new() })
+        });
+        entry.delivered.push(Delivery { at_ms, recipients: delivered.clone() });
+    }
+
+    /// Drops the Safety Net entries whose body is in a generation `gone` says is gone (retired, evicted,
+    /// or missing at open); returns how many.
+    pub(crate) fn prune_safety_net(&mut self, gone: impl Fn(u32) -> bool) -> usize {
+        let before = self.safety_net.len();
+        self.safety_net.retain(|_, e| !gone(e.body.generation));
+        before - self.safety_net.len()
+    }
+
+    /// The Safety Net entries that `filter` selects, by MID.
+    pub fn safety_net_matches(&self, filter: &SafetyNetFilter) -> Vec<SafetyNetCopy> {
+        self.safety_net.iter().filter_map(|(mid, e)| filter.matches(*mid, e)).collect()
     }
 
     /// A message's last copy is gone.
@@ -239,6 +376,10 @@ impl State {
                 f(Record::CrashCount { mid: m.mid, count: *count });
             }
         }
+        // After the messages: an entry of a live message then shares its envelope again.
+        for (mid, e) in &self.safety_net {
+            f(Record::SafetyNetEntry { mid: *mid, entry: e.clone() });
+        }
     }
 }
 
@@ -253,6 +394,121 @@ mod tests {
         assert_eq!(size_of::<StoredCopy>(), 48);
         assert_eq!(size_of::<StoredMessage>(), 96);
         assert!(size_of::<Envelope>() <= 32, "{}", size_of::<Envelope>());
+    }
+
+    /// What a message costs while the Safety Net holds it (docs/queue-database.md, "The Safety Net index"):
+    /// a boxed 72-byte entry (mimalloc's 80-byte class), its share of the map's node, and the envelope it
+    /// kept from the live message. Records stay 80 bytes, as before the Safety Net index, and the one a
+    /// delivery writes allocates nothing for up to four recipients delivered at once.
+    #[test]
+    fn a_safety_net_entry_stays_small() {
+        assert_eq!(size_of::<Delivery>(), 32);
+        assert_eq!(size_of::<SafetyNetEntry>(), 72);
+        assert!(size_of::<Record>() <= 80, "records grew: {}", size_of::<Record>());
+    }
+
+    fn delivered(state: &mut State, mid: Mid, queue: QueueId, at_ms: i64, rcpts: &[u32]) {
+        let delivered = RecipientIndices::from_slice(rcpts);
+        state.apply(&Record::CopyDelivered { mid, queue, at_ms, delivered });
+    }
+
+    fn enqueue_to(state: &mut State, mid: Mid, from: &str, rcpts: &[&str], generation: u32) {
+        let envelope = Arc::new(Envelope::from(crate::record::EnvelopeParts {
+            from: from.into(),
+            recipients: rcpts
+                .iter()
+                .map(|a| crate::record::Recipient { address: (*a).into(), notify: None, orcpt: None })
+                .collect(),
+            internet_message_id: Some(format!("<m{mid}@x.test>")),
+            ..crate::record::EnvelopeParts::default()
+        }));
+        let body = BodyRef { generation, offset: mid * 100, len: 10, crc: 0 };
+        state.apply(&Record::Enqueue { mid, queue: crate::record::SUBMISSION, envelope, body });
+    }
+
+    #[test]
+    fn a_delivered_copy_finishes_its_message_and_stays_in_the_safety_net_with_the_same_envelope() {
+        let mut state = State::default();
+        enqueue_to(&mut state, 1, "a@x.test", &["b@y.test", "c@y.test", "d@z.test"], 3);
+        state.apply(&Record::Route { mid: 1, from: 0, copies: vec![(16, vec![0, 1]), (17, vec![2])] });
+        let envelope = state.messages[&1].envelope.clone();
+        delivered(&mut state, 1, 16, 1_000, &[1]);
+        assert!(state.messages.contains_key(&1), "the copy in 17 is live");
+        state.apply(&Record::CopyDone { mid: 1, queue: 17 });
+        assert!(state.messages.is_empty());
+        let entry = &state.safety_net[&1];
+        assert!(Arc::ptr_eq(&entry.envelope, &envelope), "no copy of the envelope");
+        assert_eq!(entry.body.generation, 3);
+        assert_eq!(entry.delivered.len(), 1);
+        assert_eq!((entry.delivered[0].at_ms, entry.delivered[0].recipients.as_slice()), (1_000, &[1][..]));
+        // A copy finished without a delivery leaves no entry.
+        enqueue_to(&mut state, 2, "a@x.test", &["b@y.test"], 3);
+        state.apply(&Record::CopyDone { mid: 2, queue: 0 });
+        assert_eq!(state.safety_net.keys().copied().collect::<Vec<_>>(), [1]);
+        // Nor does a delivery recorded for a message that is gone.
+        delivered(&mut state, 2, 0, 5, &[0]);
+        assert_eq!(state.safety_net.len(), 1);
+    }
+
+    #[test]
+    fn a_partial_delivery_and_a_relocation_are_kept_by_the_entry() {
+        let mut state = State::default();
+        enqueue_to(&mut state, 1, "a@x.test", &["b@y.test", "c@y.test"], 3);
+        state.apply(&Record::RecipientsDelivered { mid: 1, at_ms: 10, delivered: RecipientIndices::from_slice(&[0]) });
+        let moved = BodyRef { generation: 9, offset: 28, len: 10, crc: 0 };
+        state.apply(&Record::Relocate { mid: 1, body: moved });
+        delivered(&mut state, 1, 0, 20, &[1]);
+        let entry = &state.safety_net[&1];
+        assert_eq!(entry.body, moved);
+        let times: Vec<i64> = entry.delivered.iter().map(|d| d.at_ms).collect();
+        assert_eq!(times, [10, 20]);
+    }
+
+    #[test]
+    fn a_filter_selects_by_window_sender_recipient_and_message_id() {
+        let mut state = State::default();
+        enqueue_to(&mut state, 1, "Alice@X.test", &["b@y.test", "c@y.test"], 3);
+        enqueue_to(&mut state, 2, "bob@x.test", &["b@y.test"], 3);
+        state.apply(&Record::RecipientsDelivered { mid: 1, at_ms: 100, delivered: RecipientIndices::from_slice(&[0]) });
+        delivered(&mut state, 1, 0, 200, &[1]);
+        delivered(&mut state, 2, 0, 150, &[0]);
+        let find = |f: SafetyNetFilter| -> Vec<(Mid, Vec<u32>)> {
+            state.safety_net_matches(&f).into_iter().map(|c| (c.mid, c.recipients)).collect()
+        };
+        let window = |start_ms, end_ms| SafetyNetFilter { start_ms, end_ms, ..SafetyNetFilter::default() };
+        assert_eq!(find(window(0, 1_000)), [(1, vec![0, 1]), (2, vec![0])]);
+        assert_eq!(find(window(100, 150)), [(1, vec![0]), (2, vec![0])], "both ends are in the window");
+        assert_eq!(find(window(151, 199)), []);
+        let sender = SafetyNetFilter { sender: Some("alice@x.TEST".into()), ..window(0, 1_000) };
+        assert_eq!(find(sender), [(1, vec![0, 1])]);
+        let recipient = SafetyNetFilter { recipient: Some("C@y.test".into()), ..window(0, 1_000) };
+        assert_eq!(find(recipient), [(1, vec![1])]);
+        let id = SafetyNetFilter { internet_message_id: Some("m2@x.test".into()), ..window(0, 1_000) };
+        assert_eq!(find(id), [(2, vec![0])]);
+        let id = SafetyNetFilter { internet_message_id: Some("<m2@x.test>".into()), ..window(0, 120) };
+        assert_eq!(find(id), [], "delivered outside the window");
+        let copy = &state.safety_net_matches(&window(0, 1_000))[0];
+        assert_eq!(copy.delivered_at_ms, 200);
+    }
+
+    #[test]
+    fn the_records_of_a_state_rebuild_its_safety_net_and_pruning_drops_a_generation() {
+        let mut state = State::default();
+        enqueue_to(&mut state, 1, "a@x.test", &["b@y.test"], 3);
+        enqueue_to(&mut state, 2, "a@x.test", &["b@y.test", "c@y.test"], 4);
+        delivered(&mut state, 1, 0, 100, &[0]);
+        state.apply(&Record::RecipientsDelivered { mid: 2, at_ms: 7, delivered: RecipientIndices::from_slice(&[1]) });
+        let mut rebuilt = State::default();
+        state.for_each_record(10, |r| rebuilt.apply(&r));
+        rebuilt.next_mid = state.next_mid;
+        assert_eq!(rebuilt.safety_net, state.safety_net);
+        assert_eq!(rebuilt.messages, state.messages);
+        assert!(
+            Arc::ptr_eq(&rebuilt.safety_net[&2].envelope, &rebuilt.messages[&2].envelope),
+            "a live message shares its envelope with its entry after a checkpoint too"
+        );
+        assert_eq!(state.prune_safety_net(|g| g == 3), 1);
+        assert_eq!(state.safety_net.keys().copied().collect::<Vec<_>>(), [2]);
     }
 
     fn enqueue(state: &mut State, mid: Mid) {

@@ -64,6 +64,9 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
     let tracking = Tracking::start(config.server.data_dir.join("tracking")).context("starting the tracking log")?;
     let agent = wiring::delivery_agent(&config);
     let recovered = queues.messages();
+    let requests_file = config.server.data_dir.join("resubmit-requests.json");
+    let resubmit_requests =
+        sluice_transport::ResubmitRequests::open(requests_file).context("reading the Safety Net resubmit requests")?;
     let transport = Transport::start(sluice_transport::Parts {
         db,
         loaded: queues,
@@ -73,6 +76,7 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
         server_name: config.server.name.clone(),
         hostname: config.server.hostname.clone(),
         alerts: alerts.clone(),
+        resubmit_requests,
     });
     transport.set_back_pressure_thresholds(wiring::thresholds(&config));
 

@@ -22,8 +22,6 @@ use notice::{Report, Reported, Returned};
 
 /// The envelope's `source_name` of a notice.
 pub(crate) const SOURCE_DSN: &str = "DSN";
-/// The `source_name` of a message resubmitted from the Safety Net: its sender has been told already.
-const SOURCE_RESUBMIT: &str = "Resubmit";
 
 /// Without `RET=`, the whole message goes back only up to this size; a larger one returns its header section.
 /// A notice with a large message attached is itself likely refused by the sender's server, and the header
@@ -76,7 +74,7 @@ fn wanted(notify: Option<&str>, action: Action) -> bool {
 fn refused(envelope: &Envelope) -> Option<&'static str> {
     if envelope.from_address().is_empty() {
         Some("the message is from the null sender")
-    } else if envelope.source_name() == SOURCE_RESUBMIT {
+    } else if envelope.source_name() == crate::safety_net::SOURCE_RESUBMIT {
         Some("the message was resubmitted from the Safety Net")
     } else {
         None

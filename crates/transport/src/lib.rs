@@ -23,6 +23,7 @@ mod load;
 pub mod pressure;
 mod queue;
 mod routing;
+mod safety_net;
 mod timers;
 mod tracking;
 mod worker;
@@ -47,6 +48,7 @@ pub use routing::{
     AcceptedDomain, Credentials, Limits, MailboxStore, Route, Routing, SendConnector, SendSession, StoreKind, Target,
     TlsPolicy,
 };
+pub use safety_net::{RequestsFileError, ResubmitError, ResubmitRequests};
 pub use tracking::{Event, Tracking};
 
 use queue::{Copy, Message, Queues};
@@ -76,6 +78,8 @@ pub(crate) struct Inner {
     /// Messages expired and delay notices sent since start.
     expired: std::sync::atomic::AtomicU64,
     delay_notices: std::sync::atomic::AtomicU64,
+    /// Safety Net resubmit requests, run by a task of their own.
+    resubmit: ResubmitRequests,
 }
 
 impl Inner {
@@ -190,12 +194,14 @@ pub struct Parts {
     /// The server's host name (as in EHLO): the reporting MTA of delivery status notices.
     pub hostname: String,
     pub alerts: Alerts,
+    /// The Safety Net resubmit requests, as saved (`ResubmitRequests::open`).
+    pub resubmit_requests: ResubmitRequests,
 }
 
 impl Transport {
     /// Starts the categorizer, the retry timer and delivery on the queues [`Transport::load`] made.
     pub fn start(parts: Parts) -> Transport {
-        let Parts { db, loaded, routing, agent, tracking, server_name, hostname, alerts } = parts;
+        let Parts { db, loaded, routing, agent, tracking, server_name, hostname, alerts, resubmit_requests } = parts;
         let Loaded { qs, resubmit } = loaded;
         let connections = worker::ConnectionSlots::new(routing.limits.max_outbound_connections.max(1));
         let inner = Arc::new(Inner {
@@ -215,6 +221,7 @@ impl Transport {
             connections,
             expired: Default::default(),
             delay_notices: Default::default(),
+            resubmit: resubmit_requests,
         });
         let t = Transport { inner };
         let inner = t.inner.clone();
@@ -230,6 +237,8 @@ impl Transport {
         t.inner.tasks.spawn(timers::run(inner));
         let inner = t.inner.clone();
         t.inner.tasks.spawn(pressure::watch(inner));
+        let inner = t.inner.clone();
+        t.inner.tasks.spawn(safety_net::run(inner));
         t.inner.categorizer_wake.notify_one();
         t
     }

@@ -305,6 +305,8 @@ async fn finish(
 ) {
     let (handoff, remote_mta) = handed;
     let mut remaining = Vec::new();
+    // For the Safety Net index; inline (no allocation) up to four recipients.
+    let mut delivered = sluice_queue_db::RecipientIndices::new();
     let mut statuses = Vec::new();
     let mut transient_error = String::new();
     // The outcomes answer the recipients sent, in their order; a recipient left without one is retried.
@@ -326,6 +328,7 @@ async fn finish(
                     Handoff::Relayed => statuses.push(status(dsn::Action::Relayed)),
                     Handoff::PassedOn => {}
                 }
+                delivered.push(*i);
                 EventId::Deliver
             }
             RecipientOutcome::Permanent(_) => {
@@ -352,9 +355,19 @@ async fn finish(
     }
     if remaining.is_empty() {
         inner.lock().finish_copy(job.mid, qid);
-        let done = vec![Record::CopyDone { mid: job.mid, queue: qid }];
-        inner.record(done, "a delivery").await;
+        // One record either way: a copy with deliveries is remembered by the Safety Net index.
+        let done = if delivered.is_empty() {
+            Record::CopyDone { mid: job.mid, queue: qid }
+        } else {
+            Record::CopyDelivered { mid: job.mid, queue: qid, at_ms: now_ms(), delivered }
+        };
+        inner.record(vec![done], "a delivery").await;
     } else {
+        if !delivered.is_empty() {
+            // Some recipients were delivered, others wait: the copy goes on, and the index learns of these.
+            let partial = Record::RecipientsDelivered { mid: job.mid, at_ms: now_ms(), delivered };
+            inner.record(vec![partial], "a partial delivery").await;
+        }
         copy_not_done(inner, qid, job, target, remaining, &transient_error, None).await;
     }
 }

@@ -247,6 +247,7 @@ impl Writer {
                 // Handled by `run` before a batch is prepared.
                 Op::Defrag { reply, .. } => drop(reply.send(crate::DefragReport::default())),
                 Op::EvictSafetyNet { reply, .. } => drop(reply.send(crate::Eviction::default())),
+                Op::SafetyNet { filter, reply } => drop(reply.send(self.state.safety_net_matches(&filter))),
             }
         }
         Ok(())

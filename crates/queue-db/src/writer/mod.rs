@@ -67,6 +67,11 @@ pub(crate) enum Op {
         want_free: u64,
         reply: oneshot::Sender<crate::Eviction>,
     },
+    /// The Safety Net entries a resubmit request selects.
+    SafetyNet {
+        filter: crate::SafetyNetFilter,
+        reply: oneshot::Sender<Vec<crate::SafetyNetCopy>>,
+    },
     /// Online defragmentation until the deadline.
     Defrag {
         deadline: Instant,
@@ -193,11 +198,20 @@ impl Writer {
         }
         let now = now_ms();
         // Generations without live messages at start count as finished now: their hold starts over.
-        let finished_at = init
+        let mut finished_at: HashMap<u32, i64> = init
             .generations
             .read()
             .map(|g| g.keys().filter(|n| !live.contains_key(n)).map(|n| (*n, now)).collect())
             .unwrap_or_default();
+        // A generation holding delivered copies is held from their last delivery, also when it still has
+        // live messages: without it, a generation whose live messages defragmentation moved away after a
+        // restart was retired at once, taking copies delivered a moment before the restart with it (the
+        // crash test found it once the Safety Net index was checked).
+        for e in init.state.safety_net.values() {
+            let at = e.delivered.iter().map(|d| d.at_ms).max().unwrap_or(now).min(now);
+            let held = finished_at.entry(e.body.generation).or_insert(at);
+            *held = (*held).max(at);
+        }
         let (sync_jobs, synced) = start_sync_threads()?;
         let now = Instant::now();
         Ok(Writer {
@@ -350,6 +364,13 @@ impl Writer {
                 Op::Close { reply } => return Some(reply),
                 Op::Defrag { deadline, reply } => self.start_defrag(deadline, reply),
                 Op::EvictSafetyNet { want_free, reply } => drop(reply.send(self.evict(want_free, true))),
+                Op::SafetyNet { filter, reply } => {
+                    // What was recorded before the query (deliveries nobody waits for) is written first, so
+                    // that the answer sees it.
+                    self.flush(batch);
+                    self.drain();
+                    drop(reply.send(self.state.safety_net_matches(&filter)));
+                }
                 op => batch.push(op),
             }
             if batch.len() < batch_size {

@@ -23,9 +23,10 @@ pub(super) struct Retention {
 impl Writer {
     pub(super) fn apply(&mut self, r: &Record) {
         let before = match r {
-            Record::Route { mid, .. } | Record::CopyDone { mid, .. } | Record::Relocate { mid, .. } => {
-                self.state.messages.get(mid).map(|m| (*mid, m.body.generation))
-            }
+            Record::Route { mid, .. }
+            | Record::CopyDone { mid, .. }
+            | Record::CopyDelivered { mid, .. }
+            | Record::Relocate { mid, .. } => self.state.messages.get(mid).map(|m| (*mid, m.body.generation)),
             _ => None,
         };
         self.state.apply(r);
@@ -152,6 +153,9 @@ impl Writer {
     /// Unlinks a finished generation; returns its size, or `None` when it was not open.
     pub(super) fn retire(&mut self, g: u32) -> Option<u64> {
         self.retention.finished_at.remove(&g);
+        // The copies it held leave the Safety Net with it (the next checkpoint no longer lists them; one
+        // written before still may, and recovery drops those, their generation being gone).
+        self.state.prune_safety_net(|generation| generation == g);
         // Readers hold their own handle; the unlink only frees the space once they are done.
         let (name, file) = self.gens.shared.write().ok()?.remove(&g)?;
         let size = file.len().unwrap_or(0);

@@ -29,8 +29,10 @@ struct Model {
     acked: BTreeMap<u64, Vec<u8>>,
     /// Every MID whose enqueue was attempted.
     attempted: BTreeSet<u64>,
-    /// CopyDone acknowledged: must be gone.
+    /// CopyDone or CopyDelivered acknowledged: must be gone.
     done: BTreeSet<u64>,
+    /// CopyDelivered acknowledged: in the Safety Net index while its generation is kept.
+    delivered: BTreeSet<u64>,
 }
 
 fn options() -> Options {
@@ -82,9 +84,13 @@ fn run_seed_with(seed: u64, opts: fn() -> Options, fault: Fault) {
         // Batches from 2 to 8 operations for 6 writers: full batches are synced beside the next frame,
         // others one at a time, and the seeds cover both.
         let opts = Options { batch_size: 2 + (seed % 7) as usize, ..opts() };
+        let hold = opts.safety_net_hold;
         let (db, state, _) =
             QueueDb::open(storage, opts).unwrap_or_else(|e| panic!("seed {seed} cycle {cycle}: reopen failed: {e}"));
+        // Nothing delivered may leave the Safety Net while it is held and the disk has room.
+        let held = hold > std::time::Duration::from_secs(3600) && fault != Fault::DiskFull;
         check(&db, &state, &model.lock().unwrap(), seed, cycle);
+        check_safety_net(&db, &state, &model.lock().unwrap(), held, (seed, cycle));
         let crash_after = 5 + rng.below(60);
         let body_seed = rng.next();
         if fault == Fault::WriteOrSync {
@@ -115,14 +121,31 @@ fn run_seed_with(seed: u64, opts: fn() -> Options, fault: Fault) {
                             Err(_) => return,
                         }
                         model.lock().unwrap().acked.insert(mid, body);
+                        // Half the finished copies were delivered: the Safety Net index goes through the same
+                        // crashes, checkpoints, relocations and retirements.
+                        let delivered = |at_ms| Record::CopyDelivered {
+                            mid,
+                            queue: SUBMISSION,
+                            at_ms,
+                            delivered: sluice_queue_db::RecipientIndices::from_slice(&[0]),
+                        };
                         if i % 3 == 0 {
-                            if db.commit(vec![Record::CopyDone { mid, queue: SUBMISSION }]).await.is_err() {
+                            let done = if i % 2 == 0 {
+                                delivered(sluice_queue_db::now_ms())
+                            } else {
+                                Record::CopyDone { mid, queue: SUBMISSION }
+                            };
+                            if db.commit(vec![done]).await.is_err() {
                                 return;
                             }
-                            model.lock().unwrap().done.insert(mid);
+                            let mut model = model.lock().unwrap();
+                            model.done.insert(mid);
+                            if i % 2 == 0 {
+                                model.delivered.insert(mid);
+                            }
                         } else if i % 3 == 1 {
                             // Lazy: may or may not survive.
-                            let _ = db.record(vec![Record::CopyDone { mid, queue: SUBMISSION }]).await;
+                            let _ = db.record(vec![delivered(sluice_queue_db::now_ms())]).await;
                         }
                     }
                 }));
@@ -177,6 +200,28 @@ fn check(db: &QueueDb, state: &sluice_queue_db::State, model: &Model, seed: u64,
     assert!(present <= lazily_done + model.attempted.len(), "seed {seed}: more messages than written");
     if let Some(max) = model.attempted.iter().max() {
         assert!(state.next_mid > *max, "seed {seed} cycle {cycle}: MID {max} could be reused");
+    }
+}
+
+/// Every Safety Net entry is a delivered message with its exact envelope and a readable body (an entry
+/// of a retired generation is gone); with `held`, every acknowledged delivery is there.
+fn check_safety_net(db: &QueueDb, state: &sluice_queue_db::State, model: &Model, held: bool, at: (u64, u64)) {
+    let (seed, cycle) = at;
+    for (mid, e) in &state.safety_net {
+        let body =
+            model.acked.get(mid).unwrap_or_else(|| panic!("seed {seed} cycle {cycle}: {mid} never acknowledged"));
+        assert_eq!(*e.envelope, envelope(*mid), "seed {seed} cycle {cycle}: Safety Net envelope of {mid}");
+        let read = db.read_body_of(*mid, &e.body);
+        assert_eq!(read.as_ref().ok(), Some(body), "seed {seed} cycle {cycle}: Safety Net body of {mid}: {read:?}");
+        assert!(e.delivered[0].at_ms > 0, "seed {seed} cycle {cycle}: delivery of {mid}");
+    }
+    if held {
+        for mid in &model.delivered {
+            assert!(
+                state.safety_net.contains_key(mid),
+                "seed {seed} cycle {cycle}: delivered {mid} left the Safety Net"
+            );
+        }
     }
 }
 

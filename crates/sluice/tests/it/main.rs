@@ -11,6 +11,7 @@ mod dns;
 mod dsn;
 mod hardening;
 mod relay;
+mod safety_net;
 mod send_tls;
 mod smtp;
 mod tls;

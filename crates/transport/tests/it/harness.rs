@@ -11,7 +11,7 @@ use sluice_queue_db::{EnvelopeParts, FsStorage, Mid, Options, QueueDb, Recipient
 use sluice_smtp::{EnhancedCode, Reply};
 use sluice_transport::{
     Alerts, BoxFuture, DeliveryAgent, DeliveryConnection, DeliveryError, Handoff, Outbound, Parts, RecipientOutcome,
-    Routing, SendConnector, SendSession, Target, Tracking, Transport,
+    ResubmitRequests, Routing, SendConnector, SendSession, Target, Tracking, Transport,
 };
 use tokio::time::Instant;
 
@@ -236,6 +236,7 @@ pub async fn start(dir: &Path, routing: Routing, agent: &FakeAgent) -> Transport
         server_name: SERVER.to_owned(),
         hostname: HOSTNAME.to_owned(),
         alerts,
+        resubmit_requests: ResubmitRequests::open(dir.join("resubmit-requests.json")).unwrap(),
     })
 }
 

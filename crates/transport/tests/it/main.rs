@@ -11,3 +11,4 @@ mod idle;
 mod reload;
 mod reroute;
 mod retry;
+mod safety_net;
