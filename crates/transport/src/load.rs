@@ -60,10 +60,18 @@ impl Transport {
                     SUBMISSION
                 };
                 let waiting = c.next_retry_ms > now;
+                // A Poison copy is suspended for good: nothing takes it but a resume or a removal.
+                let status = if queue == POISON {
+                    MessageStatus::Suspended
+                } else if waiting {
+                    MessageStatus::Retry
+                } else {
+                    MessageStatus::Ready
+                };
                 copies.push(Copy {
                     queue,
                     recipients: c.recipients.clone(),
-                    status: if waiting { MessageStatus::Retry } else { MessageStatus::Ready },
+                    status,
                     retry_count: c.retry_count,
                     next_retry_ms: c.next_retry_ms,
                     last_error: c.last_error.clone(),
@@ -74,7 +82,12 @@ impl Transport {
             for c in &copies {
                 qs.place(mid, c.queue, Some(c.next_retry_ms).filter(|ms| *ms > now));
             }
+            let poisoned = copies.iter().any(|c| c.queue == POISON);
             qs.insert_message(mid, Message { envelope: m.envelope.clone(), body: m.body, copies });
+            // A message that crashed the server before stays a suspect across a restart.
+            if let Some(&count) = state.crash_counts.get(&mid).filter(|_| !poisoned) {
+                qs.set_suspect(mid, Some(count));
+            }
         }
         Loaded { qs, resubmit }
     }

@@ -262,6 +262,8 @@ pub(crate) struct Job {
     pub(crate) body: BodyRef,
     pub(crate) recipients: Vec<u32>,
     pub(crate) retry_count: u32,
+    /// The message is a suspect: it is delivered alone (`poison.rs`).
+    pub(crate) suspect: bool,
 }
 
 /// Everything in memory about the queues. Guarded by one mutex, never held across an await.
@@ -281,6 +283,11 @@ pub(crate) struct Queues {
     next_queue_id: QueueId,
     /// Copies in Poison (nothing takes them from there; they are only counted and listed).
     poison: usize,
+    /// Suspects: messages to be processed alone (`poison.rs`), with their crash count (0 for one resumed from
+    /// Poison). Few, usually none; a message in Poison is not here.
+    suspects: HashMap<Mid, u32>,
+    /// `suspects.len()`, read without the lock by the processing gate (`poison::Gate`).
+    suspect_count: Arc<std::sync::atomic::AtomicUsize>,
     /// Every message by arrival, `(received_at_ms, mid)`, oldest first (MIDs rise with time): the expiry and
     /// delay deadlines of all messages, scanned from the front every second instead of a timer per message
     /// or a scan of all. Entries of finished messages are skipped when reached, and dropped in bulk when
@@ -346,6 +353,8 @@ impl Queues {
             keys: crate::routing::KeyIndex::default(),
             next_queue_id: FIRST_DELIVERY_QUEUE,
             poison: 0,
+            suspects: HashMap::new(),
+            suspect_count: Arc::default(),
             arrivals: VecDeque::new(),
             delay_cursor: 0,
             delay_notified: HashSet::new(),
@@ -548,6 +557,7 @@ impl Queues {
                 body: m.body,
                 recipients: c.recipients.to_vec(),
                 retry_count: c.retry_count,
+                suspect: !self.suspects.is_empty() && self.suspects.contains_key(&mid),
             };
             return Some((job, q.target.clone()));
         }
@@ -1011,8 +1021,111 @@ impl Queues {
             m.copies.retain(|c| c.queue != queue);
             if m.copies.is_empty() {
                 self.messages.remove(&mid);
+                if !self.suspects.is_empty() {
+                    self.set_suspect(mid, None);
+                }
             }
         }
+    }
+
+    // --- Poison (`poison.rs`) ---
+
+    /// The envelope of `mid`, while it is queued.
+    pub(crate) fn envelope(&self, mid: Mid) -> Option<Arc<Envelope>> {
+        self.messages.get(&mid).map(|m| m.envelope.clone())
+    }
+
+    /// Where the body of `mid` is stored, while it is queued.
+    pub(crate) fn body(&self, mid: Mid) -> Option<BodyRef> {
+        self.messages.get(&mid).map(|m| m.body)
+    }
+
+    /// The count of suspects, for the processing gate to read without the lock.
+    pub(crate) fn suspect_count(&self) -> Arc<std::sync::atomic::AtomicUsize> {
+        self.suspect_count.clone()
+    }
+
+    /// Whether `mid` is a suspect, and its crash count.
+    pub(crate) fn suspect(&self, mid: Mid) -> Option<u32> {
+        if self.suspects.is_empty() { None } else { self.suspects.get(&mid).copied() }
+    }
+
+    /// Makes `mid` a suspect with this crash count, or (`None`) no longer one.
+    pub(crate) fn set_suspect(&mut self, mid: Mid, crash_count: Option<u32>) {
+        match crash_count {
+            Some(n) if self.messages.contains_key(&mid) => {
+                self.suspects.insert(mid, n);
+            }
+            _ => {
+                self.suspects.remove(&mid);
+            }
+        }
+        self.suspect_count.store(self.suspects.len(), std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The message's copies outside Poison and Unreachable: those a crash at start can be blamed on when its
+    /// marker named a queue it has no copy in.
+    pub(crate) fn processable_copies(&self, mid: Mid) -> Vec<QueueId> {
+        self.messages.get(&mid).map_or_else(Vec::new, |m| {
+            m.copies.iter().filter(|c| c.queue != POISON && c.queue != UNREACHABLE).map(|c| c.queue).collect()
+        })
+    }
+
+    /// Moves the copy of `mid` in `from` to Poison, Suspended (merged with a Poison copy it already has); the
+    /// message is no longer a suspect. The copy may be waiting (at start) or active (its attempt panicked).
+    /// Returns the records of the move (the Route, and the mark that keeps it suspended), or None when there
+    /// is no such copy.
+    pub(crate) fn move_to_poison(&mut self, mid: Mid, from: QueueId) -> Option<Vec<Record>> {
+        let status = self.messages.get(&mid)?.copies.iter().find(|c| c.queue == from)?.status;
+        if status == MessageStatus::Active && from >= FIRST_DELIVERY_QUEUE {
+            if let Some(q) = self.delivery.get_mut(&from) {
+                q.active -= 1;
+                q.message_count = q.message_count.saturating_sub(1);
+            }
+        } else {
+            self.take_waiting(mid, from);
+        }
+        let m = self.messages.get_mut(&mid)?;
+        let had_poison = m.copies.iter().any(|c| c.queue == POISON);
+        let c = m.copies.iter_mut().find(|c| c.queue == from)?;
+        let recipients = c.recipients.to_vec();
+        c.queue = POISON;
+        c.status = MessageStatus::Suspended;
+        c.next_retry_ms = 0;
+        let mut records = vec![Record::Route { mid, from, copies: vec![(POISON, recipients)] }];
+        if had_poison {
+            // One copy per queue: the two Poison copies become one, in memory and in the database.
+            let mut all: Vec<u32> = Vec::new();
+            let mut first = true;
+            m.copies.retain(|c| {
+                if c.queue != POISON {
+                    return true;
+                }
+                all.extend_from_slice(&c.recipients);
+                std::mem::replace(&mut first, false)
+            });
+            all.sort_unstable();
+            all.dedup();
+            if let Some(c) = m.copies.iter_mut().find(|c| c.queue == POISON) {
+                c.recipients = RecipientIndices::from_slice(&all);
+            }
+            records.push(Record::Route { mid, from: POISON, copies: vec![(POISON, all)] });
+        } else {
+            self.poison += 1;
+        }
+        records.push(Record::MessageSuspend { mid, queue: POISON, suspended: true });
+        self.set_suspect(mid, None);
+        Some(records)
+    }
+
+    /// Resumes the Poison copy of `mid`: it becomes a Submission copy (merged with one already there), and
+    /// the message a suspect with a crash count of 0, to be categorized alone. Returns the Route record; the
+    /// mid goes on Submission's list with [`Queues::push_submission`] once it was handed to the writer.
+    pub(crate) fn poison_to_submission(&mut self, mid: Mid) -> Option<Record> {
+        let record = self.copy_to_submission(mid, POISON, None)?;
+        self.poison -= 1;
+        self.set_suspect(mid, Some(0));
+        Some(record)
     }
 }
 

@@ -9,6 +9,7 @@ mod diskfull;
 mod dns;
 mod dsn;
 mod hardening;
+mod poison;
 mod relay;
 mod send_tls;
 mod smtp;
