@@ -43,8 +43,8 @@ use crate::{AlertClass, Inner, Severity};
 /// either the normal step's read of the suspects comes after the suspect was counted (it sees it, and takes
 /// the lock shared, behind the waiting writer: tokio's `RwLock` is fair), or its count in `unguarded` comes
 /// before the suspect's read of `unguarded` (the suspect sees it and waits for it to end). So no step runs
-/// beside a suspect, and without suspects the normal path costs two atomic operations on one counter and a
-/// load.
+/// beside a suspect, and without suspects the normal path costs two atomic operations on one counter and two
+/// loads, no lock.
 ///
 /// A suspect stays one until its message leaves (delivered, expired, removed, or moved to Poison): the count
 /// does not say in which stage it crashed, and one copy's clean attempt says nothing of another's. Suspects
@@ -72,8 +72,12 @@ pub(crate) enum Pass<'a> {
 
 impl Drop for Pass<'_> {
     fn drop(&mut self) {
+        // Only a suspect waits for `unguarded` to drain, and it is counted in `suspects` all the while (before
+        // it read `unguarded`): the last step out sees it by the same argument as above, and the common case,
+        // no suspects, takes no lock here either.
         if let Pass::Free(gate) = self
             && gate.unguarded.fetch_sub(1, SeqCst) == 1
+            && gate.suspects.load(SeqCst) > 0
         {
             gate.drained.notify_waiters();
         }

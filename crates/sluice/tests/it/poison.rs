@@ -96,11 +96,22 @@ fn assert_poisoned(s: &Server, subject: &str) {
 
 #[test]
 fn a_message_that_aborts_the_categorizer_crashes_the_server_twice_then_sits_in_poison() {
+    crashes_twice_then_sits_in_poison("abort@categorizer");
+}
+
+#[test]
+fn a_message_that_aborts_its_delivery_crashes_the_server_twice_then_sits_in_poison() {
+    crashes_twice_then_sits_in_poison("abort@delivery");
+}
+
+/// Sends A, then P with `X-Sluice-Fault: <fault>`, then B; restarts the server each time it aborts; P must
+/// be in Poison after two aborts, and A and B delivered.
+fn crashes_twice_then_sits_in_poison(fault: &str) {
     let sink = Sink::start();
     let mut s = Server::start(&poison_config(sink.port));
     assert!(send(&s, &message("A", None)));
     // The server may abort before its 250 reaches the client: the message was stored by then.
-    send(&s, &message("P", Some("abort@categorizer")));
+    send(&s, &message("P", Some(fault)));
     let mut b_sent = false;
     let mut aborts = 0;
     loop {
