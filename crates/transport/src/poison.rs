@@ -60,7 +60,8 @@ pub(crate) struct Gate {
     drained: Notify,
 }
 
-/// Leave to process: held from before a step's marker is written until after it is cleared.
+/// Leave to process: held from before a step's marker is written until after it is cleared. The guards are
+/// never read, only held until the pass is dropped.
 pub(crate) enum Pass<'a> {
     /// A normal step while there were no suspects.
     Free(&'a Gate),

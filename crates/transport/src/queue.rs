@@ -1287,6 +1287,50 @@ mod tests {
         assert_eq!(qs.message_count(), 1);
     }
 
+    #[test]
+    fn a_copy_moved_to_poison_leaves_its_queues_counters_and_a_resume_makes_it_a_suspect_in_submission() {
+        let mut qs = Queues::new();
+        let key = NextHopSolutionKey {
+            delivery_type: DeliveryType::SmartHostConnectorDelivery,
+            next_hop_domain: "relay".into(),
+            next_hop_connector: "g-relay".into(),
+        };
+        let (qid, _) = qs.queue_for(key, Target::Lmtp { address: "127.0.0.1:24".into() });
+        for mid in [1, 2] {
+            qs.insert_message(mid, message(0, qid));
+            qs.place(mid, qid, None);
+        }
+        qs.set_suspect(1, Some(1));
+        assert_eq!(qs.suspect_count().load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Message 1's attempt panicked: its copy is active when it moves.
+        let (job, _) = qs.take_ready(qid).unwrap();
+        assert!(job.mid == 1 && job.suspect);
+        let records = qs.move_to_poison(1, qid).unwrap();
+        assert!(matches!(records[0], Record::Route { mid: 1, from, .. } if from == qid));
+        assert!(matches!(records[1], Record::MessageSuspend { mid: 1, queue: POISON, suspended: true }));
+        // Message 2 was waiting (blamed at start).
+        qs.move_to_poison(2, qid).unwrap();
+        let q = qs.delivery_queue(qid).unwrap();
+        assert_eq!((q.active, q.message_count), (0, 0));
+        assert!(qs.take_ready(qid).is_none(), "nothing is left to deliver");
+        assert_eq!(qs.poison_len(), 2);
+        assert_eq!(qs.suspect(1), None, "a message in Poison is no suspect");
+        assert_eq!(qs.suspect_count().load(std::sync::atomic::Ordering::SeqCst), 0);
+        let c = &qs.messages[&1].copies[0];
+        assert_eq!((c.queue, c.status), (POISON, MessageStatus::Suspended));
+        assert!(qs.take_expired(i64::MAX, Duration::ZERO).is_empty());
+
+        let route = qs.poison_to_submission(1).unwrap();
+        assert!(matches!(route, Record::Route { mid: 1, from: POISON, .. }));
+        assert!(qs.poison_to_submission(1).is_none(), "only a Poison copy is resumed");
+        assert_eq!(qs.poison_len(), 1);
+        assert_eq!(qs.suspect(1), Some(0), "resumed: processed alone, with a count of 0");
+        qs.push_submission([1]);
+        let taken = qs.take_submission(10);
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].0, 1);
+    }
+
     /// A million queued messages cost a million of these (B4 in docs/benchmarks.md): 96 bytes is a mimalloc size
     /// class, and one byte more moves every message to the next.
     #[test]
