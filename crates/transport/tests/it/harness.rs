@@ -249,6 +249,15 @@ pub fn smart_host(guid: &str, host: &str) -> Routing {
 /// Opens the queue database in `dir`, loads its queues under `routing` and starts the transport on them, with
 /// its tracking log in `<dir>/tracking` (see [`tracking_events`]).
 pub async fn start(dir: &Path, routing: Routing, agent: &FakeAgent) -> Transport {
+    start_with(dir, routing, agent, false).await
+}
+
+/// As [`start`], with `[debug] fault_injection` on: `X-Sluice-Fault` headers take effect.
+pub async fn start_with_faults(dir: &Path, routing: Routing, agent: &FakeAgent) -> Transport {
+    start_with(dir, routing, agent, true).await
+}
+
+async fn start_with(dir: &Path, routing: Routing, agent: &FakeAgent, fault_injection: bool) -> Transport {
     let storage = FsStorage::new(dir.join("queue")).unwrap();
     let in_process = InProcess::open(&dir.join("inprocess")).unwrap();
     let (db, loaded, _) =
@@ -264,7 +273,7 @@ pub async fn start(dir: &Path, routing: Routing, agent: &FakeAgent) -> Transport
         hostname: HOSTNAME.to_owned(),
         alerts,
         in_process,
-        fault_injection: false,
+        fault_injection,
     })
     .await
     .unwrap()

@@ -5,7 +5,10 @@
 
 use std::time::Duration;
 
-use crate::harness::{FakeAgent, pass, smart_host, start, still, submit, tracked, tracking_events, until};
+use crate::harness::{
+    FakeAgent, envelope, pass, smart_host, start, start_with_faults, still, submit, submit_message, tracked,
+    tracking_events, until,
+};
 
 const POISON_RECIPIENT: &str = "poison@remote.example";
 
@@ -83,5 +86,32 @@ async fn a_message_whose_delivery_panicked_once_is_retried_and_delivered() {
     assert!(in_poison(&transport).is_empty(), "one crash is below the threshold of 2");
     assert!(tracking_events(dir.path()).iter().all(|e| e["event_id"] != "POISONMESSAGE"));
     until("nothing is left queued", || transport.messages(None, false).unwrap().is_empty()).await;
+    still(transport.shutdown()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_whose_categorization_panics_twice_goes_to_poison_and_the_batch_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = FakeAgent::default();
+    let transport = start_with_faults(dir.path(), smart_host("g-relay", "relay.example:25"), &agent).await;
+    let a = submit(&transport, &["a@remote.example"]).await;
+    let body = b"Subject: p\r\nX-Sluice-Fault: panic@categorizer\r\n\r\nHello.\r\n";
+    let p = submit_message(&transport, envelope(&[POISON_RECIPIENT]), body).await;
+    let b = submit(&transport, &["b@remote.example"]).await;
+    until("the panicking message is in Poison", || !in_poison(&transport).is_empty()).await;
+    let poisoned = in_poison(&transport);
+    assert_eq!((poisoned[0].mid, poisoned[0].status.as_str()), (p, "Suspended"));
+    tracked(dir.path(), "POISONMESSAGE", p).await;
+    until("the others are delivered", || {
+        let delivered: Vec<_> = agent.deliveries().iter().filter_map(|d| d.mid).collect();
+        delivered.contains(&a) && delivered.contains(&b)
+    })
+    .await;
+    assert!(agent.deliveries().iter().all(|d| d.mid != Some(p)));
+    // A header in the body, not the header section, does nothing.
+    let body = b"Subject: q\r\n\r\nX-Sluice-Fault: panic@categorizer\r\n";
+    let q = submit_message(&transport, envelope(&["q@remote.example"]), body).await;
+    until("the other message is delivered", || agent.deliveries().iter().any(|d| d.mid == Some(q))).await;
+    assert_eq!(in_poison(&transport).len(), 1);
     still(transport.shutdown()).await;
 }
