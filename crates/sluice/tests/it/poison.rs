@@ -1,11 +1,14 @@
 //! Poison messages end to end, with `[debug] fault_injection` on and `poison_threshold = 2`: a message whose
 //! `X-Sluice-Fault` header aborts the server while it is categorized crashes it twice, across restarts, and
 //! then sits in Poison, suspended; one whose delivery panics gets there without a restart; the messages sent
-//! around them are delivered. From a client outside `relay_networks` the header is removed and does nothing.
+//! around them are delivered; a suspect is processed alone, so a poison message never blames it twice. From a
+//! client outside `relay_networks` the header is removed and does nothing.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::ExitStatusExt;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::harness::*;
@@ -27,6 +30,11 @@ fn message(subject: &str, fault: Option<&str>) -> String {
 /// Sends one message to `b@remote.test` in a session of its own; whether it got `250`. Any failure (the
 /// server is down, or went down meanwhile) is `false`, never a panic.
 fn send(s: &Server, body: &str) -> bool {
+    send_to(s, "b@remote.test", body)
+}
+
+/// As [`send`], to `rcpt`.
+fn send_to(s: &Server, rcpt: &str, body: &str) -> bool {
     let attempt = || -> std::io::Result<bool> {
         let stream = TcpStream::connect(("127.0.0.1", s.smtp))?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -44,7 +52,8 @@ fn send(s: &Server, body: &str) -> bool {
             }
         };
         reply()?;
-        for cmd in ["EHLO client.test", "MAIL FROM:<a@example.test>", "RCPT TO:<b@remote.test>", "DATA"] {
+        let rcpt = format!("RCPT TO:<{rcpt}>");
+        for cmd in ["EHLO client.test", "MAIL FROM:<a@example.test>", &rcpt, "DATA"] {
             w.write_all(format!("{cmd}\r\n").as_bytes())?;
             let line = reply()?;
             if !line.starts_with('2') && !line.starts_with('3') {
@@ -181,4 +190,124 @@ fn a_fault_header_from_outside_relay_networks_is_removed_and_does_nothing() {
     assert!(stored.contains("Subject: forged") && !stored.to_ascii_lowercase().contains("x-sluice-fault"), "{stored}");
     assert!(s.exited().is_none());
     assert!(in_poison(&s).is_empty());
+}
+
+/// A next hop that takes `delay` to answer the end of each message's data: a message delivered to it is in
+/// process for that long. Returns its port and the subjects it accepted, with counts.
+fn slow_sink(delay: Duration) -> (u16, Arc<Mutex<HashMap<String, u32>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let subjects = Arc::new(Mutex::new(HashMap::new()));
+    let accepted = subjects.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let subjects = accepted.clone();
+            std::thread::spawn(move || {
+                let serve = || -> std::io::Result<()> {
+                    let mut w = stream.try_clone()?;
+                    let mut r = BufReader::new(stream);
+                    w.write_all(b"220 slow ESMTP\r\n")?;
+                    let (mut in_data, mut subject) = (false, String::new());
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line)? == 0 {
+                            return Ok(());
+                        }
+                        if in_data {
+                            if line == ".\r\n" {
+                                in_data = false;
+                                std::thread::sleep(delay);
+                                w.write_all(b"250 2.0.0 Ok\r\n")?;
+                                *subjects.lock().unwrap().entry(std::mem::take(&mut subject)).or_insert(0) += 1;
+                            } else if let Some(s) = line.strip_prefix("Subject: ") {
+                                subject = s.trim_end().to_owned();
+                            }
+                            continue;
+                        }
+                        let reply: &[u8] = match line.get(..4).unwrap_or("").to_ascii_uppercase().as_str() {
+                            "EHLO" => b"250-slow\r\n250 PIPELINING\r\n",
+                            "DATA" => {
+                                in_data = true;
+                                b"354 go\r\n"
+                            }
+                            "QUIT" => return w.write_all(b"221 bye\r\n"),
+                            _ => b"250 Ok\r\n",
+                        };
+                        w.write_all(reply)?;
+                    }
+                };
+                let _ = serve();
+            });
+        }
+    });
+    (port, subjects)
+}
+
+/// The gate of suspects. A SIGKILL while A is being delivered (slowly, through a next hop of its own) makes A
+/// a suspect. After the restart A is delivered alone, which takes two seconds; Q, whose categorization
+/// aborts the server, comes in meanwhile. Were Q categorized beside A's delivery, its abort would blame A a
+/// second time and send it to Poison; as it waits until A is done, only Q is blamed, twice, and gets there.
+#[test]
+fn a_suspect_is_processed_alone_so_that_a_poison_message_never_blames_it_again() {
+    let (port, delivered) = slow_sink(Duration::from_secs(2));
+    let slow = format!(
+        "{}\n[[send_connectors]]\nname = \"Slow\"\naddress_spaces = [\"slow.test\"]\nsmart_hosts = [\"127.0.0.1:{port}\"]\n",
+        poison_config(port)
+    );
+    let mut s = Server::start(&slow);
+    assert!(send_to(&s, "a@slow.test", &message("A", None)));
+    std::thread::sleep(Duration::from_millis(500));
+    s.kill9();
+    s.spawn();
+    // A's delivery, alone, is under way: Q comes in now.
+    std::thread::sleep(Duration::from_millis(500));
+    send(&s, &message("Q", Some("abort@categorizer")));
+    let mut aborts = 0;
+    loop {
+        let mut exited = None;
+        let settled = wait_until(Duration::from_secs(30), || {
+            exited = s.exited();
+            exited.is_some() || !in_poison(&s).is_empty()
+        });
+        assert!(settled, "neither an abort nor a message in Poison:\n{}", s.log());
+        let Some(status) = exited else { break };
+        assert_aborted(status, &s);
+        aborts += 1;
+        assert!(aborts <= 2, "a third crash\n{}", s.log());
+        while let Some(status) = s.spawn_or_exit() {
+            assert_aborted(status, &s);
+            aborts += 1;
+            assert!(aborts <= 2, "a third crash while starting\n{}", s.log());
+        }
+    }
+    // The log's fields are coloured: its text is compared without the escape sequences.
+    let log = String::from_utf8(strip_ansi(s.log().as_bytes())).unwrap();
+    let blamed: Vec<&str> = log.lines().filter(|l| l.contains("crash counts raised")).collect();
+    assert_eq!(blamed.len(), 3, "the kill and two aborts: {log}");
+    assert!(blamed.iter().all(|l| l.contains("messages=1 ")), "one message blamed at a time: {log}");
+    assert_poisoned(&s, "Q");
+    assert!(
+        wait_until(Duration::from_secs(20), || delivered.lock().unwrap().contains_key("A")),
+        "A delivered: {:?}",
+        delivered.lock().unwrap()
+    );
+    assert!(holds_for(Duration::from_secs(1), || in_poison(&s).len() == 1), "only Q in Poison");
+}
+
+/// `text` without its ANSI escape sequences (`ESC [ ... m`).
+fn strip_ansi(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        if text[i] == 0x1b && text.get(i + 1) == Some(&b'[') {
+            i += 2;
+            while i < text.len() && text[i] != b'm' {
+                i += 1;
+            }
+        } else {
+            out.push(text[i]);
+        }
+        i += 1;
+    }
+    out
 }
