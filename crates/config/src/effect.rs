@@ -10,7 +10,6 @@ pub const NOT_YET_IN_EFFECT: &[&str] = &[
     "admin.tls",
     "queue_database.logging_buffer_size",
     "queue_database.max_background_cleanup_tasks",
-    "transport.poison_threshold",
     "transport.digest_threshold",
     "work_queue.*",
     "antispam.*",
@@ -23,7 +22,6 @@ pub const NOT_YET_IN_EFFECT: &[&str] = &[
     "alerts.smtp_host",
     "alerts.webhook_url",
     "tracking.max_age",
-    "debug.fault_injection",
 ];
 
 /// Every `table.key` path set in `document`, sorted and without duplicates; entries of array tables are
@@ -119,7 +117,8 @@ mod tests {
             ("transport.queue_glitch_retry_count", false),
             ("transport.message_expiration_timeout", false),
             ("transport.max_outbound_connections", false),
-            ("transport.poison_threshold", true),
+            ("transport.poison_threshold", false),
+            ("debug.fault_injection", false),
             ("transport.digest_threshold", true),
             ("queue_database.batch_size", false),
             ("server.user", true),
@@ -145,6 +144,7 @@ mod tests {
             r#"
             [transport]
             poison_threshold = 3
+            digest_threshold = 3
             transient_failure_retry_interval = "1m"
             [work_queue]
             concurrency = 4
@@ -155,6 +155,6 @@ mod tests {
             servers = ["127.0.0.1:5353"]
             "#,
         );
-        assert_eq!(not_yet_in_effect(&document), ["transport.poison_threshold", "work_queue.concurrency"]);
+        assert_eq!(not_yet_in_effect(&document), ["transport.digest_threshold", "work_queue.concurrency"]);
     }
 }

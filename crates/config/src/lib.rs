@@ -8,9 +8,9 @@
 //!
 //! ```
 //! # use sluice_config::Config;
-//! let loaded = Config::from_toml("[transport]\npoison_threshold = 3\n", std::path::Path::new("/etc/sluice"))?;
-//! assert_eq!(loaded.config.transport.poison_threshold, 3);
-//! assert_eq!(loaded.not_yet_in_effect, ["transport.poison_threshold"]);
+//! let loaded = Config::from_toml("[transport]\ndigest_threshold = 3\n", std::path::Path::new("/etc/sluice"))?;
+//! assert_eq!(loaded.config.transport.digest_threshold, 3);
+//! assert_eq!(loaded.not_yet_in_effect, ["transport.digest_threshold"]);
 //! # Ok::<(), sluice_config::ConfigError>(())
 //! ```
 

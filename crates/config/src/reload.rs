@@ -1,7 +1,8 @@
 //! Reloading (SIGHUP, `POST /api/v1/config/reload`): which changes need a restart, and the configuration a
 //! running server switches to.
 //!
-//! Keys that need a restart (listen addresses, `data_dir`, `[queue_database]` paths) are reported
+//! Keys that need a restart (listen addresses, `data_dir`, `[queue_database]` paths, `debug.fault_injection`,
+//! which the transport reads once at start) are reported
 //! and keep their old value; everything else takes effect.
 
 use std::collections::BTreeSet;
@@ -10,8 +11,14 @@ use std::net::SocketAddr;
 use crate::types::{Config, ReceiveConnector};
 
 /// The keys [`Config::restart_required_changes`] can report.
-pub const RESTART_KEYS: &[&str] =
-    &["server.data_dir", "receive_connectors.listen", "admin.listen", "queue_database.path", "queue_database.log_path"];
+pub const RESTART_KEYS: &[&str] = &[
+    "server.data_dir",
+    "receive_connectors.listen",
+    "admin.listen",
+    "queue_database.path",
+    "queue_database.log_path",
+    "debug.fault_injection",
+];
 
 fn listen_set(connectors: &[ReceiveConnector]) -> BTreeSet<SocketAddr> {
     connectors.iter().map(|connector| connector.listen).collect()
@@ -28,6 +35,7 @@ impl Config {
             self.admin.listen != new.admin.listen,
             self.queue_database.path != new.queue_database.path,
             self.queue_database.log_path != new.queue_database.log_path,
+            self.debug.fault_injection != new.debug.fault_injection,
         ];
         RESTART_KEYS.iter().zip(changed).filter(|(_, changed)| *changed).map(|(key, _)| (*key).to_owned()).collect()
     }
@@ -35,7 +43,7 @@ impl Config {
     /// This (newly loaded) configuration with the restart-only values of the running one, `old`, kept: what a
     /// server applies on reload.
     ///
-    /// - `server.data_dir` and the `[queue_database]` paths are taken from `old`. (Other paths that were
+    /// - `server.data_dir`, the `[queue_database]` paths and `debug.fault_injection` are taken from `old`. (Other paths that were
     ///   written with `{data_dir}`, such as a Maildir template, keep the value the new file gives them.)
     /// - Receive connectors: the listeners stay those bound at start. Each old listener takes the settings of
     ///   the new connector with the same `listen` address, or keeps its old settings when the new file has
@@ -47,6 +55,7 @@ impl Config {
         self.server.data_dir = old.server.data_dir.clone();
         self.queue_database.path = old.queue_database.path.clone();
         self.queue_database.log_path = old.queue_database.log_path.clone();
+        self.debug.fault_injection = old.debug.fault_injection;
         self.receive_connectors = merge_listeners(&old.receive_connectors, &self.receive_connectors);
         if self.admin.listen != old.admin.listen {
             self.admin.listen = old.admin.listen;

@@ -10,7 +10,7 @@ use anyhow::Context;
 use sluice_api_types as api;
 use sluice_config::{Config, Loaded};
 use sluice_queue_db::{FsStorage, QueueDb, RecoveryReport};
-use sluice_transport::{AlertClass, Alerts, Severity, Tracking, Transport};
+use sluice_transport::{AlertClass, Alerts, InProcess, Severity, Tracking, Transport};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -47,6 +47,11 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
     let options = wiring::queue_db_options(&config);
     let started = Instant::now();
     let alerts = wiring::alerts(&config)?;
+    // What the last run had in process is read (and the file emptied) before anything is processed: a crash
+    // of the last run is blamed on those messages at start.
+    std::fs::create_dir_all(&config.server.data_dir)
+        .with_context(|| format!("creating {}", config.server.data_dir.display()))?;
+    let in_process = InProcess::open(&config.server.data_dir.join("inprocess"))?;
     // The transport's queues are built from the recovered state while the database lends it, before its
     // writer takes it: a large queue is not copied once more at start.
     let routing_table = wiring::routing(&config);
@@ -77,7 +82,11 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
         hostname: config.server.hostname.clone(),
         alerts: alerts.clone(),
         resubmit_requests,
-    });
+        in_process,
+        fault_injection: config.debug.fault_injection,
+    })
+    .await
+    .context("recording the crash counts of the messages in process at an unclean stop")?;
     transport.set_back_pressure_thresholds(wiring::thresholds(&config));
 
     let shutdown = CancellationToken::new();

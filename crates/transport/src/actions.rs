@@ -189,7 +189,7 @@ impl Transport {
         }
         self.commit(records).await?;
         for mid in &poison {
-            if resume_from_poison(&self.inner, *mid).await {
+            if crate::poison::resume_poison(&self.inner, *mid).await {
                 changed.push((*mid, POISON));
             }
         }
@@ -556,21 +556,5 @@ pub(crate) async fn apply_pending(
             tracing::info!(mid = job.mid, queue = qid, with_ndr, "message removed after its delivery attempt");
         }
     }
-    true
-}
-
-/// Resume-Message on a Poison copy: its crash count is reset and it goes back to the categorizer. Returns
-/// false when it is no longer in Poison.
-async fn resume_from_poison(inner: &Arc<Inner>, mid: Mid) -> bool {
-    let Some(route) = inner.lock().poison_to_submission(mid) else { return false };
-    let records = vec![
-        Record::CrashCount { mid, count: 0 },
-        Record::MessageSuspend { mid, queue: POISON, suspended: false },
-        route,
-    ];
-    if inner.db.commit(records).await.is_err() {
-        tracing::error!(mid, "cannot record the resumption of a Poison message; the queue database stopped");
-    }
-    inner.lock().push_submission([mid]);
     true
 }

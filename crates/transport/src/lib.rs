@@ -18,8 +18,10 @@ mod agent;
 pub mod alerts;
 mod categorizer;
 mod dsn;
+mod inprocess;
 mod listing;
 mod load;
+mod poison;
 pub mod pressure;
 mod queue;
 mod routing;
@@ -42,6 +44,7 @@ pub use agent::{
     TlsFailure, reply_line,
 };
 pub use alerts::{AlertClass, Alerts, Severity};
+pub use inprocess::{InProcess, InProcessError};
 pub use load::Loaded;
 pub use queue::{DeliveryType, MessageStatus, NextHopSolutionKey, QueueStatus};
 pub use routing::{
@@ -80,6 +83,12 @@ pub(crate) struct Inner {
     delay_notices: std::sync::atomic::AtomicU64,
     /// Safety Net resubmit requests, run by a task of their own.
     resubmit: ResubmitRequests,
+    /// What is in process, for the next start to blame after a crash (`inprocess.rs`, `poison.rs`).
+    in_process: Arc<InProcess>,
+    /// Keeps suspects alone (`poison::Gate`).
+    gate: poison::Gate,
+    /// `[debug] fault_injection`: `X-Sluice-Fault` headers take effect. When off, no body is read for them.
+    fault_injection: bool,
 }
 
 impl Inner {
@@ -196,13 +205,33 @@ pub struct Parts {
     pub alerts: Alerts,
     /// The Safety Net resubmit requests, as saved (`ResubmitRequests::open`).
     pub resubmit_requests: ResubmitRequests,
+    /// The in-process marker file, opened before the queue database (what the last run left in it is
+    /// blamed at start).
+    pub in_process: InProcess,
+    /// `[debug] fault_injection`: honour `X-Sluice-Fault` headers (for tests).
+    pub fault_injection: bool,
 }
 
 impl Transport {
-    /// Starts the categorizer, the retry timer and delivery on the queues [`Transport::load`] made.
-    pub fn start(parts: Parts) -> Transport {
-        let Parts { db, loaded, routing, agent, tracking, server_name, hostname, alerts, resubmit_requests } = parts;
+    /// Starts the categorizer, the retry timer and delivery on the queues [`Transport::load`] made. First,
+    /// the messages the last run left in process (it stopped uncleanly) are blamed: their crash counts are
+    /// raised, and those at `poison_threshold` go to Poison, durably before anything runs.
+    pub async fn start(parts: Parts) -> Result<Transport, CommitError> {
+        let Parts {
+            db,
+            loaded,
+            routing,
+            agent,
+            tracking,
+            server_name,
+            hostname,
+            alerts,
+            resubmit_requests,
+            in_process,
+            fault_injection,
+        } = parts;
         let Loaded { qs, resubmit } = loaded;
+        let gate = poison::Gate::new(qs.suspect_count());
         let connections = worker::ConnectionSlots::new(routing.limits.max_outbound_connections.max(1));
         let inner = Arc::new(Inner {
             db,
@@ -222,7 +251,14 @@ impl Transport {
             expired: Default::default(),
             delay_notices: Default::default(),
             resubmit: resubmit_requests,
+            in_process: Arc::new(in_process),
+            gate,
+            fault_injection,
         });
+        if fault_injection {
+            tracing::warn!("fault injection is on: X-Sluice-Fault headers abort or panic this server");
+        }
+        poison::blame_left(&inner).await?;
         let t = Transport { inner };
         let inner = t.inner.clone();
         t.inner.tasks.spawn(async move {
@@ -240,7 +276,13 @@ impl Transport {
         let inner = t.inner.clone();
         t.inner.tasks.spawn(safety_net::run(inner));
         t.inner.categorizer_wake.notify_one();
-        t
+        Ok(t)
+    }
+
+    /// Resumes a message in Poison: its crash count goes back to 0, and it goes to Submission (durably) to
+    /// be categorized again, alone. Returns false when the message has no copy in Poison.
+    pub async fn resume_poison(&self, mid: Mid) -> bool {
+        poison::resume_poison(&self.inner, mid).await
     }
 
     /// Messages (or copies of one, when they expired at different times) that expired since start, each
@@ -345,6 +387,8 @@ impl Transport {
         self.inner.shutdown.cancel();
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
+        // Nothing is in process any more: the next start blames nobody.
+        self.inner.in_process.remove();
         self.inner.db.close().await;
         self.inner.tracking.flush();
     }

@@ -60,7 +60,8 @@ impl Transport {
                     SUBMISSION
                 };
                 let waiting = c.next_retry_ms > now;
-                // Suspended by an administrator (where it still is), or in Poison: it waits in no list.
+                // Suspended by an administrator (where it still is), or in Poison (for good: nothing takes it
+                // but a resume or a removal): it waits in no list.
                 let held = queue == POISON || (queue == c.queue && state.suspended_copies.contains(&(mid, queue)));
                 copies.push(Copy {
                     queue,
@@ -86,7 +87,12 @@ impl Transport {
                     qs.place(mid, c.queue, Some(c.next_retry_ms).filter(|ms| *ms > now));
                 }
             }
+            let poisoned = copies.iter().any(|c| c.queue == POISON);
             qs.insert_message(mid, Message { envelope: m.envelope.clone(), body: m.body, copies });
+            // A message that crashed the server before stays a suspect across a restart.
+            if let Some(&count) = state.crash_counts.get(&mid).filter(|_| !poisoned) {
+                qs.set_suspect(mid, Some(count));
+            }
         }
         Loaded { qs, resubmit }
     }

@@ -13,6 +13,8 @@ use smallvec::SmallVec;
 
 use crate::routing::{Limits, Target};
 
+mod poison;
+
 // The monotonic clock of retry deadlines is tokio's: the same as std's in a running server, and the paused
 // clock in tests (`tokio::time::pause`), so that retry timing is tested without waiting for it.
 use tokio::time::Instant;
@@ -272,6 +274,8 @@ pub(crate) struct Job {
     pub(crate) body: BodyRef,
     pub(crate) recipients: Vec<u32>,
     pub(crate) retry_count: u32,
+    /// The message is a suspect: it is delivered alone (`poison.rs`).
+    pub(crate) suspect: bool,
 }
 
 /// Everything in memory about the queues. Guarded by one mutex, never held across an await.
@@ -293,6 +297,11 @@ pub(crate) struct Queues {
     next_queue_id: QueueId,
     /// Copies in Poison (nothing takes them from there; they are only counted and listed).
     poison: usize,
+    /// Suspects: messages to be processed alone (`poison.rs`), with their crash count (0 for one resumed from
+    /// Poison). Few, usually none; a message in Poison is not here.
+    suspects: HashMap<Mid, u32>,
+    /// `suspects.len()`, read without the lock by the processing gate (`poison::Gate`).
+    suspect_count: Arc<std::sync::atomic::AtomicUsize>,
     /// Every message by arrival, `(received_at_ms, mid)`, oldest first (MIDs rise with time): the expiry and
     /// delay deadlines of all messages, scanned from the front every second instead of a timer per message
     /// or a scan of all. Entries of finished messages are skipped when reached, and dropped in bulk when
@@ -362,6 +371,8 @@ impl Queues {
             keys: crate::routing::KeyIndex::default(),
             next_queue_id: FIRST_DELIVERY_QUEUE,
             poison: 0,
+            suspects: HashMap::new(),
+            suspect_count: Arc::default(),
             arrivals: VecDeque::new(),
             delay_cursor: 0,
             delay_notified: HashSet::new(),
@@ -569,6 +580,7 @@ impl Queues {
                 body: m.body,
                 recipients: c.recipients.to_vec(),
                 retry_count: c.retry_count,
+                suspect: !self.suspects.is_empty() && self.suspects.contains_key(&mid),
             };
             return Some((job, q.target.clone()));
         }
@@ -1193,14 +1205,6 @@ impl Queues {
         }
     }
 
-    /// The Poison copy of `mid` goes back to Submission (Resume-Message). Returns the Route record; the mid
-    /// goes on Submission's list with [`Queues::push_submission`] once the record was handed to the writer.
-    pub(crate) fn poison_to_submission(&mut self, mid: Mid) -> Option<Record> {
-        let record = self.copy_to_submission(mid, POISON, None)?;
-        self.poison = self.poison.saturating_sub(1);
-        Some(record)
-    }
-
     /// A recovered copy that was suspended (or is in Poison): counted in its queue, in no list.
     pub(crate) fn place_held(&mut self, mid: Mid, qid: QueueId) {
         match qid {
@@ -1276,6 +1280,9 @@ impl Queues {
             m.copies.retain(|c| c.queue != queue);
             if m.copies.is_empty() {
                 self.messages.remove(&mid);
+                if !self.suspects.is_empty() {
+                    self.set_suspect(mid, None);
+                }
             }
         }
     }
@@ -1452,6 +1459,50 @@ mod tests {
         assert!(qs.take_expired(i64::MAX, Duration::ZERO).is_empty());
         assert!(qs.take_delayed(i64::MAX, Duration::ZERO).is_empty(), "no delay notice for a Poison copy");
         assert_eq!(qs.message_count(), 1);
+    }
+
+    #[test]
+    fn a_copy_moved_to_poison_leaves_its_queues_counters_and_a_resume_makes_it_a_suspect_in_submission() {
+        let mut qs = Queues::new();
+        let key = NextHopSolutionKey {
+            delivery_type: DeliveryType::SmartHostConnectorDelivery,
+            next_hop_domain: "relay".into(),
+            next_hop_connector: "g-relay".into(),
+        };
+        let (qid, _) = qs.queue_for(key, Target::Lmtp { address: "127.0.0.1:24".into() });
+        for mid in [1, 2] {
+            qs.insert_message(mid, message(0, qid));
+            qs.place(mid, qid, None);
+        }
+        qs.set_suspect(1, Some(1));
+        assert_eq!(qs.suspect_count().load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Message 1's attempt panicked: its copy is active when it moves.
+        let (job, _) = qs.take_ready(qid).unwrap();
+        assert!(job.mid == 1 && job.suspect);
+        let records = qs.move_to_poison(1, qid).unwrap();
+        assert!(matches!(records[0], Record::Route { mid: 1, from, .. } if from == qid));
+        assert!(matches!(records[1], Record::MessageSuspend { mid: 1, queue: POISON, suspended: true }));
+        // Message 2 was waiting (blamed at start).
+        qs.move_to_poison(2, qid).unwrap();
+        let q = qs.delivery_queue(qid).unwrap();
+        assert_eq!((q.active, q.message_count), (0, 0));
+        assert!(qs.take_ready(qid).is_none(), "nothing is left to deliver");
+        assert_eq!(qs.poison_len(), 2);
+        assert_eq!(qs.suspect(1), None, "a message in Poison is no suspect");
+        assert_eq!(qs.suspect_count().load(std::sync::atomic::Ordering::SeqCst), 0);
+        let c = &qs.messages[&1].copies[0];
+        assert_eq!((c.queue, c.status), (POISON, MessageStatus::Suspended));
+        assert!(qs.take_expired(i64::MAX, Duration::ZERO).is_empty());
+
+        let route = qs.poison_to_submission(1).unwrap();
+        assert!(matches!(route, Record::Route { mid: 1, from: POISON, .. }));
+        assert!(qs.poison_to_submission(1).is_none(), "only a Poison copy is resumed");
+        assert_eq!(qs.poison_len(), 1);
+        assert_eq!(qs.suspect(1), Some(0), "resumed: processed alone, with a count of 0");
+        qs.push_submission([1]);
+        let taken = qs.take_submission(10);
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].0, 1);
     }
 
     /// A million queued messages cost a million of these (B4 in docs/benchmarks.md): 96 bytes is a mimalloc size

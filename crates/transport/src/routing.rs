@@ -150,6 +150,9 @@ pub struct Limits {
     pub max_per_domain_outbound_connections: usize,
     /// How long an idle delivery connection is kept open for the next message.
     pub connection_idle: Duration,
+    /// Crashes (of the process, or panics while it was processed) a message is blamed for before it goes to
+    /// Poison (`poison.rs`).
+    pub poison_threshold: u32,
 }
 
 impl Default for Limits {
@@ -168,6 +171,7 @@ impl Default for Limits {
             max_outbound_connections: 1000,
             max_per_domain_outbound_connections: 40,
             connection_idle: Duration::from_secs(5),
+            poison_threshold: 2,
         }
     }
 }

@@ -12,6 +12,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::Inner;
 use crate::agent::{DeliveryConnection, DeliveryError, Handoff, Outbound, RecipientOutcome, reply_line};
 use crate::dsn;
+use crate::poison::{self, CatchUnwind};
 use crate::queue::Job;
 use crate::routing::Target;
 use crate::tracking::EventId;
@@ -97,6 +98,7 @@ pub(crate) fn kick(inner: &Arc<Inner>, qid: QueueId) {
 /// One worker of a delivery queue: it takes the queue's ready copies one after another and delivers them
 /// over one connection, kept while mail keeps coming.
 async fn worker(inner: Arc<Inner>, qid: QueueId) {
+    let mut marker = inner.in_process.worker();
     let mut w = Worker { inner, qid, conn: None, conn_target: None, slot: None, sent: 0 };
     while let Some((job, target)) = w.next_job().await {
         // A connection opened for another target (a reload changed the queue's) is not used again.
@@ -145,21 +147,21 @@ async fn worker(inner: Arc<Inner>, qid: QueueId) {
                 }
             },
         };
-        match w.deliver(conn, &outbound, &target).await {
-            Ok(outcomes) => {
-                w.conn_target = Some(target.clone());
-                // The session went through: the queue's count of failures in a row starts again.
-                w.inner.lock().queue_delivered(qid);
-                let handed = w.conn.as_ref().map_or((Handoff::Relayed, None), |c| (c.handoff(), c.remote_mta()));
-                finish(&w.inner, qid, &job, &target, &outbound, outcomes, handed).await;
-                w.delivered(&target).await;
-            }
-            Err(e) => {
-                w.conn = None;
-                w.slot = None;
-                let error = reply_line(&e.reply());
-                not_delivered(&w.inner, qid, &job, &target, job.recipients.clone(), &error, true).await;
-                break;
+        // In process from here until the outcome is recorded (`poison.rs`); a suspect alone.
+        let inner = w.inner.clone();
+        let pass = inner.gate.enter(job.suspect).await;
+        marker.set(qid, [job.mid]);
+        let step = w.attempt(conn, &job, &target, &outbound).await;
+        marker.clear();
+        drop(pass);
+        match step {
+            Step::Next => {}
+            Step::Stop => break,
+            Step::Panicked(panic) => {
+                // Tried again, alone, unless it reached the threshold and went to Poison.
+                if !poison::panicked(&inner, job.mid, qid, &panic).await {
+                    inner.lock().put_back(job.mid, qid);
+                }
             }
         }
     }
@@ -170,6 +172,16 @@ async fn worker(inner: Arc<Inner>, qid: QueueId) {
     if more && !inner.shutdown.is_cancelled() {
         kick(&inner, qid);
     }
+}
+
+/// What a worker does after an attempt.
+enum Step {
+    /// Takes the next copy.
+    Next,
+    /// Stops: the session failed, and the queue waits for its retry.
+    Stop,
+    /// The attempt panicked (with this message): the copy's crash count is raised.
+    Panicked(String),
 }
 
 /// A worker's state between copies.
@@ -249,13 +261,51 @@ impl Worker {
         self.sent = 0;
     }
 
-    /// Delivers one copy over `conn`, which is kept (or the fresh one that replaced it).
+    /// One copy's attempt over `conn` and its outcome, recorded. With fault injection on, the copy's
+    /// `X-Sluice-Fault` header is looked at first.
+    async fn attempt(&mut self, conn: Box<dyn DeliveryConnection>, job: &Job, target: &Target, out: &Outbound) -> Step {
+        let (inner, qid) = (self.inner.clone(), self.qid);
+        if inner.fault_injection {
+            let injected = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                poison::inject(&inner, job.mid, &job.body, poison::Stage::Delivery)
+            }));
+            if let Err(payload) = injected {
+                // The connection's state is unknown after a panic: it is dropped, not used again.
+                drop(conn);
+                self.slot = None;
+                self.sent = 0;
+                return Step::Panicked(poison::panic_text(payload.as_ref()));
+            }
+        }
+        match self.deliver(conn, out, target).await {
+            Err(panic) => Step::Panicked(panic),
+            Ok(Ok(outcomes)) => {
+                self.conn_target = Some(target.clone());
+                // The session went through: the queue's count of failures in a row starts again.
+                inner.lock().queue_delivered(qid);
+                let handed = self.conn.as_ref().map_or((Handoff::Relayed, None), |c| (c.handoff(), c.remote_mta()));
+                finish(&inner, qid, job, target, out, outcomes, handed).await;
+                self.delivered(target).await;
+                Step::Next
+            }
+            Ok(Err(e)) => {
+                self.conn = None;
+                self.slot = None;
+                let error = reply_line(&e.reply());
+                not_delivered(&inner, qid, job, target, job.recipients.clone(), &error, true).await;
+                Step::Stop
+            }
+        }
+    }
+
+    /// Delivers one copy over `conn`, which is kept (or the fresh one that replaced it). A panic of the
+    /// agent is caught (`Err`, with its message): the connection is dropped, as its state is unknown.
     async fn deliver(
         &mut self,
         mut conn: Box<dyn DeliveryConnection>,
         outbound: &Outbound,
         target: &Target,
-    ) -> Result<Vec<RecipientOutcome>, DeliveryError> {
+    ) -> Result<Result<Vec<RecipientOutcome>, DeliveryError>, String> {
         let inner = &self.inner;
         // At shutdown an attempt gets a grace period; a copy abandoned then stays queued (and may be
         // delivered twice if the peer had accepted it: a duplicate, never a loss).
@@ -263,9 +313,18 @@ impl Worker {
             inner.shutdown.cancelled().await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         };
-        let mut result = tokio::select! {
-            r = conn.deliver(outbound) => r,
-            _ = stopping => Err(DeliveryError::Shutdown),
+        let caught = tokio::select! {
+            r = CatchUnwind(conn.deliver(outbound)) => r,
+            _ = stopping => Ok(Err(DeliveryError::Shutdown)),
+        };
+        let mut result = match caught {
+            Ok(r) => r,
+            Err(p) => {
+                drop(conn);
+                self.slot = None;
+                self.sent = 0;
+                return Err(poison::panic_text(p.as_ref()));
+            }
         };
         self.conn = Some(conn);
         if result.is_err() && self.sent > 0 && !inner.shutdown.is_cancelled() {
@@ -274,11 +333,18 @@ impl Worker {
             self.conn = None;
             self.sent = 0;
             if let Ok(mut fresh) = inner.agent.connect(target).await {
-                result = fresh.deliver(outbound).await;
+                match CatchUnwind(fresh.deliver(outbound)).await {
+                    Ok(r) => result = r,
+                    Err(p) => {
+                        drop(fresh);
+                        self.slot = None;
+                        return Err(poison::panic_text(p.as_ref()));
+                    }
+                }
                 self.conn = Some(fresh);
             }
         }
-        result
+        Ok(result)
     }
 
     /// Counts a delivered copy; the connection ends after the target's most messages per connection.

@@ -61,6 +61,7 @@ fn restart_required_changes_lists_restart_keys() {
         ),
         ("[queue_database]\nlog_path = \"/fast/log\"\n", &["queue_database.log_path"]),
         ("[admin]\nlisten = \"127.0.0.1:9025\"\n", &["admin.listen"]),
+        ("[debug]\nfault_injection = true\n", &["debug.fault_injection"]),
     ];
     for (extra, expected) in cases {
         let new = config(&format!("{extra}{base}"));
@@ -92,7 +93,8 @@ fn restart_required_changes_lists_restart_keys() {
 fn every_restart_key_can_be_reported() {
     let old = config("");
     let new = config(
-        "[server]\ndata_dir = \"/a\"\n[admin]\nlisten = \"127.0.0.1:1\"\n[[receive_connectors]]\nlisten = \"127.0.0.1:2\"\n",
+        "[server]\ndata_dir = \"/a\"\n[admin]\nlisten = \"127.0.0.1:1\"\n[debug]\nfault_injection = true\n\
+         [[receive_connectors]]\nlisten = \"127.0.0.1:2\"\n",
     );
     assert_eq!(old.restart_required_changes(&new), RESTART_KEYS);
 }

@@ -81,6 +81,14 @@ impl Server {
 
     /// Starts the process and waits until it accepts SMTP.
     pub fn spawn(&mut self) {
+        if let Some(status) = self.spawn_or_exit() {
+            panic!("sluice exited with {status}: {}", self.log());
+        }
+    }
+
+    /// Starts the process and waits until it accepts SMTP (`None`) or exits (its status), for a server
+    /// that may crash while it starts.
+    pub fn spawn_or_exit(&mut self) -> Option<std::process::ExitStatus> {
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("serve.log")).unwrap();
         let child = Command::new(BIN)
@@ -96,14 +104,22 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if TcpStream::connect(("127.0.0.1", self.smtp)).is_ok() && self.get("/api/v1/health").0 == 200 {
-                return;
+                return None;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("sluice exited with {status}: {}", self.log());
+                self.child = None;
+                return Some(status);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("sluice did not start: {}", self.log());
+    }
+
+    /// The process's exit status, if it exited (then it is no longer the server's child).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().unwrap()?;
+        self.child = None;
+        Some(status)
     }
 
     pub fn log(&self) -> String {

@@ -10,6 +10,7 @@ mod diskfull;
 mod dns;
 mod dsn;
 mod hardening;
+mod poison;
 mod relay;
 mod safety_net;
 mod send_tls;

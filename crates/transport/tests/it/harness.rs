@@ -10,8 +10,8 @@ use std::time::Duration;
 use sluice_queue_db::{EnvelopeParts, FsStorage, Mid, Options, QueueDb, Recipient};
 use sluice_smtp::{EnhancedCode, Reply};
 use sluice_transport::{
-    Alerts, BoxFuture, DeliveryAgent, DeliveryConnection, DeliveryError, Handoff, Outbound, Parts, RecipientOutcome,
-    ResubmitRequests, Routing, SendConnector, SendSession, Target, Tracking, Transport,
+    Alerts, BoxFuture, DeliveryAgent, DeliveryConnection, DeliveryError, Handoff, InProcess, Outbound, Parts,
+    RecipientOutcome, ResubmitRequests, Routing, SendConnector, SendSession, Target, Tracking, Transport,
 };
 use tokio::time::Instant;
 
@@ -73,6 +73,10 @@ struct Shared {
     handoff: Mutex<Option<Handoff>>,
     /// Connections open now, and the most ever open at once.
     open: Mutex<(usize, usize)>,
+    /// A recipient whose delivery attempts panic (a bug in the delivery agent), and how many more times.
+    panic_for: Mutex<Option<(String, usize)>>,
+    /// The attempts that panicked.
+    panics: Mutex<usize>,
 }
 
 impl FakeAgent {
@@ -94,6 +98,16 @@ impl FakeAgent {
     /// What its connections' `handoff()` says from now on (a Maildir-like `Delivered`, say).
     pub fn set_handoff(&self, handoff: Handoff) {
         *self.shared.handoff.lock().unwrap() = Some(handoff);
+    }
+
+    /// Makes the next `times` attempts to deliver to `recipient` panic.
+    pub fn panic_for(&self, recipient: &str, times: usize) {
+        *self.shared.panic_for.lock().unwrap() = Some((recipient.to_owned(), times));
+    }
+
+    /// How many attempts panicked.
+    pub fn panics(&self) -> usize {
+        *self.shared.panics.lock().unwrap()
     }
 
     /// The most connections that were open at once.
@@ -175,8 +189,20 @@ impl Drop for FakeConnection {
 impl DeliveryConnection for FakeConnection {
     fn deliver<'a>(&'a mut self, msg: &'a Outbound) -> BoxFuture<'a, Result<Vec<RecipientOutcome>, DeliveryError>> {
         Box::pin(async move {
-            let answer = self.agent.shared.script.lock().unwrap().pop_front().unwrap_or(Answer::Accept);
             let recipients: Vec<String> = msg.recipients().map(|r| r.address.to_owned()).collect();
+            let panics = match &mut *self.agent.shared.panic_for.lock().unwrap() {
+                Some((r, times)) if *times > 0 && recipients.contains(r) => {
+                    *times -= 1;
+                    true
+                }
+                _ => false,
+            };
+            if panics {
+                *self.agent.shared.panics.lock().unwrap() += 1;
+                tokio::task::yield_now().await;
+                panic!("the fake agent panics for message {}", msg.mid);
+            }
+            let answer = self.agent.shared.script.lock().unwrap().pop_front().unwrap_or(Answer::Accept);
             let at = Instant::now();
             if let Answer::AcceptAfter(d) | Answer::DeferAfter(d, _) = &answer {
                 tokio::time::sleep(*d).await;
@@ -223,7 +249,17 @@ pub fn smart_host(guid: &str, host: &str) -> Routing {
 /// Opens the queue database in `dir`, loads its queues under `routing` and starts the transport on them, with
 /// its tracking log in `<dir>/tracking` (see [`tracking_events`]).
 pub async fn start(dir: &Path, routing: Routing, agent: &FakeAgent) -> Transport {
+    start_with(dir, routing, agent, false).await
+}
+
+/// As [`start`], with `[debug] fault_injection` on: `X-Sluice-Fault` headers take effect.
+pub async fn start_with_faults(dir: &Path, routing: Routing, agent: &FakeAgent) -> Transport {
+    start_with(dir, routing, agent, true).await
+}
+
+async fn start_with(dir: &Path, routing: Routing, agent: &FakeAgent, fault_injection: bool) -> Transport {
     let storage = FsStorage::new(dir.join("queue")).unwrap();
+    let in_process = InProcess::open(&dir.join("inprocess")).unwrap();
     let (db, loaded, _) =
         QueueDb::open_with(Arc::new(storage), Options::default(), |state| Transport::load(state, &routing)).unwrap();
     let alerts = Alerts::open(&dir.join("logs"), SERVER, "test", Duration::from_secs(3600)).unwrap();
@@ -237,7 +273,11 @@ pub async fn start(dir: &Path, routing: Routing, agent: &FakeAgent) -> Transport
         hostname: HOSTNAME.to_owned(),
         alerts,
         resubmit_requests: ResubmitRequests::open(dir.join("resubmit-requests.json")).unwrap(),
+        in_process,
+        fault_injection,
     })
+    .await
+    .unwrap()
 }
 
 /// The envelope of a message from [`SENDER`] to `recipients`, received over SMTP now.

@@ -8,6 +8,7 @@ mod expiry;
 mod glitch;
 mod harness;
 mod idle;
+mod poison;
 mod reload;
 mod reroute;
 mod retry;
