@@ -173,6 +173,16 @@ fn a_message_whose_delivery_panics_goes_to_poison_without_a_restart() {
     assert!(s.exited().is_none(), "a caught panic does not take the process down");
     assert_eq!(s.get("/api/v1/health").0, 200);
     assert!(s.log().contains("a panic while processing a message was caught"));
+    // An administrator exports it (a Poison message is suspended) and removes it.
+    let mid = in_poison(&s)[0]["mid"].as_u64().unwrap();
+    let (status, exported) = s.get(&format!("/api/v1/messages/mx%5CPoison%5C{mid}/export"));
+    assert_eq!(status, 200, "{exported}");
+    assert!(exported.contains("Subject: P\r\n"), "{exported}");
+    let (status, body) =
+        http(s.admin, "DELETE", &format!("/api/v1/messages/{mid}?with_ndr=false"), &[("X-Sluice-Request", "1")], "");
+    assert_eq!(status, 200, "{body}");
+    assert!(in_poison(&s).is_empty());
+    assert_eq!(s.get(&format!("/api/v1/messages/{mid}")).0, 404);
 }
 
 #[test]
