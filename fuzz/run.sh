@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 seconds=${1:-60}
 rustup run nightly rustc --version >/dev/null 2>&1 || rustup toolchain install nightly --profile minimal
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-for target in command data bdat recover; do
+for target in command data bdat recover filter; do
   mkdir -p "corpus/$target"
   seeds=()
   [ -d "seeds/$target" ] && seeds=("seeds/$target")
