@@ -5,6 +5,7 @@
 //! `{"matched", "changed", "identities", "items"}`. A list is all or nothing: an unknown identity is a 404
 //! and one in the wrong state a 409, each named in `detail`, and nothing is changed.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -111,36 +112,126 @@ async fn retry_queue(
 
 type ListBody = Result<Json<api::ActionRequest>, axum::extract::rejection::JsonRejection>;
 
+/// What a list action acts on: the identities in its body, or, with `filter=` in the query (the bulk form),
+/// every queue or message copy the filter selects now; with the action's options from either.
+struct ListAction {
+    request: api::ActionRequest,
+    by_filter: bool,
+}
+
+fn list_action(
+    s: &AdminState,
+    query: HashMap<String, String>,
+    body: ListBody,
+    option: &str,
+    messages: bool,
+) -> Result<ListAction, ApiError> {
+    let allowed: Vec<&str> = ["filter", option].into_iter().filter(|k| !k.is_empty()).collect();
+    let query = crate::query::keys(query, &allowed)?;
+    let from_query = match query.get(option) {
+        Some(v) => Some(flag(option, Some(v), false)?),
+        None => None,
+    };
+    let Some(_) = query.get("filter") else {
+        let mut request = list_body(body)?;
+        if let Some(v) = from_query {
+            match option {
+                "with_ndr" => request.with_ndr = request.with_ndr.or(Some(v)),
+                _ => request.resubmit = request.resubmit.or(Some(v)),
+            }
+        }
+        return Ok(ListAction { request, by_filter: false });
+    };
+    // The bulk form: the body, if any, may only carry the option.
+    let mut request = match body {
+        Ok(Json(b)) if !b.identities.is_empty() => {
+            return Err(bad_request("give either identities in the body or a filter in the query, not both"));
+        }
+        Ok(Json(b)) => b,
+        Err(_) => api::ActionRequest::default(),
+    };
+    let only_filter: HashMap<String, String> =
+        query.iter().filter(|(k, _)| k.as_str() == "filter").map(|(k, v)| (k.clone(), v.clone())).collect();
+    request.identities = if messages {
+        crate::select_messages(s, &only_filter)?.into_iter().map(|m| m.identity).collect()
+    } else {
+        crate::select_queues(s, &only_filter)?.into_iter().map(|q| q.identity).collect()
+    };
+    match option {
+        "with_ndr" => request.with_ndr = request.with_ndr.or(from_query),
+        _ => request.resubmit = request.resubmit.or(from_query),
+    }
+    Ok(ListAction { request, by_filter: true })
+}
+
+/// Runs a list action. By filter, nothing matching is an empty answer (not an error), and a copy that left
+/// its queue between the selection and the action (delivered meanwhile) is left out rather than failing the
+/// whole action.
+async fn run_list<T, F, Fut>(list: ListAction, act: F) -> Result<Json<api::ActionResult<T>>, ApiError>
+where
+    F: Fn(Vec<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<api::ActionResult<T>, ActionError>>,
+{
+    let mut identities = list.request.identities;
+    if list.by_filter && identities.is_empty() {
+        return Ok(Json(api::ActionResult { matched: 0, changed: 0, identities: Vec::new(), items: Vec::new() }));
+    }
+    for _ in 0..3 {
+        match act(identities.clone()).await {
+            Err(ActionError::NotFound { identities: gone, .. }) if list.by_filter => {
+                identities.retain(|i| !gone.contains(i));
+                if identities.is_empty() {
+                    let empty = api::ActionResult { matched: 0, changed: 0, identities: Vec::new(), items: Vec::new() };
+                    return Ok(Json(empty));
+                }
+            }
+            other => return Ok(Json(other?)),
+        }
+    }
+    Ok(Json(act(identities).await?))
+}
+
 async fn suspend_queues(
     State(s): State<Arc<AdminState>>,
     Extension(Origin(origin)): Extension<Origin>,
+    Query(q): Query<HashMap<String, String>>,
     body: ListBody,
 ) -> Result<Json<api::ActionResult<api::Queue>>, ApiError> {
-    let b = list_body(body)?;
-    Ok(Json(s.transport.suspend_queues(&b.identities, &origin).await?))
+    let list = list_action(&s, q, body, "", false)?;
+    run_list(list, |ids| {
+        let (s, origin) = (s.clone(), origin.clone());
+        async move { s.transport.suspend_queues(&ids, &origin).await }
+    })
+    .await
 }
 
 async fn resume_queues(
     State(s): State<Arc<AdminState>>,
     Extension(Origin(origin)): Extension<Origin>,
+    Query(q): Query<HashMap<String, String>>,
     body: ListBody,
 ) -> Result<Json<api::ActionResult<api::Queue>>, ApiError> {
-    let b = list_body(body)?;
-    Ok(Json(s.transport.resume_queues(&b.identities, &origin).await?))
+    let list = list_action(&s, q, body, "", false)?;
+    run_list(list, |ids| {
+        let (s, origin) = (s.clone(), origin.clone());
+        async move { s.transport.resume_queues(&ids, &origin).await }
+    })
+    .await
 }
 
 async fn retry_queues(
     State(s): State<Arc<AdminState>>,
     Extension(Origin(origin)): Extension<Origin>,
-    Query(q): Query<RetryQuery>,
+    Query(q): Query<HashMap<String, String>>,
     body: ListBody,
 ) -> Result<Json<api::ActionResult<api::Queue>>, ApiError> {
-    let b = list_body(body)?;
-    let resubmit = match b.resubmit {
-        Some(r) => r,
-        None => flag("resubmit", q.resubmit.as_deref(), false)?,
-    };
-    Ok(Json(s.transport.retry_queues(&b.identities, resubmit, &origin).await?))
+    let list = list_action(&s, q, body, "resubmit", false)?;
+    let resubmit = list.request.resubmit.unwrap_or(false);
+    run_list(list, |ids| {
+        let (s, origin) = (s.clone(), origin.clone());
+        async move { s.transport.retry_queues(&ids, resubmit, &origin).await }
+    })
+    .await
 }
 
 /// `GET /api/v1/messages/{identity}`: the copy it names, or (`<server>\*\<mid>`, a bare MID) the list of
@@ -189,33 +280,44 @@ async fn remove_message(
 async fn suspend_messages(
     State(s): State<Arc<AdminState>>,
     Extension(Origin(origin)): Extension<Origin>,
+    Query(q): Query<HashMap<String, String>>,
     body: ListBody,
 ) -> Result<Json<api::ActionResult<api::Message>>, ApiError> {
-    let b = list_body(body)?;
-    Ok(Json(s.transport.suspend_messages(&b.identities, &origin).await?))
+    let list = list_action(&s, q, body, "", true)?;
+    run_list(list, |ids| {
+        let (s, origin) = (s.clone(), origin.clone());
+        async move { s.transport.suspend_messages(&ids, &origin).await }
+    })
+    .await
 }
 
 async fn resume_messages(
     State(s): State<Arc<AdminState>>,
     Extension(Origin(origin)): Extension<Origin>,
+    Query(q): Query<HashMap<String, String>>,
     body: ListBody,
 ) -> Result<Json<api::ActionResult<api::Message>>, ApiError> {
-    let b = list_body(body)?;
-    Ok(Json(s.transport.resume_messages(&b.identities, &origin).await?))
+    let list = list_action(&s, q, body, "", true)?;
+    run_list(list, |ids| {
+        let (s, origin) = (s.clone(), origin.clone());
+        async move { s.transport.resume_messages(&ids, &origin).await }
+    })
+    .await
 }
 
 async fn remove_messages(
     State(s): State<Arc<AdminState>>,
     Extension(Origin(origin)): Extension<Origin>,
-    Query(q): Query<RemoveQuery>,
+    Query(q): Query<HashMap<String, String>>,
     body: ListBody,
 ) -> Result<Json<api::ActionResult<api::Message>>, ApiError> {
-    let b = list_body(body)?;
-    let with_ndr = match b.with_ndr {
-        Some(w) => w,
-        None => flag("with_ndr", q.with_ndr.as_deref(), true)?,
-    };
-    Ok(Json(s.transport.remove_messages(&b.identities, with_ndr, &origin).await?))
+    let list = list_action(&s, q, body, "with_ndr", true)?;
+    let with_ndr = list.request.with_ndr.unwrap_or(true);
+    run_list(list, |ids| {
+        let (s, origin) = (s.clone(), origin.clone());
+        async move { s.transport.remove_messages(&ids, with_ndr, &origin).await }
+    })
+    .await
 }
 
 /// A piece of an exported message: what one read of the queue database gives.

@@ -7,6 +7,7 @@
 //! posts). The configuration refuses a non-loopback listen address without a token and TLS (and, while
 //! `admin.tls` is not in effect, any non-loopback address).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,6 +24,7 @@ use sluice_transport::{BoxFuture, Transport};
 use tokio_util::sync::CancellationToken;
 
 mod actions;
+mod query;
 mod resubmit;
 
 /// Reloads the configuration; returns what happened, or why it failed (the old configuration stays).
@@ -158,14 +160,9 @@ async fn health(State(s): State<Arc<AdminState>>) -> Json<api::Health> {
     })
 }
 
-#[derive(Deserialize)]
-struct PageParams {
-    result_size: Option<String>,
-    bookmark: Option<String>,
-}
-
-fn page<T>(items: Vec<T>, p: &PageParams) -> Result<api::List<T>, ApiError> {
-    let size = match &p.result_size {
+/// The page of `items` that `result_size` and `bookmark` ask for.
+fn page<T>(items: Vec<T>, q: &HashMap<String, String>) -> Result<api::List<T>, ApiError> {
+    let size = match q.get("result_size") {
         None => DEFAULT_RESULT_SIZE,
         Some(s) => s
             .parse::<usize>()
@@ -173,7 +170,7 @@ fn page<T>(items: Vec<T>, p: &PageParams) -> Result<api::List<T>, ApiError> {
             .filter(|n| (1..=MAX_RESULT_SIZE).contains(n))
             .ok_or_else(|| bad_request(format!("result_size must be 1..{MAX_RESULT_SIZE}, not {s:?}")))?,
     };
-    let start = match &p.bookmark {
+    let start = match q.get("bookmark") {
         None => 0,
         Some(b) => b.parse::<usize>().map_err(|_| bad_request(format!("bookmark {b:?} is not one we gave")))?,
     };
@@ -183,11 +180,49 @@ fn page<T>(items: Vec<T>, p: &PageParams) -> Result<api::List<T>, ApiError> {
     Ok(api::List { items, next })
 }
 
+const QUEUE_LIST_KEYS: &[&str] = &["filter", "include", "exclude", "sort_order", "result_size", "bookmark"];
+const MESSAGE_LIST_KEYS: &[&str] =
+    &["queue", "filter", "include_recipient_info", "sort_order", "result_size", "bookmark"];
+
+/// The queues a query selects (`filter`, `include`, `exclude`), in its `sort_order`.
+fn select_queues(s: &AdminState, q: &HashMap<String, String>) -> Result<Vec<api::Queue>, ApiError> {
+    let filter = query::filter(q, query::QUEUE_PROPERTIES)?;
+    let order = query::sort_order(q, query::QUEUE_PROPERTIES)?;
+    let queues = query::include_exclude(q, s.transport.queues())?;
+    Ok(query::select(queues, filter.as_ref(), &order, query::queue_value))
+}
+
+/// The message copies a query selects (`queue`, `filter`), in its `sort_order`.
+fn select_messages(s: &AdminState, q: &HashMap<String, String>) -> Result<Vec<api::Message>, ApiError> {
+    let include = match q.get("include_recipient_info").map(String::as_str) {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") | Some("") => true,
+        Some(other) => return Err(bad_request(format!("include_recipient_info must be true or false, not {other:?}"))),
+    };
+    let filter = query::filter(q, query::MESSAGE_PROPERTIES)?;
+    let order = query::sort_order(q, query::MESSAGE_PROPERTIES)?;
+    let queue = q.get("queue").map(String::as_str).filter(|q| !q.is_empty());
+    // A filter or a sort may look at the recipients; they are dropped again unless asked for.
+    let with_recipients = include || filter.is_some() || !order.is_empty();
+    let items = s
+        .transport
+        .messages(queue, with_recipients)
+        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e.to_string()))?;
+    let mut items = query::select(items, filter.as_ref(), &order, query::message_value);
+    if !include {
+        for m in &mut items {
+            m.recipients = None;
+        }
+    }
+    Ok(items)
+}
+
 async fn list_queues(
     State(s): State<Arc<AdminState>>,
-    Query(p): Query<PageParams>,
+    Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<api::List<api::Queue>>, ApiError> {
-    Ok(Json(page(s.transport.queues(), &p)?))
+    let q = query::keys(q, QUEUE_LIST_KEYS)?;
+    Ok(Json(page(select_queues(&s, &q)?, &q)?))
 }
 
 async fn get_queue(
@@ -197,27 +232,12 @@ async fn get_queue(
     s.transport.queue(&identity).map(Json).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e.to_string()))
 }
 
-#[derive(Deserialize)]
-struct MessageParams {
-    queue: Option<String>,
-    include_recipient_info: Option<String>,
-    #[serde(flatten)]
-    page: PageParams,
-}
-
 async fn list_messages(
     State(s): State<Arc<AdminState>>,
-    Query(p): Query<MessageParams>,
+    Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<api::List<api::Message>>, ApiError> {
-    let include = match p.include_recipient_info.as_deref() {
-        None | Some("false") | Some("0") => false,
-        Some("true") | Some("1") | Some("") => true,
-        Some(other) => return Err(bad_request(format!("include_recipient_info must be true or false, not {other:?}"))),
-    };
-    let queue = p.queue.as_deref().filter(|q| !q.is_empty());
-    let items =
-        s.transport.messages(queue, include).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e.to_string()))?;
-    Ok(Json(page(items, &p.page)?))
+    let q = query::keys(q, MESSAGE_LIST_KEYS)?;
+    Ok(Json(page(select_messages(&s, &q)?, &q)?))
 }
 
 async fn reload(State(s): State<Arc<AdminState>>) -> Result<Json<api::ReloadResult>, ApiError> {
@@ -239,6 +259,7 @@ async fn defrag(State(s): State<Arc<AdminState>>) -> Result<Json<api::DefragResu
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct AlertsQuery {
     since: Option<String>,
     severity: Option<String>,
@@ -249,8 +270,9 @@ struct AlertsQuery {
 /// `severity` keeps that severity and the more urgent ones.
 async fn list_alerts(
     State(state): State<Arc<AdminState>>,
-    Query(q): Query<AlertsQuery>,
+    q: Result<Query<AlertsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<api::List<api::Alert>>, ApiError> {
+    let Query(q) = q.map_err(|e| bad_request(e.body_text()))?;
     use sluice_transport::{AlertClass, Severity};
     let since = match q.since.as_deref().filter(|s| !s.is_empty()) {
         None => None,

@@ -1,0 +1,271 @@
+//! The query of a list: which keys an endpoint takes (any other is a 400, never ignored: a script that
+//! misspells `filter` must not act on everything), the filter language over queues and messages, `include`
+//! and `exclude` of queues, `sort_order`, and the page.
+
+use std::collections::HashMap;
+
+use sluice_api_types as api;
+use sluice_filter::{Filter, Kind, Property, Value};
+
+use crate::{ApiError, bad_request};
+
+const MESSAGE_STATUSES: &[&str] =
+    &["Active", "Ready", "Retry", "Suspended", "PendingSuspend", "PendingRemove", "Locked"];
+const QUEUE_STATUSES: &[&str] = &["Active", "Connecting", "Ready", "Retry", "Suspended"];
+const DELIVERY_TYPES: &[&str] =
+    &["DnsConnectorDelivery", "SmartHostConnectorDelivery", "SmtpDeliveryToMailbox", "Undefined", "Unreachable"];
+const CATEGORIES: &[&str] = &["Internal", "External"];
+
+/// The properties a message filter or sort may name, in the order of [`message_value`].
+pub(crate) const MESSAGE_PROPERTIES: &[Property] = &[
+    Property { name: "Identity", kind: Kind::Str },
+    Property { name: "Mid", kind: Kind::Int },
+    Property { name: "Queue", kind: Kind::Str },
+    Property { name: "Status", kind: Kind::Enum(MESSAGE_STATUSES) },
+    Property { name: "FromAddress", kind: Kind::Str },
+    Property { name: "InternetMessageId", kind: Kind::Str },
+    Property { name: "Subject", kind: Kind::Str },
+    Property { name: "Size", kind: Kind::Size },
+    Property { name: "DateReceived", kind: Kind::Time },
+    Property { name: "ExpirationTime", kind: Kind::Time },
+    Property { name: "LastError", kind: Kind::Str },
+    Property { name: "RetryCount", kind: Kind::Int },
+    Property { name: "SourceIp", kind: Kind::Str },
+    Property { name: "MessageSourceName", kind: Kind::Str },
+    Property { name: "Recipients", kind: Kind::List },
+];
+
+/// The properties a queue filter or sort may name, in the order of [`queue_value`].
+pub(crate) const QUEUE_PROPERTIES: &[Property] = &[
+    Property { name: "Identity", kind: Kind::Str },
+    Property { name: "DeliveryType", kind: Kind::Enum(DELIVERY_TYPES) },
+    Property { name: "NextHopDomain", kind: Kind::Str },
+    Property { name: "NextHopConnector", kind: Kind::Str },
+    Property { name: "NextHopCategory", kind: Kind::Enum(CATEGORIES) },
+    Property { name: "Status", kind: Kind::Enum(QUEUE_STATUSES) },
+    Property { name: "MessageCount", kind: Kind::Int },
+    Property { name: "DeferredMessageCount", kind: Kind::Int },
+    Property { name: "LockedMessageCount", kind: Kind::Int },
+    Property { name: "RetryCount", kind: Kind::Int },
+    Property { name: "LastError", kind: Kind::Str },
+    Property { name: "FirstRetryTime", kind: Kind::Time },
+    Property { name: "LastRetryTime", kind: Kind::Time },
+    Property { name: "NextRetryTime", kind: Kind::Time },
+];
+
+fn time(t: &Option<String>) -> Value<'static> {
+    t.as_deref().and_then(sluice_transport::alerts::parse_time).map_or(Value::Missing, Value::Number)
+}
+
+fn text(t: &Option<String>) -> Value<'_> {
+    t.as_deref().map_or(Value::Missing, Value::Text)
+}
+
+/// The value of [`MESSAGE_PROPERTIES`]`[i]` of a message copy.
+pub(crate) fn message_value(m: &api::Message, i: usize) -> Value<'_> {
+    match i {
+        0 => Value::Text(&m.identity),
+        1 => Value::Number(m.mid as i64),
+        2 => Value::Text(&m.queue),
+        3 => Value::Text(&m.status),
+        4 => Value::Text(&m.from_address),
+        5 => text(&m.internet_message_id),
+        6 => text(&m.subject),
+        7 => Value::Number(m.size as i64),
+        8 => time(&Some(m.date_received.clone())),
+        9 => time(&Some(m.expiration_time.clone())),
+        10 => text(&m.last_error),
+        11 => Value::Number(i64::from(m.retry_count)),
+        12 => Value::Text(&m.source_ip),
+        13 => Value::Text(&m.message_source_name),
+        _ => m
+            .recipients
+            .as_ref()
+            .map_or(Value::Missing, |r| Value::List(r.iter().map(|r| r.address.as_str()).collect())),
+    }
+}
+
+/// The value of [`QUEUE_PROPERTIES`]`[i]` of a queue.
+pub(crate) fn queue_value(q: &api::Queue, i: usize) -> Value<'_> {
+    match i {
+        0 => Value::Text(&q.identity),
+        1 => Value::Text(&q.delivery_type),
+        2 => Value::Text(&q.next_hop_domain),
+        3 => Value::Text(&q.next_hop_connector),
+        4 => Value::Text(&q.next_hop_category),
+        5 => Value::Text(&q.status),
+        6 => Value::Number(q.message_count as i64),
+        7 => Value::Number(q.deferred_message_count as i64),
+        8 => Value::Number(q.locked_message_count as i64),
+        9 => Value::Number(i64::from(q.retry_count)),
+        10 => text(&q.last_error),
+        11 => time(&q.first_retry_time),
+        12 => time(&q.last_retry_time),
+        _ => time(&q.next_retry_time),
+    }
+}
+
+/// The query's keys, refusing any not in `allowed`.
+pub(crate) fn keys(query: HashMap<String, String>, allowed: &[&str]) -> Result<HashMap<String, String>, ApiError> {
+    let mut unknown: Vec<&String> = query.keys().filter(|k| !allowed.contains(&k.as_str())).collect();
+    if !unknown.is_empty() {
+        unknown.sort();
+        return Err(bad_request(format!(
+            "unknown query parameter {}: this endpoint takes {}",
+            unknown.iter().map(|k| format!("{k:?}")).collect::<Vec<_>>().join(", "),
+            allowed.join(", ")
+        )));
+    }
+    Ok(query)
+}
+
+/// The `filter` of a query, parsed against `properties`; a filter error is a 400 naming its position.
+pub(crate) fn filter(q: &HashMap<String, String>, properties: &[Property]) -> Result<Option<Filter>, ApiError> {
+    let Some(text) = q.get("filter").filter(|f| !f.trim().is_empty()) else { return Ok(None) };
+    sluice_filter::parse(text, properties, sluice_transport::alerts::parse_time).map(Some).map_err(|e| {
+        crate::ApiError(
+            axum::http::StatusCode::BAD_REQUEST,
+            format!("filter: {e}"),
+            Some(serde_json::json!({ "position": e.position, "token": e.token })),
+        )
+    })
+}
+
+/// `sort_order=-Size,FromAddress`: property indices, descending when `-` (or ascending with `+`).
+pub(crate) fn sort_order(q: &HashMap<String, String>, properties: &[Property]) -> Result<Vec<(usize, bool)>, ApiError> {
+    let Some(text) = q.get("sort_order").filter(|s| !s.trim().is_empty()) else { return Ok(Vec::new()) };
+    let normalize = |s: &str| s.chars().filter(|c| *c != '_').flat_map(char::to_lowercase).collect::<String>();
+    text.split(',')
+        .map(|part| {
+            let part = part.trim();
+            let (descending, name) = match part.strip_prefix('-') {
+                Some(n) => (true, n),
+                None => (false, part.strip_prefix('+').unwrap_or(part)),
+            };
+            properties
+                .iter()
+                .position(|p| normalize(p.name) == normalize(name))
+                .map(|i| (i, descending))
+                .ok_or_else(|| bad_request(format!("sort_order: unknown property {name:?}")))
+        })
+        .collect()
+}
+
+/// Orders values: missing first, numbers by value, text without regard to case.
+fn cmp_values(a: &Value<'_>, b: &Value<'_>) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    match (a, b) {
+        (Value::Missing, Value::Missing) => Ordering::Equal,
+        (Value::Missing, _) => Ordering::Less,
+        (_, Value::Missing) => Ordering::Greater,
+        (Value::Number(x), Value::Number(y)) => x.cmp(y),
+        (Value::Text(x), Value::Text(y)) => x.to_lowercase().cmp(&y.to_lowercase()),
+        (Value::List(x), Value::List(y)) => x.len().cmp(&y.len()),
+        _ => Ordering::Equal,
+    }
+}
+
+/// Keeps the items `filter` matches and sorts them by `order` (stable: ties keep the listing's order).
+pub(crate) fn select<T>(
+    items: Vec<T>,
+    filter: Option<&Filter>,
+    order: &[(usize, bool)],
+    value: for<'a> fn(&'a T, usize) -> Value<'a>,
+) -> Vec<T> {
+    let mut items: Vec<T> = match filter {
+        Some(f) => items.into_iter().filter(|item| f.matches(&|i| value(item, i))).collect(),
+        None => items,
+    };
+    if !order.is_empty() {
+        items.sort_by(|a, b| {
+            for (i, descending) in order {
+                let o = cmp_values(&value(a, *i), &value(b, *i));
+                let o = if *descending { o.reverse() } else { o };
+                if o.is_ne() {
+                    return o;
+                }
+            }
+            std::cmp::Ordering::Equal
+        });
+    }
+    items
+}
+
+/// Whether a queue is one `include`/`exclude` names: `Empty`, `External`, `Internal` or a delivery type.
+fn queue_is(q: &api::Queue, what: &str) -> bool {
+    match what.to_ascii_lowercase().as_str() {
+        "empty" => q.message_count == 0,
+        "external" | "internal" => q.next_hop_category.eq_ignore_ascii_case(what),
+        _ => q.delivery_type.eq_ignore_ascii_case(what),
+    }
+}
+
+/// Applies `include` (keep the queues that are any of these) and `exclude` (drop those that are any).
+pub(crate) fn include_exclude(
+    q: &HashMap<String, String>,
+    queues: Vec<api::Queue>,
+) -> Result<Vec<api::Queue>, ApiError> {
+    let list = |key: &str| -> Result<Vec<String>, ApiError> {
+        let Some(v) = q.get(key).filter(|v| !v.trim().is_empty()) else { return Ok(Vec::new()) };
+        v.split(',')
+            .map(|w| {
+                let w = w.trim();
+                let known =
+                    ["Empty", "External", "Internal"].iter().chain(DELIVERY_TYPES).any(|k| k.eq_ignore_ascii_case(w));
+                if known {
+                    Ok(w.to_owned())
+                } else {
+                    Err(bad_request(format!(
+                        "{key}: {w:?} is not Empty, External, Internal or a delivery type ({})",
+                        DELIVERY_TYPES.join(", ")
+                    )))
+                }
+            })
+            .collect()
+    };
+    let (include, exclude) = (list("include")?, list("exclude")?);
+    Ok(queues
+        .into_iter()
+        .filter(|queue| include.is_empty() || include.iter().any(|w| queue_is(queue, w)))
+        .filter(|queue| !exclude.iter().any(|w| queue_is(queue, w)))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_property_has_its_value() {
+        let m = api::Message {
+            identity: "mx\\16\\7".into(),
+            mid: 7,
+            queue: "mx\\16".into(),
+            status: "Retry".into(),
+            from_address: "a@b.test".into(),
+            internet_message_id: None,
+            subject: Some("s".into()),
+            size: 10,
+            date_received: "2026-12-01T00:00:00Z".into(),
+            expiration_time: "2026-12-03T00:00:00Z".into(),
+            source_ip: "127.0.0.1".into(),
+            message_source_name: "SMTP:Default".into(),
+            last_error: None,
+            retry_count: 2,
+            recipients: None,
+        };
+        let filter = |text: &str| sluice_filter::parse(text, MESSAGE_PROPERTIES, sluice_transport::alerts::parse_time);
+        let yes = [
+            "Identity -eq 'mx\\16\\7' -and Mid -eq 7 -and Queue -like '*\\16' -and Status -eq retry",
+            "FromAddress -eq 'A@B.test' -and InternetMessageId -ne 'x' -and Subject -eq s -and Size -eq 10",
+            "DateReceived -lt '2026-12-02T00:00:00Z' -and ExpirationTime -gt '2026-12-02T00:00:00Z'",
+            "LastError -notlike '*' -and RetryCount -eq 2 -and SourceIp -eq '127.0.0.1'",
+            "MessageSourceName -like 'SMTP:*' -and Recipients -notcontains 'x@y'",
+        ];
+        for text in yes {
+            assert!(filter(text).unwrap().matches(&|i| message_value(&m, i)), "{text}");
+        }
+        assert_eq!(MESSAGE_PROPERTIES.len(), 15);
+        assert_eq!(QUEUE_PROPERTIES.len(), 14);
+    }
+}
