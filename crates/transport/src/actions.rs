@@ -189,7 +189,7 @@ impl Transport {
         }
         self.commit(records).await?;
         for mid in &poison {
-            if crate::poison::resume_poison(&self.inner, *mid).await {
+            if crate::poison::resume_poison(&self.inner, *mid, Some(origin)).await {
                 changed.push((*mid, POISON));
             }
         }

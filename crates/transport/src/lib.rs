@@ -282,7 +282,7 @@ impl Transport {
     /// Resumes a message in Poison: its crash count goes back to 0, and it goes to Submission (durably) to
     /// be categorized again, alone. Returns false when the message has no copy in Poison.
     pub async fn resume_poison(&self, mid: Mid) -> bool {
-        poison::resume_poison(&self.inner, mid).await
+        poison::resume_poison(&self.inner, mid, None).await
     }
 
     /// Messages (or copies of one, when they expired at different times) that expired since start, each

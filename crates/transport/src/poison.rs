@@ -332,9 +332,9 @@ fn announce(inner: &Inner, mid: Mid, count: u32) {
 }
 
 /// Resumes a message in Poison: its crash count goes back to 0 and its Poison copy to Submission (durably),
-/// to be categorized again, alone. Returns false when `mid` has no Poison copy (or it could not be
-/// recorded).
-pub(crate) async fn resume_poison(inner: &Arc<Inner>, mid: Mid) -> bool {
+/// to be categorized again, alone; the `RESUBMIT` event names `origin` (who asked). Returns false when `mid`
+/// has no Poison copy (or it could not be recorded).
+pub(crate) async fn resume_poison(inner: &Arc<Inner>, mid: Mid, origin: Option<&str>) -> bool {
     let (route, envelope) = {
         let mut qs = inner.lock();
         let Some(route) = qs.poison_to_submission(mid) else { return false };
@@ -354,6 +354,7 @@ pub(crate) async fn resume_poison(inner: &Arc<Inner>, mid: Mid) -> bool {
     if let Some(env) = envelope {
         let mut ev = inner.event(EventId::Resubmit, mid, &env);
         ev.queue = Some(inner.queue_identity(SUBMISSION));
+        ev.source = origin.map(str::to_owned);
         inner.tracking.log(ev);
     }
     tracing::info!(mid, "message resumed from Poison; it is categorized again, alone");

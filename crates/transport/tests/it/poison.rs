@@ -63,9 +63,13 @@ async fn a_message_whose_delivery_panics_twice_goes_to_poison_suspended_and_the_
     assert_eq!((poisoned[0].mid, poisoned[0].status.as_str()), (p, "Suspended"));
     pass(Duration::from_secs(5)).await;
     assert!(agent.deliveries().iter().all(|d| d.mid != Some(p)), "nothing takes a message from Poison by itself");
-    assert!(transport.resume_poison(p).await);
+    // Resume-Message on the Poison copy, as the admin API asks for it.
+    let origin = "admin API 127.0.0.1:9";
+    let r = still(transport.resume_messages(&[format!("Poison\\{p}")], origin)).await.unwrap();
+    assert_eq!(r.changed, 1);
     assert!(!transport.resume_poison(p).await, "only a message in Poison is resumed");
-    tracked(dir.path(), "RESUBMIT", p).await;
+    assert_eq!(tracked(dir.path(), "RESUBMIT", p).await["source"], origin);
+    assert_eq!(tracked(dir.path(), "RESUME", p).await["source"], origin);
     until("the resumed message is delivered", || agent.deliveries().iter().any(|d| d.mid == Some(p))).await;
     until("nothing is left queued", || transport.messages(None, false).unwrap().is_empty()).await;
     assert_eq!(transport.queue("Poison").unwrap().message_count, 0);
