@@ -53,8 +53,8 @@ pub(crate) const QUEUE_PROPERTIES: &[Property] = &[
     Property { name: "NextRetryTime", kind: Kind::Time },
 ];
 
-fn time(t: &Option<String>) -> Value<'static> {
-    t.as_deref().and_then(sluice_transport::alerts::parse_time).map_or(Value::Missing, Value::Number)
+fn time(t: Option<&str>) -> Value<'static> {
+    t.and_then(sluice_transport::alerts::parse_time).map_or(Value::Missing, Value::Number)
 }
 
 fn text(t: &Option<String>) -> Value<'_> {
@@ -72,8 +72,8 @@ pub(crate) fn message_value(m: &api::Message, i: usize) -> Value<'_> {
         5 => text(&m.internet_message_id),
         6 => text(&m.subject),
         7 => Value::Number(m.size as i64),
-        8 => time(&Some(m.date_received.clone())),
-        9 => time(&Some(m.expiration_time.clone())),
+        8 => time(Some(&m.date_received)),
+        9 => time(Some(&m.expiration_time)),
         10 => text(&m.last_error),
         11 => Value::Number(i64::from(m.retry_count)),
         12 => Value::Text(&m.source_ip),
@@ -99,9 +99,9 @@ pub(crate) fn queue_value(q: &api::Queue, i: usize) -> Value<'_> {
         8 => Value::Number(q.locked_message_count as i64),
         9 => Value::Number(i64::from(q.retry_count)),
         10 => text(&q.last_error),
-        11 => time(&q.first_retry_time),
-        12 => time(&q.last_retry_time),
-        _ => time(&q.next_retry_time),
+        11 => time(q.first_retry_time.as_deref()),
+        12 => time(q.last_retry_time.as_deref()),
+        _ => time(q.next_retry_time.as_deref()),
     }
 }
 
