@@ -198,9 +198,13 @@ fn normalize(name: &str) -> String {
     name.chars().filter(|c| *c != '_').flat_map(char::to_lowercase).collect()
 }
 
+/// How deep parentheses and `-not` may nest: the parser recurses, and a filter is client input.
+const MAX_DEPTH: usize = 64;
+
 struct Parser<'a> {
     toks: Vec<(usize, Tok, String)>,
     at: usize,
+    depth: usize,
     end: usize,
     properties: &'a [Property],
     parse_time: fn(&str) -> Option<i64>,
@@ -208,7 +212,7 @@ struct Parser<'a> {
 
 /// Parses `text` against `properties`; `parse_time` reads an RFC 3339 time (ms since the epoch).
 pub fn parse(text: &str, properties: &[Property], parse_time: fn(&str) -> Option<i64>) -> Result<Filter, FilterError> {
-    let mut p = Parser { toks: tokenize(text)?, at: 0, end: text.len(), properties, parse_time };
+    let mut p = Parser { toks: tokenize(text)?, at: 0, depth: 0, end: text.len(), properties, parse_time };
     if p.toks.is_empty() {
         return Err(FilterError { what: "the filter is empty".into(), position: 0, token: String::new() });
     }
@@ -250,11 +254,18 @@ impl Parser<'_> {
     }
 
     fn not(&mut self) -> Result<Filter, FilterError> {
-        if self.peek_dash("not") {
-            self.at += 1;
-            return Ok(Filter::Not(Box::new(self.not()?)));
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.error(&format!("nested deeper than {MAX_DEPTH}")));
         }
-        self.primary()
+        let f = if self.peek_dash("not") {
+            self.at += 1;
+            self.not().map(|f| Filter::Not(Box::new(f)))
+        } else {
+            self.primary()
+        };
+        self.depth -= 1;
+        f
     }
 
     fn primary(&mut self) -> Result<Filter, FilterError> {

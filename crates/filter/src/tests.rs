@@ -120,6 +120,18 @@ fn errors_name_the_token_and_its_position() {
 }
 
 #[test]
+fn deep_nesting_is_an_error_not_a_stack_overflow() {
+    for text in
+        ["(".repeat(100_000), "-not ".repeat(100_000), format!("{}Size -gt 1{}", "(".repeat(60), ")".repeat(60))]
+    {
+        match p(&text) {
+            Err(e) => assert!(e.what.contains("nested deeper than 64"), "{e}"),
+            Ok(_) => assert!(text.starts_with("((") && text.len() < 200, "a deep filter parsed"),
+        }
+    }
+}
+
+#[test]
 fn sizes_and_durations_read_their_units() {
     assert_eq!(size("10KB"), Some(10 * 1024));
     assert_eq!(size("1.5mb"), Some(3 * 512 * 1024));
