@@ -15,6 +15,10 @@ const QUEUE_STATUSES: &[&str] = &["Active", "Connecting", "Ready", "Retry", "Sus
 const DELIVERY_TYPES: &[&str] =
     &["DnsConnectorDelivery", "SmartHostConnectorDelivery", "SmtpDeliveryToMailbox", "Undefined", "Unreachable"];
 const CATEGORIES: &[&str] = &["Internal", "External"];
+const PRIORITIES: &[&str] = &["High", "Normal", "Low"];
+const DIRECTIONALITIES: &[&str] = &["Incoming", "Originating"];
+const DEFERRED_REASONS: &[&str] =
+    &["TransientFailure", "QueueRetry", "QueueSuspended", "Suspended", "NoRoute", "Poison"];
 
 /// The properties a message filter or sort may name, in the order of [`message_value`].
 pub(crate) const MESSAGE_PROPERTIES: &[Property] = &[
@@ -32,6 +36,12 @@ pub(crate) const MESSAGE_PROPERTIES: &[Property] = &[
     Property { name: "RetryCount", kind: Kind::Int },
     Property { name: "SourceIp", kind: Kind::Str },
     Property { name: "MessageSourceName", kind: Kind::Str },
+    Property { name: "OriginalFromAddress", kind: Kind::Str },
+    Property { name: "Scl", kind: Kind::Int },
+    Property { name: "Priority", kind: Kind::Enum(PRIORITIES) },
+    Property { name: "Directionality", kind: Kind::Enum(DIRECTIONALITIES) },
+    Property { name: "DeferredReason", kind: Kind::Enum(DEFERRED_REASONS) },
+    Property { name: "MessageLatency", kind: Kind::Duration },
     Property { name: "Recipients", kind: Kind::List },
 ];
 
@@ -51,10 +61,19 @@ pub(crate) const QUEUE_PROPERTIES: &[Property] = &[
     Property { name: "FirstRetryTime", kind: Kind::Time },
     Property { name: "LastRetryTime", kind: Kind::Time },
     Property { name: "NextRetryTime", kind: Kind::Time },
+    Property { name: "IncomingRate", kind: Kind::Rate },
+    Property { name: "OutgoingRate", kind: Kind::Rate },
+    Property { name: "Velocity", kind: Kind::Rate },
+    Property { name: "TlsDomain", kind: Kind::Str },
 ];
 
 fn time(t: Option<&str>) -> Value<'static> {
     t.and_then(sluice_transport::alerts::parse_time).map_or(Value::Missing, Value::Number)
+}
+
+/// A rate in thousandths, as the filter language holds rates.
+fn rate(r: f64) -> Value<'static> {
+    Value::Number((r * 1000.0).round() as i64)
 }
 
 fn text(t: &Option<String>) -> Value<'_> {
@@ -78,6 +97,12 @@ pub(crate) fn message_value(m: &api::Message, i: usize) -> Value<'_> {
         11 => Value::Number(i64::from(m.retry_count)),
         12 => Value::Text(&m.source_ip),
         13 => Value::Text(&m.message_source_name),
+        14 => Value::Text(&m.original_from_address),
+        15 => Value::Number(i64::from(m.scl)),
+        16 => Value::Text(&m.priority),
+        17 => Value::Text(&m.directionality),
+        18 => text(&m.deferred_reason),
+        19 => Value::Number((m.message_latency as i64).saturating_mul(1000)),
         _ => m
             .recipients
             .as_ref()
@@ -101,7 +126,11 @@ pub(crate) fn queue_value(q: &api::Queue, i: usize) -> Value<'_> {
         10 => text(&q.last_error),
         11 => time(q.first_retry_time.as_deref()),
         12 => time(q.last_retry_time.as_deref()),
-        _ => time(q.next_retry_time.as_deref()),
+        13 => time(q.next_retry_time.as_deref()),
+        14 => rate(q.incoming_rate),
+        15 => rate(q.outgoing_rate),
+        16 => rate(q.velocity),
+        _ => text(&q.tls_domain),
     }
 }
 
@@ -252,6 +281,12 @@ mod tests {
             message_source_name: "SMTP:Default".into(),
             last_error: None,
             retry_count: 2,
+            original_from_address: "a@b.test".into(),
+            scl: -1,
+            priority: "High".into(),
+            directionality: "Originating".into(),
+            deferred_reason: Some("QueueRetry".into()),
+            message_latency: 90,
             recipients: None,
         };
         let filter = |text: &str| sluice_filter::parse(text, MESSAGE_PROPERTIES, sluice_transport::alerts::parse_time);
@@ -261,11 +296,45 @@ mod tests {
             "DateReceived -lt '2026-12-02T00:00:00Z' -and ExpirationTime -gt '2026-12-02T00:00:00Z'",
             "LastError -notlike '*' -and RetryCount -eq 2 -and SourceIp -eq '127.0.0.1'",
             "MessageSourceName -like 'SMTP:*' -and Recipients -notcontains 'x@y'",
+            "OriginalFromAddress -eq 'a@b.test' -and SCL -eq -1 -and Priority -eq high -and Directionality -eq originating",
+            "deferred_reason -eq 'QueueRetry' -and MessageLatency -gt 1m -and MessageLatency -lt 00:01:31",
         ];
         for text in yes {
             assert!(filter(text).unwrap().matches(&|i| message_value(&m, i)), "{text}");
         }
-        assert_eq!(MESSAGE_PROPERTIES.len(), 15);
-        assert_eq!(QUEUE_PROPERTIES.len(), 14);
+        let q = api::Queue {
+            identity: "mx\\16".into(),
+            delivery_type: "DnsConnectorDelivery".into(),
+            next_hop_domain: "remote.test".into(),
+            next_hop_connector: "c".into(),
+            next_hop_category: "External".into(),
+            status: "Retry".into(),
+            message_count: 60,
+            deferred_message_count: 60,
+            locked_message_count: 0,
+            retry_count: 1,
+            last_error: Some("451 4.4.0 no".into()),
+            first_retry_time: None,
+            last_retry_time: None,
+            next_retry_time: Some("2026-12-03T00:00:00Z".into()),
+            incoming_rate: 5.0,
+            outgoing_rate: 0.25,
+            velocity: -4.75,
+            tls_domain: Some("remote.test".into()),
+            message_counts_per_priority: api::PriorityCounts { high: 1, normal: 59, low: 0 },
+        };
+        let queue_filter =
+            |text: &str| sluice_filter::parse(text, QUEUE_PROPERTIES, sluice_transport::alerts::parse_time);
+        for text in [
+            "Identity -like '*\\16' -and DeliveryType -eq dnsconnectordelivery -and NextHopDomain -eq 'REMOTE.test'",
+            "NextHopConnector -eq c -and NextHopCategory -eq external -and Status -eq retry -and MessageCount -gt 10",
+            "DeferredMessageCount -eq 60 -and LockedMessageCount -eq 0 -and RetryCount -eq 1 -and LastError -like '451*'",
+            "FirstRetryTime -ne '2026-12-01T00:00:00Z' -and NextRetryTime -gt '2026-12-02T00:00:00Z' -and -not (LastRetryTime -lt '2027-01-01T00:00:00Z')",
+            "IncomingRate -eq 5 -and OutgoingRate -eq 0.25 -and Velocity -lt -4.7 -and TlsDomain -eq 'remote.test'",
+        ] {
+            assert!(queue_filter(text).unwrap().matches(&|i| queue_value(&q, i)), "{text}");
+        }
+        assert_eq!(MESSAGE_PROPERTIES.len(), 21);
+        assert_eq!(QUEUE_PROPERTIES.len(), 18);
     }
 }

@@ -43,6 +43,23 @@ pub struct Queue {
     pub first_retry_time: Option<String>,
     pub last_retry_time: Option<String>,
     pub next_retry_time: Option<String>,
+    /// Message copies entering per second, averaged over the last 60 seconds (twelve 5-second buckets).
+    pub incoming_rate: f64,
+    /// Message copies leaving per second (delivered, failed, moved or removed), likewise.
+    pub outgoing_rate: f64,
+    /// `outgoing_rate - incoming_rate`: positive while the queue drains, negative while it grows.
+    pub velocity: f64,
+    /// The next hop whose certificate is verified, when the queue's connector requires TLS; else null.
+    pub tls_domain: Option<String>,
+    pub message_counts_per_priority: PriorityCounts,
+}
+
+/// A queue's message copies by priority.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PriorityCounts {
+    pub high: u64,
+    pub normal: u64,
+    pub low: u64,
 }
 
 /// A message copy in a queue, as Get-Message shows it.
@@ -53,6 +70,8 @@ pub struct Message {
     pub queue: String,
     pub status: String,
     pub from_address: String,
+    /// The envelope sender as received (sluice does not rewrite it; a DSN's is empty).
+    pub original_from_address: String,
     pub internet_message_id: Option<String>,
     pub subject: Option<String>,
     pub size: u64,
@@ -63,6 +82,18 @@ pub struct Message {
     pub message_source_name: String,
     pub last_error: Option<String>,
     pub retry_count: u32,
+    /// Spam confidence level 0..9, or -1 when the message was not scanned.
+    pub scl: i32,
+    /// `High`, `Normal` or `Low`, from the message's `Importance:`, `Priority:` or `X-Priority:` header.
+    pub priority: String,
+    /// `Originating` (from an authenticated client, one in `relay_networks`, or made by this server) or
+    /// `Incoming`.
+    pub directionality: String,
+    /// Why the copy is not on its way now: `TransientFailure`, `QueueRetry`, `QueueSuspended`, `Suspended`,
+    /// `NoRoute` or `Poison`; null when it is ready or being delivered.
+    pub deferred_reason: Option<String>,
+    /// Seconds since the message was received.
+    pub message_latency: u64,
     pub recipients: Option<Vec<Recipient>>,
 }
 

@@ -36,6 +36,8 @@ pub enum Kind {
     Duration,
     /// A wall-clock time in ms since the epoch, written in RFC 3339.
     Time,
+    /// Messages per second, written with up to three decimals (`-2.5`) and held in thousandths (`-2500`).
+    Rate,
     /// One of these names (compared without regard to case).
     Enum(&'static [&'static str]),
 }
@@ -321,12 +323,20 @@ impl Parser<'_> {
             Kind::Duration => {
                 Literal::Number(duration(&text).ok_or_else(|| bad("not a duration such as 00:05:00 or 5m".into()))?)
             }
+            Kind::Rate => Literal::Number(rate(&text).ok_or_else(|| bad("not a rate such as 2.5".into()))?),
             Kind::Time => Literal::Number(
                 (self.parse_time)(&text)
                     .ok_or_else(|| bad("not an RFC 3339 time such as 2026-12-01T15:00:00Z".into()))?,
             ),
         })
     }
+}
+
+/// `2`, `-0.25`: thousandths, rounded.
+fn rate(text: &str) -> Option<i64> {
+    let n: f64 = text.parse().ok()?;
+    let thousandths = (n * 1000.0).round();
+    (n.is_finite() && thousandths.abs() < i64::MAX as f64 / 2.0).then_some(thousandths as i64)
 }
 
 /// `1048576`, `10KB`, `1.5MB` (powers of 1024) in bytes.
@@ -453,6 +463,10 @@ impl Filter {
                     }
                     (Literal::Number(n), Kind::Duration) => {
                         let _ = write!(out, "{n}ms");
+                    }
+                    (Literal::Number(n), Kind::Rate) => {
+                        let sign = if *n < 0 { "-" } else { "" };
+                        let _ = write!(out, "{sign}{}.{:03}", n.unsigned_abs() / 1000, n.unsigned_abs() % 1000);
                     }
                     (Literal::Number(n), _) => {
                         let _ = write!(out, "{n}");

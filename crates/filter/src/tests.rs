@@ -13,6 +13,7 @@ const PROPS: &[Property] = &[
     Property { name: "DateReceived", kind: Kind::Time },
     Property { name: "Recipients", kind: Kind::List },
     Property { name: "LastError", kind: Kind::Str },
+    Property { name: "Velocity", kind: Kind::Rate },
 ];
 
 /// Times in these tests are written as their milliseconds.
@@ -37,6 +38,8 @@ struct Obj<'a> {
     received: i64,
     recipients: Vec<&'a str>,
     last_error: Option<&'a str>,
+    /// Thousandths of a message per second.
+    velocity: i64,
 }
 
 impl<'a> Obj<'a> {
@@ -49,7 +52,8 @@ impl<'a> Obj<'a> {
             4 => Value::Number(self.latency),
             5 => Value::Number(self.received),
             6 => Value::List(self.recipients.clone()),
-            _ => self.last_error.map_or(Value::Missing, Value::Text),
+            7 => self.last_error.map_or(Value::Missing, Value::Text),
+            _ => Value::Number(self.velocity),
         }
     }
 }
@@ -64,6 +68,7 @@ fn obj() -> Obj<'static> {
         received: 1_000,
         recipients: vec!["bob@remote.test", "carol@remote.test"],
         last_error: None,
+        velocity: -2_500,
     }
 }
 
@@ -142,6 +147,11 @@ fn sizes_and_durations_read_their_units() {
     assert_eq!(duration("90s"), Some(90_000));
     assert_eq!(duration("2d"), Some(172_800_000));
     assert_eq!(duration("5"), None);
+    assert_eq!(rate("-2.5"), Some(-2_500));
+    assert_eq!(rate("0.0004"), Some(0));
+    assert_eq!(rate("1e300"), None);
+    assert_eq!(rate("x"), None);
+    assert!(matches("Velocity -lt 0 -and Velocity -ge -2.5 -and Velocity -ne -2.4"));
 }
 
 #[test]
@@ -160,6 +170,7 @@ fn literal_for(kind: Kind) -> BoxedStrategy<Literal> {
     match kind {
         Kind::Str | Kind::List => "[a-zA-Z0-9@.*' _-]{0,12}".prop_map(Literal::Text).boxed(),
         Kind::Enum(names) => proptest::sample::select(names).prop_map(|n| Literal::Text(n.to_owned())).boxed(),
+        Kind::Rate => (-1_000_000_000i64..1_000_000_000).prop_map(Literal::Number).boxed(),
         _ => (0i64..i64::MAX / 2).prop_map(Literal::Number).boxed(),
     }
 }

@@ -54,6 +54,84 @@ pub struct EnvelopeParts {
     pub internet_message_id: Option<String>,
     /// The `Subject:` header, if any (for listings).
     pub subject: Option<String>,
+    /// From the `Importance:`, `Priority:` or `X-Priority:` header.
+    pub priority: Priority,
+    /// Sent by a client of this organization (authenticated, or in `relay_networks`) or made by this server,
+    /// rather than received from outside: Get-Message's `directionality` Originating, else Incoming.
+    pub originating: bool,
+}
+
+/// A message's priority, as its headers give it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Priority {
+    #[default]
+    Normal,
+    High,
+    Low,
+}
+
+impl Priority {
+    pub const ALL: [Priority; 3] = [Priority::High, Priority::Normal, Priority::Low];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Normal => "Normal",
+            Priority::High => "High",
+            Priority::Low => "Low",
+        }
+    }
+
+    /// Two bits, 0 for Normal (what every envelope stored before priorities were kept reads as).
+    pub(crate) fn bits(self) -> u8 {
+        match self {
+            Priority::Normal => 0,
+            Priority::High => 1,
+            Priority::Low => 2,
+        }
+    }
+
+    pub(crate) fn from_bits(bits: u8) -> Priority {
+        match bits & 3 {
+            1 => Priority::High,
+            2 => Priority::Low,
+            _ => Priority::Normal,
+        }
+    }
+
+    /// The priority a header gives: `Importance: high|low`, `Priority: urgent|non-urgent`, or `X-Priority:`
+    /// 1–2 (High) and 4–5 (Low). `name` is matched without regard to case; `None` when the header says
+    /// nothing about priority.
+    pub fn from_header(name: &str, value: &str) -> Option<Priority> {
+        let value = value.trim();
+        let word = |w: &str| value.eq_ignore_ascii_case(w);
+        if name.eq_ignore_ascii_case("importance") {
+            if word("high") {
+                return Some(Priority::High);
+            }
+            if word("low") {
+                return Some(Priority::Low);
+            }
+            return word("normal").then_some(Priority::Normal);
+        }
+        if name.eq_ignore_ascii_case("priority") {
+            if word("urgent") {
+                return Some(Priority::High);
+            }
+            if word("non-urgent") {
+                return Some(Priority::Low);
+            }
+            return word("normal").then_some(Priority::Normal);
+        }
+        if name.eq_ignore_ascii_case("x-priority") {
+            return match value.bytes().next() {
+                Some(b'1' | b'2') => Some(Priority::High),
+                Some(b'3') => Some(Priority::Normal),
+                Some(b'4' | b'5') => Some(Priority::Low),
+                _ => None,
+            };
+        }
+        None
+    }
 }
 
 /// The strings before the recipients', in this order in an envelope's data.
@@ -84,8 +162,13 @@ pub struct Envelope {
     wide: bool,
     pub smtputf8: bool,
     pub body_8bit: bool,
+    /// The priority's [`Priority::bits`], and [`ORIGINATING`] (one byte: the envelope stays 32 bytes).
+    traits: u8,
     pub received_at_ms: i64,
 }
+
+/// Set in [`Envelope::traits`] for an originating message.
+const ORIGINATING: u8 = 1 << 2;
 
 /// Builds the packed form string by string.
 struct Packer {
@@ -105,7 +188,7 @@ impl Packer {
         self.ends.push(end | if s.is_some() { PRESENT } else { 0 });
     }
 
-    fn finish(self, smtputf8: bool, body_8bit: bool, received_at_ms: i64) -> Envelope {
+    fn finish(self, p: &EnvelopeParts) -> Envelope {
         let wide = self.text.len() > NARROW_MAX;
         let mut data = Vec::with_capacity(if wide { 4 } else { 2 } * self.ends.len() + self.text.len());
         for end in &self.ends {
@@ -121,9 +204,10 @@ impl Packer {
             data: data.into_boxed_slice(),
             strings: self.ends.len() as u32,
             wide,
-            smtputf8,
-            body_8bit,
-            received_at_ms,
+            smtputf8: p.smtputf8,
+            body_8bit: p.body_8bit,
+            traits: p.priority.bits() | if p.originating { ORIGINATING } else { 0 },
+            received_at_ms: p.received_at_ms,
         }
     }
 }
@@ -194,6 +278,15 @@ impl Envelope {
         self.get(SUBJECT)
     }
 
+    pub fn priority(&self) -> Priority {
+        Priority::from_bits(self.traits)
+    }
+
+    /// Sent by a client of this organization or made by this server ([`EnvelopeParts::originating`]).
+    pub fn originating(&self) -> bool {
+        self.traits & ORIGINATING != 0
+    }
+
     pub fn recipient_count(&self) -> usize {
         (self.strings as usize).saturating_sub(FIXED) / 3
     }
@@ -224,6 +317,8 @@ impl Envelope {
             received_at_ms: self.received_at_ms,
             internet_message_id: self.internet_message_id().map(str::to_owned),
             subject: self.subject().map(str::to_owned),
+            priority: self.priority(),
+            originating: self.originating(),
         }
     }
 }
@@ -243,7 +338,7 @@ impl From<&EnvelopeParts> for Envelope {
             k.push(r.notify.as_deref());
             k.push(r.orcpt.as_deref());
         }
-        k.finish(p.smtputf8, p.body_8bit, p.received_at_ms)
+        k.finish(p)
     }
 }
 
@@ -280,6 +375,8 @@ pub(crate) mod tests {
             received_at_ms: -3,
             internet_message_id: Some("<x@y>".into()),
             subject: Some(String::new()),
+            priority: Priority::Low,
+            originating: true,
         }
     }
 

@@ -38,8 +38,8 @@ pub use body::{Body, BodyChunks, BodySource};
 pub use check::{FileCheck, check};
 pub use drain::{DrainReport, Drained, drain};
 pub use record::{
-    BodyRef, Envelope, EnvelopeParts, FIRST_DELIVERY_QUEUE, Mid, POISON, QueueId, QueueKey, Recipient, RecipientRef,
-    Record, SUBMISSION, UNREACHABLE,
+    BodyRef, Envelope, EnvelopeParts, FIRST_DELIVERY_QUEUE, Mid, POISON, Priority, QueueId, QueueKey, Recipient,
+    RecipientRef, Record, SUBMISSION, UNREACHABLE,
 };
 pub use state::{
     Deliveries, Delivery, RecipientIndices, SafetyNetCopy, SafetyNetEntry, SafetyNetFilter, SharedError, State,

@@ -19,7 +19,7 @@ pub const POISON: QueueId = 2;
 /// The first number given to a delivery queue.
 pub const FIRST_DELIVERY_QUEUE: QueueId = 16;
 
-pub use crate::envelope::{Envelope, EnvelopeParts, Recipient, RecipientRef};
+pub use crate::envelope::{Envelope, EnvelopeParts, Priority, Recipient, RecipientRef};
 pub use crate::state::{Deliveries, Delivery, RecipientIndices, SafetyNetEntry};
 
 /// Where a message's body lives: a byte range of a generation file, with its checksum.
@@ -312,7 +312,10 @@ fn encode_envelope(e: &mut Enc<'_>, env: &Envelope) {
     }
     e.opt_str(env.ret());
     e.opt_str(env.env_id());
-    e.u8(u8::from(env.smtputf8) | (u8::from(env.body_8bit) << 1));
+    // Bits 2-3 the priority, bit 4 originating: envelopes written before those were kept read as Normal
+    // and Incoming.
+    let traits = (env.priority().bits() << 2) | (u8::from(env.originating()) << 4);
+    e.u8(u8::from(env.smtputf8) | (u8::from(env.body_8bit) << 1) | traits);
     e.str(env.source_name());
     e.str(env.source_ip());
     e.i64(env.received_at_ms);
@@ -342,6 +345,8 @@ fn decode_envelope(d: &mut Dec<'_>) -> Result<Envelope, DecodeError> {
         received_at_ms: d.i64()?,
         internet_message_id: d.opt_str()?,
         subject: d.opt_str()?,
+        priority: Priority::from_bits(flags >> 2),
+        originating: flags & (1 << 4) != 0,
     }))
 }
 

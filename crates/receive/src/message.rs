@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use sluice_queue_db::{Envelope, EnvelopeParts, now_ms, time::rfc5322};
+use sluice_queue_db::{Envelope, EnvelopeParts, Priority, now_ms, time::rfc5322};
 use sluice_smtp::{BareNewlines, DataViolation, ReversePath};
 
 use crate::replies;
@@ -58,7 +58,7 @@ impl Session {
         if !self.relay_client {
             strip_sluice_headers(&mut body, received_len);
         }
-        let (message_id, subject) = header_fields(&body[received_len..]);
+        let fields = header_fields(&body[received_len..]);
         let body = match spool.finish(body) {
             Ok(b) => b,
             Err(e) if sluice_queue_db::is_disk_full(&e) => {
@@ -86,8 +86,10 @@ impl Session {
             source_name: format!("SMTP:{}", self.policy.connector.name),
             source_ip: self.peer.ip().to_string(),
             received_at_ms: now_ms(),
-            internet_message_id: message_id,
-            subject,
+            internet_message_id: fields.message_id,
+            subject: fields.subject,
+            priority: fields.priority,
+            originating: self.relay_client || self.user.is_some(),
         });
         match self.transport.submit(mid, envelope, body).await {
             Ok(()) => self.reply_with(&replies::QUEUED.text(format!("Ok: queued as {mid}"))),
@@ -139,20 +141,31 @@ fn sanitize(s: &str) -> String {
     sluice_smtp::printable(s).chars().map(|c| if c == '(' || c == ')' { '_' } else { c }).take(255).collect()
 }
 
-/// `Message-ID:` and `Subject:` from the header section, for listings and tracking.
-fn header_fields(body: &[u8]) -> (Option<String>, Option<String>) {
+/// What the queue keeps of the header section, for listings and tracking.
+#[derive(Debug, Default, PartialEq)]
+struct HeaderFields {
+    message_id: Option<String>,
+    subject: Option<String>,
+    /// The first of `Importance:`, `Priority:` and `X-Priority:` that names a priority.
+    priority: Priority,
+}
+
+/// The header fields named by [`HeaderFields`] from the header section.
+fn header_fields(body: &[u8]) -> HeaderFields {
     let end = body.windows(4).position(|w| w == b"\r\n\r\n").map_or(body.len().min(64 * 1024), |p| p + 2);
     let head = String::from_utf8_lossy(&body[..end]);
-    let mut message_id = None;
-    let mut subject = None;
+    let mut fields = HeaderFields::default();
+    let mut priority = None;
     let mut current: Option<(&str, String)> = None;
     let mut finish = |cur: Option<(&str, String)>| {
         if let Some((name, value)) = cur {
             let value = value.trim().to_owned();
-            if name.eq_ignore_ascii_case("message-id") && message_id.is_none() {
-                message_id = Some(value);
-            } else if name.eq_ignore_ascii_case("subject") && subject.is_none() {
-                subject = Some(value.chars().take(255).collect());
+            if name.eq_ignore_ascii_case("message-id") && fields.message_id.is_none() {
+                fields.message_id = Some(value);
+            } else if name.eq_ignore_ascii_case("subject") && fields.subject.is_none() {
+                fields.subject = Some(value.chars().take(255).collect());
+            } else if priority.is_none() {
+                priority = Priority::from_header(name, &value);
             }
         }
     };
@@ -167,16 +180,15 @@ fn header_fields(body: &[u8]) -> (Option<String>, Option<String>) {
         finish(current.take());
         if let Some((name, value)) = line.split_once(':') {
             let name = name.trim();
-            if name.eq_ignore_ascii_case("message-id") || name.eq_ignore_ascii_case("subject") {
-                current = Some((
-                    if name.eq_ignore_ascii_case("subject") { "subject" } else { "message-id" },
-                    value.to_owned(),
-                ));
+            let kept = ["message-id", "subject", "importance", "priority", "x-priority"];
+            if let Some(kept) = kept.iter().find(|k| name.eq_ignore_ascii_case(k)) {
+                current = Some((kept, value.to_owned()));
             }
         }
     }
     finish(current);
-    (message_id, subject)
+    fields.priority = priority.unwrap_or_default();
+    fields
 }
 
 /// Removes `X-Sluice-*` header fields (with their continuation lines) from the header section that starts
@@ -208,5 +220,18 @@ mod tests {
         let mut body = b"Received: x\r\nX-Sluice-Fault: panic@delivery\r\n more\r\nSubject: s\r\nx-sluice-a: b\r\n\r\nX-Sluice-Body: kept\r\n".to_vec();
         strip_sluice_headers(&mut body, 13);
         assert_eq!(body, b"Received: x\r\nSubject: s\r\n\r\nX-Sluice-Body: kept\r\n".to_vec());
+    }
+
+    #[test]
+    fn the_header_fields_kept_are_read_with_folding_and_the_first_priority_wins() {
+        let head = b"Message-ID: <a@b>\r\nSubject: one\r\n two\r\nX-Priority: 1 (Highest)\r\nImportance: low\r\n\r\nImportance: high\r\n";
+        let f = header_fields(head);
+        assert_eq!(f.message_id.as_deref(), Some("<a@b>"));
+        assert_eq!(f.subject.as_deref(), Some("one two"));
+        assert_eq!(f.priority, Priority::High);
+        assert_eq!(header_fields(b"importance: LOW\r\n\r\n").priority, Priority::Low);
+        assert_eq!(header_fields(b"Priority: non-urgent\r\n\r\n").priority, Priority::Low);
+        assert_eq!(header_fields(b"X-Priority: 9\r\nImportance: high\r\n\r\n").priority, Priority::High);
+        assert_eq!(header_fields(b"Subject: x\r\n\r\nX-Priority: 1\r\n").priority, Priority::Normal);
     }
 }

@@ -154,6 +154,9 @@ pub(crate) async fn notify(
         received_at_ms: now,
         internet_message_id: Some(message_id),
         subject: Some(built.subject.to_owned()),
+        priority: Default::default(),
+        // Made by this server.
+        originating: true,
     };
     let mut actions: Vec<&str> = Vec::new();
     for s in &statuses {

@@ -5,7 +5,10 @@ use sluice_api_types as api;
 use sluice_queue_db::time::rfc3339;
 use sluice_queue_db::{FIRST_DELIVERY_QUEUE, Mid, POISON, QueueId, SUBMISSION, UNREACHABLE};
 
-use crate::queue::{Copy, Message, MessageStatus, Queues};
+use std::collections::HashMap;
+
+use crate::queue::{Copy, Message, MessageStatus, QueueStatus, Queues};
+use crate::routing::{SendSession, Target, TlsPolicy};
 use crate::{NoSuchQueue, Transport};
 
 impl Transport {
@@ -13,9 +16,18 @@ impl Transport {
     /// when they are not empty.
     pub fn queues(&self) -> Vec<api::Queue> {
         let qs = self.inner.lock();
-        let mut out = vec![self.persistent_queue(&qs, SUBMISSION)];
+        let priorities = qs.priority_counts();
+        let mut out = vec![self.persistent_queue(&qs, SUBMISSION, &priorities)];
         for (id, q) in qs.delivery_queues() {
             let key = q.key();
+            let rates = qs.rates(id);
+            let required = |s: &SendSession| s.tls == TlsPolicy::Required;
+            let tls_domain = match q.target() {
+                Target::SmartHosts { session, .. } | Target::Dns { session, .. } if required(session) => {
+                    Some(key.next_hop_domain.clone())
+                }
+                _ => None,
+            };
             out.push(api::Queue {
                 identity: self.inner.queue_identity(id),
                 delivery_type: key.delivery_type.as_str().to_owned(),
@@ -31,10 +43,15 @@ impl Transport {
                 first_retry_time: q.first_retry_ms().map(rfc3339),
                 last_retry_time: q.last_retry_ms().map(rfc3339),
                 next_retry_time: q.next_retry_ms().map(rfc3339),
+                incoming_rate: rounded(rates.incoming),
+                outgoing_rate: rounded(rates.outgoing),
+                velocity: rounded(rates.velocity()),
+                tls_domain,
+                message_counts_per_priority: per_priority(q.message_count() as u64, priorities.get(&id)),
             });
         }
         for id in [UNREACHABLE, POISON] {
-            let q = self.persistent_queue(&qs, id);
+            let q = self.persistent_queue(&qs, id, &priorities);
             if q.message_count > 0 {
                 out.push(q);
             }
@@ -47,12 +64,14 @@ impl Transport {
         let qid = self.parse_queue(identity)?;
         let name = self.inner.queue_identity(qid);
         if matches!(qid, SUBMISSION | UNREACHABLE | POISON) {
-            return Ok(self.persistent_queue(&self.inner.lock(), qid));
+            let qs = self.inner.lock();
+            return Ok(self.persistent_queue(&qs, qid, &qs.priority_counts()));
         }
         self.queues().into_iter().find(|q| q.identity == name).ok_or_else(|| NoSuchQueue(identity.to_owned()))
     }
 
-    fn persistent_queue(&self, qs: &Queues, id: QueueId) -> api::Queue {
+    fn persistent_queue(&self, qs: &Queues, id: QueueId, priorities: &HashMap<QueueId, [u64; 2]>) -> api::Queue {
+        let rates = qs.rates(id);
         let (delivery_type, domain, count, suspended) = match id {
             SUBMISSION => ("Undefined", "Submission", qs.submission_len(), qs.submission_suspended()),
             UNREACHABLE => ("Unreachable", "Unreachable Domain", qs.unreachable_len(), qs.unreachable_suspended()),
@@ -82,6 +101,11 @@ impl Transport {
             first_retry_time: None,
             last_retry_time: None,
             next_retry_time: None,
+            incoming_rate: rounded(rates.incoming),
+            outgoing_rate: rounded(rates.outgoing),
+            velocity: rounded(rates.velocity()),
+            tls_domain: None,
+            message_counts_per_priority: per_priority(count as u64, priorities.get(&id)),
         }
     }
 
@@ -152,8 +176,21 @@ impl Transport {
         include_recipients: bool,
         expiration_ms: i64,
     ) -> api::Message {
-        let queue_retrying = qs.delivery_queue(c.queue).is_some_and(|q| q.held());
+        let queue = qs.delivery_queue(c.queue);
+        let queue_retrying = queue.is_some_and(|q| q.held());
         let status = if c.status == MessageStatus::Ready && queue_retrying { MessageStatus::Retry } else { c.status };
+        let deferred_reason = match (c.queue, status) {
+            (POISON, _) => Some("Poison"),
+            (_, MessageStatus::Suspended) => Some("Suspended"),
+            (UNREACHABLE, _) => Some("NoRoute"),
+            (_, MessageStatus::Retry) if c.status == MessageStatus::Retry => Some("TransientFailure"),
+            (_, MessageStatus::Retry) if queue.is_some_and(|q| q.status() == QueueStatus::Suspended) => {
+                Some("QueueSuspended")
+            }
+            (_, MessageStatus::Retry) => Some("QueueRetry"),
+            _ => None,
+        };
+        let now_ms = sluice_queue_db::now_ms();
         let queue_identity = self.inner.queue_identity(c.queue);
         let next_hop = qs.delivery_queue(c.queue).map_or_else(String::new, |q| q.key().next_hop_domain.clone());
         api::Message {
@@ -162,6 +199,7 @@ impl Transport {
             queue: queue_identity,
             status: status.as_str().to_owned(),
             from_address: m.envelope.from_address().to_owned(),
+            original_from_address: m.envelope.from_address().to_owned(),
             internet_message_id: m.envelope.internet_message_id().map(str::to_owned),
             subject: m.envelope.subject().map(str::to_owned),
             size: m.body.len,
@@ -171,6 +209,11 @@ impl Transport {
             message_source_name: m.envelope.source_name().to_owned(),
             last_error: c.last_error.as_deref().cloned(),
             retry_count: c.retry_count,
+            scl: -1,
+            priority: m.envelope.priority().as_str().to_owned(),
+            directionality: if m.envelope.originating() { "Originating" } else { "Incoming" }.to_owned(),
+            deferred_reason: deferred_reason.map(str::to_owned),
+            message_latency: (now_ms.saturating_sub(m.envelope.received_at_ms).max(0) / 1000) as u64,
             recipients: include_recipients.then(|| {
                 c.recipients
                     .iter()
@@ -186,4 +229,15 @@ impl Transport {
             }),
         }
     }
+}
+
+/// A rate as the API shows it: three decimals.
+fn rounded(rate: f64) -> f64 {
+    (rate * 1000.0).round() / 1000.0
+}
+
+/// A queue's counts per priority from its message count and its High and Low counts.
+fn per_priority(count: u64, high_low: Option<&[u64; 2]>) -> api::PriorityCounts {
+    let [high, low] = high_low.copied().unwrap_or_default();
+    api::PriorityCounts { high, normal: count.saturating_sub(high + low), low }
 }

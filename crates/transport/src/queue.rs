@@ -6,14 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_queue_db::{
-    BodyRef, Envelope, FIRST_DELIVERY_QUEUE, Mid, POISON, QueueId, RecipientIndices, Record, SUBMISSION, SharedError,
-    UNREACHABLE,
+    BodyRef, Envelope, FIRST_DELIVERY_QUEUE, Mid, POISON, Priority, QueueId, RecipientIndices, Record, SUBMISSION,
+    SharedError, UNREACHABLE,
 };
 use smallvec::SmallVec;
 
 use crate::routing::{Limits, Target};
 
+mod flow;
 mod poison;
+
+pub(crate) use flow::Rates;
 
 // The monotonic clock of retry deadlines is tokio's: the same as std's in a running server, and the paused
 // clock in tests (`tokio::time::pause`), so that retry timing is tested without waiting for it.
@@ -175,6 +178,8 @@ pub(crate) struct DeliveryQueue {
     /// The first queue-level failure since the queue last delivered, on the monotonic clock (for
     /// `max_idle_time_before_resubmit`; moved on when the queue's messages are categorized again).
     first_retry_at: Option<Instant>,
+    /// Copies entering and leaving, for its rates.
+    flow: flow::Flow,
 }
 
 impl DeliveryQueue {
@@ -202,6 +207,7 @@ impl DeliveryQueue {
             gone: false,
             idle_since: None,
             first_retry_at: None,
+            flow: flow::Flow::default(),
         }
     }
 
@@ -229,6 +235,10 @@ impl DeliveryQueue {
 
     pub(crate) fn key(&self) -> &NextHopSolutionKey {
         &self.key
+    }
+
+    pub(crate) fn target(&self) -> &Target {
+        &self.target
     }
 
     /// Whether the queue holds its ready copies back: it waits for a retry or is suspended.
@@ -318,6 +328,12 @@ pub(crate) struct Queues {
     /// Copies whose removal was asked for while they were being delivered (`PendingRemove`), with whether
     /// the sender is to be told: applied when the attempt ends without delivering them.
     pending_remove: HashMap<(Mid, QueueId), bool>,
+    /// When these queues were made: rates count 5-second buckets from here.
+    started: Instant,
+    /// The rates of Submission, Unreachable and Poison, by queue id.
+    flows: [flow::Flow; 3],
+    /// The messages whose priority is not Normal (few): the queues' counts per priority come from them.
+    prioritized: HashSet<Mid>,
 }
 
 /// A message's copies that expired, taken out of their queues: the sender is told, the copies are recorded
@@ -378,6 +394,9 @@ impl Queues {
             delay_notified: HashSet::new(),
             expire_later: Vec::new(),
             pending_remove: HashMap::new(),
+            started: Instant::now(),
+            flows: Default::default(),
+            prioritized: HashSet::new(),
         }
     }
 
@@ -405,6 +424,9 @@ impl Queues {
     /// Adds a recovered message, in MID order; its copies are placed with [`Queues::place`].
     pub(crate) fn insert_message(&mut self, mid: Mid, message: Message) {
         self.arrivals.push_back((message.envelope.received_at_ms, mid));
+        if message.envelope.priority() != Priority::Normal {
+            self.prioritized.insert(mid);
+        }
         self.messages.insert(mid, message.into());
     }
 
@@ -416,8 +438,12 @@ impl Queues {
     /// Adds a message just received, with its one copy in Submission.
     pub(crate) fn submit(&mut self, mid: Mid, message: Message) {
         self.arrivals.push_back((message.envelope.received_at_ms, mid));
+        if message.envelope.priority() != Priority::Normal {
+            self.prioritized.insert(mid);
+        }
         self.messages.insert(mid, message.into());
         self.submission.push_back(mid);
+        self.count_flow(SUBMISSION, false, 1);
     }
 
     /// Puts a copy of `mid` in the list of queue `qid`: Submission, Unreachable, or a delivery queue's ready
@@ -535,6 +561,10 @@ impl Queues {
                 next_retry_ms: 0,
                 last_error: None,
             });
+        }
+        self.count_flow(SUBMISSION, true, 1);
+        for (qid, _) in copies {
+            self.count_flow(*qid, false, 1);
         }
         true
     }
@@ -873,6 +903,8 @@ impl Queues {
         c.last_error = None;
         let record = Record::Route { mid, from, copies: vec![(SUBMISSION, c.recipients.to_vec())] };
         merge_submission_copies(&mut m.copies);
+        self.count_flow(from, true, 1);
+        self.count_flow(SUBMISSION, false, 1);
         Some(record)
     }
 
@@ -1274,16 +1306,57 @@ impl Queues {
         self.poison
     }
 
+    /// The rates of queue `qid` now (zero for a queue that does not exist).
+    pub(crate) fn rates(&self, qid: QueueId) -> Rates {
+        let now = flow::bucket(self.started, Instant::now());
+        match qid {
+            SUBMISSION | UNREACHABLE | POISON => self.flows[qid as usize].rates(now),
+            qid => self.delivery.get(&qid).map_or_else(Rates::default, |q| q.flow.rates(now)),
+        }
+    }
+
+    /// The copies of each queue whose priority is High, and those whose priority is Low (the others are
+    /// Normal), for the queues that have any.
+    pub(crate) fn priority_counts(&self) -> HashMap<QueueId, [u64; 2]> {
+        let mut counts: HashMap<QueueId, [u64; 2]> = HashMap::new();
+        for mid in &self.prioritized {
+            let Some(m) = self.messages.get(mid) else { continue };
+            let low = usize::from(m.envelope.priority() == Priority::Low);
+            for c in &m.copies {
+                counts.entry(c.queue).or_default()[low] += 1;
+            }
+        }
+        counts
+    }
+
+    /// Counts a copy entering (`out` false) or leaving queue `qid`, for its rates. Recovery places copies
+    /// without counting them: a restart is not traffic.
+    fn count_flow(&mut self, qid: QueueId, out: bool, n: u32) {
+        let at = flow::bucket(self.started, Instant::now());
+        match qid {
+            SUBMISSION | UNREACHABLE | POISON => self.flows[qid as usize].record(at, out, n),
+            qid => {
+                if let Some(q) = self.delivery.get_mut(&qid) {
+                    q.flow.record(at, out, n);
+                }
+            }
+        }
+    }
+
     /// Removes the copy of `mid` in `queue`; the message goes when its last copy does.
     fn remove_copy(&mut self, mid: Mid, queue: QueueId) {
         if let Some(m) = self.messages.get_mut(&mid) {
             m.copies.retain(|c| c.queue != queue);
             if m.copies.is_empty() {
                 self.messages.remove(&mid);
+                if !self.prioritized.is_empty() {
+                    self.prioritized.remove(&mid);
+                }
                 if !self.suspects.is_empty() {
                     self.set_suspect(mid, None);
                 }
             }
+            self.count_flow(queue, true, 1);
         }
     }
 }

@@ -95,6 +95,8 @@ impl Queues {
         }
         records.push(Record::MessageSuspend { mid, queue: POISON, suspended: true });
         self.set_suspect(mid, None);
+        self.count_flow(from, true, 1);
+        self.count_flow(POISON, false, 1);
         Some(records)
     }
 

@@ -9,6 +9,7 @@ mod glitch;
 mod harness;
 mod idle;
 mod poison;
+mod rates;
 mod reload;
 mod reroute;
 mod retry;
