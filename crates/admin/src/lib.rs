@@ -24,6 +24,7 @@ use sluice_transport::{BoxFuture, Transport};
 use tokio_util::sync::CancellationToken;
 
 mod actions;
+mod digest;
 mod query;
 mod resubmit;
 
@@ -74,6 +75,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/health", get(health))
         .route("/api/v1/queues", get(list_queues))
         .route("/api/v1/queues/{identity}", get(get_queue))
+        .route("/api/v1/queue-digest", get(digest::queue_digest))
         .route("/api/v1/messages", get(list_messages))
         .route("/api/v1/alerts", get(list_alerts))
         .route("/api/v1/config/reload", post(reload))
@@ -264,10 +266,12 @@ struct AlertsQuery {
     since: Option<String>,
     severity: Option<String>,
     class: Option<String>,
+    result_size: Option<String>,
+    bookmark: Option<String>,
 }
 
-/// `GET /api/v1/alerts?since=&severity=&class=`: recent alerts, oldest first. `since` is RFC 3339;
-/// `severity` keeps that severity and the more urgent ones.
+/// `GET /api/v1/alerts?since=&severity=&class=&result_size=&bookmark=`: recent alerts, oldest first.
+/// `since` is RFC 3339; `severity` keeps that severity and the more urgent ones.
 async fn list_alerts(
     State(state): State<Arc<AdminState>>,
     q: Result<Query<AlertsQuery>, axum::extract::rejection::QueryRejection>,
@@ -294,5 +298,9 @@ async fn list_alerts(
             bad_request(format!("class: {s:?} is not one of {}", names.join(", ")))
         })?),
     };
-    Ok(Json(api::List { items: state.transport.alerts().list(since, severity, class), next: None }))
+    let paging: HashMap<String, String> = [("result_size", q.result_size), ("bookmark", q.bookmark)]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.to_owned(), v?)))
+        .collect();
+    Ok(Json(page(state.transport.alerts().list(since, severity, class), &paging)?))
 }

@@ -215,3 +215,100 @@ pub struct ResubmitRequest {
 pub struct ResubmitRequestChange {
     pub enabled: bool,
 }
+
+/// A row of `GET /api/v1/queue-digest` (Get-QueueDigest): the queues of one group.
+///
+/// Rows of several servers for the same `group` merge by addition ([`DigestRow::merge`]): counts and rates
+/// add, `queues_by_status` adds per status, `queues` are listed together, and the descriptive fields are
+/// those of the larger row.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DigestRow {
+    /// The value of the `group_by` property the row's queues share.
+    pub group: String,
+    pub message_count: u64,
+    pub queue_count: u64,
+    /// The delivery type, status and last error of the row's largest queue.
+    pub delivery_type: String,
+    pub status: String,
+    pub last_error: Option<String>,
+    pub incoming_rate: f64,
+    pub outgoing_rate: f64,
+    pub velocity: f64,
+    /// How many of the row's queues are in each status.
+    pub queues_by_status: std::collections::BTreeMap<String, u64>,
+    /// With `details_level` Normal: each queue's identity, status and count; Verbose: the whole queue. Absent
+    /// with None.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queues: Option<Vec<DigestQueue>>,
+}
+
+/// A queue in a digest row's details.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum DigestQueue {
+    Verbose(Box<Queue>),
+    Normal { identity: String, status: String, message_count: u64 },
+}
+
+impl DigestRow {
+    /// Adds `other` (a row of the same group, from another server) to this row.
+    pub fn merge(&mut self, other: DigestRow) {
+        if other.message_count > self.message_count {
+            self.delivery_type = other.delivery_type;
+            self.status = other.status;
+            self.last_error = other.last_error;
+        }
+        self.message_count += other.message_count;
+        self.queue_count += other.queue_count;
+        self.incoming_rate += other.incoming_rate;
+        self.outgoing_rate += other.outgoing_rate;
+        self.velocity += other.velocity;
+        for (status, n) in other.queues_by_status {
+            *self.queues_by_status.entry(status).or_default() += n;
+        }
+        match (&mut self.queues, other.queues) {
+            (Some(mine), Some(theirs)) => mine.extend(theirs),
+            (mine @ None, theirs) => *mine = theirs,
+            (Some(_), None) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(group: &str, count: u64, status: &str, rate: f64) -> DigestRow {
+        DigestRow {
+            group: group.into(),
+            message_count: count,
+            queue_count: 1,
+            delivery_type: "DnsConnectorDelivery".into(),
+            status: status.into(),
+            last_error: Some(format!("{status} error")),
+            incoming_rate: rate,
+            outgoing_rate: 0.0,
+            velocity: -rate,
+            queues_by_status: [(status.to_owned(), 1)].into(),
+            queues: Some(vec![DigestQueue::Normal {
+                identity: format!("{group}-{count}"),
+                status: status.into(),
+                message_count: count,
+            }]),
+        }
+    }
+
+    #[test]
+    fn digest_rows_of_two_servers_merge_by_addition() {
+        let mut a = row("example.com", 12, "Ready", 1.5);
+        a.merge(row("example.com", 40, "Retry", 2.0));
+        assert_eq!((a.message_count, a.queue_count), (52, 2));
+        assert_eq!((a.incoming_rate, a.velocity), (3.5, -3.5));
+        assert_eq!((a.status.as_str(), a.last_error.as_deref()), ("Retry", Some("Retry error")));
+        assert_eq!(a.queues_by_status, [("Ready".to_owned(), 1), ("Retry".to_owned(), 1)].into());
+        assert_eq!(a.queues.as_ref().map(Vec::len), Some(2));
+        // Through JSON, as a client merging the answers of several servers would.
+        let json = serde_json::to_string(&a).unwrap();
+        assert_eq!(serde_json::from_str::<DigestRow>(&json).unwrap(), a);
+    }
+}

@@ -10,7 +10,6 @@ pub const NOT_YET_IN_EFFECT: &[&str] = &[
     "admin.tls",
     "queue_database.logging_buffer_size",
     "queue_database.max_background_cleanup_tasks",
-    "transport.digest_threshold",
     "work_queue.*",
     "antispam.*",
     "antivirus.*",
@@ -119,7 +118,7 @@ mod tests {
             ("transport.max_outbound_connections", false),
             ("transport.poison_threshold", false),
             ("debug.fault_injection", false),
-            ("transport.digest_threshold", true),
+            ("transport.digest_threshold", false),
             ("queue_database.batch_size", false),
             ("server.user", true),
             ("dns.servers", false),
@@ -146,6 +145,8 @@ mod tests {
             poison_threshold = 3
             digest_threshold = 3
             transient_failure_retry_interval = "1m"
+            [tracking]
+            max_age = "7d"
             [work_queue]
             concurrency = 4
             [[send_connectors]]
@@ -155,6 +156,6 @@ mod tests {
             servers = ["127.0.0.1:5353"]
             "#,
         );
-        assert_eq!(not_yet_in_effect(&document), ["transport.digest_threshold", "work_queue.concurrency"]);
+        assert_eq!(not_yet_in_effect(&document), ["tracking.max_age", "work_queue.concurrency"]);
     }
 }

@@ -8,9 +8,10 @@
 //!
 //! ```
 //! # use sluice_config::Config;
-//! let loaded = Config::from_toml("[transport]\ndigest_threshold = 3\n", std::path::Path::new("/etc/sluice"))?;
+//! let text = "[transport]\ndigest_threshold = 3\n[tracking]\nmax_age = \"7d\"\n";
+//! let loaded = Config::from_toml(text, std::path::Path::new("/etc/sluice"))?;
 //! assert_eq!(loaded.config.transport.digest_threshold, 3);
-//! assert_eq!(loaded.not_yet_in_effect, ["transport.digest_threshold"]);
+//! assert_eq!(loaded.not_yet_in_effect, ["tracking.max_age"]);
 //! # Ok::<(), sluice_config::ConfigError>(())
 //! ```
 

@@ -149,6 +149,11 @@ impl Transport {
         Ok(out)
     }
 
+    /// `[transport] digest_threshold`, as last loaded.
+    pub fn digest_threshold(&self) -> u32 {
+        self.inner.routing().limits.digest_threshold
+    }
+
     /// `message_expiration_timeout` in milliseconds.
     pub(crate) fn expiration_ms(&self) -> i64 {
         let expiration = self.inner.routing().limits.message_expiration_timeout;

@@ -153,6 +153,9 @@ pub struct Limits {
     /// Crashes (of the process, or panics while it was processed) a message is blamed for before it goes to
     /// Poison (`poison.rs`).
     pub poison_threshold: u32,
+    /// The messages a delivery queue needs to be counted in the queue digest (Submission, Unreachable,
+    /// Poison and suspended queues count from one).
+    pub digest_threshold: u32,
 }
 
 impl Default for Limits {
@@ -172,6 +175,7 @@ impl Default for Limits {
             max_per_domain_outbound_connections: 40,
             connection_idle: Duration::from_secs(5),
             poison_threshold: 2,
+            digest_threshold: 10,
         }
     }
 }

@@ -197,7 +197,6 @@ fn spec_example_is_the_defaults() {
             "queue_database.logging_buffer_size",
             "queue_database.max_background_cleanup_tasks",
             "tracking.max_age",
-            "transport.digest_threshold",
             "updater.interval",
             "updater.source",
             "work_queue.concurrency",

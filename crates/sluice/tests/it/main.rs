@@ -6,6 +6,7 @@ mod actions;
 mod admin;
 mod config;
 mod crash;
+mod digest;
 mod diskfull;
 mod dns;
 mod dsn;
