@@ -153,7 +153,7 @@ fn list_action(
     let only_filter: HashMap<String, String> =
         query.iter().filter(|(k, _)| k.as_str() == "filter").map(|(k, v)| (k.clone(), v.clone())).collect();
     request.identities = if messages {
-        crate::select_messages(s, &only_filter)?.into_iter().map(|m| m.identity).collect()
+        crate::select_messages(s, &only_filter)?.iter().map(|m| m.identity().to_owned()).collect()
     } else {
         crate::select_queues(s, &only_filter)?.into_iter().map(|q| q.identity).collect()
     };

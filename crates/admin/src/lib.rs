@@ -20,7 +20,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use sluice_api_types as api;
-use sluice_transport::{BoxFuture, Transport};
+use sluice_transport::{BoxFuture, CopyRow, Transport};
 use tokio_util::sync::CancellationToken;
 
 mod actions;
@@ -194,29 +194,14 @@ fn select_queues(s: &AdminState, q: &HashMap<String, String>) -> Result<Vec<api:
     Ok(query::select(queues, filter.as_ref(), &order, query::queue_value))
 }
 
-/// The message copies a query selects (`queue`, `filter`), in its `sort_order`.
-fn select_messages(s: &AdminState, q: &HashMap<String, String>) -> Result<Vec<api::Message>, ApiError> {
-    let include = match q.get("include_recipient_info").map(String::as_str) {
-        None | Some("false") | Some("0") => false,
-        Some("true") | Some("1") | Some("") => true,
-        Some(other) => return Err(bad_request(format!("include_recipient_info must be true or false, not {other:?}"))),
-    };
+/// The message copies a query selects (`queue`, `filter`), in its `sort_order`. The filter and the sort
+/// read the rows; only the copies a page shows are made into JSON.
+fn select_messages(s: &AdminState, q: &HashMap<String, String>) -> Result<Vec<CopyRow>, ApiError> {
     let filter = query::filter(q, query::MESSAGE_PROPERTIES)?;
     let order = query::sort_order(q, query::MESSAGE_PROPERTIES)?;
     let queue = q.get("queue").map(String::as_str).filter(|q| !q.is_empty());
-    // A filter or a sort may look at the recipients; they are dropped again unless asked for.
-    let with_recipients = include || filter.is_some() || !order.is_empty();
-    let items = s
-        .transport
-        .messages(queue, with_recipients)
-        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e.to_string()))?;
-    let mut items = query::select(items, filter.as_ref(), &order, query::message_value);
-    if !include {
-        for m in &mut items {
-            m.recipients = None;
-        }
-    }
-    Ok(items)
+    let rows = s.transport.copy_rows(queue).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e.to_string()))?;
+    Ok(query::select(rows, filter.as_ref(), &order, query::message_value))
 }
 
 async fn list_queues(
@@ -239,7 +224,13 @@ async fn list_messages(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<api::List<api::Message>>, ApiError> {
     let q = query::keys(q, MESSAGE_LIST_KEYS)?;
-    Ok(Json(page(select_messages(&s, &q)?, &q)?))
+    let include = match q.get("include_recipient_info").map(String::as_str) {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") | Some("") => true,
+        Some(other) => return Err(bad_request(format!("include_recipient_info must be true or false, not {other:?}"))),
+    };
+    let rows = page(select_messages(&s, &q)?, &q)?;
+    Ok(Json(api::List { items: rows.items.iter().map(|r| r.to_api(include)).collect(), next: rows.next }))
 }
 
 async fn reload(State(s): State<Arc<AdminState>>) -> Result<Json<api::ReloadResult>, ApiError> {

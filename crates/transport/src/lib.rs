@@ -45,6 +45,7 @@ pub use agent::{
 };
 pub use alerts::{AlertClass, Alerts, Severity};
 pub use inprocess::{InProcess, InProcessError};
+pub use listing::CopyRow;
 pub use load::Loaded;
 pub use queue::{DeliveryType, MessageStatus, NextHopSolutionKey, QueueStatus};
 pub use routing::{

@@ -1,11 +1,14 @@
 //! Listings: the queues and message copies as the admin API's Get-Queue and Get-Message show them, and the
 //! resolution of a queue identity such as `<server>\3` or `Submission`.
 
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
 use sluice_api_types as api;
 use sluice_queue_db::time::rfc3339;
-use sluice_queue_db::{FIRST_DELIVERY_QUEUE, Mid, POISON, QueueId, SUBMISSION, UNREACHABLE};
-
-use std::collections::HashMap;
+use sluice_queue_db::{
+    Envelope, FIRST_DELIVERY_QUEUE, Mid, POISON, QueueId, RecipientIndices, SUBMISSION, SharedError, UNREACHABLE,
+};
 
 use crate::queue::{Copy, Message, MessageStatus, QueueStatus, Queues};
 use crate::routing::{SendSession, Target, TlsPolicy};
@@ -130,23 +133,34 @@ impl Transport {
         Ok(qid)
     }
 
-    /// Message copies, in one queue or in all, oldest MID first.
+    /// Message copies, in one queue or in all, oldest MID first, as Get-Message shows them.
     pub fn messages(&self, queue: Option<&str>, include_recipients: bool) -> Result<Vec<api::Message>, NoSuchQueue> {
+        Ok(self.copy_rows(queue)?.iter().map(|r| r.to_api(include_recipients)).collect())
+    }
+
+    /// Message copies, in one queue or in all, oldest MID first, as rows to filter and sort before any is
+    /// turned into JSON. The queues' lock is held for one pass that copies a few words and pointers per
+    /// copy, so that listing a million messages does not hold up the mail going through.
+    pub fn copy_rows(&self, queue: Option<&str>) -> Result<Vec<CopyRow>, NoSuchQueue> {
         let only = queue.map(|q| self.parse_queue(q)).transpose()?;
-        let expiration_ms = self.expiration_ms();
+        let mut rows = Vec::new();
+        let context = self.row_context();
         let qs = self.inner.lock();
-        let mut messages: Vec<(&Mid, &Message)> = qs.messages().collect();
-        messages.sort_unstable_by_key(|(mid, _)| **mid);
-        let mut out = Vec::new();
-        for (mid, m) in messages {
+        let mut names = QueueNames::new(self, &qs);
+        rows.reserve(match only {
+            Some(q) => qs.delivery_queue(q).map_or(0, |q| q.message_count()),
+            None => qs.message_count(),
+        });
+        for (mid, m) in qs.messages() {
             for c in &m.copies {
-                if only.is_some_and(|q| q != c.queue) {
-                    continue;
+                if only.is_none_or(|q| q == c.queue) {
+                    rows.push(CopyRow::new(&qs, &mut names, *mid, m, c, &context));
                 }
-                out.push(self.copy_json(&qs, *mid, m, c, include_recipients, expiration_ms));
             }
         }
-        Ok(out)
+        drop(qs);
+        rows.sort_unstable_by_key(|r| (r.mid, r.queue));
+        Ok(rows)
     }
 
     /// `[transport] digest_threshold`, as last loaded.
@@ -160,27 +174,76 @@ impl Transport {
         expiration.as_millis().min(i64::MAX as u128) as i64
     }
 
+    fn row_context(&self) -> RowContext {
+        RowContext { expiration_ms: self.expiration_ms(), listed_at_ms: sluice_queue_db::now_ms() }
+    }
+
     /// The copies of `mid` in `queues`, as Get-Message shows them (with their recipients).
     pub(crate) fn copies_json(&self, qs: &Queues, mid: Mid, queues: &[QueueId]) -> Vec<api::Message> {
         let Some(m) = qs.message(mid) else { return Vec::new() };
-        let expiration_ms = self.expiration_ms();
+        let context = self.row_context();
+        let mut names = QueueNames::new(self, qs);
         m.copies
             .iter()
             .filter(|c| queues.contains(&c.queue))
-            .map(|c| self.copy_json(qs, mid, m, c, true, expiration_ms))
+            .map(|c| CopyRow::new(qs, &mut names, mid, m, c, &context).to_api(true))
             .collect()
     }
+}
 
-    /// A copy as Get-Message shows it: Ready in a queue that waits for its retry is listed as Retry.
-    fn copy_json(
-        &self,
-        qs: &Queues,
-        mid: Mid,
-        m: &Message,
-        c: &Copy,
-        include_recipients: bool,
-        expiration_ms: i64,
-    ) -> api::Message {
+/// What every row of one listing shares.
+struct RowContext {
+    expiration_ms: i64,
+    /// When the listing was taken: `message_latency` is counted to it.
+    listed_at_ms: i64,
+}
+
+/// The identity and next hop of each queue, made once per listing and shared by its rows.
+struct QueueNames<'a> {
+    transport: &'a Transport,
+    qs: &'a Queues,
+    names: HashMap<QueueId, (Arc<str>, Arc<str>)>,
+}
+
+impl<'a> QueueNames<'a> {
+    fn new(transport: &'a Transport, qs: &'a Queues) -> QueueNames<'a> {
+        QueueNames { transport, qs, names: HashMap::new() }
+    }
+
+    fn get(&mut self, qid: QueueId) -> (Arc<str>, Arc<str>) {
+        let (transport, qs) = (self.transport, self.qs);
+        let (identity, next_hop) = self.names.entry(qid).or_insert_with(|| {
+            let next_hop = qs.delivery_queue(qid).map_or("", |q| q.key().next_hop_domain.as_str());
+            (transport.inner.queue_identity(qid).into(), next_hop.into())
+        });
+        (identity.clone(), next_hop.clone())
+    }
+}
+
+/// A message copy as listed: what Get-Message shows and filters read, taken from the queues under their
+/// lock; text is read from the shared envelope, and the JSON is made only for the copies that are shown.
+#[derive(Debug)]
+pub struct CopyRow {
+    pub mid: Mid,
+    queue: QueueId,
+    queue_identity: Arc<str>,
+    next_hop: Arc<str>,
+    /// As shown: a Ready copy in a queue that waits for its retry is listed as Retry.
+    status: MessageStatus,
+    deferred_reason: Option<&'static str>,
+    envelope: Arc<Envelope>,
+    size: u64,
+    retry_count: u32,
+    last_error: Option<SharedError>,
+    recipients: RecipientIndices,
+    expiration_ms: i64,
+    listed_at_ms: i64,
+    /// `<queue identity>\<mid>`, made when first asked for.
+    identity: OnceLock<String>,
+}
+
+impl CopyRow {
+    fn new(qs: &Queues, names: &mut QueueNames<'_>, mid: Mid, m: &Message, c: &Copy, context: &RowContext) -> CopyRow {
         let queue = qs.delivery_queue(c.queue);
         let queue_retrying = queue.is_some_and(|q| q.held());
         let status = if c.status == MessageStatus::Ready && queue_retrying { MessageStatus::Retry } else { c.status };
@@ -195,40 +258,139 @@ impl Transport {
             (_, MessageStatus::Retry) => Some("QueueRetry"),
             _ => None,
         };
-        let now_ms = sluice_queue_db::now_ms();
-        let queue_identity = self.inner.queue_identity(c.queue);
-        let next_hop = qs.delivery_queue(c.queue).map_or_else(String::new, |q| q.key().next_hop_domain.clone());
-        api::Message {
-            identity: format!("{queue_identity}\\{mid}"),
+        let (queue_identity, next_hop) = names.get(c.queue);
+        CopyRow {
             mid,
-            queue: queue_identity,
-            status: status.as_str().to_owned(),
-            from_address: m.envelope.from_address().to_owned(),
-            original_from_address: m.envelope.from_address().to_owned(),
-            internet_message_id: m.envelope.internet_message_id().map(str::to_owned),
-            subject: m.envelope.subject().map(str::to_owned),
+            queue: c.queue,
+            queue_identity,
+            next_hop,
+            status,
+            deferred_reason,
+            envelope: m.envelope.clone(),
             size: m.body.len,
-            date_received: rfc3339(m.envelope.received_at_ms),
-            expiration_time: rfc3339(m.envelope.received_at_ms.saturating_add(expiration_ms)),
-            source_ip: m.envelope.source_ip().to_owned(),
-            message_source_name: m.envelope.source_name().to_owned(),
-            last_error: c.last_error.as_deref().cloned(),
             retry_count: c.retry_count,
-            scl: -1,
-            priority: m.envelope.priority().as_str().to_owned(),
-            directionality: if m.envelope.originating() { "Originating" } else { "Incoming" }.to_owned(),
-            deferred_reason: deferred_reason.map(str::to_owned),
-            message_latency: (now_ms.saturating_sub(m.envelope.received_at_ms).max(0) / 1000) as u64,
+            last_error: c.last_error.clone(),
+            recipients: c.recipients.clone(),
+            expiration_ms: m.envelope.received_at_ms.saturating_add(context.expiration_ms),
+            listed_at_ms: context.listed_at_ms,
+            identity: OnceLock::new(),
+        }
+    }
+
+    /// `<server>\<queue>\<mid>`.
+    pub fn identity(&self) -> &str {
+        self.identity.get_or_init(|| format!("{}\\{}", self.queue_identity, self.mid))
+    }
+
+    pub fn queue(&self) -> &str {
+        &self.queue_identity
+    }
+
+    pub fn status(&self) -> &'static str {
+        self.status.as_str()
+    }
+
+    pub fn from_address(&self) -> &str {
+        self.envelope.from_address()
+    }
+
+    pub fn internet_message_id(&self) -> Option<&str> {
+        self.envelope.internet_message_id()
+    }
+
+    pub fn subject(&self) -> Option<&str> {
+        self.envelope.subject()
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Milliseconds since the epoch.
+    pub fn received_ms(&self) -> i64 {
+        self.envelope.received_at_ms
+    }
+
+    /// Milliseconds since the epoch.
+    pub fn expiration_ms(&self) -> i64 {
+        self.expiration_ms
+    }
+
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref().map(String::as_str)
+    }
+
+    pub fn retry_count(&self) -> u32 {
+        self.retry_count
+    }
+
+    pub fn source_ip(&self) -> &str {
+        self.envelope.source_ip()
+    }
+
+    pub fn source_name(&self) -> &str {
+        self.envelope.source_name()
+    }
+
+    /// The spam confidence level: -1, not scanned (nothing scans mail yet).
+    pub fn scl(&self) -> i32 {
+        -1
+    }
+
+    pub fn priority(&self) -> &'static str {
+        self.envelope.priority().as_str()
+    }
+
+    pub fn directionality(&self) -> &'static str {
+        if self.envelope.originating() { "Originating" } else { "Incoming" }
+    }
+
+    pub fn deferred_reason(&self) -> Option<&'static str> {
+        self.deferred_reason
+    }
+
+    /// Milliseconds from receipt to the listing.
+    pub fn latency_ms(&self) -> i64 {
+        self.listed_at_ms.saturating_sub(self.envelope.received_at_ms).max(0)
+    }
+
+    /// The copy's recipients' addresses.
+    pub fn recipients(&self) -> impl Iterator<Item = &str> {
+        self.recipients.iter().filter_map(|i| self.envelope.recipient(*i as usize)).map(|r| r.address)
+    }
+
+    /// The copy as Get-Message shows it.
+    pub fn to_api(&self, include_recipients: bool) -> api::Message {
+        let status = self.status();
+        api::Message {
+            identity: self.identity().to_owned(),
+            mid: self.mid,
+            queue: self.queue().to_owned(),
+            status: status.to_owned(),
+            from_address: self.from_address().to_owned(),
+            original_from_address: self.from_address().to_owned(),
+            internet_message_id: self.internet_message_id().map(str::to_owned),
+            subject: self.subject().map(str::to_owned),
+            size: self.size,
+            date_received: rfc3339(self.received_ms()),
+            expiration_time: rfc3339(self.expiration_ms),
+            source_ip: self.source_ip().to_owned(),
+            message_source_name: self.source_name().to_owned(),
+            last_error: self.last_error().map(str::to_owned),
+            retry_count: self.retry_count,
+            scl: self.scl(),
+            priority: self.priority().to_owned(),
+            directionality: self.directionality().to_owned(),
+            deferred_reason: self.deferred_reason.map(str::to_owned),
+            message_latency: (self.latency_ms() / 1000) as u64,
             recipients: include_recipients.then(|| {
-                c.recipients
-                    .iter()
-                    .filter_map(|i| m.envelope.recipient(*i as usize))
-                    .map(|r| api::Recipient {
-                        address: r.address.to_owned(),
-                        status: status.as_str().to_owned(),
-                        last_error: c.last_error.as_deref().cloned(),
-                        retry_count: c.retry_count,
-                        next_hop: next_hop.clone(),
+                self.recipients()
+                    .map(|address| api::Recipient {
+                        address: address.to_owned(),
+                        status: status.to_owned(),
+                        last_error: self.last_error().map(str::to_owned),
+                        retry_count: self.retry_count,
+                        next_hop: self.next_hop.to_string(),
                     })
                     .collect()
             }),
