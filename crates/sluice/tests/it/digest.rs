@@ -49,8 +49,10 @@ fn the_digest_shows_the_queues_over_the_threshold_largest_first() {
     }
     assert!(wait_until(Duration::from_secs(20), || {
         let v = s.get_json("/api/v1/queues?include=External");
-        items(&v).len() == 4 && items(&v).iter().all(|q| q["status"] == "Retry")
+        let queued: u64 = items(&v).iter().map(|q| q["message_count"].as_u64().unwrap()).sum();
+        queued == 107 && items(&v).iter().all(|q| q["status"] == "Retry")
     }));
+    assert!(wait_until(Duration::from_secs(10), || s.get_json("/api/v1/queues/Submission")["message_count"] == 0));
 
     let rows = s.get_json("/api/v1/queue-digest?digest_threshold=10");
     let shown: Vec<(&str, u64)> =
