@@ -4,8 +4,8 @@
 //! **Security**: with a token configured every request but `GET /api/v1/health` needs
 //! `Authorization: Bearer <token>`; the `Host` header must name the listen address or an allowed host
 //! (DNS rebinding); state-changing requests need a JSON body or `X-Sluice-Request: 1` (no cross-site form
-//! posts). The configuration refuses a non-loopback listen address without a token and TLS (and, while
-//! `admin.tls` is not in effect, any non-loopback address).
+//! posts). The configuration refuses a non-loopback listen address without a token and TLS; with `[admin] tls`
+//! the API is served over HTTPS ([`serve_tls`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 mod actions;
 mod query;
 mod resubmit;
+mod tls;
 
 /// Reloads the configuration; returns what happened, or why it failed (the old configuration stays).
 pub type ReloadFn = Arc<dyn Fn() -> BoxFuture<'static, Result<api::ReloadResult, String>> + Send + Sync>;
@@ -95,6 +96,30 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AdminState, shutdow
     }
 }
 
+/// Serves the API over TLS (`[admin] tls`) until `shutdown` is cancelled; `acceptor` holds the certificate.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    state: AdminState,
+    shutdown: CancellationToken,
+) {
+    use axum::serve::ListenerExt;
+    let listener = match tls::TlsListener::start(listener, acceptor, shutdown.clone()) {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(error = %e, "admin API cannot serve TLS");
+            return;
+        }
+    };
+    let app = router(state);
+    let done = async move { shutdown.cancelled().await };
+    // `tap_io` gives the TLS connections the peer address as `ConnectInfo<SocketAddr>`, as plain ones have.
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
+    if let Err(e) = axum::serve(listener.tap_io(|_| {}), app).with_graceful_shutdown(done).await {
+        tracing::error!(error = %e, "admin API stopped");
+    }
+}
+
 async fn guard(State(s): State<Arc<AdminState>>, mut req: Request, next: Next) -> Response {
     if let Err(e) = check(&s, req.method(), req.uri().path(), req.headers()) {
         return e.into_response();
@@ -117,7 +142,7 @@ fn check(s: &AdminState, method: &Method, path: &str, headers: &HeaderMap) -> Re
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
     let port = s.listen.port();
     let host_ok = host == s.listen.to_string()
-        || s.allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
+        || s.allowed_hosts.iter().any(|h| host_allowed(h, host, port))
         || (s.listen.ip().is_loopback()
             && [format!("localhost:{port}"), format!("127.0.0.1:{port}"), format!("[::1]:{port}")]
                 .iter()
@@ -147,8 +172,25 @@ fn check(s: &AdminState, method: &Method, path: &str, headers: &HeaderMap) -> Re
     Ok(())
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Whether the `Host` header `host` names `allowed` (an `allowed_hosts` entry): equal to it, or, for an entry
+/// without a port, equal to it with or without the listen port.
+fn host_allowed(allowed: &str, host: &str, port: u16) -> bool {
+    // A port follows the last ':' outside the brackets of an IPv6 literal.
+    let has_port = allowed.rsplit_once(':').is_some_and(|(name, _)| !name.is_empty() && !name.ends_with(':'))
+        && (!allowed.starts_with('[') || allowed.contains("]:"));
+    host.eq_ignore_ascii_case(allowed) || (!has_port && host.eq_ignore_ascii_case(&format!("{allowed}:{port}")))
+}
+
+/// Whether `given` equals `expected`, in a time that depends on `given`'s length only: neither where the
+/// first difference is nor the token's length can be learnt from how long a refusal takes.
+fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
+    let mut diff = u8::from(given.len() != expected.len());
+    for (i, g) in given.iter().enumerate() {
+        // `expected` is read cyclically so that a longer guess costs the same per byte.
+        let e = expected.get(i % expected.len().max(1)).copied().unwrap_or(0);
+        diff |= std::hint::black_box(g ^ e);
+    }
+    diff == 0
 }
 
 async fn health(State(s): State<Arc<AdminState>>) -> Json<api::Health> {
@@ -295,4 +337,45 @@ async fn list_alerts(
         })?),
     };
     Ok(Json(api::List { items: state.transport.alerts().list(since, severity, class), next: None }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{constant_time_eq, host_allowed};
+
+    #[test]
+    fn tokens_compare_equal_only_when_equal() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("s3cret", "s3cret", true),
+            ("s3cret", "s3cres", false),
+            ("s3cre", "s3cret", false),
+            ("s3cret!", "s3cret", false),
+            ("s3crets3cret", "s3cret", false),
+            ("", "s3cret", false),
+            ("", "", true),
+        ];
+        for (given, expected, equal) in cases {
+            assert_eq!(constant_time_eq(given.as_bytes(), expected.as_bytes()), *equal, "{given:?} {expected:?}");
+        }
+    }
+
+    #[test]
+    fn allowed_hosts_match_with_their_port_or_the_listen_port() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("mx1.example.test:8025", "mx1.example.test:8025", true),
+            ("mx1.example.test:8025", "MX1.Example.Test:8025", true),
+            ("mx1.example.test:8025", "mx1.example.test:9000", false),
+            ("mx1.example.test:8025", "mx1.example.test", false),
+            ("mx1.example.test", "mx1.example.test:8443", true),
+            ("mx1.example.test", "mx1.example.test", true),
+            ("mx1.example.test", "mx1.example.test:9000", false),
+            ("mx1.example.test", "evil.test:8443", false),
+            ("[2001:db8::1]", "[2001:db8::1]:8443", true),
+            ("[2001:db8::1]:8443", "[2001:db8::1]:8443", true),
+            ("[2001:db8::1]:9000", "[2001:db8::1]:8443", false),
+        ];
+        for (allowed, host, ok) in cases {
+            assert_eq!(host_allowed(allowed, host, 8443), *ok, "{allowed:?} {host:?}");
+        }
+    }
 }

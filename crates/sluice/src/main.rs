@@ -96,6 +96,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for key in &loaded.not_yet_in_effect {
                 eprintln!("sluice: note: {key} is accepted but not yet in effect in this release");
             }
+            // What a reload of a running server would not change: the administrator learns it before the
+            // reload, and the reload's `restart_required` names those whose value differs.
+            for key in &loaded.restart_only {
+                eprintln!("sluice: note: {key} takes effect only at a restart (a reload keeps the running value)");
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
