@@ -12,6 +12,7 @@ mod dsn;
 mod hardening;
 mod poison;
 mod relay;
+mod reload;
 mod remote;
 mod safety_net;
 mod send_tls;
