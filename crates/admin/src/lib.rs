@@ -24,6 +24,7 @@ use sluice_transport::{BoxFuture, Transport};
 use tokio_util::sync::CancellationToken;
 
 mod actions;
+mod audit;
 mod query;
 mod resubmit;
 mod tls;
@@ -83,6 +84,8 @@ pub fn router(state: AdminState) -> Router {
         .merge(resubmit::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(middleware::from_fn_with_state(state.clone(), guard))
+        // Outside the guard: refused requests are audited too.
+        .layer(middleware::from_fn_with_state(state.clone(), audit::audit))
         .with_state(state)
 }
 
@@ -124,13 +127,24 @@ async fn guard(State(s): State<Arc<AdminState>>, mut req: Request, next: Next) -
     if let Err(e) = check(&s, req.method(), req.uri().path(), req.headers()) {
         return e.into_response();
     }
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
-    let origin = match peer {
-        Some(peer) => format!("admin API {peer}"),
-        None => "admin API".to_owned(),
-    };
+    let origin = origin_of(&req);
     req.extensions_mut().insert(Origin(origin));
     next.run(req).await
+}
+
+/// Who sent `req`, as tracking events name it: `admin API 127.0.0.1:53412`.
+fn origin_of(req: &Request) -> String {
+    match req.extensions().get::<ConnectInfo<SocketAddr>>() {
+        Some(ConnectInfo(peer)) => format!("admin API {peer}"),
+        None => "admin API".to_owned(),
+    }
+}
+
+/// Whether `headers` carry the configured bearer token (false when none is configured).
+fn token_given(s: &AdminState, headers: &HeaderMap) -> bool {
+    let Some(token) = &s.token else { return false };
+    let given = headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()).unwrap_or("");
+    given.strip_prefix("Bearer ").is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
 }
 
 /// Who asked for an action, as its tracking event names it (`admin API 127.0.0.1:53412`): set on every
@@ -150,14 +164,8 @@ fn check(s: &AdminState, method: &Method, path: &str, headers: &HeaderMap) -> Re
     if !host_ok {
         return Err(ApiError::new(StatusCode::FORBIDDEN, format!("Host {host:?} is not this server's admin address")));
     }
-    if let Some(token) = &s.token
-        && !(method == Method::GET && path == "/api/v1/health")
-    {
-        let given = headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()).unwrap_or("");
-        let ok = given.strip_prefix("Bearer ").is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
-        if !ok {
-            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "a valid bearer token is required"));
-        }
+    if s.token.is_some() && !(method == Method::GET && path == "/api/v1/health") && !token_given(s, headers) {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "a valid bearer token is required"));
     }
     if method != Method::GET && method != Method::HEAD {
         let json = headers

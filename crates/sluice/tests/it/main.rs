@@ -4,6 +4,7 @@ mod harness;
 
 mod actions;
 mod admin;
+mod audit;
 mod config;
 mod crash;
 mod diskfull;
