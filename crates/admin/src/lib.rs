@@ -16,15 +16,18 @@ use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use sluice_api_types as api;
 use sluice_transport::{BoxFuture, Transport};
 use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 mod actions;
 mod audit;
+pub mod openapi;
 mod query;
 mod resubmit;
 mod tls;
@@ -69,19 +72,26 @@ fn bad_request(what: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, what)
 }
 
+/// Every route of the API, each registered with its part of the OpenAPI document (`openapi.rs` says how).
+fn routes() -> OpenApiRouter<Arc<AdminState>> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(openapi::openapi_json))
+        .routes(routes!(list_queues))
+        .routes(routes!(get_queue))
+        .routes(routes!(list_messages))
+        .routes(routes!(list_alerts))
+        .routes(routes!(reload))
+        .routes(routes!(defrag))
+        .merge(actions::routes())
+        .merge(resubmit::routes())
+}
+
 /// The API's routes.
 pub fn router(state: AdminState) -> Router {
     let state = Arc::new(state);
-    Router::new()
-        .route("/api/v1/health", get(health))
-        .route("/api/v1/queues", get(list_queues))
-        .route("/api/v1/queues/{identity}", get(get_queue))
-        .route("/api/v1/messages", get(list_messages))
-        .route("/api/v1/alerts", get(list_alerts))
-        .route("/api/v1/config/reload", post(reload))
-        .route("/api/v1/database/defrag", post(defrag))
-        .merge(actions::routes())
-        .merge(resubmit::routes())
+    let (routes, _) = routes().split_for_parts();
+    routes
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         // Outside the guard: refused requests are audited too.
@@ -201,6 +211,9 @@ fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
     diff == 0
 }
 
+/// Liveness and readiness: `degraded` while the server runs but refuses new mail.
+#[utoipa::path(get, path = "/api/v1/health", tag = "server", security(()),
+    responses((status = 200, body = api::Health)))]
 async fn health(State(s): State<Arc<AdminState>>) -> Json<api::Health> {
     Json(api::Health {
         // "degraded": the server runs but refuses new mail (a stopped queue database, back pressure High).
@@ -267,6 +280,9 @@ fn select_messages(s: &AdminState, q: &HashMap<String, String>) -> Result<Vec<ap
     Ok(items)
 }
 
+/// Get-Queue: the queues a query selects, a page at a time.
+#[utoipa::path(get, path = "/api/v1/queues", tag = "queues", params(openapi::QueueListQuery),
+    responses((status = 200, body = api::List<api::Queue>), openapi::Errors))]
 async fn list_queues(
     State(s): State<Arc<AdminState>>,
     Query(q): Query<HashMap<String, String>>,
@@ -275,6 +291,9 @@ async fn list_queues(
     Ok(Json(page(select_queues(&s, &q)?, &q)?))
 }
 
+/// Get-Queue: one queue.
+#[utoipa::path(get, path = "/api/v1/queues/{identity}", tag = "queues", params(openapi::IdentityPath),
+    responses((status = 200, body = api::Queue), openapi::Errors))]
 async fn get_queue(
     State(s): State<Arc<AdminState>>,
     Path(identity): Path<String>,
@@ -282,6 +301,9 @@ async fn get_queue(
     s.transport.queue(&identity).map(Json).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e.to_string()))
 }
 
+/// Get-Message: the message copies a query selects, a page at a time.
+#[utoipa::path(get, path = "/api/v1/messages", tag = "messages", params(openapi::MessageListQuery),
+    responses((status = 200, body = api::List<api::Message>), openapi::Errors))]
 async fn list_messages(
     State(s): State<Arc<AdminState>>,
     Query(q): Query<HashMap<String, String>>,
@@ -290,10 +312,18 @@ async fn list_messages(
     Ok(Json(page(select_messages(&s, &q)?, &q)?))
 }
 
+/// Reloads the configuration file (as SIGHUP does); keys that need a restart are named and keep their
+/// running value.
+#[utoipa::path(post, path = "/api/v1/config/reload", tag = "server",
+    responses((status = 200, body = api::ReloadResult), openapi::Errors))]
 async fn reload(State(s): State<Arc<AdminState>>) -> Result<Json<api::ReloadResult>, ApiError> {
     (s.reload)().await.map(Json).map_err(|e| bad_request(format!("configuration not reloaded: {e}")))
 }
 
+/// Starts online defragmentation of the queue database now, for at most `online_defrag_time_to_run`.
+#[utoipa::path(post, path = "/api/v1/database/defrag", tag = "server",
+    responses((status = 200, body = api::DefragResult), openapi::Errors,
+        (status = 503, description = "The queue database stopped", body = api::ErrorBody)))]
 async fn defrag(State(s): State<Arc<AdminState>>) -> Result<Json<api::DefragResult>, ApiError> {
     let r = s
         .transport
@@ -308,16 +338,22 @@ async fn defrag(State(s): State<Arc<AdminState>>) -> Result<Json<api::DefragResu
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct AlertsQuery {
+    /// Only alerts raised at or after this time (RFC 3339).
     since: Option<String>,
+    /// `Critical`, `Warning` or `Information`: this severity and the more urgent ones.
     severity: Option<String>,
+    /// Only alerts of this class.
     class: Option<String>,
 }
 
 /// `GET /api/v1/alerts?since=&severity=&class=`: recent alerts, oldest first. `since` is RFC 3339;
 /// `severity` keeps that severity and the more urgent ones.
+#[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts", params(AlertsQuery),
+    responses((status = 200, body = api::List<api::Alert>), openapi::Errors))]
 async fn list_alerts(
     State(state): State<Arc<AdminState>>,
     q: Result<Query<AlertsQuery>, axum::extract::rejection::QueryRejection>,
