@@ -27,7 +27,7 @@ use utoipa_axum::routes;
 
 mod actions;
 mod audit;
-pub mod openapi;
+mod openapi;
 mod query;
 mod resubmit;
 mod tls;

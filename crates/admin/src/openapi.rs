@@ -13,7 +13,7 @@
 //!    of that path (`routes!(get_message, remove_message)`). Never `.route(...)`: such a route would be
 //!    served but missing from the document, and the test `routes_are_registered_only_with_their_document`
 //!    fails.
-//! 3. Add the method and path to [`tests::ROUTES`] (the API's surface, checked against the document).
+//! 3. Add the method and path to `ROUTES` in the tests below (the API's surface, checked against the document).
 //!
 //! Every operation needs the bearer token when one is configured ([`SecurityAddon`]), except
 //! `GET /api/v1/health`, which says so with `security(())`.
@@ -190,7 +190,7 @@ pub(crate) async fn openapi_json() -> impl IntoResponse {
 }
 
 /// The whole document: [`ApiDoc`] with every registered route. Built once.
-pub fn document() -> Arc<utoipa::openapi::OpenApi> {
+pub(crate) fn document() -> Arc<utoipa::openapi::OpenApi> {
     static DOCUMENT: OnceLock<Arc<utoipa::openapi::OpenApi>> = OnceLock::new();
     DOCUMENT.get_or_init(|| Arc::new(crate::routes().into_openapi())).clone()
 }

@@ -115,6 +115,21 @@ impl Remote {
         remote
     }
 
+    /// SIGTERM, then the process must exit 0 within 10 s.
+    fn stop_cleanly(mut self) {
+        let mut child = self.child.take().unwrap();
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "sluice did not stop on SIGTERM: {}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "{status}: {}", self.log());
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
     }
@@ -152,6 +167,9 @@ fn the_admin_api_on_every_address_serves_tls_with_a_token() {
         assert_eq!(status, 0, "{wildcard}: plain HTTP was answered");
         // ... and the server is still there for a TLS client afterwards.
         assert_eq!(https(&client, s.admin, "GET", "/api/v1/queues", &bearer).0, 200, "{wildcard}");
+        // A silent client in the middle of its handshake does not keep the server from stopping.
+        let _silent = TcpStream::connect(("127.0.0.1", s.admin)).unwrap();
+        s.stop_cleanly();
     }
 }
 
