@@ -71,3 +71,45 @@ fn check_config_names_the_restart_only_keys_a_file_sets() {
     assert!(notes[0].contains("receive_connectors.max_connections"), "{err}");
     assert!(notes[1].contains("queue_database.checkpoint_interval"), "{err}");
 }
+
+#[test]
+fn check_config_against_the_running_file_names_exactly_the_restart_keys_that_differ() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = dir.path().join("running.toml");
+    let edited = dir.path().join("edited.toml");
+    let connector = "[[receive_connectors]]\nname = \"A\"\nlisten = \"127.0.0.1:2525\"\n";
+    std::fs::write(&running, format!("[queue_database]\nbatch_size = 40\n{connector}max_connections = 4\n")).unwrap();
+    std::fs::write(
+        &edited,
+        format!(
+            "[queue_database]\nbatch_size = 40\n{connector}max_connections = 9\ntls = \"self-signed\"\nmax_errors = 3\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&edited)
+        .arg("--against")
+        .arg(&running)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let notes: Vec<&str> = err.lines().filter(|l| l.contains("takes effect only at a restart")).collect();
+    // batch_size is set in both files, unchanged: not named.
+    assert_eq!(notes.len(), 2, "{err}");
+    assert!(notes[0].contains("receive_connectors.tls differs from") && notes[0].contains("running.toml"), "{err}");
+    assert!(notes[1].contains("receive_connectors.max_connections differs"), "{err}");
+
+    // A running file that does not load is a configuration error (exit 2) naming it.
+    std::fs::write(&running, "[transport]\nbogus = 1\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&edited)
+        .arg("--against")
+        .arg(&running)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bogus"));
+}
