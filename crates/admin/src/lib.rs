@@ -5,7 +5,9 @@
 //! `Authorization: Bearer <token>`; the `Host` header must name the listen address or an allowed host
 //! (DNS rebinding); state-changing requests need a JSON body or `X-Sluice-Request: 1` (no cross-site form
 //! posts). The configuration refuses a non-loopback listen address without a token and TLS; with `[admin] tls`
-//! the API is served over HTTPS ([`serve_tls`]).
+//! the API is served over HTTPS ([`serve_tls`]). Every state-changing request, refused ones included, is an
+//! `AUDIT` event in the tracking log (`audit.rs`). The OpenAPI document comes from the route registration
+//! (`openapi.rs`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
