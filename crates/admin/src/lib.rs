@@ -144,10 +144,11 @@ async fn guard(State(s): State<Arc<AdminState>>, mut req: Request, next: Next) -
     next.run(req).await
 }
 
-/// Who sent `req`, as tracking events name it: `admin API 127.0.0.1:53412`.
+/// Who sent `req`, as tracking events name it: `admin API 127.0.0.1:53412`. An IPv4 client of a dual-stack
+/// listener (`[::]`) is named by its IPv4 address, as on an IPv4 listener.
 fn origin_of(req: &Request) -> String {
     match req.extensions().get::<ConnectInfo<SocketAddr>>() {
-        Some(ConnectInfo(peer)) => format!("admin API {peer}"),
+        Some(ConnectInfo(peer)) => format!("admin API {}", SocketAddr::new(peer.ip().to_canonical(), peer.port())),
         None => "admin API".to_owned(),
     }
 }

@@ -167,6 +167,19 @@ fn the_admin_api_on_every_address_serves_tls_with_a_token() {
         assert_eq!(status, 0, "{wildcard}: plain HTTP was answered");
         // ... and the server is still there for a TLS client afterwards.
         assert_eq!(https(&client, s.admin, "GET", "/api/v1/queues", &bearer).0, 200, "{wildcard}");
+        // A change over TLS is audited with the client's address, as over plain HTTP.
+        let change = [("Authorization", "Bearer s3cret"), ("X-Sluice-Request", "1")];
+        assert_eq!(https(&client, s.admin, "POST", "/api/v1/config/reload", &change).0, 200, "{wildcard}");
+        let data = s.dir.path().join("data");
+        let audited = || {
+            tracking_events(&data).into_iter().any(|e| {
+                e["event_id"] == "AUDIT"
+                    && e["audit"]["path"] == "/api/v1/config/reload"
+                    && e["audit"]["token"] == true
+                    && e["source"].as_str().is_some_and(|s| s.starts_with("admin API 127.0.0.1:"))
+            })
+        };
+        assert!(wait_until(Duration::from_secs(5), audited), "{wildcard}: {:?}", tracking_events(&data));
         // A silent client in the middle of its handshake does not keep the server from stopping.
         let _silent = TcpStream::connect(("127.0.0.1", s.admin)).unwrap();
         s.stop_cleanly();
