@@ -12,30 +12,32 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use serde::Deserialize;
 use sluice_api_types as api;
 use sluice_transport::ActionError;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::openapi::{BulkQuery, BulkRemoveQuery, BulkRetryQuery, Errors, IdentityPath};
 use crate::{AdminState, ApiError, Origin, bad_request};
 
-/// The routes of the actions.
-pub(crate) fn routes() -> Router<Arc<AdminState>> {
-    Router::new()
-        .route("/api/v1/queues/suspend", post(suspend_queues))
-        .route("/api/v1/queues/resume", post(resume_queues))
-        .route("/api/v1/queues/retry", post(retry_queues))
-        .route("/api/v1/queues/{identity}/suspend", post(suspend_queue))
-        .route("/api/v1/queues/{identity}/resume", post(resume_queue))
-        .route("/api/v1/queues/{identity}/retry", post(retry_queue))
-        .route("/api/v1/messages/suspend", post(suspend_messages))
-        .route("/api/v1/messages/resume", post(resume_messages))
-        .route("/api/v1/messages/remove", post(remove_messages))
-        .route("/api/v1/messages/{identity}", get(get_message).delete(remove_message))
-        .route("/api/v1/messages/{identity}/suspend", post(suspend_message))
-        .route("/api/v1/messages/{identity}/resume", post(resume_message))
-        .route("/api/v1/messages/{identity}/export", get(export_message))
+/// The routes of the actions, with their part of the OpenAPI document.
+pub(crate) fn routes() -> OpenApiRouter<Arc<AdminState>> {
+    OpenApiRouter::new()
+        .routes(routes!(suspend_queues))
+        .routes(routes!(resume_queues))
+        .routes(routes!(retry_queues))
+        .routes(routes!(suspend_queue))
+        .routes(routes!(resume_queue))
+        .routes(routes!(retry_queue))
+        .routes(routes!(suspend_messages))
+        .routes(routes!(resume_messages))
+        .routes(routes!(remove_messages))
+        .routes(routes!(get_message, remove_message))
+        .routes(routes!(suspend_message))
+        .routes(routes!(resume_message))
+        .routes(routes!(export_message))
 }
 
 impl From<ActionError> for ApiError {
@@ -79,6 +81,9 @@ fn one_queue(r: api::ActionResult<api::Queue>) -> Result<Json<api::Queue>, ApiEr
     r.items.into_iter().next().map(Json).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "the queue is gone"))
 }
 
+/// Suspend-Queue: no new connection; deliveries in flight finish; survives a restart.
+#[utoipa::path(post, path = "/api/v1/queues/{identity}/suspend", tag = "queues", params(IdentityPath),
+    responses((status = 200, description = "The queue after the action", body = api::Queue), Errors))]
 async fn suspend_queue(
     State(s): State<Arc<AdminState>>,
     Extension(Origin(origin)): Extension<Origin>,
@@ -87,6 +92,9 @@ async fn suspend_queue(
     one_queue(s.transport.suspend_queues(&[identity], &origin).await?)
 }
 
+/// Resume-Queue: `409` unless suspended.
+#[utoipa::path(post, path = "/api/v1/queues/{identity}/resume", tag = "queues", params(IdentityPath),
+    responses((status = 200, description = "The queue after the action", body = api::Queue), Errors))]
 async fn resume_queue(
     State(s): State<Arc<AdminState>>,
     Extension(Origin(origin)): Extension<Origin>,
@@ -95,11 +103,18 @@ async fn resume_queue(
     one_queue(s.transport.resume_queues(&[identity], &origin).await?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct RetryQuery {
+    /// Send the queue's waiting messages back to the categorizer instead (default false).
+    #[param(value_type = Option<bool>)]
     resubmit: Option<String>,
 }
 
+/// Retry-Queue: a queue in Retry connects now; with `resubmit=true` its waiting messages go back to the
+/// categorizer.
+#[utoipa::path(post, path = "/api/v1/queues/{identity}/retry", tag = "queues", params(IdentityPath, RetryQuery),
+    responses((status = 200, description = "The queue after the action", body = api::Queue), Errors))]
 async fn retry_queue(
     State(s): State<Arc<AdminState>>,
     Extension(Origin(origin)): Extension<Origin>,
@@ -191,6 +206,11 @@ where
     Ok(Json(act(identities).await?))
 }
 
+/// Suspend-Queue on a list of queues, or on those a filter selects.
+#[utoipa::path(post, path = "/api/v1/queues/suspend", tag = "queues", params(BulkQuery),
+    request_body(content = Option<api::ActionRequest>, description = "The identities to act on (without `filter`), \
+        or only the action's options (with it)"),
+    responses((status = 200, body = api::ActionResult<api::Queue>), Errors))]
 async fn suspend_queues(
     State(s): State<Arc<AdminState>>,
     Extension(Origin(origin)): Extension<Origin>,
@@ -205,6 +225,11 @@ async fn suspend_queues(
     .await
 }
 
+/// Resume-Queue on a list of queues, or on those a filter selects.
+#[utoipa::path(post, path = "/api/v1/queues/resume", tag = "queues", params(BulkQuery),
+    request_body(content = Option<api::ActionRequest>, description = "The identities to act on (without `filter`), \
+        or only the action's options (with it)"),
+    responses((status = 200, body = api::ActionResult<api::Queue>), Errors))]
 async fn resume_queues(
     State(s): State<Arc<AdminState>>,
     Extension(Origin(origin)): Extension<Origin>,
@@ -219,6 +244,11 @@ async fn resume_queues(
     .await
 }
 
+/// Retry-Queue on a list of queues, or on those a filter selects.
+#[utoipa::path(post, path = "/api/v1/queues/retry", tag = "queues", params(BulkRetryQuery),
+    request_body(content = Option<api::ActionRequest>, description = "The identities to act on (without `filter`), \
+        or only the action's options (with it)"),
+    responses((status = 200, body = api::ActionResult<api::Queue>), Errors))]
 async fn retry_queues(
     State(s): State<Arc<AdminState>>,
     Extension(Origin(origin)): Extension<Origin>,
@@ -236,6 +266,9 @@ async fn retry_queues(
 
 /// `GET /api/v1/messages/{identity}`: the copy it names, or (`<server>\*\<mid>`, a bare MID) the list of
 /// every copy of the message.
+#[utoipa::path(get, path = "/api/v1/messages/{identity}", tag = "messages", params(IdentityPath),
+    responses((status = 200, description = "The copy; for every copy of a MID, `{\"items\": [...]}` of them",
+        body = api::Message), Errors))]
 async fn get_message(State(s): State<Arc<AdminState>>, Path(identity): Path<String>) -> Result<Response, ApiError> {
     let (copies, every) = s.transport.message(&identity)?;
     if every {
@@ -245,6 +278,9 @@ async fn get_message(State(s): State<Arc<AdminState>>, Path(identity): Path<Stri
     Ok(Json(one).into_response())
 }
 
+/// Suspend-Message: nothing delivers it until it is resumed.
+#[utoipa::path(post, path = "/api/v1/messages/{identity}/suspend", tag = "messages", params(IdentityPath),
+    responses((status = 200, body = api::ActionResult<api::Message>), Errors))]
 async fn suspend_message(
     State(s): State<Arc<AdminState>>,
     Extension(Origin(origin)): Extension<Origin>,
@@ -253,6 +289,9 @@ async fn suspend_message(
     Ok(Json(s.transport.suspend_messages(&[identity], &origin).await?))
 }
 
+/// Resume-Message; a copy in Poison goes back to the categorizer.
+#[utoipa::path(post, path = "/api/v1/messages/{identity}/resume", tag = "messages", params(IdentityPath),
+    responses((status = 200, body = api::ActionResult<api::Message>), Errors))]
 async fn resume_message(
     State(s): State<Arc<AdminState>>,
     Extension(Origin(origin)): Extension<Origin>,
@@ -261,12 +300,17 @@ async fn resume_message(
     Ok(Json(s.transport.resume_messages(&[identity], &origin).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct RemoveQuery {
+    /// Send the sender a non-delivery report (default true).
+    #[param(value_type = Option<bool>)]
     with_ndr: Option<String>,
 }
 
 /// `DELETE /api/v1/messages/{identity}?with_ndr=true`: with a notice to the sender unless `with_ndr=false`.
+#[utoipa::path(delete, path = "/api/v1/messages/{identity}", tag = "messages", params(IdentityPath, RemoveQuery),
+    responses((status = 200, body = api::ActionResult<api::Message>), Errors))]
 async fn remove_message(
     State(s): State<Arc<AdminState>>,
     Extension(Origin(origin)): Extension<Origin>,
@@ -277,6 +321,11 @@ async fn remove_message(
     Ok(Json(s.transport.remove_messages(&[identity], with_ndr, &origin).await?))
 }
 
+/// Suspend-Message on a list of copies, or on those a filter selects.
+#[utoipa::path(post, path = "/api/v1/messages/suspend", tag = "messages", params(BulkQuery),
+    request_body(content = Option<api::ActionRequest>, description = "The identities to act on (without `filter`), \
+        or only the action's options (with it)"),
+    responses((status = 200, body = api::ActionResult<api::Message>), Errors))]
 async fn suspend_messages(
     State(s): State<Arc<AdminState>>,
     Extension(Origin(origin)): Extension<Origin>,
@@ -291,6 +340,11 @@ async fn suspend_messages(
     .await
 }
 
+/// Resume-Message on a list of copies, or on those a filter selects.
+#[utoipa::path(post, path = "/api/v1/messages/resume", tag = "messages", params(BulkQuery),
+    request_body(content = Option<api::ActionRequest>, description = "The identities to act on (without `filter`), \
+        or only the action's options (with it)"),
+    responses((status = 200, body = api::ActionResult<api::Message>), Errors))]
 async fn resume_messages(
     State(s): State<Arc<AdminState>>,
     Extension(Origin(origin)): Extension<Origin>,
@@ -305,6 +359,11 @@ async fn resume_messages(
     .await
 }
 
+/// Remove-Message on a list of copies, or on those a filter selects.
+#[utoipa::path(post, path = "/api/v1/messages/remove", tag = "messages", params(BulkRemoveQuery),
+    request_body(content = Option<api::ActionRequest>, description = "The identities to act on (without `filter`), \
+        or only the action's options (with it)"),
+    responses((status = 200, body = api::ActionResult<api::Message>), Errors))]
 async fn remove_messages(
     State(s): State<Arc<AdminState>>,
     Extension(Origin(origin)): Extension<Origin>,
@@ -325,6 +384,9 @@ const EXPORT_CHUNK: usize = 256 * 1024;
 
 /// `GET /api/v1/messages/{identity}/export`: the message as `message/rfc822`, read from the queue
 /// database a piece at a time (on a blocking thread) while it is sent, never held whole.
+#[utoipa::path(get, path = "/api/v1/messages/{identity}/export", tag = "messages", params(IdentityPath),
+    responses((status = 200, description = "The message as an .eml file", content_type = "message/rfc822",
+        body = String), Errors))]
 async fn export_message(State(s): State<Arc<AdminState>>, Path(identity): Path<String>) -> Result<Response, ApiError> {
     let (mid, source) = s.transport.export(&identity)?;
     let len = source.len();

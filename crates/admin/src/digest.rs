@@ -37,6 +37,33 @@ enum Details {
     Verbose,
 }
 
+/// The query of `GET /api/v1/queue-digest`; any other key is a 400.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(crate) struct DigestQuery {
+    /// `next_hop_domain` (default), `last_error`, `delivery_type`, `status`, `queue_name` or
+    /// `next_hop_category`.
+    group_by: Option<String>,
+    /// An OPATH filter over queue properties: only the queues it selects are counted.
+    filter: Option<String>,
+    /// Only these queues (comma-separated): `Empty`, `External`, `Internal` or a DeliveryType.
+    include: Option<String>,
+    /// Not these queues, as `include`.
+    exclude: Option<String>,
+    /// The messages a delivery queue needs to be counted (default `[transport] digest_threshold`).
+    digest_threshold: Option<u64>,
+    /// `None`, `Normal` (default: each queue's identity, status and count) or `Verbose` (each whole queue).
+    details_level: Option<String>,
+    /// Rows per page (1..250000; default 1000).
+    result_size: Option<u32>,
+    /// The `next` of the previous page.
+    bookmark: Option<String>,
+}
+
+/// Get-QueueDigest: the queues grouped by a property, largest group first.
+#[utoipa::path(get, path = "/api/v1/queue-digest", tag = "queues", params(DigestQuery),
+    responses((status = 200, body = api::List<api::DigestRow>), crate::openapi::Errors))]
 pub(crate) async fn queue_digest(
     State(s): State<Arc<AdminState>>,
     Query(q): Query<HashMap<String, String>>,

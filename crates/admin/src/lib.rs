@@ -4,8 +4,10 @@
 //! **Security**: with a token configured every request but `GET /api/v1/health` needs
 //! `Authorization: Bearer <token>`; the `Host` header must name the listen address or an allowed host
 //! (DNS rebinding); state-changing requests need a JSON body or `X-Sluice-Request: 1` (no cross-site form
-//! posts). The configuration refuses a non-loopback listen address without a token and TLS (and, while
-//! `admin.tls` is not in effect, any non-loopback address).
+//! posts). The configuration refuses a non-loopback listen address without a token and TLS; with `[admin] tls`
+//! the API is served over HTTPS ([`serve_tls`]). Every state-changing request, refused ones included, is an
+//! `AUDIT` event in the tracking log (`audit.rs`). The OpenAPI document comes from the route registration
+//! (`openapi.rs`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,17 +18,22 @@ use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use sluice_api_types as api;
 use sluice_transport::{BoxFuture, CopyRow, Transport};
 use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 mod actions;
+mod audit;
 mod digest;
+mod openapi;
 mod query;
 mod resubmit;
+mod tls;
 
 /// Reloads the configuration; returns what happened, or why it failed (the old configuration stays).
 pub type ReloadFn = Arc<dyn Fn() -> BoxFuture<'static, Result<api::ReloadResult, String>> + Send + Sync>;
@@ -68,22 +75,31 @@ fn bad_request(what: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, what)
 }
 
+/// Every route of the API, each registered with its part of the OpenAPI document (`openapi.rs` says how).
+fn routes() -> OpenApiRouter<Arc<AdminState>> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(openapi::openapi_json))
+        .routes(routes!(list_queues))
+        .routes(routes!(get_queue))
+        .routes(routes!(digest::queue_digest))
+        .routes(routes!(list_messages))
+        .routes(routes!(list_alerts))
+        .routes(routes!(reload))
+        .routes(routes!(defrag))
+        .merge(actions::routes())
+        .merge(resubmit::routes())
+}
+
 /// The API's routes.
 pub fn router(state: AdminState) -> Router {
     let state = Arc::new(state);
-    Router::new()
-        .route("/api/v1/health", get(health))
-        .route("/api/v1/queues", get(list_queues))
-        .route("/api/v1/queues/{identity}", get(get_queue))
-        .route("/api/v1/queue-digest", get(digest::queue_digest))
-        .route("/api/v1/messages", get(list_messages))
-        .route("/api/v1/alerts", get(list_alerts))
-        .route("/api/v1/config/reload", post(reload))
-        .route("/api/v1/database/defrag", post(defrag))
-        .merge(actions::routes())
-        .merge(resubmit::routes())
+    let (routes, _) = routes().split_for_parts();
+    routes
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(middleware::from_fn_with_state(state.clone(), guard))
+        // Outside the guard: refused requests are audited too.
+        .layer(middleware::from_fn_with_state(state.clone(), audit::audit))
         .with_state(state)
 }
 
@@ -97,17 +113,53 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AdminState, shutdow
     }
 }
 
+/// Serves the API over TLS (`[admin] tls`) until `shutdown` is cancelled; `acceptor` holds the certificate.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    state: AdminState,
+    shutdown: CancellationToken,
+) {
+    use axum::serve::ListenerExt;
+    let listener = match tls::TlsListener::start(listener, acceptor, shutdown.clone()) {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(error = %e, "admin API cannot serve TLS");
+            return;
+        }
+    };
+    let app = router(state);
+    let done = async move { shutdown.cancelled().await };
+    // `tap_io` gives the TLS connections the peer address as `ConnectInfo<SocketAddr>`, as plain ones have.
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
+    if let Err(e) = axum::serve(listener.tap_io(|_| {}), app).with_graceful_shutdown(done).await {
+        tracing::error!(error = %e, "admin API stopped");
+    }
+}
+
 async fn guard(State(s): State<Arc<AdminState>>, mut req: Request, next: Next) -> Response {
     if let Err(e) = check(&s, req.method(), req.uri().path(), req.headers()) {
         return e.into_response();
     }
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
-    let origin = match peer {
-        Some(peer) => format!("admin API {peer}"),
-        None => "admin API".to_owned(),
-    };
+    let origin = origin_of(&req);
     req.extensions_mut().insert(Origin(origin));
     next.run(req).await
+}
+
+/// Who sent `req`, as tracking events name it: `admin API 127.0.0.1:53412`. An IPv4 client of a dual-stack
+/// listener (`[::]`) is named by its IPv4 address, as on an IPv4 listener.
+fn origin_of(req: &Request) -> String {
+    match req.extensions().get::<ConnectInfo<SocketAddr>>() {
+        Some(ConnectInfo(peer)) => format!("admin API {}", SocketAddr::new(peer.ip().to_canonical(), peer.port())),
+        None => "admin API".to_owned(),
+    }
+}
+
+/// Whether `headers` carry the configured bearer token (false when none is configured).
+fn token_given(s: &AdminState, headers: &HeaderMap) -> bool {
+    let Some(token) = &s.token else { return false };
+    let given = headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()).unwrap_or("");
+    given.strip_prefix("Bearer ").is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
 }
 
 /// Who asked for an action, as its tracking event names it (`admin API 127.0.0.1:53412`): set on every
@@ -119,7 +171,7 @@ fn check(s: &AdminState, method: &Method, path: &str, headers: &HeaderMap) -> Re
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
     let port = s.listen.port();
     let host_ok = host == s.listen.to_string()
-        || s.allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
+        || s.allowed_hosts.iter().any(|h| host_allowed(h, host, port))
         || (s.listen.ip().is_loopback()
             && [format!("localhost:{port}"), format!("127.0.0.1:{port}"), format!("[::1]:{port}")]
                 .iter()
@@ -127,14 +179,8 @@ fn check(s: &AdminState, method: &Method, path: &str, headers: &HeaderMap) -> Re
     if !host_ok {
         return Err(ApiError::new(StatusCode::FORBIDDEN, format!("Host {host:?} is not this server's admin address")));
     }
-    if let Some(token) = &s.token
-        && !(method == Method::GET && path == "/api/v1/health")
-    {
-        let given = headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()).unwrap_or("");
-        let ok = given.strip_prefix("Bearer ").is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
-        if !ok {
-            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "a valid bearer token is required"));
-        }
+    if s.token.is_some() && !(method == Method::GET && path == "/api/v1/health") && !token_given(s, headers) {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "a valid bearer token is required"));
     }
     if method != Method::GET && method != Method::HEAD {
         let json = headers
@@ -149,10 +195,30 @@ fn check(s: &AdminState, method: &Method, path: &str, headers: &HeaderMap) -> Re
     Ok(())
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Whether the `Host` header `host` names `allowed` (an `allowed_hosts` entry): equal to it, or, for an entry
+/// without a port, equal to it with or without the listen port.
+fn host_allowed(allowed: &str, host: &str, port: u16) -> bool {
+    // A port follows the last ':' outside the brackets of an IPv6 literal.
+    let has_port = allowed.rsplit_once(':').is_some_and(|(name, _)| !name.is_empty() && !name.ends_with(':'))
+        && (!allowed.starts_with('[') || allowed.contains("]:"));
+    host.eq_ignore_ascii_case(allowed) || (!has_port && host.eq_ignore_ascii_case(&format!("{allowed}:{port}")))
 }
 
+/// Whether `given` equals `expected`, in a time that depends on `given`'s length only: neither where the
+/// first difference is nor the token's length can be learnt from how long a refusal takes.
+fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
+    let mut diff = u8::from(given.len() != expected.len());
+    for (i, g) in given.iter().enumerate() {
+        // `expected` is read cyclically so that a longer guess costs the same per byte.
+        let e = expected.get(i % expected.len().max(1)).copied().unwrap_or(0);
+        diff |= std::hint::black_box(g ^ e);
+    }
+    diff == 0
+}
+
+/// Liveness and readiness: `degraded` while the server runs but refuses new mail.
+#[utoipa::path(get, path = "/api/v1/health", tag = "server", security(()),
+    responses((status = 200, body = api::Health)))]
 async fn health(State(s): State<Arc<AdminState>>) -> Json<api::Health> {
     Json(api::Health {
         // "degraded": the server runs but refuses new mail (a stopped queue database, back pressure High).
@@ -204,6 +270,9 @@ fn select_messages(s: &AdminState, q: &HashMap<String, String>) -> Result<Vec<Co
     Ok(query::select(rows, filter.as_ref(), &order, query::message_value))
 }
 
+/// Get-Queue: the queues a query selects, a page at a time.
+#[utoipa::path(get, path = "/api/v1/queues", tag = "queues", params(openapi::QueueListQuery),
+    responses((status = 200, body = api::List<api::Queue>), openapi::Errors))]
 async fn list_queues(
     State(s): State<Arc<AdminState>>,
     Query(q): Query<HashMap<String, String>>,
@@ -212,6 +281,9 @@ async fn list_queues(
     Ok(Json(page(select_queues(&s, &q)?, &q)?))
 }
 
+/// Get-Queue: one queue.
+#[utoipa::path(get, path = "/api/v1/queues/{identity}", tag = "queues", params(openapi::IdentityPath),
+    responses((status = 200, body = api::Queue), openapi::Errors))]
 async fn get_queue(
     State(s): State<Arc<AdminState>>,
     Path(identity): Path<String>,
@@ -219,6 +291,9 @@ async fn get_queue(
     s.transport.queue(&identity).map(Json).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e.to_string()))
 }
 
+/// Get-Message: the message copies a query selects, a page at a time.
+#[utoipa::path(get, path = "/api/v1/messages", tag = "messages", params(openapi::MessageListQuery),
+    responses((status = 200, body = api::List<api::Message>), openapi::Errors))]
 async fn list_messages(
     State(s): State<Arc<AdminState>>,
     Query(q): Query<HashMap<String, String>>,
@@ -233,10 +308,18 @@ async fn list_messages(
     Ok(Json(api::List { items: rows.items.iter().map(|r| r.to_api(include)).collect(), next: rows.next }))
 }
 
+/// Reloads the configuration file (as SIGHUP does); keys that need a restart are named and keep their
+/// running value.
+#[utoipa::path(post, path = "/api/v1/config/reload", tag = "server",
+    responses((status = 200, body = api::ReloadResult), openapi::Errors))]
 async fn reload(State(s): State<Arc<AdminState>>) -> Result<Json<api::ReloadResult>, ApiError> {
     (s.reload)().await.map(Json).map_err(|e| bad_request(format!("configuration not reloaded: {e}")))
 }
 
+/// Starts online defragmentation of the queue database now, for at most `online_defrag_time_to_run`.
+#[utoipa::path(post, path = "/api/v1/database/defrag", tag = "server",
+    responses((status = 200, body = api::DefragResult), openapi::Errors,
+        (status = 503, description = "The queue database stopped", body = api::ErrorBody)))]
 async fn defrag(State(s): State<Arc<AdminState>>) -> Result<Json<api::DefragResult>, ApiError> {
     let r = s
         .transport
@@ -251,18 +334,26 @@ async fn defrag(State(s): State<Arc<AdminState>>) -> Result<Json<api::DefragResu
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct AlertsQuery {
+    /// Only alerts raised at or after this time (RFC 3339).
     since: Option<String>,
+    /// `Critical`, `Warning` or `Information`: this severity and the more urgent ones.
     severity: Option<String>,
+    /// Only alerts of this class.
     class: Option<String>,
+    /// Items per page (1..250000; default 1000).
     result_size: Option<String>,
+    /// The `next` of the previous page.
     bookmark: Option<String>,
 }
 
 /// `GET /api/v1/alerts?since=&severity=&class=&result_size=&bookmark=`: recent alerts, oldest first.
 /// `since` is RFC 3339; `severity` keeps that severity and the more urgent ones.
+#[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts", params(AlertsQuery),
+    responses((status = 200, body = api::List<api::Alert>), openapi::Errors))]
 async fn list_alerts(
     State(state): State<Arc<AdminState>>,
     q: Result<Query<AlertsQuery>, axum::extract::rejection::QueryRejection>,
@@ -294,4 +385,45 @@ async fn list_alerts(
         .filter_map(|(k, v)| Some((k.to_owned(), v?)))
         .collect();
     Ok(Json(page(state.transport.alerts().list(since, severity, class), &paging)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{constant_time_eq, host_allowed};
+
+    #[test]
+    fn tokens_compare_equal_only_when_equal() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("s3cret", "s3cret", true),
+            ("s3cret", "s3cres", false),
+            ("s3cre", "s3cret", false),
+            ("s3cret!", "s3cret", false),
+            ("s3crets3cret", "s3cret", false),
+            ("", "s3cret", false),
+            ("", "", true),
+        ];
+        for (given, expected, equal) in cases {
+            assert_eq!(constant_time_eq(given.as_bytes(), expected.as_bytes()), *equal, "{given:?} {expected:?}");
+        }
+    }
+
+    #[test]
+    fn allowed_hosts_match_with_their_port_or_the_listen_port() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("mx1.example.test:8025", "mx1.example.test:8025", true),
+            ("mx1.example.test:8025", "MX1.Example.Test:8025", true),
+            ("mx1.example.test:8025", "mx1.example.test:9000", false),
+            ("mx1.example.test:8025", "mx1.example.test", false),
+            ("mx1.example.test", "mx1.example.test:8443", true),
+            ("mx1.example.test", "mx1.example.test", true),
+            ("mx1.example.test", "mx1.example.test:9000", false),
+            ("mx1.example.test", "evil.test:8443", false),
+            ("[2001:db8::1]", "[2001:db8::1]:8443", true),
+            ("[2001:db8::1]:8443", "[2001:db8::1]:8443", true),
+            ("[2001:db8::1]:9000", "[2001:db8::1]:8443", false),
+        ];
+        for (allowed, host, ok) in cases {
+            assert_eq!(host_allowed(allowed, host, 8443), *ok, "{allowed:?} {host:?}");
+        }
+    }
 }

@@ -8,18 +8,18 @@ use std::sync::Arc;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use sluice_api_types as api;
 use sluice_transport::ResubmitError;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::openapi::{Errors, IdPath};
 use crate::{AdminState, ApiError, Origin, bad_request};
 
-/// The routes of resubmit requests.
-pub(crate) fn routes() -> Router<Arc<AdminState>> {
-    Router::new()
-        .route("/api/v1/resubmit-requests", get(list).post(add).delete(remove_all))
-        .route("/api/v1/resubmit-requests/{id}", get(one).patch(change).delete(remove))
+/// The routes of resubmit requests, with their part of the OpenAPI document.
+pub(crate) fn routes() -> OpenApiRouter<Arc<AdminState>> {
+    OpenApiRouter::new().routes(routes!(list, add, remove_all)).routes(routes!(one, change, remove))
 }
 
 impl From<ResubmitError> for ApiError {
@@ -45,6 +45,9 @@ fn id(raw: &str) -> Result<u64, ApiError> {
     raw.parse().map_err(|_| ApiError::new(StatusCode::NOT_FOUND, format!("no resubmit request {raw:?}")))
 }
 
+/// Add-ResubmitRequest: resubmits the Safety Net copies delivered in the time window.
+#[utoipa::path(post, path = "/api/v1/resubmit-requests", tag = "resubmit", request_body = api::NewResubmitRequest,
+    responses((status = 201, body = api::ResubmitRequest), Errors))]
 async fn add(
     State(s): State<Arc<AdminState>>,
     Extension(Origin(origin)): Extension<Origin>,
@@ -55,10 +58,16 @@ async fn add(
     Ok((StatusCode::CREATED, Json(added)))
 }
 
+/// Get-ResubmitRequest: every request.
+#[utoipa::path(get, path = "/api/v1/resubmit-requests", tag = "resubmit",
+    responses((status = 200, body = api::List<api::ResubmitRequest>), Errors))]
 async fn list(State(s): State<Arc<AdminState>>) -> Json<api::List<api::ResubmitRequest>> {
     Json(api::List { items: s.transport.resubmit_requests(), next: None })
 }
 
+/// Get-ResubmitRequest: one request.
+#[utoipa::path(get, path = "/api/v1/resubmit-requests/{id}", tag = "resubmit", params(IdPath),
+    responses((status = 200, body = api::ResubmitRequest), Errors))]
 async fn one(
     State(s): State<Arc<AdminState>>,
     Path(raw): Path<String>,
@@ -66,6 +75,10 @@ async fn one(
     Ok(Json(s.transport.resubmit_request(id(&raw)?)?))
 }
 
+/// Set-ResubmitRequest: enables or disables a request.
+#[utoipa::path(patch, path = "/api/v1/resubmit-requests/{id}", tag = "resubmit", params(IdPath),
+    request_body = api::ResubmitRequestChange,
+    responses((status = 200, body = api::ResubmitRequest), Errors))]
 async fn change(
     State(s): State<Arc<AdminState>>,
     Path(raw): Path<String>,
@@ -76,6 +89,9 @@ async fn change(
     Ok(Json(s.transport.set_resubmit_request_enabled(id, change.enabled).await?))
 }
 
+/// Remove-ResubmitRequest: one request.
+#[utoipa::path(delete, path = "/api/v1/resubmit-requests/{id}", tag = "resubmit", params(IdPath),
+    responses((status = 200, body = api::ResubmitRequest), Errors))]
 async fn remove(
     State(s): State<Arc<AdminState>>,
     Path(raw): Path<String>,
@@ -84,6 +100,8 @@ async fn remove(
 }
 
 /// Removes every request; answers the list of those removed.
+#[utoipa::path(delete, path = "/api/v1/resubmit-requests", tag = "resubmit",
+    responses((status = 200, body = api::List<api::ResubmitRequest>), Errors))]
 async fn remove_all(State(s): State<Arc<AdminState>>) -> Result<Json<api::List<api::ResubmitRequest>>, ApiError> {
     Ok(Json(api::List { items: s.transport.remove_resubmit_requests().await?, next: None }))
 }

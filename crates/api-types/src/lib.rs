@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// Every list: a page of items and the bookmark of the next page.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct List<T> {
     pub items: Vec<T>,
     pub next: Option<String>,
@@ -12,14 +13,17 @@ pub struct List<T> {
 
 /// `{"error": ..., "detail": ...}` with a 4xx or 5xx status.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub detail: Option<serde_json::Value>,
 }
 
 /// `GET /api/v1/health`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     pub status: String,
     pub version: String,
@@ -28,6 +32,7 @@ pub struct Health {
 
 /// A queue, as Get-Queue shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Queue {
     pub identity: String,
     pub delivery_type: String,
@@ -56,6 +61,7 @@ pub struct Queue {
 
 /// A queue's message copies by priority.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PriorityCounts {
     pub high: u64,
     pub normal: u64,
@@ -64,6 +70,7 @@ pub struct PriorityCounts {
 
 /// A message copy in a queue, as Get-Message shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Message {
     pub identity: String,
     pub mid: u64,
@@ -99,6 +106,7 @@ pub struct Message {
 
 /// A recipient of a message copy (`include_recipient_info=true`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Recipient {
     pub address: String,
     pub status: String,
@@ -111,6 +119,7 @@ pub struct Recipient {
 /// matched and changed, the identities acted on, and the objects as they are after it (a removed copy is
 /// named in `identities` only, unless its removal waits for its delivery attempt to end).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ActionResult<T> {
     pub matched: u64,
     pub changed: u64,
@@ -120,6 +129,7 @@ pub struct ActionResult<T> {
 
 /// The body of an action on a list: `{"identities": [...]}`, with the action's options.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ActionRequest {
     pub identities: Vec<String>,
@@ -133,6 +143,7 @@ pub struct ActionRequest {
 
 /// `POST /api/v1/config/reload`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReloadResult {
     pub reloaded: bool,
     /// Keys that changed but need a restart; their old values stay in effect.
@@ -142,6 +153,7 @@ pub struct ReloadResult {
 
 /// `POST /api/v1/database/defrag`: what the run did.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DefragResult {
     pub generations_compacted: u64,
     pub messages_moved: u64,
@@ -152,6 +164,7 @@ pub struct DefragResult {
 
 /// An alert: `GET /api/v1/alerts`, and one line of `alerts.log`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Alert {
     pub id: u64,
     /// RFC 3339, UTC.
@@ -171,6 +184,7 @@ pub struct Alert {
 /// were delivered between `start_time` and `end_time` (RFC 3339, both included), optionally only those of
 /// a sender, to a recipient, or with an Internet message id.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewResubmitRequest {
     pub start_time: String,
@@ -185,6 +199,7 @@ pub struct NewResubmitRequest {
 
 /// A Safety Net resubmit request and its progress: `GET /api/v1/resubmit-requests[/{id}]`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ResubmitRequest {
     pub id: u64,
     /// RFC 3339, UTC.
@@ -211,6 +226,7 @@ pub struct ResubmitRequest {
 
 /// `PATCH /api/v1/resubmit-requests/{id}`: enable or disable a request.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ResubmitRequestChange {
     pub enabled: bool,
@@ -222,6 +238,7 @@ pub struct ResubmitRequestChange {
 /// add, `queues_by_status` adds per status, `queues` are listed together, and the descriptive fields are
 /// those of the larger row.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DigestRow {
     /// The value of the `group_by` property the row's queues share.
     pub group: String,
@@ -244,6 +261,7 @@ pub struct DigestRow {
 
 /// A queue in a digest row's details.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum DigestQueue {
     Verbose(Box<Queue>),

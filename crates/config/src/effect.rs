@@ -7,7 +7,6 @@
 /// for every key of a table. Remove an entry when its feature lands.
 pub const NOT_YET_IN_EFFECT: &[&str] = &[
     "server.user",
-    "admin.tls",
     "queue_database.logging_buffer_size",
     "queue_database.max_background_cleanup_tasks",
     "work_queue.*",

@@ -55,6 +55,9 @@ pub struct Loaded {
     pub config: Config,
     /// Keys the file sets whose feature is not built yet (see [`NOT_YET_IN_EFFECT`]); log each as a warning.
     pub not_yet_in_effect: Vec<String>,
+    /// Keys the file sets that a reload does not change (see [`RESTART_KEYS`]): a server keeps their running
+    /// value until it restarts.
+    pub restart_only: Vec<String>,
     /// The file it came from; `None` for built-in defaults and [`Config::from_toml`].
     pub source: Option<PathBuf>,
 }
@@ -64,7 +67,7 @@ impl Config {
     pub fn builtin() -> Result<Loaded, ConfigError> {
         let base = std::env::current_dir().map_err(ConfigError::WorkingDirectory)?;
         let config = validate::validate(raw::RawConfig::default(), &base)?;
-        Ok(Loaded { config, not_yet_in_effect: Vec::new(), source: None })
+        Ok(Loaded { config, not_yet_in_effect: Vec::new(), restart_only: Vec::new(), source: None })
     }
 
     /// Reads, parses and validates the file at `path`; relative paths in it are relative to its directory.
@@ -127,5 +130,10 @@ fn load(text: &str, base_dir: &Path, path: Option<&Path>) -> Result<Loaded, Conf
     let raw: raw::RawConfig = toml::from_str(text).map_err(|error| ConfigError::from_toml(&error, text, path))?;
     let document: toml::Table = toml::from_str(text).map_err(|error| ConfigError::from_toml(&error, text, path))?;
     let config = validate::validate(raw, &base)?;
-    Ok(Loaded { config, not_yet_in_effect: effect::not_yet_in_effect(&document), source: None })
+    Ok(Loaded {
+        config,
+        not_yet_in_effect: effect::not_yet_in_effect(&document),
+        restart_only: reload::restart_only(&document),
+        source: None,
+    })
 }

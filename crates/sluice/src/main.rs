@@ -34,6 +34,10 @@ enum Command {
     CheckConfig {
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The configuration a server runs with (e.g. the file before an edit): names the keys that differ
+        /// and that a reload would keep at their running value until a restart.
+        #[arg(long, value_name = "FILE")]
+        against: Option<PathBuf>,
     },
     /// Reads a password from standard input (one line) and prints its argon2id hash, for `users` of a
     /// receive connector.
@@ -90,15 +94,38 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Db { command: DbCommand::Check { config } } => db_check(config),
         Command::Db { command: DbCommand::Export { config, to } } => db_drain(config, &to, true),
         Command::Db { command: DbCommand::Salvage { config, to } } => db_drain(config, &to, false),
-        Command::CheckConfig { config } => {
-            let loaded = sluice_config::Config::discover(config.as_deref()).map_err(|e| fail(2, e))?;
-            print!("{}", loaded.config.to_toml_string());
-            for key in &loaded.not_yet_in_effect {
-                eprintln!("sluice: note: {key} is accepted but not yet in effect in this release");
+        Command::CheckConfig { config, against } => check_config(config, against),
+    }
+}
+
+/// `sluice check-config`: the effective configuration on standard output, notes on standard error.
+fn check_config(config: Option<PathBuf>, against: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let loaded = sluice_config::Config::discover(config.as_deref()).map_err(|e| fail(2, e))?;
+    print!("{}", loaded.config.to_toml_string());
+    for key in &loaded.not_yet_in_effect {
+        eprintln!("sluice: note: {key} is accepted but not yet in effect in this release");
+    }
+    match against {
+        // Exactly what a reload from that configuration to this one reports in `restart_required`.
+        Some(path) => {
+            let running = sluice_config::Config::from_file(&path).map_err(|e| fail(2, e))?;
+            for key in running.config.restart_required_changes(&loaded.config) {
+                eprintln!(
+                    "sluice: note: {key} differs from {} and takes effect only at a restart \
+                     (a reload keeps the running value)",
+                    path.display()
+                );
             }
-            Ok(ExitCode::SUCCESS)
+        }
+        // Without the running configuration, every restart-only key the file sets: what a reload cannot
+        // change, known before it is asked for.
+        None => {
+            for key in &loaded.restart_only {
+                eprintln!("sluice: note: {key} takes effect only at a restart (a reload keeps the running value)");
+            }
         }
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A command's failure with the exit code it owes its caller: 2 for a configuration or queue database that

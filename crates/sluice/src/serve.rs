@@ -66,6 +66,7 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
     report_recovery(&alerts, &report, queues.messages(), started);
     // Certificates are read (or generated) before anything starts listening.
     let acceptors = wiring::tls_acceptors(&config)?;
+    let admin_tls = wiring::admin_tls(&config)?;
     let tracking = Tracking::start(config.server.data_dir.join("tracking")).context("starting the tracking log")?;
     let agent = wiring::delivery_agent(&config);
     let recovered = queues.messages();
@@ -124,8 +125,11 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
         Severity::Information,
         format!("sluice {} started with {recovered} queued messages", env!("CARGO_PKG_VERSION")),
     );
-    tracing::info!(listen = %config.admin.listen, "admin API listening");
-    tasks.spawn(sluice_admin::serve(admin_listener, admin_state, shutdown.clone()));
+    tracing::info!(listen = %config.admin.listen, tls = admin_tls.is_some(), "admin API listening");
+    match admin_tls {
+        Some(acceptor) => tasks.spawn(sluice_admin::serve_tls(admin_listener, acceptor, admin_state, shutdown.clone())),
+        None => tasks.spawn(sluice_admin::serve(admin_listener, admin_state, shutdown.clone())),
+    };
     tracing::info!(
         hostname = %config.server.hostname,
         elapsed_ms = started.elapsed().as_millis() as u64,

@@ -152,6 +152,15 @@ pub fn tls_acceptors(config: &Config) -> anyhow::Result<Vec<Option<tokio_rustls:
         .collect()
 }
 
+/// The admin API's TLS acceptor for `[admin] tls`, `None` without it. The certificate and key are read here,
+/// before anything listens: an API that cannot serve the TLS it is configured for stops the start with the
+/// file and the reason.
+pub fn admin_tls(config: &Config) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+    let Some(files) = &config.admin.tls else { return Ok(None) };
+    sluice_receive::tls_acceptor(&sluice_config::ReceiveTls::Files(files.clone()), &config.server.hostname)
+        .map_err(|e| anyhow::anyhow!("[admin] tls: {e}"))
+}
+
 /// `[admin]` as the admin API serves it.
 pub fn admin_state(
     config: &Config,

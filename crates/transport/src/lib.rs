@@ -53,7 +53,7 @@ pub use routing::{
     TlsPolicy,
 };
 pub use safety_net::{RequestsFileError, ResubmitError, ResubmitRequests};
-pub use tracking::{Event, Tracking};
+pub use tracking::{Audit, Event, EventId, Tracking};
 
 use queue::{Copy, Message, Queues};
 
@@ -300,6 +300,11 @@ impl Transport {
     /// A new MID, for the `Received:` header written before the message is stored.
     pub fn allocate_mid(&self) -> Mid {
         self.inner.db.allocate_mid()
+    }
+
+    /// Writes an event that is not about one message (the admin API's `AUDIT`) to the tracking log.
+    pub fn track(&self, event: Event) {
+        self.inner.tracking.log(event);
     }
 
     /// The alerts of this server.

@@ -30,6 +30,29 @@ pub struct Event {
     pub source_ip: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reply: Option<String>,
+    /// What an `AUDIT` event records (none on message events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit: Option<Audit>,
+}
+
+/// A state-changing request to the admin API and its outcome, as an `AUDIT` event records it; the event's
+/// `source` names who asked (`admin API 192.0.2.7:53412`) and its `mid` is 0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Audit {
+    /// `POST`, `PATCH` or `DELETE`.
+    pub method: String,
+    /// The path with its query, as sent (`/api/v1/messages/suspend?filter=...`).
+    pub path: String,
+    /// Whether the request carried the configured bearer token (false without a token configured).
+    pub token: bool,
+    /// The HTTP status of the answer; refused requests (`401`, `403`, `400`) are recorded too.
+    pub status: u16,
+    /// Objects the request selected, when its answer says (`ActionResult`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matched: Option<u64>,
+    /// Objects it changed, when its answer says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changed: Option<u64>,
 }
 
 impl Event {
@@ -45,6 +68,7 @@ impl Event {
             source: None,
             source_ip: None,
             reply: None,
+            audit: None,
         }
     }
 }
@@ -79,6 +103,9 @@ named_enum! {
         Resubmit = "RESUBMIT",
         /// A message reached `poison_threshold` crashes and was moved to Poison, suspended.
         PoisonMessage = "POISONMESSAGE",
+        /// A state-changing request to the admin API, answered or refused (`audit` says what; not about
+        /// one message).
+        Audit = "AUDIT",
     }
 }
 

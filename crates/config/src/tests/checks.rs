@@ -141,16 +141,19 @@ fn addresses_and_names_are_checked() {
 }
 
 #[test]
-fn an_admin_api_off_loopback_is_refused_while_admin_tls_is_not_in_effect() {
-    let without = "not a loopback address: set both [admin] token and [admin] tls";
-    let not_yet = "may listen only on loopback in this release (admin.tls is not yet in effect)";
+fn an_admin_api_off_loopback_needs_a_token_and_tls() {
+    let both = "(missing: [admin] token and [admin] tls)";
+    let token = "(missing: [admin] token)";
+    let tls = "(missing: [admin] tls)";
     let cases: &[(&str, Option<&str>)] = &[
-        ("listen = \"0.0.0.0:8025\"", Some(without)),
-        ("listen = \"0.0.0.0:8025\"\ntoken = \"t\"", Some(without)),
-        ("listen = \"0.0.0.0:8025\"\ntoken = \"\"\ntls = { cert = \"c\", key = \"k\" }", Some(without)),
-        ("listen = \"192.0.2.1:8025\"\ntls = { cert = \"c\", key = \"k\" }", Some(without)),
-        ("listen = \"0.0.0.0:8025\"\ntoken = \"t\"\ntls = { cert = \"c\", key = \"k\" }", Some(not_yet)),
-        ("listen = \"[::ffff:127.0.0.1]:8025\"", Some(not_yet)),
+        ("listen = \"0.0.0.0:8025\"", Some(both)),
+        ("listen = \"0.0.0.0:8025\"\ntoken = \"t\"", Some(tls)),
+        ("listen = \"0.0.0.0:8025\"\ntoken = \"\"\ntls = { cert = \"c\", key = \"k\" }", Some(token)),
+        ("listen = \"192.0.2.1:8025\"\ntls = { cert = \"c\", key = \"k\" }", Some(token)),
+        ("listen = \"[::]:8025\"\ntoken = \"t\"", Some(tls)),
+        ("listen = \"0.0.0.0:8025\"\ntoken = \"t\"\ntls = { cert = \"c\", key = \"k\" }", None),
+        ("listen = \"[::]:8025\"\ntoken = \"t\"\ntls = { cert = \"c\", key = \"k\" }", None),
+        ("listen = \"[::ffff:127.0.0.1]:8025\"", None),
         ("listen = \"[::1]:8025\"", None),
         ("listen = \"127.0.0.2:8025\"", None),
         ("listen = \"127.0.0.1:8025\"\ntoken = \"t\"\ntls = { cert = \"c\", key = \"k\" }", None),

@@ -1,6 +1,6 @@
 //! Rendering the effective configuration, and what a reload keeps.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::{EVERY_KEY, SPEC_EXAMPLE, config};
 use crate::{Config, RESTART_KEYS};
@@ -62,6 +62,11 @@ fn restart_required_changes_lists_restart_keys() {
         ("[queue_database]\nlog_path = \"/fast/log\"\n", &["queue_database.log_path"]),
         ("[admin]\nlisten = \"127.0.0.1:9025\"\n", &["admin.listen"]),
         ("[debug]\nfault_injection = true\n", &["debug.fault_injection"]),
+        (
+            "[queue_database]\nbatch_size = 7\ncheckpoint_interval = \"1m\"\n",
+            &["queue_database.batch_size", "queue_database.checkpoint_interval"],
+        ),
+        ("[admin]\ntoken = \"t\"\n", &["admin.token"]),
     ];
     for (extra, expected) in cases {
         let new = config(&format!("{extra}{base}"));
@@ -89,14 +94,61 @@ fn restart_required_changes_lists_restart_keys() {
     }
 }
 
+/// Every `[queue_database]` key set to a value other than its default.
+const QUEUE_DATABASE: &str = "[queue_database]\npath = \"/q\"\nlog_path = \"/l\"\nbatch_size = 64\n\
+    batch_timeout = \"50ms\"\nlogging_buffer_size = \"8MB\"\nlogging_file_size = \"16MB\"\n\
+    generation_interval = \"30m\"\ncheckpoint_interval = \"1m\"\nmax_background_cleanup_tasks = 8\n\
+    online_defrag_enabled = false\nonline_defrag_schedule = \"03:30:00\"\nonline_defrag_time_to_run = \"90m\"\n";
+
 #[test]
 fn every_restart_key_can_be_reported() {
-    let old = config("");
-    let new = config(
-        "[server]\ndata_dir = \"/a\"\n[admin]\nlisten = \"127.0.0.1:1\"\n[debug]\nfault_injection = true\n\
-         [[receive_connectors]]\nlisten = \"127.0.0.1:2\"\n",
-    );
+    let old = config("[[receive_connectors]]\nname = \"A\"\nlisten = \"127.0.0.1:2525\"\n");
+    let new = config(&format!(
+        "[server]\ndata_dir = \"/a\"\n\
+         [admin]\nlisten = \"127.0.0.1:1\"\ntoken = \"t\"\ntls = {{ cert = \"c\", key = \"k\" }}\nallowed_hosts = [\"h:1\"]\n\
+         [debug]\nfault_injection = true\n{QUEUE_DATABASE}\
+         [[receive_connectors]]\nname = \"A\"\nlisten = \"127.0.0.1:2525\"\ntls = \"self-signed\"\n\
+         tls_mode = \"implicit\"\nmax_connections = 5\n\
+         [[receive_connectors]]\nname = \"B\"\nlisten = \"127.0.0.1:2\"\n"
+    ));
     assert_eq!(old.restart_required_changes(&new), RESTART_KEYS);
+    // Each is kept by a reload (the new connector waits for the restart).
+    let applied = new.with_restart_keys_from(&old);
+    assert!(old.restart_required_changes(&applied).is_empty());
+}
+
+#[test]
+fn a_connectors_tls_and_connection_limit_need_a_restart_and_keep_their_running_values() {
+    let old = config(
+        "[[receive_connectors]]\nname = \"A\"\nlisten = \"127.0.0.1:2525\"\ntls = \"self-signed\"\nmax_connections = 3\n",
+    );
+    let cases: &[(&str, &[&str])] = &[
+        ("tls = \"self-signed\"\nmax_connections = 3\nmax_errors = 2\n", &[]),
+        ("tls = { cert = \"c\", key = \"k\" }\nmax_connections = 3\n", &["receive_connectors.tls"]),
+        ("tls = \"off\"\nmax_connections = 3\n", &["receive_connectors.tls"]),
+        ("tls = \"self-signed\"\ntls_mode = \"implicit\"\nmax_connections = 3\n", &["receive_connectors.tls_mode"]),
+        (
+            "tls = { cert = \"c\", key = \"k\" }\nmax_connections = 9\nmax_errors = 2\n",
+            &["receive_connectors.tls", "receive_connectors.max_connections"],
+        ),
+    ];
+    for (keys, expected) in cases {
+        let new = config(&format!("[[receive_connectors]]\nname = \"A\"\nlisten = \"127.0.0.1:2525\"\n{keys}"));
+        assert_eq!(old.restart_required_changes(&new), *expected, "{keys}");
+        let applied = new.clone().with_restart_keys_from(&old);
+        let (was, is) = (&old.receive_connectors[0], &applied.receive_connectors[0]);
+        assert_eq!((&is.tls, is.tls_mode, is.max_connections), (&was.tls, was.tls_mode, was.max_connections));
+        // The rest of the connector's settings apply.
+        assert_eq!(is.max_errors, new.receive_connectors[0].max_errors, "{keys}");
+    }
+}
+
+#[test]
+fn a_reload_keeps_the_whole_queue_database_section() {
+    let old = config("");
+    let new = config(QUEUE_DATABASE);
+    let applied = new.with_restart_keys_from(&old);
+    assert_eq!(applied.queue_database, old.queue_database);
 }
 
 #[test]
@@ -137,19 +189,33 @@ fn reload_falls_back_to_old_connectors_when_names_would_clash() {
 }
 
 #[test]
-fn reload_never_exposes_the_admin_api_without_protection() {
-    // A file cannot set such an address while admin.tls is not in effect; the running configuration is
-    // made here as a later release's file would make it.
-    let mut old = config("[admin]\ntoken = \"t\"\ntls = { cert = \"c\", key = \"k\" }\n");
-    old.admin.listen = "0.0.0.0:8025".parse().expect("addr");
-    let new = config("[admin]\nlisten = \"127.0.0.1:8025\"\n");
-    let applied = new.with_restart_keys_from(&old);
-    assert_eq!(applied.admin, old.admin);
+fn reload_keeps_the_running_admin_api() {
+    let old = config("[admin]\nlisten = \"0.0.0.0:8025\"\ntoken = \"t\"\ntls = { cert = \"c\", key = \"k\" }\n");
+    // Never exposed without protection, nor left with a token or certificate it does not use.
+    for text in [
+        "[admin]\nlisten = \"127.0.0.1:8025\"\n",
+        "[admin]\nlisten = \"127.0.0.1:8025\"\ntoken = \"new\"\ntls = { cert = \"c2\", key = \"k\" }\n",
+        "[admin]\nlisten = \"0.0.0.0:8025\"\ntoken = \"new\"\ntls = { cert = \"c\", key = \"k\" }\nallowed_hosts = [\"mx\"]\n",
+    ] {
+        let new = config(text);
+        assert!(!old.restart_required_changes(&new).is_empty(), "{text}");
+        assert_eq!(new.with_restart_keys_from(&old).admin, old.admin, "{text}");
+    }
+}
 
-    let rotated =
-        config("[admin]\nlisten = \"127.0.0.1:8025\"\ntoken = \"new\"\ntls = { cert = \"c2\", key = \"k\" }\n");
-    let applied = rotated.with_restart_keys_from(&old);
-    assert_eq!(applied.admin.listen, old.admin.listen);
-    assert_eq!(applied.admin.token.as_deref(), Some("new"));
-    assert_eq!(applied.admin.tls.map(|tls| tls.cert), Some(PathBuf::from("/etc/sluice/c2")));
+#[test]
+fn a_file_names_the_restart_only_keys_it_sets() {
+    let loaded = super::load(
+        "[server]\nname = \"mx\"\ndata_dir = \"/d\"\n[queue_database]\nbatch_size = 3\n\
+         [[receive_connectors]]\nname = \"A\"\nmax_connections = 4\ntls = \"self-signed\"\nmax_errors = 2\n",
+    );
+    assert_eq!(
+        loaded.restart_only,
+        [
+            "server.data_dir",
+            "receive_connectors.tls",
+            "receive_connectors.max_connections",
+            "queue_database.batch_size"
+        ]
+    );
 }

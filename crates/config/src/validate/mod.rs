@@ -130,26 +130,24 @@ fn admin(raw: RawAdmin, paths: &PathBase) -> Result<AdminConfig, ConfigError> {
         return Err(table.err("allowed_hosts", format!("{host:?} is not a host name or host:port")));
     }
     let admin = AdminConfig { listen, token, tls, allowed_hosts };
-    if !admin.is_loopback() && (admin.token.is_none() || admin.tls.is_none()) {
-        return Err(table.err(
-            "listen",
-            format!(
-                "{listen} is not a loopback address: set both [admin] token and [admin] tls, \
-                 or listen on 127.0.0.1 or ::1"
-            ),
-        ));
-    }
-    // With TLS for the API not built yet, a token over plain HTTP on a network would be readable by anyone
-    // on the path. Refused here, so that `check-config` says so and `serve` stops before anything listens.
-    // The test is the address's own (`::ffff:127.0.0.1` is not loopback to it), as the server's was.
-    if !listen.ip().is_loopback() {
-        return Err(table.err(
-            "listen",
-            format!(
-                "the admin API may listen only on loopback in this release (admin.tls is not yet in effect), \
-                 not on {listen}"
-            ),
-        ));
+    // Off loopback the API is reachable from the network: the token keeps strangers out and TLS keeps the
+    // token (and what the API answers) from anyone on the path. Refused here, so that `check-config` says so
+    // and `serve` stops before anything listens.
+    if !admin.is_loopback() {
+        let missing: Vec<&str> = [(admin.token.is_none(), "[admin] token"), (admin.tls.is_none(), "[admin] tls")]
+            .into_iter()
+            .filter_map(|(missing, key)| missing.then_some(key))
+            .collect();
+        if !missing.is_empty() {
+            return Err(table.err(
+                "listen",
+                format!(
+                    "{listen} is not a loopback address: set both [admin] token and [admin] tls \
+                     (missing: {}), or listen on 127.0.0.1 or ::1",
+                    missing.join(" and ")
+                ),
+            ));
+        }
     }
     Ok(admin)
 }

@@ -165,3 +165,25 @@ fn mail_from(s: &Server) -> String {
     c.cmd("EHLO client.test");
     c.cmd("MAIL FROM:<a@example.test>")
 }
+
+#[test]
+fn the_openapi_document_lists_only_routes_the_server_serves() {
+    let s = Server::start("");
+    let doc = s.get_json("/api/v1/openapi.json");
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 20, "{}", paths.len());
+    for (path, item) in paths {
+        let concrete = path.replace("{identity}", "mx%5C9999").replace("{id}", "9999");
+        for method in item.as_object().unwrap().keys() {
+            let method = method.to_ascii_uppercase();
+            let (status, body) = http(s.admin, &method, &concrete, &[("X-Sluice-Request", "1")], "");
+            // Served by a handler: not the fallback's 404, nor a 405 for a method the path does not take.
+            assert!(status != 405 && !body.contains("no such endpoint"), "{method} {path}: {status} {body}");
+        }
+    }
+    // And the fallback does answer an unknown route that way, so the check above can fail.
+    let (status, body) = http(s.admin, "POST", "/api/v1/bogus", &[("X-Sluice-Request", "1")], "");
+    assert_eq!(status, 404);
+    assert!(body.contains("no such endpoint"), "{body}");
+}

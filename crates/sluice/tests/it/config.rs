@@ -56,30 +56,6 @@ fn check_config_and_the_db_tools_exit_2_when_the_configuration_or_the_database_i
 }
 
 #[test]
-fn an_admin_api_off_loopback_is_refused_before_anything_starts() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[server]\ndata_dir = \"data\"\n\n[admin]\nlisten = \"0.0.0.0:{}\"\ntoken = \"t\"\n\
-             tls = {{ cert = \"admin.pem\", key = \"admin.key\" }}\n\n\
-             [[receive_connectors]]\nname = \"Default\"\nlisten = \"127.0.0.1:{}\"\n",
-            free_port(),
-            free_port()
-        ),
-    )
-    .unwrap();
-    for (verb, code) in [("check-config", 2), ("serve", 1)] {
-        let out = Command::new(BIN).args([verb, "--config"]).arg(&path).output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(code), "{verb}: {err}");
-        assert!(err.contains("admin.listen") && err.contains("only on loopback"), "{verb}: {err}");
-    }
-    assert!(!dir.path().join("data").exists(), "serve created its data directory before refusing");
-}
-
-#[test]
 fn sigterm_stops_cleanly_and_queued_mail_survives() {
     let port = free_port();
     let mut s = Server::start(&format!(

@@ -4,6 +4,7 @@ mod harness;
 
 mod actions;
 mod admin;
+mod audit;
 mod config;
 mod crash;
 mod digest;
@@ -13,6 +14,8 @@ mod dsn;
 mod hardening;
 mod poison;
 mod relay;
+mod reload;
+mod remote;
 mod safety_net;
 mod send_tls;
 mod smtp;
