@@ -24,8 +24,10 @@ use sluice_transport::{BoxFuture, Transport};
 use tokio_util::sync::CancellationToken;
 
 mod actions;
+mod metrics;
 mod query;
 mod resubmit;
+mod status;
 
 /// Reloads the configuration; returns what happened, or why it failed (the old configuration stays).
 pub type ReloadFn = Arc<dyn Fn() -> BoxFuture<'static, Result<api::ReloadResult, String>> + Send + Sync>;
@@ -80,6 +82,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/database/defrag", post(defrag))
         .merge(actions::routes())
         .merge(resubmit::routes())
+        .merge(status::routes())
+        .merge(metrics::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)

@@ -46,6 +46,8 @@ pub(crate) struct Session {
     pub(crate) tx: Option<Transaction>,
     pub(crate) errors: u32,
     pub(crate) relay_client: bool,
+    /// The session counted open, with its injection connection id (ICID), which its log lines carry.
+    pub(crate) counted: sluice_transport::InboundSession,
 }
 
 pub(crate) enum Flow {
@@ -62,6 +64,8 @@ pub(crate) async fn run(
     shared: Arc<Shared>,
 ) {
     let _ = stream.set_nodelay(true);
+    let counted = transport.counters().inbound_session();
+    tracing::debug!(icid = counted.icid, %peer, connector = %policy.connector.name, "SMTP session");
     let relay_client = policy.connector.relay_networks.iter().any(|n| n.contains(peer.ip()));
     let connector = &policy.connector;
     let conn = Conn::new(
@@ -83,17 +87,18 @@ pub(crate) async fn run(
         tx: None,
         errors: 0,
         relay_client,
+        counted,
     };
     let connection_timeout = s.policy.connector.connection_timeout;
     if s.policy.connector.tls_mode == sluice_config::TlsMode::Implicit
         && let Err(e) = s.encrypt().await
     {
-        tracing::info!(peer = %s.peer, error = %e, "TLS handshake failed");
+        tracing::info!(icid = s.icid(), peer = %s.peer, error = %e, "TLS handshake failed");
         return;
     }
     match tokio::time::timeout(connection_timeout, s.serve()).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::debug!(peer = %s.peer, error = %e, "session ended"),
+        Ok(Err(e)) => tracing::debug!(icid = s.icid(), peer = %s.peer, error = %e, "session ended"),
         Err(_) => {
             let _ = s.conn.send_now(&replies::CONNECTION_TIME_LIMIT.reply()).await;
         }
@@ -112,7 +117,7 @@ impl Session {
             if read == 0 {
                 return Ok(());
             }
-            tracing::info!(peer = %self.peer, bytes = self.conn.input.len(), "client talked before the greeting; closing");
+            tracing::info!(icid = self.icid(), peer = %self.peer, bytes = self.conn.input.len(), "client talked before the greeting; closing");
             self.conn.send_now(&replies::TALKED_BEFORE_GREETING.reply()).await?;
             return Ok(());
         }
@@ -145,12 +150,18 @@ impl Session {
 
     /// Adds a canned reply to those written at the next flush.
     pub(crate) fn reply(&mut self, r: replies::Canned) {
-        self.conn.reply(&r.reply());
+        self.reply_with(&r.reply());
     }
 
-    /// Adds a reply made at run time to those written at the next flush.
+    /// Adds a reply made at run time to those written at the next flush; a refusal is counted by its code.
     pub(crate) fn reply_with(&mut self, r: &Reply) {
+        self.counted.counters().smtp_reply(r.code);
         self.conn.reply(r);
+    }
+
+    /// The session's injection connection id.
+    pub(crate) fn icid(&self) -> u64 {
+        self.counted.icid
     }
 
     /// Reads more input for the current step; see [`Conn::fill`].
@@ -176,7 +187,7 @@ impl Session {
     /// Encrypts the connection (implicit TLS, or after `220` to STARTTLS).
     pub(crate) async fn encrypt(&mut self) -> std::io::Result<()> {
         self.tls = self.conn.handshake(self.shared.tls.clone()).await?;
-        tracing::debug!(peer = %self.peer, tls = ?self.tls, "TLS established");
+        tracing::debug!(icid = self.icid(), peer = %self.peer, tls = ?self.tls, "TLS established");
         Ok(())
     }
 

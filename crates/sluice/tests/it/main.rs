@@ -15,4 +15,5 @@ mod relay;
 mod safety_net;
 mod send_tls;
 mod smtp;
+mod status;
 mod tls;
