@@ -78,11 +78,17 @@ pub struct Rate {
     pub fifteen_minutes: u64,
 }
 
+/// One counter on a cache line of its own: receive sessions and delivery workers on different cores count
+/// different things without taking the line from each other.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Cell(AtomicU64);
+
 /// The counters of one server, shared by receive (through the transport) and the transport.
 #[derive(Debug)]
 pub struct Counters {
     /// Since this process started.
-    uptime: [AtomicU64; COUNTERS],
+    uptime: [Cell; COUNTERS],
     columns: Mutex<Offsets>,
     icid: AtomicU64,
     dcid: AtomicU64,
@@ -168,7 +174,7 @@ impl Counters {
         let started_ms = now_ms();
         let started = std::time::Instant::now();
         Counters {
-            uptime: [const { AtomicU64::new(0) }; COUNTERS],
+            uptime: [const { Cell(AtomicU64::new(0)) }; COUNTERS],
             columns: Mutex::new(Offsets {
                 before: [0; COUNTERS],
                 reset: [0; COUNTERS],
@@ -194,7 +200,7 @@ impl Counters {
 
     /// Counts `n` of `c`.
     pub fn add(&self, c: Counter, n: u64) {
-        self.uptime[c as usize].fetch_add(n, Relaxed);
+        self.uptime[c as usize].0.fetch_add(n, Relaxed);
     }
 
     /// One counter's three columns.
@@ -204,7 +210,7 @@ impl Counters {
     }
 
     fn columns_of(&self, o: &Offsets, i: usize) -> Columns {
-        let uptime = self.uptime[i].load(Relaxed);
+        let uptime = self.uptime[i].0.load(Relaxed);
         Columns { reset: uptime.wrapping_add(o.reset[i]), uptime, lifetime: o.before[i] + uptime }
     }
 
@@ -218,7 +224,7 @@ impl Counters {
     pub fn reset(&self) {
         let mut o = self.offsets();
         for i in 0..COUNTERS {
-            o.reset[i] = 0u64.wrapping_sub(self.uptime[i].load(Relaxed));
+            o.reset[i] = 0u64.wrapping_sub(self.uptime[i].0.load(Relaxed));
         }
         o.last_reset_ms = now_ms();
         // The reset is saved at the next interval even if nothing else changed.
@@ -289,9 +295,9 @@ impl Counters {
 
     fn rate_figures(&self) -> [u64; 3] {
         [
-            self.uptime[Counter::MessagesReceived as usize].load(Relaxed),
-            self.uptime[Counter::DeliveredRecipients as usize].load(Relaxed),
-            self.uptime[Counter::HardBouncedRecipients as usize].load(Relaxed),
+            self.uptime[Counter::MessagesReceived as usize].0.load(Relaxed),
+            self.uptime[Counter::DeliveredRecipients as usize].0.load(Relaxed),
+            self.uptime[Counter::HardBouncedRecipients as usize].0.load(Relaxed),
         ]
     }
 
