@@ -6,11 +6,12 @@
 //! present. SMTP refusals are labelled by reply code (400 to 599), alerts by class and severity (fixed lists).
 //! Counters (`_total`) count since the process started, as Prometheus expects of counters.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -30,14 +31,18 @@ pub(crate) fn routes() -> Router<Arc<AdminState>> {
     Router::new().route("/metrics", get(metrics))
 }
 
-async fn metrics(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
+async fn metrics(
+    State(s): State<Arc<AdminState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<impl IntoResponse, crate::ApiError> {
+    crate::status::no_query(&q)?;
     let transport = s.transport.clone();
     // Reading the free space and the database's files touches the disk: off the runtime's threads.
     let text = tokio::task::spawn_blocking(move || render(&transport)).await.unwrap_or_else(|e| {
         tracing::error!(error = %e, "the metrics could not be rendered");
         String::new()
     });
-    ([(header::CONTENT_TYPE, CONTENT_TYPE)], text)
+    Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], text))
 }
 
 /// Text in the exposition format, one metric family after another.

@@ -1,8 +1,9 @@
 //! `GET /api/v1/status` (ESA's `status detail`) and `POST /api/v1/counters/reset` (ESA's `resetcounters`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -17,7 +18,11 @@ pub(crate) fn routes() -> Router<Arc<AdminState>> {
 
 /// The status walks the queued messages under the queues' lock: on a blocking thread, so that a large queue
 /// does not hold up the runtime's other tasks meanwhile.
-async fn status(State(s): State<Arc<AdminState>>) -> Result<Json<api::Status>, ApiError> {
+async fn status(
+    State(s): State<Arc<AdminState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<api::Status>, ApiError> {
+    no_query(&q)?;
     let transport = s.transport.clone();
     tokio::task::spawn_blocking(move || transport.status())
         .await
@@ -26,6 +31,20 @@ async fn status(State(s): State<Arc<AdminState>>) -> Result<Json<api::Status>, A
 }
 
 /// Sets the `reset` column of every counter to 0; the next save keeps it across a restart.
-async fn reset(State(s): State<Arc<AdminState>>) -> Json<api::CountersReset> {
-    Json(api::CountersReset { last_counter_reset: s.transport.reset_counters() })
+async fn reset(
+    State(s): State<Arc<AdminState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<api::CountersReset>, ApiError> {
+    no_query(&q)?;
+    Ok(Json(api::CountersReset { last_counter_reset: s.transport.reset_counters() }))
+}
+
+/// Refuses any query parameter (a 400 naming them): an endpoint never ignores what it was asked.
+pub(crate) fn no_query(q: &HashMap<String, String>) -> Result<(), ApiError> {
+    if q.is_empty() {
+        return Ok(());
+    }
+    let mut keys: Vec<String> = q.keys().map(|k| format!("{k:?}")).collect();
+    keys.sort();
+    Err(crate::bad_request(format!("unknown query parameter {}: this endpoint takes none", keys.join(", "))))
 }

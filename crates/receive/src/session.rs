@@ -100,7 +100,7 @@ pub(crate) async fn run(
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::debug!(icid = s.icid(), peer = %s.peer, error = %e, "session ended"),
         Err(_) => {
-            let _ = s.conn.send_now(&replies::CONNECTION_TIME_LIMIT.reply()).await;
+            let _ = s.send_refusal(replies::CONNECTION_TIME_LIMIT).await;
         }
     }
 }
@@ -108,7 +108,7 @@ pub(crate) async fn run(
 impl Session {
     async fn serve(&mut self) -> std::io::Result<()> {
         if self.conn.shutting_down() {
-            self.conn.send_now(&replies::SHUTTING_DOWN.reply()).await?;
+            self.send_refusal(replies::SHUTTING_DOWN).await?;
             return Ok(());
         }
         // A client that talks before the greeting (after `greet_pause`, or already when it is due) is not
@@ -118,7 +118,7 @@ impl Session {
                 return Ok(());
             }
             tracing::info!(icid = self.icid(), peer = %self.peer, bytes = self.conn.input.len(), "client talked before the greeting; closing");
-            self.conn.send_now(&replies::TALKED_BEFORE_GREETING.reply()).await?;
+            self.send_refusal(replies::TALKED_BEFORE_GREETING).await?;
             return Ok(());
         }
         let banner = replies::GREETING.text(format!("{} ESMTP sluice", self.policy.hostname));
@@ -157,6 +157,13 @@ impl Session {
     pub(crate) fn reply_with(&mut self, r: &Reply) {
         self.counted.counters().smtp_reply(r.code);
         self.conn.reply(r);
+    }
+
+    /// Sends a refusal that ends the session at once, counted by its code.
+    async fn send_refusal(&mut self, r: replies::Canned) -> std::io::Result<()> {
+        let reply = r.reply();
+        self.counted.counters().smtp_reply(reply.code);
+        self.conn.send_now(&reply).await
     }
 
     /// The session's injection connection id.

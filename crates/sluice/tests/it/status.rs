@@ -159,6 +159,12 @@ fn counters_match_a_scripted_run_survive_a_restart_and_reset() {
     assert_eq!(got["messages_received"], (1, 0, N + 1));
     assert_eq!(got["recipients_received"], (1, 0, 4 * N + 1));
 
+    // Nothing is ignored: a query parameter is a 400.
+    for path in ["/api/v1/status?detail=1", "/metrics?name=x"] {
+        let (code, body) = s.get(path);
+        assert_eq!(code, 400, "{path}: {body}");
+        assert!(body.contains("unknown query parameter"), "{body}");
+    }
     // A cross-site form post cannot reset the counters.
     let (code, _) = http(s.admin, "POST", "/api/v1/counters/reset", &[], "");
     assert_eq!(code, 400);
