@@ -125,7 +125,8 @@ pub(crate) fn render(t: &Transport) -> String {
         counters.started_ms() / 1000,
     );
 
-    queues(&mut e, &t.queues());
+    let listed = t.queues();
+    queues(&mut e, &listed.iter().map(QueueFigures::from).collect::<Vec<_>>());
 
     for (name, counter, help) in [
         ("sluice_messages_received_total", Counter::MessagesReceived, "Messages received from clients (SMTP, replay)."),
@@ -184,20 +185,40 @@ pub(crate) fn render(t: &Transport) -> String {
     e.out
 }
 
+/// What the metrics show of one queue.
+struct QueueFigures<'a> {
+    identity: &'a str,
+    delivery_type: &'a str,
+    next_hop: &'a str,
+    messages: u64,
+    deferred: u64,
+}
+
+impl<'a> From<&'a api::Queue> for QueueFigures<'a> {
+    fn from(q: &'a api::Queue) -> QueueFigures<'a> {
+        QueueFigures {
+            identity: &q.identity,
+            delivery_type: &q.delivery_type,
+            next_hop: &q.next_hop_domain,
+            messages: q.message_count,
+            deferred: q.deferred_message_count,
+        }
+    }
+}
+
 /// Per-queue message counts, bounded to the largest queues plus `other`.
-fn queues(e: &mut Exposition, all: &[api::Queue]) {
-    let mut sorted: Vec<&api::Queue> = all.iter().collect();
-    sorted.sort_by(|a, b| b.message_count.cmp(&a.message_count).then_with(|| a.identity.cmp(&b.identity)));
+fn queues(e: &mut Exposition, all: &[QueueFigures<'_>]) {
+    let mut sorted: Vec<&QueueFigures<'_>> = all.iter().collect();
+    sorted.sort_by(|a, b| b.messages.cmp(&a.messages).then_with(|| a.identity.cmp(b.identity)));
     let (top, rest) = sorted.split_at(sorted.len().min(TOP_QUEUES));
-    for (name, help, value) in [
-        ("sluice_queue_messages", "Messages in a queue (the largest queues; the rest as queue=\"other\").", 0),
-        ("sluice_queue_deferred_messages", "Messages in a queue waiting for a retry.", 1),
+    for (name, help, deferred) in [
+        ("sluice_queue_messages", "Messages in a queue (the largest queues; the rest as queue=\"other\").", false),
+        ("sluice_queue_deferred_messages", "Messages in a queue waiting for a retry.", true),
     ] {
         e.family(name, "gauge", help);
-        let of = |q: &api::Queue| if value == 0 { q.message_count } else { q.deferred_message_count };
+        let of = |q: &QueueFigures<'_>| if deferred { q.deferred } else { q.messages };
         for q in top {
-            let labels =
-                [("queue", q.identity.as_str()), ("delivery_type", &q.delivery_type), ("next_hop", &q.next_hop_domain)];
+            let labels = [("queue", q.identity), ("delivery_type", q.delivery_type), ("next_hop", q.next_hop)];
             e.sample(name, &labels, of(q));
         }
         let other: u64 = rest.iter().map(|q| of(q)).sum();
@@ -208,7 +229,7 @@ fn queues(e: &mut Exposition, all: &[api::Queue]) {
         "sluice_messages_queued",
         "gauge",
         "Message copies in all queues.",
-        all.iter().map(|q| q.message_count).sum::<u64>(),
+        all.iter().map(|q| q.messages).sum::<u64>(),
     );
 }
 
@@ -274,28 +295,20 @@ fn back_pressure(e: &mut Exposition, bp: &api::BackPressureStatus) {
 mod tests {
     use super::*;
 
-    fn queue(identity: &str, count: u64) -> api::Queue {
-        api::Queue {
-            identity: identity.to_owned(),
-            delivery_type: "SmtpRelayToRemoteAdSite".to_owned(),
-            next_hop_domain: format!("{identity}.test"),
-            next_hop_connector: String::new(),
-            next_hop_category: "External".to_owned(),
-            status: "Ready".to_owned(),
-            message_count: count,
-            deferred_message_count: 0,
-            locked_message_count: 0,
-            retry_count: 0,
-            last_error: None,
-            first_retry_time: None,
-            last_retry_time: None,
-            next_retry_time: None,
-        }
-    }
-
     #[test]
     fn only_the_largest_queues_have_series_of_their_own() {
-        let all: Vec<api::Queue> = (0..30).map(|i| queue(&format!("mx\\{}", 16 + i), i)).collect();
+        let names: Vec<String> = (0..30).map(|i| format!("mx\\{}", 16 + i)).collect();
+        let all: Vec<QueueFigures<'_>> = names
+            .iter()
+            .zip(0..)
+            .map(|(identity, n)| QueueFigures {
+                identity,
+                delivery_type: "SmtpRelayToRemoteAdSite",
+                next_hop: "remote.test",
+                messages: n,
+                deferred: 0,
+            })
+            .collect();
         let mut e = Exposition::default();
         queues(&mut e, &all);
         let lines: Vec<&str> = e.out.lines().filter(|l| l.starts_with("sluice_queue_messages{")).collect();
