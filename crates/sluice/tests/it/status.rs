@@ -377,3 +377,18 @@ fn back_pressure_names_its_resource_and_exempts_authenticated_clients_at_medium(
     );
     assert_eq!(value(&samples, "sluice_smtp_rejections_total", &[("code", "452")]), Some(1.0), "{text}");
 }
+
+#[test]
+fn a_damaged_counters_file_is_moved_aside_with_an_alert_and_the_counters_start_again() {
+    let mut s = Server::start("");
+    assert!(s.signal_and_wait("TERM").success());
+    let file = s.data().join("counters.json");
+    assert!(file.exists(), "a clean stop saves the counters");
+    std::fs::write(&file, b"{\"version\": 1, \"lifetime\": ").unwrap();
+    s.spawn();
+    assert!(s.data().join("counters.json.damaged").exists());
+    let alerts = s.get_json("/api/v1/alerts?severity=Warning");
+    let text = alerts["items"][0]["text"].as_str().unwrap_or_default().to_owned();
+    assert!(text.contains("counters start from zero") && text.contains("counters.json"), "{alerts}");
+    assert!(counters(&status(&s)).values().all(|c| *c == (0, 0, 0)));
+}
