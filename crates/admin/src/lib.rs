@@ -30,9 +30,11 @@ use utoipa_axum::routes;
 mod actions;
 mod audit;
 mod digest;
+mod metrics;
 mod openapi;
 mod query;
 mod resubmit;
+mod status;
 mod tls;
 
 /// Reloads the configuration; returns what happened, or why it failed (the old configuration stays).
@@ -89,6 +91,8 @@ fn routes() -> OpenApiRouter<Arc<AdminState>> {
         .routes(routes!(defrag))
         .merge(actions::routes())
         .merge(resubmit::routes())
+        .merge(status::routes())
+        .merge(metrics::routes())
 }
 
 /// The API's routes.

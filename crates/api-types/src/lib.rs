@@ -3,6 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+mod status;
+pub use status::*;
+
 /// Every list: a page of items and the bookmark of the next page.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -17,6 +17,7 @@ mod codec;
 mod drain;
 mod envelope;
 mod generation;
+mod histogram;
 mod log;
 mod record;
 mod recovery;
@@ -37,6 +38,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use body::{Body, BodyChunks, BodySource};
 pub use check::{FileCheck, check};
 pub use drain::{DrainReport, Drained, drain};
+pub use histogram::{BATCH_SIZE, COMMIT_LATENCY_US, Histogram, HistogramSnapshot};
 pub use record::{
     BodyRef, Envelope, EnvelopeParts, FIRST_DELIVERY_QUEUE, Mid, POISON, Priority, QueueId, QueueKey, Recipient,
     RecipientRef, Record, SUBMISSION, UNREACHABLE,
@@ -236,7 +238,7 @@ pub struct Eviction {
 }
 
 /// Counters of the writer, for benchmarks and metrics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Stats {
     /// Flushes (log frames written and synced).
     pub flushes: std::sync::atomic::AtomicU64,
@@ -244,6 +246,26 @@ pub struct Stats {
     pub operations: std::sync::atomic::AtomicU64,
     /// Generations retired before their Safety Net hold ended, for want of disk space.
     pub safety_net_evicted: std::sync::atomic::AtomicU64,
+    /// fdatasyncs of frames (on the writer's thread or a sync thread).
+    pub frame_syncs: std::sync::atomic::AtomicU64,
+    /// Microseconds from the start of a flush until its clients were answered (the wait that a durable
+    /// commit adds, minus the time its request queued before the flush took it).
+    pub commit_latency_us: Histogram,
+    /// Operations per flushed frame.
+    pub batch_size: Histogram,
+}
+
+impl Default for Stats {
+    fn default() -> Stats {
+        Stats {
+            flushes: Default::default(),
+            operations: Default::default(),
+            safety_net_evicted: Default::default(),
+            frame_syncs: Default::default(),
+            commit_latency_us: Histogram::new(COMMIT_LATENCY_US),
+            batch_size: Histogram::new(BATCH_SIZE),
+        }
+    }
 }
 
 /// An open queue database. Cheap to clone; all clones share the writer.
@@ -302,6 +324,24 @@ impl QueueDb {
     /// Free bytes on the database's file system.
     pub fn free_space(&self) -> std::io::Result<u64> {
         self.storage.free_space()
+    }
+
+    /// Bytes the database's files take on disk (logs, generations, checkpoint, reserve files).
+    pub fn used_space(&self) -> std::io::Result<u64> {
+        self.storage.used_space()
+    }
+
+    /// The generation files open now, and their bytes.
+    pub fn generation_files(&self) -> (u64, u64) {
+        let gens = self.generations.read().unwrap_or_else(|e| e.into_inner());
+        let bytes = gens.values().map(|(_, f)| f.len().unwrap_or(0)).sum();
+        (gens.len() as u64, bytes)
+    }
+
+    /// The last MID handed out (by [`QueueDb::allocate_mid`] or, after a start, below the recovered mark);
+    /// 0 before any.
+    pub fn last_mid(&self) -> Mid {
+        self.next_mid.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(1)
     }
 
     /// Drops Safety Net copies for disk space (disk pressure), oldest first and whatever their hold, until

@@ -21,6 +21,17 @@ pub trait Storage: Send + Sync + 'static {
     fn describe(&self, name: &str) -> String;
     /// Bytes free for this directory's files (what an unprivileged writer may still use).
     fn free_space(&self) -> io::Result<u64>;
+    /// Bytes the directory's files take (by default their lengths).
+    fn used_space(&self) -> io::Result<u64> {
+        let mut total = 0;
+        for name in self.list()? {
+            // A file removed between the listing and the look is not counted.
+            if let Ok(f) = self.open(&name, false) {
+                total += f.len().unwrap_or(0);
+            }
+        }
+        Ok(total)
+    }
 }
 
 /// Whether an error means the file system is full (ENOSPC, or EDQUOT: the same thing to a writer).
@@ -124,5 +135,16 @@ impl Storage for FsStorage {
     fn free_space(&self) -> io::Result<u64> {
         let st = rustix::fs::statvfs(&self.dir)?;
         Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+    fn used_space(&self) -> io::Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        // The blocks allocated, as `du` counts them: zero-filled preallocation takes space, holes do not.
+        let mut total = 0;
+        for entry in fs::read_dir(&self.dir)? {
+            if let Ok(m) = entry?.metadata() {
+                total += m.blocks() * 512;
+            }
+        }
+        Ok(total)
     }
 }

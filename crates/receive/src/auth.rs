@@ -50,7 +50,7 @@ impl Session {
         }
         let limit = connector.auth_failures_per_minute;
         if self.shared.auth_failures.blocked(self.peer.ip(), limit) {
-            tracing::warn!(peer = %self.peer, "AUTH refused: too many failures from this address");
+            tracing::warn!(icid = self.icid(), peer = %self.peer, "AUTH refused: too many failures from this address");
             self.reply(replies::AUTH_LOCKED_OUT);
             return Ok(Flow::Continue);
         }
@@ -107,12 +107,12 @@ impl Session {
             None => (String::new(), false),
         };
         if ok {
-            tracing::info!(peer = %self.peer, user = %sluice_smtp::printable(&name), "authenticated");
+            tracing::info!(icid = self.icid(), peer = %self.peer, user = %sluice_smtp::printable(&name), "authenticated");
             self.user = Some(name);
             self.reply(replies::AUTHENTICATED);
             return Ok(Flow::Continue);
         }
-        tracing::warn!(peer = %self.peer, user = %sluice_smtp::printable(&name), mechanism, "authentication failed");
+        tracing::warn!(icid = self.icid(), peer = %self.peer, user = %sluice_smtp::printable(&name), mechanism, "authentication failed");
         self.shared.auth_failures.record(self.peer.ip());
         self.reply(replies::BAD_CREDENTIALS);
         Ok(self.flow_after_error())

@@ -25,7 +25,7 @@ impl Session {
             // RFC 2920 3.1: DATA ends a pipelined group and the message follows the 354 only. Bytes sent with
             // it cannot be told apart from commands: refused, logged, and the connection closed (Postfix's
             // "improper command pipelining after DATA").
-            tracing::info!(peer = %self.peer, bytes = self.conn.input.len(), "improper pipelining after DATA; closing");
+            tracing::info!(icid = self.icid(), peer = %self.peer, bytes = self.conn.input.len(), "improper pipelining after DATA; closing");
             self.tx = None;
             self.reply(replies::PIPELINED_AFTER_DATA);
             return Ok(Flow::Close);

@@ -222,10 +222,12 @@ impl Server {
                     });
                 }
                 (Ok(_), None) => {
-                    sessions.spawn(refuse(stream, peer, policy, replies::TOO_MANY_FROM_ADDRESS));
+                    let reply = counted(&self.transport, replies::TOO_MANY_FROM_ADDRESS);
+                    sessions.spawn(refuse(stream, peer, policy, reply));
                 }
                 (Err(_), _) => {
-                    sessions.spawn(refuse(stream, peer, policy, replies::TOO_MANY_CONNECTIONS));
+                    let reply = counted(&self.transport, replies::TOO_MANY_CONNECTIONS);
+                    sessions.spawn(refuse(stream, peer, policy, reply));
                 }
             }
         }
@@ -233,6 +235,12 @@ impl Server {
         sessions.close();
         sessions.wait().await;
     }
+}
+
+/// A refusal of a whole connection, counted by its code.
+fn counted(transport: &Transport, reply: replies::Canned) -> replies::Canned {
+    transport.counters().smtp_reply(reply.reply().code);
+    reply
 }
 
 async fn refuse(mut stream: tokio::net::TcpStream, peer: SocketAddr, policy: Arc<Policy>, reply: replies::Canned) {

@@ -2,7 +2,7 @@
 //! required, the size limit, back pressure).
 
 use sluice_smtp::ReversePath;
-use sluice_transport::pressure::Level as BackPressure;
+use sluice_transport::pressure::{Level as BackPressure, Resource};
 
 use crate::replies;
 use crate::session::{Session, Transaction};
@@ -25,11 +25,17 @@ impl Session {
         if params.size.is_some_and(|s| s > self.policy.connector.max_message_size) {
             return self.reply(replies::TOO_BIG);
         }
-        // Back pressure: High refuses all new mail, Medium the mail of clients outside relay_networks. The
-        // connection stays; the client tries again later.
+        // Back pressure: High refuses all new mail, Medium the mail of clients outside relay_networks that
+        // have not authenticated. The connection stays; the client tries again later. The reply names the
+        // resource, so that the client's log says why.
         let level = self.transport.back_pressure();
-        if level == BackPressure::High || (level == BackPressure::Medium && !self.relay_client) {
-            return self.reply(replies::BACK_PRESSURE);
+        let trusted = self.relay_client || self.user.is_some();
+        if level == BackPressure::High || (level == BackPressure::Medium && !trusted) {
+            return self.reply(match self.transport.back_pressure_resource() {
+                Resource::Disk => replies::BACK_PRESSURE_DISK,
+                Resource::Memory => replies::BACK_PRESSURE_MEMORY,
+                Resource::Submission => replies::BACK_PRESSURE_SUBMISSION,
+            });
         }
         self.tx = Some(Transaction {
             from,

@@ -44,14 +44,14 @@ impl Session {
         }
         if let Some(v) = c.violation {
             // With bare_newlines = "normalize" only NUL is a violation; with "reject" bare CR and LF are too.
-            tracing::info!(peer = %self.peer, violation = ?v, "message refused: bare CR, LF or NUL in data");
+            tracing::info!(icid = self.icid(), peer = %self.peer, violation = ?v, "message refused: bare CR, LF or NUL in data");
             return self.reply_with(&v.reply());
         }
         if c.header_bytes > connector.max_header_size {
             return self.reply(replies::HEADER_TOO_BIG);
         }
         if c.received_headers >= connector.max_hop_count as usize {
-            tracing::info!(peer = %self.peer, hops = c.received_headers, "message refused: mail loop");
+            tracing::info!(icid = self.icid(), peer = %self.peer, hops = c.received_headers, "message refused: mail loop");
             return self.reply(replies::TOO_MANY_HOPS);
         }
         spool.settle(&mut body);
@@ -94,11 +94,11 @@ impl Session {
         match self.transport.submit(mid, envelope, body).await {
             Ok(()) => self.reply_with(&replies::QUEUED.text(format!("Ok: queued as {mid}"))),
             Err(sluice_queue_db::CommitError::DiskFull) => {
-                tracing::warn!("message not stored: the queue database's disk is full");
+                tracing::warn!(icid = self.icid(), "message not stored: the queue database's disk is full");
                 self.reply(replies::DISK_FULL);
             }
             Err(e) => {
-                tracing::error!(error = %e, "message not stored");
+                tracing::error!(icid = self.icid(), error = %e, "message not stored");
                 self.reply(replies::STORAGE_FAILED);
             }
         }

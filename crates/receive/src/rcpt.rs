@@ -25,11 +25,11 @@ impl Session {
             return self.reply(replies::NEED_MAIL);
         };
         if tx.recipients.len() >= max {
-            return self.reply(replies::TOO_MANY_RECIPIENTS);
+            return self.refuse_recipient(replies::TOO_MANY_RECIPIENTS);
         }
         if accepted {
             if to.is_quoted() || !sluice_smtp::safe_local_part(to.local()) {
-                return self.reply(replies::BAD_RECIPIENT_SYNTAX);
+                return self.refuse_recipient(replies::BAD_RECIPIENT_SYNTAX);
             }
             let known = match self.policy.known_mailbox(to.domain(), to.local()) {
                 Some(known) => known,
@@ -38,13 +38,13 @@ impl Session {
                 None => self.policy.reachable_mailbox(to.domain(), to.local()),
             };
             match known {
-                None => return self.reply(replies::USER_UNKNOWN),
+                None => return self.refuse_recipient(replies::USER_UNKNOWN),
                 // Delivered to the mailbox it matched, whatever the case the client used.
                 Some(local) if local != to.local() => mailbox = Some(format!("{local}@{}", to.domain())),
                 Some(_) => {}
             }
         } else if !relay_client {
-            return self.reply(replies::RELAY_DENIED);
+            return self.refuse_recipient(replies::RELAY_DENIED);
         }
         let targets: Vec<String> = match accepted.then(|| self.policy.alias_targets(to.domain(), to.local())).flatten()
         {
@@ -60,11 +60,18 @@ impl Session {
         let new: Vec<String> =
             targets.into_iter().filter(|t| !tx.recipients.iter().any(|r| r.address.eq_ignore_ascii_case(t))).collect();
         if tx.recipients.len() + new.len() > max {
-            return self.reply(replies::TOO_MANY_RECIPIENTS);
+            return self.refuse_recipient(replies::TOO_MANY_RECIPIENTS);
         }
         for address in new {
             tx.recipients.push(Recipient { address, notify: params.notify_string(), orcpt: orcpt.clone() });
         }
         self.reply(replies::RECIPIENT_OK);
+    }
+
+    /// Refuses a recipient (unknown, not relayed, over the limit, unsafe): counted as a rejected recipient.
+    /// A RCPT refused for the session's state (no MAIL yet) is a protocol error, not counted here.
+    fn refuse_recipient(&mut self, r: replies::Canned) {
+        self.counted.counters().add(sluice_transport::Counter::RejectedRecipients, 1);
+        self.reply(r);
     }
 }

@@ -107,7 +107,10 @@ replies! {
         NO_BINARYMIME = 555 "5.5.4" "BODY=BINARYMIME is not offered";
         /// At MAIL (its `SIZE`) and at the end of the data.
         TOO_BIG = 552 "5.3.4" "Message size exceeds the fixed maximum message size";
-        BACK_PRESSURE = 452 "4.3.1" "Insufficient system resources, try again later";
+        /// Back pressure, naming the resource at its level.
+        BACK_PRESSURE_DISK = 452 "4.3.1" "Insufficient system resources (queue database disk), try again later";
+        BACK_PRESSURE_MEMORY = 452 "4.3.1" "Insufficient system resources (memory), try again later";
+        BACK_PRESSURE_SUBMISSION = 452 "4.3.1" "Insufficient system resources (submission queue), try again later";
         SENDER_OK = 250 "2.1.0" "Sender ok";
 
         // RCPT.

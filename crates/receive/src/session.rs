@@ -46,6 +46,8 @@ pub(crate) struct Session {
     pub(crate) tx: Option<Transaction>,
     pub(crate) errors: u32,
     pub(crate) relay_client: bool,
+    /// The session counted open, with its injection connection id (ICID), which its log lines carry.
+    pub(crate) counted: sluice_transport::InboundSession,
 }
 
 pub(crate) enum Flow {
@@ -62,6 +64,8 @@ pub(crate) async fn run(
     shared: Arc<Shared>,
 ) {
     let _ = stream.set_nodelay(true);
+    let counted = transport.counters().inbound_session();
+    tracing::debug!(icid = counted.icid, %peer, connector = %policy.connector.name, "SMTP session");
     let relay_client = policy.connector.relay_networks.iter().any(|n| n.contains(peer.ip()));
     let connector = &policy.connector;
     let conn = Conn::new(
@@ -83,19 +87,20 @@ pub(crate) async fn run(
         tx: None,
         errors: 0,
         relay_client,
+        counted,
     };
     let connection_timeout = s.policy.connector.connection_timeout;
     if s.policy.connector.tls_mode == sluice_config::TlsMode::Implicit
         && let Err(e) = s.encrypt().await
     {
-        tracing::info!(peer = %s.peer, error = %e, "TLS handshake failed");
+        tracing::info!(icid = s.icid(), peer = %s.peer, error = %e, "TLS handshake failed");
         return;
     }
     match tokio::time::timeout(connection_timeout, s.serve()).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::debug!(peer = %s.peer, error = %e, "session ended"),
+        Ok(Err(e)) => tracing::debug!(icid = s.icid(), peer = %s.peer, error = %e, "session ended"),
         Err(_) => {
-            let _ = s.conn.send_now(&replies::CONNECTION_TIME_LIMIT.reply()).await;
+            let _ = s.send_refusal(replies::CONNECTION_TIME_LIMIT).await;
         }
     }
 }
@@ -103,7 +108,7 @@ pub(crate) async fn run(
 impl Session {
     async fn serve(&mut self) -> std::io::Result<()> {
         if self.conn.shutting_down() {
-            self.conn.send_now(&replies::SHUTTING_DOWN.reply()).await?;
+            self.send_refusal(replies::SHUTTING_DOWN).await?;
             return Ok(());
         }
         // A client that talks before the greeting (after `greet_pause`, or already when it is due) is not
@@ -112,8 +117,8 @@ impl Session {
             if read == 0 {
                 return Ok(());
             }
-            tracing::info!(peer = %self.peer, bytes = self.conn.input.len(), "client talked before the greeting; closing");
-            self.conn.send_now(&replies::TALKED_BEFORE_GREETING.reply()).await?;
+            tracing::info!(icid = self.icid(), peer = %self.peer, bytes = self.conn.input.len(), "client talked before the greeting; closing");
+            self.send_refusal(replies::TALKED_BEFORE_GREETING).await?;
             return Ok(());
         }
         let banner = replies::GREETING.text(format!("{} ESMTP sluice", self.policy.hostname));
@@ -145,12 +150,25 @@ impl Session {
 
     /// Adds a canned reply to those written at the next flush.
     pub(crate) fn reply(&mut self, r: replies::Canned) {
-        self.conn.reply(&r.reply());
+        self.reply_with(&r.reply());
     }
 
-    /// Adds a reply made at run time to those written at the next flush.
+    /// Adds a reply made at run time to those written at the next flush; a refusal is counted by its code.
     pub(crate) fn reply_with(&mut self, r: &Reply) {
+        self.counted.counters().smtp_reply(r.code);
         self.conn.reply(r);
+    }
+
+    /// Sends a refusal that ends the session at once, counted by its code.
+    async fn send_refusal(&mut self, r: replies::Canned) -> std::io::Result<()> {
+        let reply = r.reply();
+        self.counted.counters().smtp_reply(reply.code);
+        self.conn.send_now(&reply).await
+    }
+
+    /// The session's injection connection id.
+    pub(crate) fn icid(&self) -> u64 {
+        self.counted.icid
     }
 
     /// Reads more input for the current step; see [`Conn::fill`].
@@ -176,7 +194,7 @@ impl Session {
     /// Encrypts the connection (implicit TLS, or after `220` to STARTTLS).
     pub(crate) async fn encrypt(&mut self) -> std::io::Result<()> {
         self.tls = self.conn.handshake(self.shared.tls.clone()).await?;
-        tracing::debug!(peer = %self.peer, tls = ?self.tls, "TLS established");
+        tracing::debug!(icid = self.icid(), peer = %self.peer, tls = ?self.tls, "TLS established");
         Ok(())
     }
 

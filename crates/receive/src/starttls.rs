@@ -25,11 +25,11 @@ impl Session {
         self.reply(replies::READY_FOR_TLS);
         self.conn.flush().await?;
         if !self.conn.input.is_empty() {
-            tracing::info!(peer = %self.peer, bytes = self.conn.input.len(), "input pipelined after STARTTLS discarded");
+            tracing::info!(icid = self.icid(), peer = %self.peer, bytes = self.conn.input.len(), "input pipelined after STARTTLS discarded");
         }
         self.conn.input.clear();
         if let Err(e) = self.encrypt().await {
-            tracing::info!(peer = %self.peer, error = %e, "TLS handshake failed");
+            tracing::info!(icid = self.icid(), peer = %self.peer, error = %e, "TLS handshake failed");
             return Ok(Flow::Close);
         }
         self.helo = None;

@@ -70,6 +70,7 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
     let tracking = Tracking::start(config.server.data_dir.join("tracking")).context("starting the tracking log")?;
     let agent = wiring::delivery_agent(&config);
     let recovered = queues.messages();
+    let counters = open_counters(&config.server.data_dir.join("counters.json"), &alerts)?;
     let requests_file = config.server.data_dir.join("resubmit-requests.json");
     let resubmit_requests =
         sluice_transport::ResubmitRequests::open(requests_file).context("reading the Safety Net resubmit requests")?;
@@ -85,6 +86,7 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
         resubmit_requests,
         in_process,
         fault_injection: config.debug.fault_injection,
+        counters,
     })
     .await
     .context("recording the crash counts of the messages in process at an unclean stop")?;
@@ -144,6 +146,25 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
     transport.shutdown().await;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// The counters saved at `path`. A file that cannot be read is moved aside (`counters.json.damaged`) with
+/// a Warning alert, and the counters start from zero: statistics are not worth refusing to start for.
+fn open_counters(path: &std::path::Path, alerts: &Alerts) -> anyhow::Result<sluice_transport::Counters> {
+    match sluice_transport::Counters::open(path.to_owned()) {
+        Ok(c) => Ok(c),
+        Err(e) => {
+            let aside = path.with_extension("json.damaged");
+            std::fs::rename(path, &aside)
+                .with_context(|| format!("moving the unreadable counters file {} aside", path.display()))?;
+            alerts.raise(
+                AlertClass::System,
+                Severity::Warning,
+                format!("the counters start from zero: {e} (moved to {})", aside.display()),
+            );
+            Ok(sluice_transport::Counters::open(path.to_owned())?)
+        }
+    }
 }
 
 /// Logs where the configuration came from and what in it is not in effect.

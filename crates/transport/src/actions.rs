@@ -236,6 +236,7 @@ impl Transport {
         }
         let mut records = Vec::new();
         for (mid, qid, recipients, envelope, body) in &removed {
+            self.inner.counters.add(crate::Counter::DeletedRecipients, recipients.len() as u64);
             if with_ndr {
                 tell_removed(&self.inner, *mid, envelope, *body, recipients).await;
             }
@@ -549,6 +550,7 @@ pub(crate) async fn apply_pending(
         }
         Pending::Remove { with_ndr } => {
             inner.lock().finish_copy(job.mid, qid);
+            inner.counters.add(crate::Counter::DeletedRecipients, remaining.len() as u64);
             if with_ndr {
                 tell_removed(inner, job.mid, &job.envelope, job.body, remaining).await;
             }

@@ -80,6 +80,8 @@ struct Inner {
     next_id: u64,
     recent: VecDeque<api::Alert>,
     repeats: HashMap<String, Repeat>,
+    /// Alerts raised since start (suppressed repeats too), by class and severity.
+    raised: HashMap<(AlertClass, Severity), u64>,
 }
 
 /// Suppression of one alert's repeats.
@@ -143,6 +145,7 @@ impl Alerts {
                 next_id,
                 recent,
                 repeats: HashMap::new(),
+                raised: HashMap::new(),
             })),
         }
     }
@@ -179,6 +182,7 @@ impl Alerts {
         // alert log, the API and the text log alike.
         let text = sluice_smtp::printable(&text).into_owned();
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        *inner.raised.entry((class, severity)).or_default() += 1;
         let max = inner.max_repeat;
         let suppressed = match inner.repeats.get_mut(key) {
             // Quiet for longer than the longest interval: the alert starts over.
@@ -240,6 +244,19 @@ impl Alerts {
         Some(alert)
     }
 
+    /// How many alerts of each class and severity were raised since start, suppressed repeats included; every
+    /// pair is listed, in the order of [`AlertClass::ALL`] and [`Severity::ALL`].
+    pub fn raised_since_start(&self) -> Vec<(AlertClass, Severity, u64)> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::with_capacity(AlertClass::ALL.len() * Severity::ALL.len());
+        for class in AlertClass::ALL {
+            for severity in Severity::ALL {
+                out.push((*class, *severity, inner.raised.get(&(*class, *severity)).copied().unwrap_or(0)));
+            }
+        }
+        out
+    }
+
     /// Recent alerts, oldest first: at or after `since` (ms since the epoch), of `severity` or more urgent,
     /// of `class`.
     pub fn list(&self, since: Option<i64>, severity: Option<Severity>, class: Option<AlertClass>) -> Vec<api::Alert> {
@@ -297,6 +314,12 @@ mod tests {
         assert!(a.raise(AlertClass::System, Severity::Critical, "two").is_some());
         assert!(a.raise(AlertClass::Queue, Severity::Critical, "one").is_some());
         assert!(a.raise(AlertClass::System, Severity::Critical, "one").is_none());
+        let raised = a.raised_since_start();
+        assert_eq!(raised.len(), AlertClass::ALL.len() * Severity::ALL.len(), "every pair, also at 0");
+        let count = |c, s| raised.iter().find(|(x, y, _)| *x == c && *y == s).map(|r| r.2);
+        assert_eq!(count(AlertClass::System, Severity::Critical), Some(3), "a suppressed repeat counts");
+        assert_eq!(count(AlertClass::Queue, Severity::Critical), Some(1));
+        assert_eq!(count(AlertClass::Queue, Severity::Warning), Some(0));
     }
 
     #[test]

@@ -169,6 +169,7 @@ pub(crate) async fn notify(
         statuses.iter().filter_map(|s| envelope.recipient(s.index as usize)).map(|r| r.address.to_owned()).collect();
     match inner.submit(notice_mid, parts.into(), built.bytes.into()).await {
         Ok(()) => {
+            inner.counters.add(crate::Counter::GeneratedBounceRecipients, 1);
             tracing::info!(mid, notice = notice_mid, action = %actions, recipients = covered.len(), "delivery status notice queued");
             let mut ev = inner.event(EventId::Dsn, mid, envelope);
             ev.recipients = covered;

@@ -17,6 +17,7 @@ mod actions;
 mod agent;
 pub mod alerts;
 mod categorizer;
+pub mod counters;
 mod dsn;
 mod inprocess;
 mod listing;
@@ -26,6 +27,7 @@ pub mod pressure;
 mod queue;
 mod routing;
 mod safety_net;
+mod status;
 mod timers;
 mod tracking;
 mod worker;
@@ -44,6 +46,7 @@ pub use agent::{
     TlsFailure, reply_line,
 };
 pub use alerts::{AlertClass, Alerts, Severity};
+pub use counters::{Counter, Counters, CountersFileError, InboundSession};
 pub use inprocess::{InProcess, InProcessError};
 pub use listing::CopyRow;
 pub use load::Loaded;
@@ -53,6 +56,7 @@ pub use routing::{
     TlsPolicy,
 };
 pub use safety_net::{RequestsFileError, ResubmitError, ResubmitRequests};
+pub use sluice_queue_db::HistogramSnapshot;
 pub use tracking::{Audit, Event, EventId, Tracking};
 
 use queue::{Copy, Message, Queues};
@@ -90,6 +94,8 @@ pub(crate) struct Inner {
     gate: poison::Gate,
     /// `[debug] fault_injection`: `X-Sluice-Fault` headers take effect. When off, no body is read for them.
     fault_injection: bool,
+    /// What the server did, for `GET /api/v1/status` and the metrics (`counters.rs`).
+    counters: Arc<Counters>,
 }
 
 impl Inner {
@@ -211,6 +217,8 @@ pub struct Parts {
     pub in_process: InProcess,
     /// `[debug] fault_injection`: honour `X-Sluice-Fault` headers (for tests).
     pub fault_injection: bool,
+    /// The counters, as saved (`Counters::open`), or `Counters::in_memory()`.
+    pub counters: Counters,
 }
 
 impl Transport {
@@ -230,6 +238,7 @@ impl Transport {
             resubmit_requests,
             in_process,
             fault_injection,
+            counters,
         } = parts;
         let Loaded { qs, resubmit } = loaded;
         let gate = poison::Gate::new(qs.suspect_count());
@@ -255,6 +264,7 @@ impl Transport {
             in_process: Arc::new(in_process),
             gate,
             fault_injection,
+            counters: Arc::new(counters),
         });
         if fault_injection {
             tracing::warn!("fault injection is on: X-Sluice-Fault headers abort or panic this server");
@@ -276,6 +286,8 @@ impl Transport {
         t.inner.tasks.spawn(pressure::watch(inner));
         let inner = t.inner.clone();
         t.inner.tasks.spawn(safety_net::run(inner));
+        let inner = t.inner.clone();
+        t.inner.tasks.spawn(counters::run(inner));
         t.inner.categorizer_wake.notify_one();
         Ok(t)
     }
@@ -344,7 +356,11 @@ impl Transport {
         envelope: Envelope,
         body: impl Into<sluice_queue_db::Body>,
     ) -> Result<(), CommitError> {
-        self.inner.submit(mid, envelope, body.into()).await
+        let recipients = envelope.recipient_count() as u64;
+        self.inner.submit(mid, envelope, body.into()).await?;
+        self.inner.counters.add(Counter::MessagesReceived, 1);
+        self.inner.counters.add(Counter::RecipientsReceived, recipients);
+        Ok(())
     }
 
     /// Is `domain` one of the accepted domains?
@@ -397,5 +413,9 @@ impl Transport {
         self.inner.in_process.remove();
         self.inner.db.close().await;
         self.inner.tracking.flush();
+        // After every task: what the last deliveries counted is in the file, and the ids exactly.
+        if let Err(e) = self.inner.counters.save(true) {
+            tracing::warn!(error = %e, "cannot save the counters");
+        }
     }
 }

@@ -112,6 +112,28 @@ pub enum Resource {
     Submission,
 }
 
+impl Resource {
+    pub const ALL: [Resource; 3] = [Resource::Disk, Resource::Memory, Resource::Submission];
+
+    /// The name in the status and metrics (`queue_database_disk`, `memory`, `submission_queue`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resource::Disk => "queue_database_disk",
+            Resource::Memory => "memory",
+            Resource::Submission => "submission_queue",
+        }
+    }
+
+    /// The name for people, as the `452 4.3.1` reply gives it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Resource::Disk => "queue database disk",
+            Resource::Memory => "memory",
+            Resource::Submission => "submission queue",
+        }
+    }
+}
+
 impl BackPressure {
     pub fn level(&self) -> Level {
         Level::from_u8(self.level.load(Ordering::Relaxed))
@@ -127,6 +149,12 @@ impl BackPressure {
             Resource::Memory => &self.memory,
             Resource::Submission => &self.submission,
         }
+    }
+
+    /// The resource at the overall level (the first of disk, memory, Submission when several are).
+    pub fn cause(&self) -> Resource {
+        let level = Resource::ALL.iter().map(|r| self.of(*r)).max().unwrap_or(Level::Normal);
+        Resource::ALL.into_iter().find(|r| self.of(*r) == level).unwrap_or(Resource::Disk)
     }
 
     /// Sets one resource's level; returns the overall level before and after.
@@ -183,8 +211,13 @@ impl Monitor {
         *self.thresholds.write().unwrap_or_else(|e| e.into_inner()) = t;
     }
 
-    fn thresholds(&self) -> Thresholds {
+    pub(crate) fn thresholds(&self) -> Thresholds {
         *self.thresholds.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Each resource's level, as last set.
+    pub(crate) fn levels(&self) -> &BackPressure {
+        &self.levels
     }
 }
 
@@ -197,9 +230,10 @@ pub(crate) fn look_at_disk(inner: &Arc<Inner>) -> Level {
     if level == Level::High {
         return level;
     }
-    let now = m.started.elapsed().as_millis() as u64;
+    // `disk_looked` is 0 until the first look, which is never skipped (also not in the monitor's first 10 ms).
+    let now = (m.started.elapsed().as_millis() as u64).max(1);
     let last = m.disk_looked.load(Relaxed);
-    if now >= last + 10
+    if (last == 0 || now >= last + 10)
         && m.disk_looked.compare_exchange(last, now, Relaxed, Relaxed).is_ok()
         && let Ok(free) = inner.db.free_space()
     {
@@ -405,5 +439,8 @@ mod tests {
         assert_eq!(bp.set(Resource::Submission, High), (Medium, High));
         assert_eq!(bp.set(Resource::Submission, Normal), (High, Medium));
         assert_eq!(bp.level(), Medium);
+        assert_eq!(bp.cause(), Resource::Disk);
+        bp.set(Resource::Memory, High);
+        assert_eq!(bp.cause(), Resource::Memory, "the resource at the highest level is named");
     }
 }

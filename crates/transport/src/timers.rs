@@ -135,6 +135,7 @@ async fn expire(inner: &Arc<Inner>, e: Expired, limits: &Limits) -> Vec<Record> 
     }
     tracing::warn!(mid = e.mid, recipients = statuses.len(), "message expired");
     inner.expired.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    inner.counters.add(crate::Counter::HardBouncedRecipients, statuses.len() as u64);
     dsn::notify(inner, e.mid, &e.envelope, e.body, statuses).await;
     records
 }

@@ -77,6 +77,13 @@ impl ConnectionSlots {
         *size = new;
     }
 
+    /// Slots held now: delivery connections open or being opened.
+    pub(crate) fn in_use(&self) -> usize {
+        let size = *self.size.lock().unwrap_or_else(|e| e.into_inner());
+        // Slots owed after a lowering are still held; the free ones are not.
+        (size + self.debt.load(Ordering::Acquire)).saturating_sub(self.semaphore.available_permits())
+    }
+
     /// Waits for a free slot.
     async fn acquire(&self) -> Slot {
         // The semaphore is never closed.
@@ -240,7 +247,10 @@ impl Worker {
         let connected = match slot {
             Some(slot) => {
                 self.slot = Some(slot);
-                Some(inner.agent.connect(target).await)
+                let dcid = inner.counters.next_dcid();
+                let c = inner.agent.connect(target).await;
+                log_connection(dcid, self.qid, &c);
+                Some(c)
             }
             None => None,
         };
@@ -332,7 +342,10 @@ impl Worker {
             // connection slot) before the failure counts against the queue.
             self.conn = None;
             self.sent = 0;
-            if let Ok(mut fresh) = inner.agent.connect(target).await {
+            let dcid = inner.counters.next_dcid();
+            let fresh = inner.agent.connect(target).await;
+            log_connection(dcid, self.qid, &fresh);
+            if let Ok(mut fresh) = fresh {
                 match CatchUnwind(fresh.deliver(outbound)).await {
                     Ok(r) => result = r,
                     Err(p) => {
@@ -356,6 +369,14 @@ impl Worker {
     }
 }
 
+/// Logs a delivery connection's opening under its DCID (the `current_ids.dcid` of the status).
+fn log_connection(dcid: u64, qid: QueueId, c: &Result<Box<dyn DeliveryConnection>, DeliveryError>) {
+    match c {
+        Ok(c) => tracing::debug!(dcid, queue = qid, remote = c.remote_mta().unwrap_or(""), "delivery connection open"),
+        Err(e) => tracing::debug!(dcid, queue = qid, error = %e, "delivery connection failed"),
+    }
+}
+
 /// Applies the next hop's per-recipient replies to the copy, and tells the sender of those that failed (and,
 /// when asked, of those delivered) in one notice. The recipients left with a transient reply go on as
 /// [`not_delivered`] says. `handed` is what a delivered recipient became and the next hop that answered (the
@@ -375,6 +396,8 @@ async fn finish(
     let mut delivered = sluice_queue_db::RecipientIndices::new();
     let mut statuses = Vec::new();
     let mut transient_error = String::new();
+    // Counted once per copy, not per recipient.
+    let (mut n_delivered, mut n_failed, mut n_deferred) = (0, 0, 0);
     // The outcomes answer the recipients sent, in their order; a recipient left without one is retried.
     let missing = (outcomes.len() < out.indices.len())
         .then(|| RecipientOutcome::Transient(Reply::new(451, "4.4.0", "no reply for this recipient")));
@@ -395,15 +418,18 @@ async fn finish(
                     Handoff::PassedOn => {}
                 }
                 delivered.push(*i);
+                n_delivered += 1;
                 EventId::Deliver
             }
             RecipientOutcome::Permanent(_) => {
                 statuses.push(status(dsn::Action::Failed));
+                n_failed += 1;
                 EventId::Fail
             }
             RecipientOutcome::Transient(_) => {
                 remaining.push(*i);
                 transient_error.clone_from(&reply);
+                n_deferred += 1;
                 EventId::Defer
             }
         };
@@ -416,6 +442,7 @@ async fn finish(
             tracing::warn!(mid = job.mid, reply = %sluice_smtp::printable(&reply), "permanent delivery failure");
         }
     }
+    count_outcomes(inner, n_delivered, n_failed, n_deferred);
     if !statuses.is_empty() {
         dsn::notify(inner, job.mid, &job.envelope, job.body, statuses).await;
     }
@@ -438,6 +465,20 @@ async fn finish(
     }
 }
 
+/// Adds a copy's outcomes to the counters: recipients delivered, failed for good, and deferred.
+fn count_outcomes(inner: &Inner, delivered: u64, failed: u64, deferred: u64) {
+    use crate::counters::Counter;
+    for (c, n) in [
+        (Counter::DeliveredRecipients, delivered),
+        (Counter::HardBouncedRecipients, failed),
+        (Counter::SoftBouncedEvents, deferred),
+    ] {
+        if n > 0 {
+            inner.counters.add(c, n);
+        }
+    }
+}
+
 /// A transient failure of the whole attempt, for every recipient of the copy. With `queue_level` (no
 /// connection, or the session failed as a whole) the queue goes to Retry too
 /// ([`crate::Limits::queue_retry_interval`]); without (the body could not be read) only the copy waits.
@@ -451,6 +492,7 @@ async fn not_delivered(
     queue_level: bool,
 ) {
     tracing::info!(mid = job.mid, queue = qid, error = %sluice_smtp::printable(error), "delivery deferred");
+    count_outcomes(inner, 0, 0, recipients.len() as u64);
     let mut ev = inner.event(EventId::Defer, job.mid, &job.envelope);
     ev.recipients =
         recipients.iter().filter_map(|i| job.envelope.recipient(*i as usize)).map(|r| r.address.to_owned()).collect();
@@ -558,12 +600,16 @@ mod tests {
     async fn lowering_the_connection_cap_takes_held_slots_out_as_they_are_given_back() {
         let slots = ConnectionSlots::new(2);
         let (a, b) = (slots.acquire().await, slots.acquire().await);
+        assert_eq!(slots.in_use(), 2);
         slots.resize(1);
         assert_eq!(slots.semaphore.available_permits(), 0);
+        assert_eq!(slots.in_use(), 2, "lowering the cap closes no connection");
         drop(a);
         assert_eq!(slots.semaphore.available_permits(), 0, "the first slot given back is owed");
+        assert_eq!(slots.in_use(), 1);
         drop(b);
         assert_eq!(slots.semaphore.available_permits(), 1);
+        assert_eq!(slots.in_use(), 0);
         slots.resize(3);
         assert_eq!(slots.semaphore.available_permits(), 3);
         let held = slots.acquire().await;

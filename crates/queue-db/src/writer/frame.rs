@@ -287,6 +287,7 @@ impl Writer {
         self.pipeline.seq += 1;
         if !hand_off {
             let result = file.sync_data();
+            self.stats.frame_syncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(Some(Written { seq, target, done: Some(result) }));
         }
         if self.pipeline.sync_jobs.send(SyncJob { seq, file }).is_err() {

@@ -212,7 +212,7 @@ impl Writer {
             let held = finished_at.entry(e.body.generation).or_insert(at);
             *held = (*held).max(at);
         }
-        let (sync_jobs, synced) = start_sync_threads()?;
+        let (sync_jobs, synced) = start_sync_threads(init.stats.clone())?;
         let now = Instant::now();
         Ok(Writer {
             stats: init.stats,

@@ -56,13 +56,14 @@ pub(super) struct Synced {
 }
 
 /// Threads that fdatasync the frames the writer hands them, one job at a time each.
-pub(super) fn start_sync_threads()
--> std::io::Result<(std::sync::mpsc::Sender<SyncJob>, mpsc::UnboundedReceiver<Synced>)> {
+pub(super) fn start_sync_threads(
+    stats: Arc<crate::Stats>,
+) -> std::io::Result<(std::sync::mpsc::Sender<SyncJob>, mpsc::UnboundedReceiver<Synced>)> {
     let (jobs_tx, jobs_rx) = std::sync::mpsc::channel::<SyncJob>();
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let jobs_rx = Arc::new(Mutex::new(jobs_rx));
     for _ in 0..IN_FLIGHT {
-        let (jobs, done) = (jobs_rx.clone(), done_tx.clone());
+        let (jobs, done, stats) = (jobs_rx.clone(), done_tx.clone(), stats.clone());
         std::thread::Builder::new().name("queue-db-sync".into()).spawn(move || {
             loop {
                 // The writer's end closing ends the thread.
@@ -72,6 +73,7 @@ pub(super) fn start_sync_threads()
                 };
                 let Ok(job) = job else { return };
                 let result = job.file.sync_data();
+                stats.frame_syncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if done.send(Synced { seq: job.seq, result }).is_err() {
                     return;
                 }
@@ -146,6 +148,8 @@ impl Writer {
             use std::sync::atomic::Ordering::Relaxed;
             self.stats.flushes.fetch_add(1, Relaxed);
             self.stats.operations.fetch_add(f.ops as u64, Relaxed);
+            self.stats.commit_latency_us.observe(took.as_micros().min(u128::from(u64::MAX)) as u64);
+            self.stats.batch_size.observe(f.ops as u64);
             for r in &f.applied {
                 self.apply(r);
             }

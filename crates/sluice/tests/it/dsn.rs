@@ -91,9 +91,10 @@ fn a_refused_recipient_gets_its_sender_a_failure_report_within_one_attempt() {
     );
     // The next hop that refused it is named.
     assert_eq!(report["recipients"][0]["remote_mta"], "dns; 127.0.0.1", "{report}");
-    // The report itself was submitted like any message: from the null sender, with a DSN event.
-    let events = tracking_events(&s.data());
-    assert!(events.iter().any(|e| e["event_id"] == "DSN"), "{events:?}");
+    // The report itself was submitted like any message: from the null sender, with a DSN event (the tracking
+    // log is written every 200 ms, so the event may come after the report).
+    let dsn_event = || tracking_events(&s.data()).iter().any(|e| e["event_id"] == "DSN");
+    assert!(wait_until(Duration::from_secs(10), dsn_event), "{:?}", tracking_events(&s.data()));
     assert!(wait_until(Duration::from_secs(10), || s.queued() == 0));
 }
 

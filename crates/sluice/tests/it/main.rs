@@ -19,4 +19,5 @@ mod remote;
 mod safety_net;
 mod send_tls;
 mod smtp;
+mod status;
 mod tls;

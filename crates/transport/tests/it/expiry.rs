@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use sluice_transport::{Limits, Routing};
+use sluice_transport::{Counter, Limits, Routing};
 
 use crate::harness::{
     Answer, FakeAgent, delivery_queue, ms, notices, originals, pass, smart_host, start, still, submit, tracked, until,
@@ -47,11 +47,22 @@ async fn a_message_its_next_hop_never_takes_expires_with_one_failure_and_stays_g
     assert_eq!(sent[0]["recipients"], serde_json::json!(["bob@remote.example", "carol@remote.example"]));
     // The notice waits in the same queue for the same next hop.
     assert_eq!(transport.queue(&delivery_queue(0)).map_or(0, |q| q.message_count), 1);
+    // Counted: both recipients hard-bounced, one notice generated, every failed attempt a deferral of both.
+    let counters = transport.counters();
+    assert_eq!(counters.get(Counter::MessagesReceived).uptime, 1);
+    assert_eq!(counters.get(Counter::RecipientsReceived).uptime, 2);
+    assert_eq!(counters.get(Counter::HardBouncedRecipients).uptime, 2);
+    assert_eq!(counters.get(Counter::GeneratedBounceRecipients).uptime, 1);
+    assert_eq!(counters.get(Counter::DeliveredRecipients).uptime, 0);
+    let deferrals = counters.get(Counter::SoftBouncedEvents).uptime;
+    assert!(deferrals >= 2 && deferrals % 2 == 0, "{deferrals}");
     let attempts = agent.attempts().len();
     still(transport.shutdown()).await;
 
     let transport = start(dir.path(), relay(), &agent).await;
     assert!(originals(&transport).is_empty(), "the expiry is durable");
+    let hard = transport.counters().get(Counter::HardBouncedRecipients);
+    assert_eq!((hard.uptime, hard.lifetime, hard.reset), (0, 2, 2), "the lifetime column survives a restart");
     pass(Duration::from_secs(3600)).await;
     let later = &agent.attempts()[attempts..];
     assert!(later.iter().all(|a| a.mid != Some(mid)), "an expired message is not tried again");

@@ -275,6 +275,7 @@ async fn start_with(dir: &Path, routing: Routing, agent: &FakeAgent, fault_injec
         resubmit_requests: ResubmitRequests::open(dir.join("resubmit-requests.json")).unwrap(),
         in_process,
         fault_injection,
+        counters: sluice_transport::Counters::open(dir.join("counters.json")).unwrap(),
     })
     .await
     .unwrap()

@@ -2,6 +2,7 @@
 //! on tokio's paused clock: retry timing is checked in virtual seconds, without waiting for it.
 
 mod actions;
+mod counters;
 mod delay;
 mod dsn;
 mod expiry;
