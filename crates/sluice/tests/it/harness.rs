@@ -229,6 +229,21 @@ impl Smtp {
         Smtp::from_stream(s)
     }
 
+    /// A session on `addr` once the server greets with 220: a server with `max_connections` may still be
+    /// counting a connection that was just closed (the harness's own readiness probe), and answers 421 then.
+    pub fn connect_when_served(addr: SocketAddr) -> Smtp {
+        for _ in 0..100 {
+            let s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let mut c = Smtp { reader: BufReader::new(s.try_clone().unwrap()), writer: s };
+            if c.read().starts_with("220") {
+                return c;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{addr} never greeted with 220");
+    }
+
     pub fn from_stream(s: TcpStream) -> Smtp {
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let mut c = Smtp { reader: BufReader::new(s.try_clone().unwrap()), writer: s };

@@ -24,7 +24,7 @@ fn a_reload_reports_a_connectors_tls_and_connection_limit_and_keeps_the_running_
     );
 
     // The old limit holds: a second client is turned away while the first is connected.
-    let mut first = s.smtp();
+    let mut first = Smtp::connect_when_served(([127, 0, 0, 1], s.smtp).into());
     // The old TLS setting holds too: no STARTTLS without a restart.
     let ehlo = first.cmd("EHLO client.test");
     assert!(ehlo.starts_with("250") && !ehlo.contains("STARTTLS"), "{ehlo}");
