@@ -2,8 +2,11 @@
 //! running server switches to.
 //!
 //! Keys that need a restart are those a part of the server reads once at start: listen addresses,
-//! `data_dir`, all of `[queue_database]` (the database and the scheduled defragmentation are set up from
-//! it at start), a receive connector's `tls`, `tls_mode` and `max_connections` (its TLS identity and its
+//! `data_dir`, `server.name` (queue identities), `server.hostname` (the delivery agent's EHLO; the receive
+//! side keeps the running one too, so both sides always name the server alike), `[log]` (the log writer),
+//! `[dns]` (the resolver), `transport.safety_net_hold_time` and `alerts.max_repeat_interval` (their keepers
+//! are made at start), all of `[queue_database]` (the database and the scheduled defragmentation are set up
+//! from it at start), a receive connector's `tls`, `tls_mode` and `max_connections` (its TLS identity and its
 //! connection slots are made when it starts listening), `[admin]` (the API's listener, TLS identity, token
 //! and accepted hosts are made at start) and `debug.fault_injection`. They are reported by key and keep
 //! their old value; everything else takes effect.
@@ -16,6 +19,13 @@ use crate::types::{Config, ReceiveConnector};
 /// The keys [`Config::restart_required_changes`] can report, in the order it reports them.
 pub const RESTART_KEYS: &[&str] = &[
     "server.data_dir",
+    "server.name",
+    "server.hostname",
+    "log.level",
+    "log.format",
+    "dns.servers",
+    "transport.safety_net_hold_time",
+    "alerts.max_repeat_interval",
     "receive_connectors.listen",
     "receive_connectors.tls",
     "receive_connectors.tls_mode",
@@ -72,6 +82,13 @@ impl Config {
         let (q, r) = (&self.queue_database, &new.queue_database);
         let changed = [
             self.server.data_dir != new.server.data_dir,
+            self.server.name != new.server.name,
+            self.server.hostname != new.server.hostname,
+            self.log.level != new.log.level,
+            self.log.format != new.log.format,
+            self.dns != new.dns,
+            self.transport.safety_net_hold_time != new.transport.safety_net_hold_time,
+            self.alerts.max_repeat_interval != new.alerts.max_repeat_interval,
             listen_set(old_c) != listen_set(new_c),
             connector_changed(old_c, new_c, |c| &c.tls),
             connector_changed(old_c, new_c, |c| &c.tls_mode),
@@ -100,8 +117,9 @@ impl Config {
     /// This (newly loaded) configuration with the restart-only values of the running one, `old`, kept: what a
     /// server applies on reload.
     ///
-    /// - `server.data_dir`, all of `[queue_database]`, all of `[admin]` and `debug.fault_injection` are taken
-    ///   from `old`. (Other paths that were written with `{data_dir}`, such as a Maildir template, keep the
+    /// - `server.data_dir`, `server.name`, `server.hostname`, `[log]`, `[dns]`,
+    ///   `transport.safety_net_hold_time`, `alerts.max_repeat_interval`, all of `[queue_database]`, all of
+    ///   `[admin]` and `debug.fault_injection` are taken from `old`. (Other paths that were written with `{data_dir}`, such as a Maildir template, keep the
     ///   value the new file gives them.) Keeping `[admin]` whole also means an exposed API is never left
     ///   unprotected by a reload.
     /// - Receive connectors: the listeners stay those bound at start. Each old listener takes the settings of
@@ -111,6 +129,12 @@ impl Config {
     ///   Should that mix give two connectors the same name, the old connectors are kept unchanged.
     pub fn with_restart_keys_from(mut self, old: &Config) -> Config {
         self.server.data_dir = old.server.data_dir.clone();
+        self.server.name = old.server.name.clone();
+        self.server.hostname = old.server.hostname.clone();
+        self.log = old.log.clone();
+        self.dns = old.dns.clone();
+        self.transport.safety_net_hold_time = old.transport.safety_net_hold_time;
+        self.alerts.max_repeat_interval = old.alerts.max_repeat_interval;
         self.queue_database = old.queue_database.clone();
         self.admin = old.admin.clone();
         self.debug.fault_injection = old.debug.fault_injection;

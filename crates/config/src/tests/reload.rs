@@ -104,7 +104,9 @@ const QUEUE_DATABASE: &str = "[queue_database]\npath = \"/q\"\nlog_path = \"/l\"
 fn every_restart_key_can_be_reported() {
     let old = config("[[receive_connectors]]\nname = \"A\"\nlisten = \"127.0.0.1:2525\"\n");
     let new = config(&format!(
-        "[server]\ndata_dir = \"/a\"\n\
+        "[server]\ndata_dir = \"/a\"\nname = \"other\"\nhostname = \"other.example\"\n\
+         [log]\nlevel = \"debug\"\nformat = \"json\"\n[dns]\nservers = [\"127.0.0.1:5353\"]\n\
+         [transport]\nsafety_net_hold_time = \"1h\"\n[alerts]\nmax_repeat_interval = \"5m\"\n\
          [admin]\nlisten = \"127.0.0.1:1\"\ntoken = \"t\"\ntls = {{ cert = \"c\", key = \"k\" }}\nallowed_hosts = [\"h:1\"]\n\
          [debug]\nfault_injection = true\n{QUEUE_DATABASE}\
          [[receive_connectors]]\nname = \"A\"\nlisten = \"127.0.0.1:2525\"\ntls = \"self-signed\"\n\
@@ -213,6 +215,7 @@ fn a_file_names_the_restart_only_keys_it_sets() {
         loaded.restart_only,
         [
             "server.data_dir",
+            "server.name",
             "receive_connectors.tls",
             "receive_connectors.max_connections",
             "queue_database.batch_size"

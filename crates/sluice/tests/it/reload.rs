@@ -59,7 +59,7 @@ fn check_config_names_the_restart_only_keys_a_file_sets() {
     let path = dir.path().join("s.toml");
     std::fs::write(
         &path,
-        "[queue_database]\ncheckpoint_interval = \"1m\"\n\
+        "[log]\nlevel = \"debug\"\n[queue_database]\ncheckpoint_interval = \"1m\"\n\
          [[receive_connectors]]\nname = \"A\"\nmax_connections = 4\nmax_errors = 2\n",
     )
     .unwrap();
@@ -67,9 +67,10 @@ fn check_config_names_the_restart_only_keys_a_file_sets() {
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     let notes: Vec<&str> = err.lines().filter(|l| l.contains("takes effect only at a restart")).collect();
-    assert_eq!(notes.len(), 2, "{err}");
-    assert!(notes[0].contains("receive_connectors.max_connections"), "{err}");
-    assert!(notes[1].contains("queue_database.checkpoint_interval"), "{err}");
+    assert_eq!(notes.len(), 3, "{err}");
+    assert!(notes[0].contains("log.level"), "{err}");
+    assert!(notes[1].contains("receive_connectors.max_connections"), "{err}");
+    assert!(notes[2].contains("queue_database.checkpoint_interval"), "{err}");
 }
 
 #[test]
