@@ -60,6 +60,7 @@ assert value("sluice_messages_received") == status["counters"]["messages_receive
 assert value("sluice_recipients_delivered") == status["counters"]["delivered_recipients"]["uptime"] == 1
 assert families["sluice_queue_database_commit_latency_seconds"].type == "histogram"
 assert value("sluice_queue_messages", queue="other") == 0
+assert value("sluice_queue_incoming_rate", queue="other") == 0 and families["sluice_queue_outgoing_rate"].type == "gauge"
 assert value("sluice_back_pressure_level") == 0
 print(f"{len(families)} families")
 PY

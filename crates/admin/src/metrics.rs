@@ -195,6 +195,9 @@ struct QueueFigures<'a> {
     next_hop: &'a str,
     messages: u64,
     deferred: u64,
+    /// Messages per second in and out, averaged over the last minute.
+    incoming_rate: f64,
+    outgoing_rate: f64,
 }
 
 impl<'a> From<&'a api::Queue> for QueueFigures<'a> {
@@ -205,27 +208,54 @@ impl<'a> From<&'a api::Queue> for QueueFigures<'a> {
             next_hop: &q.next_hop_domain,
             messages: q.message_count,
             deferred: q.deferred_message_count,
+            incoming_rate: q.incoming_rate,
+            outgoing_rate: q.outgoing_rate,
         }
     }
 }
 
-/// Per-queue message counts, bounded to the largest queues plus `other`.
+/// A per-queue family: its name, its help and how a queue's value is read.
+type Family<T> = (&'static str, &'static str, fn(&QueueFigures<'_>) -> T);
+
+/// The labels of the series that sums the queues outside the largest.
+const OTHER: [(&str, &str); 3] = [("queue", "other"), ("delivery_type", ""), ("next_hop", "")];
+
+fn queue_labels<'a>(q: &QueueFigures<'a>) -> [(&'static str, &'a str); 3] {
+    [("queue", q.identity), ("delivery_type", q.delivery_type), ("next_hop", q.next_hop)]
+}
+
+/// Per-queue message counts and rates, bounded to the largest queues plus `other`.
 fn queues(e: &mut Exposition, all: &[QueueFigures<'_>]) {
     let mut sorted: Vec<&QueueFigures<'_>> = all.iter().collect();
     sorted.sort_by(|a, b| b.messages.cmp(&a.messages).then_with(|| a.identity.cmp(b.identity)));
     let (top, rest) = sorted.split_at(sorted.len().min(TOP_QUEUES));
-    for (name, help, deferred) in [
-        ("sluice_queue_messages", "Messages in a queue (the largest queues; the rest as queue=\"other\").", false),
-        ("sluice_queue_deferred_messages", "Messages in a queue waiting for a retry.", true),
-    ] {
+    let counts: [Family<u64>; 2] = [
+        ("sluice_queue_messages", "Messages in a queue (the largest queues; the rest as queue=\"other\").", |q| {
+            q.messages
+        }),
+        ("sluice_queue_deferred_messages", "Messages in a queue waiting for a retry.", |q| q.deferred),
+    ];
+    for (name, help, of) in counts {
         e.family(name, "gauge", help);
-        let of = |q: &QueueFigures<'_>| if deferred { q.deferred } else { q.messages };
         for q in top {
-            let labels = [("queue", q.identity), ("delivery_type", q.delivery_type), ("next_hop", q.next_hop)];
-            e.sample(name, &labels, of(q));
+            e.sample(name, &queue_labels(q), of(q));
         }
-        let other: u64 = rest.iter().map(|q| of(q)).sum();
-        e.sample(name, &[("queue", "other"), ("delivery_type", ""), ("next_hop", "")], other);
+        e.sample(name, &OTHER, rest.iter().map(|q| of(q)).sum::<u64>());
+    }
+    let rates: [Family<f64>; 2] = [
+        ("sluice_queue_incoming_rate", "Messages per second entering a queue, over the last minute.", |q| {
+            q.incoming_rate
+        }),
+        ("sluice_queue_outgoing_rate", "Messages per second leaving a queue, over the last minute.", |q| {
+            q.outgoing_rate
+        }),
+    ];
+    for (name, help, of) in rates {
+        e.family(name, "gauge", help);
+        for q in top {
+            e.sample(name, &queue_labels(q), float(of(q)));
+        }
+        e.sample(name, &OTHER, float(rest.iter().map(|q| of(q)).sum::<f64>()));
     }
     e.single("sluice_queues", "gauge", "Queues listed (delivery queues and the non-empty system ones).", all.len());
     e.single(
@@ -310,6 +340,8 @@ mod tests {
                 next_hop: "remote.test",
                 messages: n,
                 deferred: 0,
+                incoming_rate: 0.5,
+                outgoing_rate: 0.0,
             })
             .collect();
         let mut e = Exposition::default();
@@ -319,6 +351,8 @@ mod tests {
         assert!(lines[0].contains(r#"queue="mx\\45""#) && lines[0].ends_with(" 29"), "largest first: {}", lines[0]);
         // The ten smallest hold 0 + 1 + ... + 9.
         assert_eq!(lines[TOP_QUEUES], r#"sluice_queue_messages{queue="other",delivery_type="",next_hop=""} 45"#);
+        let other = r#"sluice_queue_incoming_rate{queue="other",delivery_type="",next_hop=""} 5.0"#;
+        assert!(e.out.lines().any(|l| l == other), "{}", e.out);
     }
 
     #[test]
