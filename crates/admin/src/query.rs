@@ -203,11 +203,13 @@ pub(crate) fn select<T>(
     filter: Option<&Filter>,
     order: &[(usize, bool)],
     value: for<'a> fn(&'a T, usize) -> Value<'a>,
+    in_natural_order: fn(&mut [T]),
 ) -> Vec<T> {
     let mut items: Vec<T> = match filter {
         Some(f) => items.into_iter().filter(|item| f.matches(&|i| value(item, i))).collect(),
         None => items,
     };
+    in_natural_order(&mut items);
     if !order.is_empty() {
         items.sort_by(|a, b| {
             for (i, descending) in order {

@@ -83,6 +83,7 @@ fn the_examples_of_the_documentation_match_as_exchange_would() {
     assert!(matches("message_count -gt 100 -and status -eq retry"), "names and enum values ignore case and _");
     assert!(matches("FromAddress -like '*@example.com' -or (Size -gt 1MB -and MessageCount -ge 7)"));
     assert!(!matches("FromAddress -notlike '*@EXAMPLE.COM'"));
+    assert!(!matches("FromAddress -ne 'ALICE@Example.com'"));
     assert!(matches("-not (Status -eq 'Ready') -and Size -le 2MB -and Size -gt 2047KB"));
     assert!(matches("MessageLatency -eq 00:05:00 -and MessageLatency -lt 1h -and MessageLatency -ge 5m"));
     assert!(matches("DateReceived -lt 2000 -and DateReceived -ge '1000'"));
@@ -164,6 +165,11 @@ fn the_wildcard_matches_runs_of_any_length_and_nothing_else() {
     assert!(!like("abc", "abcd"));
     // A pathological pattern stays fast.
     assert!(!like(&"*a".repeat(50), &"a".repeat(49)));
+    // Beyond ASCII, letters compare by their lower case too.
+    assert!(like("*@ÉCOLE.fr", "zoé@école.FR"));
+    assert!(like("*É*", "café"));
+    assert!(!like("é*", "e-mail"));
+    assert!(!like(&"*é".repeat(50), &"é".repeat(49)));
 }
 
 fn literal_for(kind: Kind) -> BoxedStrategy<Literal> {

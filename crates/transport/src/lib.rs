@@ -48,7 +48,7 @@ pub use agent::{
 pub use alerts::{AlertClass, Alerts, Severity};
 pub use counters::{Counter, Counters, CountersFileError, InboundSession};
 pub use inprocess::{InProcess, InProcessError};
-pub use listing::CopyRow;
+pub use listing::{CopyRow, in_listing_order};
 pub use load::Loaded;
 pub use queue::{DeliveryType, MessageStatus, NextHopSolutionKey, QueueStatus};
 pub use routing::{

@@ -135,12 +135,15 @@ impl Transport {
 
     /// Message copies, in one queue or in all, oldest MID first, as Get-Message shows them.
     pub fn messages(&self, queue: Option<&str>, include_recipients: bool) -> Result<Vec<api::Message>, NoSuchQueue> {
-        Ok(self.copy_rows(queue)?.iter().map(|r| r.to_api(include_recipients)).collect())
+        let mut rows = self.copy_rows(queue)?;
+        in_listing_order(&mut rows);
+        Ok(rows.iter().map(|r| r.to_api(include_recipients)).collect())
     }
 
-    /// Message copies, in one queue or in all, oldest MID first, as rows to filter and sort before any is
-    /// turned into JSON. The queues' lock is held for one pass that copies a few words and pointers per
-    /// copy, so that listing a million messages does not hold up the mail going through.
+    /// Message copies, in one queue or in all, in no particular order, as rows to filter and sort (see
+    /// [`in_listing_order`]) before any is turned into JSON. The queues' lock is held for one pass that
+    /// copies a few words and pointers per copy, so that listing a million messages does not hold up the
+    /// mail going through.
     pub fn copy_rows(&self, queue: Option<&str>) -> Result<Vec<CopyRow>, NoSuchQueue> {
         let only = queue.map(|q| self.parse_queue(q)).transpose()?;
         let mut rows = Vec::new();
@@ -159,7 +162,6 @@ impl Transport {
             }
         }
         drop(qs);
-        rows.sort_unstable_by_key(|r| (r.mid, r.queue));
         Ok(rows)
     }
 
@@ -189,6 +191,12 @@ impl Transport {
             .map(|c| CopyRow::new(qs, &mut names, mid, m, c, &context).to_api(true))
             .collect()
     }
+}
+
+/// Puts rows in the order listings show them: oldest MID first, a message's copies by queue. Sorting after a
+/// filter rather than before costs only what the filter kept.
+pub fn in_listing_order(rows: &mut [CopyRow]) {
+    rows.sort_unstable_by_key(|r| (r.mid, r.queue));
 }
 
 /// What every row of one listing shares.

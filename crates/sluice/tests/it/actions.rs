@@ -296,6 +296,11 @@ fn lists_are_filtered_and_sorted_and_bulk_actions_act_on_what_a_filter_selects()
     assert_eq!(listed(&format!("filter={f}&sort_order=-from_address")), ["c@one.test", "a@one.test"]);
     assert_eq!(listed(&format!("filter={}", q("Recipients -contains 'BOB@remote.test' -and Size -lt 1MB"))).len(), 3);
     assert_eq!(listed("sort_order=%2BFromAddress"), ["a@one.test", "b@two.test", "c@one.test"]);
+    // The two examples of the filter language as operators meet it.
+    let spec = q("FromAddress -like '*@one.test' -or (Size -gt 1MB -and SCL -ge 7)");
+    assert_eq!(listed(&format!("filter={spec}&sort_order=FromAddress")), ["a@one.test", "c@one.test"]);
+    let big = s.get_json(&format!("/api/v1/queues?filter={}", q("MessageCount -gt 100 -and Status -eq 'Retry'")));
+    assert_eq!(big["items"].as_array().unwrap().len(), 0, "{big}");
     let queues = s.get_json(&format!(
         "/api/v1/queues?filter={}",
         q("MessageCount -ge 3 -and DeliveryType -eq smarthostconnectordelivery")
