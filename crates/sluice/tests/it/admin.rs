@@ -42,14 +42,7 @@ fn bad_requests_get_json_errors() {
 #[test]
 fn a_token_guards_everything_but_health() {
     let mut s = Server::start("");
-    // Rewrite the config with a token, then restart.
-    let cfg = std::fs::read_to_string(s.config_path()).unwrap().replace(
-        &format!("listen = \"127.0.0.1:{}\"\n", s.admin),
-        &format!("listen = \"127.0.0.1:{}\"\ntoken = \"s3cret\"\n", s.admin),
-    );
-    std::fs::write(s.config_path(), cfg).unwrap();
-    s.kill9();
-    s.spawn();
+    s.restart_with_token("s3cret");
     assert_eq!(s.get("/api/v1/health").0, 200);
     assert_eq!(s.get("/api/v1/queues").0, 401);
     let (status, _) = http(s.admin, "GET", "/api/v1/queues", &[("Authorization", "Bearer wrong")], "");

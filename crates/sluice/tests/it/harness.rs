@@ -133,6 +133,17 @@ impl Server {
         }
     }
 
+    /// Puts `token` into the `[admin]` table the harness wrote, then restarts the server on it.
+    pub fn restart_with_token(&mut self, token: &str) {
+        let cfg = std::fs::read_to_string(self.config_path()).unwrap().replace(
+            &format!("listen = \"127.0.0.1:{}\"\n", self.admin),
+            &format!("listen = \"127.0.0.1:{}\"\ntoken = \"{token}\"\n", self.admin),
+        );
+        std::fs::write(self.config_path(), cfg).unwrap();
+        self.kill9();
+        self.spawn();
+    }
+
     /// Sends a signal and waits for the process to exit; returns its exit status.
     pub fn signal_and_wait(&mut self, sig: &str) -> std::process::ExitStatus {
         let c = self.child.as_mut().unwrap();
@@ -468,4 +479,22 @@ pub fn tracking_events(data: &Path) -> Vec<serde_json::Value> {
         out.extend(text.lines().filter_map(|l| serde_json::from_str(l).ok()));
     }
     out
+}
+
+/// A self-signed certificate for `name` written to `dir` as `<file>.pem` and `<file>.key`, and a client
+/// configuration that trusts it.
+pub fn certificate(dir: &Path, name: &str, file: &str) -> Arc<rustls::ClientConfig> {
+    let generated = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+    std::fs::write(dir.join(format!("{file}.pem")), generated.cert.pem()).unwrap();
+    std::fs::write(dir.join(format!("{file}.key")), generated.signing_key.serialize_pem()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls::pki_types::CertificateDer::from(generated.cert.der().to_vec())).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
 }

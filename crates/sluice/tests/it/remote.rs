@@ -9,26 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 
 use crate::harness::*;
-
-/// A certificate for `localhost` written as PEM files in `dir`, and the client config that trusts it.
-fn certificate(dir: &Path) -> Arc<rustls::ClientConfig> {
-    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    std::fs::write(dir.join("admin.pem"), generated.cert.pem()).unwrap();
-    std::fs::write(dir.join("admin.key"), generated.signing_key.serialize_pem()).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from(generated.cert.der().to_vec())).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
-}
 
 /// One HTTPS request to `127.0.0.1:port` as `localhost`: (status, body); status 0 when the connection or
 /// the handshake fails.
@@ -148,7 +131,7 @@ impl Drop for Remote {
 fn the_admin_api_on_every_address_serves_tls_with_a_token() {
     for wildcard in ["0.0.0.0:{admin}", "[::]:{admin}"] {
         let dir = tempfile::tempdir().unwrap();
-        let client = certificate(dir.path());
+        let client = certificate(dir.path(), "localhost", "admin");
         let keys = "token = \"s3cret\"\ntls = { cert = \"admin.pem\", key = \"admin.key\" }\n\
                     allowed_hosts = [\"localhost\"]";
         let s = Remote::start(wildcard, keys, &client, dir);
@@ -195,7 +178,7 @@ fn a_non_loopback_admin_api_without_token_or_tls_is_refused_naming_what_is_missi
     ];
     for (keys, missing) in cases {
         let dir = tempfile::tempdir().unwrap();
-        certificate(dir.path());
+        certificate(dir.path(), "localhost", "admin");
         let (path, _) = Remote::config(dir.path(), "0.0.0.0:{admin}", keys);
         for (verb, code) in [("check-config", 2), ("serve", 1)] {
             let out =

@@ -327,14 +327,7 @@ fn metrics_parse_and_match_the_counters() {
 #[test]
 fn with_a_token_metrics_and_status_need_it() {
     let mut s = Server::start("");
-    // The harness writes `[admin]` itself: the token goes into that table, then the server restarts.
-    let cfg = std::fs::read_to_string(s.config_path()).unwrap().replace(
-        &format!("listen = \"127.0.0.1:{}\"\n", s.admin),
-        &format!("listen = \"127.0.0.1:{}\"\ntoken = \"s3cret\"\n", s.admin),
-    );
-    std::fs::write(s.config_path(), cfg).unwrap();
-    s.kill9();
-    s.spawn();
+    s.restart_with_token("s3cret");
     for path in ["/metrics", "/api/v1/status"] {
         assert_eq!(s.get(path).0, 401, "{path}");
         let (code, _) = http(s.admin, "GET", path, &[("Authorization", "Bearer wrong")], "");

@@ -3,30 +3,12 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 
 use crate::harness::*;
-
-/// A certificate for `mx.test` written as PEM files in `dir`, and the client config that trusts it.
-fn certificate(dir: &Path) -> Arc<rustls::ClientConfig> {
-    let generated = rcgen::generate_simple_self_signed(vec!["mx.test".to_owned()]).unwrap();
-    std::fs::write(dir.join("cert.pem"), generated.cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), generated.signing_key.serialize_pem()).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from(generated.cert.der().to_vec())).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
-}
 
 /// `alice`'s argon2 hash, made by the binary itself.
 pub(crate) fn hash(password: &str) -> String {
@@ -46,10 +28,10 @@ pub(crate) fn hash(password: &str) -> String {
 /// a client relay.
 fn server(extra: &str) -> (Server, Arc<rustls::ClientConfig>) {
     let dir = tempfile::tempdir().unwrap();
-    let client = certificate(dir.path());
+    let client = certificate(dir.path(), "mx.test", "cert");
     let connector = format!(
         "[[receive_connectors]]\nname = \"Default\"\nlisten = \"127.0.0.1:{{smtp}}\"\nrelay_networks = []\n\
-         tls = {{ cert = \"{0}/cert.pem\", key = \"{0}/key.pem\" }}\n\
+         tls = {{ cert = \"{0}/cert.pem\", key = \"{0}/cert.key\" }}\n\
          users = [{{ name = \"alice\", password_hash = \"{1}\" }}]\n{extra}\n",
         dir.path().display(),
         hash("correct horse")
