@@ -87,13 +87,9 @@ fn check_config_against_the_running_file_names_exactly_the_restart_keys_that_dif
         ),
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["check-config", "--config"])
-        .arg(&edited)
-        .arg("--against")
-        .arg(&running)
-        .output()
-        .unwrap();
+    let check =
+        || Command::new(BIN).args(["check-config", "--config"]).arg(&edited).arg("--against").arg(&running).output();
+    let out = check().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let err = String::from_utf8_lossy(&out.stderr);
     let notes: Vec<&str> = err.lines().filter(|l| l.contains("takes effect only at a restart")).collect();
@@ -104,13 +100,7 @@ fn check_config_against_the_running_file_names_exactly_the_restart_keys_that_dif
 
     // A running file that does not load is a configuration error (exit 2) naming it.
     std::fs::write(&running, "[transport]\nbogus = 1\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["check-config", "--config"])
-        .arg(&edited)
-        .arg("--against")
-        .arg(&running)
-        .output()
-        .unwrap();
+    let out = check().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("bogus"));
 }
