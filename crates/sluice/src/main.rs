@@ -1,5 +1,6 @@
 //! The `sluice` command: the server (`serve`) and the tools around it.
 
+mod cli;
 mod replay;
 mod serve;
 mod wiring;
@@ -7,7 +8,7 @@ mod wiring;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// mimalloc instead of the system allocator: no per-allocation header and size classes that fit the queue's
 /// small records, and freed pages go back to the system instead of staying resident (B4: resident memory
@@ -16,7 +17,12 @@ use clap::{Parser, Subcommand};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "A mail transport server with a durable, controllable queue engine")]
+#[command(
+    name = "sluice",
+    version,
+    about = "A mail transport server with a durable, controllable queue engine",
+    after_help = cli::EXIT_CODES
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -47,6 +53,15 @@ enum Command {
         #[command(subcommand)]
         command: DbCommand,
     },
+    #[command(flatten)]
+    Admin(cli::AdminCommand),
+    /// Prints a completion script: `sluice completions bash > /etc/bash_completion.d/sluice`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Prints the manual page, sluice(1), generated from these definitions: `sluice man | man -l -`.
+    Man,
 }
 
 #[derive(Subcommand)]
@@ -95,6 +110,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Db { command: DbCommand::Export { config, to } } => db_drain(config, &to, true),
         Command::Db { command: DbCommand::Salvage { config, to } } => db_drain(config, &to, false),
         Command::CheckConfig { config, against } => check_config(config, against),
+        Command::Admin(command) => cli::run(command),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -5,6 +5,7 @@ mod harness;
 mod actions;
 mod admin;
 mod audit;
+mod cli;
 mod config;
 mod crash;
 mod digest;

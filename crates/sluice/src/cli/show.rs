@@ -1,0 +1,291 @@
+//! How each answer of the admin API is shown to people.
+
+use sluice_api_types as api;
+use sluice_api_types as st;
+
+use super::table::Table;
+
+/// A rate with two decimals, as the queue listings carry it.
+fn rate(r: f64) -> String {
+    format!("{r:.2}")
+}
+
+fn opt(text: &Option<String>) -> String {
+    text.clone().unwrap_or_default()
+}
+
+pub fn queues(list: &api::List<api::Queue>) -> anyhow::Result<()> {
+    let mut t =
+        Table::new(&["Identity", "DeliveryType", "Status", "MessageCount", "Velocity", "NextHopDomain", "LastError"])
+            .right(&["MessageCount", "Velocity"]);
+    for q in &list.items {
+        t.row(vec![
+            q.identity.clone(),
+            q.delivery_type.clone(),
+            q.status.clone(),
+            q.message_count.to_string(),
+            rate(q.velocity),
+            q.next_hop_domain.clone(),
+            opt(&q.last_error),
+        ]);
+    }
+    t.print();
+    more(&list.next);
+    Ok(())
+}
+
+pub fn messages(list: &api::List<api::Message>, recipients: bool) -> anyhow::Result<()> {
+    let mut t =
+        Table::new(&["Identity", "FromAddress", "Status", "Size", "MessageSourceName", "SCL", "Queue", "Subject"])
+            .right(&["Size", "SCL"]);
+    for m in &list.items {
+        t.row(vec![
+            m.identity.clone(),
+            m.from_address.clone(),
+            m.status.clone(),
+            m.size.to_string(),
+            m.message_source_name.clone(),
+            m.scl.to_string(),
+            m.queue.clone(),
+            opt(&m.subject),
+        ]);
+    }
+    t.print();
+    if recipients {
+        for m in &list.items {
+            for r in m.recipients.iter().flatten() {
+                println!("{}  {}  {}  {}", m.identity, r.address, r.status, opt(&r.last_error));
+            }
+        }
+    }
+    more(&list.next);
+    Ok(())
+}
+
+/// Says where the next page starts, when there is one.
+fn more(next: &Option<String>) {
+    if let Some(next) = next {
+        eprintln!("more: --bookmark {next}");
+    }
+}
+
+/// Every property of an object, one `Name: value` line each (nested values as compact JSON).
+pub fn properties(v: &serde_json::Value) -> anyhow::Result<()> {
+    let Some(object) = v.as_object() else {
+        println!("{v}");
+        return Ok(());
+    };
+    let width = object.keys().map(|k| k.len()).max().unwrap_or(0);
+    for (k, v) in object {
+        let text = match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        println!("{k:<width$}  {}", text.replace(|c: char| c.is_control(), " "));
+    }
+    Ok(())
+}
+
+/// A message: each copy's properties, then its recipients as a table.
+pub fn message_detail(v: &serde_json::Value) -> anyhow::Result<()> {
+    let copies = match v.as_array() {
+        Some(copies) => copies.clone(),
+        None => vec![v.clone()],
+    };
+    for (i, copy) in copies.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        let mut without = copy.clone();
+        let recipients = without.as_object_mut().and_then(|o| o.remove("recipients"));
+        properties(&without)?;
+        if let Some(list) = recipients.and_then(|r| serde_json::from_value::<Vec<api::Recipient>>(r).ok()) {
+            println!();
+            let mut t =
+                Table::new(&["Recipient", "Status", "RetryCount", "NextHop", "LastError"]).right(&["RetryCount"]);
+            for r in list {
+                t.row(vec![r.address, r.status, r.retry_count.to_string(), r.next_hop, opt(&r.last_error)]);
+            }
+            t.print();
+        }
+    }
+    Ok(())
+}
+
+/// The answer to an action: one object (`identity: status`) or a list action's counts and identities.
+pub fn action(verb: &str, v: &serde_json::Value) -> anyhow::Result<()> {
+    if let Some(matched) = v.get("matched").and_then(|m| m.as_u64()) {
+        let changed = v.get("changed").and_then(|c| c.as_u64()).unwrap_or(0);
+        println!("{verb}: {matched} matched, {changed} changed");
+        for id in v.get("identities").and_then(|i| i.as_array()).into_iter().flatten() {
+            println!("  {}", id.as_str().unwrap_or_default());
+        }
+    } else if let (Some(id), Some(status)) = (v.get("identity"), v.get("status")) {
+        println!("{}: {}", id.as_str().unwrap_or_default(), status.as_str().unwrap_or_default());
+    } else {
+        println!("{verb}: done");
+    }
+    Ok(())
+}
+
+pub fn digest(list: &api::List<api::DigestRow>) -> anyhow::Result<()> {
+    let mut t = Table::new(&["Group", "MessageCount", "QueueCount", "DeliveryType", "Status", "Velocity", "LastError"])
+        .right(&["MessageCount", "QueueCount", "Velocity"]);
+    for r in &list.items {
+        t.row(vec![
+            r.group.clone(),
+            r.message_count.to_string(),
+            r.queue_count.to_string(),
+            r.delivery_type.clone(),
+            r.status.clone(),
+            rate(r.velocity),
+            opt(&r.last_error),
+        ]);
+    }
+    t.print();
+    more(&list.next);
+    Ok(())
+}
+
+pub fn alerts(list: &api::List<api::Alert>) -> anyhow::Result<()> {
+    let mut t = Table::new(&["Time", "Severity", "Class", "Text"]);
+    for a in &list.items {
+        let text =
+            if a.suppressed > 0 { format!("{} ({} more suppressed)", a.text, a.suppressed) } else { a.text.clone() };
+        t.row(vec![a.time.clone(), a.severity.clone(), a.class.clone(), text]);
+    }
+    t.print();
+    more(&list.next);
+    Ok(())
+}
+
+pub fn reload(r: &api::ReloadResult) -> anyhow::Result<()> {
+    println!("configuration reloaded");
+    for key in &r.restart_required {
+        println!("  {key}: changed, takes effect only after a restart");
+    }
+    for key in &r.not_yet_in_effect {
+        println!("  {key}: accepted, not yet in effect in this release");
+    }
+    Ok(())
+}
+
+pub fn resubmit_requests(items: &[api::ResubmitRequest]) -> anyhow::Result<()> {
+    let mut t = Table::new(&["Id", "Status", "Enabled", "StartTime", "EndTime", "Matched", "Resubmitted", "Criteria"])
+        .right(&["Id", "Matched", "Resubmitted"]);
+    for r in items {
+        let criteria: Vec<String> =
+            [("sender", &r.sender), ("recipient", &r.recipient), ("message-id", &r.internet_message_id)]
+                .into_iter()
+                .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+                .collect();
+        t.row(vec![
+            r.id.to_string(),
+            r.status.clone(),
+            r.enabled.to_string(),
+            r.start_time.clone(),
+            r.end_time.clone(),
+            r.matched.to_string(),
+            r.resubmitted.to_string(),
+            criteria.join(" "),
+        ]);
+    }
+    t.print();
+    Ok(())
+}
+
+/// The appliance's `status` (the essentials) or `status detail` (everything).
+pub fn status(s: &st::Status, detail: bool) -> anyhow::Result<()> {
+    println!("Status:            {}", s.system_status);
+    println!("Up since:          {}", s.up_since);
+    println!("Last counter reset: {}", s.last_counter_reset);
+    match &s.oldest_message {
+        Some(o) => println!("Oldest message:    MID {} received {} ({} s ago)", o.mid, o.date_received, o.age_seconds),
+        None => println!("Oldest message:    none queued"),
+    }
+    println!("Back pressure:     {}", s.back_pressure.level);
+    println!();
+    let c = &s.counters;
+    let mut counters: Vec<(&str, &st::CounterColumns)> = vec![
+        ("Messages received", &c.messages_received),
+        ("Recipients received", &c.recipients_received),
+        ("Delivered recipients", &c.delivered_recipients),
+        ("Hard bounced recipients", &c.hard_bounced_recipients),
+        ("Soft bounced events", &c.soft_bounced_events),
+    ];
+    if detail {
+        counters.extend([
+            ("Generated bounce recipients", &c.generated_bounce_recipients),
+            ("Rejected recipients", &c.rejected_recipients),
+            ("Dropped messages", &c.dropped_messages),
+            ("Completed recipients", &c.completed_recipients),
+            ("Deleted recipients", &c.deleted_recipients),
+            ("Quarantined messages", &c.quarantined_messages),
+        ]);
+    }
+    let mut t = Table::new(&["Counter", "Reset", "Uptime", "Lifetime"]).right(&["Reset", "Uptime", "Lifetime"]);
+    for (name, col) in counters {
+        t.row(vec![name.to_owned(), col.reset.to_string(), col.uptime.to_string(), col.lifetime.to_string()]);
+    }
+    t.print();
+    println!();
+    let g = &s.gauges;
+    let mut gauges = vec![
+        ("Active recipients", g.active_recipients),
+        ("Current inbound connections", g.current_inbound_connections),
+        ("Current outbound connections", g.current_outbound_connections),
+    ];
+    if detail {
+        gauges.extend([
+            ("Messages in work queue", g.messages_in_work_queue),
+            ("Kilobytes used", g.kilobytes_used),
+            ("Kilobytes free", g.kilobytes_free),
+            ("Messages in quarantine", g.messages_in_quarantine),
+            ("Kilobytes in quarantine", g.kilobytes_in_quarantine),
+        ]);
+    }
+    let mut t = Table::new(&["Gauge", "Current"]).right(&["Current"]);
+    for (name, value) in gauges {
+        t.row(vec![name.to_owned(), value.to_string()]);
+    }
+    t.print();
+    if detail {
+        println!();
+        let mut t = Table::new(&["Rate (per hour)", "1 minute", "5 minutes", "15 minutes"]).right(&[
+            "1 minute",
+            "5 minutes",
+            "15 minutes",
+        ]);
+        for (name, r) in
+            [("Received", &s.rates.received), ("Delivered", &s.rates.delivered), ("Bounced", &s.rates.bounced)]
+        {
+            t.row(vec![
+                name.to_owned(),
+                r.one_minute.to_string(),
+                r.five_minutes.to_string(),
+                r.fifteen_minutes.to_string(),
+            ]);
+        }
+        t.print();
+        println!();
+        let mut t = Table::new(&["Resource", "Level", "Value", "Unit", "Medium", "High", "Normal"])
+            .right(&["Value", "Medium", "High", "Normal"]);
+        for r in &s.back_pressure.resources {
+            t.row(vec![
+                r.resource.clone(),
+                r.level.clone(),
+                r.value.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+                r.unit.clone(),
+                r.medium.to_string(),
+                r.high.to_string(),
+                r.normal.to_string(),
+            ]);
+        }
+        t.print();
+        let ids = &s.current_ids;
+        println!();
+        println!("Current IDs: MID {}, ICID {}, DCID {}", ids.mid, ids.icid, ids.dcid);
+    }
+    Ok(())
+}
