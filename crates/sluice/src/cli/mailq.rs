@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 use sluice_api_types as api;
 
+use super::say;
+
 use super::client::Api;
 use super::{checked, query};
 
@@ -41,9 +43,9 @@ pub fn run(api: &Api, json: bool) -> anyhow::Result<ExitCode> {
         }
     }
     if json {
-        println!("{}", serde_json::to_string(&copies)?);
+        say!("{}", serde_json::to_string(&copies)?);
     } else {
-        print!("{}", render(&copies));
+        super::write_out(&render(&copies));
     }
     Ok(ExitCode::SUCCESS)
 }

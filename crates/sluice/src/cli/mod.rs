@@ -17,6 +17,27 @@ use sluice_api_types as api;
 use crate::fail;
 use client::{Api, Response, Target};
 
+/// `println!` for the commands' output: a reader that goes away (`sluice mailq | head`) ends the command
+/// quietly instead of a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::cli::write_out(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+pub(crate) use say;
+
+/// Writes `text` to standard output; exits 0 when the reader has gone, 74 on any other failure.
+pub(crate) fn write_out(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("sluice: cannot write to standard output: {e}");
+        std::process::exit(74);
+    }
+}
+
 /// The exit codes of the administrator's commands (sysexits.h).
 pub mod exit {
     /// A wrong argument, or a request the API refused as malformed (`400`, e.g. a filter that does not parse).
@@ -125,6 +146,35 @@ pub enum AdminCommand {
         api: ApiArgs,
         #[command(subcommand)]
         verb: ConfigVerb,
+    },
+    /// Message tracking (Get-MessageTrackingLog): each event of the messages found, oldest first, one line
+    /// each (RECEIVE, ... DELIVER, DEFER, FAIL, DSN).
+    Track {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The envelope sender (`*` is a wildcard).
+        #[arg(long)]
+        sender: Option<String>,
+        /// A recipient (`*` is a wildcard).
+        #[arg(long)]
+        recipient: Option<String>,
+        /// The `Message-ID:` header.
+        #[arg(long)]
+        message_id: Option<String>,
+        #[arg(long)]
+        mid: Option<u64>,
+        /// Only this event: RECEIVE, SUBMIT, ROUTE, DELIVER, DEFER, FAIL, DSN, SUSPEND, RESUME, REMOVE, ...
+        #[arg(long)]
+        event: Option<String>,
+        /// From this time (RFC 3339).
+        #[arg(long)]
+        start: Option<String>,
+        /// Until this time (RFC 3339).
+        #[arg(long)]
+        end: Option<String>,
+        /// At most this many events.
+        #[arg(long)]
+        limit: Option<u32>,
     },
     /// Every queued message, as Postfix's `mailq` shows it.
     Mailq {
@@ -298,6 +348,7 @@ impl AdminCommand {
             | AdminCommand::Counters { api, .. }
             | AdminCommand::Alerts { api, .. }
             | AdminCommand::Config { api, .. }
+            | AdminCommand::Track { api, .. }
             | AdminCommand::Mailq { api } => api,
         }
     }
@@ -320,7 +371,7 @@ pub fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
         AdminCommand::Counters { verb: CountersVerb::Reset, .. } => {
             let r = out.call("POST", "/api/v1/counters/reset", None)?;
             out.print(&r, |_| {
-                println!("counters reset");
+                say!("counters reset");
                 Ok(())
             })
         }
@@ -337,6 +388,20 @@ pub fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
         AdminCommand::Config { verb: ConfigVerb::Reload, .. } => {
             let r = out.call("POST", "/api/v1/config/reload", None)?;
             out.print(&r, |v| show::reload(&serde_json::from_value(v)?))
+        }
+        AdminCommand::Track { sender, recipient, message_id, mid, event, start, end, limit, .. } => {
+            let q = query(&[
+                ("sender", sender),
+                ("recipient", recipient),
+                ("internet_message_id", message_id),
+                ("mid", mid.map(|m| m.to_string())),
+                ("event_id", event),
+                ("start", start),
+                ("end", end),
+                ("result_size", limit.map(|l| l.to_string())),
+            ]);
+            let r = out.call("GET", &format!("/api/v1/tracking{q}"), None)?;
+            out.print(&r, |v| show::tracking(&v))
         }
         AdminCommand::Mailq { .. } => mailq::run(&api, json),
     }
@@ -360,10 +425,10 @@ impl Output<'_> {
         human: impl FnOnce(serde_json::Value) -> anyhow::Result<()>,
     ) -> anyhow::Result<ExitCode> {
         if self.json {
-            let mut stdout = std::io::stdout().lock();
-            stdout.write_all(&r.body)?;
-            if !r.body.ends_with(b"\n") {
-                stdout.write_all(b"\n")?;
+            let text = String::from_utf8_lossy(&r.body);
+            write_out(&text);
+            if !text.ends_with('\n') {
+                write_out("\n");
             }
         } else {
             human(r.json()?)?;
@@ -541,7 +606,10 @@ fn message(out: &Output<'_>, verb: MessageVerb) -> anyhow::Result<ExitCode> {
         MessageVerb::Export { identity, output } => {
             let r = out.call("GET", &format!("/api/v1/messages/{}/export", encode(&identity)), None)?;
             match output {
-                None => std::io::stdout().lock().write_all(&r.body)?,
+                None => {
+                    let mut stdout = std::io::stdout().lock();
+                    stdout.write_all(&r.body).and_then(|()| stdout.flush()).map_err(|e| fail(exit::CANTCREAT, e))?;
+                }
                 Some(path) => {
                     std::fs::write(&path, &r.body)
                         .map_err(|e| fail(exit::CANTCREAT, format!("{}: {e}", path.display())))?;
@@ -586,7 +654,7 @@ fn resubmit(out: &Output<'_>, verb: ResubmitVerb) -> anyhow::Result<ExitCode> {
         ResubmitVerb::Remove { id } => {
             let r = out.call("DELETE", &format!("/api/v1/resubmit-requests/{id}"), None)?;
             out.print(&r, |_| {
-                println!("resubmit request {id} removed");
+                say!("resubmit request {id} removed");
                 Ok(())
             })
         }

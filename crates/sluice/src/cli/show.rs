@@ -1,6 +1,8 @@
 //! How each answer of the admin API is shown to people.
 
 use sluice_api_types as api;
+
+use super::say;
 use sluice_api_types as st;
 
 use super::table::Table;
@@ -17,7 +19,8 @@ fn opt(text: &Option<String>) -> String {
 pub fn queues(list: &api::List<api::Queue>) -> anyhow::Result<()> {
     let mut t =
         Table::new(&["Identity", "DeliveryType", "Status", "MessageCount", "Velocity", "NextHopDomain", "LastError"])
-            .right(&["MessageCount", "Velocity"]);
+            .right(&["MessageCount", "Velocity"])
+            .keep(&["Identity"]);
     for q in &list.items {
         t.row(vec![
             q.identity.clone(),
@@ -37,7 +40,8 @@ pub fn queues(list: &api::List<api::Queue>) -> anyhow::Result<()> {
 pub fn messages(list: &api::List<api::Message>, recipients: bool) -> anyhow::Result<()> {
     let mut t =
         Table::new(&["Identity", "FromAddress", "Status", "Size", "MessageSourceName", "SCL", "Queue", "Subject"])
-            .right(&["Size", "SCL"]);
+            .right(&["Size", "SCL"])
+            .keep(&["Identity"]);
     for m in &list.items {
         t.row(vec![
             m.identity.clone(),
@@ -54,7 +58,7 @@ pub fn messages(list: &api::List<api::Message>, recipients: bool) -> anyhow::Res
     if recipients {
         for m in &list.items {
             for r in m.recipients.iter().flatten() {
-                println!("{}  {}  {}  {}", m.identity, r.address, r.status, opt(&r.last_error));
+                say!("{}  {}  {}  {}", m.identity, r.address, r.status, opt(&r.last_error));
             }
         }
     }
@@ -72,7 +76,7 @@ fn more(next: &Option<String>) {
 /// Every property of an object, one `Name: value` line each (nested values as compact JSON).
 pub fn properties(v: &serde_json::Value) -> anyhow::Result<()> {
     let Some(object) = v.as_object() else {
-        println!("{v}");
+        say!("{v}");
         return Ok(());
     };
     let width = object.keys().map(|k| k.len()).max().unwrap_or(0);
@@ -82,7 +86,7 @@ pub fn properties(v: &serde_json::Value) -> anyhow::Result<()> {
             serde_json::Value::Null => String::new(),
             other => other.to_string(),
         };
-        println!("{k:<width$}  {}", text.replace(|c: char| c.is_control(), " "));
+        say!("{k:<width$}  {}", text.replace(|c: char| c.is_control(), " "));
     }
     Ok(())
 }
@@ -95,13 +99,13 @@ pub fn message_detail(v: &serde_json::Value) -> anyhow::Result<()> {
     };
     for (i, copy) in copies.iter().enumerate() {
         if i > 0 {
-            println!();
+            say!("");
         }
         let mut without = copy.clone();
         let recipients = without.as_object_mut().and_then(|o| o.remove("recipients"));
         properties(&without)?;
         if let Some(list) = recipients.and_then(|r| serde_json::from_value::<Vec<api::Recipient>>(r).ok()) {
-            println!();
+            say!("");
             let mut t =
                 Table::new(&["Recipient", "Status", "RetryCount", "NextHop", "LastError"]).right(&["RetryCount"]);
             for r in list {
@@ -117,14 +121,14 @@ pub fn message_detail(v: &serde_json::Value) -> anyhow::Result<()> {
 pub fn action(verb: &str, v: &serde_json::Value) -> anyhow::Result<()> {
     if let Some(matched) = v.get("matched").and_then(|m| m.as_u64()) {
         let changed = v.get("changed").and_then(|c| c.as_u64()).unwrap_or(0);
-        println!("{verb}: {matched} matched, {changed} changed");
+        say!("{verb}: {matched} matched, {changed} changed");
         for id in v.get("identities").and_then(|i| i.as_array()).into_iter().flatten() {
-            println!("  {}", id.as_str().unwrap_or_default());
+            say!("  {}", id.as_str().unwrap_or_default());
         }
     } else if let (Some(id), Some(status)) = (v.get("identity"), v.get("status")) {
-        println!("{}: {}", id.as_str().unwrap_or_default(), status.as_str().unwrap_or_default());
+        say!("{}: {}", id.as_str().unwrap_or_default(), status.as_str().unwrap_or_default());
     } else {
-        println!("{verb}: done");
+        say!("{verb}: done");
     }
     Ok(())
 }
@@ -161,12 +165,12 @@ pub fn alerts(list: &api::List<api::Alert>) -> anyhow::Result<()> {
 }
 
 pub fn reload(r: &api::ReloadResult) -> anyhow::Result<()> {
-    println!("configuration reloaded");
+    say!("configuration reloaded");
     for key in &r.restart_required {
-        println!("  {key}: changed, takes effect only after a restart");
+        say!("  {key}: changed, takes effect only after a restart");
     }
     for key in &r.not_yet_in_effect {
-        println!("  {key}: accepted, not yet in effect in this release");
+        say!("  {key}: accepted, not yet in effect in this release");
     }
     Ok(())
 }
@@ -197,15 +201,15 @@ pub fn resubmit_requests(items: &[api::ResubmitRequest]) -> anyhow::Result<()> {
 
 /// The appliance's `status` (the essentials) or `status detail` (everything).
 pub fn status(s: &st::Status, detail: bool) -> anyhow::Result<()> {
-    println!("Status:            {}", s.system_status);
-    println!("Up since:          {}", s.up_since);
-    println!("Last counter reset: {}", s.last_counter_reset);
+    say!("Status:            {}", s.system_status);
+    say!("Up since:          {}", s.up_since);
+    say!("Last counter reset: {}", s.last_counter_reset);
     match &s.oldest_message {
-        Some(o) => println!("Oldest message:    MID {} received {} ({} s ago)", o.mid, o.date_received, o.age_seconds),
-        None => println!("Oldest message:    none queued"),
+        Some(o) => say!("Oldest message:    MID {} received {} ({} s ago)", o.mid, o.date_received, o.age_seconds),
+        None => say!("Oldest message:    none queued"),
     }
-    println!("Back pressure:     {}", s.back_pressure.level);
-    println!();
+    say!("Back pressure:     {}", s.back_pressure.level);
+    say!("");
     let c = &s.counters;
     let mut counters: Vec<(&str, &st::CounterColumns)> = vec![
         ("Messages received", &c.messages_received),
@@ -229,7 +233,7 @@ pub fn status(s: &st::Status, detail: bool) -> anyhow::Result<()> {
         t.row(vec![name.to_owned(), col.reset.to_string(), col.uptime.to_string(), col.lifetime.to_string()]);
     }
     t.print();
-    println!();
+    say!("");
     let g = &s.gauges;
     let mut gauges = vec![
         ("Active recipients", g.active_recipients),
@@ -251,7 +255,7 @@ pub fn status(s: &st::Status, detail: bool) -> anyhow::Result<()> {
     }
     t.print();
     if detail {
-        println!();
+        say!("");
         let mut t = Table::new(&["Rate (per hour)", "1 minute", "5 minutes", "15 minutes"]).right(&[
             "1 minute",
             "5 minutes",
@@ -268,7 +272,7 @@ pub fn status(s: &st::Status, detail: bool) -> anyhow::Result<()> {
             ]);
         }
         t.print();
-        println!();
+        say!("");
         let mut t = Table::new(&["Resource", "Level", "Value", "Unit", "Medium", "High", "Normal"])
             .right(&["Value", "Medium", "High", "Normal"]);
         for r in &s.back_pressure.resources {
@@ -284,8 +288,41 @@ pub fn status(s: &st::Status, detail: bool) -> anyhow::Result<()> {
         }
         t.print();
         let ids = &s.current_ids;
-        println!();
-        println!("Current IDs: MID {}, ICID {}, DCID {}", ids.mid, ids.icid, ids.dcid);
+        say!("");
+        say!("Current IDs: MID {}, ICID {}, DCID {}", ids.mid, ids.icid, ids.dcid);
+    }
+    Ok(())
+}
+
+/// Tracking events, one line each: time, event, MID, sender -> recipients, then where and what was answered.
+pub fn tracking(v: &serde_json::Value) -> anyhow::Result<()> {
+    let text = |e: &serde_json::Value, k: &str| e.get(k).and_then(|x| x.as_str()).unwrap_or_default().to_owned();
+    let items = v.get("items").and_then(|i| i.as_array()).cloned().unwrap_or_default();
+    if items.is_empty() {
+        eprintln!("no tracking events found");
+    }
+    for e in &items {
+        let recipients: Vec<&str> =
+            e.get("recipients").and_then(|r| r.as_array()).into_iter().flatten().filter_map(|r| r.as_str()).collect();
+        let sender = text(e, "sender");
+        let mut line = format!(
+            "{}  {:<13} MID {}  {} -> {}",
+            text(e, "time"),
+            text(e, "event_id"),
+            e.get("mid").and_then(|m| m.as_u64()).unwrap_or(0),
+            if sender.is_empty() { "<>" } else { &sender },
+            recipients.join(", ")
+        );
+        for key in ["queue", "source", "reply"] {
+            let value = text(e, key);
+            if !value.is_empty() {
+                line.push_str(&format!("  {key}={value}"));
+            }
+        }
+        say!("{}", line.replace(|c: char| c.is_control(), " "));
+    }
+    if let Some(next) = v.get("next").and_then(|n| n.as_str()) {
+        eprintln!("more: --start after the last shown, or --limit larger (next {next})");
     }
     Ok(())
 }

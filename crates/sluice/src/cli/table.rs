@@ -9,11 +9,26 @@ pub struct Table {
     rows: Vec<Vec<String>>,
     /// Columns whose numbers read better on the right.
     right: Vec<bool>,
+    /// Columns never cut (identities, which people copy).
+    keep: Vec<bool>,
 }
 
 impl Table {
     pub fn new(header: &[&'static str]) -> Table {
-        Table { header: header.to_vec(), rows: Vec::new(), right: vec![false; header.len()] }
+        Table {
+            header: header.to_vec(),
+            rows: Vec::new(),
+            right: vec![false; header.len()],
+            keep: vec![false; header.len()],
+        }
+    }
+
+    /// Never cuts the named columns.
+    pub fn keep(mut self, columns: &[&str]) -> Table {
+        for (i, h) in self.header.iter().enumerate() {
+            self.keep[i] = columns.contains(h);
+        }
+        self
     }
 
     /// Aligns the named columns to the right.
@@ -39,7 +54,10 @@ impl Table {
             }
         }
         if let Some(limit) = width {
-            fit(&mut widths, &self.header, limit.saturating_sub(2 * (n.saturating_sub(1))));
+            let floors: Vec<usize> = (0..n)
+                .map(|i| if self.keep[i] { widths[i] } else { widths[i].min(self.header[i].chars().count().max(6)) })
+                .collect();
+            fit(&mut widths, &floors, limit.saturating_sub(2 * (n.saturating_sub(1))));
         }
         let mut out = String::new();
         let header: Vec<String> = self.header.iter().map(|h| h.to_string()).collect();
@@ -69,20 +87,20 @@ impl Table {
 
     /// Prints the table, fitted to the terminal when standard output is one.
     pub fn print(&self) {
-        print!("{}", self.render(terminal_width()));
+        super::write_out(&self.render(terminal_width()));
     }
 }
 
-/// Narrows the widest columns, one column at a time, until the sum fits `limit` (never below the header's
-/// width or 6).
-fn fit(widths: &mut [usize], header: &[&str], limit: usize) {
-    while widths.iter().sum::<usize>() > limit {
-        let floor = |i: usize| header[i].chars().count().max(6);
-        let Some(widest) = (0..widths.len()).filter(|i| widths[*i] > floor(*i)).max_by_key(|i| widths[*i]) else {
+/// Narrows the widest columns a character at a time, so that the wide ones end equally wide, until the sum
+/// fits `limit`; never below the header's width or 6, and never a kept column.
+fn fit(widths: &mut [usize], floors: &[usize], limit: usize) {
+    let mut total: usize = widths.iter().sum();
+    while total > limit {
+        let Some(widest) = (0..widths.len()).filter(|i| widths[*i] > floors[*i]).max_by_key(|i| widths[*i]) else {
             return;
         };
-        let excess = widths.iter().sum::<usize>() - limit;
-        widths[widest] = (widths[widest] - excess).max(floor(widest));
+        widths[widest] -= 1;
+        total -= 1;
     }
 }
 
@@ -118,7 +136,7 @@ mod tests {
     use super::*;
 
     fn sample() -> Table {
-        let mut t = Table::new(&["Identity", "Count", "LastError"]).right(&["Count"]);
+        let mut t = Table::new(&["Identity", "Count", "LastError"]).right(&["Count"]).keep(&["Identity"]);
         t.row(vec!["mx\\16".into(), "5".into(), "451 4.4.0 connection refused by the next hop".into()]);
         t.row(vec!["mx\\Submission".into(), "120".into(), String::new()]);
         t
@@ -139,6 +157,12 @@ mod tests {
         assert!(out.lines().all(|l| l.chars().count() <= 40), "{out}");
         assert!(out.lines().nth(1).unwrap().ends_with('…'), "{out}");
         assert!(out.contains("mx\\Submission"), "the narrow columns stay whole: {out}");
+    }
+
+    #[test]
+    fn a_terminal_narrower_than_the_headers_keeps_them_whole() {
+        let out = sample().render(Some(10));
+        assert!(out.starts_with("Identity"), "{out}");
     }
 
     #[test]

@@ -217,6 +217,9 @@ fn status_counters_alerts_reload_and_resubmit_requests() {
     ok(sluice(&s, &["resubmit", "remove", &id]));
     assert!(!ok(sluice(&s, &["resubmit", "list"])).contains("sender=a@x.test"));
     fails(sluice(&s, &["resubmit", "remove", &id]), 66);
+    // The server's log went to a file: plain text, no colour codes.
+    let log = s.log();
+    assert!(log.contains("INFO") && !log.contains('\u{1b}'), "{log}");
 }
 
 #[test]
