@@ -21,3 +21,4 @@ mod send_tls;
 mod smtp;
 mod status;
 mod tls;
+mod tracking;
