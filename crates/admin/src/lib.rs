@@ -30,12 +30,14 @@ use utoipa_axum::routes;
 mod actions;
 mod audit;
 mod digest;
+mod hosts;
 mod metrics;
 mod openapi;
 mod query;
 mod resubmit;
 mod status;
 mod tls;
+mod tracking;
 
 /// Reloads the configuration; returns what happened, or why it failed (the old configuration stays).
 pub type ReloadFn = Arc<dyn Fn() -> BoxFuture<'static, Result<api::ReloadResult, String>> + Send + Sync>;
@@ -93,6 +95,8 @@ fn routes() -> OpenApiRouter<Arc<AdminState>> {
         .merge(resubmit::routes())
         .merge(status::routes())
         .merge(metrics::routes())
+        .merge(tracking::routes())
+        .merge(hosts::routes())
 }
 
 /// The API's routes.

@@ -46,6 +46,8 @@ use sluice_api_types as api;
         (name = "messages", description = "Get-, Suspend-, Resume-, Remove-, Export-Message"),
         (name = "resubmit", description = "Safety Net resubmit requests"),
         (name = "alerts", description = "Recent alerts"),
+        (name = "tracking", description = "Get-MessageTrackingLog"),
+        (name = "hosts", description = "Per-destination status (ESA's tophosts and hoststatus)"),
     )
 )]
 pub(crate) struct ApiDoc;
@@ -235,6 +237,9 @@ mod tests {
         ("get", "/api/v1/resubmit-requests/{id}"),
         ("patch", "/api/v1/resubmit-requests/{id}"),
         ("delete", "/api/v1/resubmit-requests/{id}"),
+        ("get", "/api/v1/tracking"),
+        ("get", "/api/v1/tophosts"),
+        ("get", "/api/v1/hosts/{domain}"),
     ];
 
     /// The (method, path) pairs of a document.

@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 mod status;
+mod tracking;
 pub use status::*;
+pub use tracking::*;
 
 /// Every list: a page of items and the bookmark of the next page.
 #[derive(Debug, Clone, Serialize, Deserialize)]

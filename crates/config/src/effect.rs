@@ -19,7 +19,6 @@ pub const NOT_YET_IN_EFFECT: &[&str] = &[
     "alerts.email_to",
     "alerts.smtp_host",
     "alerts.webhook_url",
-    "tracking.max_age",
 ];
 
 /// Every `table.key` path set in `document`, sorted and without duplicates; entries of array tables are
@@ -109,7 +108,7 @@ mod tests {
             ("receive_connectors.listen", false),
             ("antispam.engine", true),
             ("antispamx.engine", false),
-            ("tracking.max_age", true),
+            ("tracking.max_age", false),
             ("transport.transient_failure_retry_interval", false),
             ("transport.max_per_domain_outbound_connections", false),
             ("transport.queue_glitch_retry_count", false),
@@ -155,6 +154,6 @@ mod tests {
             servers = ["127.0.0.1:5353"]
             "#,
         );
-        assert_eq!(not_yet_in_effect(&document), ["tracking.max_age", "work_queue.concurrency"]);
+        assert_eq!(not_yet_in_effect(&document), ["work_queue.concurrency"]);
     }
 }

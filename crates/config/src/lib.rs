@@ -8,10 +8,10 @@
 //!
 //! ```
 //! # use sluice_config::Config;
-//! let text = "[transport]\ndigest_threshold = 3\n[tracking]\nmax_age = \"7d\"\n";
+//! let text = "[transport]\ndigest_threshold = 3\n[work_queue]\nconcurrency = 4\n";
 //! let loaded = Config::from_toml(text, std::path::Path::new("/etc/sluice"))?;
 //! assert_eq!(loaded.config.transport.digest_threshold, 3);
-//! assert_eq!(loaded.not_yet_in_effect, ["tracking.max_age"]);
+//! assert_eq!(loaded.not_yet_in_effect, ["work_queue.concurrency"]);
 //! # Ok::<(), sluice_config::ConfigError>(())
 //! ```
 

@@ -54,7 +54,7 @@ enum Command {
         command: DbCommand,
     },
     #[command(flatten)]
-    Admin(cli::AdminCommand),
+    Admin(Box<cli::AdminCommand>),
     /// Prints a completion script: `sluice completions bash > /etc/bash_completion.d/sluice`.
     Completions {
         #[arg(value_enum)]
@@ -110,7 +110,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Db { command: DbCommand::Export { config, to } } => db_drain(config, &to, true),
         Command::Db { command: DbCommand::Salvage { config, to } } => db_drain(config, &to, false),
         Command::CheckConfig { config, against } => check_config(config, against),
-        Command::Admin(command) => cli::run(command),
+        Command::Admin(command) => cli::run(*command),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

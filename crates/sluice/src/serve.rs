@@ -69,7 +69,8 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
     // Certificates are read (or generated) before anything starts listening.
     let acceptors = wiring::tls_acceptors(&config)?;
     let admin_tls = wiring::admin_tls(&config)?;
-    let tracking = Tracking::start(config.server.data_dir.join("tracking")).context("starting the tracking log")?;
+    let tracking = Tracking::start(config.server.data_dir.join("tracking"), config.tracking.max_age)
+        .context("starting the tracking log")?;
     let agent = wiring::delivery_agent(&config);
     let recovered = queues.messages();
     let counters = open_counters(&config.server.data_dir.join("counters.json"), &alerts)?;
@@ -264,6 +265,7 @@ fn reloader(
             policies.update(&new);
             transport.set_routing(wiring::routing(&new)).await;
             transport.set_back_pressure_thresholds(wiring::thresholds(&new));
+            transport.tracking().set_max_age(new.tracking.max_age);
             Ok(api::ReloadResult { reloaded: true, restart_required, not_yet_in_effect: loaded.not_yet_in_effect })
         })
     })

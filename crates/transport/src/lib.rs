@@ -19,6 +19,7 @@ pub mod alerts;
 mod categorizer;
 pub mod counters;
 mod dsn;
+mod hosts;
 mod inprocess;
 mod listing;
 mod load;
@@ -29,7 +30,7 @@ mod routing;
 mod safety_net;
 mod status;
 mod timers;
-mod tracking;
+pub mod tracking;
 mod worker;
 
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -47,6 +48,7 @@ pub use agent::{
 };
 pub use alerts::{AlertClass, Alerts, Severity};
 pub use counters::{Counter, Counters, CountersFileError, InboundSession};
+pub use hosts::{HostSort, sort_hosts};
 pub use inprocess::{InProcess, InProcessError};
 pub use listing::{CopyRow, in_listing_order};
 pub use load::Loaded;

@@ -11,6 +11,7 @@ use sluice_queue_db::{
 };
 use smallvec::SmallVec;
 
+use crate::hosts::{HostCounters, HostIndex};
 use crate::routing::{Limits, Target};
 
 mod flow;
@@ -180,11 +181,14 @@ pub(crate) struct DeliveryQueue {
     first_retry_at: Option<Instant>,
     /// Copies entering and leaving, for its rates.
     flow: flow::Flow,
+    /// The outcome counters of its next hop domain (`hosts.rs`), shared with the domain's other queues.
+    host: Arc<HostCounters>,
 }
 
 impl DeliveryQueue {
-    fn new(key: NextHopSolutionKey, target: Target) -> DeliveryQueue {
+    fn new(key: NextHopSolutionKey, target: Target, host: Arc<HostCounters>) -> DeliveryQueue {
         DeliveryQueue {
+            host,
             key,
             target,
             ready: VecDeque::new(),
@@ -275,6 +279,11 @@ impl DeliveryQueue {
     pub(crate) fn next_retry_ms(&self) -> Option<i64> {
         self.next_retry_ms
     }
+
+    /// Its delivery workers now (each holds at most one connection, open or being opened).
+    pub(crate) fn workers(&self) -> usize {
+        self.workers
+    }
 }
 
 /// A copy taken from a delivery queue's ready list for a worker: what the attempt needs without the lock.
@@ -286,6 +295,8 @@ pub(crate) struct Job {
     pub(crate) retry_count: u32,
     /// The message is a suspect: it is delivered alone (`poison.rs`).
     pub(crate) suspect: bool,
+    /// The queue's next hop domain's outcome counters (counted without the lock).
+    pub(crate) host: Arc<HostCounters>,
 }
 
 /// Everything in memory about the queues. Guarded by one mutex, never held across an await.
@@ -334,6 +345,8 @@ pub(crate) struct Queues {
     flows: [flow::Flow; 3],
     /// The messages whose priority is not Normal (few): the queues' counts per priority come from them.
     prioritized: HashSet<Mid>,
+    /// The outcome counters of each next hop domain (`hosts.rs`).
+    hosts: HostIndex,
 }
 
 /// A message's copies that expired, taken out of their queues: the sender is told, the copies are recorded
@@ -397,6 +410,7 @@ impl Queues {
             started: Instant::now(),
             flows: Default::default(),
             prioritized: HashSet::new(),
+            hosts: HostIndex::default(),
         }
     }
 
@@ -409,7 +423,8 @@ impl Queues {
 
     /// A delivery queue recovered from the database.
     pub(crate) fn add_queue(&mut self, id: QueueId, key: NextHopSolutionKey, target: Target, suspended: bool) {
-        let mut q = DeliveryQueue::new(key.clone(), target);
+        let host = self.hosts.counters_for(&key.next_hop_domain);
+        let mut q = DeliveryQueue::new(key.clone(), target, host);
         q.suspended = suspended;
         self.keys.insert(key, id);
         self.delivery.insert(id, q);
@@ -528,7 +543,8 @@ impl Queues {
         self.next_queue_id += 1;
         let record = Record::QueueCreate { id, key: key.to_stored() };
         self.keys.insert(key.clone(), id);
-        self.delivery.insert(id, DeliveryQueue::new(key, target));
+        let host = self.hosts.counters_for(&key.next_hop_domain);
+        self.delivery.insert(id, DeliveryQueue::new(key, target, host));
         (id, Some(record))
     }
 
@@ -611,6 +627,7 @@ impl Queues {
                 recipients: c.recipients.to_vec(),
                 retry_count: c.retry_count,
                 suspect: !self.suspects.is_empty() && self.suspects.contains_key(&mid),
+                host: q.host.clone(),
             };
             return Some((job, q.target.clone()));
         }
@@ -939,7 +956,10 @@ impl Queues {
             let (envelope, body) = (m.envelope.clone(), m.body);
             let expiring: Vec<(QueueId, Vec<u32>)> =
                 m.copies.iter().filter(|c| c.queue != POISON).map(|c| (c.queue, c.recipients.to_vec())).collect();
-            for (qid, _) in &expiring {
+            for (qid, recipients) in &expiring {
+                if let Some(q) = self.delivery.get(qid) {
+                    q.host.count(0, recipients.len() as u64, 0);
+                }
                 self.take_waiting(mid, *qid);
                 self.remove_copy(mid, *qid);
             }
@@ -1278,6 +1298,11 @@ impl Queues {
     /// The delivery queues, by id.
     pub(crate) fn delivery_queues(&self) -> impl Iterator<Item = (QueueId, &DeliveryQueue)> {
         self.delivery.iter().map(|(id, q)| (*id, q))
+    }
+
+    /// The outcome counters of the next hop domains.
+    pub(crate) fn hosts(&self) -> &HostIndex {
+        &self.hosts
     }
 
     pub(crate) fn delivery_ids(&self) -> Vec<QueueId> {

@@ -16,6 +16,11 @@ impl Transport {
         &self.inner.counters
     }
 
+    /// The message tracking log (searched by `GET /api/v1/tracking`).
+    pub fn tracking(&self) -> &crate::Tracking {
+        &self.inner.tracking
+    }
+
     /// The resource that puts back pressure at its level now (the `452 4.3.1` reply names it).
     pub fn back_pressure_resource(&self) -> Resource {
         self.inner.pressure.levels().cause()

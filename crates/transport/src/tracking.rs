@@ -2,12 +2,19 @@
 //! (`tracking-YYYY-MM-DD.log`). A thread of its own writes them, so that a slow disk never stalls a
 //! session; when its buffer is full, events are dropped and counted rather than blocking mail. Events
 //! reach the file within 200 ms.
+//!
+//! Files older than `[tracking] max_age` are deleted (`retention.rs`); the log is searched by
+//! `search.rs` (`GET /api/v1/tracking`), which first writes what is buffered ([`Tracking::flush`]).
+
+mod retention;
+pub mod search;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use serde::Serialize;
 use sluice_queue_db::time::{date, now_ms, rfc3339};
@@ -122,6 +129,13 @@ struct Shared {
     buf: Mutex<Vec<u8>>,
     wake: Condvar,
     dropped: AtomicU64,
+    /// Held while a batch is taken from `buf` and written, by the writer and by [`Tracking::flush`]: batches
+    /// reach the file whole and in order. (Always taken before `buf`.)
+    writing: Mutex<()>,
+    /// `[tracking] max_age`, in seconds.
+    max_age_secs: AtomicU64,
+    /// Set when `max_age` changed: the writer prunes at its next wake-up rather than the next day.
+    prune_now: AtomicBool,
 }
 
 /// A handle to the tracking log. Cheap to clone.
@@ -131,11 +145,18 @@ pub struct Tracking {
 }
 
 impl Tracking {
-    /// Starts the writer for `dir`.
-    pub fn start(dir: PathBuf) -> std::io::Result<Tracking> {
+    /// Starts the writer for `dir`, which keeps files for `max_age` (deleting older ones now and daily).
+    pub fn start(dir: PathBuf, max_age: Duration) -> std::io::Result<Tracking> {
         fs::create_dir_all(&dir)?;
-        let shared =
-            Arc::new(Shared { dir, buf: Mutex::new(Vec::new()), wake: Condvar::new(), dropped: AtomicU64::new(0) });
+        let shared = Arc::new(Shared {
+            dir,
+            buf: Mutex::new(Vec::new()),
+            wake: Condvar::new(),
+            dropped: AtomicU64::new(0),
+            writing: Mutex::new(()),
+            max_age_secs: AtomicU64::new(max_age.as_secs()),
+            prune_now: AtomicBool::new(true),
+        });
         let s = shared.clone();
         std::thread::Builder::new().name("tracking".into()).spawn(move || write_events(s))?;
         Ok(Tracking { shared: Some(shared) })
@@ -146,12 +167,41 @@ impl Tracking {
         Tracking { shared: None }
     }
 
-    /// Writes what is buffered now (at shutdown).
+    /// Writes what is buffered now (at shutdown, and before a search).
     pub fn flush(&self) {
         let Some(shared) = &self.shared else { return };
+        let _writing = shared.writing.lock().unwrap_or_else(|e| e.into_inner());
         let batch = std::mem::take(&mut *shared.buf.lock().unwrap_or_else(|e| e.into_inner()));
         let mut current = None;
         append(&shared.dir, &mut current, &batch);
+    }
+
+    /// The directory of the daily files (none for a disabled log).
+    pub fn dir(&self) -> Option<&std::path::Path> {
+        self.shared.as_ref().map(|s| s.dir.as_path())
+    }
+
+    /// Changes `max_age` (on reload); files older than the new one are deleted within a moment.
+    pub fn set_max_age(&self, max_age: Duration) {
+        let Some(shared) = &self.shared else { return };
+        if shared.max_age_secs.swap(max_age.as_secs(), Ordering::Relaxed) != max_age.as_secs() {
+            shared.prune_now.store(true, Ordering::Relaxed);
+            shared.wake.notify_one();
+        }
+    }
+
+    /// The events that match `criteria`, oldest first, from `from` on, at most `limit`: buffered events are
+    /// written first, so that an event logged before the call is found. Reads files: call it off the async
+    /// runtime.
+    pub fn search(
+        &self,
+        criteria: &search::Criteria,
+        from: Option<&search::Bookmark>,
+        limit: usize,
+    ) -> std::io::Result<search::Found> {
+        let Some(shared) = &self.shared else { return Ok(search::Found::default()) };
+        self.flush();
+        search::search(&shared.dir, criteria, from, limit)
     }
 
     pub fn log(&self, event: Event) {
@@ -179,17 +229,31 @@ impl Tracking {
 fn write_events(shared: Arc<Shared>) {
     let mut current: Option<(String, File)> = None;
     let mut batch = Vec::new();
+    let mut pruned_on = String::new();
     loop {
         {
             let buf = shared.buf.lock().unwrap_or_else(|e| e.into_inner());
-            let (mut buf, _) = shared
+            let _ = shared
                 .wake
-                .wait_timeout_while(buf, FLUSH_INTERVAL, |b| b.len() < WAKE_AT)
+                .wait_timeout_while(buf, FLUSH_INTERVAL, |b| {
+                    b.len() < WAKE_AT && !shared.prune_now.load(Ordering::Relaxed)
+                })
                 .unwrap_or_else(|e| e.into_inner());
-            std::mem::swap(&mut *buf, &mut batch);
         }
-        append(&shared.dir, &mut current, &batch);
+        {
+            let _writing = shared.writing.lock().unwrap_or_else(|e| e.into_inner());
+            std::mem::swap(&mut *shared.buf.lock().unwrap_or_else(|e| e.into_inner()), &mut batch);
+            append(&shared.dir, &mut current, &batch);
+        }
         batch.clear();
+        let now = now_ms();
+        let today = date(now);
+        let asked = shared.prune_now.swap(false, Ordering::Relaxed);
+        if asked || today != pruned_on {
+            let max_age = Duration::from_secs(shared.max_age_secs.load(Ordering::Relaxed));
+            retention::prune(&shared.dir, max_age, now);
+            pruned_on = today;
+        }
     }
 }
 
@@ -215,7 +279,32 @@ fn append(dir: &std::path::Path, current: &mut Option<(String, File)>, batch: &[
 
 #[cfg(test)]
 mod tests {
-    use super::EventId;
+    use super::{Audit, Event, EventId};
+
+    /// The search reads lines into the API's type: every field an event writes keeps its name and value.
+    #[test]
+    fn an_event_line_reads_back_as_the_apis_tracking_event() {
+        let mut e = Event::new(EventId::Audit, 0);
+        e.internet_message_id = Some("<a@b>".into());
+        e.sender = "s@x".into();
+        e.recipients = vec!["r@y".into()];
+        e.queue = Some("mx\\16".into());
+        e.source = Some("admin API 127.0.0.1:1".into());
+        e.source_ip = Some("127.0.0.1".into());
+        e.reply = Some("250 ok".into());
+        e.audit = Some(Audit {
+            method: "POST".into(),
+            path: "/x".into(),
+            token: true,
+            status: 200,
+            matched: Some(2),
+            changed: None,
+        });
+        let line = serde_json::to_value(&e).unwrap();
+        let read: sluice_api_types::TrackingEvent = serde_json::from_value(line.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&read).unwrap(), line);
+        assert_eq!(read.event_id, "AUDIT");
+    }
 
     #[test]
     fn an_event_id_is_written_as_its_name() {

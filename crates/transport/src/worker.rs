@@ -442,7 +442,7 @@ async fn finish(
             tracing::warn!(mid = job.mid, reply = %sluice_smtp::printable(&reply), "permanent delivery failure");
         }
     }
-    count_outcomes(inner, n_delivered, n_failed, n_deferred);
+    count_outcomes(inner, job, n_delivered, n_failed, n_deferred);
     if !statuses.is_empty() {
         dsn::notify(inner, job.mid, &job.envelope, job.body, statuses).await;
     }
@@ -465,8 +465,10 @@ async fn finish(
     }
 }
 
-/// Adds a copy's outcomes to the counters: recipients delivered, failed for good, and deferred.
-fn count_outcomes(inner: &Inner, delivered: u64, failed: u64, deferred: u64) {
+/// Adds a copy's outcomes to the counters, the server's and its next hop domain's: recipients delivered,
+/// failed for good, and deferred.
+fn count_outcomes(inner: &Inner, job: &Job, delivered: u64, failed: u64, deferred: u64) {
+    job.host.count(delivered, failed, deferred);
     use crate::counters::Counter;
     for (c, n) in [
         (Counter::DeliveredRecipients, delivered),
@@ -492,7 +494,7 @@ async fn not_delivered(
     queue_level: bool,
 ) {
     tracing::info!(mid = job.mid, queue = qid, error = %sluice_smtp::printable(error), "delivery deferred");
-    count_outcomes(inner, 0, 0, recipients.len() as u64);
+    count_outcomes(inner, job, 0, 0, recipients.len() as u64);
     let mut ev = inner.event(EventId::Defer, job.mid, &job.envelope);
     ev.recipients =
         recipients.iter().filter_map(|i| job.envelope.recipient(*i as usize)).map(|r| r.address.to_owned()).collect();

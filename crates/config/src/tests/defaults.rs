@@ -196,7 +196,6 @@ fn spec_example_is_the_defaults() {
             "quarantine.retention",
             "queue_database.logging_buffer_size",
             "queue_database.max_background_cleanup_tasks",
-            "tracking.max_age",
             "updater.interval",
             "updater.source",
             "work_queue.concurrency",

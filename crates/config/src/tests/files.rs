@@ -275,7 +275,7 @@ fn not_yet_in_effect_names_keys_of_the_schema() {
     let loaded = load(EVERY_KEY);
     let expected: Vec<&String> = keys.iter().filter(|key| is_not_yet_in_effect(key)).collect();
     assert_eq!(loaded.not_yet_in_effect.iter().collect::<Vec<_>>(), expected);
-    assert!(loaded.not_yet_in_effect.contains(&"tracking.max_age".to_owned()));
+    assert!(!loaded.not_yet_in_effect.contains(&"tracking.max_age".to_owned()));
     assert!(!loaded.not_yet_in_effect.contains(&"transport.digest_threshold".to_owned()));
     assert!(!loaded.not_yet_in_effect.contains(&"transport.poison_threshold".to_owned()));
     assert!(!loaded.not_yet_in_effect.contains(&"debug.fault_injection".to_owned()));

@@ -172,9 +172,30 @@ pub enum AdminCommand {
         /// Until this time (RFC 3339).
         #[arg(long)]
         end: Option<String>,
-        /// At most this many events.
+        /// At most this many events (default 1000).
         #[arg(long)]
         limit: Option<u32>,
+        /// Where the previous page ended (its `next`), with the same criteria.
+        #[arg(long)]
+        bookmark: Option<String>,
+    },
+    /// The destinations with the most recipients waiting, or the sort given (the appliance's `tophosts`).
+    Tophosts {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// active (default), connections, delivered, soft_bounced or hard_bounced.
+        #[arg(long)]
+        sort: Option<String>,
+        /// At most this many (default 20).
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// One destination: its counters, gauges, last activity and queues (the appliance's `hoststatus`).
+    Hoststatus {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The next hop domain (for a smart host: `host:port`).
+        domain: String,
     },
     /// Every queued message, as Postfix's `mailq` shows it.
     Mailq {
@@ -349,6 +370,8 @@ impl AdminCommand {
             | AdminCommand::Alerts { api, .. }
             | AdminCommand::Config { api, .. }
             | AdminCommand::Track { api, .. }
+            | AdminCommand::Tophosts { api, .. }
+            | AdminCommand::Hoststatus { api, .. }
             | AdminCommand::Mailq { api } => api,
         }
     }
@@ -389,7 +412,7 @@ pub fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
             let r = out.call("POST", "/api/v1/config/reload", None)?;
             out.print(&r, |v| show::reload(&serde_json::from_value(v)?))
         }
-        AdminCommand::Track { sender, recipient, message_id, mid, event, start, end, limit, .. } => {
+        AdminCommand::Track { sender, recipient, message_id, mid, event, start, end, limit, bookmark, .. } => {
             let q = query(&[
                 ("sender", sender),
                 ("recipient", recipient),
@@ -399,9 +422,19 @@ pub fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
                 ("start", start),
                 ("end", end),
                 ("result_size", limit.map(|l| l.to_string())),
+                ("bookmark", bookmark),
             ]);
             let r = out.call("GET", &format!("/api/v1/tracking{q}"), None)?;
-            out.print(&r, |v| show::tracking(&v))
+            out.print(&r, |v| show::tracking(&serde_json::from_value(v)?))
+        }
+        AdminCommand::Tophosts { sort, limit, .. } => {
+            let q = query(&[("sort", sort), ("result_size", limit.map(|l| l.to_string()))]);
+            let r = out.call("GET", &format!("/api/v1/tophosts{q}"), None)?;
+            out.print(&r, |v| show::tophosts(&serde_json::from_value(v)?))
+        }
+        AdminCommand::Hoststatus { domain, .. } => {
+            let r = out.call("GET", &format!("/api/v1/hosts/{}", encode(&domain)), None)?;
+            out.print(&r, |v| show::hoststatus(&serde_json::from_value(v)?))
         }
         AdminCommand::Mailq { .. } => mailq::run(&api, json),
     }

@@ -295,34 +295,73 @@ pub fn status(s: &st::Status, detail: bool) -> anyhow::Result<()> {
 }
 
 /// Tracking events, one line each: time, event, MID, sender -> recipients, then where and what was answered.
-pub fn tracking(v: &serde_json::Value) -> anyhow::Result<()> {
-    let text = |e: &serde_json::Value, k: &str| e.get(k).and_then(|x| x.as_str()).unwrap_or_default().to_owned();
-    let items = v.get("items").and_then(|i| i.as_array()).cloned().unwrap_or_default();
-    if items.is_empty() {
+pub fn tracking(list: &api::List<api::TrackingEvent>) -> anyhow::Result<()> {
+    if list.items.is_empty() {
         eprintln!("no tracking events found");
     }
-    for e in &items {
-        let recipients: Vec<&str> =
-            e.get("recipients").and_then(|r| r.as_array()).into_iter().flatten().filter_map(|r| r.as_str()).collect();
-        let sender = text(e, "sender");
-        let mut line = format!(
-            "{}  {:<13} MID {}  {} -> {}",
-            text(e, "time"),
-            text(e, "event_id"),
-            e.get("mid").and_then(|m| m.as_u64()).unwrap_or(0),
-            if sender.is_empty() { "<>" } else { &sender },
-            recipients.join(", ")
-        );
-        for key in ["queue", "source", "reply"] {
-            let value = text(e, key);
-            if !value.is_empty() {
+    for e in &list.items {
+        let sender = if e.sender.is_empty() { "<>" } else { &e.sender };
+        let mut line = format!("{}  {:<13} MID {}  {sender} -> {}", e.time, e.event_id, e.mid, e.recipients.join(", "));
+        for (key, value) in [("queue", &e.queue), ("source", &e.source), ("reply", &e.reply)] {
+            if let Some(value) = value.as_ref().filter(|v| !v.is_empty()) {
                 line.push_str(&format!("  {key}={value}"));
             }
         }
+        if let Some(a) = &e.audit {
+            line.push_str(&format!("  {} {} -> {}", a.method, a.path, a.status));
+        }
         say!("{}", line.replace(|c: char| c.is_control(), " "));
     }
-    if let Some(next) = v.get("next").and_then(|n| n.as_str()) {
-        eprintln!("more: --start after the last shown, or --limit larger (next {next})");
+    more(&list.next);
+    Ok(())
+}
+
+pub fn tophosts(list: &api::List<api::Host>) -> anyhow::Result<()> {
+    let mut t =
+        Table::new(&["Domain", "Active", "Connections", "Delivered", "SoftBounced", "HardBounced", "LastActivity"])
+            .right(&["Active", "Connections", "Delivered", "SoftBounced", "HardBounced"])
+            .keep(&["Domain"]);
+    for h in &list.items {
+        t.row(vec![
+            h.domain.clone(),
+            h.active_recipients.to_string(),
+            h.connections.to_string(),
+            h.delivered_recipients.to_string(),
+            h.soft_bounced_events.to_string(),
+            h.hard_bounced_recipients.to_string(),
+            opt(&h.last_activity),
+        ]);
+    }
+    t.print();
+    more(&list.next);
+    Ok(())
+}
+
+pub fn hoststatus(h: &api::Host) -> anyhow::Result<()> {
+    say!("Host:                     {}", h.domain);
+    say!("Last activity:            {}", h.last_activity.as_deref().unwrap_or("none"));
+    say!("Active recipients:        {}", h.active_recipients);
+    say!("Outbound connections:     {}", h.connections);
+    say!("Delivered recipients:     {}", h.delivered_recipients);
+    say!("Soft bounced events:      {}", h.soft_bounced_events);
+    say!("Hard bounced recipients:  {}", h.hard_bounced_recipients);
+    say!("Last error:               {}", opt(&h.last_error).replace(|c: char| c.is_control(), " "));
+    if !h.queues.is_empty() {
+        say!("");
+        let mut t = Table::new(&["Queue", "Status", "DeliveryType", "MessageCount", "NextRetryTime", "LastError"])
+            .right(&["MessageCount"])
+            .keep(&["Queue"]);
+        for q in &h.queues {
+            t.row(vec![
+                q.identity.clone(),
+                q.status.clone(),
+                q.delivery_type.clone(),
+                q.message_count.to_string(),
+                opt(&q.next_retry_time),
+                opt(&q.last_error),
+            ]);
+        }
+        t.print();
     }
     Ok(())
 }

@@ -233,3 +233,34 @@ fn completions_and_the_manual_page_come_from_the_same_definitions() {
     let help = Command::new(BIN).arg("--help").output().unwrap();
     assert!(String::from_utf8_lossy(&help.stdout).contains("77 no token"), "exit codes are documented");
 }
+
+#[test]
+fn track_prints_a_messages_life_one_line_per_event() {
+    let (ok_sink, refusing) = (Sink::start(), Sink::start());
+    let s = Server::start(&format!(
+        "[[send_connectors]]\nname = \"A\"\naddress_spaces = [\"a.test\"]\nsmart_hosts = [\"127.0.0.1:{}\"]\n\n\
+         [[send_connectors]]\nname = \"B\"\naddress_spaces = [\"b.test\"]\nsmart_hosts = [\"127.0.0.1:{}\"]\n\n\
+         [[accepted_domains]]\ndomain = \"localhost\"\nmailbox_store = \"Local Maildir\"\nmailboxes = [\"x\"]\n",
+        ok_sink.port, refusing.port
+    ));
+    let mut c = s.smtp();
+    c.cmd("EHLO client.test");
+    assert!(c.mail("x@localhost", &["ok@a.test"], "Subject: one\r\n\r\nbody\r\n").starts_with("250"));
+    assert!(c.mail("y@localhost", &["reject@b.test"], "Subject: two\r\n\r\nbody\r\n").starts_with("250"));
+    let events = |sender: &str| -> Vec<String> {
+        let out = ok(sluice(&s, &["track", "--sender", sender]));
+        out.lines().map(|l| l.split_whitespace().nth(1).unwrap_or_default().to_owned()).collect()
+    };
+    assert!(wait_until(Duration::from_secs(20), || events("x@localhost").last().is_some_and(|e| e == "DELIVER")));
+    assert_eq!(events("x@localhost"), ["RECEIVE", "SUBMIT", "ROUTE", "DELIVER"]);
+    let out = ok(sluice(&s, &["track", "--sender", "x@localhost", "--event", "DELIVER"]));
+    assert!(out.contains("x@localhost -> ok@a.test") && out.contains("reply=250"), "{out}");
+    // A 5xx: FAIL, then the notice to the sender.
+    assert!(wait_until(Duration::from_secs(20), || events("y@localhost").contains(&"DSN".to_owned())));
+    let life = events("y@localhost");
+    assert_eq!(life[..3], ["RECEIVE", "SUBMIT", "ROUTE"], "{life:?}");
+    let (fail, dsn) = (life.iter().position(|e| e == "FAIL"), life.iter().position(|e| e == "DSN"));
+    assert!(fail.is_some_and(|f| dsn.is_some_and(|d| f < d)), "{life:?}");
+    let err = fails(sluice(&s, &["track", "--event", "BOGUS"]), 64);
+    assert!(err.contains("BOGUS"), "{err}");
+}

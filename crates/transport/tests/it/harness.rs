@@ -268,7 +268,7 @@ async fn start_with(dir: &Path, routing: Routing, agent: &FakeAgent, fault_injec
         loaded,
         routing,
         agent: Arc::new(agent.clone()),
-        tracking: Tracking::start(dir.join("tracking")).unwrap(),
+        tracking: Tracking::start(dir.join("tracking"), std::time::Duration::from_secs(30 * 86_400)).unwrap(),
         server_name: SERVER.to_owned(),
         hostname: HOSTNAME.to_owned(),
         alerts,
