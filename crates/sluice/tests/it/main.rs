@@ -12,6 +12,7 @@ mod diskfull;
 mod dns;
 mod dsn;
 mod hardening;
+mod pickup;
 mod poison;
 mod relay;
 mod reload;
