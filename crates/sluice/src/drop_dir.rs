@@ -55,6 +55,10 @@ fn is_submitted(path: &Path) -> bool {
 async fn submit_one(kind: &str, path: &Path, parse: &Parse, transport: &Transport) {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
+        // A file another user wrote for their own eyes only would be refused again every second.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return set_aside(kind, path, &format!("the server cannot read the file: {e}"));
+        }
         Err(e) => return tracing::warn!(kind, file = %path.display(), error = %e, "cannot read a dropped file"),
     };
     let (envelope, body) = match parse(&bytes) {
