@@ -76,10 +76,16 @@ pub fn run(arguments: &[String]) -> anyhow::Result<ExitCode> {
     let loaded = Config::discover(options.config.as_deref())
         .map_err(|e| fail(EX_TEMPFAIL, format!("sendmail: the configuration cannot be used: {e}")))?;
     let pickup = Pickup::new(&loaded.config);
-    let user = format!("{}@{}", login_name(), pickup.hostname);
+    let uid = real_uid();
+    let local = Local {
+        hostname: &pickup.hostname,
+        user: format!("{}@{}", login_name(uid.as_deref()), pickup.hostname),
+        uid,
+        full_name: options.full_name.as_deref(),
+    };
     match options.mode {
-        Mode::Smtp => smtp_session(&options, &pickup, &user),
-        _ => submit_stdin(&options, &pickup, &user),
+        Mode::Smtp => smtp_session(&pickup, &local),
+        _ => submit_stdin(&options, &pickup, &local),
     }
 }
 
@@ -96,7 +102,7 @@ fn list_queue(options: &Options) -> anyhow::Result<ExitCode> {
 }
 
 /// The default mode: one message on standard input.
-fn submit_stdin(options: &Options, pickup: &Pickup, user: &str) -> anyhow::Result<ExitCode> {
+fn submit_stdin(options: &Options, pickup: &Pickup, local: &Local) -> anyhow::Result<ExitCode> {
     let input = read_message(&mut std::io::stdin().lock(), options.ignore_dots)
         .map_err(|e| fail(EX_TEMPFAIL, format!("sendmail: reading the message: {e}")))?;
     let data_error = |e: String| fail(EX_DATAERR, format!("sendmail: {e}"));
@@ -104,7 +110,7 @@ fn submit_stdin(options: &Options, pickup: &Pickup, user: &str) -> anyhow::Resul
     let message = Message::split(&input).map_err(data_error)?;
     let from = match &options.from {
         Some(given) => sender(given, &pickup.hostname).map_err(data_error)?,
-        None => user.to_owned(),
+        None => local.user.clone(),
     };
     let mut recipients = Vec::new();
     for arg in &options.recipients {
@@ -122,8 +128,7 @@ fn submit_stdin(options: &Options, pickup: &Pickup, user: &str) -> anyhow::Resul
     if recipients.is_empty() {
         return Err(fail(EX_USAGE, "sendmail: no recipients (name them as arguments, or use -t)"));
     }
-    let author = if from.is_empty() { user } else { &from };
-    let file = message.pickup_file(&from, &recipients, author, options.full_name.as_deref(), &pickup.hostname);
+    let file = message.pickup_file(&from, &recipients, local);
     // The server reads the file with the same parser: what it would set aside is refused here, where the
     // caller still learns of it.
     pickup::parse(&file, pickup).map_err(data_error)?;
@@ -132,12 +137,11 @@ fn submit_stdin(options: &Options, pickup: &Pickup, user: &str) -> anyhow::Resul
 }
 
 /// `-bs`: SMTP on standard input and output.
-fn smtp_session(options: &Options, pickup: &Pickup, user: &str) -> anyhow::Result<ExitCode> {
+fn smtp_session(pickup: &Pickup, local: &Local) -> anyhow::Result<ExitCode> {
     let mut submit = |from: &str, recipients: &[String], data: Vec<u8>| -> Result<String, Reply> {
         let crlf = pickup::to_crlf(&data).map_err(|e| Reply::new(554, "5.6.0", format!("Bad message: {e}")))?;
         let message = Message::split(&crlf).map_err(|e| Reply::new(554, "5.6.0", format!("Bad message: {e}")))?;
-        let author = if from.is_empty() { user } else { from };
-        let file = message.pickup_file(from, recipients, author, options.full_name.as_deref(), &pickup.hostname);
+        let file = message.pickup_file(from, recipients, local);
         pickup::parse(&file, pickup).map_err(|e| Reply::new(554, "5.6.0", format!("Bad message: {e}")))?;
         let path = store(&pickup.dir, &file)
             .map_err(|(_, e)| Reply::new(451, "4.3.0", format!("Cannot store the message: {e}")))?;
@@ -176,6 +180,18 @@ fn sender(given: &str, hostname: &str) -> Result<String, String> {
     }
 }
 
+/// Who runs sendmail, and what the files it writes say about it.
+struct Local<'a> {
+    /// The server's hostname: qualifies addresses, names the server in `Received:` and `Message-ID:`.
+    hostname: &'a str,
+    /// The invoking user's address (the default sender).
+    user: String,
+    /// The real user ID, for the `Received:` field.
+    uid: Option<String>,
+    /// `-F`.
+    full_name: Option<&'a str>,
+}
+
 /// A message given to sendmail, in CRLF, cut where its header ends.
 struct Message<'a> {
     /// The header section, each field ending in CRLF, without the empty line.
@@ -198,24 +214,23 @@ impl<'a> Message<'a> {
         Ok(Message { head, body: &crlf[end..], section })
     }
 
-    /// The pickup file: the envelope fields, then the message with `From:` (`author`, with `full_name`),
-    /// `Date:` and `Message-ID:` added when missing.
-    fn pickup_file(
-        &self,
-        from: &str,
-        recipients: &[String],
-        author: &str,
-        full_name: Option<&str>,
-        hostname: &str,
-    ) -> Vec<u8> {
+    /// The pickup file: the envelope fields, a `Received:` field naming the user ID that ran sendmail, then
+    /// the message with `From:` (the sender, else the user; with `-F`'s name), `Date:` and `Message-ID:`
+    /// added when missing. The `Received:` field also ends the envelope fields, so that a message whose own
+    /// header starts with `X-Sender:` or `X-Receiver:` keeps them as message fields.
+    fn pickup_file(&self, from: &str, recipients: &[String], local: &Local) -> Vec<u8> {
         static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+        let hostname = local.hostname;
         let mut file = format!("X-Sender: <{from}>\r\n");
         for r in recipients {
             file.push_str(&format!("X-Receiver: <{r}>\r\n"));
         }
         let now = now_ms();
+        let uid = local.uid.as_deref().map(|uid| format!(", from userid {uid}")).unwrap_or_default();
+        file.push_str(&format!("Received: by {hostname} (sluice sendmail{uid}); {}\r\n", rfc5322(now)));
+        let author = if from.is_empty() { &local.user } else { from };
         if !self.section.has("from") {
-            match full_name {
+            match local.full_name {
                 Some(name) => file.push_str(&format!("From: {} <{author}>\r\n", quote(name))),
                 None => file.push_str(&format!("From: {author}\r\n")),
             }
@@ -268,17 +283,21 @@ fn store(dir: &Path, file: &[u8]) -> Result<std::path::PathBuf, (u8, String)> {
     })
 }
 
+/// The real user ID of this process, from /proc.
+fn real_uid() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    Some(status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.to_owned())
+}
+
 /// The invoking user's login name: the real user ID's name in /etc/passwd, else `$USER` or `$LOGNAME`
 /// (users known only to NSS), else `nobody`.
-fn login_name() -> String {
+fn login_name(uid: Option<&str>) -> String {
     let from_passwd = || -> Option<String> {
-        let status = std::fs::read_to_string("/proc/self/status").ok()?;
-        let uid = status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.to_owned();
         let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
         passwd.lines().find_map(|line| {
             let mut fields = line.split(':');
             let name = fields.next()?;
-            (fields.nth(1)? == uid).then(|| name.to_owned())
+            (fields.nth(1)? == uid?).then(|| name.to_owned())
         })
     };
     from_passwd()
@@ -296,6 +315,10 @@ mod tests {
         Pickup { dir: "/nonexistent".into(), hostname: "mx.test".into(), max_message_size: None }
     }
 
+    fn local(full_name: Option<&str>) -> Local<'_> {
+        Local { hostname: "mx.test", user: "u@mx.test".into(), uid: Some("1000".into()), full_name }
+    }
+
     #[test]
     fn a_lone_dot_ends_the_input_unless_dots_are_ignored() {
         let input = b"Subject: s\n\nline\n.\nafter\n";
@@ -309,16 +332,14 @@ mod tests {
     fn the_file_carries_the_envelope_and_a_completed_header() {
         let crlf = pickup::to_crlf(b"To: t@x.test\nSubject: s\n\nbody\n").unwrap();
         let m = Message::split(&crlf).unwrap();
-        let file = m.pickup_file("me@mx.test", &["t@x.test".into()], "me@mx.test", Some("Cron \"D\""), "mx.test");
+        let file = m.pickup_file("me@mx.test", &["t@x.test".into()], &local(Some("Cron \"D\"")));
         let text = String::from_utf8(file.clone()).unwrap();
-        assert!(
-            text.starts_with(
-                "X-Sender: <me@mx.test>\r\nX-Receiver: <t@x.test>\r\nFrom: \"Cron \\\"D\\\"\" <me@mx.test>\r\nDate: "
-            ),
-            "{text}"
-        );
-        assert!(text.contains("\r\nMessage-ID: <"), "{text}");
-        assert!(text.ends_with("@mx.test>\r\nTo: t@x.test\r\nSubject: s\r\n\r\nbody\r\n"), "{text}");
+        let (envelope, rest) = text.split_at(text.find("Received: ").unwrap());
+        assert_eq!(envelope, "X-Sender: <me@mx.test>\r\nX-Receiver: <t@x.test>\r\n");
+        assert!(rest.starts_with("Received: by mx.test (sluice sendmail, from userid 1000); "), "{rest}");
+        assert!(rest.contains("\r\nFrom: \"Cron \\\"D\\\"\" <me@mx.test>\r\nDate: "), "{rest}");
+        assert!(rest.contains("\r\nMessage-ID: <"), "{rest}");
+        assert!(rest.ends_with("@mx.test>\r\nTo: t@x.test\r\nSubject: s\r\n\r\nbody\r\n"), "{rest}");
         let (env, _) = pickup::parse(&file, &pickup()).unwrap();
         assert_eq!(env.from_address(), "me@mx.test");
     }
@@ -327,16 +348,25 @@ mod tests {
     fn a_message_without_a_header_gets_one_and_present_fields_are_kept() {
         let crlf = pickup::to_crlf(b"just text\nmore\n").unwrap();
         let m = Message::split(&crlf).unwrap();
-        let file = String::from_utf8(m.pickup_file("", &["t@x.test".into()], "u@mx.test", None, "mx.test")).unwrap();
-        assert!(file.starts_with("X-Sender: <>\r\nX-Receiver: <t@x.test>\r\nFrom: u@mx.test\r\n"), "{file}");
+        let file = String::from_utf8(m.pickup_file("", &["t@x.test".into()], &local(None))).unwrap();
+        assert!(file.starts_with("X-Sender: <>\r\nX-Receiver: <t@x.test>\r\nReceived: "), "{file}");
+        assert!(file.contains("\r\nFrom: u@mx.test\r\n"), "the user is the author of a null-sender message: {file}");
         assert!(file.ends_with(">\r\n\r\njust text\r\nmore\r\n"), "{file}");
         let crlf = pickup::to_crlf(b"From: a@x.test\nDate: x\nMessage-ID: <m@x>\nTo: t@x.test").unwrap();
         let m = Message::split(&crlf).unwrap();
-        let file = String::from_utf8(m.pickup_file("a@x.test", &["t@x.test".into()], "a@x.test", None, "h")).unwrap();
-        assert_eq!(
-            file,
-            "X-Sender: <a@x.test>\r\nX-Receiver: <t@x.test>\r\nFrom: a@x.test\r\nDate: x\r\nMessage-ID: <m@x>\r\nTo: t@x.test\r\n\r\n"
-        );
+        let file = String::from_utf8(m.pickup_file("a@x.test", &["t@x.test".into()], &local(None))).unwrap();
+        let rest = &file[file.find("\r\nFrom: ").unwrap()..];
+        assert_eq!(rest, "\r\nFrom: a@x.test\r\nDate: x\r\nMessage-ID: <m@x>\r\nTo: t@x.test\r\n\r\n");
+    }
+
+    #[test]
+    fn envelope_fields_of_the_message_itself_stay_message_fields() {
+        let crlf = pickup::to_crlf(b"X-Sender: eudora\nX-Receiver: <other@x.test>\nTo: t@x.test\n\nx\n").unwrap();
+        let m = Message::split(&crlf).unwrap();
+        let file = m.pickup_file("a@x.test", &["t@x.test".into()], &local(None));
+        let (env, stored) = pickup::parse(&file, &pickup()).unwrap();
+        assert_eq!(env.recipients().map(|r| r.address).collect::<Vec<_>>(), ["t@x.test"]);
+        assert!(String::from_utf8(stored).unwrap().contains("\r\nX-Sender: eudora\r\nX-Receiver: <other@x.test>\r\n"));
     }
 
     #[test]

@@ -74,6 +74,7 @@ fn sendmail_t_is_delivered_to_the_local_maildir_while_the_server_runs() {
     let m = &mail[0];
     assert!(m.contains("\r\nSubject: t\r\n\r\nhi\r\n"), "stored with CRLF: {m:?}");
     assert!(m.contains("Received: by mx.test (sluice pickup); "), "{m}");
+    assert!(m.contains("\r\nReceived: by mx.test (sluice sendmail, from userid "), "who ran sendmail: {m}");
     for added in ["\r\nFrom: ", "\r\nDate: ", "\r\nMessage-ID: <"] {
         assert!(m.contains(added), "{added:?} added: {m}");
     }
