@@ -1,7 +1,10 @@
 //! The `sluice` command: the server (`serve`) and the tools around it.
 
 mod cli;
+mod drop_dir;
+mod pickup;
 mod replay;
+mod sendmail;
 mod serve;
 mod wiring;
 
@@ -48,6 +51,14 @@ enum Command {
     /// Reads a password from standard input (one line) and prints its argon2id hash, for `users` of a
     /// receive connector.
     HashPassword,
+    /// A sendmail-compatible command: reads a message and writes it into the pickup directory
+    /// (`sluice sendmail --help` lists its flags and exit codes).
+    #[command(disable_help_flag = true)]
+    Sendmail {
+        /// sendmail's options and recipients (`-t`, `-i`, `-f ADDR`, `-F NAME`, `-bs`, `-bp`, ...).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Queue database tools (run them while the server is stopped).
     Db {
         #[command(subcommand)]
@@ -119,6 +130,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Sendmail { args } => sendmail::run(&args),
     }
 }
 

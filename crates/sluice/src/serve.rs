@@ -121,6 +121,7 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
     let reload = reloader(config_path.clone(), loaded.source.clone(), current, transport.clone(), policies.clone());
     let admin_state = wiring::admin_state(&config, &transport, started, reload.clone());
     tasks.spawn(crate::replay::run(config.server.data_dir.join("replay"), transport.clone(), shutdown.clone()));
+    tasks.spawn(crate::pickup::run(crate::pickup::Pickup::new(&config), transport.clone(), shutdown.clone()));
     if config.queue_database.online_defrag_enabled {
         tasks.spawn(scheduled_defrag(transport.clone(), config.clone(), shutdown.clone()));
     }

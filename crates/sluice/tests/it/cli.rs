@@ -264,3 +264,19 @@ fn track_prints_a_messages_life_one_line_per_event() {
     let err = fails(sluice(&s, &["track", "--event", "BOGUS"]), 64);
     assert!(err.contains("BOGUS"), "{err}");
 }
+
+#[test]
+fn sendmail_bp_lists_the_queue_as_mailq_does() {
+    let s = Server::start(&config(free_port()));
+    send(&s, "a@one.test", "listed");
+    queued(&s, 1);
+    let o = Command::new(BIN)
+        .args(["sendmail", "-bp", "--config"])
+        .arg(s.config_path())
+        .env_remove("SLUICE_API")
+        .env_remove("SLUICE_TOKEN")
+        .output()
+        .unwrap();
+    let out = ok(o);
+    assert!(out.starts_with("-Queue ID-") && out.contains("a@one.test") && out.contains("in 1 Request."), "{out}");
+}

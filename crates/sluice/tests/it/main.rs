@@ -13,6 +13,7 @@ mod diskfull;
 mod dns;
 mod dsn;
 mod hardening;
+mod pickup;
 mod poison;
 mod readme;
 mod relay;
