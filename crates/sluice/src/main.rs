@@ -165,8 +165,9 @@ fn check_config(config: Option<PathBuf>, against: Option<PathBuf>) -> anyhow::Re
 }
 
 /// A command's failure with the exit code it owes its caller: 2 for a configuration or queue database that
-/// cannot be used; from sysexits.h 64 (usage), 71 (operating system) and 74 (input/output). The message is
-/// rendered when the failure is made, so that it prints as the error's own `Display`, without a source chain.
+/// cannot be used (`db`, `check-config`); otherwise from sysexits.h, as each command documents them (the
+/// administrator's commands in `cli::exit`, `sendmail` in its module). The message is rendered when the
+/// failure is made, so that it prints as the error's own `Display`, without a source chain.
 #[derive(Debug)]
 struct Failure {
     code: u8,
