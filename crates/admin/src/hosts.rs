@@ -58,9 +58,7 @@ async fn tophosts(
     let q = crate::query::keys(q, &["sort", "result_size"])?;
     let (sort, size) = parse(&q)?;
     let transport = s.transport.clone();
-    let mut hosts = tokio::task::spawn_blocking(move || transport.hosts(None))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let mut hosts = crate::blocking(move || transport.hosts(None)).await?;
     sort_hosts(&mut hosts, sort);
     hosts.truncate(size);
     for h in &mut hosts {
@@ -82,9 +80,7 @@ async fn host(
     crate::status::no_query(&q)?;
     let transport = s.transport.clone();
     let wanted = domain.clone();
-    let hosts = tokio::task::spawn_blocking(move || transport.hosts(Some(&wanted)))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let hosts = crate::blocking(move || transport.hosts(Some(&wanted))).await?;
     let mut host = hosts.into_iter().next().ok_or_else(|| {
         ApiError::new(StatusCode::NOT_FOUND, format!("no delivery queue and no delivery outcome for {domain:?}"))
     })?;

@@ -79,6 +79,12 @@ fn bad_request(what: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, what)
 }
 
+/// Runs `work` on a blocking thread, off the runtime that serves SMTP (a listing or a file scan that takes a
+/// good part of a second); a panic in it is a `500`.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
 /// Every route of the API, each registered with its part of the OpenAPI document (`openapi.rs` says how).
 fn routes() -> OpenApiRouter<Arc<AdminState>> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
@@ -312,12 +318,12 @@ async fn list_messages(
         Some("true") | Some("1") | Some("") => true,
         Some(other) => return Err(bad_request(format!("include_recipient_info must be true or false, not {other:?}"))),
     };
-    // A filter over a million messages takes a good part of a second: off the threads that serve SMTP.
-    let page = tokio::task::spawn_blocking(move || {
+    // A filter over a million messages takes a good part of a second.
+    let page = blocking(move || {
         let rows = page(select_messages(&s, &q)?, &q)?;
         Ok::<_, ApiError>(api::List { items: rows.items.iter().map(|r| r.to_api(include)).collect(), next: rows.next })
     });
-    Ok(Json(page.await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??))
+    Ok(Json(page.await??))
 }
 
 /// Reloads the configuration file (as SIGHUP does); keys that need a restart are named and keep their

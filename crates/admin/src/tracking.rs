@@ -67,10 +67,8 @@ async fn tracking(
     let q = crate::query::keys(q, KEYS)?;
     let (criteria, from, limit) = parse(&q)?;
     let transport = s.transport.clone();
-    let found = tokio::task::spawn_blocking(move || transport.tracking().search(&criteria, from.as_ref(), limit))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| {
+    let found =
+        crate::blocking(move || transport.tracking().search(&criteria, from.as_ref(), limit)).await?.map_err(|e| {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the tracking log cannot be read: {e}"))
         })?;
     if found.skipped > 0 {
