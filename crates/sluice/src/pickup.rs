@@ -167,7 +167,7 @@ pub fn add_unique(list: &mut Vec<String>, more: impl IntoIterator<Item = String>
     }
 }
 
-/// Why [`write`] failed: creating the file, or writing it into place.
+/// Why [`write()`] failed: creating the file, or writing it into place.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     #[error("cannot create a file in {dir}: {source}")]

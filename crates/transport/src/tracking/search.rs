@@ -4,7 +4,7 @@
 //! The files are streamed a line at a time (never a whole file in memory); a line that does not parse, or
 //! that is longer than [`MAX_LINE`], is skipped and counted. A page ends after `limit` events; the next one
 //! starts at a [`Bookmark`]: the date of a file and the byte offset of the next matching line in it, so that
-//! turning a page costs no rescan of what came before. Before a line is parsed, a [`Prefilter`] looks for the
+//! turning a page costs no rescan of what came before. Before a line is parsed, a `Prefilter` looks for the
 //! text a matching line must contain (the MID's digits, the event name, the longest literal part of an
 //! address pattern): most lines of a narrow search are passed over without being parsed.
 
@@ -68,7 +68,7 @@ pub struct Found {
     pub events: Vec<TrackingEvent>,
     /// Where the next page starts, when there are more events.
     pub next: Option<Bookmark>,
-    /// Lines skipped because they were too long, or did not parse (of those the [`Prefilter`] let through).
+    /// Lines skipped because they were too long, or did not parse (of those the `Prefilter` let through).
     pub skipped: u64,
 }
 
