@@ -134,8 +134,8 @@ struct ListAction {
     by_filter: bool,
 }
 
-fn list_action(
-    s: &AdminState,
+async fn list_action(
+    s: &Arc<AdminState>,
     query: HashMap<String, String>,
     body: ListBody,
     option: &str,
@@ -168,7 +168,13 @@ fn list_action(
     let only_filter: HashMap<String, String> =
         query.iter().filter(|(k, _)| k.as_str() == "filter").map(|(k, v)| (k.clone(), v.clone())).collect();
     request.identities = if messages {
-        crate::select_messages(s, &only_filter)?.iter().map(|m| m.identity().to_owned()).collect()
+        // A filter over every queued message: on a blocking thread, as the listing.
+        let s = s.clone();
+        crate::blocking(move || crate::select_messages(&s, &only_filter))
+            .await??
+            .iter()
+            .map(|m| m.identity().to_owned())
+            .collect()
     } else {
         crate::select_queues(s, &only_filter)?.into_iter().map(|q| q.identity).collect()
     };
@@ -217,7 +223,7 @@ async fn suspend_queues(
     Query(q): Query<HashMap<String, String>>,
     body: ListBody,
 ) -> Result<Json<api::ActionResult<api::Queue>>, ApiError> {
-    let list = list_action(&s, q, body, "", false)?;
+    let list = list_action(&s, q, body, "", false).await?;
     run_list(list, |ids| {
         let (s, origin) = (s.clone(), origin.clone());
         async move { s.transport.suspend_queues(&ids, &origin).await }
@@ -236,7 +242,7 @@ async fn resume_queues(
     Query(q): Query<HashMap<String, String>>,
     body: ListBody,
 ) -> Result<Json<api::ActionResult<api::Queue>>, ApiError> {
-    let list = list_action(&s, q, body, "", false)?;
+    let list = list_action(&s, q, body, "", false).await?;
     run_list(list, |ids| {
         let (s, origin) = (s.clone(), origin.clone());
         async move { s.transport.resume_queues(&ids, &origin).await }
@@ -255,7 +261,7 @@ async fn retry_queues(
     Query(q): Query<HashMap<String, String>>,
     body: ListBody,
 ) -> Result<Json<api::ActionResult<api::Queue>>, ApiError> {
-    let list = list_action(&s, q, body, "resubmit", false)?;
+    let list = list_action(&s, q, body, "resubmit", false).await?;
     let resubmit = list.request.resubmit.unwrap_or(false);
     run_list(list, |ids| {
         let (s, origin) = (s.clone(), origin.clone());
@@ -332,7 +338,7 @@ async fn suspend_messages(
     Query(q): Query<HashMap<String, String>>,
     body: ListBody,
 ) -> Result<Json<api::ActionResult<api::Message>>, ApiError> {
-    let list = list_action(&s, q, body, "", true)?;
+    let list = list_action(&s, q, body, "", true).await?;
     run_list(list, |ids| {
         let (s, origin) = (s.clone(), origin.clone());
         async move { s.transport.suspend_messages(&ids, &origin).await }
@@ -351,7 +357,7 @@ async fn resume_messages(
     Query(q): Query<HashMap<String, String>>,
     body: ListBody,
 ) -> Result<Json<api::ActionResult<api::Message>>, ApiError> {
-    let list = list_action(&s, q, body, "", true)?;
+    let list = list_action(&s, q, body, "", true).await?;
     run_list(list, |ids| {
         let (s, origin) = (s.clone(), origin.clone());
         async move { s.transport.resume_messages(&ids, &origin).await }
@@ -370,7 +376,7 @@ async fn remove_messages(
     Query(q): Query<HashMap<String, String>>,
     body: ListBody,
 ) -> Result<Json<api::ActionResult<api::Message>>, ApiError> {
-    let list = list_action(&s, q, body, "with_ndr", true)?;
+    let list = list_action(&s, q, body, "with_ndr", true).await?;
     let with_ndr = list.request.with_ndr.unwrap_or(true);
     run_list(list, |ids| {
         let (s, origin) = (s.clone(), origin.clone());

@@ -391,8 +391,9 @@ fn duration(text: &str) -> Option<i64> {
     n.checked_mul(scale)
 }
 
-/// `*` matches any run of characters; comparison without regard to case.
-fn like(pattern: &str, text: &str) -> bool {
+/// Whether `text` matches `pattern`, where `*` matches any run of characters, compared without regard to
+/// case: the `-like` of filters, and the wildcard of other searches (the tracking log's addresses).
+pub fn like(pattern: &str, text: &str) -> bool {
     // Mail addresses and names are ASCII nearly always: compared byte by byte, without allocating (a filter
     // over a million messages spends its time here).
     if pattern.is_ascii() && text.is_ascii() {

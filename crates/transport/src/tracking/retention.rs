@@ -4,9 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::search::file_date;
-
-const DAY_MS: i64 = 86_400_000;
+use super::search::{DAY_MS, file_date};
 
 /// Deletes the daily files in `dir` that hold nothing newer than `max_age` before `now_ms`; returns the
 /// names it deleted.

@@ -22,7 +22,7 @@ use super::EventId;
 /// Lines longer than this (no event comes close) are skipped.
 pub const MAX_LINE: usize = 1 << 20;
 
-const DAY_MS: i64 = 86_400_000;
+pub(crate) const DAY_MS: i64 = 86_400_000;
 
 /// What a search asks for; every given criterion must match.
 #[derive(Debug, Clone, Default)]
@@ -99,28 +99,10 @@ fn bare_id(id: &str) -> &str {
     id.strip_prefix('<').and_then(|i| i.strip_suffix('>')).unwrap_or(id)
 }
 
-/// Whether `address` matches `pattern`: ASCII case-insensitive, `*` standing for any run of characters.
+/// Whether `address` matches `pattern`: case-insensitive, `*` standing for any run of characters (the
+/// filters' `-like`).
 pub fn address_matches(pattern: &str, address: &str) -> bool {
-    let (p, a) = (pattern.as_bytes(), address.as_bytes());
-    // The classic greedy match with one backtrack point: linear in practice, never exponential.
-    let (mut pi, mut ai) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ai < a.len() {
-        if pi < p.len() && p[pi] == b'*' {
-            star = Some((pi, ai));
-            pi += 1;
-        } else if pi < p.len() && p[pi].eq_ignore_ascii_case(&a[ai]) {
-            pi += 1;
-            ai += 1;
-        } else if let Some((sp, sa)) = star {
-            pi = sp + 1;
-            ai = sa + 1;
-            star = Some((sp, sa + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == b'*')
+    sluice_filter::like(pattern, address)
 }
 
 /// The day (days since the epoch) of a `YYYY-MM-DD` date.
