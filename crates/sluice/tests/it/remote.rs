@@ -204,3 +204,34 @@ fn an_unreadable_admin_certificate_stops_the_start_naming_the_file() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("[admin] tls") && err.contains("none.pem"), "{err}");
 }
+
+#[test]
+fn the_command_line_reaches_a_tls_admin_api_from_the_configuration_or_a_trusted_authority() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = certificate(dir.path(), "localhost", "admin");
+    let keys =
+        "token = \"s3cret\"\ntls = { cert = \"admin.pem\", key = \"admin.key\" }\nallowed_hosts = [\"localhost\"]";
+    let s = Remote::start("0.0.0.0:{admin}", keys, &client, dir);
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = Command::new(BIN);
+        c.args(args).env_remove("SLUICE_API").env_remove("SLUICE_TOKEN").env_remove("SLUICE_CONFIG");
+        c.env_remove("SLUICE_CA");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    // From the server's own file: a wildcard listen reached on loopback, its token, its certificate pinned.
+    let config = s.dir.path().join("sluice.toml");
+    let o = run(&["queue", "list", "--config", config.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("Identity"));
+    // By address: a certificate no trusted authority vouches for is refused ...
+    let api = format!("https://localhost:{}", s.admin);
+    let o = run(&["status", "--api", &api, "--token", "s3cret"], &[]);
+    assert_eq!(o.status.code(), Some(69), "{}", String::from_utf8_lossy(&o.stderr));
+    // ... and accepted once SLUICE_CA names it.
+    let ca = s.dir.path().join("admin.pem");
+    let o = run(&["status", "--api", &api, "--token", "s3cret"], &[("SLUICE_CA", ca.to_str().unwrap())]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
