@@ -183,10 +183,10 @@ class PostfixRelay:
 class SluiceRelay:
     """sluice with one send connector to the sink, full durability (fsync before 250, the only mode)."""
 
-    def __init__(self, binary, workdir, relay_port, cpu):
+    def __init__(self, binary, workdir, relay_port, cpu, extra=""):
         self.dir = tempfile.mkdtemp(prefix="sluice-", dir=workdir)
         self.port = free_port()
-        admin = free_port()
+        self.admin = admin = free_port()
         cfg = os.path.join(self.dir, "sluice.toml")
         with open(cfg, "w") as f:
             f.write(f"""[server]
@@ -202,6 +202,7 @@ listen = "127.0.0.1:{self.port}"
 name = "Sink"
 address_spaces = ["*"]
 smart_hosts = ["127.0.0.1:{relay_port}"]
+{extra}
 """)
         self.proc = subprocess.Popen([binary, "serve", "--config", cfg], preexec_fn=cpu.preexec,
                                      stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.dir, "log"), "w"))

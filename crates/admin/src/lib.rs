@@ -38,6 +38,7 @@ mod resubmit;
 mod status;
 mod tls;
 mod tracking;
+mod workqueue;
 
 /// Reloads the configuration; returns what happened, or why it failed (the old configuration stays).
 pub type ReloadFn = Arc<dyn Fn() -> BoxFuture<'static, Result<api::ReloadResult, String>> + Send + Sync>;
@@ -54,6 +55,8 @@ pub struct AdminState {
     pub reload: ReloadFn,
     /// How long an on-demand defragmentation may run (`online_defrag_time_to_run`).
     pub defrag_time_to_run: std::time::Duration,
+    /// `<data_dir>/logs/updater.log`, served by `GET /api/v1/logs/updater`.
+    pub updater_log: std::path::PathBuf,
 }
 
 const DEFAULT_RESULT_SIZE: usize = 1000;
@@ -103,6 +106,7 @@ fn routes() -> OpenApiRouter<Arc<AdminState>> {
         .merge(metrics::routes())
         .merge(tracking::routes())
         .merge(hosts::routes())
+        .merge(workqueue::routes())
 }
 
 /// The API's routes.

@@ -153,7 +153,7 @@ pub(crate) fn render(t: &Transport) -> String {
             "Recipients of the delivery status notices generated.",
         ),
         ("sluice_messages_dropped_total", Counter::DroppedMessages, "Messages dropped by the work queue (none yet)."),
-        ("sluice_messages_quarantined_total", Counter::QuarantinedMessages, "Messages quarantined (none yet)."),
+        ("sluice_messages_quarantined_total", Counter::QuarantinedMessages, "Messages quarantined."),
     ] {
         e.single(name, "counter", help, counters.get(counter).uptime);
     }
@@ -182,9 +182,16 @@ pub(crate) fn render(t: &Transport) -> String {
         e.sample("sluice_alerts_total", &[("class", class.as_str()), ("severity", severity.as_str())], n);
     }
 
-    // The work queue does not exist yet: its depth is 0 and it is never paused.
-    e.single("sluice_work_queue_messages", "gauge", "Messages in the work queue.", 0);
-    e.single("sluice_work_queue_paused", "gauge", "1 while the work queue is paused.", 0);
+    let (messages, stages) = t.work_queue_gauges();
+    e.single("sluice_work_queue_messages", "gauge", "Messages in the work queue.", messages);
+    e.family("sluice_work_queue_paused", "gauge", "1 while the stage is paused or offline.");
+    for (stage, paused) in stages {
+        e.sample("sluice_work_queue_paused", &[("stage", stage.as_str())], u64::from(paused));
+    }
+    e.family("sluice_engine_info", "gauge", "The version of each engine's rule or signature set in force.");
+    for engine in t.engines() {
+        e.sample("sluice_engine_info", &[("engine", &engine.engine), ("version", &engine.version)], 1);
+    }
     e.out
 }
 

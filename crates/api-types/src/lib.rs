@@ -5,8 +5,10 @@ use serde::{Deserialize, Serialize};
 
 mod status;
 mod tracking;
+mod workqueue;
 pub use status::*;
 pub use tracking::*;
+pub use workqueue::*;
 
 /// Every list: a page of items and the bookmark of the next page.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -9,16 +9,11 @@ pub const NOT_YET_IN_EFFECT: &[&str] = &[
     "server.user",
     "queue_database.logging_buffer_size",
     "queue_database.max_background_cleanup_tasks",
-    "work_queue.*",
-    "antispam.*",
-    "antivirus.*",
-    "quarantine.*",
-    "updater.*",
-    "alerts.work_queue_pause_alert_after",
-    "alerts.work_queue_stuck_after",
-    "alerts.email_to",
-    "alerts.smtp_host",
-    "alerts.webhook_url",
+    "antispam.url",
+    "antispam.address",
+    "antispam.timeout",
+    "antivirus.address",
+    "antivirus.timeout",
 ];
 
 /// Every `table.key` path set in `document`, sorted and without duplicates; entries of array tables are
@@ -106,7 +101,8 @@ mod tests {
             ("send_connectors.tls", false),
             ("send_connectors.auth", false),
             ("receive_connectors.listen", false),
-            ("antispam.engine", true),
+            ("antispam.engine", false),
+            ("antispam.address", true),
             ("antispamx.engine", false),
             ("tracking.max_age", false),
             ("transport.transient_failure_retry_interval", false),
@@ -147,6 +143,8 @@ mod tests {
             max_age = "7d"
             [work_queue]
             concurrency = 4
+            [antivirus]
+            timeout = "5s"
             [[send_connectors]]
             name = "x"
             port = 2525
@@ -154,6 +152,6 @@ mod tests {
             servers = ["127.0.0.1:5353"]
             "#,
         );
-        assert_eq!(not_yet_in_effect(&document), ["work_queue.concurrency"]);
+        assert_eq!(not_yet_in_effect(&document), ["antivirus.timeout"]);
     }
 }

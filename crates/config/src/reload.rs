@@ -47,6 +47,22 @@ pub const RESTART_KEYS: &[&str] = &[
     "queue_database.online_defrag_schedule",
     "queue_database.online_defrag_time_to_run",
     "debug.fault_injection",
+    // The work queue's engines, actions and alert delivery are set up once, at start.
+    "work_queue.concurrency",
+    "work_queue.on_engine_failure",
+    "antispam.engine",
+    "antispam.scl_quarantine",
+    "antispam.scl_delete",
+    "antivirus.engine",
+    "antivirus.virus_action",
+    "quarantine.retention",
+    "updater.source",
+    "updater.interval",
+    "alerts.work_queue_pause_alert_after",
+    "alerts.work_queue_stuck_after",
+    "alerts.email_to",
+    "alerts.smtp_host",
+    "alerts.webhook_url",
 ];
 
 /// The keys set in `document` that are in [`RESTART_KEYS`], in its order.
@@ -110,6 +126,21 @@ impl Config {
             q.online_defrag_schedule != r.online_defrag_schedule,
             q.online_defrag_time_to_run != r.online_defrag_time_to_run,
             self.debug.fault_injection != new.debug.fault_injection,
+            self.work_queue.concurrency != new.work_queue.concurrency,
+            self.work_queue.on_engine_failure != new.work_queue.on_engine_failure,
+            self.antispam.engine != new.antispam.engine,
+            self.antispam.scl_quarantine != new.antispam.scl_quarantine,
+            self.antispam.scl_delete != new.antispam.scl_delete,
+            self.antivirus.engine != new.antivirus.engine,
+            self.antivirus.virus_action != new.antivirus.virus_action,
+            self.quarantine.retention != new.quarantine.retention,
+            self.updater.source != new.updater.source,
+            self.updater.interval != new.updater.interval,
+            self.alerts.work_queue_pause_alert_after != new.alerts.work_queue_pause_alert_after,
+            self.alerts.work_queue_stuck_after != new.alerts.work_queue_stuck_after,
+            self.alerts.email_to != new.alerts.email_to,
+            self.alerts.smtp_host != new.alerts.smtp_host,
+            self.alerts.webhook_url != new.alerts.webhook_url,
         ];
         RESTART_KEYS.iter().zip(changed).filter(|(_, changed)| *changed).map(|(key, _)| (*key).to_owned()).collect()
     }
@@ -118,7 +149,8 @@ impl Config {
     /// server applies on reload.
     ///
     /// - `server.data_dir`, `server.name`, `server.hostname`, `[log]`, `[dns]`,
-    ///   `transport.safety_net_hold_time`, `alerts.max_repeat_interval`, all of `[queue_database]`, all of
+    ///   `transport.safety_net_hold_time`, all of `[alerts]`, `[work_queue]`, `[antispam]`, `[antivirus]`,
+    ///   `[quarantine]`, `[updater]` and `[queue_database]`, all of
     ///   `[admin]` and `debug.fault_injection` are taken from `old`. (Other paths that were written with `{data_dir}`, such as a Maildir template, keep the
     ///   value the new file gives them.) Keeping `[admin]` whole also means an exposed API is never left
     ///   unprotected by a reload.
@@ -134,7 +166,12 @@ impl Config {
         self.log = old.log.clone();
         self.dns = old.dns.clone();
         self.transport.safety_net_hold_time = old.transport.safety_net_hold_time;
-        self.alerts.max_repeat_interval = old.alerts.max_repeat_interval;
+        self.alerts = old.alerts.clone();
+        self.work_queue = old.work_queue;
+        self.antispam = old.antispam.clone();
+        self.antivirus = old.antivirus.clone();
+        self.quarantine = old.quarantine;
+        self.updater = old.updater.clone();
         self.queue_database = old.queue_database.clone();
         self.admin = old.admin.clone();
         self.debug.fault_injection = old.debug.fault_injection;

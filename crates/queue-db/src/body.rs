@@ -73,6 +73,9 @@ impl std::fmt::Debug for Body {
 #[derive(Clone)]
 pub struct BodySource {
     inner: Source,
+    /// Header lines read with the stored bytes (the work queue's verdict headers), after the body's leading
+    /// `Received:` field (sluice's own trace header) or else first: the stored body is never rewritten.
+    prefix: Option<Arc<[u8]>>,
 }
 
 #[derive(Clone)]
@@ -83,19 +86,31 @@ enum Source {
 
 impl BodySource {
     pub(crate) fn stored(name: &str, file: Arc<dyn StorageFile>, body: BodyRef) -> BodySource {
-        BodySource { inner: Source::Stored { name: name.into(), file, body } }
+        BodySource { inner: Source::Stored { name: name.into(), file, body }, prefix: None }
     }
 
     /// A body that is not in a queue database (tests, generated messages).
     pub fn memory(body: Vec<u8>) -> BodySource {
-        BodySource { inner: Source::Memory(Arc::new(body)) }
+        BodySource { inner: Source::Memory(Arc::new(body)), prefix: None }
+    }
+
+    /// The same body with the header lines `prefix` (whole lines, CRLF-ended) inserted after its leading
+    /// `Received:` field, or before it when it does not start with one.
+    pub fn with_prefix(mut self, prefix: Arc<[u8]>) -> BodySource {
+        self.prefix = (!prefix.is_empty()).then_some(prefix);
+        self
     }
 
     pub fn len(&self) -> u64 {
-        match &self.inner {
-            Source::Stored { body, .. } => body.len,
-            Source::Memory(b) => b.len() as u64,
-        }
+        self.prefix_len()
+            + match &self.inner {
+                Source::Stored { body, .. } => body.len,
+                Source::Memory(b) => b.len() as u64,
+            }
+    }
+
+    fn prefix_len(&self) -> u64 {
+        self.prefix.as_ref().map_or(0, |p| p.len() as u64)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -104,7 +119,7 @@ impl BodySource {
 
     /// A reader from the first byte.
     pub fn chunks(&self) -> BodyChunks {
-        BodyChunks { source: self.clone(), at: 0, crc: 0 }
+        BodyChunks { source: self.clone(), at: 0, crc: 0, prefix_sent: false }
     }
 
     /// The whole body, its checksum verified.
@@ -131,12 +146,31 @@ pub struct BodyChunks {
     source: BodySource,
     at: u64,
     crc: u32,
+    prefix_sent: bool,
 }
 
 impl BodyChunks {
-    /// The next piece of at most `max` bytes; `None` after the last one.
+    /// The next piece of at most `max` bytes (the first one holds the inserted header lines, whole, and may
+    /// be longer); `None` after the last one.
     pub fn next_chunk(&mut self, max: usize) -> Result<Option<Vec<u8>>, ReadError> {
-        let len = self.source.len();
+        if !self.prefix_sent {
+            self.prefix_sent = true;
+            if let Some(prefix) = self.source.prefix.clone() {
+                let head = self.stored_chunk(max.max(INSERT_WINDOW))?.unwrap_or_default();
+                let at = after_leading_received(&head);
+                let mut piece = Vec::with_capacity(head.len() + prefix.len());
+                piece.extend_from_slice(&head[..at]);
+                piece.extend_from_slice(&prefix);
+                piece.extend_from_slice(&head[at..]);
+                return Ok(Some(piece));
+            }
+        }
+        self.stored_chunk(max)
+    }
+
+    /// The next piece of the stored bytes.
+    fn stored_chunk(&mut self, max: usize) -> Result<Option<Vec<u8>>, ReadError> {
+        let len = self.source.len() - self.source.prefix_len();
         if self.at >= len {
             return Ok(None);
         }
@@ -163,10 +197,50 @@ impl BodyChunks {
     }
 }
 
+/// How much of the body is read at once to find where inserted header lines go.
+const INSERT_WINDOW: usize = 16 * 1024;
+
+/// The offset just past the body's leading `Received:` field (with its folded lines), or 0 when the body
+/// does not start with one or the field does not end within `head`.
+fn after_leading_received(head: &[u8]) -> usize {
+    if head.len() < 9 || !head[..9].eq_ignore_ascii_case(b"Received:") {
+        return 0;
+    }
+    let mut at = 0;
+    while let Some(nl) = head[at..].iter().position(|b| *b == b'\n') {
+        at += nl + 1;
+        match head.get(at) {
+            Some(b' ' | b'\t') => continue,
+            Some(_) => return at,
+            None => return 0,
+        }
+    }
+    0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn inserted_lines_follow_the_leading_received_field() {
+        let body = b"Received: from a\r\n\tby b; now\r\nSubject: x\r\n\r\nbody\r\n".to_vec();
+        let source = BodySource::memory(body).with_prefix(Arc::from(&b"X-Sluice-SCL: 1\r\n"[..]));
+        assert_eq!(
+            source.read_all().unwrap(),
+            b"Received: from a\r\n\tby b; now\r\nX-Sluice-SCL: 1\r\nSubject: x\r\n\r\nbody\r\n".to_vec()
+        );
+        assert_eq!(after_leading_received(b"Received: cut short"), 0);
+    }
+
+    #[test]
+    fn a_prefix_is_read_before_the_body() {
+        let source = BodySource::memory(b"Subject: x\r\n\r\nbody\r\n".to_vec())
+            .with_prefix(Arc::from(&b"X-Sluice-SCL: 1\r\n"[..]));
+        assert_eq!(source.len(), 17 + 20);
+        assert_eq!(source.read_all().unwrap(), b"X-Sluice-SCL: 1\r\nSubject: x\r\n\r\nbody\r\n".to_vec());
+    }
 
     #[test]
     fn a_spooled_body_is_its_head_then_the_file() {

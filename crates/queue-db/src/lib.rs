@@ -40,12 +40,12 @@ pub use check::{FileCheck, check};
 pub use drain::{DrainReport, Drained, drain};
 pub use histogram::{BATCH_SIZE, COMMIT_LATENCY_US, Histogram, HistogramSnapshot};
 pub use record::{
-    BodyRef, Envelope, EnvelopeParts, FIRST_DELIVERY_QUEUE, Mid, POISON, Priority, QueueId, QueueKey, Recipient,
-    RecipientRef, Record, SUBMISSION, UNREACHABLE,
+    BodyRef, Envelope, EnvelopeParts, FIRST_DELIVERY_QUEUE, Mid, POISON, Priority, QUARANTINE, QueueId, QueueKey,
+    Recipient, RecipientRef, Record, SUBMISSION, Scan, ScanStage, UNREACHABLE,
 };
 pub use state::{
-    Deliveries, Delivery, RecipientIndices, SafetyNetCopy, SafetyNetEntry, SafetyNetFilter, SharedError, State,
-    StoredCopy, StoredMessage, StoredQueue, intern_error,
+    Deliveries, Delivery, Quarantined, RecipientIndices, SafetyNetCopy, SafetyNetEntry, SafetyNetFilter, SharedError,
+    State, StoredCopy, StoredMessage, StoredQueue, intern_error,
 };
 pub use storage::{FsStorage, Storage, StorageFile, is_disk_full};
 pub use time::now_ms;

@@ -16,6 +16,9 @@ pub const SUBMISSION: QueueId = 0;
 pub const UNREACHABLE: QueueId = 1;
 /// The Poison queue.
 pub const POISON: QueueId = 2;
+/// The quarantine: messages a scanning stage held back, kept until released, deleted or past retention.
+/// Not a delivery queue: its copies are never delivered.
+pub const QUARANTINE: QueueId = 3;
 /// The first number given to a delivery queue.
 pub const FIRST_DELIVERY_QUEUE: QueueId = 16;
 
@@ -84,6 +87,84 @@ pub enum Record {
     /// Recipients of a copy that goes on (others in it were deferred) were delivered at `at_ms`: only the
     /// Safety Net index changes.
     RecipientsDelivered { mid: Mid, at_ms: i64, delivered: RecipientIndices },
+    /// The work queue's verdicts on `mid` so far (replaces the previous ones).
+    Scanned { mid: Mid, scan: Scan },
+    /// `mid` was quarantined by `stage` at `at_ms` (wall clock) for `reason`; its copy is in
+    /// [`QUARANTINE`] (moved there by the `Route` that follows this record in the same commit).
+    Quarantine { mid: Mid, at_ms: i64, stage: ScanStage, reason: String },
+}
+
+/// A work-queue stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ScanStage {
+    Antispam,
+    Antivirus,
+}
+
+impl ScanStage {
+    /// Every stage, in the order a message goes through them.
+    pub const ALL: [ScanStage; 2] = [ScanStage::Antispam, ScanStage::Antivirus];
+
+    /// `antispam` or `antivirus`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScanStage::Antispam => "antispam",
+            ScanStage::Antivirus => "antivirus",
+        }
+    }
+
+    /// Parses a stage name (ASCII case ignored).
+    pub fn parse(s: &str) -> Option<ScanStage> {
+        ScanStage::ALL.into_iter().find(|st| st.as_str().eq_ignore_ascii_case(s))
+    }
+
+    /// This stage's bit in [`Scan::done`].
+    pub fn bit(self) -> u8 {
+        match self {
+            ScanStage::Antispam => 1,
+            ScanStage::Antivirus => 2,
+        }
+    }
+
+    fn from_u8(v: u8) -> Result<ScanStage, DecodeError> {
+        match v {
+            0 => Ok(ScanStage::Antispam),
+            1 => Ok(ScanStage::Antivirus),
+            t => Err(DecodeError::BadTag(t)),
+        }
+    }
+
+    fn to_u8(self) -> u8 {
+        match self {
+            ScanStage::Antispam => 0,
+            ScanStage::Antivirus => 1,
+        }
+    }
+}
+
+/// What the work queue found in a message: four bytes, kept beside the message until it leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Scan {
+    /// The spam confidence level 0..9; -1 until the anti-spam stage has scanned the message.
+    pub scl: i8,
+    /// The anti-spam score in tenths (`52` is 5.2), saturated to the i16 range.
+    pub score_tenths: i16,
+    /// [`ScanStage::bit`]s of the stages that are done with the message (scanned it, or an administrator
+    /// released it from their quarantine), and [`Scan::UNSCANNED`].
+    pub done: u8,
+}
+
+impl Scan {
+    /// Set when an engine failed and `on_engine_failure = "pass"` let the message through unscanned.
+    pub const UNSCANNED: u8 = 0x80;
+
+    /// Not scanned by any stage yet.
+    pub const NONE: Scan = Scan { scl: -1, score_tenths: 0, done: 0 };
+
+    /// Whether `stage` is done with the message.
+    pub fn is_done(&self, stage: ScanStage) -> bool {
+        self.done & stage.bit() != 0
+    }
 }
 
 const T_MID_HIGH_WATER: u8 = 1;
@@ -101,6 +182,8 @@ const T_CRASH_COUNT: u8 = 12;
 const T_COPY_DELIVERED: u8 = 13;
 const T_SAFETY_NET_ENTRY: u8 = 14;
 const T_RECIPIENTS_DELIVERED: u8 = 15;
+const T_SCANNED: u8 = 16;
+const T_QUARANTINE: u8 = 17;
 
 impl Record {
     /// Appends the record's encoding to `out`.
@@ -214,6 +297,20 @@ impl Record {
                 e.i64(*at_ms);
                 encode_indices(&mut e, delivered);
             }
+            Record::Scanned { mid, scan } => {
+                e.u8(T_SCANNED);
+                e.u64(*mid);
+                e.u8(scan.scl as u8);
+                e.u32(scan.score_tenths as u16 as u32);
+                e.u8(scan.done);
+            }
+            Record::Quarantine { mid, at_ms, stage, reason } => {
+                e.u8(T_QUARANTINE);
+                e.u64(*mid);
+                e.i64(*at_ms);
+                e.u8(stage.to_u8());
+                e.str(reason);
+            }
         }
     }
 
@@ -281,6 +378,16 @@ impl Record {
             T_RECIPIENTS_DELIVERED => {
                 Record::RecipientsDelivered { mid: d.u64()?, at_ms: d.i64()?, delivered: decode_indices(d)? }
             }
+            T_SCANNED => Record::Scanned {
+                mid: d.u64()?,
+                scan: Scan { scl: d.u8()? as i8, score_tenths: d.u32()? as u16 as i16, done: d.u8()? },
+            },
+            T_QUARANTINE => Record::Quarantine {
+                mid: d.u64()?,
+                at_ms: d.i64()?,
+                stage: ScanStage::from_u8(d.u8()?)?,
+                reason: d.str()?,
+            },
             t => return Err(DecodeError::BadTag(t)),
         })
     }
@@ -380,6 +487,9 @@ mod tests {
             Record::DelayNotified { mid: 7 },
             Record::MessageSuspend { mid: 7, queue: 16, suspended: true },
             Record::CrashCount { mid: 7, count: 2 },
+            Record::Scanned { mid: 7, scan: Scan { scl: 9, score_tenths: -32768, done: 3 | Scan::UNSCANNED } },
+            Record::Scanned { mid: 7, scan: Scan::NONE },
+            Record::Quarantine { mid: 7, at_ms: -5, stage: ScanStage::Antivirus, reason: "virus Eicar".into() },
             Record::CopyDelivered {
                 mid: 7,
                 queue: 16,

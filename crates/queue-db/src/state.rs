@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use smallvec::SmallVec;
 
-use crate::record::{BodyRef, Envelope, Mid, QueueId, QueueKey, Record};
+use crate::record::{BodyRef, Envelope, Mid, QUARANTINE, QueueId, QueueKey, Record, Scan, ScanStage};
 
 /// A message with at least one copy still in a queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,6 +175,20 @@ pub struct State {
     /// first delivery (`CopyDelivered`, `RecipientsDelivered`) until the writer retires the generation.
     /// Boxed like `messages`.
     pub safety_net: BTreeMap<Mid, Box<SafetyNetEntry>>,
+    /// The work queue's verdicts on live messages (`Record::Scanned`), beside the messages: four bytes a
+    /// message, and none for one the work queue has not finished with (or that sluice scanned with every
+    /// stage off).
+    pub scans: BTreeMap<Mid, Scan>,
+    /// Live messages in [`QUARANTINE`]: when, by which stage, why (`Record::Quarantine`).
+    pub quarantined: BTreeMap<Mid, Quarantined>,
+}
+
+/// Why and since when a message is quarantined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantined {
+    pub at_ms: i64,
+    pub stage: ScanStage,
+    pub reason: String,
 }
 
 impl State {
@@ -223,6 +237,9 @@ impl State {
                         self.suspended_copies.remove(&(*mid, *from));
                     }
                     m.copies.retain(|c| c.queue != *from);
+                    if *from == QUARANTINE && !copies.iter().any(|(q, _)| *q == QUARANTINE) {
+                        self.quarantined.remove(mid);
+                    }
                     for (queue, recipients) in copies {
                         m.copies.push(StoredCopy {
                             queue: *queue,
@@ -284,6 +301,16 @@ impl State {
                     self.suspended_copies.remove(&(*mid, *queue));
                 }
             }
+            Record::Scanned { mid, scan } => {
+                if self.messages.contains_key(mid) {
+                    self.scans.insert(*mid, *scan);
+                }
+            }
+            Record::Quarantine { mid, at_ms, stage, reason } => {
+                if self.messages.contains_key(mid) {
+                    self.quarantined.insert(*mid, Quarantined { at_ms: *at_ms, stage: *stage, reason: reason.clone() });
+                }
+            }
             Record::CrashCount { mid, count } => {
                 if *count > 0 && self.messages.contains_key(mid) {
                     self.crash_counts.insert(*mid, *count);
@@ -297,6 +324,9 @@ impl State {
     /// The copy of `mid` in `queue` is finished.
     fn copy_done(&mut self, mid: Mid, queue: QueueId) {
         self.suspended_copies.remove(&(mid, queue));
+        if queue == QUARANTINE {
+            self.quarantined.remove(&mid);
+        }
         if let Some(m) = self.messages.get_mut(&mid) {
             m.copies.retain(|c| c.queue != queue);
             if m.copies.is_empty() {
@@ -335,6 +365,8 @@ impl State {
         self.messages.remove(&mid);
         self.delay_notified.remove(&mid);
         self.crash_counts.remove(&mid);
+        self.scans.remove(&mid);
+        self.quarantined.remove(&mid);
         // A copy's mark goes with the copy (`CopyDone`, `Route`); none is left when the message goes.
     }
 
@@ -374,6 +406,12 @@ impl State {
             }
             if let Some(count) = self.crash_counts.get(&m.mid) {
                 f(Record::CrashCount { mid: m.mid, count: *count });
+            }
+            if let Some(scan) = self.scans.get(&m.mid) {
+                f(Record::Scanned { mid: m.mid, scan: *scan });
+            }
+            if let Some(q) = self.quarantined.get(&m.mid) {
+                f(Record::Quarantine { mid: m.mid, at_ms: q.at_ms, stage: q.stage, reason: q.reason.clone() });
             }
         }
         // After the messages: an entry of a live message then shares its envelope again.

@@ -2,10 +2,13 @@
 
 mod cli;
 mod drop_dir;
+mod http;
+mod notify;
 mod pickup;
 mod replay;
 mod sendmail;
 mod serve;
+mod updater;
 mod wiring;
 
 use std::path::PathBuf;

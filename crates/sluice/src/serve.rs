@@ -74,6 +74,8 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
     let agent = wiring::delivery_agent(&config);
     let recovered = queues.messages();
     let counters = open_counters(&config.server.data_dir.join("counters.json"), &alerts)?;
+    let updater_log = Arc::new(crate::updater::UpdaterLog::open(&config.server.data_dir));
+    let work_queue = wiring::work_queue(&config, &updater_log);
     let requests_file = config.server.data_dir.join("resubmit-requests.json");
     let resubmit_requests =
         sluice_transport::ResubmitRequests::open(requests_file).context("reading the Safety Net resubmit requests")?;
@@ -90,6 +92,7 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
         in_process,
         fault_injection: config.debug.fault_injection,
         counters,
+        work_queue,
     })
     .await
     .context("recording the crash counts of the messages in process at an unclean stop")?;
@@ -122,9 +125,19 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
     let admin_state = wiring::admin_state(&config, &transport, started, reload.clone());
     tasks.spawn(crate::replay::run(config.server.data_dir.join("replay"), transport.clone(), shutdown.clone()));
     tasks.spawn(crate::pickup::run(crate::pickup::Pickup::new(&config), transport.clone(), shutdown.clone()));
+    tasks.spawn(crate::updater::run(
+        transport.clone(),
+        config.updater.source.clone(),
+        config.updater.interval,
+        config.server.data_dir.clone(),
+        updater_log,
+        shutdown.clone(),
+    ));
     if config.queue_database.online_defrag_enabled {
         tasks.spawn(scheduled_defrag(transport.clone(), config.clone(), shutdown.clone()));
     }
+    // Subscribed before the first alert below, so that it goes out by mail and webhook too.
+    crate::notify::spawn(&alerts, &config.alerts, &config.server.hostname, &tasks, shutdown.clone());
     // Raised before the API answers, so that the first look at the alerts finds it.
     alerts.raise(
         AlertClass::System,

@@ -176,6 +176,53 @@ pub fn admin_state(
         listen: config.admin.listen,
         reload,
         defrag_time_to_run: config.queue_database.online_defrag_time_to_run,
+        updater_log: config.server.data_dir.join("logs").join("updater.log"),
+    }
+}
+
+/// The work queue's settings: each built-in engine starts with the set an earlier update installed, or the
+/// one shipped in the binary.
+pub fn work_queue(config: &Config, log: &crate::updater::UpdaterLog) -> sluice_transport::workqueue::Settings {
+    use sluice_config::{AntispamEngine, AntivirusEngine, OnEngineFailure, VirusAction};
+    use sluice_transport::workqueue::{self as wq, Installed, RuleSet, Signatures};
+    let data_dir = &config.server.data_dir;
+    let antispam = match config.antispam.engine {
+        AntispamEngine::Builtin => Some(crate::updater::installed_antispam(data_dir, log).unwrap_or_else(|| {
+            Installed { set: RuleSet::builtin().into(), version: "builtin".into(), installed_ms: None }
+        })),
+        // The network engines come with their own issue; until then such a stage does not scan.
+        AntispamEngine::Rspamd { .. } | AntispamEngine::Spamd { .. } | AntispamEngine::Off => None,
+    };
+    let antivirus = match config.antivirus.engine {
+        AntivirusEngine::Builtin => Some(crate::updater::installed_antivirus(data_dir, log).unwrap_or_else(|| {
+            Installed { set: Signatures::builtin().into(), version: "builtin".into(), installed_ms: None }
+        })),
+        AntivirusEngine::Clamd { .. } | AntivirusEngine::Off => None,
+    };
+    if matches!(config.antispam.engine, AntispamEngine::Rspamd { .. } | AntispamEngine::Spamd { .. })
+        || matches!(config.antivirus.engine, AntivirusEngine::Clamd { .. })
+    {
+        tracing::warn!("the rspamd, spamd and clamd engines are not yet in effect: such a stage does not scan");
+    }
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    wq::Settings {
+        antispam,
+        antivirus,
+        concurrency: match config.work_queue.concurrency {
+            0 => 2 * cores,
+            n => n as usize,
+        },
+        pass_on_failure: config.work_queue.on_engine_failure == OnEngineFailure::Pass,
+        scl_quarantine: config.antispam.scl_quarantine,
+        scl_delete: config.antispam.scl_delete,
+        virus_action: match config.antivirus.virus_action {
+            VirusAction::Quarantine => wq::VirusAction::Quarantine,
+            VirusAction::Drop => wq::VirusAction::Drop,
+            VirusAction::Strip => wq::VirusAction::Strip,
+        },
+        pause_alert_after: config.alerts.work_queue_pause_alert_after,
+        stuck_after: config.alerts.work_queue_stuck_after,
+        quarantine_retention: config.quarantine.retention,
     }
 }
 

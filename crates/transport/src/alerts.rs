@@ -65,6 +65,8 @@ impl Severity {
 const FIRST_REPEAT: Duration = Duration::from_secs(5);
 /// Alerts kept for the API.
 const RECENT: usize = 1000;
+/// Alerts a slow subscriber may fall behind by before it misses some (it is told how many).
+const SUBSCRIBED: usize = 256;
 
 /// The alert log and the recent alerts. Cheap to clone; clones share everything.
 #[derive(Clone)]
@@ -82,6 +84,8 @@ struct Inner {
     repeats: HashMap<String, Repeat>,
     /// Alerts raised since start (suppressed repeats too), by class and severity.
     raised: HashMap<(AlertClass, Severity), u64>,
+    /// Every alert written, for the notifiers (e-mail, webhook) that subscribed.
+    sent: tokio::sync::broadcast::Sender<api::Alert>,
 }
 
 /// Suppression of one alert's repeats.
@@ -146,6 +150,7 @@ impl Alerts {
                 recent,
                 repeats: HashMap::new(),
                 raised: HashMap::new(),
+                sent: tokio::sync::broadcast::channel(SUBSCRIBED).0,
             })),
         }
     }
@@ -241,7 +246,14 @@ impl Alerts {
             inner.recent.pop_front();
         }
         inner.recent.push_back(alert.clone());
+        // Nobody subscribed is not an error: notifiers are optional.
+        let _ = inner.sent.send(alert.clone());
         Some(alert)
+    }
+
+    /// Every alert written from now on (suppressed repeats are not sent), for a notifier.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<api::Alert> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).sent.subscribe()
     }
 
     /// How many alerts of each class and severity were raised since start, suppressed repeats included; every

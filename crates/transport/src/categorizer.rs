@@ -23,7 +23,9 @@ pub(crate) const BATCH: usize = 256;
 pub(crate) async fn run(inner: Arc<Inner>) {
     let mut slot = inner.in_process.categorizer();
     loop {
-        let notified = inner.categorizer_wake.notified();
+        // With the work queue on, it takes from Submission and hands on what it passed.
+        let wake = if inner.work_queue.enabled() { &inner.work_queue.scanned_wake } else { &inner.categorizer_wake };
+        let notified = wake.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         while categorize_batch(&inner, &mut slot).await {}
@@ -35,12 +37,16 @@ pub(crate) async fn run(inner: Arc<Inner>) {
 }
 
 /// A message taken from Submission: its MID, envelope and the recipients of its Submission copy.
-type Taken = (Mid, Arc<Envelope>, Vec<u32>);
+pub(crate) type Taken = (Mid, Arc<Envelope>, Vec<u32>);
 
 /// Routes up to one batch; returns whether there may be more. The suspects in it are routed alone, each in
 /// a batch of its own, after the others.
 async fn categorize_batch(inner: &Arc<Inner>, slot: &mut Slot) -> bool {
-    let mut batch: Vec<Taken> = inner.lock().take_submission(BATCH);
+    let mut batch: Vec<Taken> = if inner.work_queue.enabled() {
+        inner.work_queue.take_scanned(BATCH)
+    } else {
+        inner.lock().take_submission(BATCH)
+    };
     if batch.is_empty() {
         return false;
     }
@@ -68,6 +74,9 @@ async fn categorize(inner: &Arc<Inner>, slot: &mut Slot, batch: Vec<Taken>, alon
     // Route outside the lock: routing may grow to lookups that take time.
     let (decisions, panicked) = route_batch(inner, &inner.routing(), &batch);
     let (records, placements) = replace_submission_copies(&mut inner.lock(), decisions);
+    if inner.work_queue.enabled() {
+        inner.work_queue.routed(batch.len());
+    }
     // The route is written before any copy can be delivered, so the log never holds a delivery of a copy it
     // has not seen routed. Nobody waits for it to be durable: after a crash, routing is simply done again.
     inner.record(records, "routing").await;

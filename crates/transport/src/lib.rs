@@ -32,6 +32,7 @@ mod status;
 mod timers;
 pub mod tracking;
 mod worker;
+pub mod workqueue;
 
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
@@ -98,6 +99,8 @@ pub(crate) struct Inner {
     fault_injection: bool,
     /// What the server did, for `GET /api/v1/status` and the metrics (`counters.rs`).
     counters: Arc<Counters>,
+    /// The anti-spam and anti-virus stages between Submission and the categorizer (`workqueue/`).
+    work_queue: workqueue::WorkQueue,
 }
 
 impl Inner {
@@ -138,6 +141,17 @@ impl Inner {
     /// Stores a message in Submission (a received one, or a delivery status notice) and wakes the
     /// categorizer. Returns once it is durable.
     async fn submit(&self, mid: Mid, envelope: Envelope, body: sluice_queue_db::Body) -> Result<(), CommitError> {
+        self.submit_scanned(mid, envelope, body, sluice_queue_db::Scan::NONE).await
+    }
+
+    /// [`Inner::submit`], for a message with the work queue's verdicts already (a stripped one).
+    async fn submit_scanned(
+        &self,
+        mid: Mid,
+        envelope: Envelope,
+        body: sluice_queue_db::Body,
+        scan: sluice_queue_db::Scan,
+    ) -> Result<(), CommitError> {
         let size = body.len();
         // One envelope, shared by the queue database's state and the queues.
         let envelope = Arc::new(envelope);
@@ -186,8 +200,12 @@ impl Inner {
                     next_retry_ms: 0,
                     last_error: None,
                 }],
+                scan,
             },
         );
+        if scan != sluice_queue_db::Scan::NONE {
+            self.record(vec![Record::Scanned { mid, scan }], "a scan verdict").await;
+        }
         self.categorizer_wake.notify_one();
         Ok(())
     }
@@ -221,6 +239,8 @@ pub struct Parts {
     pub fault_injection: bool,
     /// The counters, as saved (`Counters::open`), or `Counters::in_memory()`.
     pub counters: Counters,
+    /// The work queue's engines and settings (`workqueue::Settings::off()`: no scanning).
+    pub work_queue: workqueue::Settings,
 }
 
 impl Transport {
@@ -241,8 +261,9 @@ impl Transport {
             in_process,
             fault_injection,
             counters,
+            work_queue,
         } = parts;
-        let Loaded { qs, resubmit } = loaded;
+        let Loaded { qs, resubmit, quarantined } = loaded;
         let gate = poison::Gate::new(qs.suspect_count());
         let connections = worker::ConnectionSlots::new(routing.limits.max_outbound_connections.max(1));
         let inner = Arc::new(Inner {
@@ -267,6 +288,7 @@ impl Transport {
             gate,
             fault_injection,
             counters: Arc::new(counters),
+            work_queue: workqueue::WorkQueue::new(work_queue, quarantined),
         });
         if fault_injection {
             tracing::warn!("fault injection is on: X-Sluice-Fault headers abort or panic this server");
@@ -290,6 +312,10 @@ impl Transport {
         t.inner.tasks.spawn(safety_net::run(inner));
         let inner = t.inner.clone();
         t.inner.tasks.spawn(counters::run(inner));
+        if t.inner.work_queue.enabled() {
+            let inner = t.inner.clone();
+            t.inner.tasks.spawn(workqueue::run(inner));
+        }
         t.inner.categorizer_wake.notify_one();
         Ok(t)
     }

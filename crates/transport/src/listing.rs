@@ -76,7 +76,13 @@ impl Transport {
     fn persistent_queue(&self, qs: &Queues, id: QueueId, priorities: &HashMap<QueueId, [u64; 2]>) -> api::Queue {
         let rates = qs.rates(id);
         let (delivery_type, domain, count, suspended) = match id {
-            SUBMISSION => ("Undefined", "Submission", qs.submission_len(), qs.submission_suspended()),
+            // Messages the work queue holds are still in Submission.
+            SUBMISSION => (
+                "Undefined",
+                "Submission",
+                qs.submission_len() + self.inner.work_queue.messages_in_process() as usize,
+                qs.submission_suspended(),
+            ),
             UNREACHABLE => ("Unreachable", "Unreachable Domain", qs.unreachable_len(), qs.unreachable_suspended()),
             _ => ("Undefined", "Poison Message", qs.poison_len(), false),
         };
@@ -246,6 +252,7 @@ pub struct CopyRow {
     recipients: RecipientIndices,
     expiration_ms: i64,
     listed_at_ms: i64,
+    scl: i8,
     /// `<queue identity>\<mid>`, made when first asked for.
     identity: OnceLock<String>,
 }
@@ -280,6 +287,7 @@ impl CopyRow {
             last_error: c.last_error.clone(),
             recipients: c.recipients.clone(),
             expiration_ms: m.envelope.received_at_ms.saturating_add(context.expiration_ms),
+            scl: m.scan.scl,
             listed_at_ms: context.listed_at_ms,
             identity: OnceLock::new(),
         }
@@ -340,9 +348,9 @@ impl CopyRow {
         self.envelope.source_name()
     }
 
-    /// The spam confidence level: -1, not scanned (nothing scans mail yet).
+    /// The spam confidence level: -1 until the anti-spam stage scanned the message.
     pub fn scl(&self) -> i32 {
-        -1
+        i32::from(self.scl)
     }
 
     pub fn priority(&self) -> &'static str {

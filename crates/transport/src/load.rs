@@ -1,7 +1,7 @@
 //! Loading: the queue database's recovered state becomes the transport's queues at start. A copy whose
 //! delivery queue is gone from the routing table goes back to Submission, to be categorized again.
 
-use sluice_queue_db::{POISON, Record, SUBMISSION, State, UNREACHABLE};
+use sluice_queue_db::{POISON, QUARANTINE, Record, SUBMISSION, Scan, State, UNREACHABLE};
 use smallvec::SmallVec;
 
 use crate::queue::{self, Copy, Message, MessageStatus, NextHopSolutionKey, Queues};
@@ -12,6 +12,8 @@ pub struct Loaded {
     pub(crate) qs: Queues,
     /// Route records for copies whose delivery queue is gone (back to Submission).
     pub(crate) resubmit: Vec<Record>,
+    /// Quarantined messages (kept apart from the queues).
+    pub(crate) quarantined: Vec<(sluice_queue_db::Mid, crate::workqueue::Held)>,
 }
 
 impl Loaded {
@@ -42,7 +44,25 @@ impl Transport {
         );
         qs.set_delay_notified(state.delay_notified.iter().copied());
         let now = sluice_queue_db::now_ms();
+        let mut quarantined = Vec::new();
         for (&mid, m) in &state.messages {
+            let scan = state.scans.get(&mid).copied().unwrap_or(Scan::NONE);
+            if let Some(c) = m.copies.iter().find(|c| c.queue == QUARANTINE) {
+                let q = state.quarantined.get(&mid);
+                quarantined.push((
+                    mid,
+                    crate::workqueue::Held {
+                        envelope: m.envelope.clone(),
+                        body: m.body,
+                        recipients: c.recipients.to_vec(),
+                        scan,
+                        at_ms: q.map_or(m.envelope.received_at_ms, |q| q.at_ms),
+                        stage: q.map_or(sluice_queue_db::ScanStage::Antispam, |q| q.stage),
+                        reason: q.map_or_else(String::new, |q| q.reason.clone()),
+                    },
+                ));
+                continue;
+            }
             let mut copies = SmallVec::new();
             for c in &m.copies {
                 let queue = if c.queue == SUBMISSION
@@ -88,12 +108,12 @@ impl Transport {
                 }
             }
             let poisoned = copies.iter().any(|c| c.queue == POISON);
-            qs.insert_message(mid, Message { envelope: m.envelope.clone(), body: m.body, copies });
+            qs.insert_message(mid, Message { envelope: m.envelope.clone(), body: m.body, copies, scan });
             // A message that crashed the server before stays a suspect across a restart.
             if let Some(&count) = state.crash_counts.get(&mid).filter(|_| !poisoned) {
                 qs.set_suspect(mid, Some(count));
             }
         }
-        Loaded { qs, resubmit }
+        Loaded { qs, resubmit, quarantined }
     }
 }

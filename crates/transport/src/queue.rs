@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sluice_queue_db::{
     BodyRef, Envelope, FIRST_DELIVERY_QUEUE, Mid, POISON, Priority, QueueId, RecipientIndices, Record, SUBMISSION,
-    SharedError, UNREACHABLE,
+    Scan, SharedError, UNREACHABLE,
 };
 use smallvec::SmallVec;
 
@@ -124,6 +124,8 @@ pub(crate) struct Message {
     pub(crate) body: BodyRef,
     /// Nearly always one: kept inline, without an allocation of its own.
     pub(crate) copies: SmallVec<[Copy; 1]>,
+    /// The work queue's verdicts (four bytes, in the record's spare room).
+    pub(crate) scan: Scan,
 }
 
 /// A message's copy in one queue.
@@ -250,8 +252,9 @@ impl DeliveryQueue {
         self.next_retry_ms.is_some() || self.suspended
     }
 
+    /// The copies in the queue, those the categorizer routed here and is about to place included.
     pub(crate) fn message_count(&self) -> usize {
-        self.message_count
+        self.message_count + self.pending
     }
 
     /// Copies waiting for their retry time, and the ready ones too while the queue is held. (The ready list
@@ -297,6 +300,8 @@ pub(crate) struct Job {
     pub(crate) suspect: bool,
     /// The queue's next hop domain's outcome counters (counted without the lock).
     pub(crate) host: Arc<HostCounters>,
+    /// The work queue's verdicts, sent as header lines before the body.
+    pub(crate) scan: Scan,
 }
 
 /// Everything in memory about the queues. Guarded by one mutex, never held across an await.
@@ -499,6 +504,17 @@ impl Queues {
         here && self.place(mid, qid, None)
     }
 
+    /// Sets the work queue's verdicts on `mid`; returns whether they changed.
+    pub(crate) fn set_scan(&mut self, mid: Mid, scan: Scan) -> bool {
+        match self.messages.get_mut(&mid) {
+            Some(m) if m.scan != scan => {
+                m.scan = scan;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Puts mids whose copies were moved to Submission (and whose Route records were handed to the writer)
     /// on Submission's list, for the categorizer.
     pub(crate) fn push_submission(&mut self, mids: impl IntoIterator<Item = Mid>) {
@@ -628,6 +644,7 @@ impl Queues {
                 retry_count: c.retry_count,
                 suspect: !self.suspects.is_empty() && self.suspects.contains_key(&mid),
                 host: q.host.clone(),
+                scan: m.scan,
             };
             return Some((job, q.target.clone()));
         }
@@ -1485,6 +1502,7 @@ mod tests {
                 next_retry_ms: 0,
                 last_error: None,
             }],
+            scan: Scan::NONE,
         }
     }
 

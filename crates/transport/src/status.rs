@@ -72,9 +72,11 @@ impl Transport {
             five_minutes: r.five_minutes,
             fifteen_minutes: r.fifteen_minutes,
         });
+        let wq = &self.inner.work_queue;
+        let (quarantined, quarantined_bytes) = wq.quarantine_totals();
         api::Status {
-            // The work queue, which can be paused or offline, does not exist yet.
-            system_status: "Online".to_owned(),
+            // A pause that outlasted `work_queue_stuck_after` is the system's status.
+            system_status: if wq.stuck() { "Work Queue Paused" } else { "Online" }.to_owned(),
             up_since: rfc3339(c.started_ms()),
             last_counter_reset: rfc3339(c.last_reset_ms()),
             oldest_message: oldest.map(|(at, mid)| api::OldestMessage {
@@ -88,12 +90,12 @@ impl Transport {
                 current_inbound_connections: c.inbound_connections(),
                 current_outbound_connections: self.outbound_connections(),
                 active_recipients,
-                // The work queue does not exist yet: what waits for the categorizer is Submission.
-                messages_in_work_queue: submission,
+                // Waiting in Submission, and taken by the work queue.
+                messages_in_work_queue: submission + wq.messages_in_process(),
                 kilobytes_used: used / 1024,
                 kilobytes_free: free / 1024,
-                messages_in_quarantine: 0,
-                kilobytes_in_quarantine: 0,
+                messages_in_quarantine: quarantined,
+                kilobytes_in_quarantine: quarantined_bytes.div_ceil(1024),
             },
             rates: api::Rates { received, delivered, bounced },
             back_pressure: self.back_pressure_status(),

@@ -95,8 +95,13 @@ named_enum! {
         Deliver = "DELIVER",
         /// Not delivered this time; retried later.
         Defer = "DEFER",
-        /// Failed for good.
+        /// Failed for good (also: dropped by a work-queue stage, `source` naming it).
         Fail = "FAIL",
+        /// A work-queue stage's verdict on a message it passed (`source` names the stage, `reply` the
+        /// verdict).
+        Scan = "SCAN",
+        /// A work-queue stage quarantined the message (`reply` says why).
+        Quarantine = "QUARANTINE",
         /// A delivery status notice about the message was queued (`reply` names its action and MID).
         Dsn = "DSN",
         /// An administrator suspended a message copy (`source` names the request's origin).

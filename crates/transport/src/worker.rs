@@ -121,6 +121,10 @@ async fn worker(inner: Arc<Inner>, qid: QueueId) {
                 continue;
             }
         };
+        let body = match crate::workqueue::headers(&job.scan) {
+            Some(headers) => body.with_prefix(headers.into_bytes().into()),
+            None => body,
+        };
         let outbound = Outbound {
             mid: job.mid,
             envelope: job.envelope.clone(),

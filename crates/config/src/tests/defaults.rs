@@ -184,22 +184,10 @@ fn spec_example_is_the_defaults() {
     assert_eq!(
         loaded.not_yet_in_effect,
         [
-            "alerts.work_queue_pause_alert_after",
-            "alerts.work_queue_stuck_after",
-            "antispam.engine",
-            "antispam.scl_delete",
-            "antispam.scl_quarantine",
             "antispam.timeout",
-            "antivirus.engine",
             "antivirus.timeout",
-            "antivirus.virus_action",
-            "quarantine.retention",
             "queue_database.logging_buffer_size",
             "queue_database.max_background_cleanup_tasks",
-            "updater.interval",
-            "updater.source",
-            "work_queue.concurrency",
-            "work_queue.on_engine_failure",
         ]
     );
 }

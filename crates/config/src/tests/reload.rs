@@ -57,7 +57,7 @@ fn restart_required_changes_lists_restart_keys() {
         ("[transport]\npoison_threshold = 5\n", &[]),
         (
             "[server]\ndata_dir = \"/srv/data\"\n",
-            &["server.data_dir", "queue_database.path", "queue_database.log_path"],
+            &["server.data_dir", "queue_database.path", "queue_database.log_path", "updater.source"],
         ),
         ("[queue_database]\nlog_path = \"/fast/log\"\n", &["queue_database.log_path"]),
         ("[admin]\nlisten = \"127.0.0.1:9025\"\n", &["admin.listen"]),
@@ -107,8 +107,14 @@ fn every_restart_key_can_be_reported() {
         "[server]\ndata_dir = \"/a\"\nname = \"other\"\nhostname = \"other.example\"\n\
          [log]\nlevel = \"debug\"\nformat = \"json\"\n[dns]\nservers = [\"127.0.0.1:5353\"]\n\
          [transport]\nsafety_net_hold_time = \"1h\"\n[alerts]\nmax_repeat_interval = \"5m\"\n\
+         work_queue_pause_alert_after = \"1s\"\nwork_queue_stuck_after = \"1m\"\nemail_to = [\"a@b.test\"]\n\
+         smtp_host = \"127.0.0.1:2\"\nwebhook_url = \"http://127.0.0.1:3/\"\n\
          [admin]\nlisten = \"127.0.0.1:1\"\ntoken = \"t\"\ntls = {{ cert = \"c\", key = \"k\" }}\nallowed_hosts = [\"h:1\"]\n\
          [debug]\nfault_injection = true\n{QUEUE_DATABASE}\
+         [work_queue]\nconcurrency = 3\non_engine_failure = \"pass\"\n\
+         [antispam]\nengine = \"off\"\nscl_quarantine = 8\nscl_delete = 9\n\
+         [antivirus]\nengine = \"off\"\nvirus_action = \"drop\"\n[quarantine]\nretention = \"1d\"\n\
+         [updater]\nsource = \"/u\"\ninterval = \"1h\"\n\
          [[receive_connectors]]\nname = \"A\"\nlisten = \"127.0.0.1:2525\"\ntls = \"self-signed\"\n\
          tls_mode = \"implicit\"\nmax_connections = 5\n\
          [[receive_connectors]]\nname = \"B\"\nlisten = \"127.0.0.1:2\"\n"

@@ -26,13 +26,20 @@ pub struct Api {
     token: Option<String>,
 }
 
-/// One answer: the status and the body.
+/// One answer: the status, the headers and the body.
 pub struct Response {
     pub status: u16,
+    /// Each header's name and value, in the order they came.
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
 impl Response {
+    /// The value of the first header named `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
     pub fn json(&self) -> anyhow::Result<serde_json::Value> {
         serde_json::from_slice(&self.body)
             .map_err(|e| fail(exit::SOFTWARE, format!("the server's answer is not JSON: {e}")))
@@ -189,9 +196,11 @@ fn parse_response(raw: &[u8]) -> Option<Response> {
     let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
     let mut chunked = false;
     let mut length = None;
+    let mut headers = Vec::new();
     for line in lines {
         let (name, value) = line.split_once(':')?;
         let value = value.trim();
+        headers.push((name.to_owned(), value.to_owned()));
         if name.eq_ignore_ascii_case("transfer-encoding") && value.eq_ignore_ascii_case("chunked") {
             chunked = true;
         } else if name.eq_ignore_ascii_case("content-length") {
@@ -206,7 +215,7 @@ fn parse_response(raw: &[u8]) -> Option<Response> {
     } else {
         rest.to_vec()
     };
-    Some(Response { status, body })
+    Some(Response { status, headers, body })
 }
 
 fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
@@ -315,6 +324,7 @@ mod tests {
     fn answers_are_read_by_length_chunks_or_to_the_end() {
         let r = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}junk").unwrap();
         assert_eq!((r.status, r.body.as_slice()), (200, b"{}".as_slice()));
+        assert_eq!(r.header("content-length"), Some("2"));
         let r = parse_response(
             b"HTTP/1.1 404 Not Found\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2;x\r\nde\r\n0\r\n\r\n",
         )

@@ -3,9 +3,13 @@
 //! something fails.
 
 mod client;
+mod ctime;
 mod mailq;
+mod quarantine;
 mod show;
+mod status;
 mod table;
+mod workqueue;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -16,6 +20,8 @@ use sluice_api_types as api;
 
 use crate::fail;
 use client::{Api, Response, Target};
+pub use quarantine::QuarantineVerb;
+pub use workqueue::{EngineName, WorkqueueVerb};
 
 /// `println!` for the commands' output: a reader that goes away (`sluice mailq | head`) ends the command
 /// quietly instead of a panic.
@@ -28,8 +34,13 @@ pub(crate) use say;
 
 /// Writes `text` to standard output; exits 0 when the reader has gone, 74 on any other failure.
 pub(crate) fn write_out(text: &str) {
+    write_out_bytes(text.as_bytes());
+}
+
+/// [`write_out`] for bytes as they came (a log read in pieces may cut a character in two).
+pub(crate) fn write_out_bytes(bytes: &[u8]) {
     let mut stdout = std::io::stdout().lock();
-    if let Err(e) = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+    if let Err(e) = stdout.write_all(bytes).and_then(|()| stdout.flush()) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }
@@ -202,6 +213,51 @@ pub enum AdminCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// The work queue, where messages are scanned: status, rate, pause, resume (the appliance's
+    /// `workqueue`).
+    Workqueue {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        verb: WorkqueueVerb,
+    },
+    /// The scanning engines: kind, rule set version, status, last update and error (the appliance's
+    /// `antispamstatus`, `antivirusstatus`).
+    Engines {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Updates an engine's rules now; the progress goes to the updater log (`antispamupdate`,
+    /// `antivirusupdate`).
+    Update {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(value_enum)]
+        engine: EngineName,
+        /// Install the source's rules even when they are the version in force.
+        #[arg(long)]
+        force: bool,
+    },
+    /// A server log: `updater` (the appliance's `tail updater_logs`).
+    Log {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The log: updater.
+        name: String,
+        /// The last lines shown (default 100).
+        #[arg(long, default_value_t = 100)]
+        tail: u32,
+        /// Keep showing what is added, until interrupted.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Quarantined messages: list, release, delete.
+    Quarantine {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        verb: QuarantineVerb,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -372,7 +428,12 @@ impl AdminCommand {
             | AdminCommand::Track { api, .. }
             | AdminCommand::Tophosts { api, .. }
             | AdminCommand::Hoststatus { api, .. }
-            | AdminCommand::Mailq { api } => api,
+            | AdminCommand::Mailq { api }
+            | AdminCommand::Workqueue { api, .. }
+            | AdminCommand::Engines { api }
+            | AdminCommand::Update { api, .. }
+            | AdminCommand::Log { api, .. }
+            | AdminCommand::Quarantine { api, .. } => api,
         }
     }
 }
@@ -437,6 +498,11 @@ pub fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
             out.print(&r, |v| show::hoststatus(&serde_json::from_value(v)?))
         }
         AdminCommand::Mailq { .. } => mailq::run(&api, json),
+        AdminCommand::Workqueue { verb, .. } => workqueue::workqueue(&out, verb),
+        AdminCommand::Engines { .. } => workqueue::engines(&out),
+        AdminCommand::Update { engine, force, .. } => workqueue::update(&out, engine, force),
+        AdminCommand::Log { name, tail, follow, .. } => workqueue::log(&out, &name, tail, follow),
+        AdminCommand::Quarantine { verb, .. } => quarantine::quarantine(&out, verb),
     }
 }
 

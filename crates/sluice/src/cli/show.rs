@@ -67,7 +67,7 @@ pub fn messages(list: &api::List<api::Message>, recipients: bool) -> anyhow::Res
 }
 
 /// Says where the next page starts, when there is one.
-fn more(next: &Option<String>) {
+pub(super) fn more(next: &Option<String>) {
     if let Some(next) = next {
         eprintln!("more: --bookmark {next}");
     }
@@ -199,98 +199,9 @@ pub fn resubmit_requests(items: &[api::ResubmitRequest]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The appliance's `status` (the essentials) or `status detail` (everything).
+/// The appliance's `status` (the essentials) or `status detail` (everything), as of now.
 pub fn status(s: &st::Status, detail: bool) -> anyhow::Result<()> {
-    say!("Status:            {}", s.system_status);
-    say!("Up since:          {}", s.up_since);
-    say!("Last counter reset: {}", s.last_counter_reset);
-    match &s.oldest_message {
-        Some(o) => say!("Oldest message:    MID {} received {} ({} s ago)", o.mid, o.date_received, o.age_seconds),
-        None => say!("Oldest message:    none queued"),
-    }
-    say!("Back pressure:     {}", s.back_pressure.level);
-    say!("");
-    let c = &s.counters;
-    let mut counters: Vec<(&str, &st::CounterColumns)> = vec![
-        ("Messages received", &c.messages_received),
-        ("Recipients received", &c.recipients_received),
-        ("Delivered recipients", &c.delivered_recipients),
-        ("Hard bounced recipients", &c.hard_bounced_recipients),
-        ("Soft bounced events", &c.soft_bounced_events),
-    ];
-    if detail {
-        counters.extend([
-            ("Generated bounce recipients", &c.generated_bounce_recipients),
-            ("Rejected recipients", &c.rejected_recipients),
-            ("Dropped messages", &c.dropped_messages),
-            ("Completed recipients", &c.completed_recipients),
-            ("Deleted recipients", &c.deleted_recipients),
-            ("Quarantined messages", &c.quarantined_messages),
-        ]);
-    }
-    let mut t = Table::new(&["Counter", "Reset", "Uptime", "Lifetime"]).right(&["Reset", "Uptime", "Lifetime"]);
-    for (name, col) in counters {
-        t.row(vec![name.to_owned(), col.reset.to_string(), col.uptime.to_string(), col.lifetime.to_string()]);
-    }
-    t.print();
-    say!("");
-    let g = &s.gauges;
-    let mut gauges = vec![
-        ("Active recipients", g.active_recipients),
-        ("Current inbound connections", g.current_inbound_connections),
-        ("Current outbound connections", g.current_outbound_connections),
-    ];
-    if detail {
-        gauges.extend([
-            ("Messages in work queue", g.messages_in_work_queue),
-            ("Kilobytes used", g.kilobytes_used),
-            ("Kilobytes free", g.kilobytes_free),
-            ("Messages in quarantine", g.messages_in_quarantine),
-            ("Kilobytes in quarantine", g.kilobytes_in_quarantine),
-        ]);
-    }
-    let mut t = Table::new(&["Gauge", "Current"]).right(&["Current"]);
-    for (name, value) in gauges {
-        t.row(vec![name.to_owned(), value.to_string()]);
-    }
-    t.print();
-    if detail {
-        say!("");
-        let mut t = Table::new(&["Rate (per hour)", "1 minute", "5 minutes", "15 minutes"]).right(&[
-            "1 minute",
-            "5 minutes",
-            "15 minutes",
-        ]);
-        for (name, r) in
-            [("Received", &s.rates.received), ("Delivered", &s.rates.delivered), ("Bounced", &s.rates.bounced)]
-        {
-            t.row(vec![
-                name.to_owned(),
-                r.one_minute.to_string(),
-                r.five_minutes.to_string(),
-                r.fifteen_minutes.to_string(),
-            ]);
-        }
-        t.print();
-        say!("");
-        let mut t = Table::new(&["Resource", "Level", "Value", "Unit", "Medium", "High", "Normal"])
-            .right(&["Value", "Medium", "High", "Normal"]);
-        for r in &s.back_pressure.resources {
-            t.row(vec![
-                r.resource.clone(),
-                r.level.clone(),
-                r.value.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
-                r.unit.clone(),
-                r.medium.to_string(),
-                r.high.to_string(),
-                r.normal.to_string(),
-            ]);
-        }
-        t.print();
-        let ids = &s.current_ids;
-        say!("");
-        say!("Current IDs: MID {}, ICID {}, DCID {}", ids.mid, ids.icid, ids.dcid);
-    }
+    super::write_out(&super::status::render_status(s, detail, sluice_queue_db::time::now_ms()));
     Ok(())
 }
 

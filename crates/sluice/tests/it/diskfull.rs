@@ -67,11 +67,15 @@ fn run(case: Case) {
     let port = free_port();
     // The whole data directory (queue database, spool, logs) is on the small file system.
     let hold = hold.map(|h| format!("safety_net_hold_time = \"{h}\"\n")).unwrap_or_default();
+    // Alerts go by mail straight to this receiver, not through the (full) queue.
+    let postmaster = Sink::start();
     let mut s = Server::start_with_data(
         &format!(
-            "[transport]\n{hold}queue_glitch_retry_interval = \"1s\"\ntransient_failure_retry_interval = \"1s\"\noutbound_connection_failure_retry_interval = \"1s\"\nmessage_retry_interval = \"1s\"\n\n\
+            "[alerts]\nemail_to = [\"postmaster@example.test\"]\nsmtp_host = \"127.0.0.1:{}\"\n\n\
+             [transport]\n{hold}queue_glitch_retry_interval = \"1s\"\ntransient_failure_retry_interval = \"1s\"\noutbound_connection_failure_retry_interval = \"1s\"\nmessage_retry_interval = \"1s\"\n\n\
              [back_pressure]\ncheck_interval = \"100ms\"\n{back_pressure}\n\
-             [[send_connectors]]\nname = \"Out\"\naddress_spaces = [\"*\"]\nsmart_hosts = [\"127.0.0.1:{port}\"]\n"
+             [[send_connectors]]\nname = \"Out\"\naddress_spaces = [\"*\"]\nsmart_hosts = [\"127.0.0.1:{port}\"]\n",
+            postmaster.port
         ),
         &dir,
     );
@@ -86,6 +90,17 @@ fn run(case: Case) {
         alerts["items"].as_array().unwrap().iter().any(|a| a["class"] == class)
     });
     assert!(alerted, "a Critical {class} alert");
+    // The alert went out by mail while the disk is still full.
+    let mailed = wait_until(Duration::from_secs(30), || {
+        postmaster
+            .messages
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|m| String::from_utf8_lossy(m).contains(&format!("X-Sluice-Alert: {class}/Critical")))
+    });
+    assert!(mailed, "the Critical {class} alert did not arrive by mail");
+    println!("R2 ({variant}): the Critical {class} alert arrived by mail while the disk was full");
     assert!(acked.len() > 50, "refused too early: {}", acked.len());
     // The next hop comes up: deliveries free space (the Safety Net gives way), and intake resumes by itself.
     let sink = Sink::start_on(port);

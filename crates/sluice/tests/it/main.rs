@@ -25,3 +25,4 @@ mod smtp;
 mod status;
 mod tls;
 mod tracking;
+mod workqueue;

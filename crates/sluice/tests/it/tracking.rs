@@ -49,16 +49,16 @@ fn a_delivered_message_is_found_by_sender_and_a_refused_one_by_recipient_and_mid
     let found = || track(&s, "sender=sender%40LOCALHOST");
     assert!(wait_until(Duration::from_secs(5), || event_ids(&found()).contains(&"DELIVER".to_owned())));
     let items = found();
-    assert_eq!(event_ids(&items), ["RECEIVE", "SUBMIT", "ROUTE", "DELIVER"], "{items:?}");
+    assert_eq!(event_ids(&items), ["RECEIVE", "SUBMIT", "SCAN", "ROUTE", "DELIVER"], "{items:?}");
     let mid = items[0]["mid"].as_u64().unwrap();
     assert!(items.iter().all(|e| e["mid"] == mid && e["sender"] == "Sender@localhost"), "{items:?}");
-    assert_eq!(items[3]["recipients"], serde_json::json!(["ok@a.test"]));
-    assert!(items[3]["queue"].as_str().unwrap().starts_with("mx\\"), "{items:?}");
-    assert!(items[3]["reply"].as_str().unwrap().starts_with("250"), "{items:?}");
+    assert_eq!(items[4]["recipients"], serde_json::json!(["ok@a.test"]));
+    assert!(items[4]["queue"].as_str().unwrap().starts_with("mx\\"), "{items:?}");
+    assert!(items[4]["reply"].as_str().unwrap().starts_with("250"), "{items:?}");
     assert_eq!(items[0]["internet_message_id"], "<delivered@client.test>");
     // A wildcard, an event id in any case, the Message-ID without brackets.
     assert_eq!(event_ids(&track(&s, "sender=*%40localhost&event_id=deliver")), ["DELIVER"]);
-    assert_eq!(track(&s, "internet_message_id=delivered%40client.test").len(), 4);
+    assert_eq!(track(&s, "internet_message_id=delivered%40client.test").len(), 5);
     assert!(track(&s, "sender=other%40localhost").is_empty());
 
     // A 5xx recipient: FAIL for it, and a DSN event naming the notice.
@@ -73,7 +73,7 @@ fn a_delivered_message_is_found_by_sender_and_a_refused_one_by_recipient_and_mid
     let dsn = || track(&s, &format!("mid={refused_mid}&event_id=DSN"));
     assert!(wait_until(Duration::from_secs(10), || dsn().len() == 1), "{:?}", track(&s, &format!("mid={refused_mid}")));
     let of_mid = event_ids(&track(&s, &format!("mid={refused_mid}")));
-    assert_eq!(of_mid[..3], ["RECEIVE", "SUBMIT", "ROUTE"], "{of_mid:?}");
+    assert_eq!(of_mid[..4], ["RECEIVE", "SUBMIT", "SCAN", "ROUTE"], "{of_mid:?}");
     assert!(of_mid.contains(&"FAIL".to_owned()) && of_mid.contains(&"DSN".to_owned()), "{of_mid:?}");
 
     // Pages: one event each, then a bookmark to the next; the pages together are the whole answer.

@@ -276,6 +276,7 @@ async fn start_with(dir: &Path, routing: Routing, agent: &FakeAgent, fault_injec
         in_process,
         fault_injection,
         counters: sluice_transport::Counters::open(dir.join("counters.json")).unwrap(),
+        work_queue: sluice_transport::workqueue::Settings::off(),
     })
     .await
     .unwrap()

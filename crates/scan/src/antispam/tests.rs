@@ -1,0 +1,311 @@
+use super::*;
+
+const CLEAN: &[u8] = b"Subject: hello\r\nFrom: a@b.test\r\nTo: c@d.test\r\nDate: Mon, 1 Jan 2024 10:00:00 +0000\r\nMessage-ID: <x@y>\r\n\r\nhi there\r\n";
+
+const SWAKS: &[u8] = b"Date: Mon, 01 Jan 2024 10:00:00 +0000\r\nTo: user@example.test\r\nFrom: user@host.test\r\nSubject: test Mon, 01 Jan 2024 10:00:00 +0000\r\nMessage-Id: <20240101100000.012345@host.test>\r\nX-Mailer: swaks v20240103.0 jetmore.org/john/code/swaks/\r\n\r\nThis is a test mailing\r\n\r\n";
+
+fn rules(text: &str) -> (RuleSet, Vec<RuleError>) {
+    RuleSet::compile(&[SourceFile { name: "test.cf".to_owned(), bytes: text.as_bytes().to_vec() }])
+}
+
+fn compiled(text: &str) -> RuleSet {
+    let (set, errors) = rules(text);
+    assert_eq!(errors, vec![], "rules should compile");
+    set
+}
+
+#[test]
+fn builtin_rules_compile_without_errors() {
+    let file = SourceFile { name: "default.cf".to_owned(), bytes: DEFAULT_RULES.as_bytes().to_vec() };
+    let (set, errors) = RuleSet::compile(&[file]);
+    assert_eq!(errors, vec![]);
+    assert_eq!(set.skipped(), 0);
+    assert!((8..=15).contains(&set.len()), "{} rules", set.len());
+    assert_eq!(RuleSet::builtin().len(), set.len());
+    for rule in &set.rules {
+        assert!(rule.description.is_some(), "{} has no describe", rule.name);
+        assert!(rule.score > 0.0 && rule.score < REQUIRED_SCORE, "{} scores {}", rule.name, rule.score);
+    }
+}
+
+#[test]
+fn clean_message_scores_low_with_builtin_rules() {
+    let verdict = RuleSet::builtin().check(CLEAN);
+    assert!(verdict.score < 1.0, "{verdict:?}");
+    assert!(verdict.scl < 7);
+    assert!(!verdict.gtube);
+}
+
+#[test]
+fn swaks_test_message_is_not_spam() {
+    let verdict = RuleSet::builtin().check(SWAKS);
+    assert!(verdict.scl < 7, "{verdict:?}");
+    assert!(verdict.score < 1.0, "{verdict:?}");
+}
+
+#[test]
+fn spammy_message_hits_builtin_rules() {
+    let msg = b"Subject: BUY NOW!!!\r\nFrom: x@y.test\r\n\r\nCheap VIAGRA and cialis, 100% free money. Click here. To unsubscribe reply STOP.\r\n";
+    let verdict = RuleSet::builtin().check(msg);
+    for rule in [
+        "MISSING_DATE",
+        "MISSING_MID",
+        "SUBJ_ALL_CAPS",
+        "SUBJ_EXCLAIM",
+        "DRUGS_ERECTILE",
+        "FREE_MONEY",
+        "CLICK_HERE_UNSUB",
+    ] {
+        assert!(verdict.hits.iter().any(|h| h == rule), "{rule} should hit: {verdict:?}");
+    }
+    assert!(verdict.scl >= 7, "{verdict:?}");
+}
+
+#[test]
+fn gtube_in_raw_or_decoded_body() {
+    let raw = format!("Subject: t\r\n\r\n{GTUBE}\r\n");
+    let verdict = RuleSet::builtin().check(raw.as_bytes());
+    assert!(verdict.gtube);
+    assert_eq!(verdict.scl, 9);
+    assert_eq!(verdict.hits[0], "GTUBE");
+    assert!(verdict.score >= 1000.0);
+
+    // Base64 of the GTUBE string: only the decoded body contains it.
+    let encoded = "WEpTKkM0SkRCUUFETjEuTlNCTjMqMklETkVOKkdUVUJFLVNUQU5EQVJELUFOVEktVUJFLVRFU1QtRU1BSUwqQy4zNFg=";
+    let msg =
+        format!("Subject: t\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n{encoded}\r\n");
+    let verdict = RuleSet::compile(&[]).0.check(msg.as_bytes());
+    assert!(verdict.gtube, "{verdict:?}");
+    assert_eq!(verdict.hits, vec!["GTUBE".to_owned()]);
+    assert_eq!(verdict.score, 1000.0);
+}
+
+#[test]
+fn scl_mapping() {
+    let cases = [
+        (f64::NAN, 0),
+        (f64::NEG_INFINITY, 0),
+        (-3.0, 0),
+        (0.0, 0),
+        (0.7, 0),
+        (0.72, 1),
+        (REQUIRED_SCORE, 7),
+        (4.99, 6),
+        (6.0, 8),
+        (6.43, 9),
+        (1000.0, 9),
+        (f64::INFINITY, 9),
+    ];
+    for (score, scl) in cases {
+        assert_eq!(scl_of(score), scl, "score {score}");
+    }
+}
+
+#[test]
+fn header_rules_match_decoded_unfolded_values() {
+    let set = compiled(
+        "header SUBJ_CAFE Subject =~ /café au lait/\n\
+         header XA_BOTH X-A =~ /^one\\ntwo$/\n\
+         header NOT_FOO Subject !~ /foo/\n\
+         header HAS_XA exists:x-a\n\
+         header HAS_XB exists:X-B\n\
+         header CASE subject =~ /CAFÉ/i\n",
+    );
+    let msg = b"Subject: =?utf-8?q?caf=C3=A9?= au\r\n lait\r\nX-A: one\r\nX-A: two\r\n\r\nbody\r\n";
+    let verdict = set.check(msg);
+    assert_eq!(verdict.hits, vec!["SUBJ_CAFE", "XA_BOTH", "NOT_FOO", "HAS_XA", "CASE"]);
+    assert_eq!(verdict.score, 5.0);
+    assert_eq!(verdict.scl, 7);
+}
+
+#[test]
+fn absent_headers_and_if_unset() {
+    let set = compiled(
+        "header MISSING_DATE Date =~ /^UNSET$/ [if-unset: UNSET]\n\
+         header EMPTY_NEG X-None !~ /./\n\
+         header EMPTY_POS X-None =~ /./\n\
+         header PRESENT_NEG Subject !~ /x/ [if-unset: x]\n",
+    );
+    let verdict = set.check(b"Subject: hello\r\n\r\nbody\r\n");
+    assert_eq!(verdict.hits, vec!["MISSING_DATE", "EMPTY_NEG", "PRESENT_NEG"]);
+    let verdict = set.check(b"Subject: x\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n\r\nbody\r\n");
+    assert_eq!(verdict.hits, vec!["EMPTY_NEG"]);
+}
+
+#[test]
+fn all_and_tocc() {
+    let set = compiled("header ALL_X ALL =~ /^X-Spam-Flag: yes$/m\nheader TOCC ToCc =~ /a@b\\n.*c@d/\n");
+    let verdict = set.check(b"To: a@b\r\nCc: c@d\r\nX-Spam-Flag: yes\r\n\r\n.\r\n");
+    assert_eq!(verdict.hits, vec!["ALL_X", "TOCC"]);
+}
+
+#[test]
+fn body_rules_see_subject_and_decoded_parts_once() {
+    let set = compiled(
+        "body SUBJ_IN_BODY /^Greetings$/m\n\
+         body QP_WORD /naïve/\n\
+         body HTML_TEXT /bold words/\n\
+         body TWICE /repeat/\n\
+         body ABSENT /nowhere/\n\
+         score TWICE 2.5\n",
+    );
+    let msg = concat!(
+        "Subject: Greetings\r\nMIME-Version: 1.0\r\n",
+        "Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n",
+        "--b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n",
+        "na=C3=AFve repeat repeat\r\n",
+        "--b\r\nContent-Type: text/html\r\n\r\n<p><b>bold</b> words</p>\r\n",
+        "--b--\r\n"
+    );
+    let verdict = set.check(msg.as_bytes());
+    assert_eq!(verdict.hits, vec!["SUBJ_IN_BODY", "QP_WORD", "HTML_TEXT", "TWICE"]);
+    assert_eq!(verdict.score, 5.5);
+}
+
+#[test]
+fn latin1_body_is_charset_converted() {
+    let set = compiled("body CAFE /café/\n");
+    let msg = b"Subject: x\r\nContent-Type: text/plain; charset=iso-8859-1\r\n\r\ncaf\xe9\r\n";
+    assert_eq!(set.check(msg).hits, vec!["CAFE"]);
+}
+
+#[test]
+fn scores_use_the_first_of_four_and_default_to_one() {
+    let set = compiled(
+        "score LATE 0.5\n\
+         body LATE /a/\n\
+         body DEFAULTED /b/\n\
+         body FOUR /c/\n\
+         score FOUR 2.0 3.0 4.0 5.0\n\
+         score NOBODY 9\n\
+         describe FOUR Four scores\n\
+         describe NOBODY nothing\n",
+    );
+    assert_eq!(set.len(), 3);
+    assert_eq!(set.score("LATE"), Some(0.5));
+    assert_eq!(set.score("DEFAULTED"), Some(1.0));
+    assert_eq!(set.score("FOUR"), Some(2.0));
+    assert_eq!(set.score("NOBODY"), None);
+    assert_eq!(set.description("FOUR"), Some("Four scores"));
+    let verdict = set.check(b"Subject: abc\r\n\r\n\r\n");
+    assert_eq!(verdict.score, 3.5);
+}
+
+#[test]
+fn zero_score_and_subrules_never_hit() {
+    let set =
+        compiled("body OFF /a/\nscore OFF 0\nbody __SUB /a/\nbody ON /a/\nheader HOFF Subject =~ /a/\nscore HOFF 0\n");
+    assert_eq!(set.len(), 4);
+    assert_eq!(set.check(b"Subject: a\r\n\r\na\r\n").hits, vec!["ON"]);
+}
+
+#[test]
+fn negative_scores_count() {
+    let set = compiled("body GOOD /a/\nscore GOOD -2\nbody BAD /b/\n");
+    let verdict = set.check(b"Subject: ab\r\n\r\n\r\n");
+    assert_eq!(verdict.score, -1.0);
+    assert_eq!(verdict.scl, 0);
+}
+
+#[test]
+fn regex_delimiters_and_flags() {
+    let set = compiled(
+        "body BRACES m{a/b}i\n\
+         body BANG m!c\\!d!\n\
+         body SLASH /e\\/f/\n\
+         body EXT /g \\s+ h/x\n\
+         body DOT /i.j/s\n\
+         body GO /k/go\n\
+         body HASH /l\\#m/\n",
+    );
+    let verdict = set.check(b"Subject: x\r\n\r\nA/B c!d e/f g  h i\nj k l#m\r\n");
+    assert_eq!(verdict.hits, vec!["BRACES", "BANG", "SLASH", "EXT", "DOT", "GO", "HASH"]);
+}
+
+#[test]
+fn comments_and_blank_lines() {
+    let set = compiled("# a comment\n\n   \nbody A /x/  # trailing comment\r\ndescribe A Has x # not this\n");
+    assert_eq!(set.len(), 1);
+    assert_eq!(set.description("A"), Some("Has x"));
+}
+
+#[test]
+fn unknown_rule_types_are_skipped_and_counted() {
+    let set = compiled(
+        "rawbody R /x/\nuri U /x/\nfull F /x/\nmeta M A && B\ntflags A net\nifplugin Mail::SpamAssassin::Plugin::X\nendif\n\
+         header E eval:check_for_missing_to_header()\nbody EB eval:foo()\nheader MOD From:addr =~ /x/\nbody A /x/\n",
+    );
+    assert_eq!(set.len(), 1);
+    assert_eq!(set.skipped(), 10);
+}
+
+#[test]
+fn broken_rules_are_reported_and_skipped() {
+    let (set, errors) = rules(
+        "body GOOD1 /ok/\n\
+         body LOOK /(?<=a)b/\n\
+         header NOREGEX Subject\n\
+         header X\n\
+         body BACKREF /(a)\\1/\n\
+         body UNTERMINATED /abc\n\
+         body BADFLAG /a/q\n\
+         header OP Subject == /a/\n\
+         header TRAIL Subject =~ /a/ junk\n\
+         body bad-name /a/\n\
+         score GOOD1 lots\n\
+         body\n\
+         body GOOD2 /ok/\n",
+    );
+    assert_eq!(set.len(), 2);
+    let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();
+    assert_eq!(lines, vec![2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+    assert_eq!(errors[0].rule.as_deref(), Some("LOOK"));
+    assert_eq!(errors[0].file, "test.cf");
+    assert!(errors[0].reason.contains("look-around"), "{}", errors[0].reason);
+    assert_eq!(errors[10].rule, None);
+    for error in &errors {
+        assert!(!error.reason.contains('\n'), "{error}");
+    }
+    assert!(errors[0].to_string().starts_with("test.cf:2: rule LOOK: regex does not compile"));
+    assert_eq!(errors[10].to_string(), "test.cf:12: missing rule name");
+}
+
+#[test]
+fn later_definition_replaces_earlier() {
+    let set = compiled("body A /x/\nbody B /y/\nbody A /z/\n");
+    assert_eq!(set.len(), 2);
+    assert_eq!(set.check(b"Subject: s\r\n\r\nx y z\r\n").hits, vec!["A", "B"]);
+    assert_eq!(set.check(b"Subject: s\r\n\r\nx\r\n").hits, Vec::<String>::new());
+}
+
+#[test]
+fn rules_across_files() {
+    let a = SourceFile { name: "a.cf".to_owned(), bytes: b"body A /x/\n".to_vec() };
+    let b = SourceFile { name: "b.cf".to_owned(), bytes: b"score A 3\nbody B /(/\n".to_vec() };
+    let (set, errors) = RuleSet::compile(&[a, b]);
+    assert_eq!(set.score("A"), Some(3.0));
+    assert_eq!(errors.len(), 1);
+    assert_eq!((errors[0].file.as_str(), errors[0].line), ("b.cf", 2));
+}
+
+#[test]
+fn unparseable_message_is_scanned_raw() {
+    let set = compiled("body RAW /secret words/\nheader S Subject =~ /^$/\n");
+    let verdict = set.check(b"\x00\xff garbage with secret words in it");
+    assert_eq!(verdict.hits, vec!["RAW", "S"]);
+}
+
+#[test]
+fn body_rules_see_only_the_first_256k() {
+    let set = compiled("body LATE /needle/\nbody EARLY /start/\n");
+    let mut msg = b"Subject: s\r\n\r\nstart ".to_vec();
+    msg.extend(std::iter::repeat_n(b'a', crate::mime::BODY_TEXT_LIMIT));
+    msg.extend_from_slice(b" needle\r\n");
+    assert_eq!(set.check(&msg).hits, vec!["EARLY"]);
+}
+
+#[test]
+fn rule_set_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<RuleSet>();
+}

@@ -1,0 +1,317 @@
+//! The updater: brings each built-in engine's rule or signature set from `[updater] source` (a directory or
+//! an HTTP(S) URL holding `<engine>/manifest.json` and the files it names), every `interval` and on demand
+//! (`sluice update antispam|antivirus [--force]`).
+//!
+//! An update is downloaded into `<data_dir>/engines/<engine>/staging`, beside the set in force; each file is
+//! checked against the manifest's size and SHA-256, and the set is compiled there. Only a set that arrived
+//! whole and compiles without an error replaces the running one: the directory becomes `current`, the stage
+//! pauses for the swap of one pointer, and the client manifest (`<engine>/manifest.json`) records the
+//! version. Anything else (a wrong checksum, a truncated file, a rule that does not compile) leaves the old
+//! set running, logs `Warning: <engine> update failed: <reason>` and raises a Warning alert. Each step is a
+//! line in `<data_dir>/logs/updater.log` in the appliance's form.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sluice_config::UpdateSource;
+use sluice_scan::SourceFile;
+use sluice_scan::manifest::Manifest;
+use sluice_transport::workqueue::{Installed, RuleSet, ScanStage, Signatures};
+use sluice_transport::{AlertClass, Severity, Transport};
+use tokio_util::sync::CancellationToken;
+
+/// The largest file (manifest or rule file) the updater downloads.
+const MAX_FILE: u64 = 256 << 20;
+/// How long one download may take.
+const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The updater log, `<data_dir>/logs/updater.log`.
+pub struct UpdaterLog {
+    file: Mutex<Option<std::fs::File>>,
+}
+
+impl UpdaterLog {
+    pub fn open(data_dir: &Path) -> UpdaterLog {
+        let path = data_dir.join("logs").join("updater.log");
+        let file = std::fs::create_dir_all(path.parent().unwrap_or(data_dir))
+            .and_then(|()| std::fs::OpenOptions::new().create(true).append(true).open(&path));
+        if let Err(e) = &file {
+            tracing::warn!(path = %path.display(), error = %e, "cannot open the updater log");
+        }
+        UpdaterLog { file: Mutex::new(file.ok()) }
+    }
+
+    /// Writes `Mon Aug 18 11:32:55 2014 <level>: <text>`.
+    fn write(&self, level: &str, text: &str) {
+        let now = sluice_queue_db::now_ms() / 1000;
+        let line = sluice_scan::updatelog::line(now, level, text);
+        match level {
+            "Warning" => tracing::warn!("updater: {text}"),
+            _ => tracing::info!("updater: {text}"),
+        }
+        if let Some(f) = self.file.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            // Not synced: a log line is worth a write, not a disk flush.
+            let _ = f.write_all(format!("{line}\n").as_bytes());
+        }
+    }
+
+    fn info(&self, text: &str) {
+        self.write("Info", text);
+    }
+
+    fn warning(&self, text: &str) {
+        self.write("Warning", text);
+    }
+}
+
+/// `<data_dir>/engines/<engine>`.
+fn engine_dir(data_dir: &Path, stage: ScanStage) -> PathBuf {
+    data_dir.join("engines").join(stage.as_str())
+}
+
+/// Reads every regular file of `dir`, sorted by name.
+fn read_dir_files(dir: &Path) -> std::io::Result<Vec<SourceFile>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            files.push(SourceFile { name, bytes: std::fs::read(entry.path())? });
+        }
+    }
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(files)
+}
+
+/// A set compiled from files, or why it cannot be used.
+enum Compiled {
+    Antispam(Box<RuleSet>),
+    Antivirus(Box<Signatures>),
+}
+
+/// Compiles an update's files; any rule or signature that does not compile refuses the whole set (an
+/// update is meant to arrive whole: a broken rule in it is a broken update).
+fn compile(stage: ScanStage, files: &[SourceFile]) -> Result<(Compiled, usize), String> {
+    let (compiled, errors): (Compiled, Vec<String>) = match stage {
+        ScanStage::Antispam => {
+            let (set, errors) = RuleSet::compile(files);
+            if set.is_empty() && errors.is_empty() {
+                return Err("the update holds no rules".into());
+            }
+            (Compiled::Antispam(Box::new(set)), errors.iter().map(ToString::to_string).collect())
+        }
+        ScanStage::Antivirus => {
+            let (set, errors) = Signatures::compile(files);
+            (Compiled::Antivirus(Box::new(set)), errors.iter().map(ToString::to_string).collect())
+        }
+    };
+    match errors.len() {
+        0 => {
+            let n = match &compiled {
+                Compiled::Antispam(s) => s.len(),
+                Compiled::Antivirus(s) => s.len(),
+            };
+            Ok((compiled, n))
+        }
+        1 => Err(format!("it does not compile: {}", errors[0])),
+        n => Err(format!("it does not compile: {} (and {} more)", errors[0], n - 1)),
+    }
+}
+
+/// The set an earlier update installed (`<engine>/current` with its client manifest), to start with; `None`
+/// when there is none or it cannot be used (then the shipped set runs, with a warning).
+pub fn installed_antispam(data_dir: &Path, log: &UpdaterLog) -> Option<Installed<RuleSet>> {
+    match load_installed(data_dir, ScanStage::Antispam, log)? {
+        (Compiled::Antispam(set), version, at) => Some(Installed { set: Arc::from(set), version, installed_ms: at }),
+        _ => None,
+    }
+}
+
+/// As [`installed_antispam`], for the anti-virus signatures.
+pub fn installed_antivirus(data_dir: &Path, log: &UpdaterLog) -> Option<Installed<Signatures>> {
+    match load_installed(data_dir, ScanStage::Antivirus, log)? {
+        (Compiled::Antivirus(set), version, at) => Some(Installed { set: Arc::from(set), version, installed_ms: at }),
+        _ => None,
+    }
+}
+
+fn load_installed(data_dir: &Path, stage: ScanStage, log: &UpdaterLog) -> Option<(Compiled, String, Option<i64>)> {
+    let dir = engine_dir(data_dir, stage);
+    let manifest = std::fs::read(dir.join("manifest.json")).ok()?;
+    let result = Manifest::parse(&manifest).and_then(|m| {
+        let files = read_dir_files(&dir.join("current")).map_err(|e| e.to_string())?;
+        let (compiled, _) = compile(stage, &files)?;
+        let at = std::fs::metadata(dir.join("manifest.json"))
+            .and_then(|md| md.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as i64);
+        Ok((compiled, m.version, at))
+    });
+    match result {
+        Ok(r) => Some(r),
+        Err(e) => {
+            log.warning(&format!("{} installed set cannot be loaded, using the shipped set: {e}", stage.as_str()));
+            None
+        }
+    }
+}
+
+/// Runs the updater until `shutdown`: every `interval`, and when the API asks.
+pub async fn run(
+    transport: Transport,
+    source: UpdateSource,
+    interval: Duration,
+    data_dir: PathBuf,
+    log: Arc<UpdaterLog>,
+    shutdown: CancellationToken,
+) {
+    let Some(mut requests) = transport.take_update_requests() else { return };
+    let mut tick = tokio::time::interval(interval.max(Duration::from_secs(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let updater = Updater { transport, source, data_dir, log };
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                for stage in ScanStage::ALL {
+                    if updater.transport.engine_on(stage) {
+                        updater.update(stage, false, false).await;
+                    }
+                }
+            }
+            Some((stage, force)) = requests.recv() => updater.update(stage, force, true).await,
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+struct Updater {
+    transport: Transport,
+    source: UpdateSource,
+    data_dir: PathBuf,
+    log: Arc<UpdaterLog>,
+}
+
+/// Why an update was not applied: a failure (logged as a warning, alerted) or nothing to do.
+enum Skip {
+    Failed(String),
+    /// No manifest at the source: a scheduled check says nothing, an administrator's request is told.
+    NoSource(String),
+    UpToDate(String),
+}
+
+impl Updater {
+    /// Checks `stage`'s source and applies a new set. `asked`: an administrator asked (always logged).
+    async fn update(&self, stage: ScanStage, force: bool, asked: bool) {
+        let engine = stage.as_str();
+        match self.try_update(stage, force).await {
+            Ok(()) => {
+                self.transport.engine_checked(stage, None);
+                self.log.info(&format!("{engine} update completed"));
+                self.log.info(&format!("{engine} waiting for new updates"));
+            }
+            Err(Skip::UpToDate(v)) => {
+                self.transport.engine_checked(stage, None);
+                if asked {
+                    self.log.info(&format!("{engine} version {v} is current"));
+                    self.log.info(&format!("{engine} waiting for new updates"));
+                }
+            }
+            Err(Skip::NoSource(why)) => {
+                if asked {
+                    self.fail(stage, &why);
+                }
+            }
+            Err(Skip::Failed(why)) => self.fail(stage, &why),
+        }
+    }
+
+    fn fail(&self, stage: ScanStage, why: &str) {
+        let engine = stage.as_str();
+        self.log.warning(&format!("{engine} update failed: {why}"));
+        self.transport.engine_checked(stage, Some(why.to_owned()));
+        self.transport.alerts().raise(AlertClass::Updater, Severity::Warning, format!("{engine} update failed: {why}"));
+        self.log.info(&format!("{engine} waiting for new updates"));
+    }
+
+    async fn fetch(&self, stage: ScanStage, name: &str) -> Result<Vec<u8>, String> {
+        match &self.source {
+            UpdateSource::Directory(dir) => {
+                let path = dir.join(stage.as_str()).join(name);
+                tokio::fs::read(&path).await.map_err(|e| format!("{}: {e}", path.display()))
+            }
+            UpdateSource::Url(url) => {
+                let url = format!("{}/{}/{name}", url.trim_end_matches('/'), stage.as_str());
+                crate::http::get(&url, DOWNLOAD_TIMEOUT, MAX_FILE).await.map_err(|e| format!("{url}: {e}"))
+            }
+        }
+    }
+
+    async fn try_update(&self, stage: ScanStage, force: bool) -> Result<(), Skip> {
+        let engine = stage.as_str();
+        let manifest =
+            self.fetch(stage, "manifest.json").await.map_err(|e| Skip::NoSource(format!("no manifest: {e}")))?;
+        let manifest = Manifest::parse(&manifest).map_err(|e| Skip::Failed(format!("bad manifest: {e}")))?;
+        if !force && self.transport.engine_version(stage).as_deref() == Some(manifest.version.as_str()) {
+            return Err(Skip::UpToDate(manifest.version));
+        }
+        self.log.info(&format!("{engine} downloading version {}", manifest.version));
+        let dir = engine_dir(&self.data_dir, stage);
+        let staging = dir.join("staging");
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::create_dir_all(&staging).map_err(|e| Skip::Failed(format!("{}: {e}", staging.display())))?;
+        let mut downloaded = Vec::with_capacity(manifest.files.len());
+        for f in &manifest.files {
+            let bytes = self.fetch(stage, &f.name).await.map_err(Skip::Failed)?;
+            downloaded.push((f, bytes));
+        }
+        self.log.info(&format!("{engine} verifying applied files"));
+        let mut files = Vec::with_capacity(downloaded.len());
+        for (f, bytes) in downloaded {
+            f.verify(&bytes).map_err(|e| Skip::Failed(format!("{}: {e}", f.name)))?;
+            std::fs::write(staging.join(&f.name), &bytes).map_err(|e| Skip::Failed(format!("{}: {e}", f.name)))?;
+            files.push(SourceFile { name: f.name.clone(), bytes });
+        }
+        // Compiled beside the running set, off the runtime (a large set takes a while).
+        let compiled = tokio::task::spawn_blocking(move || compile(stage, &files))
+            .await
+            .map_err(|e| Skip::Failed(e.to_string()))?
+            .map_err(Skip::Failed)?;
+        let (compiled, rules) = compiled;
+        // The staged set becomes `current`; the old one is removed after the swap.
+        let current = dir.join("current");
+        let old = dir.join("old");
+        let _ = std::fs::remove_dir_all(&old);
+        if current.exists() {
+            std::fs::rename(&current, &old).map_err(|e| Skip::Failed(format!("{}: {e}", current.display())))?;
+        }
+        std::fs::rename(&staging, &current).map_err(|e| Skip::Failed(format!("{}: {e}", staging.display())))?;
+        let installed_ms = Some(sluice_queue_db::now_ms());
+        let version = manifest.version.clone();
+        let paused = match compiled {
+            Compiled::Antispam(set) => {
+                self.transport.install_antispam(Installed { set: Arc::from(set), version, installed_ms })
+            }
+            Compiled::Antivirus(set) => {
+                self.transport.install_antivirus(Installed { set: Arc::from(set), version, installed_ms })
+            }
+        };
+        self.log.info(&format!(
+            "{engine} switched to version {} ({rules} rules): the stage paused for {} us",
+            manifest.version,
+            paused.as_micros()
+        ));
+        let _ = std::fs::remove_dir_all(&old);
+        self.log.info(&format!("{engine} updating the client manifest"));
+        let tmp = dir.join("manifest.json.tmp");
+        std::fs::write(&tmp, manifest.to_json())
+            .and_then(|()| std::fs::rename(&tmp, dir.join("manifest.json")))
+            .map_err(|e| Skip::Failed(format!("writing the client manifest: {e}")))?;
+        Ok(())
+    }
+}

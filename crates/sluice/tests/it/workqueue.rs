@@ -1,0 +1,387 @@
+//! The work queue from outside: built-in anti-spam and anti-virus verdicts on relayed mail, quarantine
+//! (durable, released exactly once, deleted), an administrator's pause with its alerts, and updates of the
+//! rule sets (hot-swapped, refused when corrupt).
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::harness::*;
+use crate::relay::relay_config;
+
+const GTUBE: &str = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
+/// The EICAR test file, base64 (68 bytes, and with the newline `echo` would add).
+const EICAR_B64: &str = "WDVPIVAlQEFQWzRcUFpYNTQoUF4pN0NDKTd9JEVJQ0FSLVNUQU5EQVJELUFOVElWSVJVUy1URVNULUZJTEUhJEgrSCo=";
+const EICAR_NL_B64: &str =
+    "WDVPIVAlQEFQWzRcUFpYNTQoUF4pN0NDKTd9JEVJQ0FSLVNUQU5EQVJELUFOVElWSVJVUy1URVNULUZJTEUhJEgrSCoK";
+
+fn clean(subject: &str) -> String {
+    format!(
+        "From: Alice <a@example.test>\r\nTo: b@remote.test\r\nSubject: {subject}\r\nDate: Thu, 03 Dec 2026 10:00:00 +0000\r\nMessage-ID: <{subject}@example.test>\r\n\r\nHello Bob,\r\nthe minutes of today's meeting are below.\r\n"
+    )
+}
+
+fn with_attachment(subject: &str, b64: &str) -> String {
+    format!(
+        "From: a@example.test\r\nTo: b@remote.test\r\nSubject: {subject}\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"XX\"\r\n\r\n--XX\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--XX\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"eicar.com\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{b64}\r\n--XX--\r\n"
+    )
+}
+
+fn send(s: &Server, subject_and_body: &str) {
+    let mut c = s.smtp();
+    c.cmd("EHLO client.test");
+    let r = c.mail("a@example.test", &["b@remote.test"], subject_and_body);
+    assert!(r.starts_with("250"), "{r}");
+}
+
+fn quarantined(s: &Server) -> Vec<serde_json::Value> {
+    s.get_json("/api/v1/quarantine")["items"].as_array().unwrap().clone()
+}
+
+fn post(s: &Server, path: &str, body: &str) -> (u16, String) {
+    http(s.admin, "POST", path, &[("Content-Type", "application/json")], body)
+}
+
+fn delivered(sink: &Sink, subject: &str) -> usize {
+    sink.subjects.lock().unwrap().get(subject).copied().unwrap_or(0) as usize
+}
+
+fn message_with(sink: &Sink, needle: &str) -> Option<String> {
+    sink.messages.lock().unwrap().iter().map(|m| String::from_utf8_lossy(m).into_owned()).find(|m| m.contains(needle))
+}
+
+fn alert_texts(s: &Server) -> Vec<String> {
+    s.get_json("/api/v1/alerts")["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            format!(
+                "{} {} {}",
+                a["severity"].as_str().unwrap(),
+                a["class"].as_str().unwrap(),
+                a["text"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn spam_and_viruses_are_quarantined_clean_mail_is_delivered_with_its_scl() {
+    let sink = Sink::start();
+    let mut s = Server::start(&relay_config(sink.port));
+    send(&s, &clean("clean"));
+    send(&s, &format!("Subject: gtube\r\n\r\n{GTUBE}\r\n"));
+    send(&s, &with_attachment("eicar", EICAR_B64));
+    send(&s, &with_attachment("eicar-newline", EICAR_NL_B64));
+    // Not MIME at all, and cut short: scanned as bytes, never skipped.
+    send(&s, &format!("Subject: broken\r\nContent-Type: multipart/mixed; boundary=\"\r\n\r\n--\r\n{GTUBE}\r\n"));
+    assert!(wait_until(Duration::from_secs(20), || delivered(&sink, "clean") == 1 && quarantined(&s).len() == 4));
+    let clean = message_with(&sink, "minutes of today").unwrap();
+    // After sluice's own trace header, which stays first.
+    assert!(clean.starts_with("Received: ") && clean.contains("\r\nX-Sluice-SCL: "), "{clean}");
+    assert!(clean.contains("\r\nX-Spam-Status: No, score="), "{clean}");
+    let q = quarantined(&s);
+    let by_subject =
+        |subj: &str| q.iter().find(|m| m["subject"] == subj).unwrap_or_else(|| panic!("{subj}: {q:?}")).clone();
+    let gtube = by_subject("gtube");
+    assert_eq!((gtube["stage"].as_str(), gtube["scl"].as_i64()), (Some("antispam"), Some(9)), "{gtube}");
+    assert!(gtube["verdict"].as_str().unwrap().contains("GTUBE"), "{gtube}");
+    for subj in ["eicar", "eicar-newline"] {
+        let m = by_subject(subj);
+        assert_eq!(m["stage"], "antivirus", "{m}");
+        assert!(m["verdict"].as_str().unwrap().contains("Eicar-Test-Signature"), "{m}");
+    }
+    assert_eq!(by_subject("broken")["scl"], 9);
+    let status = s.get_json("/api/v1/status");
+    assert_eq!(status["gauges"]["messages_in_quarantine"], 4, "{status}");
+    assert!(status["gauges"]["kilobytes_in_quarantine"].as_u64().unwrap() >= 1);
+    assert_eq!(status["counters"]["quarantined_messages"]["uptime"], 4);
+    // The verdicts are tracking events and the message's SCL.
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let events = tracking_events(&s.data());
+            events.iter().any(|e| e["event_id"] == "QUARANTINE" && e["source"] == "antivirus")
+                && events.iter().any(|e| {
+                    e["event_id"] == "SCAN" && e["source"] == "antispam" && e["recipients"][0] == "b@remote.test"
+                })
+        }),
+        "{:?}",
+        tracking_events(&s.data())
+    );
+
+    // Quarantine is in the queue database: it survives a crash.
+    s.kill9();
+    s.spawn();
+    assert_eq!(quarantined(&s).len(), 4);
+    let gtube_mid = gtube["mid"].as_u64().unwrap();
+    let (code, body) = post(&s, &format!("/api/v1/quarantine/{gtube_mid}/release"), "");
+    assert_eq!(code, 200, "{body}");
+    assert!(wait_until(Duration::from_secs(20), || delivered(&sink, "gtube") == 1), "released GTUBE not delivered");
+    // Released past the stage that quarantined it: delivered once, with its SCL, and not held again.
+    assert!(holds_for(Duration::from_secs(2), || delivered(&sink, "gtube") == 1 && quarantined(&s).len() == 3));
+    assert!(message_with(&sink, GTUBE).unwrap().contains("\r\nX-Sluice-SCL: 9\r\nX-Spam-Status: Yes"));
+    let eicar_mid = by_subject("eicar")["mid"].as_u64().unwrap();
+    let (code, _) =
+        http(s.admin, "DELETE", &format!("/api/v1/quarantine/{eicar_mid}"), &[("X-Sluice-Request", "1")], "");
+    assert_eq!(code, 200);
+    let (code, body) =
+        http(s.admin, "DELETE", &format!("/api/v1/quarantine/{eicar_mid}"), &[("X-Sluice-Request", "1")], "");
+    assert_eq!(code, 404, "{body}");
+    s.kill9();
+    s.spawn();
+    assert_eq!(quarantined(&s).len(), 2, "a deletion is durable");
+    assert!(
+        holds_for(Duration::from_secs(1), || delivered(&sink, "gtube") == 1),
+        "a release is delivered exactly once"
+    );
+}
+
+#[test]
+fn verdict_actions_drop_and_strip() {
+    let sink = Sink::start();
+    let s = Server::start(&format!(
+        "{}\n[antispam]\nscl_delete = 9\n\n[antivirus]\nvirus_action = \"strip\"\n",
+        relay_config(sink.port)
+    ));
+    send(&s, &format!("Subject: gtube\r\n\r\n{GTUBE}\r\n"));
+    send(&s, &with_attachment("eicar", EICAR_B64));
+    assert!(wait_until(Duration::from_secs(20), || delivered(&sink, "eicar") == 1));
+    let stripped = message_with(&sink, "see attached").unwrap();
+    assert!(!stripped.contains(EICAR_B64), "{stripped}");
+    assert!(stripped.contains("Eicar-Test-Signature"), "the notice names the virus: {stripped}");
+    assert!(wait_until(
+        Duration::from_secs(5),
+        || s.get_json("/api/v1/status")["counters"]["dropped_messages"]["uptime"] == 1
+    ));
+    assert_eq!(delivered(&sink, "gtube"), 0);
+    assert!(quarantined(&s).is_empty());
+}
+
+#[test]
+fn a_paused_work_queue_holds_mail_in_submission_alerts_and_flows_after_resume() {
+    let sink = Sink::start();
+    let mut s = Server::start(&format!(
+        "{}\n[alerts]\nwork_queue_pause_alert_after = \"1s\"\nwork_queue_stuck_after = \"3s\"\n",
+        relay_config(sink.port)
+    ));
+    let (code, body) = post(&s, "/api/v1/workqueue/pause", r#"{"stage": "antispam-x"}"#);
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = post(&s, "/api/v1/workqueue/pause", r#"{"reason": "rule review"}"#);
+    assert_eq!(code, 200, "{body}");
+    let wq: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(wq["status"], "Paused");
+    assert_eq!(wq["paused_stages"][0]["reason"], "rule review");
+    for i in 0..3 {
+        send(&s, &clean(&format!("held{i}")));
+    }
+    assert!(holds_for(Duration::from_secs(1), || sink.count() == 0), "mail waits while paused");
+    assert_eq!(s.get_json("/api/v1/workqueue")["messages"], 3);
+    assert!(
+        wait_until(Duration::from_secs(20), || alert_texts(&s)
+            .iter()
+            .any(|a| a == "Critical Anti-Spam work queue still paused after 3 seconds, 3 msgs, antispam")),
+        "{:?}",
+        alert_texts(&s)
+    );
+    assert!(alert_texts(&s).iter().any(|a| a == "Critical Anti-Spam work queue paused, 3 msgs, antispam"));
+    assert_eq!(s.get_json("/api/v1/status")["system_status"], "Work Queue Paused");
+    // A crash while paused loses nothing: the messages are scanned after the restart (a pause does not
+    // outlive the process).
+    s.kill9();
+    s.spawn();
+    assert!(wait_until(Duration::from_secs(20), || sink.count() == 3), "sink has {}", sink.count());
+    assert!(sink.messages.lock().unwrap().iter().all(|m| String::from_utf8_lossy(m).contains("\r\nX-Sluice-SCL: ")));
+
+    let (code, _) = post(&s, "/api/v1/workqueue/pause", r#"{"stage": "antivirus"}"#);
+    assert_eq!(code, 200);
+    send(&s, &clean("later"));
+    assert!(wait_until(Duration::from_secs(10), || alert_texts(&s)
+        .iter()
+        .any(|a| a.contains("paused, 1 msgs, antivirus"))));
+    let (code, body) = post(&s, "/api/v1/workqueue/resume", "");
+    assert_eq!(code, 200, "{body}");
+    assert!(wait_until(Duration::from_secs(20), || delivered(&sink, "later") == 1));
+    // N is what the work queue held when it resumed.
+    assert!(
+        alert_texts(&s).iter().any(|a| a == "Information Anti-Virus work queue resumed, 1 msgs"),
+        "{:?}",
+        alert_texts(&s)
+    );
+    assert_eq!(s.get_json("/api/v1/workqueue")["status"], "Operational");
+}
+
+/// Writes an update for `engine` into the source directory `dir`: the files and a manifest naming them
+/// (with `bad_sha` the first file's checksum is wrong).
+fn publish(dir: &Path, engine: &str, version: &str, files: &[(&str, &str)], bad_sha: bool) {
+    use sha2_lite::sha256_hex;
+    let d = dir.join(engine);
+    std::fs::create_dir_all(&d).unwrap();
+    let mut entries = Vec::new();
+    for (i, (name, text)) in files.iter().enumerate() {
+        std::fs::write(d.join(name), text).unwrap();
+        let sha = if bad_sha && i == 0 { "0".repeat(64) } else { sha256_hex(text.as_bytes()) };
+        entries.push(serde_json::json!({"name": name, "sha256": sha, "size": text.len()}));
+    }
+    let manifest = serde_json::json!({"version": version, "files": entries});
+    std::fs::write(d.join("manifest.json"), manifest.to_string()).unwrap();
+}
+
+mod sha2_lite {
+    /// SHA-256 by the `sha256sum` tool (coreutils), so the test does not trust sluice's own hashing.
+    pub fn sha256_hex(bytes: &[u8]) -> String {
+        use std::io::Write;
+        let mut child = std::process::Command::new("sha256sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(bytes).unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_owned()
+    }
+}
+
+fn updater_log(s: &Server) -> String {
+    s.get("/api/v1/logs/updater?tail=1000").1
+}
+
+#[test]
+fn an_update_is_swapped_in_with_a_short_pause_and_a_corrupt_one_leaves_the_old_rules_running() {
+    let sink = Sink::start();
+    let updates = tempfile::tempdir().unwrap();
+    let s = Server::start(&format!(
+        "{}\n[alerts]\nwork_queue_pause_alert_after = \"0s\"\n\n[updater]\nsource = \"{}\"\ninterval = \"1h\"\n",
+        relay_config(sink.port),
+        updates.path().display()
+    ));
+    let rules = "# sluice test rules\nheader WINNER_SUBJECT Subject =~ /\\bwinner\\b/i\nscore WINNER_SUBJECT 9.0\ndescribe WINNER_SUBJECT You are a winner\n";
+    publish(updates.path(), "antispam", "2026120301", &[("10_test.cf", rules)], false);
+    let (code, body) = post(&s, "/api/v1/engines/antispam/update?force=true", "");
+    assert_eq!(code, 202, "{body}");
+    assert!(
+        wait_until(Duration::from_secs(20), || updater_log(&s).contains("antispam waiting for new updates")),
+        "{}",
+        updater_log(&s)
+    );
+    let log = updater_log(&s);
+    let steps = [
+        "Info: antispam downloading version 2026120301",
+        "Info: antispam verifying applied files",
+        "Info: antispam updating the client manifest",
+        "Info: antispam update completed",
+        "Info: antispam waiting for new updates",
+    ];
+    let mut at = 0;
+    for step in steps {
+        let found = log[at..].find(step).unwrap_or_else(|| panic!("{step:?} missing or out of order in:\n{log}"));
+        at += found + step.len();
+    }
+    // `Mon Aug 18 11:32:55 2014 Info: ...`
+    let first = log.lines().next().unwrap();
+    assert!(first.split(' ').filter(|w| !w.is_empty()).nth(5) == Some("Info:"), "{first}");
+    let engines = s.get_json("/api/v1/engines");
+    let antispam = engines.as_array().unwrap().iter().find(|e| e["engine"] == "antispam").unwrap().clone();
+    assert_eq!((antispam["version"].as_str(), antispam["rules"].as_u64()), (Some("2026120301"), Some(1)), "{antispam}");
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let a = alert_texts(&s);
+            a.iter().any(|t| t.starts_with("Critical Anti-Spam work queue paused, ") && t.ends_with(" msgs, antispam"))
+                && a.iter().any(|t| t.starts_with("Information Anti-Spam work queue resumed, "))
+        }),
+        "{:?}",
+        alert_texts(&s)
+    );
+    // The new rules are in force.
+    send(&s, &clean("you are the WINNER"));
+    assert!(wait_until(Duration::from_secs(20), || quarantined(&s).len() == 1));
+
+    // A corrupt update (a checksum that does not match) changes nothing, with a warning.
+    let newer = "header OTHER Subject =~ /other/\nscore OTHER 9\n";
+    publish(updates.path(), "antispam", "2026120302", &[("10_test.cf", newer)], true);
+    let (code, _) = post(&s, "/api/v1/engines/antispam/update", "");
+    assert_eq!(code, 202);
+    assert!(
+        wait_until(Duration::from_secs(20), || updater_log(&s)
+            .contains("Warning: antispam update failed: 10_test.cf: checksum mismatch")),
+        "{}",
+        updater_log(&s)
+    );
+    assert!(
+        alert_texts(&s).iter().any(|a| a.starts_with("Warning Updater antispam update failed")),
+        "{:?}",
+        alert_texts(&s)
+    );
+    // So is one whose rules do not compile.
+    publish(
+        updates.path(),
+        "antispam",
+        "2026120303",
+        &[("10_test.cf", "header BROKEN Subject =~ /(unclosed/\n")],
+        false,
+    );
+    post(&s, "/api/v1/engines/antispam/update", "");
+    assert!(wait_until(Duration::from_secs(20), || updater_log(&s).contains("BROKEN")), "{}", updater_log(&s));
+    let engines = s.get_json("/api/v1/engines");
+    let antispam = engines.as_array().unwrap().iter().find(|e| e["engine"] == "antispam").unwrap().clone();
+    assert_eq!(antispam["version"], "2026120301", "the old set runs: {antispam}");
+    send(&s, &clean("another winner"));
+    send(&s, &clean("other"));
+    assert!(wait_until(Duration::from_secs(20), || quarantined(&s).len() == 2 && delivered(&sink, "other") == 1));
+    let (code, _) = post(&s, "/api/v1/engines/antimalware/update", "");
+    assert_eq!(code, 400);
+}
+
+#[test]
+fn an_installed_update_is_in_force_after_a_restart() {
+    let sink = Sink::start();
+    let updates = tempfile::tempdir().unwrap();
+    let mut s = Server::start(&format!(
+        "{}\n[updater]\nsource = \"{}\"\ninterval = \"1h\"\n",
+        relay_config(sink.port),
+        updates.path().display()
+    ));
+    let sig = "# a hash signature of a made-up attachment\n";
+    let content = "this attachment is a made-up threat for the test\n";
+    let md5 = {
+        let out = std::process::Command::new("md5sum")
+            .arg("-")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(content.as_bytes())?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_owned()
+    };
+    let hdb = format!("{sig}{md5}:{}:Test.Madeup-1\n", content.len());
+    publish(updates.path(), "antivirus", "7", &[("test.hdb", &hdb)], false);
+    post(&s, "/api/v1/engines/antivirus/update", "");
+    assert!(
+        wait_until(Duration::from_secs(20), || updater_log(&s).contains("antivirus update completed")),
+        "{}",
+        updater_log(&s)
+    );
+    s.kill9();
+    s.spawn();
+    let b64 = {
+        let out = std::process::Command::new("base64")
+            .arg("-w0")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(content.as_bytes())?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    send(&s, &with_attachment("madeup", &b64));
+    assert!(wait_until(Duration::from_secs(20), || quarantined(&s).len() == 1));
+    assert!(quarantined(&s)[0]["verdict"].as_str().unwrap().contains("Test.Madeup-1"));
+    assert_eq!(s.get_json("/api/v1/engines")[1]["version"], "7");
+}
