@@ -199,8 +199,8 @@ impl Inner {
                     retry_count: 0,
                     next_retry_ms: 0,
                     last_error: None,
+                    scan,
                 }],
-                scan,
             },
         );
         if scan != sluice_queue_db::Scan::NONE {

@@ -287,7 +287,7 @@ impl CopyRow {
             last_error: c.last_error.clone(),
             recipients: c.recipients.clone(),
             expiration_ms: m.envelope.received_at_ms.saturating_add(context.expiration_ms),
-            scl: m.scan.scl,
+            scl: c.scan.scl,
             listed_at_ms: context.listed_at_ms,
             identity: OnceLock::new(),
         }

@@ -96,6 +96,7 @@ impl Transport {
                     retry_count: c.retry_count,
                     next_retry_ms: c.next_retry_ms,
                     last_error: c.last_error.clone(),
+                    scan,
                 });
             }
             // Two copies that both fell back to Submission become one with all their recipients.
@@ -108,7 +109,7 @@ impl Transport {
                 }
             }
             let poisoned = copies.iter().any(|c| c.queue == POISON);
-            qs.insert_message(mid, Message { envelope: m.envelope.clone(), body: m.body, copies, scan });
+            qs.insert_message(mid, Message { envelope: m.envelope.clone(), body: m.body, copies });
             // A message that crashed the server before stays a suspect across a restart.
             if let Some(&count) = state.crash_counts.get(&mid).filter(|_| !poisoned) {
                 qs.set_suspect(mid, Some(count));

@@ -124,8 +124,13 @@ pub(crate) struct Message {
     pub(crate) body: BodyRef,
     /// Nearly always one: kept inline, without an allocation of its own.
     pub(crate) copies: SmallVec<[Copy; 1]>,
-    /// The work queue's verdicts (four bytes, in the record's spare room).
-    pub(crate) scan: Scan,
+}
+
+impl Message {
+    /// The work queue's verdicts (kept in each copy, where they fit in the padding).
+    pub(crate) fn scan(&self) -> Scan {
+        self.copies.first().map_or(Scan::NONE, |c| c.scan)
+    }
 }
 
 /// A message's copy in one queue.
@@ -138,6 +143,9 @@ pub(crate) struct Copy {
     pub(crate) next_retry_ms: i64,
     /// Shared by the copies that failed the same way (`sluice_queue_db::intern_error`).
     pub(crate) last_error: Option<SharedError>,
+    /// The message's work-queue verdicts, the same in every copy: four bytes in the copy's padding, where
+    /// the message's record has no room left.
+    pub(crate) scan: Scan,
 }
 
 /// A delivery queue. Its fields change only through [`Queues`]' methods, in this file.
@@ -507,8 +515,10 @@ impl Queues {
     /// Sets the work queue's verdicts on `mid`; returns whether they changed.
     pub(crate) fn set_scan(&mut self, mid: Mid, scan: Scan) -> bool {
         match self.messages.get_mut(&mid) {
-            Some(m) if m.scan != scan => {
-                m.scan = scan;
+            Some(m) if m.scan() != scan => {
+                for c in &mut m.copies {
+                    c.scan = scan;
+                }
                 true
             }
             _ => false,
@@ -580,6 +590,7 @@ impl Queues {
             self.submission.push_back(mid);
             return false;
         }
+        let scan = c.scan;
         m.copies.retain(|c| c.queue != SUBMISSION);
         for (qid, rcpts) in copies {
             if let Some(q) = self.delivery.get_mut(qid) {
@@ -592,6 +603,7 @@ impl Queues {
                 retry_count: 0,
                 next_retry_ms: 0,
                 last_error: None,
+                scan,
             });
         }
         self.count_flow(SUBMISSION, true, 1);
@@ -644,7 +656,7 @@ impl Queues {
                 retry_count: c.retry_count,
                 suspect: !self.suspects.is_empty() && self.suspects.contains_key(&mid),
                 host: q.host.clone(),
-                scan: m.scan,
+                scan: c.scan,
             };
             return Some((job, q.target.clone()));
         }
@@ -1501,8 +1513,8 @@ mod tests {
                 retry_count: 0,
                 next_retry_ms: 0,
                 last_error: None,
+                scan: Scan::NONE,
             }],
-            scan: Scan::NONE,
         }
     }
 

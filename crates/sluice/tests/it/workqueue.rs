@@ -385,3 +385,134 @@ fn an_installed_update_is_in_force_after_a_restart() {
     assert!(quarantined(&s)[0]["verdict"].as_str().unwrap().contains("Test.Madeup-1"));
     assert_eq!(s.get_json("/api/v1/engines")[1]["version"], "7");
 }
+
+/// A tiny HTTP/1.1 file server on loopback: `GET /<path>` answers the file under `root`, or 404. Counts the
+/// requests it served.
+fn serve_files(root: std::path::PathBuf) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = served.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            let _ = reader.read_line(&mut request);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or("/").trim_start_matches('/').to_owned();
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let answer = match std::fs::read(root.join(&path)) {
+                Ok(body) => [
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())
+                        .into_bytes(),
+                    body,
+                ]
+                .concat(),
+                Err(_) => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
+            };
+            let _ = stream.write_all(&answer);
+        }
+    });
+    (port, served)
+}
+
+#[test]
+fn updates_come_from_an_http_source_on_the_schedule() {
+    let sink = Sink::start();
+    let updates = tempfile::tempdir().unwrap();
+    let (port, served) = serve_files(updates.path().to_owned());
+    let s = Server::start(&format!(
+        "{}\n[updater]\nsource = \"http://127.0.0.1:{port}/feed\"\ninterval = \"1s\"\n",
+        relay_config(sink.port)
+    ));
+    std::fs::create_dir_all(updates.path().join("feed")).unwrap();
+    let rules = "header LOTTERY Subject =~ /lottery/i\nscore LOTTERY 8\n";
+    publish(&updates.path().join("feed"), "antispam", "http-1", &[("20_http.cf", rules)], false);
+    // Nobody asks: the schedule finds it.
+    let version = || {
+        let engines = s.get_json("/api/v1/engines");
+        engines.as_array().unwrap().iter().find(|e| e["engine"] == "antispam").unwrap()["version"].clone()
+    };
+    assert!(wait_until(Duration::from_secs(20), || version() == "http-1"), "{}", updater_log(&s));
+    assert!(served.load(std::sync::atomic::Ordering::SeqCst) >= 2, "the manifest and the rule file came over HTTP");
+    send(&s, &clean("lottery results"));
+    assert!(wait_until(Duration::from_secs(20), || quarantined(&s).len() == 1));
+    // The scheduled checks that find nothing new write nothing.
+    let lines = updater_log(&s).lines().count();
+    assert!(holds_for(Duration::from_secs(3), || updater_log(&s).lines().count() == lines), "{}", updater_log(&s));
+}
+
+#[test]
+fn alerts_go_out_by_mail_and_webhook() {
+    let sink = Sink::start();
+    let postmaster = Sink::start();
+    // A webhook receiver: records each POST's body and answers 204.
+    let hook = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook_port = hook.local_addr().unwrap().port();
+    let posts = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let got = posts.clone();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in hook.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // Headers, then Content-Length bytes of body.
+            loop {
+                let n = stream.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).into_owned();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        got.lock().unwrap().push(body.to_owned());
+                        break;
+                    }
+                }
+            }
+            let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+        }
+    });
+    let s = Server::start(&format!(
+        "{}\n[alerts]\nwork_queue_pause_alert_after = \"0s\"\nemail_to = [\"postmaster@example.test\"]\nsmtp_host = \"127.0.0.1:{}\"\nwebhook_url = \"http://127.0.0.1:{hook_port}/alerts\"\n",
+        relay_config(sink.port),
+        postmaster.port
+    ));
+    let (code, _) = post(&s, "/api/v1/workqueue/pause", r#"{"stage": "antivirus"}"#);
+    assert_eq!(code, 200);
+    let mailed = || {
+        postmaster.messages.lock().unwrap().iter().any(|m| {
+            let m = String::from_utf8_lossy(m);
+            m.contains("X-Sluice-Alert: Anti-Virus/Critical") && m.contains("work queue paused, 0 msgs, antivirus")
+        })
+    };
+    assert!(wait_until(Duration::from_secs(20), mailed), "{:?}", postmaster.subjects.lock().unwrap());
+    let hooked = || {
+        posts.lock().unwrap().iter().any(|b| {
+            serde_json::from_str::<serde_json::Value>(b)
+                .is_ok_and(|a| a["text"] == "work queue paused, 0 msgs, antivirus" && a["server"] == "mx")
+        })
+    };
+    assert!(wait_until(Duration::from_secs(20), hooked), "{:?}", posts.lock().unwrap());
+    // Alert mail does not go through the queue.
+    assert_eq!(sink.count(), 0);
+    assert!(s.queued() == 0);
+}

@@ -103,6 +103,10 @@ pub(crate) fn list(inner: &Inner, after: Option<Mid>, n: usize) -> (Vec<api::Qua
 /// Moves a message the work queue holds (its Submission copy taken from the queues) to quarantine,
 /// durably. On a commit failure the message is put back in Submission.
 pub(crate) async fn hold(inner: &Arc<Inner>, mid: Mid, held: Held) -> Result<(), CommitError> {
+    // Removed by an administrator while it was scanned: nothing to hold.
+    if inner.lock().message(mid).is_none() {
+        return Ok(());
+    }
     let records = vec![
         Record::Scanned { mid, scan: held.scan },
         Record::Quarantine { mid, at_ms: held.at_ms, stage: held.stage, reason: held.reason.clone() },
@@ -155,8 +159,9 @@ pub(crate) async fn release(inner: &Arc<Inner>, mid: Mid) -> Result<api::Quarant
         retry_count: 0,
         next_retry_ms: 0,
         last_error: None,
+        scan: h.scan,
     };
-    inner.lock().submit(mid, Message { envelope: h.envelope, body: h.body, copies: smallvec![copy], scan: h.scan });
+    inner.lock().submit(mid, Message { envelope: h.envelope, body: h.body, copies: smallvec![copy] });
     inner.categorizer_wake.notify_one();
     Ok(shown)
 }

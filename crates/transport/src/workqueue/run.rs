@@ -98,7 +98,7 @@ async fn process(inner: &Arc<Inner>, taken: Taken) -> bool {
     let (mid, envelope, recipients) = &taken;
     let mid = *mid;
     let wq = &inner.work_queue;
-    let Some((body_ref, mut scan)) = inner.lock().message(mid).map(|m| (m.body, m.scan)) else {
+    let Some((body_ref, mut scan)) = inner.lock().message(mid).map(|m| (m.body, m.scan())) else {
         wq.left.fetch_add(1, Ordering::Relaxed);
         return false;
     };
