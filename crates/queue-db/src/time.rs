@@ -18,7 +18,7 @@ pub(crate) fn yyyymmddhh(ms: i64) -> String {
 
 /// Converts days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
 /// (Howard Hinnant's algorithm).
-pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -113,22 +113,62 @@ pub fn date(ms: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// C's `ctime` layout in UTC, as the mail security appliance's logs write it: `Mon Aug 18 11:32:55 2014`
+/// (the day of the month padded with a space to width 2).
+pub fn ctime(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    let s = secs.rem_euclid(86_400);
+    format!(
+        "{} {} {d:>2} {:02}:{:02}:{:02} {y}",
+        WEEKDAYS[days.rem_euclid(7) as usize],
+        MONTHS[(m - 1) as usize],
+        s / 3600,
+        s % 3600 / 60,
+        s % 60
+    )
+}
+
+/// Weekday names from 1970-01-01, a Thursday: `WEEKDAYS[days.rem_euclid(7)]`.
+pub const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+/// Month names, January first.
+pub const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
 /// RFC 5322 date-time in UTC (`Sun, 22 Nov 2026 05:34:05 +0000`), for `Received:` headers.
 pub fn rfc5322(ms: i64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     let secs = ms.div_euclid(1000);
     let days = secs.div_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
     let s = secs.rem_euclid(86_400);
     format!(
         "{}, {d} {} {y:04} {:02}:{:02}:{:02} +0000",
-        DAYS[days.rem_euclid(7) as usize],
+        WEEKDAYS[days.rem_euclid(7) as usize],
         MONTHS[(m - 1) as usize],
         s / 3600,
         s % 3600 / 60,
         s % 60
     )
+}
+
+#[cfg(test)]
+mod ctime_tests {
+    use super::ctime;
+
+    #[test]
+    fn ctime_formats_known_times() {
+        let cases = [
+            (1_408_361_575, "Mon Aug 18 11:32:55 2014"),
+            (0, "Thu Jan  1 00:00:00 1970"),
+            (1_407_485_001, "Fri Aug  8 08:03:21 2014"),
+            (951_782_400, "Tue Feb 29 00:00:00 2000"),
+            (-1, "Wed Dec 31 23:59:59 1969"),
+            (4_102_444_800, "Fri Jan  1 00:00:00 2100"),
+        ];
+        for (seconds, want) in cases {
+            assert_eq!(ctime(seconds * 1000), want, "{seconds}");
+        }
+    }
 }
 
 #[cfg(test)]

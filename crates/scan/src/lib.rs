@@ -7,7 +7,6 @@
 //! - [`antivirus`]: ClamAV-format hash signatures (`.hdb`, `.hsb`) plus the built-in EICAR test
 //!   signature, run against every decoded MIME leaf part, and the stripping of infected parts;
 //! - [`manifest`]: the update source's `manifest.json` and the verification of downloaded files;
-//! - [`updatelog`]: the updater log's line format;
 //! - [`mime`]: decoding a message once so that both engines can share the work.
 //!
 //! Rule and signature files reach the engines as [`SourceFile`]s; where they come from (the
@@ -17,7 +16,6 @@ pub mod antispam;
 pub mod antivirus;
 pub mod manifest;
 pub mod mime;
-pub mod updatelog;
 
 /// A rule or signature file: its name (for error messages; its extension picks the format) and
 /// its bytes.

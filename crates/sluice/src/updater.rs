@@ -45,8 +45,7 @@ impl UpdaterLog {
 
     /// Writes `Mon Aug 18 11:32:55 2014 <level>: <text>`.
     fn write(&self, level: &str, text: &str) {
-        let now = sluice_queue_db::now_ms() / 1000;
-        let line = sluice_scan::updatelog::line(now, level, text);
+        let line = line(sluice_queue_db::now_ms(), level, text);
         match level {
             "Warning" => tracing::warn!("updater: {text}"),
             _ => tracing::info!("updater: {text}"),
@@ -64,6 +63,13 @@ impl UpdaterLog {
     fn warning(&self, text: &str) {
         self.write("Warning", text);
     }
+}
+
+/// One updater log line, as the appliance writes it: `Mon Aug 18 11:32:55 2014 Info: antispam verifying applied
+/// files` (UTC). Control characters in `text` become spaces: one call is one line.
+fn line(ms: i64, level: &str, text: &str) -> String {
+    let text: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    format!("{} {level}: {text}", sluice_queue_db::time::ctime(ms))
 }
 
 /// `<data_dir>/engines/<engine>`.
@@ -313,5 +319,19 @@ impl Updater {
             .and_then(|()| std::fs::rename(&tmp, dir.join("manifest.json")))
             .map_err(|e| Skip::Failed(format!("writing the client manifest: {e}")))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::line;
+
+    #[test]
+    fn log_lines_are_the_appliances() {
+        assert_eq!(
+            line(1_408_361_575_000, "Info", "antispam verifying applied files"),
+            "Mon Aug 18 11:32:55 2014 Info: antispam verifying applied files"
+        );
+        assert_eq!(line(0, "Warning", "a\r\nb"), "Thu Jan  1 00:00:00 1970 Warning: a  b");
     }
 }

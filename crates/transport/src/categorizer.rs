@@ -42,13 +42,17 @@ pub(crate) type Taken = (Mid, Arc<Envelope>, Vec<u32>);
 /// Routes up to one batch; returns whether there may be more. The suspects in it are routed alone, each in
 /// a batch of its own, after the others.
 async fn categorize_batch(inner: &Arc<Inner>, slot: &mut Slot) -> bool {
-    let mut batch: Vec<Taken> = if inner.work_queue.enabled() {
+    let (mut batch, scans): (Vec<Taken>, Vec<Record>) = if inner.work_queue.enabled() {
         inner.work_queue.take_scanned(BATCH)
     } else {
-        inner.lock().take_submission(BATCH)
+        (inner.lock().take_submission(BATCH), Vec::new())
     };
     if batch.is_empty() {
         return false;
+    }
+    // The work queue's verdicts go to the log before the routes that follow them (one write per batch).
+    if !scans.is_empty() {
+        inner.record(scans, "the work queue's verdicts").await;
     }
     let mut suspects = Vec::new();
     if inner.gate.has_suspects() {

@@ -1,10 +1,7 @@
 //! Times as the appliance prints them: `Thu Dec 03 10:15:42 2026 UTC` (ctime's layout, in UTC), spans as
 //! `7d 2h 40m 1s`, and big numbers with thousands separators.
 
-use sluice_queue_db::time::parse_rfc3339;
-
-const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+use sluice_queue_db::time::{MONTHS, WEEKDAYS, civil_from_days, parse_rfc3339};
 
 /// `%a %b %d %H:%M:%S %Y UTC` of a time in milliseconds since the epoch.
 pub fn ctime(ms: i64) -> String {
@@ -14,7 +11,7 @@ pub fn ctime(ms: i64) -> String {
     let s = secs.rem_euclid(86_400);
     format!(
         "{} {} {d:02} {:02}:{:02}:{:02} {y:04} UTC",
-        DAYS[days.rem_euclid(7) as usize],
+        WEEKDAYS[days.rem_euclid(7) as usize],
         MONTHS[(m - 1) as usize],
         s / 3600,
         s % 3600 / 60,
@@ -60,19 +57,6 @@ pub fn count(n: u64) -> String {
         out.push(c);
     }
     out
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 #[cfg(test)]

@@ -107,8 +107,9 @@ pub(crate) struct WorkQueue {
     antivirus: RwLock<Option<Installed<Signatures>>>,
     stages: [StageCtl; 2],
     checked: Mutex<[Checked; 2]>,
-    /// Messages scanned and passed, for the categorizer.
-    scanned: Mutex<Vec<crate::categorizer::Taken>>,
+    /// Messages scanned and passed, for the categorizer, with their verdicts when they changed (the
+    /// categorizer records them before the message's Route).
+    scanned: Mutex<Vec<(crate::categorizer::Taken, Option<Scan>)>>,
     pub(crate) scanned_wake: tokio::sync::Notify,
     permits: Arc<tokio::sync::Semaphore>,
     /// Messages taken from Submission that the categorizer has not taken yet (scanning, waiting for a paused
@@ -161,11 +162,22 @@ impl WorkQueue {
         &self.stages[stage as usize]
     }
 
-    /// Messages scanned and passed, for the categorizer (up to `n`).
-    pub(crate) fn take_scanned(&self, n: usize) -> Vec<crate::categorizer::Taken> {
+    /// Messages scanned and passed, for the categorizer (up to `n`), and the `Scanned` records of the
+    /// verdicts that changed.
+    pub(crate) fn take_scanned(&self, n: usize) -> (Vec<crate::categorizer::Taken>, Vec<sluice_queue_db::Record>) {
         let mut scanned = self.scanned.lock().unwrap_or_else(|e| e.into_inner());
         let n = scanned.len().min(n);
-        scanned.drain(..n).collect()
+        let mut records = Vec::new();
+        let taken = scanned
+            .drain(..n)
+            .map(|(t, scan)| {
+                if let Some(scan) = scan {
+                    records.push(sluice_queue_db::Record::Scanned { mid: t.0, scan });
+                }
+                t
+            })
+            .collect();
+        (taken, records)
     }
 
     /// The categorizer routed `n` messages it took with [`WorkQueue::take_scanned`]: they are counted in their

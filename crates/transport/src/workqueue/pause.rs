@@ -96,6 +96,11 @@ impl StageCtl {
         })
     }
 
+    /// Whether the stage has no cause to pause now.
+    pub(crate) fn is_operational(&self) -> bool {
+        self.lock().reasons.is_empty()
+    }
+
     /// Waits until the stage has no cause to pause (returns at once when it has none).
     pub(crate) async fn wait_operational(&self) {
         loop {

@@ -104,55 +104,62 @@ async fn process(inner: &Arc<Inner>, taken: Taken) -> bool {
     };
     let mut body: Option<Arc<Vec<u8>>> = None;
     let mut replaced: Option<Vec<u8>> = None;
-    for stage in ScanStage::ALL {
-        if scan.is_done(stage) || wq.version(stage).is_none() {
-            continue;
-        }
+    loop {
+        let pending: Vec<ScanStage> =
+            ScanStage::ALL.into_iter().filter(|s| !scan.is_done(*s) && wq.version(*s).is_some()).collect();
+        let Some(&first) = pending.first() else { break };
         tokio::select! {
-            _ = wq.stage(stage).wait_operational() => {}
+            _ = wq.stage(first).wait_operational() => {}
             _ = inner.shutdown.cancelled() => return false,
         }
-        let outcome = match scan_stage(inner, mid, body_ref, &mut body, stage, &mut scan).await {
-            Some(o) => o,
-            None => {
-                // The engine panicked on this message: it is a suspect (or goes to Poison), and is tried
-                // again alone from Submission.
-                wq.left.fetch_add(1, Ordering::Relaxed);
-                return false;
-            }
+        // The stages after it that run now go in the same job: the body is read and decoded once.
+        let run: Vec<ScanStage> = pending
+            .iter()
+            .enumerate()
+            .take_while(|(i, s)| *i == 0 || wq.stage(**s).is_operational())
+            .map(|(_, s)| *s)
+            .collect();
+        let Some(verdicts) = scan_stages(inner, mid, body_ref, &mut body, &run).await else {
+            // The body cannot be read, or an engine panicked on this message (then it is a suspect, or in
+            // Poison): it is tried again from Submission.
+            wq.left.fetch_add(1, Ordering::Relaxed);
+            return false;
         };
-        scan.done |= stage.bit();
-        match outcome {
-            Outcome::Pass => {}
-            Outcome::Quarantine(reason) => {
-                let held = Held {
-                    envelope: envelope.clone(),
-                    body: body_ref,
-                    recipients: recipients.clone(),
-                    scan,
-                    at_ms: now_ms(),
-                    stage,
-                    reason,
-                };
-                if let Err(e) = quarantine::hold(inner, mid, held).await {
-                    tracing::error!(mid, error = %e, "cannot quarantine; the message stays in Submission");
-                    inner.lock().push_submission([mid]);
+        for (stage, verdict) in verdicts {
+            let outcome = judge(inner, mid, stage, verdict, &mut scan);
+            scan.done |= stage.bit();
+            match outcome {
+                Outcome::Pass => {}
+                Outcome::Quarantine(reason) => {
+                    let held = Held {
+                        envelope: envelope.clone(),
+                        body: body_ref,
+                        recipients: recipients.clone(),
+                        scan,
+                        at_ms: now_ms(),
+                        stage,
+                        reason,
+                    };
+                    if let Err(e) = quarantine::hold(inner, mid, held).await {
+                        tracing::error!(mid, error = %e, "cannot quarantine; the message stays in Submission");
+                        inner.lock().push_submission([mid]);
+                    }
+                    wq.left.fetch_add(1, Ordering::Relaxed);
+                    return false;
                 }
-                wq.left.fetch_add(1, Ordering::Relaxed);
-                return false;
-            }
-            Outcome::Drop(reason) => {
-                drop_message(inner, mid, envelope, recipients, stage, &reason).await;
-                wq.left.fetch_add(1, Ordering::Relaxed);
-                return false;
-            }
-            Outcome::Replace(stripped, reason) => {
-                body = Some(Arc::new(stripped.clone()));
-                replaced = Some(stripped);
-                let mut ev = inner.event(EventId::Scan, mid, envelope);
-                ev.source = Some(stage.as_str().into());
-                ev.reply = Some(reason);
-                inner.tracking.log(ev);
+                Outcome::Drop(reason) => {
+                    drop_message(inner, mid, envelope, recipients, stage, &reason).await;
+                    wq.left.fetch_add(1, Ordering::Relaxed);
+                    return false;
+                }
+                Outcome::Replace(stripped, reason) => {
+                    body = Some(Arc::new(stripped.clone()));
+                    replaced = Some(stripped);
+                    let mut ev = inner.event(EventId::Scan, mid, envelope);
+                    ev.source = Some(stage.as_str().into());
+                    ev.reply = Some(reason);
+                    inner.tracking.log(ev);
+                }
             }
         }
     }
@@ -161,73 +168,99 @@ async fn process(inner: &Arc<Inner>, taken: Taken) -> bool {
         resubmit_stripped(inner, &taken, scan, stripped).await;
         return false;
     }
-    let changed = inner.lock().set_scan(mid, scan);
-    if changed {
-        inner.record(vec![Record::Scanned { mid, scan }], "a scan verdict").await;
-    }
-    wq.scanned.lock().unwrap_or_else(|e| e.into_inner()).push(taken);
+    // The verdicts are recorded by the categorizer, just before the message's Route.
+    let changed = inner.lock().set_scan(mid, scan).then_some(scan);
+    wq.scanned.lock().unwrap_or_else(|e| e.into_inner()).push((taken, changed));
     wq.scanned_wake.notify_one();
     true
 }
 
-/// Runs `stage`'s engine on a blocking thread (reading the body first when no stage has). `None` when the
-/// engine panicked on the message (counted as a crash of the message, `poison.rs`).
-async fn scan_stage(
+/// Messages up to this size are scanned in their task rather than on a blocking thread.
+const INLINE_SCAN_MAX: u64 = 256 * 1024;
+
+/// Runs the engines of `stages` once, the body read (when no stage has read it) and
+/// decoded once. `None` when the body cannot be read or an engine panicked on the message (counted as a
+/// crash of the message, `poison.rs`); either way it goes back to Submission.
+async fn scan_stages(
     inner: &Arc<Inner>,
     mid: Mid,
     body_ref: BodyRef,
     body: &mut Option<Arc<Vec<u8>>>,
-    stage: ScanStage,
-    scan: &mut Scan,
-) -> Option<Outcome> {
+    stages: &[ScanStage],
+) -> Option<Vec<(ScanStage, Verdict)>> {
     let wq = &inner.work_queue;
     let antispam = wq.antispam.read().unwrap_or_else(|e| e.into_inner()).as_ref().map(|i| i.set.clone());
     let antivirus = wq.antivirus.read().unwrap_or_else(|e| e.into_inner()).as_ref().map(|i| i.set.clone());
     let have = body.clone();
     let strip = wq.settings.virus_action == VirusAction::Strip;
     let db = inner.db.clone();
-    let job = tokio::task::spawn_blocking(move || {
+    let stages = stages.to_vec();
+    let names = stages.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("+");
+    let work = move || {
         let body = match have {
             Some(b) => b,
             None => Arc::new(db.read_body_of(mid, &body_ref).map_err(|e| e.to_string())?),
         };
-        let verdict = match stage {
-            ScanStage::Antispam => antispam.map(|rules| Verdict::Spam(rules.check(&body))),
-            ScanStage::Antivirus => antivirus.map(|sigs| match sigs.scan(&body) {
-                None => Verdict::Clean,
-                Some(d) if strip => match sigs.strip(&body) {
-                    Some((stripped, found)) => Verdict::Stripped(stripped, found),
-                    None => Verdict::Virus(d),
-                },
-                Some(d) => Verdict::Virus(d),
-            }),
-        };
-        Ok::<_, String>((body, verdict))
-    });
-    let (read, verdict) = match job.await {
-        Ok(Ok(v)) => v,
+        let decoded = sluice_scan::mime::decode(&body);
+        let mut verdicts = Vec::with_capacity(stages.len());
+        for stage in stages {
+            let verdict = match stage {
+                ScanStage::Antispam => antispam.as_ref().map(|rules| Verdict::Spam(rules.check_decoded(&decoded))),
+                ScanStage::Antivirus => antivirus.as_ref().map(|sigs| match sigs.scan_decoded(&decoded) {
+                    None => Verdict::Clean,
+                    Some(d) if strip => match sigs.strip_decoded(&decoded) {
+                        Some((stripped, found)) => Verdict::Stripped(stripped, found),
+                        None => Verdict::Virus(d),
+                    },
+                    Some(d) => Verdict::Virus(d),
+                }),
+            };
+            verdicts.push((stage, verdict.unwrap_or(Verdict::Clean)));
+        }
+        drop(decoded);
+        Ok::<_, String>((body, verdicts))
+    };
+    // A message of the usual size is scanned in its task (tens of microseconds, less than a hand-off to the
+    // blocking pool costs); a large one on a blocking thread, off the runtime that serves SMTP.
+    let done = if body_ref.len <= INLINE_SCAN_MAX {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+    } else {
+        tokio::task::spawn_blocking(work).await.map_err(|join| match join.try_into_panic() {
+            Ok(payload) => payload,
+            Err(e) => Box::new(e.to_string()),
+        })
+    };
+    match done {
+        Ok(Ok((read, verdicts))) => {
+            *body = Some(read);
+            Some(verdicts)
+        }
         Ok(Err(e)) => {
             // A body that cannot be read is not scanned and not passed: it waits in Submission (the queue
             // database's checks report the damage).
             tracing::error!(mid, error = %e, "cannot read a message body to scan it");
             inner.lock().push_submission([mid]);
-            return None;
+            None
         }
-        Err(join) => {
-            let text = join.try_into_panic().map(|p| crate::poison::panic_text(p.as_ref())).unwrap_or_default();
-            if !crate::poison::panicked(inner, mid, SUBMISSION, &format!("{} engine: {text}", stage.as_str())).await {
+        Err(payload) => {
+            let text = crate::poison::panic_text(payload.as_ref());
+            drop(payload);
+            if !crate::poison::panicked(inner, mid, SUBMISSION, &format!("{names} engine: {text}")).await {
                 inner.lock().push_submission([mid]);
                 inner.categorizer_wake.notify_one();
             }
-            return None;
+            None
         }
-    };
-    *body = Some(read);
-    let settings = &wq.settings;
-    let env = inner.lock().envelope(mid);
-    let outcome = match verdict {
-        None | Some(Verdict::Clean) => Outcome::Pass,
-        Some(Verdict::Spam(v)) => {
+    }
+}
+
+/// What a stage's verdict means for the message, by the configured actions; the anti-spam verdict is
+/// stamped on `scan`, and a spam verdict that passes is a `SCAN` tracking event.
+fn judge(inner: &Inner, mid: Mid, stage: ScanStage, verdict: Verdict, scan: &mut Scan) -> Outcome {
+    let settings = &inner.work_queue.settings;
+    match verdict {
+        Verdict::Clean => Outcome::Pass,
+        Verdict::Spam(v) => {
             scan.scl = v.scl as i8;
             scan.score_tenths = (v.score * 10.0).round().clamp(i16::MIN as f64, i16::MAX as f64) as i16;
             let text = spam_text(&v);
@@ -236,8 +269,8 @@ async fn scan_stage(
             } else if v.scl >= settings.scl_quarantine {
                 Outcome::Quarantine(text)
             } else {
-                if let Some(env) = &env {
-                    let mut ev = inner.event(EventId::Scan, mid, env);
+                if let Some(env) = inner.lock().envelope(mid) {
+                    let mut ev = inner.event(EventId::Scan, mid, &env);
                     ev.recipients = env.recipients().map(|r| r.address.to_owned()).collect();
                     ev.source = Some(stage.as_str().into());
                     ev.reply = Some(text);
@@ -246,19 +279,18 @@ async fn scan_stage(
                 Outcome::Pass
             }
         }
-        Some(Verdict::Virus(d)) => {
+        Verdict::Virus(d) => {
             let text = virus_text(&d);
             match settings.virus_action {
                 VirusAction::Drop => Outcome::Drop(text),
                 _ => Outcome::Quarantine(text),
             }
         }
-        Some(Verdict::Stripped(stripped, found)) => {
+        Verdict::Stripped(stripped, found) => {
             let names: Vec<String> = found.iter().map(virus_text).collect();
             Outcome::Replace(stripped, format!("stripped: {}", names.join(", ")))
         }
-    };
-    Some(outcome)
+    }
 }
 
 enum Verdict {
