@@ -4,9 +4,10 @@
 //!
 //! An update is downloaded into `<data_dir>/engines/<engine>/staging`, beside the set in force; each file is
 //! checked against the manifest's size and SHA-256, and the set is compiled there. Only a set that arrived
-//! whole and compiles without an error replaces the running one: the directory becomes `current`, the stage
+//! whole replaces the running one (a rule in it that does not compile is named and left out; a set of which
+//! nothing compiles is refused): the directory becomes `current`, the stage
 //! pauses for the swap of one pointer, and the client manifest (`<engine>/manifest.json`) records the
-//! version. Anything else (a wrong checksum, a truncated file, a rule that does not compile) leaves the old
+//! version. Anything else (a wrong checksum, a truncated file, a set of which nothing compiles) leaves the old
 //! set running, logs `Warning: <engine> update failed: <reason>` and raises a Warning alert. Each step is a
 //! line in `<data_dir>/logs/updater.log` in the appliance's form.
 
@@ -100,33 +101,31 @@ enum Compiled {
     Antivirus(Box<Signatures>),
 }
 
-/// Compiles an update's files; any rule or signature that does not compile refuses the whole set (an
-/// update is meant to arrive whole: a broken rule in it is a broken update).
-fn compile(stage: ScanStage, files: &[SourceFile]) -> Result<(Compiled, usize), String> {
-    let (compiled, errors): (Compiled, Vec<String>) = match stage {
+/// Compiles an update's files: what compiles is the new set, with the rules or signature lines that did not
+/// (each named, to be logged); an update of which nothing compiles is refused.
+fn compile(stage: ScanStage, files: &[SourceFile]) -> Result<(Compiled, usize, Vec<String>), String> {
+    let (compiled, loaded, from_files, errors): (Compiled, usize, usize, Vec<String>) = match stage {
         ScanStage::Antispam => {
             let (set, errors) = RuleSet::compile(files);
-            if set.is_empty() && errors.is_empty() {
-                return Err("the update holds no rules".into());
-            }
-            (Compiled::Antispam(Box::new(set)), errors.iter().map(ToString::to_string).collect())
+            let n = set.len();
+            (Compiled::Antispam(Box::new(set)), n, n, errors.iter().map(ToString::to_string).collect())
         }
         ScanStage::Antivirus => {
             let (set, errors) = Signatures::compile(files);
-            (Compiled::Antivirus(Box::new(set)), errors.iter().map(ToString::to_string).collect())
+            let n = set.len();
+            // The shipped EICAR signature is always in a set; only what the files add counts here.
+            let own = n.saturating_sub(Signatures::builtin().len());
+            (Compiled::Antivirus(Box::new(set)), n, own, errors.iter().map(ToString::to_string).collect())
         }
     };
-    match errors.len() {
-        0 => {
-            let n = match &compiled {
-                Compiled::Antispam(s) => s.len(),
-                Compiled::Antivirus(s) => s.len(),
-            };
-            Ok((compiled, n))
-        }
-        1 => Err(format!("it does not compile: {}", errors[0])),
-        n => Err(format!("it does not compile: {} (and {} more)", errors[0], n - 1)),
+    if from_files == 0 {
+        return Err(match errors.as_slice() {
+            [] => "the update holds no rules".to_owned(),
+            [only] => format!("nothing in it compiles: {only}"),
+            [first, rest @ ..] => format!("nothing in it compiles: {first} (and {} more)", rest.len()),
+        });
     }
+    Ok((compiled, loaded, errors))
 }
 
 /// The set an earlier update installed (`<engine>/current` with its client manifest), to start with; `None`
@@ -151,7 +150,7 @@ fn load_installed(data_dir: &Path, stage: ScanStage, log: &UpdaterLog) -> Option
     let manifest = std::fs::read(dir.join("manifest.json")).ok()?;
     let result = Manifest::parse(&manifest).and_then(|m| {
         let files = read_dir_files(&dir.join("current")).map_err(|e| e.to_string())?;
-        let (compiled, _) = compile(stage, &files)?;
+        let (compiled, _, _) = compile(stage, &files)?;
         let at = std::fs::metadata(dir.join("manifest.json"))
             .and_then(|md| md.modified())
             .ok()
@@ -288,7 +287,22 @@ impl Updater {
             .await
             .map_err(|e| Skip::Failed(e.to_string()))?
             .map_err(Skip::Failed)?;
-        let (compiled, rules) = compiled;
+        let (compiled, rules, skipped) = compiled;
+        // A broken rule does not hold back the rest: it is named, and the update goes on without it.
+        for e in &skipped {
+            self.log.warning(&format!("{engine} update: skipped {e}"));
+        }
+        if let Some(first) = skipped.first() {
+            self.transport.alerts().raise(
+                AlertClass::Updater,
+                Severity::Warning,
+                format!(
+                    "{engine} version {}: {} skipped, the rest installed: {first}",
+                    manifest.version,
+                    skipped.len()
+                ),
+            );
+        }
         // The staged set becomes `current`; the old one is removed after the swap.
         let current = dir.join("current");
         let old = dir.join("old");

@@ -137,6 +137,21 @@ fn spam_and_viruses_are_quarantined_clean_mail_is_delivered_with_its_scl() {
 }
 
 #[test]
+fn quarantine_retention_deletes_old_messages() {
+    let sink = Sink::start();
+    let s = Server::start(&format!("{}\n[quarantine]\nretention = \"1s\"\n", relay_config(sink.port)));
+    send(&s, &format!("Subject: gtube\r\n\r\n{GTUBE}\r\n"));
+    assert!(wait_until(Duration::from_secs(20), || quarantined(&s).len() == 1));
+    assert!(wait_until(Duration::from_secs(20), || quarantined(&s).is_empty()), "retention did not delete it");
+    assert!(wait_until(Duration::from_secs(5), || {
+        tracking_events(&s.data())
+            .iter()
+            .any(|e| e["event_id"] == "REMOVE" && e["reply"] == "quarantine retention passed")
+    }));
+    assert_eq!(delivered(&sink, "gtube"), 0);
+}
+
+#[test]
 fn verdict_actions_drop_and_strip() {
     let sink = Sink::start();
     let s = Server::start(&format!(
@@ -241,6 +256,12 @@ mod sha2_lite {
     }
 }
 
+fn version_of(s: &Server, engine: &str) -> String {
+    let engines = s.get_json("/api/v1/engines");
+    let e = engines.as_array().unwrap().iter().find(|e| e["engine"] == engine).unwrap().clone();
+    e["version"].as_str().unwrap().to_owned()
+}
+
 fn updater_log(s: &Server) -> String {
     s.get("/api/v1/logs/updater?tail=1000").1
 }
@@ -320,13 +341,27 @@ fn an_update_is_swapped_in_with_a_short_pause_and_a_corrupt_one_leaves_the_old_r
         false,
     );
     post(&s, "/api/v1/engines/antispam/update", "");
-    assert!(wait_until(Duration::from_secs(20), || updater_log(&s).contains("BROKEN")), "{}", updater_log(&s));
+    let refused = "update failed: nothing in it compiles: 10_test.cf:1: rule BROKEN";
+    assert!(wait_until(Duration::from_secs(20), || updater_log(&s).contains(refused)), "{}", updater_log(&s));
     let engines = s.get_json("/api/v1/engines");
     let antispam = engines.as_array().unwrap().iter().find(|e| e["engine"] == "antispam").unwrap().clone();
     assert_eq!(antispam["version"], "2026120301", "the old set runs: {antispam}");
     send(&s, &clean("another winner"));
     send(&s, &clean("other"));
     assert!(wait_until(Duration::from_secs(20), || quarantined(&s).len() == 2 && delivered(&sink, "other") == 1));
+    // One broken rule among good ones: it is named and skipped, the rest is installed.
+    let mixed = "header BROKEN2 Subject =~ /(open/\nheader JACKPOT Subject =~ /jackpot/i\nscore JACKPOT 9\n";
+    publish(updates.path(), "antispam", "2026120304", &[("10_test.cf", mixed)], false);
+    post(&s, "/api/v1/engines/antispam/update", "");
+    assert!(wait_until(Duration::from_secs(20), || version_of(&s, "antispam") == "2026120304"), "{}", updater_log(&s));
+    assert!(
+        updater_log(&s).contains("Warning: antispam update: skipped 10_test.cf:1: rule BROKEN2"),
+        "{}",
+        updater_log(&s)
+    );
+    assert!(alert_texts(&s).iter().any(|a| a.contains("1 skipped, the rest installed")), "{:?}", alert_texts(&s));
+    send(&s, &clean("jackpot"));
+    assert!(wait_until(Duration::from_secs(20), || quarantined(&s).len() == 3));
     let (code, _) = post(&s, "/api/v1/engines/antimalware/update", "");
     assert_eq!(code, 400);
 }

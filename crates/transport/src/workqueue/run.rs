@@ -56,7 +56,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
     }
 }
 
-/// A sample a second for the rate; quarantine retention every minute.
+/// A sample a second for the rate; quarantine retention every 5 seconds.
 async fn sample(inner: Arc<Inner>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut n = 0u64;
@@ -68,7 +68,7 @@ async fn sample(inner: Arc<Inner>) {
         let s = now_sample(&inner);
         inner.work_queue.rate.lock().unwrap_or_else(|e| e.into_inner()).push(s);
         n += 1;
-        if n.is_multiple_of(60) {
+        if n.is_multiple_of(5) {
             quarantine::expire(&inner).await;
         }
     }
