@@ -128,6 +128,8 @@ impl Gate {
 /// The stages a fault can be injected in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stage {
+    Antispam,
+    Antivirus,
     Categorizer,
     Delivery,
 }
@@ -135,6 +137,8 @@ pub(crate) enum Stage {
 impl Stage {
     fn as_str(self) -> &'static str {
         match self {
+            Stage::Antispam => "antispam",
+            Stage::Antivirus => "antivirus",
             Stage::Categorizer => "categorizer",
             Stage::Delivery => "delivery",
         }

@@ -113,6 +113,31 @@ fn a_message_that_aborts_its_delivery_crashes_the_server_twice_then_sits_in_pois
     crashes_twice_then_sits_in_poison("abort@delivery");
 }
 
+#[test]
+fn a_message_that_aborts_the_antispam_scan_crashes_the_server_twice_then_sits_in_poison() {
+    crashes_twice_then_sits_in_poison("abort@antispam");
+}
+
+#[test]
+fn a_message_that_aborts_the_antivirus_scan_crashes_the_server_twice_then_sits_in_poison() {
+    crashes_twice_then_sits_in_poison("abort@antivirus");
+}
+
+#[test]
+fn a_message_whose_scan_panics_goes_to_poison_without_a_restart() {
+    let sink = Sink::start();
+    let mut s = Server::start(&poison_config(sink.port));
+    assert!(send(&s, &message("A", None)));
+    assert!(send(&s, &message("P", Some("panic@antivirus"))));
+    assert!(send(&s, &message("B", None)));
+    assert!(wait_until(Duration::from_secs(20), || !in_poison(&s).is_empty()), "nothing in Poison:\n{}", s.log());
+    assert_poisoned(&s, "P");
+    let delivered = |subject: &str| sink.subjects.lock().unwrap().contains_key(subject);
+    assert!(wait_until(Duration::from_secs(20), || delivered("A") && delivered("B")));
+    assert!(!delivered("P"));
+    assert!(s.exited().is_none(), "a caught panic does not take the process down");
+}
+
 /// Sends A, then P with `X-Sluice-Fault: <fault>`, then B; restarts the server each time it aborts; P must
 /// be in Poison after two aborts, and A and B delivered.
 fn crashes_twice_then_sits_in_poison(fault: &str) {

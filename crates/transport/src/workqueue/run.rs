@@ -194,6 +194,13 @@ async fn scan_stages(
     let have = body.clone();
     let strip = wq.settings.virus_action == VirusAction::Strip;
     let db = inner.db.clone();
+    let names_of: Vec<crate::poison::Stage> = stages
+        .iter()
+        .map(|s| match s {
+            ScanStage::Antispam => crate::poison::Stage::Antispam,
+            ScanStage::Antivirus => crate::poison::Stage::Antivirus,
+        })
+        .collect();
     let stages = stages.to_vec();
     let names = stages.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("+");
     let work = move || {
@@ -222,7 +229,24 @@ async fn scan_stages(
     };
     // A message of the usual size is scanned in its task (tens of microseconds, less than a hand-off to the
     // blocking pool costs); a large one on a blocking thread, off the runtime that serves SMTP.
-    let done = if body_ref.len <= INLINE_SCAN_MAX {
+    // In process from here until the verdicts are in: a crash of the process now blames this message
+    // (`poison.rs`), and a suspect is scanned alone.
+    let suspect = inner.lock().suspect(mid).is_some();
+    let pass = inner.gate.enter(suspect).await;
+    let mut slot = inner.in_process.worker();
+    slot.set(SUBMISSION, [mid]);
+    let injected = if inner.fault_injection {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for stage in &names_of {
+                crate::poison::inject(inner, mid, &body_ref, *stage);
+            }
+        }))
+    } else {
+        Ok(())
+    };
+    let done = if let Err(payload) = injected {
+        Err(payload)
+    } else if body_ref.len <= INLINE_SCAN_MAX {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
     } else {
         tokio::task::spawn_blocking(work).await.map_err(|join| match join.try_into_panic() {
@@ -230,6 +254,9 @@ async fn scan_stages(
             Err(e) => Box::new(e.to_string()),
         })
     };
+    slot.clear();
+    drop(slot);
+    drop(pass);
     match done {
         Ok(Ok((read, verdicts))) => {
             *body = Some(read);
