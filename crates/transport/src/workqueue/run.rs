@@ -29,23 +29,35 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         let notified = inner.categorizer_wake.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        // Counted before it leaves Submission's list, so that Submission's count never misses it.
-        wq.in_process.fetch_add(1, Ordering::Relaxed);
-        let mut taken = inner.lock().take_submission(1);
-        match taken.pop() {
-            Some(t) => {
-                wq.entered.fetch_add(1, Ordering::Relaxed);
+        // Counted before they leave Submission's list, so that Submission's count never misses them.
+        wq.in_process.fetch_add(RUN as u64, Ordering::Relaxed);
+        let taken = inner.lock().take_submission(RUN);
+        wq.in_process.fetch_sub((RUN - taken.len()) as u64, Ordering::Relaxed);
+        match taken.len() {
+            1.. => {
+                wq.entered.fetch_add(taken.len() as u64, Ordering::Relaxed);
                 let inner = inner.clone();
                 tasks.spawn(async move {
-                    // A message handed to the categorizer is counted until the categorizer takes it.
-                    if !process(&inner, t).await {
-                        inner.work_queue.in_process.fetch_sub(1, Ordering::Relaxed);
+                    let mut passed = Vec::with_capacity(taken.len());
+                    for t in taken {
+                        match process(&inner, t).await {
+                            Some(p) => passed.push(p),
+                            // A message not handed to the categorizer is no longer the work queue's; one
+                            // handed on is counted until the categorizer has routed it.
+                            None => {
+                                inner.work_queue.in_process.fetch_sub(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    if !passed.is_empty() {
+                        let wq = &inner.work_queue;
+                        wq.scanned.lock().unwrap_or_else(|e| e.into_inner()).extend(passed);
+                        wq.scanned_wake.notify_one();
                     }
                     drop(permit);
                 });
             }
-            None => {
-                wq.in_process.fetch_sub(1, Ordering::Relaxed);
+            0 => {
                 drop(permit);
                 tokio::select! {
                     _ = &mut notified => {}
@@ -93,14 +105,19 @@ enum Outcome {
     Replace(Vec<u8>, String),
 }
 
-/// Runs one message through the stages it still needs; returns whether it was handed to the categorizer.
-async fn process(inner: &Arc<Inner>, taken: Taken) -> bool {
+/// Messages one task takes from Submission at once (under load; one when they come one by one): the
+/// categorizer then routes them in one batch, with one write of their verdicts.
+const RUN: usize = 16;
+
+/// Runs one message through the stages it still needs; returns it, with its verdicts when they changed, when
+/// it passed (for the categorizer).
+async fn process(inner: &Arc<Inner>, taken: Taken) -> Option<(Taken, Option<Scan>)> {
     let (mid, envelope, recipients) = &taken;
     let mid = *mid;
     let wq = &inner.work_queue;
     let Some((body_ref, mut scan)) = inner.lock().message(mid).map(|m| (m.body, m.scan())) else {
         wq.left.fetch_add(1, Ordering::Relaxed);
-        return false;
+        return None;
     };
     let mut body: Option<Arc<Vec<u8>>> = None;
     let mut replaced: Option<Vec<u8>> = None;
@@ -110,7 +127,7 @@ async fn process(inner: &Arc<Inner>, taken: Taken) -> bool {
         let Some(&first) = pending.first() else { break };
         tokio::select! {
             _ = wq.stage(first).wait_operational() => {}
-            _ = inner.shutdown.cancelled() => return false,
+            _ = inner.shutdown.cancelled() => return None,
         }
         // The stages after it that run now go in the same job: the body is read and decoded once.
         let run: Vec<ScanStage> = pending
@@ -123,7 +140,7 @@ async fn process(inner: &Arc<Inner>, taken: Taken) -> bool {
             // The body cannot be read, or an engine panicked on this message (then it is a suspect, or in
             // Poison): it is tried again from Submission.
             wq.left.fetch_add(1, Ordering::Relaxed);
-            return false;
+            return None;
         };
         for (stage, verdict) in verdicts {
             let outcome = judge(inner, mid, stage, verdict, &mut scan);
@@ -145,12 +162,12 @@ async fn process(inner: &Arc<Inner>, taken: Taken) -> bool {
                         inner.lock().push_submission([mid]);
                     }
                     wq.left.fetch_add(1, Ordering::Relaxed);
-                    return false;
+                    return None;
                 }
                 Outcome::Drop(reason) => {
                     drop_message(inner, mid, envelope, recipients, stage, &reason).await;
                     wq.left.fetch_add(1, Ordering::Relaxed);
-                    return false;
+                    return None;
                 }
                 Outcome::Replace(stripped, reason) => {
                     body = Some(Arc::new(stripped.clone()));
@@ -166,13 +183,11 @@ async fn process(inner: &Arc<Inner>, taken: Taken) -> bool {
     wq.left.fetch_add(1, Ordering::Relaxed);
     if let Some(stripped) = replaced {
         resubmit_stripped(inner, &taken, scan, stripped).await;
-        return false;
+        return None;
     }
     // The verdicts are recorded by the categorizer, just before the message's Route.
     let changed = inner.lock().set_scan(mid, scan).then_some(scan);
-    wq.scanned.lock().unwrap_or_else(|e| e.into_inner()).push((taken, changed));
-    wq.scanned_wake.notify_one();
-    true
+    Some((taken, changed))
 }
 
 /// Messages up to this size are scanned in their task rather than on a blocking thread.
