@@ -125,10 +125,16 @@ fn a_message_that_aborts_the_antivirus_scan_crashes_the_server_twice_then_sits_i
 
 #[test]
 fn a_message_whose_scan_panics_goes_to_poison_without_a_restart() {
+    panics_then_sits_in_poison("panic@antivirus");
+}
+
+/// Sends A, then P with `X-Sluice-Fault: <fault>` (a panic), then B: P must be in Poison without a restart, A
+/// and B delivered. Returns the server, still up.
+fn panics_then_sits_in_poison(fault: &str) -> Server {
     let sink = Sink::start();
     let mut s = Server::start(&poison_config(sink.port));
     assert!(send(&s, &message("A", None)));
-    assert!(send(&s, &message("P", Some("panic@antivirus"))));
+    assert!(send(&s, &message("P", Some(fault))));
     assert!(send(&s, &message("B", None)));
     assert!(wait_until(Duration::from_secs(20), || !in_poison(&s).is_empty()), "nothing in Poison:\n{}", s.log());
     assert_poisoned(&s, "P");
@@ -136,6 +142,7 @@ fn a_message_whose_scan_panics_goes_to_poison_without_a_restart() {
     assert!(wait_until(Duration::from_secs(20), || delivered("A") && delivered("B")));
     assert!(!delivered("P"));
     assert!(s.exited().is_none(), "a caught panic does not take the process down");
+    s
 }
 
 /// Sends A, then P with `X-Sluice-Fault: <fault>`, then B; restarts the server each time it aborts; P must
@@ -185,17 +192,7 @@ fn crashes_twice_then_sits_in_poison(fault: &str) {
 
 #[test]
 fn a_message_whose_delivery_panics_goes_to_poison_without_a_restart() {
-    let sink = Sink::start();
-    let mut s = Server::start(&poison_config(sink.port));
-    assert!(send(&s, &message("A", None)));
-    assert!(send(&s, &message("P", Some("panic@delivery"))));
-    assert!(send(&s, &message("B", None)));
-    assert!(wait_until(Duration::from_secs(20), || !in_poison(&s).is_empty()), "nothing in Poison:\n{}", s.log());
-    assert_poisoned(&s, "P");
-    let delivered = |subject: &str| sink.subjects.lock().unwrap().contains_key(subject);
-    assert!(wait_until(Duration::from_secs(20), || delivered("A") && delivered("B")));
-    assert!(!delivered("P"));
-    assert!(s.exited().is_none(), "a caught panic does not take the process down");
+    let s = panics_then_sits_in_poison("panic@delivery");
     assert_eq!(s.get("/api/v1/health").0, 200);
     assert!(s.log().contains("a panic while processing a message was caught"));
     // An administrator exports it (a Poison message is suspended) and removes it.

@@ -228,7 +228,6 @@ fn a_paused_work_queue_holds_mail_in_submission_alerts_and_flows_after_resume() 
 /// Writes an update for `engine` into the source directory `dir`: the files and a manifest naming them
 /// (with `bad_sha` the first file's checksum is wrong).
 fn publish(dir: &Path, engine: &str, version: &str, files: &[(&str, &str)], bad_sha: bool) {
-    use sha2_lite::sha256_hex;
     let d = dir.join(engine);
     std::fs::create_dir_all(&d).unwrap();
     let mut entries = Vec::new();
@@ -241,19 +240,21 @@ fn publish(dir: &Path, engine: &str, version: &str, files: &[(&str, &str)], bad_
     std::fs::write(d.join("manifest.json"), manifest.to_string()).unwrap();
 }
 
-mod sha2_lite {
-    /// SHA-256 by the `sha256sum` tool (coreutils), so the test does not trust sluice's own hashing.
-    pub fn sha256_hex(bytes: &[u8]) -> String {
-        use std::io::Write;
-        let mut child = std::process::Command::new("sha256sum")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(bytes).unwrap();
-        let out = child.wait_with_output().unwrap();
-        String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_owned()
-    }
+/// What `cmd args` writes for `input` (coreutils), so that the tests do not trust sluice's own hashing.
+fn pipe(cmd: &str, args: &[&str], input: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new(cmd)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    pipe("sha256sum", &[], bytes).split_whitespace().next().unwrap().to_owned()
 }
 
 fn version_of(s: &Server, engine: &str) -> String {
@@ -377,20 +378,7 @@ fn an_installed_update_is_in_force_after_a_restart() {
     ));
     let sig = "# a hash signature of a made-up attachment\n";
     let content = "this attachment is a made-up threat for the test\n";
-    let md5 = {
-        let out = std::process::Command::new("md5sum")
-            .arg("-")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write;
-                c.stdin.take().unwrap().write_all(content.as_bytes())?;
-                c.wait_with_output()
-            })
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_owned()
-    };
+    let md5 = pipe("md5sum", &["-"], content.as_bytes()).split_whitespace().next().unwrap().to_owned();
     let hdb = format!("{sig}{md5}:{}:Test.Madeup-1\n", content.len());
     publish(updates.path(), "antivirus", "7", &[("test.hdb", &hdb)], false);
     post(&s, "/api/v1/engines/antivirus/update", "");
@@ -401,20 +389,7 @@ fn an_installed_update_is_in_force_after_a_restart() {
     );
     s.kill9();
     s.spawn();
-    let b64 = {
-        let out = std::process::Command::new("base64")
-            .arg("-w0")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write;
-                c.stdin.take().unwrap().write_all(content.as_bytes())?;
-                c.wait_with_output()
-            })
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let b64 = pipe("base64", &["-w0"], content.as_bytes());
     send(&s, &with_attachment("madeup", &b64));
     assert!(wait_until(Duration::from_secs(20), || quarantined(&s).len() == 1));
     assert!(quarantined(&s)[0]["verdict"].as_str().unwrap().contains("Test.Madeup-1"));

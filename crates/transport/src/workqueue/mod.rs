@@ -186,12 +186,16 @@ impl WorkQueue {
         self.in_process.fetch_sub(n as u64, Ordering::Relaxed);
     }
 
-    fn engine_kind(&self, stage: ScanStage) -> &'static str {
-        let on = match stage {
+    /// Whether `stage` has an engine (it is not `off`); fixed for the process's life.
+    pub(crate) fn engine_on(&self, stage: ScanStage) -> bool {
+        match stage {
             ScanStage::Antispam => self.settings.antispam.is_some(),
             ScanStage::Antivirus => self.settings.antivirus.is_some(),
-        };
-        if on { "builtin" } else { "off" }
+        }
+    }
+
+    fn engine_kind(&self, stage: ScanStage) -> &'static str {
+        if self.engine_on(stage) { "builtin" } else { "off" }
     }
 
     fn version_and_rules(&self, stage: ScanStage) -> Option<(String, u64, Option<i64>)> {
@@ -247,7 +251,7 @@ pub(crate) fn engines(wq: &WorkQueue) -> Vec<api::Engine> {
                 last_update: installed.map(rfc3339),
                 last_check: c.at_ms.map(rfc3339),
                 last_error: c.error.clone(),
-                status: wq.stage(stage).state_name(wq.engine_kind(stage) != "off").into(),
+                status: wq.stage(stage).state_name(wq.engine_on(stage)).into(),
             }
         })
         .collect()
@@ -293,7 +297,7 @@ impl crate::Transport {
         let stages: Vec<api::Stage> = ScanStage::ALL
             .into_iter()
             .map(|s| {
-                let in_process = if wq.engine_kind(s) == "off" { 0 } else { wq.messages_in_process() };
+                let in_process = if !wq.engine_on(s) { 0 } else { wq.messages_in_process() };
                 wq.stage(s).status(wq.engine_kind(s), wq.settings.concurrency as u32, in_process)
             })
             .collect();
@@ -345,7 +349,7 @@ impl crate::Transport {
     /// to update).
     pub fn request_update(&self, stage: ScanStage, force: bool) -> bool {
         let wq = &self.inner.work_queue;
-        wq.engine_kind(stage) != "off" && wq.update_tx.send((stage, force)).is_ok()
+        wq.engine_on(stage) && wq.update_tx.send((stage, force)).is_ok()
     }
 
     /// The update requests, for the updater (once; `None` after).
@@ -355,7 +359,7 @@ impl crate::Transport {
 
     /// Whether `stage` has an engine (it is not off).
     pub fn engine_on(&self, stage: ScanStage) -> bool {
-        self.inner.work_queue.engine_kind(stage) != "off"
+        self.inner.work_queue.engine_on(stage)
     }
 
     /// The version of `stage`'s set in force.

@@ -123,7 +123,7 @@ async fn process(inner: &Arc<Inner>, taken: Taken) -> Option<(Taken, Option<Scan
     let mut replaced: Option<Vec<u8>> = None;
     loop {
         let pending: Vec<ScanStage> =
-            ScanStage::ALL.into_iter().filter(|s| !scan.is_done(*s) && wq.version(*s).is_some()).collect();
+            ScanStage::ALL.into_iter().filter(|s| !scan.is_done(*s) && wq.engine_on(*s)).collect();
         let Some(&first) = pending.first() else { break };
         tokio::select! {
             _ = wq.stage(first).wait_operational() => {}
@@ -143,7 +143,7 @@ async fn process(inner: &Arc<Inner>, taken: Taken) -> Option<(Taken, Option<Scan
             return None;
         };
         for (stage, verdict) in verdicts {
-            let outcome = judge(inner, mid, stage, verdict, &mut scan);
+            let outcome = judge(inner, mid, envelope, stage, verdict, &mut scan);
             scan.done |= stage.bit();
             match outcome {
                 Outcome::Pass => {}
@@ -209,23 +209,15 @@ async fn scan_stages(
     let have = body.clone();
     let strip = wq.settings.virus_action == VirusAction::Strip;
     let db = inner.db.clone();
-    let names_of: Vec<crate::poison::Stage> = stages
-        .iter()
-        .map(|s| match s {
-            ScanStage::Antispam => crate::poison::Stage::Antispam,
-            ScanStage::Antivirus => crate::poison::Stage::Antivirus,
-        })
-        .collect();
-    let stages = stages.to_vec();
-    let names = stages.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("+");
+    let owned = stages.to_vec();
     let work = move || {
         let body = match have {
             Some(b) => b,
             None => Arc::new(db.read_body_of(mid, &body_ref).map_err(|e| e.to_string())?),
         };
         let decoded = sluice_scan::mime::decode(&body);
-        let mut verdicts = Vec::with_capacity(stages.len());
-        for stage in stages {
+        let mut verdicts = Vec::with_capacity(owned.len());
+        for stage in owned {
             let verdict = match stage {
                 ScanStage::Antispam => antispam.as_ref().map(|rules| Verdict::Spam(rules.check_decoded(&decoded))),
                 ScanStage::Antivirus => antivirus.as_ref().map(|sigs| match sigs.scan_decoded(&decoded) {
@@ -252,8 +244,12 @@ async fn scan_stages(
     slot.set(SUBMISSION, [mid]);
     let injected = if inner.fault_injection {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            for stage in &names_of {
-                crate::poison::inject(inner, mid, &body_ref, *stage);
+            for stage in stages {
+                let at = match stage {
+                    ScanStage::Antispam => crate::poison::Stage::Antispam,
+                    ScanStage::Antivirus => crate::poison::Stage::Antivirus,
+                };
+                crate::poison::inject(inner, mid, &body_ref, at);
             }
         }))
     } else {
@@ -287,6 +283,7 @@ async fn scan_stages(
         Err(payload) => {
             let text = crate::poison::panic_text(payload.as_ref());
             drop(payload);
+            let names = stages.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("+");
             if !crate::poison::panicked(inner, mid, SUBMISSION, &format!("{names} engine: {text}")).await {
                 inner.lock().push_submission([mid]);
                 inner.categorizer_wake.notify_one();
@@ -298,7 +295,7 @@ async fn scan_stages(
 
 /// What a stage's verdict means for the message, by the configured actions; the anti-spam verdict is
 /// stamped on `scan`, and a spam verdict that passes is a `SCAN` tracking event.
-fn judge(inner: &Inner, mid: Mid, stage: ScanStage, verdict: Verdict, scan: &mut Scan) -> Outcome {
+fn judge(inner: &Inner, mid: Mid, env: &Envelope, stage: ScanStage, verdict: Verdict, scan: &mut Scan) -> Outcome {
     let settings = &inner.work_queue.settings;
     match verdict {
         Verdict::Clean => Outcome::Pass,
@@ -311,13 +308,11 @@ fn judge(inner: &Inner, mid: Mid, stage: ScanStage, verdict: Verdict, scan: &mut
             } else if v.scl >= settings.scl_quarantine {
                 Outcome::Quarantine(text)
             } else {
-                if let Some(env) = inner.lock().envelope(mid) {
-                    let mut ev = inner.event(EventId::Scan, mid, &env);
-                    ev.recipients = env.recipients().map(|r| r.address.to_owned()).collect();
-                    ev.source = Some(stage.as_str().into());
-                    ev.reply = Some(text);
-                    inner.tracking.log(ev);
-                }
+                let mut ev = inner.event(EventId::Scan, mid, env);
+                ev.recipients = env.recipients().map(|r| r.address.to_owned()).collect();
+                ev.source = Some(stage.as_str().into());
+                ev.reply = Some(text);
+                inner.tracking.log(ev);
                 Outcome::Pass
             }
         }
