@@ -2,46 +2,73 @@
 //!
 //! # Supported rules
 //!
-//! Rule files are read line by line. Blank lines are ignored, and a `#` at the start of a line or
-//! after whitespace starts a comment (write `\#` for a literal `#` in a regex, as SpamAssassin
-//! requires). The supported lines are:
+//! Rule files are read line by line, in order (a directory's `*.cf` files sorted by name, as
+//! SpamAssassin reads them). Blank lines are ignored, and a `#` at the start of a line or after
+//! whitespace starts a comment (write `\#` for a literal `#` in a regex). The rule lines are:
 //!
 //! ```text
-//! header NAME Header-Name =~ /regex/flags [if-unset: TEXT]
-//! header NAME Header-Name !~ /regex/flags [if-unset: TEXT]
-//! header NAME exists:Header-Name
-//! body   NAME /regex/flags
-//! score  NAME n            (or four values n n n n: the first one is used)
+//! header   NAME Header-Name[:modifier] =~ /regex/flags [if-unset: TEXT]
+//! header   NAME Header-Name[:modifier] !~ /regex/flags [if-unset: TEXT]
+//! header   NAME exists:Header-Name
+//! body     NAME /regex/flags
+//! rawbody  NAME /regex/flags
+//! uri      NAME /regex/flags
+//! full     NAME /regex/flags
+//! meta     NAME expression
+//! score    NAME n            (or four values n n n n: the first one, the set without Bayes
+//!                             and network tests, is used)
 //! describe NAME text
+//! tflags   NAME flags        (multiple, maxhits=N and nosubject act; nice, net, learn,
+//!                             publish, ... are accepted)
+//! replace_tag / replace_pre / replace_inter / replace_post / replace_rules   (ReplaceTags)
+//! if EXPR / ifplugin PLUGIN / else / endif
 //! ```
 //!
 //! - Rule names are `[A-Za-z0-9_]+`. A later definition of a name replaces the earlier one.
-//! - Regexes are written `/.../`, or `m` followed by any punctuation delimiter (`m{...}`,
-//!   `m!...!`, `m#...#`); the flags `i`, `m`, `s` and `x` become the regex crate's inline flags,
-//!   `g` and `o` are accepted and mean nothing here. Regexes use the `regex` crate's syntax: a
-//!   Perl construct it lacks (look-around, backreferences, `\Z`) makes the rule a [`RuleError`].
-//! - Header names are case-insensitive. The value tested is every occurrence of the header,
-//!   unfolded and RFC 2047-decoded, joined with `"\n"` (without a trailing newline). `ALL` tests
-//!   every header as `Name: value` lines; `ToCc` tests `To` and `Cc` together. An absent header
-//!   is the `if-unset` text, or the empty string. `=~` hits when the regex matches, `!~` when it
-//!   does not. Header modifiers (`From:addr`, `Subject:raw`) are not supported yet: such a rule
-//!   is skipped.
-//! - Body rules test the decoded text of the message: the Subject line, then each `text/*` part
-//!   decoded from base64 or quoted-printable and converted from its charset, HTML rendered to
-//!   text, parts of nested messages included. Only the first
-//!   [`BODY_TEXT_LIMIT`](crate::mime::BODY_TEXT_LIMIT) bytes (256 KiB) of that text are tested.
-//!   The text is tested as one string, not paragraph by paragraph as SpamAssassin does, so `^`
-//!   and `$` without the `m` flag anchor at the ends of the whole text.
-//! - A rule without a `score` line scores 1.0, as in SpamAssassin. A score of 0 disables a rule,
-//!   and so does a name starting with `__` (SpamAssassin's sub-rules, which only `meta` rules
-//!   use). A `score` or `describe` line for a name no rule defines is ignored, wherever the
-//!   definition appears.
-//! - A rule hits at most once per message; the message's score is the sum of the scores of the
-//!   rules that hit, rounded to three decimals.
+//! - Regexes are Perl's, written `/.../` or `m` with any punctuation delimiter, flags `i`, `m`,
+//!   `s`, `x` (and `g`, `o`, which mean nothing here). They run over bytes with ASCII semantics
+//!   (`\w`, `\s`, case folding; `\xe9` is a byte), as Perl runs SpamAssassin's rules. Perl
+//!   spellings are translated (see the `perl` module); a rule with look-around,
+//!   back-references, atomic groups or possessive quantifiers runs on a backtracking engine
+//!   (`fancy-regex`, over the text with Unicode semantics, at most 200,000 steps per haystack)
+//!   after a plain regex with those parts taken out has matched.
+//! - Header rules test a header's values: every occurrence, unfolded and RFC 2047-decoded,
+//!   joined with `"\n"`. Modifiers: `:raw` (as sent: not decoded, folding kept), `:addr` /
+//!   `:addrs` (the first / every address), `:name` / `:names` (display names), `:first` /
+//!   `:last` (one occurrence). Pseudo-headers: `ALL` (every header as `Name: value` lines; raw
+//!   block with `:raw`), `ToCc`, `EnvelopeFrom` (`X-Envelope-From` or `Return-Path`),
+//!   `MESSAGEID`. A header that is absent is the `if-unset` text; without one, the rule does not
+//!   hit whichever operator it uses (as in SpamAssassin). Other modifiers (`:host`, `:ip`, ...)
+//!   skip the rule, counted.
+//! - `body` rules see the Subject and the rendered text parts as paragraphs, `rawbody` the
+//!   decoded text parts with HTML kept, `uri` every link, `full` the raw message (first 1 MiB);
+//!   see the `view` module. Body, raw body and URI rules run over one line per paragraph, line
+//!   or URI: `^` and `$` match at each.
+//! - `meta` expressions combine other rules' hit counts with `!`, `&&`, `||`, `+`, `-`, `*`,
+//!   `/`, comparisons and parentheses; a name no rule defines is 0; a meta rule in a cycle is
+//!   reported and skipped.
+//! - A rule without a `score` line scores 1.0 (`T_` rules 0.01), as in SpamAssassin. A score
+//!   of 0 disables a rule; `__` rules are never scored and run only when a scored meta rule
+//!   needs them. Only the rules a message can score with are run.
+//! - A rule hits once per message, unless `tflags multiple`: then its value (for `meta`
+//!   expressions) is its number of matches, up to `maxhits=N`. Its score is added once.
+//! - `if` conditions understand `version` (4.000001), numbers, `plugin(...)` (true only for
+//!   `Mail::SpamAssassin::Plugin::ReplaceTags`, the one plugin sluice implements),
+//!   `can(...)` (the configuration features listed in the `load` module), `!`, `&&`, `||` and
+//!   comparisons; anything else is false. `ifplugin` blocks of other plugins are skipped.
 //!
-//! Every other line (`rawbody`, `uri`, `full`, `meta`, `tflags`, `if`/`endif`, `ifplugin`,
-//! `eval:` tests, ...) is skipped without an error and counted in [`RuleSet::skipped`]. A broken
-//! rule is reported as a [`RuleError`] and skipped; the rules around it still load.
+//! Skipped, and counted by reason in [`RuleSet::stats`]: `eval:` tests (Perl code in
+//! plugins), rule types that only plugins provide (`mimeheader`, `askdns`, `urirhssub`, ...),
+//! rules inside `if`/`ifplugin` blocks that are false here, and unsupported header modifiers.
+//! Other settings (`lang`, `priority`, `freemail_domains`, ...) are ignored and counted. A rule
+//! that does not compile is a [`RuleError`]; the rules around it still load.
+//!
+//! # Matching
+//!
+//! Each message is decoded once ([`crate::mime`]) and every rule shares it. For every haystack
+//! (decoded headers, raw headers, body, raw body, URIs, full message), one Aho-Corasick
+//! automaton holds the literals each rule's regex requires (see the `prefilter` module); a rule
+//! runs its regex only when one of its literals occurs, or always when it has none.
 //!
 //! # GTUBE
 //!
@@ -53,16 +80,31 @@
 //! [`scl_of`] maps a score to Exchange's spam confidence level, 0 to 9: `floor(score * 1.4)`,
 //! clamped. SpamAssassin's required score of 5.0 ([`REQUIRED_SCORE`]) is SCL 7, the level at
 //! which mail is usually treated as spam.
+//!
+//! # Profiling
+//!
+//! One message in [`SAMPLE_EVERY`] is timed rule by rule; [`RuleSet::slowest`] lists the rules
+//! that cost the most, for `sluice engines --rules`.
 
-use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::LazyLock;
-
-use regex::{Regex, RegexSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use crate::SourceFile;
 use crate::mime::{self, Decoded};
+
+mod load;
+mod meta;
+mod perl;
+mod prefilter;
+mod view;
+
+use meta::Expr;
+use perl::Pattern;
+use prefilter::Prefilter;
+use view::{Haystack, HeaderSpec, View};
 
 /// The Generic Test for Unsolicited Bulk Email: a message containing it is spam.
 pub const GTUBE: &str = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
@@ -70,11 +112,14 @@ pub const GTUBE: &str = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TES
 /// SpamAssassin's default required score: a message scoring this much is spam (SCL 7).
 pub const REQUIRED_SCORE: f64 = 5.0;
 
+/// One message in this many is timed rule by rule.
+pub const SAMPLE_EVERY: u64 = 64;
+
 /// The score a GTUBE message gets on top of its rules.
 const GTUBE_SCORE: f64 = 1000.0;
 
-/// The score of a rule that has no `score` line.
-const DEFAULT_SCORE: f64 = 1.0;
+/// The most matches a `tflags multiple` rule counts without `maxhits`.
+const MAX_HITS: usize = 1000;
 
 /// The default rules shipped in the binary.
 const DEFAULT_RULES: &str = include_str!("../rules/default.cf");
@@ -90,8 +135,15 @@ static GTUBE_FINDER: LazyLock<regex::bytes::Regex> = LazyLock::new(|| {
 pub struct RuleSet {
     /// Rules in definition order; the order of [`SpamVerdict::hits`].
     rules: Vec<Rule>,
-    body: BodyMatcher,
-    skipped: usize,
+    /// The tests to run, by haystack.
+    prefilters: Vec<(Haystack, Prefilter)>,
+    /// The meta rules to evaluate, each after the metas it reads.
+    meta_order: Vec<usize>,
+    timing: Timing,
+    skipped: BTreeMap<&'static str, usize>,
+    ignored: usize,
+    fancy: usize,
+    errors: usize,
 }
 
 /// The verdict of [`RuleSet::check`].
@@ -103,8 +155,41 @@ pub struct SpamVerdict {
     pub scl: u8,
     /// Whether the message contains [`GTUBE`].
     pub gtube: bool,
-    /// The names of the rules that hit, in rule order (`GTUBE` first when it hit).
+    /// The names of the scored rules that hit, in rule order (`GTUBE` first when it hit).
     pub hits: Vec<String>,
+}
+
+/// What a rule set holds, for `sluice engines --rules`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleStats {
+    /// Rules loaded (tests and metas, disabled ones included).
+    pub loaded: usize,
+    /// Rules run for each message: the scored ones and what scored metas read.
+    pub active: usize,
+    /// Active tests that run only when one of their literals occurs.
+    pub prefiltered: usize,
+    /// Active tests that run on every message (no usable literal, negated, or `exists:`).
+    pub always: usize,
+    /// Rules on the backtracking engine.
+    pub backtracking: usize,
+    /// Rule lines not loaded, by reason.
+    pub skipped: BTreeMap<&'static str, usize>,
+    /// Setting lines that mean nothing to sluice (`lang`, `priority`, ...).
+    pub ignored_settings: usize,
+    /// Rules that did not compile (each one was reported by [`RuleSet::compile`]).
+    pub errors: usize,
+}
+
+/// A rule's share of scanning time, from sampled messages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleTiming {
+    pub rule: String,
+    /// Mean time of one run, in microseconds.
+    pub mean_us: f64,
+    /// Runs measured.
+    pub runs: u64,
+    /// Total time measured, in microseconds.
+    pub total_us: f64,
 }
 
 /// A rule that did not compile.
@@ -112,7 +197,7 @@ pub struct SpamVerdict {
 pub struct RuleError {
     /// The rule file's name.
     pub file: String,
-    /// The line number in the file, from 1.
+    /// The line number in the file, from 1 (0 when the error is about the rule as a whole).
     pub line: usize,
     /// The rule's name, when the line got that far.
     pub rule: Option<String>,
@@ -147,109 +232,91 @@ struct Rule {
     name: String,
     score: f64,
     description: Option<String>,
-    test: Test,
+    tflags: TFlags,
+    kind: Kind,
 }
 
 impl Rule {
-    /// Whether the rule takes part in scoring: SpamAssassin does not run rules scored 0, and
-    /// `__` rules exist only for `meta` rules.
-    fn is_enabled(&self) -> bool {
-        self.score != 0.0 && !self.name.starts_with("__")
+    /// Whether the rule adds to the score: SpamAssassin does not run rules scored 0, and `__`
+    /// rules exist only for `meta` rules.
+    fn is_scored(&self) -> bool {
+        self.score != 0.0 && !self.name.starts_with("__") && !matches!(self.kind, Kind::Disabled)
     }
 }
 
 #[derive(Debug)]
-enum Test {
-    Header(HeaderTest),
-    /// A body regex: its pattern while loading, then its index in the [`BodyMatcher`].
-    Body {
-        pattern: String,
-        index: usize,
-    },
+enum Kind {
+    Test(Test),
+    Meta(Expr),
+    /// A meta rule caught in a cycle.
+    Disabled,
 }
 
+/// A rule that looks at the message.
 #[derive(Debug)]
-struct HeaderTest {
-    target: HeaderTarget,
-    op: HeaderOp,
+struct Test {
+    haystack: Haystack,
+    /// The header a header rule reads.
+    header: Option<HeaderSpec>,
+    /// The regex; `None` for `exists:`.
+    pattern: Option<Pattern>,
+    /// What the prefilter wakes the rule on.
+    literals: Option<Vec<Vec<u8>>>,
+    negate: bool,
     if_unset: Option<String>,
 }
 
-#[derive(Debug)]
-enum HeaderTarget {
-    /// A header by its lowercase name.
-    Named(String),
-    /// Every header, as `Name: value` lines.
-    All,
-    /// `To` and `Cc` together.
-    ToCc,
+/// The `tflags` that change matching.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct TFlags {
+    multiple: bool,
+    max_hits: Option<usize>,
+    no_subject: bool,
 }
 
-#[derive(Debug)]
-enum HeaderOp {
-    Matches { regex: Regex, negate: bool },
-    Exists,
-}
-
-impl HeaderTest {
-    fn hits(&self, decoded: &Decoded<'_>) -> bool {
-        let value = self.value(decoded);
-        match &self.op {
-            HeaderOp::Exists => value.is_some(),
-            HeaderOp::Matches { regex, negate } => {
-                let text = value.or_else(|| self.if_unset.as_deref().map(Cow::Borrowed));
-                regex.is_match(text.as_deref().unwrap_or("")) != *negate
+impl TFlags {
+    fn parse(text: &str) -> TFlags {
+        let mut flags = TFlags::default();
+        for word in text.split_whitespace() {
+            match word {
+                "multiple" => flags.multiple = true,
+                "nosubject" => flags.no_subject = true,
+                _ => {
+                    if let Some(n) = word.strip_prefix("maxhits=").and_then(|n| n.parse().ok()) {
+                        flags.max_hits = Some(n);
+                    }
+                }
             }
         }
-    }
-
-    fn value<'d>(&self, decoded: &'d Decoded<'_>) -> Option<Cow<'d, str>> {
-        match &self.target {
-            HeaderTarget::Named(name) => decoded.header(name).map(Cow::Borrowed),
-            HeaderTarget::All => Some(Cow::Borrowed(decoded.all_headers())),
-            HeaderTarget::ToCc => match (decoded.header("to"), decoded.header("cc")) {
-                (Some(to), Some(cc)) => Some(Cow::Owned(format!("{to}\n{cc}"))),
-                (Some(one), None) | (None, Some(one)) => Some(Cow::Borrowed(one)),
-                (None, None) => None,
-            },
-        }
+        flags
     }
 }
 
-/// All body regexes, run in one pass where the regex crate allows.
+/// Sampled per-rule timings.
 #[derive(Debug)]
-enum BodyMatcher {
-    /// One automaton for every body rule.
-    Set(RegexSet),
-    /// One regex each, when the set grows past the regex crate's size limit.
-    Each(Vec<Regex>),
+struct Timing {
+    messages: AtomicU64,
+    nanos: Vec<AtomicU64>,
+    runs: Vec<AtomicU64>,
 }
 
-impl BodyMatcher {
-    fn new(patterns: &[&str]) -> BodyMatcher {
-        match RegexSet::new(patterns) {
-            Ok(set) => BodyMatcher::Set(set),
-            // Every pattern compiled on its own, so only the set's size can fail here.
-            Err(_) => BodyMatcher::Each(patterns.iter().filter_map(|p| Regex::new(p).ok()).collect()),
+impl Timing {
+    fn new(rules: usize) -> Timing {
+        Timing {
+            messages: AtomicU64::new(0),
+            nanos: (0..rules).map(|_| AtomicU64::new(0)).collect(),
+            runs: (0..rules).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
-    fn is_empty(&self) -> bool {
-        match self {
-            BodyMatcher::Set(set) => set.is_empty(),
-            BodyMatcher::Each(each) => each.is_empty(),
-        }
+    /// Whether this message is one of the timed ones.
+    fn sample(&self) -> bool {
+        self.messages.fetch_add(1, Ordering::Relaxed).is_multiple_of(SAMPLE_EVERY)
     }
 
-    /// Which patterns match `text`, by index.
-    fn matches(&self, text: &str) -> Vec<bool> {
-        match self {
-            BodyMatcher::Set(set) => {
-                let found = set.matches(text);
-                (0..set.len()).map(|i| found.matched(i)).collect()
-            }
-            BodyMatcher::Each(each) => each.iter().map(|r| r.is_match(text)).collect(),
-        }
+    fn record(&self, rule: usize, nanos: u64) {
+        self.nanos[rule].fetch_add(nanos, Ordering::Relaxed);
+        self.runs[rule].fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -264,7 +331,7 @@ impl RuleSet {
     /// Compiles rule files in order. Every rule that compiles is loaded; each broken one is
     /// reported and skipped. The built-in default rules are not included.
     pub fn compile(files: &[SourceFile]) -> (RuleSet, Vec<RuleError>) {
-        let mut loader = Loader::default();
+        let mut loader = load::Loader::default();
         for file in files {
             let text = String::from_utf8_lossy(&file.bytes);
             for (index, line) in text.lines().enumerate() {
@@ -284,10 +351,46 @@ impl RuleSet {
         self.rules.is_empty()
     }
 
-    /// The number of lines skipped because they use a part of the rule language this engine
-    /// does not support yet.
+    /// The number of rule lines skipped because they need a part of SpamAssassin this engine
+    /// does not have; [`RuleSet::stats`] gives the reasons.
     pub fn skipped(&self) -> usize {
-        self.skipped
+        self.skipped.values().sum()
+    }
+
+    /// What the set holds.
+    pub fn stats(&self) -> RuleStats {
+        let active: usize = self.prefilters.iter().map(|(_, p)| p.slots.len()).sum::<usize>() + self.meta_order.len();
+        let prefiltered: usize = self.prefilters.iter().map(|(_, p)| p.prefiltered()).sum();
+        let tests: usize = self.prefilters.iter().map(|(_, p)| p.slots.len()).sum();
+        RuleStats {
+            loaded: self.rules.len(),
+            active,
+            prefiltered,
+            always: tests - prefiltered,
+            backtracking: self.fancy,
+            skipped: self.skipped.clone(),
+            ignored_settings: self.ignored,
+            errors: self.errors,
+        }
+    }
+
+    /// The `n` rules that took the most time on the sampled messages so far.
+    pub fn slowest(&self, n: usize) -> Vec<RuleTiming> {
+        let mut timings: Vec<RuleTiming> = (0..self.rules.len())
+            .filter_map(|i| {
+                let runs = self.timing.runs[i].load(Ordering::Relaxed);
+                let nanos = self.timing.nanos[i].load(Ordering::Relaxed);
+                (runs > 0).then(|| RuleTiming {
+                    rule: self.rules[i].name.clone(),
+                    mean_us: nanos as f64 / runs as f64 / 1000.0,
+                    runs,
+                    total_us: nanos as f64 / 1000.0,
+                })
+            })
+            .collect();
+        timings.sort_by(|a, b| b.total_us.total_cmp(&a.total_us));
+        timings.truncate(n);
+        timings
     }
 
     /// The `describe` text of rule `name`.
@@ -313,13 +416,31 @@ impl RuleSet {
             verdict.score += GTUBE_SCORE;
             verdict.hits.push("GTUBE".to_owned());
         }
-        let body_hits = if self.body.is_empty() { Vec::new() } else { self.body.matches(decoded.body_text()) };
-        for rule in self.rules.iter().filter(|r| r.is_enabled()) {
-            let hit = match &rule.test {
-                Test::Header(test) => test.hits(decoded),
-                Test::Body { index, .. } => body_hits.get(*index).copied().unwrap_or(false),
-            };
-            if hit {
+        let view = View::new(decoded);
+        let sample = self.timing.sample();
+        let mut values = vec![0.0f64; self.rules.len()];
+        let mut woken = Vec::new();
+        for (haystack, prefilter) in &self.prefilters {
+            prefilter.woken(view.haystack(*haystack), &mut woken);
+            for (slot, &rule) in prefilter.slots.iter().enumerate() {
+                if !woken[slot] {
+                    continue;
+                }
+                let Kind::Test(test) = &self.rules[rule].kind else { continue };
+                let started = sample.then(Instant::now);
+                values[rule] = self.run(test, self.rules[rule].tflags, &view) as f64;
+                if let Some(started) = started {
+                    self.timing.record(rule, started.elapsed().as_nanos() as u64);
+                }
+            }
+        }
+        for &rule in &self.meta_order {
+            if let Kind::Meta(expr) = &self.rules[rule].kind {
+                values[rule] = if expr.eval(&values) != 0.0 { 1.0 } else { 0.0 };
+            }
+        }
+        for (rule, value) in self.rules.iter().zip(&values) {
+            if *value > 0.0 && rule.is_scored() {
                 verdict.score += rule.score;
                 verdict.hits.push(rule.name.clone());
             }
@@ -328,284 +449,38 @@ impl RuleSet {
         verdict.scl = if verdict.gtube { 9 } else { scl_of(verdict.score) };
         verdict
     }
+
+    /// Runs one test: its hit count.
+    fn run(&self, test: &Test, tflags: TFlags, view: &View<'_, '_>) -> usize {
+        let max = if tflags.multiple { tflags.max_hits.unwrap_or(MAX_HITS) } else { 1 };
+        let count = |pattern: &Pattern, haystack: &[u8]| {
+            if max == 1 { usize::from(pattern.is_match(haystack)) } else { pattern.count(haystack, max) }
+        };
+        if let Some(spec) = &test.header {
+            let value = view.header(spec);
+            let Some(pattern) = &test.pattern else { return usize::from(value.is_some()) };
+            let value = match (value, &test.if_unset) {
+                (Some(value), _) => value,
+                (None, Some(unset)) => unset.as_str().into(),
+                (None, None) => return 0,
+            };
+            let hits = count(pattern, value.as_bytes());
+            return if test.negate { usize::from(hits == 0) } else { hits };
+        }
+        let Some(pattern) = &test.pattern else { return 0 };
+        let haystack = match test.haystack {
+            Haystack::Body if tflags.no_subject => {
+                let (body, start) = view.body();
+                &body.as_bytes()[*start..]
+            }
+            haystack => view.haystack(haystack),
+        };
+        count(pattern, haystack)
+    }
 }
 
 fn contains_gtube(decoded: &Decoded<'_>) -> bool {
     GTUBE_FINDER.is_match(decoded.raw()) || decoded.body_text().contains(GTUBE)
-}
-
-/// The state of compiling rule files.
-#[derive(Debug, Default)]
-struct Loader {
-    rules: Vec<Rule>,
-    by_name: HashMap<String, usize>,
-    scores: HashMap<String, f64>,
-    descriptions: HashMap<String, String>,
-    errors: Vec<RuleError>,
-    skipped: usize,
-}
-
-/// A line that did not compile: the rule's name when known, and why.
-type LineError = (Option<String>, String);
-
-impl Loader {
-    fn line(&mut self, file: &str, number: usize, line: &str) {
-        let line = strip_comment(line).trim();
-        if line.is_empty() {
-            return;
-        }
-        let (keyword, rest) = split_word(line);
-        let outcome = match keyword.to_ascii_lowercase().as_str() {
-            "header" => self.header(rest),
-            "body" => self.body(rest),
-            "score" => self.score(rest),
-            "describe" => self.describe(rest),
-            _ => {
-                self.skipped += 1;
-                Ok(())
-            }
-        };
-        if let Err((rule, reason)) = outcome {
-            let file = file.to_owned();
-            self.errors.push(RuleError { file, line: number, rule, reason });
-        }
-    }
-
-    fn header(&mut self, rest: &str) -> Result<(), LineError> {
-        let (name, test) = rule_name(rest)?;
-        let fail = |reason: &str| (Some(name.to_owned()), reason.to_owned());
-        if test.is_empty() {
-            return Err(fail("missing header name and test"));
-        }
-        if test.starts_with("eval:") {
-            self.skipped += 1;
-            return Ok(());
-        }
-        if let Some(header) = test.strip_prefix("exists:") {
-            let header = header.trim();
-            if header.is_empty() || header.contains(char::is_whitespace) {
-                return Err(fail("exists: needs one header name"));
-            }
-            let target = HeaderTarget::Named(header.to_ascii_lowercase());
-            let test = HeaderTest { target, op: HeaderOp::Exists, if_unset: None };
-            self.add(name, Test::Header(test));
-            return Ok(());
-        }
-        let (header, rest) = split_word(test);
-        if header.contains(':') {
-            // Header modifiers (:raw, :addr, :name) come with a later widening of the subset.
-            self.skipped += 1;
-            return Ok(());
-        }
-        let (op, rest) = split_word(rest);
-        let negate = match op {
-            "=~" => false,
-            "!~" => true,
-            _ => return Err(fail("expected =~ or !~ after the header name")),
-        };
-        let (pattern, rest) = parse_regex(rest).map_err(|r| fail(&r))?;
-        let if_unset = parse_if_unset(rest).map_err(|r| fail(&r))?;
-        let regex = Regex::new(&pattern).map_err(|e| fail(&regex_reason(&e)))?;
-        let target = match header {
-            "ALL" => HeaderTarget::All,
-            "ToCc" => HeaderTarget::ToCc,
-            _ => HeaderTarget::Named(header.to_ascii_lowercase()),
-        };
-        let op = HeaderOp::Matches { regex, negate };
-        self.add(name, Test::Header(HeaderTest { target, op, if_unset }));
-        Ok(())
-    }
-
-    fn body(&mut self, rest: &str) -> Result<(), LineError> {
-        let (name, test) = rule_name(rest)?;
-        let fail = |reason: &str| (Some(name.to_owned()), reason.to_owned());
-        if test.starts_with("eval:") {
-            self.skipped += 1;
-            return Ok(());
-        }
-        let (pattern, rest) = parse_regex(test).map_err(|r| fail(&r))?;
-        if !rest.trim().is_empty() {
-            return Err(fail("unexpected text after the regex"));
-        }
-        Regex::new(&pattern).map_err(|e| fail(&regex_reason(&e)))?;
-        self.add(name, Test::Body { pattern, index: 0 });
-        Ok(())
-    }
-
-    fn score(&mut self, rest: &str) -> Result<(), LineError> {
-        let (name, values) = rule_name(rest)?;
-        let fail = |reason: &str| (Some(name.to_owned()), reason.to_owned());
-        let values: Vec<&str> = values.split_whitespace().collect();
-        if values.len() != 1 && values.len() != 4 {
-            return Err(fail("expected one or four scores"));
-        }
-        // SpamAssassin writes immutable scores in parentheses; they are scores all the same.
-        let first = values[0].trim_start_matches('(').trim_end_matches(')');
-        let score: f64 = first.parse().map_err(|_| fail(&format!("score {first:?} is not a number")))?;
-        if !score.is_finite() {
-            return Err(fail("score is not finite"));
-        }
-        self.scores.insert(name.to_owned(), score);
-        Ok(())
-    }
-
-    fn describe(&mut self, rest: &str) -> Result<(), LineError> {
-        let (name, text) = rule_name(rest)?;
-        self.descriptions.insert(name.to_owned(), text.to_owned());
-        Ok(())
-    }
-
-    fn add(&mut self, name: &str, test: Test) {
-        let rule = Rule { name: name.to_owned(), score: DEFAULT_SCORE, description: None, test };
-        match self.by_name.get(name) {
-            Some(&index) => self.rules[index] = rule,
-            None => {
-                self.by_name.insert(name.to_owned(), self.rules.len());
-                self.rules.push(rule);
-            }
-        }
-    }
-
-    fn finish(mut self) -> (RuleSet, Vec<RuleError>) {
-        let mut patterns = Vec::new();
-        for rule in &mut self.rules {
-            if let Some(score) = self.scores.get(&rule.name) {
-                rule.score = *score;
-            }
-            rule.description = self.descriptions.remove(&rule.name);
-            if let Test::Body { pattern, index } = &mut rule.test
-                && rule.score != 0.0
-                && !rule.name.starts_with("__")
-            {
-                *index = patterns.len();
-                patterns.push(pattern.as_str());
-            }
-        }
-        let body = BodyMatcher::new(&patterns);
-        let set = RuleSet { rules: self.rules, body, skipped: self.skipped };
-        (set, self.errors)
-    }
-}
-
-/// Cuts a comment off `line`: a `#` at the start or after whitespace, unless escaped.
-fn strip_comment(line: &str) -> &str {
-    let bytes = line.as_bytes();
-    for (i, &b) in bytes.iter().enumerate() {
-        if b == b'#' && (i == 0 || bytes[i - 1].is_ascii_whitespace()) {
-            return &line[..i];
-        }
-    }
-    line
-}
-
-/// Splits off the first whitespace-separated word; the rest is trimmed.
-fn split_word(text: &str) -> (&str, &str) {
-    let text = text.trim_start();
-    match text.find(char::is_whitespace) {
-        Some(end) => (&text[..end], text[end..].trim()),
-        None => (text, ""),
-    }
-}
-
-/// Reads a rule name, checking its syntax.
-fn rule_name(rest: &str) -> Result<(&str, &str), LineError> {
-    let (name, rest) = split_word(rest);
-    if name.is_empty() {
-        return Err((None, "missing rule name".to_owned()));
-    }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-        return Err((Some(name.to_owned()), "a rule name is letters, digits and _".to_owned()));
-    }
-    Ok((name, rest))
-}
-
-/// Parses a Perl regex literal (`/re/flags` or `m{re}flags`) at the start of `text` into a
-/// pattern for the regex crate (flags inline), and the text after it.
-fn parse_regex(text: &str) -> Result<(String, &str), String> {
-    let text = text.trim_start();
-    let (open, start) = match text.chars().next() {
-        Some('/') => ('/', 1),
-        Some('m') => match text[1..].chars().next() {
-            Some(c) if c.is_ascii_punctuation() => (c, 1 + c.len_utf8()),
-            _ => return Err("expected a regex: /.../ or m{...}".to_owned()),
-        },
-        _ => return Err("expected a regex: /.../ or m{...}".to_owned()),
-    };
-    let close = closing_delimiter(open);
-    let end = find_close(&text[start..], open, close).ok_or("unterminated regex")? + start;
-    let body = &text[start..end];
-    let after = &text[end + close.len_utf8()..];
-    let flag_len = after.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(after.len());
-    let inline = inline_flags(&after[..flag_len])?;
-    let pattern = if inline.is_empty() { body.to_owned() } else { format!("(?{inline}){body}") };
-    Ok((pattern, &after[flag_len..]))
-}
-
-fn closing_delimiter(open: char) -> char {
-    match open {
-        '{' => '}',
-        '(' => ')',
-        '[' => ']',
-        '<' => '>',
-        other => other,
-    }
-}
-
-/// The offset of the delimiter closing a regex in `text`, skipping escaped characters and
-/// nested pairs of bracketing delimiters.
-fn find_close(text: &str, open: char, close: char) -> Option<usize> {
-    let mut escaped = false;
-    let mut depth = 0usize;
-    for (i, c) in text.char_indices() {
-        if escaped {
-            escaped = false;
-        } else if c == '\\' {
-            escaped = true;
-        } else if c == close {
-            if depth == 0 {
-                return Some(i);
-            }
-            depth -= 1;
-        } else if c == open {
-            depth += 1;
-        }
-    }
-    None
-}
-
-/// Maps Perl regex flags to the regex crate's inline flags.
-fn inline_flags(flags: &str) -> Result<String, String> {
-    let mut inline = String::new();
-    for flag in flags.chars() {
-        match flag {
-            'i' | 'm' | 's' | 'x' if !inline.contains(flag) => inline.push(flag),
-            'i' | 'm' | 's' | 'x' | 'g' | 'o' => {}
-            other => return Err(format!("unsupported regex flag {other:?}")),
-        }
-    }
-    Ok(inline)
-}
-
-/// Parses the optional `[if-unset: TEXT]` after a header regex.
-fn parse_if_unset(rest: &str) -> Result<Option<String>, String> {
-    let rest = rest.trim();
-    if rest.is_empty() {
-        return Ok(None);
-    }
-    let inner =
-        rest.strip_prefix("[if-unset:").and_then(|r| r.strip_suffix(']')).ok_or("unexpected text after the regex")?;
-    Ok(Some(inner.trim().to_owned()))
-}
-
-/// The regex crate's error in one line.
-fn regex_reason(error: &regex::Error) -> String {
-    let text = error.to_string();
-    let detail = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("error:"))
-        .map(str::trim)
-        .unwrap_or_else(|| text.lines().last().unwrap_or_default().trim());
-    format!("regex does not compile: {detail}")
 }
 
 #[cfg(test)]

@@ -40,6 +40,7 @@ pub struct Decoded<'a> {
     message: Option<Message<'a>>,
     headers: OnceLock<HeaderTable>,
     body_text: OnceLock<String>,
+    raw_body_text: OnceLock<String>,
 }
 
 /// The top-level header fields, decoded.
@@ -80,7 +81,13 @@ pub fn decode(message: &[u8]) -> Decoded<'_> {
         let parser = MessageParser::new().with_mime_headers().default_header_raw();
         parser.parse(message).filter(|m| !m.parts.is_empty())
     });
-    Decoded { raw: message, message: parsed, headers: OnceLock::new(), body_text: OnceLock::new() }
+    Decoded {
+        raw: message,
+        message: parsed,
+        headers: OnceLock::new(),
+        body_text: OnceLock::new(),
+        raw_body_text: OnceLock::new(),
+    }
 }
 
 impl<'a> Decoded<'a> {
@@ -121,6 +128,41 @@ impl<'a> Decoded<'a> {
     /// [`BODY_TEXT_LIMIT`] bytes.
     pub fn body_text(&self) -> &str {
         self.body_text.get_or_init(|| self.build_body_text())
+    }
+
+    /// The decoded text of every `text/*` part with HTML left as it is (SpamAssassin's raw
+    /// body), at most [`BODY_TEXT_LIMIT`] bytes; no Subject line.
+    pub fn raw_body_text(&self) -> &str {
+        self.raw_body_text.get_or_init(|| {
+            let mut out = String::new();
+            match &self.message {
+                Some(message) => append_raw_text_parts(message, 0, &mut out),
+                None => {
+                    let body = header_block_end(self.raw).map_or(self.raw, |end| &self.raw[end..]);
+                    let head = &body[..body.len().min(BODY_TEXT_LIMIT)];
+                    push_limited(&mut out, &String::from_utf8_lossy(head));
+                }
+            }
+            out
+        })
+    }
+
+    /// The top-level header fields as they are in the message: name and raw value (after the
+    /// colon, folding kept, line endings as sent), in order.
+    pub fn raw_header_fields(&self) -> Vec<(&'a str, &'a [u8])> {
+        let mut fields = Vec::new();
+        let mut rest = self.raw;
+        while let Some(field) = header_field_at(rest) {
+            let name = std::str::from_utf8(&rest[..field.colon]).unwrap_or_default();
+            fields.push((name, rest.get(field.colon + 1..field.end).unwrap_or_default()));
+            rest = rest.get(field.end..).unwrap_or_default();
+        }
+        fields
+    }
+
+    /// The raw header block: everything before the blank line that ends the header.
+    pub fn raw_header_block(&self) -> &'a [u8] {
+        &self.raw[..header_block_end(self.raw).unwrap_or(self.raw.len())]
     }
 
     /// Every MIME leaf part, decoded, in message order. Unparseable input is one leaf: the raw
@@ -316,6 +358,34 @@ fn append_text_parts(message: &Message<'_>, depth: usize, out: &mut String) {
             _ => {}
         }
     }
+}
+
+/// Like [`append_text_parts`], with HTML parts as they are.
+fn append_raw_text_parts(message: &Message<'_>, depth: usize, out: &mut String) {
+    for part in &message.parts {
+        if out.len() >= BODY_TEXT_LIMIT {
+            return;
+        }
+        match &part.body {
+            PartType::Text(text) | PartType::Html(text) => push_part_text(out, text),
+            PartType::Message(nested) if depth < MAX_DEPTH => append_raw_text_parts(nested, depth + 1, out),
+            _ => {}
+        }
+    }
+}
+
+/// The offset just past the blank line ending the header block, if there is one.
+fn header_block_end(raw: &[u8]) -> Option<usize> {
+    let lf = memchr_find(raw, b"\n\n").map(|i| i + 2);
+    let crlf = memchr_find(raw, b"\r\n\r\n").map(|i| i + 4);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn memchr_find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 fn push_part_text(out: &mut String, text: &str) {
