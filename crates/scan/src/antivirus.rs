@@ -1,14 +1,16 @@
-//! The built-in antivirus engine: ClamAV hash signatures and the EICAR test file.
+//! The built-in antivirus engine: ClamAV hash and extended body signatures, and the EICAR test
+//! file.
 //!
 //! # Signatures
 //!
 //! Signature files are read by extension:
 //!
 //! - `.hdb` (and ClamAV's unofficial `.hdu`): lines `md5hex:size:Name`;
-//! - `.hsb` (and `.hsu`): lines `sha256hex:size:Name` or `sha1hex:size:Name`.
+//! - `.hsb` (and `.hsu`): lines `sha256hex:size:Name` or `sha1hex:size:Name`;
+//! - `.ndb` (and `.ndu`): extended body signatures, described [below](#body-signatures-ndb).
 //!
-//! The hash kind is told by its length (32, 40 or 64 hex digits) in either file type, as ClamAV
-//! does. The size is a decimal byte count, or `*` for any size. Up to two trailing numeric
+//! The hash kind is told by its length (32, 40 or 64 hex digits) in either hash file type, as
+//! ClamAV does. The size is a decimal byte count, or `*` for any size. Up to two trailing numeric
 //! functionality-level fields (`:flevel[:max_flevel]`) are accepted and ignored. Blank lines and
 //! lines starting with `#` are ignored. A malformed line is a [`SignatureError`] and is skipped;
 //! a file of any other type is one [`SignatureError`].
@@ -19,13 +21,60 @@
 //! all, as the EICAR specification allows. So an attachment made with `echo` (which adds a
 //! newline) is caught as well as the canonical 68-byte file, whose MD5 signature is built in too.
 //!
+//! Not supported: logical signatures (`.ldb`), container metadata (`.cdb`), PE section hashes
+//! (`.mdb`, `.msb`), YARA rules and every other ClamAV database; a file of such a type is reported
+//! as unknown. Archives (zip, rar, 7z, gzip, OLE2 and so on) are not unpacked: signatures see an
+//! attachment's bytes as they are, so a virus inside an archive is found only by a signature of
+//! the archive itself.
+//!
+//! ## Body signatures (`.ndb`)
+//!
+//! A line is `MalwareName:TargetType:Offset:HexSignature[:min_flevel[:max_flevel]]`; the
+//! functionality levels are checked to be numbers and otherwise ignored.
+//!
+//! The hex signature is hex digits (either case) with ClamAV's wildcards: `??` (any byte), `a?`
+//! and `?a` (a nibble), `*` (any number of bytes), `{n}`, `{n-}`, `{-n}`, `{n-m}` and `[n-m]`
+//! (that many arbitrary bytes; `[n-m]` is taken as `{n-m}`, without ClamAV's rule that one side
+//! be a single byte) and `(aa|bbcc|d?)` (alternatives, of equal length or not, of bytes with
+//! nibble wildcards). Not supported, each a [`SignatureError`]: negated alternatives `!(..)` and
+//! the `(B)` and `(L)` boundary anchors. A signature made only of gaps is an error too.
+//!
+//! The target type says what content a signature applies to:
+//!
+//! - 0: every part (the raw message itself is matched by target type 4 signatures only);
+//! - 1 (PE): a part starting with `MZ`;
+//! - 3 (HTML): a part whose MIME type is `text/html`, or whose content, after an optional UTF-8
+//!   byte order mark and ASCII whitespace, starts with `<` and contains `<html` in any case.
+//!   ClamAV normalises HTML (case, whitespace, entities, scripts) before matching; sluice does
+//!   not, so a signature written against normalised HTML may miss;
+//! - 4 (mail): the whole raw message as received, headers and undecoded bodies included, not a
+//!   part; a match is reported for `message` and removes the whole body when stripping;
+//! - 6 (ELF): a part starting with `\x7fELF`;
+//! - 7 (ASCII text): a part with no NUL byte in it (ClamAV's text normalisation is not done);
+//! - 10 (PDF): a part starting with `%PDF-`.
+//!
+//! Other target types (2 OLE2, 5 graphics, 9 Mach-O, 11 Flash, 12 Java, ...) are a
+//! [`SignatureError`] naming the type, and the signature is skipped.
+//!
+//! The offset says where the match starts: `*` (anywhere), `n` (exactly at byte `n`), `EOF-n`
+//! (`n` bytes before the end), either of the last two followed by `,m` (starting anywhere in the
+//! `m` bytes after that). Offsets relative to a PE entry point or section (`EP+n`, `EP-n`,
+//! `Sx+n`, `SL+n`, `SEx`) need PE parsing and are a [`SignatureError`]; the signature is skipped.
+//!
+//! All body signatures are matched at once: one Aho-Corasick automaton over an anchor (a fixed
+//! byte run) of every signature finds the few signatures worth verifying, and verification works
+//! only around where their anchors occur. The work per part is bounded linearly in its size; a
+//! part that would need more is passed as clean by the body signatures. See `ndb.rs` for the
+//! details.
+//!
 //! # Scanning
 //!
 //! Every MIME leaf part is transfer-decoded (base64, quoted-printable), nested `message/rfc822`
-//! parts included (see [`crate::mime`]), and looked up by (hash, size). A hash kind is computed
-//! only when a signature of that kind could match the part's size, so a signature set without
-//! SHA-256 entries never computes SHA-256. Input that is not a parseable message is scanned as one
-//! part.
+//! parts included (see [`crate::mime`]), looked up by (hash, size) and matched against the body
+//! signatures. A hash kind is computed only when a signature of that kind could match the part's
+//! size, so a signature set without SHA-256 entries never computes SHA-256. Then the raw message
+//! is matched against the target type 4 body signatures. Input that is not a parseable message is
+//! scanned as one part.
 //!
 //! # Stripping
 //!
@@ -33,7 +82,8 @@
 //! the raw message at the part's byte offsets so that every other byte, the MIME boundary lines
 //! included, stays as it was. A part inside a nested message that was itself base64- or
 //! quoted-printable-encoded is removed with the whole nested message, since its offsets do not
-//! count in the raw message.
+//! count in the raw message. A target type 4 detection replaces the whole body, and the notice
+//! then names every detection.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -43,6 +93,10 @@ use ring::digest;
 
 use crate::SourceFile;
 use crate::mime::{self, Decoded, Span};
+
+mod ndb;
+
+use ndb::{BodySignature, BodySignatures, Part};
 
 /// The EICAR anti-virus test file (68 bytes).
 pub const EICAR: &[u8] = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
@@ -62,6 +116,7 @@ pub struct Signatures {
     md5: HashTable<16>,
     sha1: HashTable<20>,
     sha256: HashTable<32>,
+    body: BodySignatures,
 }
 
 /// A virus found in a message.
@@ -139,8 +194,12 @@ impl<const N: usize> HashTable<N> {
 impl Signatures {
     /// The signatures shipped in the binary: EICAR.
     pub fn builtin() -> Signatures {
-        let mut signatures =
-            Signatures { md5: HashTable::default(), sha1: HashTable::default(), sha256: HashTable::default() };
+        let mut signatures = Signatures {
+            md5: HashTable::default(),
+            sha1: HashTable::default(),
+            sha256: HashTable::default(),
+            body: BodySignatures::default(),
+        };
         // The built-in line is well formed: a unit test proves it.
         let _ = signatures.add_line(EICAR_HDB);
         signatures
@@ -151,32 +210,47 @@ impl Signatures {
     pub fn compile(files: &[SourceFile]) -> (Signatures, Vec<SignatureError>) {
         let mut signatures = Signatures::builtin();
         let mut errors = Vec::new();
+        let mut body: Vec<BodySignature> = Vec::new();
+        let mut body_file = None;
         for file in files {
-            if !is_hash_file(&file.name) {
+            let Some(kind) = file_kind(&file.name) else {
                 errors.push(SignatureError {
                     file: file.name.clone(),
                     line: 0,
                     reason: "unknown signature file type".to_owned(),
                 });
                 continue;
-            }
+            };
             let text = String::from_utf8_lossy(&file.bytes);
             for (index, line) in text.lines().enumerate() {
                 let line = line.trim();
                 if line.is_empty() || line.starts_with('#') {
                     continue;
                 }
-                if let Err(reason) = signatures.add_line(line) {
+                let added = match kind {
+                    FileKind::Hash => signatures.add_line(line),
+                    FileKind::Body => ndb::parse_line(line).map(|signature| body.push(signature)),
+                };
+                if let Err(reason) = added {
                     errors.push(SignatureError { file: file.name.clone(), line: index + 1, reason });
                 }
             }
+            if kind == FileKind::Body {
+                body_file.get_or_insert_with(|| file.name.clone());
+            }
+        }
+        let (body, error) = BodySignatures::new(body);
+        signatures.body = body;
+        if let (Some(reason), Some(file)) = (error, body_file) {
+            errors.push(SignatureError { file, line: 0, reason });
         }
         (signatures, errors)
     }
 
-    /// The number of signatures: the hash signatures plus the built-in EICAR content signature.
+    /// The number of signatures: the hash and body signatures plus the built-in EICAR content
+    /// signature.
     pub fn len(&self) -> usize {
-        self.md5.len() + self.sha1.len() + self.sha256.len() + 1
+        self.md5.len() + self.sha1.len() + self.sha256.len() + self.body.len() + 1
     }
 
     /// Always false: the built-in EICAR signature is always there.
@@ -191,10 +265,11 @@ impl Signatures {
 
     /// Scans a message already decoded, so that other engines can share the decoding.
     pub fn scan_decoded(&self, decoded: &Decoded<'_>) -> Option<Detection> {
-        decoded.leaves().into_iter().find_map(|leaf| {
-            let name = self.identify(&leaf.bytes)?;
+        let in_part = decoded.leaves().into_iter().find_map(|leaf| {
+            let name = self.identify(&leaf.bytes, leaf.html)?;
             Some(Detection { name: name.to_owned(), part: leaf.label })
-        })
+        });
+        in_part.or_else(|| self.identify_mail(decoded))
     }
 
     /// Removes the infected parts of a message: `None` when it is clean, else the rewritten
@@ -208,11 +283,15 @@ impl Signatures {
         let mut by_span: BTreeMap<Span, Vec<Detection>> = BTreeMap::new();
         let mut detections = Vec::new();
         for leaf in decoded.leaves() {
-            if let Some(name) = self.identify(&leaf.bytes) {
+            if let Some(name) = self.identify(&leaf.bytes, leaf.html) {
                 let detection = Detection { name: name.to_owned(), part: leaf.label };
                 by_span.entry(leaf.span).or_default().push(detection.clone());
                 detections.push(detection);
             }
+        }
+        if let Some(detection) = self.identify_mail(decoded) {
+            by_span.entry(Span::Root).or_default().push(detection.clone());
+            detections.push(detection);
         }
         if detections.is_empty() {
             return None;
@@ -220,8 +299,9 @@ impl Signatures {
         Some((rewrite(decoded, &by_span), detections))
     }
 
-    /// The name of the signature `content` matches.
-    fn identify(&self, content: &[u8]) -> Option<&str> {
+    /// The name of the signature a part's `content` matches; `html` says whether its MIME type is
+    /// `text/html`.
+    fn identify(&self, content: &[u8], html: bool) -> Option<&str> {
         if is_eicar(content) {
             return Some(EICAR_NAME);
         }
@@ -244,7 +324,13 @@ impl Signatures {
         {
             return Some(name);
         }
-        None
+        self.body.find_in_part(&Part::new(content, html))
+    }
+
+    /// The detection of a target type 4 (mail) body signature in the raw message.
+    fn identify_mail(&self, decoded: &Decoded<'_>) -> Option<Detection> {
+        let name = self.body.find_in_mail(decoded.raw())?;
+        Some(Detection { name: name.to_owned(), part: "message".to_owned() })
     }
 
     /// Adds one `hash:size:Name[:flevel[:flevel]]` line.
@@ -283,9 +369,23 @@ fn is_eicar(content: &[u8]) -> bool {
         && content[EICAR.len()..].iter().all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n' | 0x1a))
 }
 
-fn is_hash_file(name: &str) -> bool {
+/// The kinds of signature file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileKind {
+    /// `.hdb`, `.hsb`, `.hdu`, `.hsu`: hash signatures.
+    Hash,
+    /// `.ndb`, `.ndu`: extended body signatures.
+    Body,
+}
+
+/// The kind of a signature file, by its extension; `None` for an unknown one.
+fn file_kind(name: &str) -> Option<FileKind> {
     let extension = name.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase());
-    matches!(extension.as_deref(), Some("hdb" | "hsb" | "hdu" | "hsu"))
+    match extension.as_deref() {
+        Some("hdb" | "hsb" | "hdu" | "hsu") => Some(FileKind::Hash),
+        Some("ndb" | "ndu") => Some(FileKind::Body),
+        _ => None,
+    }
 }
 
 fn ring_digest<const N: usize>(algorithm: &'static digest::Algorithm, content: &[u8]) -> Option<[u8; N]> {
@@ -315,8 +415,10 @@ fn decode_hex(text: &str) -> Option<Vec<u8>> {
 fn rewrite(decoded: &Decoded<'_>, by_span: &BTreeMap<Span, Vec<Detection>>) -> Vec<u8> {
     let raw = decoded.raw();
     let eol: &[u8] = line_ending(raw);
-    if let Some(detections) = by_span.get(&Span::Root) {
-        return rewrite_root(decoded, &notice(detections, eol), eol);
+    if by_span.contains_key(&Span::Root) {
+        // The whole body goes: the notice names everything found in it.
+        let all: Vec<Detection> = by_span.values().flatten().cloned().collect();
+        return rewrite_root(decoded, &notice(&all, eol), eol);
     }
     let mut out = Vec::with_capacity(raw.len());
     let mut copied = 0;

@@ -4,8 +4,9 @@
 //!
 //! - [`antispam`]: a documented subset of SpamAssassin's rule language, compiled once into a
 //!   [`antispam::RuleSet`] and run against each message to give a score and an SCL;
-//! - [`antivirus`]: ClamAV-format hash signatures (`.hdb`, `.hsb`) plus the built-in EICAR test
-//!   signature, run against every decoded MIME leaf part, and the stripping of infected parts;
+//! - [`antivirus`]: ClamAV-format hash signatures (`.hdb`, `.hsb`) and extended body signatures
+//!   (`.ndb`) plus the built-in EICAR test signature, run against every decoded MIME leaf part,
+//!   and the stripping of infected parts;
 //! - [`manifest`]: the update source's `manifest.json` and the verification of downloaded files;
 //! - [`mime`]: decoding a message once so that both engines can share the work.
 //!

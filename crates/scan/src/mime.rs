@@ -62,6 +62,8 @@ pub struct Leaf<'d> {
     pub bytes: Cow<'d, [u8]>,
     /// What to cut out of the raw message to remove this part.
     pub(crate) span: Span,
+    /// Whether the part's MIME type is `text/html`, for HTML body signatures.
+    pub(crate) html: bool,
 }
 
 /// The bytes of the raw message that stand for a leaf part, for rewriting.
@@ -169,7 +171,8 @@ impl<'a> Decoded<'a> {
     /// message.
     pub fn leaves(&self) -> Vec<Leaf<'_>> {
         let Some(message) = &self.message else {
-            return vec![Leaf { label: "message".to_owned(), bytes: Cow::Borrowed(self.raw), span: Span::Root }];
+            let bytes = Cow::Borrowed(self.raw);
+            return vec![Leaf { label: "message".to_owned(), bytes, span: Span::Root, html: false }];
         };
         let mut walk = Walk { raw: self.raw, count: 0, out: Vec::new() };
         walk.message(message, 0, Span::Root, true);
@@ -450,7 +453,8 @@ impl<'d> Walk<'d> {
             (None, Span::Root) => "message".to_owned(),
             (None, Span::Range(..)) => format!("part {}", self.count),
         };
-        self.out.push(Leaf { label, bytes, span });
+        let html = matches!(part.body, PartType::Html(_));
+        self.out.push(Leaf { label, bytes, span, html });
     }
 }
 
