@@ -25,6 +25,7 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<AdminState>> {
         .routes(routes!(pause))
         .routes(routes!(resume))
         .routes(routes!(engines))
+        .routes(routes!(antispam_rules))
         .routes(routes!(update))
         .routes(routes!(updater_log))
         .routes(routes!(list_quarantine))
@@ -124,6 +125,37 @@ async fn engines(
 ) -> Result<Json<Vec<api::Engine>>, ApiError> {
     crate::status::no_query(&q)?;
     Ok(Json(s.transport.engines()))
+}
+
+/// The query of `GET /api/v1/engines/antispam/rules`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(crate) struct RulesQuery {
+    /// How many of the costliest rules to list (default 20; 0..1000).
+    slowest: Option<usize>,
+}
+
+/// What the built-in anti-spam engine loaded and skipped, and its costliest rules (`sluice engines --rules`).
+/// 409 when the anti-spam stage has no built-in engine.
+#[utoipa::path(get, path = "/api/v1/engines/antispam/rules", tag = "workqueue", params(RulesQuery),
+    responses((status = 200, body = api::RuleReport), crate::openapi::Errors))]
+async fn antispam_rules(
+    State(s): State<Arc<AdminState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<api::RuleReport>, ApiError> {
+    let q = crate::query::keys(q, &["slowest"])?;
+    let slowest = match q.get("slowest") {
+        None => 20,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n <= 1000)
+            .ok_or_else(|| bad_request(format!("slowest must be a whole number from 0 to 1000, not {v:?}")))?,
+    };
+    s.transport.antispam_rules(slowest).map(Json).ok_or_else(|| {
+        ApiError::new(StatusCode::CONFLICT, "the antispam stage has no built-in engine: no rules to report")
+    })
 }
 
 /// An engine in the path.

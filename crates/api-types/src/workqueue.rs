@@ -95,6 +95,48 @@ pub struct Engine {
     pub status: String,
 }
 
+/// `GET /api/v1/engines/antispam/rules`: what the built-in anti-spam engine loaded, what it skipped, and
+/// which rules cost the most (timed on one message in 64).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RuleReport {
+    /// The version of the rule set in force.
+    pub version: String,
+    /// Rules loaded (tests and metas).
+    pub loaded: u64,
+    /// Rules run for each message: the scored ones and the sub-rules scored metas read.
+    pub active: u64,
+    /// Active tests that run only when one of their literals occurs in the message.
+    pub prefiltered: u64,
+    /// Active tests that run on every message.
+    pub always: u64,
+    /// Rules on the backtracking engine (look-around, back-references).
+    pub backtracking: u64,
+    /// Rules that did not compile (named in the updater log when the set was loaded).
+    pub errors: u64,
+    /// Rule lines not loaded, by reason.
+    pub skipped: std::collections::BTreeMap<String, u64>,
+    /// Every skipped rule line.
+    pub skipped_total: u64,
+    /// Setting lines that mean nothing to sluice (`lang`, `priority`, ...).
+    pub ignored_settings: u64,
+    /// The rules that took the most time on the messages timed so far, costliest first.
+    pub slowest: Vec<RuleTime>,
+}
+
+/// One rule's measured cost.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RuleTime {
+    pub rule: String,
+    /// Mean time of one run, microseconds.
+    pub mean_us: f64,
+    /// Runs timed.
+    pub runs: u64,
+    /// Total time timed, microseconds.
+    pub total_us: f64,
+}
+
 /// `POST /api/v1/engines/{engine}/update` (202): the update was started; its lines go to the updater log.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

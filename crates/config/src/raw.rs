@@ -223,6 +223,7 @@ raw_table!(
         engine: String,
         scl_quarantine: u8,
         scl_delete: RawSclDelete,
+        rules_dir: String,
         url: String,
         address: String,
         timeout: String,

@@ -227,6 +227,7 @@ fn antispam(config: &Config) -> RawAntispam {
             Some(level) => RawSclDelete::Level(i64::from(level)),
             None => RawSclDelete::Text("off".to_owned()),
         }),
+        rules_dir: text(&antispam.rules_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default()),
         url,
         address,
         timeout: duration(antispam.timeout),

@@ -452,6 +452,9 @@ pub struct AntispamConfig {
     pub scl_quarantine: u8,
     /// SCL at or above which a message is dropped; `None` is `"off"`.
     pub scl_delete: Option<u8>,
+    /// A directory of SpamAssassin-syntax `.cf` files (e.g. Debian's `/usr/share/spamassassin`) the built-in
+    /// engine loads beside its own set; `None` (`""`, the default) loads none.
+    pub rules_dir: Option<PathBuf>,
     /// Longest wait for a verdict.
     pub timeout: Duration,
 }

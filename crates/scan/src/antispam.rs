@@ -323,9 +323,13 @@ impl Timing {
 impl RuleSet {
     /// The small default rule set shipped in the binary (`rules/default.cf`).
     pub fn builtin() -> RuleSet {
-        let file = SourceFile { name: "default.cf".to_owned(), bytes: DEFAULT_RULES.as_bytes().to_vec() };
         // The shipped rules compile without errors: a unit test proves it.
-        RuleSet::compile(&[file]).0
+        RuleSet::compile(&[RuleSet::builtin_file()]).0
+    }
+
+    /// The file of the default rule set, to compile with others.
+    pub fn builtin_file() -> SourceFile {
+        SourceFile { name: "default.cf".to_owned(), bytes: DEFAULT_RULES.as_bytes().to_vec() }
     }
 
     /// Compiles rule files in order. Every rule that compiles is loaded; each broken one is

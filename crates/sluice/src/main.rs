@@ -6,6 +6,7 @@ mod http;
 mod notify;
 mod pickup;
 mod replay;
+mod scan;
 mod sendmail;
 mod serve;
 mod updater;
@@ -61,6 +62,25 @@ enum Command {
         /// sendmail's options and recipients (`-t`, `-i`, `-f ADDR`, `-F NAME`, `-bs`, `-bp`, ...).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Scans message files with the built-in engines, as the work queue would, and prints each verdict
+    /// (score, SCL, rules hit, virus). Without --rules or --signatures, the sets the server would start
+    /// with (the configuration's rules_dir, the updater's installed set or the shipped one).
+    Scan {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// SpamAssassin rule files, or directories of `.cf` files, to use instead (repeatable).
+        #[arg(long, value_name = "PATH")]
+        rules: Vec<PathBuf>,
+        /// Signature files (.hdb, .hsb, .ndb), or directories of them, to use instead (repeatable).
+        #[arg(long, value_name = "PATH")]
+        signatures: Vec<PathBuf>,
+        /// One JSON object per message: path, score, scl, spam, virus, hits.
+        #[arg(long)]
+        json: bool,
+        /// Message files, or directories of them (every file below, sorted).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
     },
     /// Queue database tools (run them while the server is stopped).
     Db {
@@ -134,6 +154,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Sendmail { args } => sendmail::run(&args),
+        Command::Scan { config, rules, signatures, json, paths } => {
+            scan::run(scan::ScanArgs { config, rules, signatures, json, paths })
+        }
     }
 }
 

@@ -75,7 +75,8 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
     let recovered = queues.messages();
     let counters = open_counters(&config.server.data_dir.join("counters.json"), &alerts)?;
     let updater_log = Arc::new(crate::updater::UpdaterLog::open(&config.server.data_dir));
-    let work_queue = wiring::work_queue(&config, &updater_log);
+    let extra_rules = Arc::new(crate::updater::rules_dir_files(config.antispam.rules_dir.as_deref())?);
+    let work_queue = wiring::work_queue(&config, &updater_log, &extra_rules);
     let requests_file = config.server.data_dir.join("resubmit-requests.json");
     let resubmit_requests =
         sluice_transport::ResubmitRequests::open(requests_file).context("reading the Safety Net resubmit requests")?;
@@ -131,6 +132,7 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
         config.updater.interval,
         config.server.data_dir.clone(),
         updater_log,
+        extra_rules,
         shutdown.clone(),
     ));
     if config.queue_database.online_defrag_enabled {

@@ -78,6 +78,40 @@ fn engine_dir(data_dir: &Path, stage: ScanStage) -> PathBuf {
     data_dir.join("engines").join(stage.as_str())
 }
 
+/// The `.cf` files of `[antispam] rules_dir`, sorted by name as SpamAssassin reads them; none when unset.
+pub fn rules_dir_files(dir: Option<&Path>) -> anyhow::Result<Vec<SourceFile>> {
+    let Some(dir) = dir else { return Ok(Vec::new()) };
+    let files = read_dir_files(dir).map_err(|e| anyhow::anyhow!("antispam.rules_dir {}: {e}", dir.display()))?;
+    Ok(files.into_iter().filter(|f| f.name.ends_with(".cf")).collect())
+}
+
+/// Compiles the anti-spam set to start with: the rules_dir files, then the set an earlier update installed
+/// or the shipped one. The rules_dir's counts, and each rule of it that does not compile, go to the
+/// updater log.
+pub fn startup_antispam(data_dir: &Path, log: &UpdaterLog, extra: &[SourceFile]) -> Installed<RuleSet> {
+    let installed = installed_antispam(data_dir, log, extra).unwrap_or_else(|| {
+        let files: Vec<SourceFile> = extra.iter().cloned().chain([RuleSet::builtin_file()]).collect();
+        let (set, errors) = RuleSet::compile(&files);
+        for e in &errors {
+            log.warning(&format!("antispam rules_dir: skipped {e}"));
+        }
+        Installed { set: set.into(), version: "builtin".into(), installed_ms: None }
+    });
+    if !extra.is_empty() {
+        let stats = installed.set.stats();
+        let skipped: Vec<String> = stats.skipped.iter().map(|(why, n)| format!("{n} {why}")).collect();
+        log.info(&format!(
+            "antispam loaded {} rules with rules_dir ({} files): {} active, {} did not compile, skipped: {}",
+            stats.loaded,
+            extra.len(),
+            stats.active,
+            stats.errors,
+            if skipped.is_empty() { "none".to_owned() } else { skipped.join(", ") }
+        ));
+    }
+    installed
+}
+
 /// Reads every regular file of `dir`, sorted by name.
 fn read_dir_files(dir: &Path) -> std::io::Result<Vec<SourceFile>> {
     let mut files = Vec::new();
@@ -103,12 +137,26 @@ enum Compiled {
 
 /// Compiles an update's files: what compiles is the new set, with the rules or signature lines that did not
 /// (each named, to be logged); an update of which nothing compiles is refused.
-fn compile(stage: ScanStage, files: &[SourceFile]) -> Result<(Compiled, usize, Vec<String>), String> {
+///
+/// Anti-spam rules are compiled after `extra` (the files of `[antispam] rules_dir`), so that an update's
+/// scores and rules override them; only the update's own rules count towards "nothing compiles".
+fn compile(
+    stage: ScanStage,
+    files: &[SourceFile],
+    extra: &[SourceFile],
+) -> Result<(Compiled, usize, Vec<String>), String> {
     let (compiled, loaded, from_files, errors): (Compiled, usize, usize, Vec<String>) = match stage {
-        ScanStage::Antispam => {
+        ScanStage::Antispam if extra.is_empty() => {
             let (set, errors) = RuleSet::compile(files);
             let n = set.len();
             (Compiled::Antispam(Box::new(set)), n, n, errors.iter().map(ToString::to_string).collect())
+        }
+        ScanStage::Antispam => {
+            let (own, own_errors) = RuleSet::compile(files);
+            let all: Vec<SourceFile> = extra.iter().chain(files).cloned().collect();
+            let (set, _) = RuleSet::compile(&all);
+            let n = set.len();
+            (Compiled::Antispam(Box::new(set)), n, own.len(), own_errors.iter().map(ToString::to_string).collect())
         }
         ScanStage::Antivirus => {
             let (set, errors) = Signatures::compile(files);
@@ -130,8 +178,8 @@ fn compile(stage: ScanStage, files: &[SourceFile]) -> Result<(Compiled, usize, V
 
 /// The set an earlier update installed (`<engine>/current` with its client manifest), to start with; `None`
 /// when there is none or it cannot be used (then the shipped set runs, with a warning).
-pub fn installed_antispam(data_dir: &Path, log: &UpdaterLog) -> Option<Installed<RuleSet>> {
-    match load_installed(data_dir, ScanStage::Antispam, log)? {
+pub fn installed_antispam(data_dir: &Path, log: &UpdaterLog, extra: &[SourceFile]) -> Option<Installed<RuleSet>> {
+    match load_installed(data_dir, ScanStage::Antispam, log, extra)? {
         (Compiled::Antispam(set), version, at) => Some(Installed { set: Arc::from(set), version, installed_ms: at }),
         _ => None,
     }
@@ -139,18 +187,23 @@ pub fn installed_antispam(data_dir: &Path, log: &UpdaterLog) -> Option<Installed
 
 /// As [`installed_antispam`], for the anti-virus signatures.
 pub fn installed_antivirus(data_dir: &Path, log: &UpdaterLog) -> Option<Installed<Signatures>> {
-    match load_installed(data_dir, ScanStage::Antivirus, log)? {
+    match load_installed(data_dir, ScanStage::Antivirus, log, &[])? {
         (Compiled::Antivirus(set), version, at) => Some(Installed { set: Arc::from(set), version, installed_ms: at }),
         _ => None,
     }
 }
 
-fn load_installed(data_dir: &Path, stage: ScanStage, log: &UpdaterLog) -> Option<(Compiled, String, Option<i64>)> {
+fn load_installed(
+    data_dir: &Path,
+    stage: ScanStage,
+    log: &UpdaterLog,
+    extra: &[SourceFile],
+) -> Option<(Compiled, String, Option<i64>)> {
     let dir = engine_dir(data_dir, stage);
     let manifest = std::fs::read(dir.join("manifest.json")).ok()?;
     let result = Manifest::parse(&manifest).and_then(|m| {
         let files = read_dir_files(&dir.join("current")).map_err(|e| e.to_string())?;
-        let (compiled, _, _) = compile(stage, &files)?;
+        let (compiled, _, _) = compile(stage, &files, extra)?;
         let at = std::fs::metadata(dir.join("manifest.json"))
             .and_then(|md| md.modified())
             .ok()
@@ -174,12 +227,13 @@ pub async fn run(
     interval: Duration,
     data_dir: PathBuf,
     log: Arc<UpdaterLog>,
+    extra_rules: Arc<Vec<SourceFile>>,
     shutdown: CancellationToken,
 ) {
     let Some(mut requests) = transport.take_update_requests() else { return };
     let mut tick = tokio::time::interval(interval.max(Duration::from_secs(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let updater = Updater { transport, source, data_dir, log };
+    let updater = Updater { transport, source, data_dir, log, extra_rules };
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -196,6 +250,8 @@ pub async fn run(
 }
 
 struct Updater {
+    /// The files of `[antispam] rules_dir`, compiled before every anti-spam update.
+    extra_rules: Arc<Vec<SourceFile>>,
     transport: Transport,
     source: UpdateSource,
     data_dir: PathBuf,
@@ -283,7 +339,8 @@ impl Updater {
             files.push(SourceFile { name: f.name.clone(), bytes });
         }
         // Compiled beside the running set, off the runtime (a large set takes a while).
-        let compiled = tokio::task::spawn_blocking(move || compile(stage, &files))
+        let extra = if stage == ScanStage::Antispam { self.extra_rules.clone() } else { Arc::default() };
+        let compiled = tokio::task::spawn_blocking(move || compile(stage, &files, &extra))
             .await
             .map_err(|e| Skip::Failed(e.to_string()))?
             .map_err(Skip::Failed)?;

@@ -182,14 +182,16 @@ pub fn admin_state(
 
 /// The work queue's settings: each built-in engine starts with the set an earlier update installed, or the
 /// one shipped in the binary.
-pub fn work_queue(config: &Config, log: &crate::updater::UpdaterLog) -> sluice_transport::workqueue::Settings {
+pub fn work_queue(
+    config: &Config,
+    log: &crate::updater::UpdaterLog,
+    extra_rules: &[sluice_scan::SourceFile],
+) -> sluice_transport::workqueue::Settings {
     use sluice_config::{AntispamEngine, AntivirusEngine, OnEngineFailure, VirusAction};
-    use sluice_transport::workqueue::{self as wq, Installed, RuleSet, Signatures};
+    use sluice_transport::workqueue::{self as wq, Installed, Signatures};
     let data_dir = &config.server.data_dir;
     let antispam = match config.antispam.engine {
-        AntispamEngine::Builtin => Some(crate::updater::installed_antispam(data_dir, log).unwrap_or_else(|| {
-            Installed { set: RuleSet::builtin().into(), version: "builtin".into(), installed_ms: None }
-        })),
+        AntispamEngine::Builtin => Some(crate::updater::startup_antispam(data_dir, log, extra_rules)),
         // The network engines come with their own issue; until then such a stage does not scan.
         AntispamEngine::Rspamd { .. } | AntispamEngine::Spamd { .. } | AntispamEngine::Off => None,
     };

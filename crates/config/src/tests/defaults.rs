@@ -123,7 +123,13 @@ fn defaults_are_the_spec_values() {
     assert_eq!(c.work_queue, WorkQueueConfig { concurrency: 0, on_engine_failure: OnEngineFailure::Wait });
     assert_eq!(
         c.antispam,
-        AntispamConfig { engine: AntispamEngine::Builtin, scl_quarantine: 7, scl_delete: None, timeout: secs(30) }
+        AntispamConfig {
+            engine: AntispamEngine::Builtin,
+            scl_quarantine: 7,
+            scl_delete: None,
+            rules_dir: None,
+            timeout: secs(30),
+        }
     );
     assert_eq!(
         c.antivirus,

@@ -55,7 +55,7 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
         queue_database: queue::queue_database(raw.queue_database.unwrap_or_default(), &paths)?,
         transport: queue::transport(raw.transport.unwrap_or_default())?,
         work_queue: scanning::work_queue(raw.work_queue.unwrap_or_default())?,
-        antispam: scanning::antispam(raw.antispam.unwrap_or_default())?,
+        antispam: scanning::antispam(raw.antispam.unwrap_or_default(), &paths)?,
         antivirus: scanning::antivirus(raw.antivirus.unwrap_or_default(), &paths)?,
         quarantine: scanning::quarantine(raw.quarantine.unwrap_or_default())?,
         updater: scanning::updater(raw.updater.unwrap_or_default(), &paths)?,

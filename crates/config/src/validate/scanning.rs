@@ -33,7 +33,7 @@ enum SpamEngineName {
     Off,
 }
 
-pub(super) fn antispam(raw: RawAntispam) -> Result<AntispamConfig, ConfigError> {
+pub(super) fn antispam(raw: RawAntispam, paths: &PathBase) -> Result<AntispamConfig, ConfigError> {
     let t = Table::new("antispam");
     let name = t.choice(
         "engine",
@@ -73,10 +73,15 @@ pub(super) fn antispam(raw: RawAntispam) -> Result<AntispamConfig, ConfigError> 
             }
         },
     };
+    let rules_dir = match raw.rules_dir.as_deref() {
+        None | Some("") => None,
+        Some(dir) => Some(t.path("rules_dir", Some(dir.to_owned()), "", paths)?),
+    };
     Ok(AntispamConfig {
         engine,
         scl_quarantine: t.in_range("scl_quarantine", raw.scl_quarantine, 7, 0, MAX_SCL)?,
         scl_delete,
+        rules_dir,
         timeout: t.nonzero_duration("timeout", raw.timeout, "30s")?,
     })
 }

@@ -321,3 +321,135 @@ fn rule_set_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<RuleSet>();
 }
+
+#[test]
+fn rawbody_uri_and_full_rules() {
+    let set = compiled(
+        "rawbody RAW_TAG /<font\\s+color=\"?red/i\n\
+         body RENDERED_TAG /<font/\n\
+         body RENDERED_TEXT /^big sale$/\n\
+         uri URI_IP m{^https?://\\d+\\.\\d+\\.\\d+\\.\\d+}\n\
+         uri URI_WWW /^http:\\/\\/www\\.shop\\.test/\n\
+         full FULL_HDR /^X-Mailer: spamkit\\b/m\n\
+         full FULL_B64 /YmlnIHNhbGU/\n",
+    );
+    let msg = concat!(
+        "Subject: s\r\nX-Mailer: spamkit 2\r\nContent-Type: text/html\r\nContent-Transfer-Encoding: base64\r\n\r\n",
+        // <font color=red>big sale</font> <a href="http://10.1.2.3/x">x</a> www.shop.test
+        "PGZvbnQgY29sb3I9cmVkPmJpZyBzYWxlPC9mb250PiA8YSBocmVmPSJodHRwOi8vMTAuMS4yLjMveCI+eDwvYT4gd3d3LnNob3AudGVzdA==\r\n"
+    );
+    let verdict = compiled_check(&set, msg);
+    assert_eq!(verdict, vec!["RAW_TAG", "URI_IP", "URI_WWW", "FULL_HDR"]);
+}
+
+fn compiled_check(set: &RuleSet, msg: &str) -> Vec<String> {
+    set.check(msg.as_bytes()).hits
+}
+
+#[test]
+fn body_lines_are_paragraphs_and_nosubject() {
+    let set = compiled(
+        "body PARA /^second paragraph starts$/\n\
+         body JOINED /one two three/\n\
+         body SUBJ /^Limited offer/\n\
+         body SUBJ_NOT /^Limited offer/\n\
+         tflags SUBJ_NOT nosubject\n",
+    );
+    let msg = "Subject: Limited offer\r\n\r\none\r\ntwo   three\r\n\r\nsecond paragraph starts\r\n";
+    assert_eq!(compiled_check(&set, msg), vec!["PARA", "JOINED", "SUBJ"]);
+}
+
+#[test]
+fn meta_rules_combine_hit_counts() {
+    let set = compiled(
+        "body __A /alpha/\n\
+         body __B /beta/\n\
+         body __C /gamma/\n\
+         body __MANY /x/\n\
+         tflags __MANY multiple maxhits=3\n\
+         meta AND __A && __B\n\
+         meta NOT __A && !__C\n\
+         meta SUM (__A + __B + __C) >= 2\n\
+         meta COUNT __MANY > 2\n\
+         meta COUNT_CAPPED __MANY > 3\n\
+         meta OF_META AND && NOT\n\
+         meta UNDEF __NOBODY || __A\n\
+         meta ZERO_META __A\n\
+         score ZERO_META 0\n\
+         score AND 1.5\n",
+    );
+    let verdict = set.check(b"Subject: s\r\n\r\nalpha beta x x x x x\r\n");
+    assert_eq!(verdict.hits, vec!["AND", "NOT", "SUM", "COUNT", "OF_META", "UNDEF"]);
+    assert_eq!(verdict.score, 6.5);
+    let (_, errors) = rules("meta LOOP1 LOOP2\nmeta LOOP2 LOOP1\nmeta BAD (A &&\n");
+    let reasons: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.rule.clone().unwrap(), e.reason)).collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.starts_with("LOOP1: meta rule depends on itself")), "{reasons:?}");
+}
+
+#[test]
+fn subrules_run_only_for_scored_metas() {
+    let set = compiled("body __USED /a/\nbody __UNUSED /b/\nmeta M __USED\nmeta OFF __UNUSED\nscore OFF 0\n");
+    let stats = set.stats();
+    assert_eq!(stats.loaded, 4);
+    assert_eq!(stats.active, 2, "M and __USED: {stats:?}");
+}
+
+#[test]
+fn default_scores_follow_spamassassin() {
+    let set = compiled("body PLAIN /a/\nbody T_TESTING /a/\nbody GOOD /a/\ntflags GOOD nice\n");
+    assert_eq!(set.score("PLAIN"), Some(1.0));
+    assert_eq!(set.score("T_TESTING"), Some(0.01));
+    assert_eq!(set.score("GOOD"), Some(-1.0));
+    assert_eq!(set.check(b"Subject: s\r\n\r\na\r\n").score, 0.01);
+}
+
+#[test]
+fn replace_tags_expand_in_listed_rules_only() {
+    let set = compiled(
+        "replace_tag V (?:v|\\\\/)\nreplace_tag I (?:i|1|l)\nreplace_inter W1 [\\s.]?\n\
+         body FUZZY /<inter W1><V><I>agra/i\nreplace_rules FUZZY\nbody LITERAL /<V>x/\n",
+    );
+    assert_eq!(compiled_check(&set, "Subject: s\r\n\r\nbuy v.1agra\r\n"), vec!["FUZZY"]);
+    assert_eq!(compiled_check(&set, "Subject: s\r\n\r\nbuy <V>x\r\n"), vec!["LITERAL"]);
+}
+
+#[test]
+fn look_around_rules_run_on_the_backtracking_engine() {
+    let set = compiled(
+        "body FREE /\\bfree(?!dom)\\b/i\nbody REPEAT /\\b(\\w+) \\1\\b/\nheader NOT_ME From =~ /(?<!trusted\\.)example\\.test/\n",
+    );
+    assert_eq!(set.stats().backtracking, 3);
+    let hits = compiled_check(&set, "From: a@mail.example.test\r\nSubject: s\r\n\r\nfree the the gift\r\n");
+    assert_eq!(hits, vec!["FREE", "REPEAT", "NOT_ME"]);
+    let hits = compiled_check(&set, "From: a@trusted.example.test\r\nSubject: s\r\n\r\nfreedom of the press\r\n");
+    assert!(hits.is_empty(), "{hits:?}");
+}
+
+#[test]
+fn prefilter_never_changes_a_verdict() {
+    // The same rules with and without literals to prefilter on give the same hits: a rule whose
+    // literal is absent cannot match, and one whose literal is present still runs its regex.
+    let set = compiled(
+        "body LIT /cheap\\s+(?:pills|meds)/i\nbody NOLIT /\\d{3}-\\d{4}/\nheader H Subject =~ /urgent/i\n\
+         header NEG Subject !~ /newsletter/\n",
+    );
+    let stats = set.stats();
+    assert_eq!((stats.prefiltered, stats.always), (2, 2), "{stats:?}");
+    let hits = compiled_check(&set, "Subject: URGENT\r\n\r\nCHEAP   Meds at 555-1234\r\n");
+    assert_eq!(hits, vec!["LIT", "NOLIT", "H", "NEG"]);
+    let hits = compiled_check(&set, "Subject: our newsletter\r\n\r\ncheap pillows\r\n");
+    assert!(hits.is_empty(), "{hits:?}");
+}
+
+#[test]
+fn slowest_rules_are_timed_on_sampled_messages() {
+    let set = compiled("body A /a+b/\nbody B /zzz/\n");
+    assert!(set.slowest(5).is_empty());
+    for _ in 0..SAMPLE_EVERY {
+        set.check(b"Subject: s\r\n\r\naaab zzz\r\n");
+    }
+    let slowest = set.slowest(5);
+    assert_eq!(slowest.len(), 2, "{slowest:?}");
+    assert!(slowest.iter().all(|t| t.runs == 1), "one message in {SAMPLE_EVERY} is timed: {slowest:?}");
+}

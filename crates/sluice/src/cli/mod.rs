@@ -226,6 +226,12 @@ pub enum AdminCommand {
     Engines {
         #[command(flatten)]
         api: ApiArgs,
+        /// The built-in anti-spam engine's rules instead: loaded, skipped (by reason) and the costliest.
+        #[arg(long)]
+        rules: bool,
+        /// With --rules: how many of the costliest rules to list.
+        #[arg(long, default_value_t = 20, requires = "rules")]
+        slowest: u32,
     },
     /// Updates an engine's rules now; the progress goes to the updater log (`antispamupdate`,
     /// `antivirusupdate`).
@@ -430,7 +436,7 @@ impl AdminCommand {
             | AdminCommand::Hoststatus { api, .. }
             | AdminCommand::Mailq { api }
             | AdminCommand::Workqueue { api, .. }
-            | AdminCommand::Engines { api }
+            | AdminCommand::Engines { api, .. }
             | AdminCommand::Update { api, .. }
             | AdminCommand::Log { api, .. }
             | AdminCommand::Quarantine { api, .. } => api,
@@ -499,7 +505,8 @@ pub fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
         }
         AdminCommand::Mailq { .. } => mailq::run(&api, json),
         AdminCommand::Workqueue { verb, .. } => workqueue::workqueue(&out, verb),
-        AdminCommand::Engines { .. } => workqueue::engines(&out),
+        AdminCommand::Engines { rules: false, .. } => workqueue::engines(&out),
+        AdminCommand::Engines { rules: true, slowest, .. } => workqueue::rules(&out, slowest),
         AdminCommand::Update { engine, force, .. } => workqueue::update(&out, engine, force),
         AdminCommand::Log { name, tail, follow, .. } => workqueue::log(&out, &name, tail, follow),
         AdminCommand::Quarantine { verb, .. } => quarantine::quarantine(&out, verb),

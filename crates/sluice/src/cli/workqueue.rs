@@ -161,6 +161,48 @@ pub(super) fn engines(out: &Output<'_>) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// `sluice engines --rules`: the anti-spam rule set's counts, what was skipped and why, and the costliest
+/// rules.
+pub(super) fn rules(out: &Output<'_>, slowest: u32) -> anyhow::Result<ExitCode> {
+    let r = out.call("GET", &format!("/api/v1/engines/antispam/rules?slowest={slowest}"), None)?;
+    out.print(&r, |v| {
+        let report: api::RuleReport = serde_json::from_value(v)?;
+        write_out(&rules_report(&report));
+        Ok(())
+    })
+}
+
+fn rules_report(r: &api::RuleReport) -> String {
+    let mut text = format!(
+        "Anti-spam rules, version {}\n  Loaded:      {}\n  Active:      {} ({} behind a literal prefilter, {} run on every \
+         message, {} backtracking)\n  Not compiled: {}\n  Skipped:     {}\n",
+        r.version,
+        count(r.loaded),
+        count(r.active),
+        count(r.prefiltered),
+        count(r.always),
+        count(r.backtracking),
+        count(r.errors),
+        count(r.skipped_total),
+    );
+    for (reason, n) in &r.skipped {
+        text.push_str(&format!("    {:>6}  {reason}\n", count(*n)));
+    }
+    text.push_str(&format!("  Settings ignored: {}\n", count(r.ignored_settings)));
+    if r.slowest.is_empty() {
+        text.push_str("\nNo message timed yet (one message in 64 is timed rule by rule).\n");
+        return text;
+    }
+    let mut t =
+        Table::new(&["Rule", "Mean us", "Runs", "Total ms"]).right(&["Mean us", "Runs", "Total ms"]).keep(&["Rule"]);
+    for s in &r.slowest {
+        t.row(vec![s.rule.clone(), format!("{:.1}", s.mean_us), count(s.runs), format!("{:.1}", s.total_us / 1000.0)]);
+    }
+    text.push_str("\nCostliest rules (timed on one message in 64):\n");
+    text.push_str(&t.render(super::table::terminal_width()));
+    text
+}
+
 fn engines_table(engines: &[api::Engine]) -> Table {
     let mut t = Table::new(&["Engine", "Kind", "Version", "Rules", "Status", "Last update", "Last error"])
         .right(&["Rules"])

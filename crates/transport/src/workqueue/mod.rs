@@ -345,6 +345,33 @@ impl crate::Transport {
         engines(&self.inner.work_queue)
     }
 
+    /// `GET /api/v1/engines/antispam/rules`: the built-in anti-spam rule set's statistics, `None` when the
+    /// stage has no built-in engine.
+    pub fn antispam_rules(&self, slowest: usize) -> Option<api::RuleReport> {
+        let guard = self.inner.work_queue.antispam.read().unwrap_or_else(|e| e.into_inner());
+        let installed = guard.as_ref()?;
+        let stats = installed.set.stats();
+        let skipped_total = stats.skipped.values().sum::<usize>() as u64;
+        Some(api::RuleReport {
+            version: installed.version.clone(),
+            loaded: stats.loaded as u64,
+            active: stats.active as u64,
+            prefiltered: stats.prefiltered as u64,
+            always: stats.always as u64,
+            backtracking: stats.backtracking as u64,
+            errors: stats.errors as u64,
+            skipped: stats.skipped.iter().map(|(k, v)| ((*k).to_owned(), *v as u64)).collect(),
+            skipped_total,
+            ignored_settings: stats.ignored_settings as u64,
+            slowest: installed
+                .set
+                .slowest(slowest)
+                .into_iter()
+                .map(|t| api::RuleTime { rule: t.rule, mean_us: t.mean_us, runs: t.runs, total_us: t.total_us })
+                .collect(),
+        })
+    }
+
     /// Asks the updater for an update of `stage`'s engine now. False when the stage's engine is off (nothing
     /// to update).
     pub fn request_update(&self, stage: ScanStage, force: bool) -> bool {
