@@ -95,6 +95,7 @@ use std::time::Instant;
 use crate::SourceFile;
 use crate::mime::{self, Decoded};
 
+mod eval;
 mod load;
 mod meta;
 mod perl;
@@ -137,8 +138,10 @@ pub struct RuleSet {
     rules: Vec<Rule>,
     /// The tests to run, by haystack.
     prefilters: Vec<(Haystack, Prefilter)>,
-    /// The meta rules to evaluate, each after the metas it reads.
-    meta_order: Vec<usize>,
+    /// The meta rules, and how to evaluate only the ones a message can change.
+    metas: MetaPlan,
+    /// The native `eval:` tests to run on every message.
+    evals: Vec<usize>,
     timing: Timing,
     skipped: BTreeMap<&'static str, usize>,
     ignored: usize,
@@ -248,6 +251,8 @@ impl Rule {
 enum Kind {
     Test(Test),
     Meta(Expr),
+    /// One of the `eval:` tests sluice implements.
+    Eval(eval::Eval),
     /// A meta rule caught in a cycle.
     Disabled,
 }
@@ -289,6 +294,76 @@ impl TFlags {
             }
         }
         flags
+    }
+}
+
+/// The meta rules in evaluation order, and what lets a message evaluate only the few that a hit can
+/// change: most of a large set reads rules that did not hit, and keeps the value it has when nothing
+/// hits.
+#[derive(Debug, Default)]
+struct MetaPlan {
+    /// The meta rules to evaluate, each after the metas it reads.
+    order: Vec<usize>,
+    /// Every rule's value on a message where no test hits (tests 0, metas evaluated on that).
+    baseline: Vec<f64>,
+    /// For each rule, the positions in `order` of the meta rules that read it.
+    readers: Vec<Vec<u32>>,
+}
+
+impl MetaPlan {
+    fn new(rules: &[Rule], order: Vec<usize>) -> MetaPlan {
+        let mut readers = vec![Vec::new(); rules.len()];
+        for (position, &meta) in order.iter().enumerate() {
+            if let Kind::Meta(expr) = &rules[meta].kind {
+                let mut deps = Vec::new();
+                expr.indices(&mut deps);
+                deps.sort_unstable();
+                deps.dedup();
+                for dep in deps {
+                    readers[dep].push(position as u32);
+                }
+            }
+        }
+        let mut baseline = vec![0.0; rules.len()];
+        for &meta in &order {
+            baseline[meta] = meta_value(&rules[meta], &baseline);
+        }
+        MetaPlan { order, baseline, readers }
+    }
+
+    /// Evaluates the metas that read a rule whose value moved from the baseline (`hit_tests`, and
+    /// metas that changed in turn); `values` starts as the baseline with the tests' hits set.
+    fn run(&self, rules: &[Rule], values: &mut [f64], hit_tests: &[usize]) {
+        let mut dirty = vec![false; self.order.len()];
+        let mut first = self.order.len();
+        for &test in hit_tests {
+            for &position in &self.readers[test] {
+                dirty[position as usize] = true;
+                first = first.min(position as usize);
+            }
+        }
+        for position in first..self.order.len() {
+            if !dirty[position] {
+                continue;
+            }
+            let meta = self.order[position];
+            let value = meta_value(&rules[meta], values);
+            if value != values[meta] {
+                values[meta] = value;
+                // Readers come later in the order: they are evaluated in this same pass.
+                for &reader in &self.readers[meta] {
+                    dirty[reader as usize] = true;
+                }
+            }
+        }
+    }
+}
+
+/// A meta rule's value: 1 when its expression is not zero.
+fn meta_value(rule: &Rule, values: &[f64]) -> f64 {
+    match &rule.kind {
+        Kind::Meta(expr) if expr.eval(values) != 0.0 => 1.0,
+        _ => 0.0,
     }
 }
 
@@ -363,7 +438,9 @@ impl RuleSet {
 
     /// What the set holds.
     pub fn stats(&self) -> RuleStats {
-        let active: usize = self.prefilters.iter().map(|(_, p)| p.slots.len()).sum::<usize>() + self.meta_order.len();
+        let active: usize = self.prefilters.iter().map(|(_, p)| p.slots.len()).sum::<usize>()
+            + self.metas.order.len()
+            + self.evals.len();
         let prefiltered: usize = self.prefilters.iter().map(|(_, p)| p.prefiltered()).sum();
         let tests: usize = self.prefilters.iter().map(|(_, p)| p.slots.len()).sum();
         RuleStats {
@@ -422,7 +499,8 @@ impl RuleSet {
         }
         let view = View::new(decoded);
         let sample = self.timing.sample();
-        let mut values = vec![0.0f64; self.rules.len()];
+        let mut values = self.metas.baseline.clone();
+        let mut hit_tests = Vec::new();
         let mut woken = Vec::new();
         for (haystack, prefilter) in &self.prefilters {
             prefilter.woken(view.haystack(*haystack), &mut woken);
@@ -432,17 +510,25 @@ impl RuleSet {
                 }
                 let Kind::Test(test) = &self.rules[rule].kind else { continue };
                 let started = sample.then(Instant::now);
-                values[rule] = self.run(test, self.rules[rule].tflags, &view) as f64;
+                let hits = self.run(test, self.rules[rule].tflags, &view);
+                if hits > 0 {
+                    values[rule] = hits as f64;
+                    hit_tests.push(rule);
+                }
                 if let Some(started) = started {
                     self.timing.record(rule, started.elapsed().as_nanos() as u64);
                 }
             }
         }
-        for &rule in &self.meta_order {
-            if let Kind::Meta(expr) = &self.rules[rule].kind {
-                values[rule] = if expr.eval(&values) != 0.0 { 1.0 } else { 0.0 };
+        for &rule in &self.evals {
+            if let Kind::Eval(eval) = &self.rules[rule].kind
+                && eval.hits(&view)
+            {
+                values[rule] = 1.0;
+                hit_tests.push(rule);
             }
         }
+        self.metas.run(&self.rules, &mut values, &hit_tests);
         for (rule, value) in self.rules.iter().zip(&values) {
             if *value > 0.0 && rule.is_scored() {
                 verdict.score += rule.score;

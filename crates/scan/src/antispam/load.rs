@@ -5,18 +5,46 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
+use super::eval::Eval;
 use super::meta;
 use super::perl::{self, Flags, Pattern};
 use super::prefilter::{self, PrefilterBuilder};
-use super::view::{Haystack, HeaderSpec};
-use super::{Kind, Rule, RuleError, RuleSet, TFlags, Test, Timing};
+use super::view::{Haystack, HeaderSpec, HeaderTarget};
+use super::{Kind, MetaPlan, Rule, RuleError, RuleSet, TFlags, Test, Timing};
 
 /// The SpamAssassin version `if (version >= ...)` compares with: the rule syntax sluice reads
 /// is SpamAssassin 4.0's.
 const VERSION: f64 = 4.000001;
 
-/// Plugins whose rules sluice runs: `ifplugin` blocks for any other plugin are skipped.
-const PLUGINS: &[&str] = &["Mail::SpamAssassin::Plugin::ReplaceTags"];
+/// The plugins `ifplugin` and `plugin(...)` find: ReplaceTags, which sluice implements, and the plugins
+/// a stock SpamAssassin loads whose blocks hold ordinary rules beside their `eval:` tests (the evals
+/// are skipped one by one; the rest runs, as in spamd). MIMEHeader is left out: sluice does not run
+/// `mimeheader` rules, so the `if !plugin(MIMEHeader)` fallbacks load instead.
+const PLUGINS: &[&str] = &[
+    "Mail::SpamAssassin::Plugin::ReplaceTags",
+    "Mail::SpamAssassin::Plugin::Check",
+    "Mail::SpamAssassin::Plugin::HTTPSMismatch",
+    "Mail::SpamAssassin::Plugin::URIDetail",
+    "Mail::SpamAssassin::Plugin::Bayes",
+    "Mail::SpamAssassin::Plugin::BodyEval",
+    "Mail::SpamAssassin::Plugin::DNSEval",
+    "Mail::SpamAssassin::Plugin::HTMLEval",
+    "Mail::SpamAssassin::Plugin::HeaderEval",
+    "Mail::SpamAssassin::Plugin::MIMEEval",
+    "Mail::SpamAssassin::Plugin::RelayEval",
+    "Mail::SpamAssassin::Plugin::URIEval",
+    "Mail::SpamAssassin::Plugin::WLBLEval",
+    "Mail::SpamAssassin::Plugin::VBounce",
+    "Mail::SpamAssassin::Plugin::ImageInfo",
+    "Mail::SpamAssassin::Plugin::FreeMail",
+    "Mail::SpamAssassin::Plugin::AskDNS",
+    "Mail::SpamAssassin::Plugin::HashBL",
+    "Mail::SpamAssassin::Plugin::DMARC",
+    "Mail::SpamAssassin::Plugin::SPF",
+    "Mail::SpamAssassin::Plugin::DKIM",
+    "Mail::SpamAssassin::Plugin::URIDNSBL",
+    "Mail::SpamAssassin::Plugin::WelcomeListSubject",
+];
 
 /// Configuration features `if can(...)` finds.
 const FEATURES: &[&str] = &[
@@ -89,6 +117,7 @@ enum DefKind {
     Exists(HeaderSpec),
     Pattern { haystack: Haystack, source: String, flags: Flags },
     Meta(String),
+    Eval(Eval),
 }
 
 /// A line that did not load: the rule's name when known, and why.
@@ -154,7 +183,7 @@ impl Loader {
     fn conditional(&mut self, keyword: &str, rest: &str) -> bool {
         match keyword {
             "if" => self.conditions.push(condition(rest)),
-            "ifplugin" => self.conditions.push(PLUGINS.contains(&rest.trim())),
+            "ifplugin" => self.conditions.push(PLUGINS.contains(&split_word(rest).0)),
             "else" => {
                 if let Some(open) = self.conditions.last_mut() {
                     *open = !*open;
@@ -175,7 +204,13 @@ impl Loader {
             return Err(fail("missing header name and test".to_owned()));
         }
         if test.starts_with("eval:") {
-            return Ok(Outcome::Skipped(reason::EVAL));
+            return Ok(match Eval::parse(test) {
+                Some(eval) => {
+                    self.define(name, file, line, DefKind::Eval(eval));
+                    Outcome::Done
+                }
+                None => Outcome::Skipped(reason::EVAL),
+            });
         }
         if let Some(header) = test.strip_prefix("exists:") {
             let header = header.trim();
@@ -347,8 +382,10 @@ impl Loader {
             // does not have between them: a literal spanning lines cannot prefilter it.
             let spans_lines = |set: &Vec<Vec<u8>>| set.iter().any(|l| l.contains(&b'\n') || l.contains(&b'\r'));
             let header = matches!(test.haystack, Haystack::Headers | Haystack::RawHeaders);
+            // The relay pseudo-headers are not in the message's headers: no literal of theirs is.
+            let pseudo = test.header.as_ref().is_some_and(|h| matches!(h.target, HeaderTarget::Relays(_)));
             let literals = match &test.literals {
-                _ if test.negate || test.if_unset.is_some() => None,
+                _ if test.negate || test.if_unset.is_some() || pseudo => None,
                 Some(set) if header && spans_lines(set) => None,
                 literals => literals.clone(),
             };
@@ -356,6 +393,8 @@ impl Loader {
         }
         let prefilters = builders.into_iter().map(|(haystack, b)| (haystack, b.build())).collect();
         let meta_order = meta_order.into_iter().filter(|&i| needed[i]).collect();
+        let metas = MetaPlan::new(&rules, meta_order);
+        let evals = (0..rules.len()).filter(|&i| needed[i] && matches!(rules[i].kind, Kind::Eval(_))).collect();
         let timing = Timing::new(rules.len());
         let order = |file: &str| self.files.iter().position(|f| f == file).unwrap_or(usize::MAX);
         self.errors.sort_by_key(|e| (order(&e.file), e.line));
@@ -363,7 +402,8 @@ impl Loader {
             errors: self.errors.len(),
             rules,
             prefilters,
-            meta_order,
+            metas,
+            evals,
             timing,
             skipped: self.skipped,
             ignored: self.ignored,
@@ -378,18 +418,19 @@ impl Loader {
         };
         let compile = |source: &str, flags: Flags, line_targets: bool| {
             let source = replace(source);
-            let (pattern, skeleton) = Pattern::compile(&source, flags, line_targets)?;
-            let literals = prefilter::required_literals(&skeleton, Flags { multi_line: line_targets, ..flags });
-            Ok::<_, String>((pattern, literals))
+            let compiled = Pattern::compile(&source, flags, line_targets)?;
+            let literals =
+                prefilter::required_literals(&compiled.skeleton, Flags { multi_line: line_targets, ..flags });
+            Ok::<_, String>((compiled, literals))
         };
         Ok(match &def.kind {
             DefKind::Header { spec, negate, source, flags, if_unset } => {
-                let (pattern, literals) = compile(source, *flags, false)?;
+                let (compiled, literals) = compile(source, *flags, false)?;
                 let haystack = if spec.raw { Haystack::RawHeaders } else { Haystack::Headers };
                 Kind::Test(Test {
                     haystack,
                     header: Some(spec.clone()),
-                    pattern: Some(pattern),
+                    pattern: Some(compiled.pattern),
                     literals,
                     negate: *negate,
                     if_unset: if_unset.clone(),
@@ -405,17 +446,18 @@ impl Loader {
             }),
             DefKind::Pattern { haystack, source, flags } => {
                 let line_targets = matches!(haystack, Haystack::Body | Haystack::RawBody | Haystack::Uri);
-                let (pattern, literals) = compile(source, *flags, line_targets)?;
+                let (compiled, literals) = compile(source, *flags, line_targets)?;
                 Kind::Test(Test {
                     haystack: *haystack,
                     header: None,
-                    pattern: Some(pattern),
+                    pattern: Some(compiled.pattern),
                     literals,
                     negate: false,
                     if_unset: None,
                 })
             }
             DefKind::Meta(text) => Kind::Meta(meta::parse(text)?),
+            DefKind::Eval(eval) => Kind::Eval(eval.clone()),
         })
     }
 }

@@ -22,6 +22,14 @@ pub(super) struct Flags {
     pub extended: bool,
 }
 
+/// What [`Pattern::compile`] gives.
+#[derive(Debug)]
+pub(super) struct Compiled {
+    pub pattern: Pattern,
+    /// The text literals are extracted from.
+    pub skeleton: String,
+}
+
 /// A compiled rule regex.
 #[derive(Debug)]
 pub(super) enum Pattern {
@@ -38,20 +46,20 @@ impl Pattern {
     /// `^` and `$` match at every line, for rules run over SpamAssassin's arrays of lines
     /// (body paragraphs, raw body lines, URIs).
     ///
-    /// Returns the pattern and the text its literals are extracted from: the translated
-    /// pattern, with look-around and back-references removed for a fancy pattern.
-    pub(super) fn compile(source: &str, flags: Flags, line_targets: bool) -> Result<(Pattern, String), String> {
+    /// Returns the pattern and the text its literals are extracted from (the translated pattern,
+    /// with look-around and back-references removed for a fancy pattern).
+    pub(super) fn compile(source: &str, flags: Flags, line_targets: bool) -> Result<Compiled, String> {
         let translated = translate(source)?;
         let flags = Flags { multi_line: flags.multi_line || line_targets, ..flags };
         // A pattern written with non-ASCII characters means them as characters (and folds
         // their case): it runs with Unicode on, still over the UTF-8 bytes.
         let unicode = !translated.pattern.is_ascii();
         match bytes_regex(&translated.pattern, flags, unicode) {
-            Ok(regex) => return Ok((Pattern::Bytes(regex), translated.pattern)),
+            Ok(regex) => return Ok(Compiled { pattern: Pattern::Bytes(regex), skeleton: translated.pattern }),
             Err(error) if !translated.needs_backtracking => {
                 // A Unicode class (`\p{L}`) needs Unicode mode; anything else is a real error.
                 return bytes_regex(&translated.pattern, flags, true)
-                    .map(|regex| (Pattern::Bytes(regex), translated.pattern.clone()))
+                    .map(|regex| Compiled { pattern: Pattern::Bytes(regex), skeleton: translated.pattern.clone() })
                     .map_err(|_| regex_reason(&error));
             }
             Err(_) => {}
@@ -65,7 +73,8 @@ impl Pattern {
         let gate = bytes_regex(&translated.skeleton, flags, false)
             .or_else(|_| bytes_regex(&translated.skeleton, flags, true))
             .ok();
-        Ok((Pattern::Fancy { regex: Box::new(fancy), gate }, translated.skeleton))
+        let pattern = Pattern::Fancy { regex: Box::new(fancy), gate };
+        Ok(Compiled { pattern, skeleton: translated.skeleton })
     }
 
     /// Whether the pattern matches somewhere in `haystack`. A fancy pattern that runs out of
@@ -457,20 +466,21 @@ mod tests {
     #[test]
     fn byte_semantics() {
         let flags = Flags { case_insensitive: true, ..Flags::default() };
-        let (p, _) = Pattern::compile(r"caf\xe9 \w+\b", flags, false).unwrap();
+        let Compiled { pattern: p, .. } = Pattern::compile(r"caf\xe9 \w+\b", flags, false).unwrap();
         assert!(p.is_match(b"CAF\xe9 au lait"));
-        let (p, _) = Pattern::compile("café", flags, false).unwrap();
+        let Compiled { pattern: p, .. } = Pattern::compile("café", flags, false).unwrap();
         assert!(p.is_match("CAFÉ".as_bytes()));
         assert!(!p.is_fancy());
-        let (p, _) = Pattern::compile(r"^b", Flags::default(), true).unwrap();
+        let Compiled { pattern: p, .. } = Pattern::compile(r"^b", Flags::default(), true).unwrap();
         assert!(p.is_match(b"a\nb"));
-        let (p, _) = Pattern::compile(r"\p{Lu}x", Flags::default(), false).unwrap();
+        let Compiled { pattern: p, .. } = Pattern::compile(r"\p{Lu}x", Flags::default(), false).unwrap();
         assert!(p.is_match("Éx".as_bytes()));
     }
 
     #[test]
     fn fancy_patterns_match_and_count() {
-        let (p, skeleton) = Pattern::compile(r"\bfree(?!dom)", Flags::default(), false).unwrap();
+        let Compiled { pattern: p, skeleton, .. } =
+            Pattern::compile(r"\bfree(?!dom)", Flags::default(), false).unwrap();
         assert!(p.is_fancy());
         assert_eq!(skeleton, r"\bfree");
         assert!(p.is_match(b"get it free now"));

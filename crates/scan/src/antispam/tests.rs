@@ -453,3 +453,13 @@ fn slowest_rules_are_timed_on_sampled_messages() {
     assert_eq!(slowest.len(), 2, "{slowest:?}");
     assert!(slowest.iter().all(|t| t.runs == 1), "one message in {SAMPLE_EVERY} is timed: {slowest:?}");
 }
+
+#[test]
+fn relay_pseudo_header_rules_are_not_prefiltered_away() {
+    let set = compiled("header __RDNS_NONE X-Spam-Relays-External =~ /^[^\\]]+ rdns= /\nmeta RDNS_NONE __RDNS_NONE\n");
+    let msg =
+        "Received: from x.test ([192.0.2.5]) by mx.test; Mon, 1 Jan 2024 10:00:00 +0000\r\nSubject: s\r\n\r\nb\r\n";
+    assert_eq!(compiled_check(&set, msg), vec!["RDNS_NONE"]);
+    let named = "Received: from x.test (x.test [192.0.2.5]) by mx.test; Mon, 1 Jan 2024 10:00:00 +0000\r\nSubject: s\r\n\r\nb\r\n";
+    assert!(compiled_check(&set, named).is_empty());
+}

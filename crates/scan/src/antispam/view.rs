@@ -54,6 +54,10 @@ pub(super) enum HeaderTarget {
     EnvelopeFrom,
     /// `Message-Id` and its variants (`Resent-Message-Id`, `X-Message-Id`).
     MessageId,
+    /// SpamAssassin's relay pseudo-headers, built from the `Received` headers: `true` for the
+    /// trusted relays (`X-Spam-Relays-Trusted`, `-Internal`), `false` for the others
+    /// (`-Untrusted`, `-External`).
+    Relays(bool),
 }
 
 /// A modifier that picks part of a header's value.
@@ -87,6 +91,8 @@ impl HeaderSpec {
             "ToCc" => HeaderTarget::ToCc,
             "EnvelopeFrom" => HeaderTarget::EnvelopeFrom,
             "MESSAGEID" => HeaderTarget::MessageId,
+            "X-Spam-Relays-Trusted" | "X-Spam-Relays-Internal" => HeaderTarget::Relays(true),
+            "X-Spam-Relays-Untrusted" | "X-Spam-Relays-External" => HeaderTarget::Relays(false),
             _ => HeaderTarget::Named(name.to_ascii_lowercase()),
         };
         let mut spec = HeaderSpec { target, modifier: Modifier::None, raw: false };
@@ -115,11 +121,18 @@ pub(super) struct View<'d, 'a> {
     body: OnceLock<(String, usize)>,
     raw_body: OnceLock<String>,
     uris: OnceLock<String>,
+    relays: OnceLock<(String, String)>,
 }
 
 impl<'d, 'a> View<'d, 'a> {
     pub(super) fn new(decoded: &'d Decoded<'a>) -> Self {
-        View { decoded, body: OnceLock::new(), raw_body: OnceLock::new(), uris: OnceLock::new() }
+        View {
+            decoded,
+            body: OnceLock::new(),
+            raw_body: OnceLock::new(),
+            uris: OnceLock::new(),
+            relays: OnceLock::new(),
+        }
     }
 
     /// The bytes of a haystack.
@@ -157,6 +170,10 @@ impl<'d, 'a> View<'d, 'a> {
                 return Some(String::from_utf8_lossy(self.decoded.raw_header_block()));
             }
             HeaderTarget::All => return Some(Cow::Borrowed(self.decoded.all_headers())),
+            HeaderTarget::Relays(trusted) => {
+                let (t, u) = self.relays.get_or_init(|| relays(self.decoded));
+                return Some(Cow::Owned(if *trusted { t.clone() } else { u.clone() }));
+            }
             HeaderTarget::Named(name) => self.values(&[name.as_str()], spec.raw),
             HeaderTarget::ToCc => self.values(&["to", "cc"], spec.raw),
             HeaderTarget::MessageId => {
@@ -205,6 +222,122 @@ impl<'d, 'a> View<'d, 'a> {
         }
         out
     }
+}
+
+/// SpamAssassin's relay lines, trusted and untrusted, from the `Received` headers (most recent
+/// first): `[ ip=192.0.2.1 rdns=mail.example.test helo=mail.example.test by=mx.example.test
+/// ident= envfrom= intl=0 id=ABC auth= msa=0 ]`, one bracket per relay, joined with a space. With no
+/// trusted networks configured, as SpamAssassin infers them: relays from private (RFC 1918) or
+/// loopback addresses are trusted until the first public one; it and every relay after it are not.
+fn relays(decoded: &Decoded<'_>) -> (String, String) {
+    let mut trusted = Vec::new();
+    let mut untrusted = Vec::new();
+    for value in decoded.header("received").unwrap_or_default().split('\n') {
+        let Some(relay) = Relay::parse(value) else { continue };
+        let text = relay.to_string();
+        if untrusted.is_empty() && relay.private {
+            trusted.push(text);
+        } else {
+            untrusted.push(text);
+        }
+    }
+    (trusted.join(" "), untrusted.join(" "))
+}
+
+/// One `Received` header, parsed as far as the relay lines need.
+#[derive(Debug, PartialEq)]
+struct Relay {
+    ip: String,
+    rdns: String,
+    helo: String,
+    by: String,
+    id: String,
+    private: bool,
+}
+
+impl Relay {
+    /// `from HELO (RDNS [IP]) by BY ... id ID; date`, and the common variants (`from HELO
+    /// ([IP])`, `from RDNS (HELO HELO) (IP)`); `None` without an IPv4 address.
+    fn parse(value: &str) -> Option<Relay> {
+        let value = value.split(';').next().unwrap_or_default();
+        let from = value.trim_start().strip_prefix("from ")?;
+        let (from_part, rest) = match from.find(" by ") {
+            Some(at) => (&from[..at], &from[at + 4..]),
+            None => (from, ""),
+        };
+        let helo_word = from_part.split_whitespace().next().unwrap_or_default();
+        let ip = find_ipv4(from_part)?;
+        let mut helo = helo_word.trim_matches(['(', ')', '[', ']']).to_owned();
+        let mut rdns = String::new();
+        // Inside the parentheses: "rdns [ip]", "HELO name", or "rdns".
+        for group in from_part.split('(').skip(1) {
+            let inner = group.split(')').next().unwrap_or_default();
+            let mut words = inner.split_whitespace();
+            match words.next() {
+                Some("HELO" | "helo") => helo = words.next().unwrap_or_default().to_owned(),
+                // "rdns [ip]", or a lone host name.
+                Some(word)
+                    if !word.starts_with('[')
+                        && find_ipv4(word).is_none()
+                        && (inner.contains('[') || word.contains('.')) =>
+                {
+                    rdns = word.trim_end_matches('.').to_owned();
+                }
+                _ => {}
+            }
+        }
+        if rdns.eq_ignore_ascii_case("unknown") {
+            rdns.clear();
+        }
+        let by = rest.split_whitespace().next().unwrap_or_default().to_owned();
+        let id = rest
+            .split_whitespace()
+            .skip_while(|w| *w != "id")
+            .nth(1)
+            .unwrap_or_default()
+            .trim_end_matches(';')
+            .to_owned();
+        let private = is_private(&ip);
+        Some(Relay { ip, rdns, helo, by, id, private })
+    }
+}
+
+impl std::fmt::Display for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "[ ip={} rdns={} helo={} by={} ident= envfrom= intl={} id={} auth= msa=0 ]",
+            self.ip,
+            self.rdns,
+            self.helo,
+            self.by,
+            u8::from(self.private),
+            self.id
+        )
+    }
+}
+
+/// The first dotted-quad IPv4 address in `text`.
+fn find_ipv4(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    while start < bytes.len() {
+        if bytes[start].is_ascii_digit() && (start == 0 || !bytes[start - 1].is_ascii_alphanumeric()) {
+            let end = start + bytes[start..].iter().take_while(|b| b.is_ascii_digit() || **b == b'.').count();
+            let candidate = text[start..end].trim_end_matches('.');
+            if candidate.parse::<std::net::Ipv4Addr>().is_ok() {
+                return Some(candidate.to_owned());
+            }
+            start = end;
+        } else {
+            start += 1;
+        }
+    }
+    None
+}
+
+fn is_private(ip: &str) -> bool {
+    ip.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_private() || ip.is_loopback() || ip.is_link_local())
 }
 
 /// SpamAssassin's rendered body; see the module documentation.
@@ -256,7 +389,7 @@ fn extract_uris(raw_body: &[u8], body: &[u8]) -> String {
     let mut add = |uri: &[u8]| {
         let uri = String::from_utf8_lossy(uri);
         let uri = uri.trim_end_matches(['.', ',', ';', ':', '!', '?']);
-        let uri = if uri.len() >= 4 && uri[..4].eq_ignore_ascii_case("www.") {
+        let uri = if uri.get(..4).is_some_and(|head| head.eq_ignore_ascii_case("www.")) {
             format!("http://{uri}")
         } else {
             uri.to_owned()
@@ -393,5 +526,36 @@ mod tests {
             ]
         );
         assert!(view.haystack(Haystack::RawBody).starts_with(b"<a href"));
+    }
+
+    #[test]
+    fn relay_pseudo_headers() {
+        let msg = concat!(
+            "Received: from localhost (localhost [127.0.0.1])\r\n\tby mx.example.test (Postfix) with ESMTP id AB12; Mon, 1 Jan 2024 10:00:00 +0000\r\n",
+            "Received: from mail.sender.test (mail.sender.test [192.0.2.7])\r\n\tby mx.example.test with SMTP id CD34; Mon, 1 Jan 2024 10:00:00 +0000\r\n",
+            "Received: from unknown (HELO bogus) (198.51.100.9)\r\n\tby mail.sender.test with SMTP; Mon, 1 Jan 2024 09:59:00 +0000\r\n",
+            "Subject: x\r\n\r\nbody\r\n"
+        );
+        let d = decode(msg.as_bytes());
+        let view = View::new(&d);
+        let get = |spec: &str| view.header(&HeaderSpec::parse(spec).unwrap()).unwrap().into_owned();
+        assert_eq!(
+            get("X-Spam-Relays-Trusted"),
+            "[ ip=127.0.0.1 rdns=localhost helo=localhost by=mx.example.test ident= envfrom= intl=1 id=AB12 auth= msa=0 ]"
+        );
+        assert_eq!(
+            get("X-Spam-Relays-External"),
+            "[ ip=192.0.2.7 rdns=mail.sender.test helo=mail.sender.test by=mx.example.test ident= envfrom= intl=0 id=CD34 auth= msa=0 ] \
+             [ ip=198.51.100.9 rdns= helo=bogus by=mail.sender.test ident= envfrom= intl=0 id= auth= msa=0 ]"
+        );
+    }
+
+    #[test]
+    fn uris_with_non_ascii_characters() {
+        let msg = "Subject: x\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<a href=\"é€/x\">y</a> <a href='ww€'>z</a> http://ex.test/ü\r\n";
+        let d = decode(msg.as_bytes());
+        let view = View::new(&d);
+        let uris = String::from_utf8(view.haystack(Haystack::Uri).to_vec()).unwrap();
+        assert_eq!(uris, "é€/x\nww€\nhttp://ex.test/ü");
     }
 }
