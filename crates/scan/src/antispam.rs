@@ -265,6 +265,8 @@ struct Test {
     header: Option<HeaderSpec>,
     /// The regex; `None` for `exists:`.
     pattern: Option<Pattern>,
+    /// A body, raw body, URI or full rule's regex for a regex set (see [`Prefilter`]).
+    set_source: Option<String>,
     /// What the prefilter wakes the rule on.
     literals: Option<Vec<Vec<u8>>>,
     negate: bool,

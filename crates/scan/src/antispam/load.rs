@@ -389,7 +389,9 @@ impl Loader {
                 Some(set) if header && spans_lines(set) => None,
                 literals => literals.clone(),
             };
-            builders.entry(test.haystack).or_default().add(i, literals);
+            // A rule without literals joins a regex set when it can (not `multiple`, which counts).
+            let set_source = test.set_source.clone().filter(|_| !rule.tflags.multiple);
+            builders.entry(test.haystack).or_default().add(i, literals, set_source);
         }
         let prefilters = builders.into_iter().map(|(haystack, b)| (haystack, b.build())).collect();
         let meta_order = meta_order.into_iter().filter(|&i| needed[i]).collect();
@@ -431,6 +433,7 @@ impl Loader {
                     haystack,
                     header: Some(spec.clone()),
                     pattern: Some(compiled.pattern),
+                    set_source: None,
                     literals,
                     negate: *negate,
                     if_unset: if_unset.clone(),
@@ -440,6 +443,7 @@ impl Loader {
                 haystack: Haystack::Headers,
                 header: Some(spec.clone()),
                 pattern: None,
+                set_source: None,
                 literals: None,
                 negate: false,
                 if_unset: None,
@@ -451,6 +455,7 @@ impl Loader {
                     haystack: *haystack,
                     header: None,
                     pattern: Some(compiled.pattern),
+                    set_source: compiled.set_source,
                     literals,
                     negate: false,
                     if_unset: None,

@@ -28,6 +28,9 @@ pub(super) struct Compiled {
     pub pattern: Pattern,
     /// The text literals are extracted from.
     pub skeleton: String,
+    /// The plain regex (or a fancy pattern's gate) with its flags inline, when it runs with
+    /// Unicode off: a member of a regex set that matches wherever this pattern does.
+    pub set_source: Option<String>,
 }
 
 /// A compiled rule regex.
@@ -55,11 +58,18 @@ impl Pattern {
         // their case): it runs with Unicode on, still over the UTF-8 bytes.
         let unicode = !translated.pattern.is_ascii();
         match bytes_regex(&translated.pattern, flags, unicode) {
-            Ok(regex) => return Ok(Compiled { pattern: Pattern::Bytes(regex), skeleton: translated.pattern }),
+            Ok(regex) => {
+                let set_source = (!unicode).then(|| format!("{}{}", inline_flags(flags), translated.pattern));
+                return Ok(Compiled { pattern: Pattern::Bytes(regex), skeleton: translated.pattern, set_source });
+            }
             Err(error) if !translated.needs_backtracking => {
                 // A Unicode class (`\p{L}`) needs Unicode mode; anything else is a real error.
                 return bytes_regex(&translated.pattern, flags, true)
-                    .map(|regex| Compiled { pattern: Pattern::Bytes(regex), skeleton: translated.pattern.clone() })
+                    .map(|regex| Compiled {
+                        pattern: Pattern::Bytes(regex),
+                        skeleton: translated.pattern.clone(),
+                        set_source: None,
+                    })
                     .map_err(|_| regex_reason(&error));
             }
             Err(_) => {}
@@ -70,11 +80,12 @@ impl Pattern {
             .backtrack_limit(BACKTRACK_LIMIT)
             .build()
             .map_err(|e| format!("regex does not compile: {e}"))?;
-        let gate = bytes_regex(&translated.skeleton, flags, false)
-            .or_else(|_| bytes_regex(&translated.skeleton, flags, true))
-            .ok();
+        let (gate, set_source) = match bytes_regex(&translated.skeleton, flags, false) {
+            Ok(gate) => (Some(gate), Some(format!("{}{}", inline_flags(flags), translated.skeleton))),
+            Err(_) => (bytes_regex(&translated.skeleton, flags, true).ok(), None),
+        };
         let pattern = Pattern::Fancy { regex: Box::new(fancy), gate };
-        Ok(Compiled { pattern, skeleton: translated.skeleton })
+        Ok(Compiled { pattern, skeleton: translated.skeleton, set_source })
     }
 
     /// Whether the pattern matches somewhere in `haystack`. A fancy pattern that runs out of

@@ -23,6 +23,10 @@ const MAX_SET: usize = 32;
 /// The most bytes a class may hold and still count as a few literal alternatives.
 const MAX_CLASS: usize = 4;
 
+/// How many literal-less rules share one regex set: a few rules per pass, few enough that the set's
+/// automaton stays small (one set of a hundred such rules thrashes its cache on ordinary mail).
+const SET_SIZE: usize = 8;
+
 /// A set of literals, lowercase ASCII: a match contains at least one of them.
 type Literals = Vec<Vec<u8>>;
 
@@ -204,6 +208,9 @@ pub(super) struct Prefilter {
     automaton: Option<AhoCorasick>,
     /// For each automaton pattern, the slots it wakes.
     wakes: Vec<Vec<usize>>,
+    /// Small regex sets of the slots without a literal: one pass over the haystack per set wakes
+    /// the members that can match, instead of one pass per rule.
+    sets: Vec<(regex::bytes::RegexSet, Vec<usize>)>,
 }
 
 /// Builds a [`Prefilter`].
@@ -212,15 +219,21 @@ pub(super) struct PrefilterBuilder {
     slots: Vec<usize>,
     always: Vec<usize>,
     literals: HashMap<Vec<u8>, Vec<usize>>,
+    /// Slots without a literal, with their regex-set source.
+    set: Vec<(usize, String)>,
 }
 
 impl PrefilterBuilder {
-    /// Adds rule `rule`, woken by any of `literals` (or by every haystack when `None`).
-    pub(super) fn add(&mut self, rule: usize, literals: Option<Literals>) {
+    /// Adds rule `rule`, woken by any of `literals`, else by a match of `set_source` in a regex
+    /// set, else by every haystack.
+    pub(super) fn add(&mut self, rule: usize, literals: Option<Literals>, set_source: Option<String>) {
         let slot = self.slots.len();
         self.slots.push(rule);
         match literals {
-            None => self.always.push(slot),
+            None => match set_source {
+                Some(source) => self.set.push((slot, source)),
+                None => self.always.push(slot),
+            },
             Some(set) => {
                 for literal in set {
                     self.literals.entry(literal).or_default().push(slot);
@@ -240,7 +253,21 @@ impl PrefilterBuilder {
                 .build(&patterns)
                 .expect("literal patterns always build an automaton")
         });
-        Prefilter { slots: self.slots, always: self.always, automaton, wakes }
+        let mut always = self.always;
+        let mut sets = Vec::new();
+        for chunk in self.set.chunks(SET_SIZE) {
+            let built = regex::bytes::RegexSetBuilder::new(chunk.iter().map(|(_, source)| source))
+                .unicode(false)
+                .size_limit(16 << 20)
+                .dfa_size_limit(8 << 20)
+                .build();
+            match built {
+                Ok(set) if chunk.len() > 1 => sets.push((set, chunk.iter().map(|(slot, _)| *slot).collect())),
+                // A lone rule, or a set too big to build: each runs on its own.
+                _ => always.extend(chunk.iter().map(|(slot, _)| *slot)),
+            }
+        }
+        Prefilter { slots: self.slots, always, automaton, wakes, sets }
     }
 }
 
@@ -251,6 +278,11 @@ impl Prefilter {
         woken.resize(self.slots.len(), false);
         for &slot in &self.always {
             woken[slot] = true;
+        }
+        for (set, slots) in &self.sets {
+            for index in set.matches(haystack).iter() {
+                woken[slots[index]] = true;
+            }
         }
         let Some(automaton) = &self.automaton else { return };
         let mut seen = vec![false; self.wakes.len()];
@@ -298,16 +330,18 @@ mod tests {
     #[test]
     fn prefilter_wakes_rules_by_literal_case_insensitively() {
         let mut builder = PrefilterBuilder::default();
-        builder.add(10, Some(vec![b"viagra".to_vec()]));
-        builder.add(11, None);
-        builder.add(12, Some(vec![b"free money".to_vec(), b"viagra".to_vec()]));
-        builder.add(13, Some(vec![b"lottery".to_vec()]));
+        builder.add(10, Some(vec![b"viagra".to_vec()]), None);
+        builder.add(11, None, None);
+        builder.add(12, Some(vec![b"free money".to_vec(), b"viagra".to_vec()]), None);
+        builder.add(13, Some(vec![b"lottery".to_vec()]), None);
+        builder.add(14, None, Some(r"(?i)\bn\d+w\b".to_owned()));
+        builder.add(15, None, Some(r"^x{3}".to_owned()));
         let prefilter = builder.build();
-        assert_eq!(prefilter.prefiltered(), 3);
+        assert_eq!(prefilter.prefiltered(), 5);
         let mut woken = Vec::new();
         prefilter.woken(b"Buy VIAGRA now", &mut woken);
-        assert_eq!(woken, vec![true, true, true, false]);
-        prefilter.woken(b"nothing here", &mut woken);
-        assert_eq!(woken, vec![false, true, false, false]);
+        assert_eq!(woken, vec![true, true, true, false, false, false]);
+        prefilter.woken(b"nothing here N0W", &mut woken);
+        assert_eq!(woken, vec![false, true, false, false, true, false]);
     }
 }
