@@ -19,6 +19,7 @@ mod readme;
 mod relay;
 mod reload;
 mod remote;
+mod rules;
 mod safety_net;
 mod send_tls;
 mod smtp;
