@@ -212,6 +212,7 @@ mod tests {
         ("post", "/api/v1/workqueue/pause"),
         ("post", "/api/v1/workqueue/resume"),
         ("get", "/api/v1/engines"),
+        ("get", "/api/v1/engines/antispam/rules"),
         ("post", "/api/v1/engines/{engine}/update"),
         ("get", "/api/v1/logs/updater"),
         ("get", "/api/v1/quarantine"),
