@@ -45,6 +45,20 @@ impl Server {
         Server::launch(extra, None, env)
     }
 
+    /// A server with its configuration written and no process yet: `spawn` or `spawn_or_exit` starts it.
+    pub fn unstarted(extra: &str) -> Server {
+        let s = Server {
+            dir: tempfile::tempdir().unwrap(),
+            smtp: free_port(),
+            admin: free_port(),
+            child: None,
+            extra: extra.to_owned(),
+            env: Vec::new(),
+        };
+        s.write_config();
+        s
+    }
+
     fn launch(extra: &str, data: Option<&Path>, env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         if let Some(data) = data {

@@ -92,15 +92,7 @@ fn sendmail_t_is_delivered_to_the_local_maildir_while_the_server_runs() {
 #[test]
 fn sendmail_while_the_server_is_stopped_is_delivered_when_it_starts() {
     // A server that has never run: no data directory yet.
-    let mut s = Server {
-        dir: tempfile::tempdir().unwrap(),
-        smtp: free_port(),
-        admin: free_port(),
-        child: None,
-        extra: String::new(),
-        env: Vec::new(),
-    };
-    s.write_config();
+    let mut s = Server::unstarted("");
     assert!(!s.data().exists());
     sendmail_ok(&s, &["-t"], b"To: user@localhost\nSubject: early\n\nwritten before the server ran\n");
     assert_eq!(names(&pickup_dir(&s)).len(), 1, "one complete file waits, no temporary file is left");

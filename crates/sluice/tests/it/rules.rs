@@ -70,15 +70,7 @@ fn rules_dir_loads_beside_the_shipped_rules_and_is_reported() {
 
 #[test]
 fn a_rules_dir_that_cannot_be_read_stops_the_server_at_start() {
-    let mut s = Server {
-        dir: tempfile::tempdir().unwrap(),
-        smtp: free_port(),
-        admin: free_port(),
-        child: None,
-        extra: "[antispam]\nrules_dir = \"/nonexistent/sluice-rules\"\n".to_owned(),
-        env: Vec::new(),
-    };
-    s.write_config();
+    let mut s = Server::unstarted("[antispam]\nrules_dir = \"/nonexistent/sluice-rules\"\n");
     let status = s.spawn_or_exit().expect("the server must not start");
     assert!(!status.success());
     assert!(s.log().contains("antispam.rules_dir /nonexistent/sluice-rules"), "{}", s.log());
@@ -89,19 +81,7 @@ fn a_rules_dir_that_cannot_be_read_stops_the_server_at_start() {
 fn pe_attachment() -> String {
     let mut bytes = b"MZ\x90\x00junkPAYLOAD-1234-abcd-XYtrailer".to_vec();
     bytes.extend(std::iter::repeat_n(b'.', 40));
-    base64(&bytes)
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            out.push(if i <= chunk.len() { TABLE[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
-        }
-    }
-    out
+    crate::tls::b64(&bytes)
 }
 
 #[test]
