@@ -97,7 +97,7 @@ fn engines(args: &ScanArgs) -> anyhow::Result<(RuleSet, Signatures)> {
     let installed = |engine: &str| {
         let config = configured.as_ref()?;
         let dir = config.server.data_dir.join("engines").join(engine).join("current");
-        let files = read_files(&dir).ok()?;
+        let files = crate::updater::read_dir_files(&dir).ok()?;
         (!files.is_empty()).then_some(files)
     };
     let rule_files = if args.rules.is_empty() {
@@ -134,7 +134,8 @@ fn named_files(paths: &[PathBuf], keep: impl Fn(&str) -> bool) -> anyhow::Result
     let mut files = Vec::new();
     for path in paths {
         if path.is_dir() {
-            let found = read_files(path).map_err(|e| fail(NOINPUT, format!("{}: {e}", path.display())))?;
+            let found =
+                crate::updater::read_dir_files(path).map_err(|e| fail(NOINPUT, format!("{}: {e}", path.display())))?;
             files.extend(found.into_iter().filter(|f| keep(&f.name)));
         } else {
             let bytes = std::fs::read(path).map_err(|e| fail(NOINPUT, format!("{}: {e}", path.display())))?;
@@ -143,23 +144,6 @@ fn named_files(paths: &[PathBuf], keep: impl Fn(&str) -> bool) -> anyhow::Result
         }
     }
     Ok(files)
-}
-
-/// Every regular file of `dir` whose name does not start with a dot, sorted by name.
-fn read_files(dir: &Path) -> std::io::Result<Vec<SourceFile>> {
-    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()) && !e.file_name().to_string_lossy().starts_with('.'))
-        .map(|e| e.path())
-        .collect();
-    names.sort();
-    names
-        .into_iter()
-        .map(|p| {
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            Ok(SourceFile { name, bytes: std::fs::read(&p)? })
-        })
-        .collect()
 }
 
 /// Message files under `path`: the file itself, or every regular file below a directory, sorted.

@@ -112,8 +112,8 @@ pub fn startup_antispam(data_dir: &Path, log: &UpdaterLog, extra: &[SourceFile])
     installed
 }
 
-/// Reads every regular file of `dir`, sorted by name.
-fn read_dir_files(dir: &Path) -> std::io::Result<Vec<SourceFile>> {
+/// Reads every regular file of `dir` whose name does not start with a dot, sorted by name.
+pub(crate) fn read_dir_files(dir: &Path) -> std::io::Result<Vec<SourceFile>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;

@@ -164,15 +164,15 @@ impl<'d, 'a> View<'d, 'a> {
     }
 
     /// The value a header rule tests, `None` when the header is absent.
-    pub(super) fn header(&self, spec: &HeaderSpec) -> Option<Cow<'d, str>> {
-        let values: Vec<Cow<'d, str>> = match &spec.target {
+    pub(super) fn header(&self, spec: &HeaderSpec) -> Option<Cow<'_, str>> {
+        let values: Vec<Cow<'_, str>> = match &spec.target {
             HeaderTarget::All if spec.raw => {
                 return Some(String::from_utf8_lossy(self.decoded.raw_header_block()));
             }
             HeaderTarget::All => return Some(Cow::Borrowed(self.decoded.all_headers())),
             HeaderTarget::Relays(trusted) => {
                 let (t, u) = self.relays.get_or_init(|| relays(self.decoded));
-                return Some(Cow::Owned(if *trusted { t.clone() } else { u.clone() }));
+                return Some(Cow::Borrowed(if *trusted { t } else { u }));
             }
             HeaderTarget::Named(name) => self.values(&[name.as_str()], spec.raw),
             HeaderTarget::ToCc => self.values(&["to", "cc"], spec.raw),
@@ -187,7 +187,7 @@ impl<'d, 'a> View<'d, 'a> {
         if values.is_empty() {
             return None;
         }
-        let picked: Vec<Cow<'d, str>> = match spec.modifier {
+        let picked: Vec<Cow<'_, str>> = match spec.modifier {
             Modifier::None => values,
             Modifier::First => values.into_iter().take(1).collect(),
             Modifier::Last => values.into_iter().last().into_iter().collect(),
