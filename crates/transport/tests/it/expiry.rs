@@ -42,6 +42,8 @@ async fn a_message_its_next_hop_never_takes_expires_with_one_failure_and_stays_g
     let reply = fail["reply"].as_str().unwrap();
     assert!(reply.starts_with("550 4.4.7 Message expired"), "{reply}");
     assert_eq!(fail["recipients"], serde_json::json!(["bob@remote.example", "carol@remote.example"]));
+    // The notice's event is logged once the notice is stored, after the FAIL.
+    tracked(dir.path(), "DSN", mid).await;
     let sent = notices(dir.path(), mid);
     assert_eq!(sent.len(), 1, "one failure notice covers both recipients: {sent:?}");
     assert_eq!(sent[0]["recipients"], serde_json::json!(["bob@remote.example", "carol@remote.example"]));
@@ -119,7 +121,8 @@ async fn an_unreachable_message_expires_too() {
     let fail = tracked(dir.path(), "FAIL", mid).await;
     assert_eq!(fail["queue"], "test\\Unreachable");
     // What is left there is the failure notice to the sender, whose domain has no route either.
-    assert_eq!(transport.queue("Unreachable").unwrap().message_count, 1);
+    tracked(dir.path(), "DSN", mid).await;
+    until("the notice waits in Unreachable", || transport.queue("Unreachable").unwrap().message_count == 1).await;
     assert_eq!(notices(dir.path(), mid).len(), 1);
     still(transport.shutdown()).await;
 }
@@ -158,6 +161,7 @@ async fn a_message_with_a_copy_in_flight_at_its_expiry_expires_whole_with_one_no
     };
     until("a FAIL per copy is logged", || fails() == 2).await;
     assert_eq!(tries(&agent, mid), 2);
+    tracked(dir.path(), "DSN", mid).await;
     assert_eq!(notices(dir.path(), mid).len(), 1);
     still(transport.shutdown()).await;
 }
