@@ -8,10 +8,10 @@
 //!
 //! ```
 //! # use sluice_config::Config;
-//! let text = "[transport]\ndigest_threshold = 3\n[antispam]\ntimeout = \"5s\"\n";
+//! let text = "[transport]\ndigest_threshold = 3\n[server]\nuser = \"sluice\"\n";
 //! let loaded = Config::from_toml(text, std::path::Path::new("/etc/sluice"))?;
 //! assert_eq!(loaded.config.transport.digest_threshold, 3);
-//! assert_eq!(loaded.not_yet_in_effect, ["antispam.timeout"]);
+//! assert_eq!(loaded.not_yet_in_effect, ["server.user"]);
 //! # Ok::<(), sluice_config::ConfigError>(())
 //! ```
 

@@ -236,6 +236,7 @@ raw_table!(
         engine: String,
         virus_action: String,
         address: String,
+        database_dir: String,
         timeout: String,
     }
 );

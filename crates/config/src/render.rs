@@ -248,6 +248,7 @@ fn antivirus(config: &Config) -> RawAntivirus {
         engine: text(engine),
         virus_action: text(antivirus.virus_action.as_str()),
         address,
+        database_dir: text(&antivirus.database_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default()),
         timeout: duration(antivirus.timeout),
     }
 }

@@ -485,6 +485,9 @@ pub struct AntivirusConfig {
     pub engine: AntivirusEngine,
     /// What to do with an infected message.
     pub virus_action: VirusAction,
+    /// clamd: the directory clamd loads its signatures from, where the updater writes an update's files
+    /// before `RELOAD`; `None` (`""`, the default) leaves clamd's signatures to the administrator.
+    pub database_dir: Option<PathBuf>,
     /// Longest wait for a verdict.
     pub timeout: Duration,
 }

@@ -126,15 +126,7 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
     let admin_state = wiring::admin_state(&config, &transport, started, reload.clone());
     tasks.spawn(crate::replay::run(config.server.data_dir.join("replay"), transport.clone(), shutdown.clone()));
     tasks.spawn(crate::pickup::run(crate::pickup::Pickup::new(&config), transport.clone(), shutdown.clone()));
-    tasks.spawn(crate::updater::run(
-        transport.clone(),
-        config.updater.source.clone(),
-        config.updater.interval,
-        config.server.data_dir.clone(),
-        updater_log,
-        extra_rules,
-        shutdown.clone(),
-    ));
+    tasks.spawn(crate::updater::run(transport.clone(), &config, updater_log, extra_rules, shutdown.clone()));
     if config.queue_database.online_defrag_enabled {
         tasks.spawn(scheduled_defrag(transport.clone(), config.clone(), shutdown.clone()));
     }

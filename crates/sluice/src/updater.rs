@@ -78,6 +78,18 @@ fn engine_dir(data_dir: &Path, stage: ScanStage) -> PathBuf {
     data_dir.join("engines").join(stage.as_str())
 }
 
+/// `<data_dir>/engines/clamd`: the client manifest of the files an update wrote into clamd's database
+/// directory (apart from the built-in engine's, so that switching engines updates the new one).
+fn clamd_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("engines").join("clamd")
+}
+
+/// The version of the signature files an update last wrote for clamd.
+pub fn remote_antivirus_version(data_dir: &Path) -> Option<String> {
+    let manifest = std::fs::read(clamd_dir(data_dir).join("manifest.json")).ok()?;
+    Manifest::parse(&manifest).ok().map(|m| m.version)
+}
+
 /// The `.cf` files of `[antispam] rules_dir`, sorted by name as SpamAssassin reads them; none when unset.
 pub fn rules_dir_files(dir: Option<&Path>) -> anyhow::Result<Vec<SourceFile>> {
     let Some(dir) = dir else { return Ok(Vec::new()) };
@@ -220,31 +232,54 @@ fn load_installed(
     }
 }
 
-/// Runs the updater until `shutdown`: every `interval`, and when the API asks.
-pub async fn run(
+/// Runs the updater until `shutdown`: every `[updater] interval`, and when the API asks.
+pub fn run(
     transport: Transport,
-    source: UpdateSource,
-    interval: Duration,
-    data_dir: PathBuf,
+    config: &sluice_config::Config,
     log: Arc<UpdaterLog>,
     extra_rules: Arc<Vec<SourceFile>>,
     shutdown: CancellationToken,
-) {
-    let Some(mut requests) = transport.take_update_requests() else { return };
-    let mut tick = tokio::time::interval(interval.max(Duration::from_secs(1)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let updater = Updater { transport, source, data_dir, log, extra_rules };
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                for stage in ScanStage::ALL {
-                    if updater.transport.engine_on(stage) {
-                        updater.update(stage, false, false).await;
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let interval = config.updater.interval;
+    let updater = Updater {
+        transport,
+        source: config.updater.source.clone(),
+        data_dir: config.server.data_dir.clone(),
+        log,
+        extra_rules,
+        clamd_database_dir: config.antivirus.database_dir.clone(),
+    };
+    updater.run(interval, shutdown)
+}
+
+impl Updater {
+    async fn run(self, interval: Duration, shutdown: CancellationToken) {
+        let updater = self;
+        let Some(mut requests) = updater.transport.take_update_requests() else { return };
+        let mut tick = tokio::time::interval(interval.max(Duration::from_secs(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        updater.serve(&mut requests, &mut tick, shutdown).await;
+    }
+
+    async fn serve(
+        &self,
+        requests: &mut tokio::sync::mpsc::UnboundedReceiver<(ScanStage, bool)>,
+        tick: &mut tokio::time::Interval,
+        shutdown: CancellationToken,
+    ) {
+        let updater = self;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    for stage in ScanStage::ALL {
+                        if updater.transport.engine_on(stage) {
+                            updater.update(stage, false, false).await;
+                        }
                     }
                 }
+                Some((stage, force)) = requests.recv() => updater.update(stage, force, true).await,
+                _ = shutdown.cancelled() => return,
             }
-            Some((stage, force)) = requests.recv() => updater.update(stage, force, true).await,
-            _ = shutdown.cancelled() => return,
         }
     }
 }
@@ -252,6 +287,8 @@ pub async fn run(
 struct Updater {
     /// The files of `[antispam] rules_dir`, compiled before every anti-spam update.
     extra_rules: Arc<Vec<SourceFile>>,
+    /// `[antivirus] database_dir`: where an update for clamd writes its signature files.
+    clamd_database_dir: Option<PathBuf>,
     transport: Transport,
     source: UpdateSource,
     data_dir: PathBuf,
@@ -315,6 +352,9 @@ impl Updater {
 
     async fn try_update(&self, stage: ScanStage, force: bool) -> Result<(), Skip> {
         let engine = stage.as_str();
+        if let Some(remote) = self.transport.remote_engine(stage).filter(|r| r.kind() != "clamd") {
+            return Err(Skip::NoSource(format!("{} keeps its own rules (sa-update, rspamd's maps)", remote.kind())));
+        }
         let manifest =
             self.fetch(stage, "manifest.json").await.map_err(|e| Skip::NoSource(format!("no manifest: {e}")))?;
         let manifest = Manifest::parse(&manifest).map_err(|e| Skip::Failed(format!("bad manifest: {e}")))?;
@@ -322,7 +362,8 @@ impl Updater {
             return Err(Skip::UpToDate(manifest.version));
         }
         self.log.info(&format!("{engine} downloading version {}", manifest.version));
-        let dir = engine_dir(&self.data_dir, stage);
+        let clamd = stage == ScanStage::Antivirus && self.transport.remote_engine(stage).is_some();
+        let dir = if clamd { clamd_dir(&self.data_dir) } else { engine_dir(&self.data_dir, stage) };
         let staging = dir.join("staging");
         let _ = std::fs::remove_dir_all(&staging);
         std::fs::create_dir_all(&staging).map_err(|e| Skip::Failed(format!("{}: {e}", staging.display())))?;
@@ -337,6 +378,9 @@ impl Updater {
             f.verify(&bytes).map_err(|e| Skip::Failed(format!("{}: {e}", f.name)))?;
             std::fs::write(staging.join(&f.name), &bytes).map_err(|e| Skip::Failed(format!("{}: {e}", f.name)))?;
             files.push(SourceFile { name: f.name.clone(), bytes });
+        }
+        if clamd {
+            return self.update_clamd(&dir, &manifest, files).await;
         }
         // Compiled beside the running set, off the runtime (a large set takes a while).
         let extra = if stage == ScanStage::Antispam { self.extra_rules.clone() } else { Arc::default() };
@@ -384,13 +428,57 @@ impl Updater {
             paused.as_micros()
         ));
         let _ = std::fs::remove_dir_all(&old);
-        self.log.info(&format!("{engine} updating the client manifest"));
+        self.client_manifest(stage, &dir, &manifest)
+    }
+
+    fn client_manifest(&self, stage: ScanStage, dir: &Path, manifest: &Manifest) -> Result<(), Skip> {
+        self.log.info(&format!("{} updating the client manifest", stage.as_str()));
         let tmp = dir.join("manifest.json.tmp");
         std::fs::write(&tmp, manifest.to_json())
             .and_then(|()| std::fs::rename(&tmp, dir.join("manifest.json")))
             .map_err(|e| Skip::Failed(format!("writing the client manifest: {e}")))?;
         Ok(())
     }
+
+    /// clamd's update: the verified files go into its database directory (each written aside, synced and
+    /// renamed into place, so clamd never reads half a file), then `RELOAD`; the stage pauses from the
+    /// `RELOAD` until clamd scans again.
+    async fn update_clamd(&self, dir: &Path, manifest: &Manifest, files: Vec<SourceFile>) -> Result<(), Skip> {
+        let Some(db) = self.clamd_database_dir.clone() else {
+            return Err(Skip::Failed(
+                "clamd's signature files have nowhere to go: set [antivirus] database_dir".into(),
+            ));
+        };
+        let written = tokio::task::spawn_blocking(move || write_into(&db, &files))
+            .await
+            .map_err(|e| Skip::Failed(e.to_string()))?;
+        written.map_err(Skip::Failed)?;
+        let paused = self
+            .transport
+            .reload_antivirus(manifest.version.clone())
+            .await
+            .map_err(|e| Skip::Failed(format!("clamd: {e}")))?;
+        self.log.info(&format!(
+            "antivirus switched to version {} (clamd RELOAD): the stage paused for {} us",
+            manifest.version,
+            paused.as_micros()
+        ));
+        let _ = std::fs::remove_dir_all(dir.join("staging"));
+        self.client_manifest(ScanStage::Antivirus, dir, manifest)
+    }
+}
+
+/// Writes `files` into `dir`, each as a hidden temporary file (an extension clamd does not load), synced,
+/// then renamed over the old one; the directory is synced last.
+fn write_into(dir: &Path, files: &[SourceFile]) -> Result<(), String> {
+    for f in files {
+        let tmp = dir.join(format!(".{}.sluice-tmp", f.name));
+        let mut out = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        out.write_all(&f.bytes).and_then(|()| out.sync_all()).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let to = dir.join(&f.name);
+        std::fs::rename(&tmp, &to).map_err(|e| format!("{}: {e}", to.display()))?;
+    }
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("{}: {e}", dir.display()))
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! The libraries have defaults of their own (`Options`, `Limits`, `Thresholds`) for their tests; a test
 //! here checks that they equal what the built-in configuration wires, so that the two cannot drift.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -187,30 +188,55 @@ pub fn work_queue(
     log: &crate::updater::UpdaterLog,
     extra_rules: &[sluice_scan::SourceFile],
 ) -> sluice_transport::workqueue::Settings {
-    use sluice_config::{AntispamEngine, AntivirusEngine, OnEngineFailure, VirusAction};
+    use sluice_config::{AntispamEngine, AntivirusEngine, OnEngineFailure, ScannerAddress, VirusAction};
     use sluice_transport::workqueue::{self as wq, Installed, Signatures};
+    use wq::remote::{Address, Clamd, Remote, Rspamd, Spamd};
     let data_dir = &config.server.data_dir;
-    let antispam = match config.antispam.engine {
-        AntispamEngine::Builtin => Some(crate::updater::startup_antispam(data_dir, log, extra_rules)),
-        // The network engines come with their own issue; until then such a stage does not scan.
-        AntispamEngine::Rspamd { .. } | AntispamEngine::Spamd { .. } | AntispamEngine::Off => None,
+    let (antispam, antispam_remote) = match &config.antispam.engine {
+        AntispamEngine::Builtin => (Some(crate::updater::startup_antispam(data_dir, log, extra_rules)), None),
+        AntispamEngine::Rspamd { url } => {
+            // The URL was checked when the configuration was read.
+            let rspamd = Rspamd::new(url, config.antispam.timeout).map(Remote::Rspamd);
+            if rspamd.is_none() {
+                tracing::error!(url, "antispam: rspamd's url must be http://host:port; the stage is off");
+            }
+            (None, rspamd.map(Arc::new))
+        }
+        AntispamEngine::Spamd { address } => {
+            let spamd = Spamd::new(Address::Tcp(address.to_string()), config.antispam.timeout);
+            (None, Some(Arc::new(Remote::Spamd(spamd))))
+        }
+        AntispamEngine::Off => (None, None),
     };
-    let antivirus = match config.antivirus.engine {
-        AntivirusEngine::Builtin => Some(crate::updater::installed_antivirus(data_dir, log).unwrap_or_else(|| {
-            Installed { set: Signatures::builtin().into(), version: "builtin".into(), installed_ms: None }
-        })),
-        AntivirusEngine::Clamd { .. } | AntivirusEngine::Off => None,
+    let (antivirus, antivirus_remote) = match &config.antivirus.engine {
+        AntivirusEngine::Builtin => (
+            Some(crate::updater::installed_antivirus(data_dir, log).unwrap_or_else(|| Installed {
+                set: Signatures::builtin().into(),
+                version: "builtin".into(),
+                installed_ms: None,
+            })),
+            None,
+        ),
+        AntivirusEngine::Clamd { address } => {
+            let address = match address {
+                ScannerAddress::Tcp(hp) => Address::Tcp(hp.to_string()),
+                ScannerAddress::Unix(path) => Address::Unix(path.clone()),
+            };
+            (None, Some(Arc::new(Remote::Clamd(Clamd::new(address, config.antivirus.timeout)))))
+        }
+        AntivirusEngine::Off => (None, None),
     };
-    if matches!(config.antispam.engine, AntispamEngine::Rspamd { .. } | AntispamEngine::Spamd { .. })
-        || matches!(config.antivirus.engine, AntivirusEngine::Clamd { .. })
-    {
-        tracing::warn!("the rspamd, spamd and clamd engines are not yet in effect: such a stage does not scan");
-    }
+    let remote = antispam_remote.is_some() || antivirus_remote.is_some();
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     wq::Settings {
         antispam,
         antivirus,
+        antispam_remote,
+        antivirus_remote,
+        antivirus_remote_version: crate::updater::remote_antivirus_version(data_dir),
         concurrency: match config.work_queue.concurrency {
+            // A network engine spends its time waiting for answers: more messages at once.
+            0 if remote => 32,
             0 => 2 * cores,
             n => n as usize,
         },

@@ -133,7 +133,12 @@ fn defaults_are_the_spec_values() {
     );
     assert_eq!(
         c.antivirus,
-        AntivirusConfig { engine: AntivirusEngine::Builtin, virus_action: VirusAction::Quarantine, timeout: secs(30) }
+        AntivirusConfig {
+            engine: AntivirusEngine::Builtin,
+            virus_action: VirusAction::Quarantine,
+            database_dir: None,
+            timeout: secs(30)
+        }
     );
     assert_eq!(c.quarantine.retention, secs(30 * 86400));
     assert_eq!(c.updater.source, UpdateSource::Directory(data_dir.join("updates")));
@@ -189,12 +194,7 @@ fn spec_example_is_the_defaults() {
     assert_eq!(loaded.config, expected);
     assert_eq!(
         loaded.not_yet_in_effect,
-        [
-            "antispam.timeout",
-            "antivirus.timeout",
-            "queue_database.logging_buffer_size",
-            "queue_database.max_background_cleanup_tasks",
-        ]
+        ["queue_database.logging_buffer_size", "queue_database.max_background_cleanup_tasks",]
     );
 }
 

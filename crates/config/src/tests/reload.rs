@@ -112,8 +112,8 @@ fn every_restart_key_can_be_reported() {
          [admin]\nlisten = \"127.0.0.1:1\"\ntoken = \"t\"\ntls = {{ cert = \"c\", key = \"k\" }}\nallowed_hosts = [\"h:1\"]\n\
          [debug]\nfault_injection = true\n{QUEUE_DATABASE}\
          [work_queue]\nconcurrency = 3\non_engine_failure = \"pass\"\n\
-         [antispam]\nengine = \"off\"\nscl_quarantine = 8\nscl_delete = 9\nrules_dir = \"/r\"\n\
-         [antivirus]\nengine = \"off\"\nvirus_action = \"drop\"\n[quarantine]\nretention = \"1d\"\n\
+         [antispam]\nengine = \"off\"\nscl_quarantine = 8\nscl_delete = 9\nrules_dir = \"/r\"\ntimeout = \"5s\"\n\
+         [antivirus]\nengine = \"off\"\nvirus_action = \"drop\"\ndatabase_dir = \"/c\"\ntimeout = \"5s\"\n[quarantine]\nretention = \"1d\"\n\
          [updater]\nsource = \"/u\"\ninterval = \"1h\"\n\
          [[receive_connectors]]\nname = \"A\"\nlisten = \"127.0.0.1:2525\"\ntls = \"self-signed\"\n\
          tls_mode = \"implicit\"\nmax_connections = 5\n\

@@ -119,9 +119,14 @@ pub(super) fn antivirus(raw: RawAntivirus, paths: &PathBase) -> Result<Antivirus
             },
         },
     };
+    let database_dir = match raw.database_dir.as_deref() {
+        None | Some("") => None,
+        Some(dir) => Some(t.path("database_dir", Some(dir.to_owned()), "", paths)?),
+    };
     Ok(AntivirusConfig {
         engine,
         virus_action: t.keyword("virus_action", raw.virus_action, VirusAction::Quarantine)?,
+        database_dir,
         timeout: t.nonzero_duration("timeout", raw.timeout, "30s")?,
     })
 }

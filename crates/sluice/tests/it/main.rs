@@ -12,6 +12,7 @@ mod digest;
 mod diskfull;
 mod dns;
 mod dsn;
+mod engines;
 mod hardening;
 mod pickup;
 mod poison;

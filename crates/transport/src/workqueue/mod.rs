@@ -14,9 +14,11 @@
 //! `work queue resumed, <N> msgs`, and one longer than `work_queue_stuck_after` raises
 //! `work queue still paused after <time>, <N> msgs, <stage>` and makes the system status `Work Queue Paused`.
 
+mod health;
 mod pause;
 mod quarantine;
 mod rate;
+pub mod remote;
 mod run;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +33,7 @@ pub(crate) use quarantine::Held;
 pub(crate) use run::run;
 
 use pause::StageCtl;
+use remote::Remote;
 
 /// What to do with a message that carries a virus (`[antivirus] virus_action`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,11 +61,18 @@ impl<T> Clone for Installed<T> {
 }
 
 /// The work queue's configuration (`[work_queue]`, `[antispam]`, `[antivirus]`, `[quarantine]`, and the
-/// work-queue keys of `[alerts]`), with the sets the engines start with. `None` is an engine that is off.
+/// work-queue keys of `[alerts]`), with the sets the built-in engines start with, or the network engines
+/// the stages use instead. A stage with neither is off.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub antispam: Option<Installed<RuleSet>>,
     pub antivirus: Option<Installed<Signatures>>,
+    /// spamd or rspamd, instead of the built-in anti-spam engine.
+    pub antispam_remote: Option<Arc<Remote>>,
+    /// clamd, instead of the built-in anti-virus engine.
+    pub antivirus_remote: Option<Arc<Remote>>,
+    /// The version of the signature files an update last wrote for the network anti-virus engine.
+    pub antivirus_remote_version: Option<String>,
     /// Messages scanned at once.
     pub concurrency: usize,
     /// `on_engine_failure = "pass"`: an engine that fails lets the message through, stamped unscanned.
@@ -81,6 +91,9 @@ impl Settings {
         Settings {
             antispam: None,
             antivirus: None,
+            antispam_remote: None,
+            antivirus_remote: None,
+            antivirus_remote_version: None,
             concurrency: 1,
             pass_on_failure: false,
             scl_quarantine: 7,
@@ -105,6 +118,8 @@ pub(crate) struct WorkQueue {
     settings: Settings,
     antispam: RwLock<Option<Installed<RuleSet>>>,
     antivirus: RwLock<Option<Installed<Signatures>>>,
+    /// The version of the files an update gave each network engine (clamd's database directory).
+    remote_version: Mutex<[Option<String>; 2]>,
     stages: [StageCtl; 2],
     checked: Mutex<[Checked; 2]>,
     /// Messages scanned and passed, for the categorizer, with their verdicts when they changed (the
@@ -137,6 +152,7 @@ impl WorkQueue {
         WorkQueue {
             antispam: RwLock::new(settings.antispam.clone()),
             antivirus: RwLock::new(settings.antivirus.clone()),
+            remote_version: Mutex::new([None, settings.antivirus_remote_version.clone()]),
             stages: [StageCtl::new(ScanStage::Antispam), StageCtl::new(ScanStage::Antivirus)],
             checked: Mutex::new(Default::default()),
             scanned: Mutex::new(Vec::new()),
@@ -155,7 +171,15 @@ impl WorkQueue {
 
     /// Whether any stage scans: when none does, the categorizer takes from Submission itself.
     pub(crate) fn enabled(&self) -> bool {
-        self.settings.antispam.is_some() || self.settings.antivirus.is_some()
+        ScanStage::ALL.into_iter().any(|s| self.engine_on(s))
+    }
+
+    /// The network engine `stage` uses, if it uses one.
+    pub(crate) fn remote(&self, stage: ScanStage) -> Option<&Arc<Remote>> {
+        match stage {
+            ScanStage::Antispam => self.settings.antispam_remote.as_ref(),
+            ScanStage::Antivirus => self.settings.antivirus_remote.as_ref(),
+        }
     }
 
     fn stage(&self, stage: ScanStage) -> &StageCtl {
@@ -188,17 +212,27 @@ impl WorkQueue {
 
     /// Whether `stage` has an engine (it is not `off`); fixed for the process's life.
     pub(crate) fn engine_on(&self, stage: ScanStage) -> bool {
-        match stage {
-            ScanStage::Antispam => self.settings.antispam.is_some(),
-            ScanStage::Antivirus => self.settings.antivirus.is_some(),
-        }
+        self.remote(stage).is_some()
+            || match stage {
+                ScanStage::Antispam => self.settings.antispam.is_some(),
+                ScanStage::Antivirus => self.settings.antivirus.is_some(),
+            }
     }
 
     fn engine_kind(&self, stage: ScanStage) -> &'static str {
-        if self.engine_on(stage) { "builtin" } else { "off" }
+        match self.remote(stage) {
+            Some(r) => r.kind(),
+            None if self.engine_on(stage) => "builtin",
+            None => "off",
+        }
     }
 
     fn version_and_rules(&self, stage: ScanStage) -> Option<(String, u64, Option<i64>)> {
+        if let Some(r) = self.remote(stage) {
+            // A network engine's rules are its own; the version is that of the files an update wrote for it.
+            let version = self.remote_version.lock().unwrap_or_else(|e| e.into_inner())[stage as usize].clone();
+            return Some((version.unwrap_or_else(|| r.kind().to_owned()), 0, None));
+        }
         match stage {
             ScanStage::Antispam => self
                 .antispam
@@ -438,5 +472,25 @@ impl crate::Transport {
     /// Deletes a quarantined message.
     pub async fn delete_quarantined(&self, mid: sluice_queue_db::Mid) -> Result<api::Quarantined, QuarantineError> {
         quarantine::delete(&self.inner, mid, "deleted by the administrator").await
+    }
+}
+
+impl crate::Transport {
+    /// Makes the network anti-virus engine (clamd) load the signature files an update wrote into its
+    /// database directory (`RELOAD`); the stage pauses until clamd scans again. Returns how long it was
+    /// paused; `version` is then the engine's version.
+    pub async fn reload_antivirus(&self, version: String) -> Result<Duration, String> {
+        let wq = &self.inner.work_queue;
+        let Some(engine) = wq.remote(ScanStage::Antivirus).cloned() else {
+            return Err("the anti-virus stage has no network engine".into());
+        };
+        let paused = health::reload(&self.inner, ScanStage::Antivirus, &engine).await?;
+        wq.remote_version.lock().unwrap_or_else(|e| e.into_inner())[ScanStage::Antivirus as usize] = Some(version);
+        Ok(paused)
+    }
+
+    /// The network engine of `stage`, if it uses one.
+    pub fn remote_engine(&self, stage: ScanStage) -> Option<Arc<Remote>> {
+        self.inner.work_queue.remote(stage).cloned()
     }
 }

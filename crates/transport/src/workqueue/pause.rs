@@ -96,6 +96,11 @@ impl StageCtl {
         })
     }
 
+    /// Whether the stage's engine is offline.
+    pub(crate) fn is_offline(&self) -> bool {
+        self.lock().reasons.iter().any(|r| r.cause == Cause::Offline)
+    }
+
     /// Whether the stage has no cause to pause now.
     pub(crate) fn is_operational(&self) -> bool {
         self.lock().reasons.is_empty()
@@ -131,18 +136,25 @@ pub(crate) fn messages(inner: &Inner) -> u64 {
 /// Adds a cause to pause `stage` (replacing the same cause's reason). Returns whether the stage was
 /// running before.
 pub(crate) fn pause(inner: &Arc<Inner>, stage: ScanStage, cause: Cause, text: &str) -> bool {
+    pause_for(inner, stage, cause, text).0
+}
+
+/// As [`pause`]; also returns whether `cause` is new (it was not a cause of the pause already).
+pub(crate) fn pause_for(inner: &Arc<Inner>, stage: ScanStage, cause: Cause, text: &str) -> (bool, bool) {
     let ctl = inner.work_queue.stage(stage);
-    let (started, epoch) = {
+    let (started, added, epoch) = {
         let mut s = ctl.lock();
         let started = s.reasons.is_empty();
+        let before = s.reasons.len();
         s.reasons.retain(|r| r.cause != cause);
+        let added = s.reasons.len() == before;
         s.reasons.push(Reason { cause, text: text.to_owned(), since_ms: now_ms() });
         if started {
             s.epoch += 1;
             s.alerted = false;
             s.stuck = false;
         }
-        (started, s.epoch)
+        (started, added, s.epoch)
     };
     if started {
         tracing::info!(stage = stage.as_str(), reason = text, "work queue paused");
@@ -153,7 +165,7 @@ pub(crate) fn pause(inner: &Arc<Inner>, stage: ScanStage, cause: Cause, text: &s
         let inner = inner.clone();
         inner.tasks.clone().spawn(watch(inner, stage, epoch, after));
     }
-    started
+    (started, added)
 }
 
 /// Removes a cause; when none is left the stage runs again. Returns whether it did.

@@ -11,7 +11,8 @@ use sluice_scan::antispam::SpamVerdict;
 use sluice_scan::antivirus::Detection;
 
 use super::quarantine::{self, Held};
-use super::{VirusAction, pause, rate};
+use super::remote::{self, RemoteVerdict};
+use super::{VirusAction, health, pause, rate};
 use crate::Inner;
 use crate::categorizer::Taken;
 use crate::counters::Counter;
@@ -20,6 +21,7 @@ use crate::tracking::EventId;
 pub(crate) async fn run(inner: Arc<Inner>) {
     let tasks = inner.tasks.clone();
     tasks.spawn(sample(inner.clone()));
+    tasks.spawn(health::check_at_start(inner.clone()));
     let wq = &inner.work_queue;
     loop {
         let permit = tokio::select! {
@@ -125,22 +127,47 @@ async fn process(inner: &Arc<Inner>, taken: Taken) -> Option<(Taken, Option<Scan
         let pending: Vec<ScanStage> =
             ScanStage::ALL.into_iter().filter(|s| !scan.is_done(*s) && wq.engine_on(*s)).collect();
         let Some(&first) = pending.first() else { break };
+        if wq.settings.pass_on_failure && wq.stage(first).is_offline() {
+            // `on_engine_failure = "pass"`: the engine is down, the message goes on stamped unscanned.
+            pass_unscanned(inner, mid, envelope, first, &mut scan);
+            continue;
+        }
         tokio::select! {
             _ = wq.stage(first).wait_operational() => {}
             _ = inner.shutdown.cancelled() => return None,
         }
-        // The stages after it that run now go in the same job: the body is read and decoded once.
-        let run: Vec<ScanStage> = pending
-            .iter()
-            .enumerate()
-            .take_while(|(i, s)| *i == 0 || wq.stage(**s).is_operational())
-            .map(|(_, s)| *s)
-            .collect();
-        let Some(verdicts) = scan_stages(inner, mid, body_ref, &mut body, &run).await else {
-            // The body cannot be read, or an engine panicked on this message (then it is a suspect, or in
-            // Poison): it is tried again from Submission.
-            wq.left.fetch_add(1, Ordering::Relaxed);
-            return None;
+        let verdicts = if let Some(engine) = wq.remote(first).cloned() {
+            let Some(message) = read_body(inner, mid, body_ref, &mut body).await else {
+                wq.left.fetch_add(1, Ordering::Relaxed);
+                return None;
+            };
+            let to: Vec<&str> =
+                recipients.iter().filter_map(|i| envelope.recipient(*i as usize)).map(|r| r.address).collect();
+            let about = remote::Envelope { mid, from: envelope.from_address(), recipients: &to };
+            match engine.scan(&message, &about).await {
+                Ok(verdict) => vec![(first, Verdict::from_remote(verdict))],
+                Err(e) => {
+                    // The stage goes Offline; this message waits for it (or passes, stamped, with "pass").
+                    tracing::warn!(mid, stage = first.as_str(), error = %e, "engine failed; the message waits");
+                    health::failed(inner, first, &engine, &e);
+                    continue;
+                }
+            }
+        } else {
+            // The built-in stages after it that run now go in the same job: the body is read and decoded once.
+            let run: Vec<ScanStage> = pending
+                .iter()
+                .enumerate()
+                .take_while(|(i, s)| *i == 0 || (wq.remote(**s).is_none() && wq.stage(**s).is_operational()))
+                .map(|(_, s)| *s)
+                .collect();
+            let Some(verdicts) = scan_stages(inner, mid, body_ref, &mut body, &run).await else {
+                // The body cannot be read, or an engine panicked on this message (then it is a suspect, or in
+                // Poison): it is tried again from Submission.
+                wq.left.fetch_add(1, Ordering::Relaxed);
+                return None;
+            };
+            verdicts
         };
         for (stage, verdict) in verdicts {
             let outcome = judge(inner, mid, envelope, stage, verdict, &mut scan);
@@ -188,6 +215,50 @@ async fn process(inner: &Arc<Inner>, taken: Taken) -> Option<(Taken, Option<Scan
     // The verdicts are recorded by the categorizer, just before the message's Route.
     let changed = inner.lock().set_scan(mid, scan).then_some(scan);
     Some((taken, changed))
+}
+
+/// The message's stored bytes for a network engine, read once per message (on a blocking thread when
+/// large). `None` when it cannot be read: it then waits in Submission (the queue database's checks report
+/// the damage).
+async fn read_body(
+    inner: &Arc<Inner>,
+    mid: Mid,
+    body_ref: BodyRef,
+    body: &mut Option<Arc<Vec<u8>>>,
+) -> Option<Arc<Vec<u8>>> {
+    if let Some(b) = body {
+        return Some(b.clone());
+    }
+    let db = inner.db.clone();
+    let read = if body_ref.len <= INLINE_SCAN_MAX {
+        db.read_body_of(mid, &body_ref).map_err(|e| e.to_string())
+    } else {
+        tokio::task::spawn_blocking(move || db.read_body_of(mid, &body_ref).map_err(|e| e.to_string()))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+    };
+    match read {
+        Ok(b) => {
+            let b = Arc::new(b);
+            *body = Some(b.clone());
+            Some(b)
+        }
+        Err(e) => {
+            tracing::error!(mid, error = %e, "cannot read a message body to scan it");
+            inner.lock().push_submission([mid]);
+            None
+        }
+    }
+}
+
+/// Lets a message past `stage` unscanned (its engine is offline and `on_engine_failure = "pass"`): stamped
+/// so (`X-Sluice-Scan: unscanned`), and a `SCAN` tracking event says so.
+fn pass_unscanned(inner: &Inner, mid: Mid, env: &Envelope, stage: ScanStage, scan: &mut Scan) {
+    scan.done |= stage.bit() | Scan::UNSCANNED;
+    let mut ev = inner.event(EventId::Scan, mid, env);
+    ev.source = Some(stage.as_str().into());
+    ev.reply = Some(format!("unscanned: the {} engine is offline (on_engine_failure = pass)", stage.as_str()));
+    inner.tracking.log(ev);
 }
 
 /// Messages up to this size are scanned in their task rather than on a blocking thread.
@@ -323,6 +394,14 @@ fn judge(inner: &Inner, mid: Mid, env: &Envelope, stage: ScanStage, verdict: Ver
                 _ => Outcome::Quarantine(text),
             }
         }
+        Verdict::TooLarge(why) if stage == ScanStage::Antispam => {
+            let mut ev = inner.event(EventId::Scan, mid, env);
+            ev.source = Some(stage.as_str().into());
+            ev.reply = Some(why);
+            inner.tracking.log(ev);
+            Outcome::Pass
+        }
+        Verdict::TooLarge(why) => Outcome::Quarantine(format!("not scanned: {why}")),
         Verdict::Stripped(stripped, found) => {
             let names: Vec<String> = found.iter().map(virus_text).collect();
             Outcome::Replace(stripped, format!("stripped: {}", names.join(", ")))
@@ -335,6 +414,23 @@ enum Verdict {
     Spam(SpamVerdict),
     Virus(Detection),
     Stripped(Vec<u8>, Vec<Detection>),
+    /// A network engine declined the message for its size: the anti-spam stage passes it unscored (as
+    /// spamc does), the anti-virus stage quarantines it (never delivered unscanned).
+    TooLarge(String),
+}
+
+impl Verdict {
+    fn from_remote(verdict: RemoteVerdict) -> Verdict {
+        match verdict {
+            RemoteVerdict::Clean => Verdict::Clean,
+            // clamd scans the whole message; it does not say which part.
+            RemoteVerdict::Virus(name) => Verdict::Virus(Detection { name, part: "message".into() }),
+            RemoteVerdict::Spam { score, scl, symbols } => {
+                Verdict::Spam(SpamVerdict { score, scl, gtube: symbols.iter().any(|s| s == "GTUBE"), hits: symbols })
+            }
+            RemoteVerdict::TooLarge(why) => Verdict::TooLarge(why),
+        }
+    }
 }
 
 /// `SCL 9 (score 1000.0: GTUBE)`
