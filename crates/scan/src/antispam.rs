@@ -68,7 +68,11 @@
 //! Each message is decoded once ([`crate::mime`]) and every rule shares it. For every haystack
 //! (decoded headers, raw headers, body, raw body, URIs, full message), one Aho-Corasick
 //! automaton holds the literals each rule's regex requires (see the `prefilter` module); a rule
-//! runs its regex only when one of its literals occurs, or always when it has none.
+//! runs its regex only when one of its literals occurs, or, when it has none, when a small regex set
+//! of such rules matches. Before either, the bytes the haystack holds (a 256-bit set, one pass) are
+//! checked against the byte classes each rule's matches must contain: a rule needing a `v` or `V`
+//! and an `i`, `1`, `l` or `|` is not tried on text without them, and a regex set none of whose
+//! members can match is not run.
 //!
 //! # GTUBE
 //!
@@ -269,6 +273,8 @@ struct Test {
     set_source: Option<String>,
     /// What the prefilter wakes the rule on.
     literals: Option<Vec<Vec<u8>>>,
+    /// Bytes the text must hold one of each set of for a match (see `prefilter::required_bytes`).
+    bytes: Vec<prefilter::ByteSet>,
     negate: bool,
     if_unset: Option<String>,
 }

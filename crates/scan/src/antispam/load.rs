@@ -384,14 +384,17 @@ impl Loader {
             let header = matches!(test.haystack, Haystack::Headers | Haystack::RawHeaders);
             // The relay pseudo-headers are not in the message's headers: no literal of theirs is.
             let pseudo = test.header.as_ref().is_some_and(|h| matches!(h.target, HeaderTarget::Relays(_)));
+            let outside = test.negate || test.if_unset.is_some() || pseudo;
             let literals = match &test.literals {
-                _ if test.negate || test.if_unset.is_some() || pseudo => None,
+                _ if outside => None,
                 Some(set) if header && spans_lines(set) => None,
                 literals => literals.clone(),
             };
+            // The same holds of the bytes a match needs.
+            let needs = if outside { Vec::new() } else { test.bytes.clone() };
             // A rule without literals joins a regex set when it can (not `multiple`, which counts).
             let set_source = test.set_source.clone().filter(|_| !rule.tflags.multiple);
-            builders.entry(test.haystack).or_default().add(i, literals, set_source);
+            builders.entry(test.haystack).or_default().add(i, literals, set_source, needs);
         }
         let prefilters = builders.into_iter().map(|(haystack, b)| (haystack, b.build())).collect();
         let meta_order = meta_order.into_iter().filter(|&i| needed[i]).collect();
@@ -423,11 +426,12 @@ impl Loader {
             let compiled = Pattern::compile(&source, flags, line_targets)?;
             let literals =
                 prefilter::required_literals(&compiled.skeleton, Flags { multi_line: line_targets, ..flags });
-            Ok::<_, String>((compiled, literals))
+            let bytes = prefilter::required_bytes(&compiled.skeleton, Flags { multi_line: line_targets, ..flags });
+            Ok::<_, String>((compiled, literals, bytes))
         };
         Ok(match &def.kind {
             DefKind::Header { spec, negate, source, flags, if_unset } => {
-                let (compiled, literals) = compile(source, *flags, false)?;
+                let (compiled, literals, bytes) = compile(source, *flags, false)?;
                 let haystack = if spec.raw { Haystack::RawHeaders } else { Haystack::Headers };
                 Kind::Test(Test {
                     haystack,
@@ -435,6 +439,7 @@ impl Loader {
                     pattern: Some(compiled.pattern),
                     set_source: None,
                     literals,
+                    bytes,
                     negate: *negate,
                     if_unset: if_unset.clone(),
                 })
@@ -445,18 +450,20 @@ impl Loader {
                 pattern: None,
                 set_source: None,
                 literals: None,
+                bytes: Vec::new(),
                 negate: false,
                 if_unset: None,
             }),
             DefKind::Pattern { haystack, source, flags } => {
                 let line_targets = matches!(haystack, Haystack::Body | Haystack::RawBody | Haystack::Uri);
-                let (compiled, literals) = compile(source, *flags, line_targets)?;
+                let (compiled, literals, bytes) = compile(source, *flags, line_targets)?;
                 Kind::Test(Test {
                     haystack: *haystack,
                     header: None,
                     pattern: Some(compiled.pattern),
                     set_source: compiled.set_source,
                     literals,
+                    bytes,
                     negate: false,
                     if_unset: None,
                 })

@@ -32,6 +32,12 @@ type Literals = Vec<Vec<u8>>;
 
 /// The literals a match of `skeleton` must contain, or `None` when there is no useful set.
 pub(super) fn required_literals(skeleton: &str, flags: Flags) -> Option<Literals> {
+    let set = required(&hir_of(skeleton, flags)?)?;
+    (quality(&set) >= MIN_LITERAL).then_some(set)
+}
+
+/// The syntax tree of `skeleton`, parsed as it is compiled.
+fn hir_of(skeleton: &str, flags: Flags) -> Option<Hir> {
     let parse = |unicode: bool| {
         regex_syntax::ParserBuilder::new()
             .unicode(unicode)
@@ -45,9 +51,132 @@ pub(super) fn required_literals(skeleton: &str, flags: Flags) -> Option<Literals
             .ok()
     };
     // As the pattern is compiled: non-ASCII characters make it Unicode.
-    let hir = if skeleton.is_ascii() { parse(false).or_else(|| parse(true)) } else { parse(true) }?;
-    let set = required(&hir)?;
-    (quality(&set) >= MIN_LITERAL).then_some(set)
+    if skeleton.is_ascii() { parse(false).or_else(|| parse(true)) } else { parse(true) }
+}
+
+/// A set of byte values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct ByteSet([u64; 4]);
+
+impl ByteSet {
+    fn insert(&mut self, b: u8) {
+        self.0[usize::from(b >> 6)] |= 1 << (b & 63);
+    }
+
+    fn insert_range(&mut self, from: u8, to: u8) {
+        for b in from..=to {
+            self.insert(b);
+        }
+    }
+
+    fn len(&self) -> u32 {
+        self.0.iter().map(|w| w.count_ones()).sum()
+    }
+
+    fn union(mut self, other: &ByteSet) -> ByteSet {
+        for (a, b) in self.0.iter_mut().zip(other.0) {
+            *a |= b;
+        }
+        self
+    }
+
+    fn intersects(&self, other: &ByteSet) -> bool {
+        self.0.iter().zip(other.0).any(|(a, b)| a & b != 0)
+    }
+
+    /// The bytes `haystack` holds.
+    pub(super) fn of(haystack: &[u8]) -> ByteSet {
+        // Four lanes, merged at the end: the loop carries no dependency from one byte to the next.
+        let mut lanes = [[0u64; 4]; 4];
+        let mut chunks = haystack.chunks_exact(4);
+        for c in &mut chunks {
+            for (lane, &b) in lanes.iter_mut().zip(c) {
+                lane[usize::from(b >> 6)] |= 1 << (b & 63);
+            }
+        }
+        let mut set = ByteSet::default();
+        for &b in chunks.remainder() {
+            set.insert(b);
+        }
+        for lane in lanes {
+            set = set.union(&ByteSet(lane));
+        }
+        set
+    }
+}
+
+/// The most byte sets kept for one rule (the smallest: the most selective).
+const MAX_BYTE_SETS: usize = 8;
+/// A byte set larger than this says too little to be worth checking.
+const MAX_BYTE_SET: u32 = 200;
+
+/// Sets of bytes a match of `skeleton` must contain one byte of each: `[vV]` and `[iI1l|]` for
+/// `/v[\W_]{0,3}[i1l|]/i`. A message whose text lacks every byte of one set cannot match, whatever its
+/// literals: the check for the rules no literal prefilters (most obfuscation families), and a second one
+/// after the literals for the rest. Empty when nothing is known.
+pub(super) fn required_bytes(skeleton: &str, flags: Flags) -> Vec<ByteSet> {
+    let Some(hir) = hir_of(skeleton, flags) else { return Vec::new() };
+    let mut sets: Vec<ByteSet> = mandatory(&hir).into_iter().filter(|s| s.len() <= MAX_BYTE_SET).collect();
+    sets.sort_by_key(ByteSet::len);
+    sets.dedup();
+    sets.truncate(MAX_BYTE_SETS);
+    sets
+}
+
+/// Byte sets every match of `hir` contains a byte of each.
+fn mandatory(hir: &Hir) -> Vec<ByteSet> {
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => Vec::new(),
+        HirKind::Literal(literal) => literal
+            .0
+            .iter()
+            .map(|&b| {
+                let mut set = ByteSet::default();
+                set.insert(b);
+                set
+            })
+            .collect(),
+        HirKind::Class(class) => vec![first_bytes(class)],
+        HirKind::Capture(capture) => mandatory(&capture.sub),
+        HirKind::Repetition(rep) if rep.min >= 1 => mandatory(&rep.sub),
+        HirKind::Repetition(_) => Vec::new(),
+        HirKind::Concat(parts) => parts.iter().flat_map(mandatory).collect(),
+        HirKind::Alternation(branches) => {
+            // One set per branch (its smallest); a branch that requires nothing makes the whole say nothing.
+            let mut union = ByteSet::default();
+            for branch in branches {
+                match mandatory(branch).into_iter().min_by_key(ByteSet::len) {
+                    Some(set) => union = union.union(&set),
+                    None => return Vec::new(),
+                }
+            }
+            vec![union]
+        }
+    }
+}
+
+/// The bytes a match of `class` can start with: its bytes, or the leading bytes of its characters' UTF-8.
+fn first_bytes(class: &Class) -> ByteSet {
+    let mut set = ByteSet::default();
+    match class {
+        Class::Bytes(class) => {
+            for range in class.ranges() {
+                set.insert_range(range.start(), range.end());
+            }
+        }
+        Class::Unicode(class) => {
+            let lead = |c: char| {
+                let mut buf = [0u8; 4];
+                c.encode_utf8(&mut buf);
+                buf[0]
+            };
+            for range in class.ranges() {
+                // Leading bytes grow with the code point: the range's are the span between its ends'.
+                set.insert_range(lead(range.start()), lead(range.end()));
+            }
+        }
+    }
+    set
 }
 
 /// The shortest string of a set: how selective it is.
@@ -211,12 +340,18 @@ pub(super) struct Prefilter {
     /// Small regex sets of the slots without a literal: one pass over the haystack per set wakes
     /// the members that can match, instead of one pass per rule.
     sets: Vec<(regex::bytes::RegexSet, Vec<usize>)>,
+    /// For each slot, byte sets the haystack must hold a byte of each for the rule to match
+    /// ([`required_bytes`]); checked before a set's pass and before a rule is woken.
+    needs: Vec<Vec<ByteSet>>,
+    /// Whether any slot has such a need: else the haystack's bytes are not gathered.
+    any_needs: bool,
 }
 
 /// Builds a [`Prefilter`].
 #[derive(Debug, Default)]
 pub(super) struct PrefilterBuilder {
     slots: Vec<usize>,
+    needs: Vec<Vec<ByteSet>>,
     always: Vec<usize>,
     literals: HashMap<Vec<u8>, Vec<usize>>,
     /// Slots without a literal, with their regex-set source.
@@ -225,10 +360,17 @@ pub(super) struct PrefilterBuilder {
 
 impl PrefilterBuilder {
     /// Adds rule `rule`, woken by any of `literals`, else by a match of `set_source` in a regex
-    /// set, else by every haystack.
-    pub(super) fn add(&mut self, rule: usize, literals: Option<Literals>, set_source: Option<String>) {
+    /// set, else by every haystack; in each case only when the haystack holds a byte of each of `needs`.
+    pub(super) fn add(
+        &mut self,
+        rule: usize,
+        literals: Option<Literals>,
+        set_source: Option<String>,
+        needs: Vec<ByteSet>,
+    ) {
         let slot = self.slots.len();
         self.slots.push(rule);
+        self.needs.push(needs);
         match literals {
             None => match set_source {
                 Some(source) => self.set.push((slot, source)),
@@ -267,7 +409,8 @@ impl PrefilterBuilder {
                 _ => always.extend(chunk.iter().map(|(slot, _)| *slot)),
             }
         }
-        Prefilter { slots: self.slots, always, automaton, wakes, sets }
+        let any_needs = self.needs.iter().any(|n| !n.is_empty());
+        Prefilter { slots: self.slots, always, automaton, wakes, sets, needs: self.needs, any_needs }
     }
 }
 
@@ -276,12 +419,17 @@ impl Prefilter {
     pub(super) fn woken(&self, haystack: &[u8], woken: &mut Vec<bool>) {
         woken.clear();
         woken.resize(self.slots.len(), false);
+        let present = if self.any_needs { ByteSet::of(haystack) } else { ByteSet::default() };
+        let possible = |slot: usize| self.needs[slot].iter().all(|need| need.intersects(&present));
         for &slot in &self.always {
-            woken[slot] = true;
+            woken[slot] = possible(slot);
         }
         for (set, slots) in &self.sets {
+            if !slots.iter().any(|&slot| possible(slot)) {
+                continue;
+            }
             for index in set.matches(haystack).iter() {
-                woken[slots[index]] = true;
+                woken[slots[index]] = possible(slots[index]);
             }
         }
         let Some(automaton) = &self.automaton else { return };
@@ -290,7 +438,7 @@ impl Prefilter {
             let pattern = found.pattern().as_usize();
             if !std::mem::replace(&mut seen[pattern], true) {
                 for &slot in &self.wakes[pattern] {
-                    woken[slot] = true;
+                    woken[slot] = possible(slot);
                 }
             }
         }
@@ -327,15 +475,55 @@ mod tests {
         assert_eq!(literals(r"(?:hello|hi)", false), None, "one branch is too short");
     }
 
+    fn bytes(pattern: &str, ci: bool) -> Vec<String> {
+        let flags = Flags { case_insensitive: ci, ..Flags::default() };
+        required_bytes(pattern, flags)
+            .into_iter()
+            .map(|set| (0..=255u8).filter(|b| set.intersects(&ByteSet::of(&[*b]))).map(char::from).collect())
+            .collect()
+    }
+
+    #[test]
+    fn bytes_a_match_needs() {
+        assert_eq!(bytes(r"v[\W_]{0,3}[i1l|]", true), ["Vv", "1ILil|"]);
+        assert_eq!(bytes(r"(?:ab|c)d?", false), ["ac"], "one byte of each branch");
+        assert!(bytes(r"(?:ab|x?)", false).is_empty(), "a branch that needs nothing");
+        assert!(bytes(r"^\s*$", false).is_empty());
+        // A Unicode class needs the leading byte of one of its characters: the Kelvin sign folds with k.
+        let kelvin = bytes("k\u{e9}", true);
+        assert_eq!(kelvin.len(), 2, "{kelvin:?}");
+        assert!(kelvin.iter().any(|s| s.contains('K') && s.contains('k') && s.contains('\u{e2}')), "{kelvin:?}");
+        assert!(kelvin.iter().any(|s| s.contains('\u{c3}')), "{kelvin:?}");
+    }
+
+    #[test]
+    fn a_rule_whose_bytes_are_missing_is_not_woken() {
+        let needs = |pattern: &str| required_bytes(pattern, Flags { case_insensitive: true, ..Flags::default() });
+        let mut builder = PrefilterBuilder::default();
+        builder.add(0, None, Some(r"(?i)v[\W_]{0,3}[i1l|]".into()), needs(r"v[\W_]{0,3}[i1l|]"));
+        builder.add(1, None, Some(r"(?i)z[\W_]{0,3}q".into()), needs(r"z[\W_]{0,3}q"));
+        builder.add(2, Some(vec![b"cheap".to_vec()]), None, needs(r"cheap\s+meds"));
+        builder.add(3, None, None, needs(r"\bx+y"));
+        let prefilter = builder.build();
+        let mut woken = Vec::new();
+        // Every rule's bytes are there (not every rule matches: the sets and literals decide that).
+        prefilter.woken(b"V.I cheap meds xy zq", &mut woken);
+        assert_eq!(woken, [true, true, true, true]);
+        prefilter.woken(b"V.I cheap", &mut woken);
+        assert_eq!(woken, [true, false, false, false], "no 'm', 'd', 'x', 'y', 'z' or 'q'");
+        prefilter.woken(b"1XXXXXXXXXX\n2XXXXXXXX", &mut woken);
+        assert_eq!(woken, [false, false, false, false]);
+    }
+
     #[test]
     fn prefilter_wakes_rules_by_literal_case_insensitively() {
         let mut builder = PrefilterBuilder::default();
-        builder.add(10, Some(vec![b"viagra".to_vec()]), None);
-        builder.add(11, None, None);
-        builder.add(12, Some(vec![b"free money".to_vec(), b"viagra".to_vec()]), None);
-        builder.add(13, Some(vec![b"lottery".to_vec()]), None);
-        builder.add(14, None, Some(r"(?i)\bn\d+w\b".to_owned()));
-        builder.add(15, None, Some(r"^x{3}".to_owned()));
+        builder.add(10, Some(vec![b"viagra".to_vec()]), None, Vec::new());
+        builder.add(11, None, None, Vec::new());
+        builder.add(12, Some(vec![b"free money".to_vec(), b"viagra".to_vec()]), None, Vec::new());
+        builder.add(13, Some(vec![b"lottery".to_vec()]), None, Vec::new());
+        builder.add(14, None, Some(r"(?i)\bn\d+w\b".to_owned()), Vec::new());
+        builder.add(15, None, Some(r"^x{3}".to_owned()), Vec::new());
         let prefilter = builder.build();
         assert_eq!(prefilter.prefiltered(), 5);
         let mut woken = Vec::new();
