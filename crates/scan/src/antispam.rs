@@ -273,7 +273,7 @@ struct Test {
     set_source: Option<String>,
     /// What the prefilter wakes the rule on.
     literals: Option<Vec<Vec<u8>>>,
-    /// Bytes the text must hold one of each set of for a match (see `prefilter::required_bytes`).
+    /// Bytes the text must hold one of each set of for a match (see `prefilter::requirements`).
     bytes: Vec<prefilter::ByteSet>,
     negate: bool,
     if_unset: Option<String>,

@@ -424,9 +424,8 @@ impl Loader {
         let compile = |source: &str, flags: Flags, line_targets: bool| {
             let source = replace(source);
             let compiled = Pattern::compile(&source, flags, line_targets)?;
-            let literals =
-                prefilter::required_literals(&compiled.skeleton, Flags { multi_line: line_targets, ..flags });
-            let bytes = prefilter::required_bytes(&compiled.skeleton, Flags { multi_line: line_targets, ..flags });
+            let (literals, bytes) =
+                prefilter::requirements(&compiled.skeleton, Flags { multi_line: line_targets, ..flags });
             Ok::<_, String>((compiled, literals, bytes))
         };
         Ok(match &def.kind {

@@ -2,7 +2,7 @@
 //!
 //! Most rule regexes cannot match unless some literal string occurs in the text: `/\bviagra\b/i`
 //! needs `viagra`, `/(?:cheap|discount) meds/` needs `cheap meds` or `discount meds`.
-//! [`required_literals`] finds such a set from the regex's syntax tree (ASCII case folded, at
+//! [`requirements`] finds such a set from the regex's syntax tree (ASCII case folded, at
 //! least [`MIN_LITERAL`] bytes each). A [`Prefilter`] holds the literals of every rule that
 //! runs over one haystack in one automaton: a message costs one scan of each haystack plus the
 //! regexes of the rules whose literals occurred. Rules without a usable literal run every time.
@@ -30,9 +30,23 @@ const SET_SIZE: usize = 8;
 /// A set of literals, lowercase ASCII: a match contains at least one of them.
 type Literals = Vec<Vec<u8>>;
 
+/// What a match of `skeleton` must contain: a set of literals one of which it holds (`None` when there is
+/// no useful set), and byte classes it holds a byte of each ([`bytes_of`]). Parsed once for both.
+pub(super) fn requirements(skeleton: &str, flags: Flags) -> (Option<Literals>, Vec<ByteSet>) {
+    match hir_of(skeleton, flags) {
+        Some(hir) => (literals_of(&hir), bytes_of(&hir)),
+        None => (None, Vec::new()),
+    }
+}
+
 /// The literals a match of `skeleton` must contain, or `None` when there is no useful set.
-pub(super) fn required_literals(skeleton: &str, flags: Flags) -> Option<Literals> {
-    let set = required(&hir_of(skeleton, flags)?)?;
+#[cfg(test)]
+fn required_literals(skeleton: &str, flags: Flags) -> Option<Literals> {
+    literals_of(&hir_of(skeleton, flags)?)
+}
+
+fn literals_of(hir: &Hir) -> Option<Literals> {
+    let set = required(hir)?;
     (quality(&set) >= MIN_LITERAL).then_some(set)
 }
 
@@ -110,13 +124,17 @@ const MAX_BYTE_SETS: usize = 8;
 /// A byte set larger than this says too little to be worth checking.
 const MAX_BYTE_SET: u32 = 200;
 
-/// Sets of bytes a match of `skeleton` must contain one byte of each: `[vV]` and `[iI1l|]` for
+/// Sets of bytes a match must contain one byte of each: `[vV]` and `[iI1l|]` for
 /// `/v[\W_]{0,3}[i1l|]/i`. A message whose text lacks every byte of one set cannot match, whatever its
 /// literals: the check for the rules no literal prefilters (most obfuscation families), and a second one
 /// after the literals for the rest. Empty when nothing is known.
-pub(super) fn required_bytes(skeleton: &str, flags: Flags) -> Vec<ByteSet> {
-    let Some(hir) = hir_of(skeleton, flags) else { return Vec::new() };
-    let mut sets: Vec<ByteSet> = mandatory(&hir).into_iter().filter(|s| s.len() <= MAX_BYTE_SET).collect();
+#[cfg(test)]
+fn required_bytes(skeleton: &str, flags: Flags) -> Vec<ByteSet> {
+    hir_of(skeleton, flags).map(|hir| bytes_of(&hir)).unwrap_or_default()
+}
+
+fn bytes_of(hir: &Hir) -> Vec<ByteSet> {
+    let mut sets: Vec<ByteSet> = mandatory(hir).into_iter().filter(|s| s.len() <= MAX_BYTE_SET).collect();
     sets.sort_by_key(ByteSet::len);
     sets.dedup();
     sets.truncate(MAX_BYTE_SETS);
@@ -341,7 +359,7 @@ pub(super) struct Prefilter {
     /// the members that can match, instead of one pass per rule.
     sets: Vec<(regex::bytes::RegexSet, Vec<usize>)>,
     /// For each slot, byte sets the haystack must hold a byte of each for the rule to match
-    /// ([`required_bytes`]); checked before a set's pass and before a rule is woken.
+    /// ([`bytes_of`]); checked before a set's pass and before a rule is woken.
     needs: Vec<Vec<ByteSet>>,
     /// Whether any slot has such a need: else the haystack's bytes are not gathered.
     any_needs: bool,
