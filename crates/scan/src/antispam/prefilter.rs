@@ -361,8 +361,6 @@ pub(super) struct Prefilter {
     /// For each slot, byte sets the haystack must hold a byte of each for the rule to match
     /// ([`bytes_of`]); checked before a set's pass and before a rule is woken.
     needs: Vec<Vec<ByteSet>>,
-    /// Whether any slot has such a need: else the haystack's bytes are not gathered.
-    any_needs: bool,
 }
 
 /// Builds a [`Prefilter`].
@@ -427,8 +425,7 @@ impl PrefilterBuilder {
                 _ => always.extend(chunk.iter().map(|(slot, _)| *slot)),
             }
         }
-        let any_needs = self.needs.iter().any(|n| !n.is_empty());
-        Prefilter { slots: self.slots, always, automaton, wakes, sets, needs: self.needs, any_needs }
+        Prefilter { slots: self.slots, always, automaton, wakes, sets, needs: self.needs }
     }
 }
 
@@ -437,8 +434,15 @@ impl Prefilter {
     pub(super) fn woken(&self, haystack: &[u8], woken: &mut Vec<bool>) {
         woken.clear();
         woken.resize(self.slots.len(), false);
-        let present = if self.any_needs { ByteSet::of(haystack) } else { ByteSet::default() };
-        let possible = |slot: usize| self.needs[slot].iter().all(|need| need.intersects(&present));
+        // The haystack's bytes are gathered on the first rule with needs that would run, if any.
+        let mut present: Option<ByteSet> = None;
+        let mut possible = |slot: usize| {
+            let needs = &self.needs[slot];
+            needs.is_empty() || {
+                let present = present.get_or_insert_with(|| ByteSet::of(haystack));
+                needs.iter().all(|need| need.intersects(present))
+            }
+        };
         for &slot in &self.always {
             woken[slot] = possible(slot);
         }
