@@ -413,7 +413,12 @@ impl PrefilterBuilder {
         });
         let mut always = self.always;
         let mut sets = Vec::new();
-        for chunk in self.set.chunks(SET_SIZE) {
+        // Members that need the same rare bytes share sets, so that a text without those bytes skips whole
+        // sets rather than running each set for one member that can match (rule order does not matter here).
+        let mut members = self.set;
+        let needs = &self.needs;
+        members.sort_by_key(|(slot, _)| needs[*slot].first().map_or([u64::MAX; 4], |set| set.0));
+        for chunk in members.chunks(SET_SIZE) {
             let built = regex::bytes::RegexSetBuilder::new(chunk.iter().map(|(_, source)| source))
                 .unicode(false)
                 .size_limit(16 << 20)
