@@ -19,6 +19,7 @@ use std::time::Duration;
 use sluice_config::UpdateSource;
 use sluice_scan::SourceFile;
 use sluice_scan::manifest::Manifest;
+use sluice_transport::workqueue::remote::Remote;
 use sluice_transport::workqueue::{Installed, RuleSet, ScanStage, Signatures};
 use sluice_transport::{AlertClass, Severity, Transport};
 use tokio_util::sync::CancellationToken;
@@ -254,30 +255,19 @@ pub fn run(
 
 impl Updater {
     async fn run(self, interval: Duration, shutdown: CancellationToken) {
-        let updater = self;
-        let Some(mut requests) = updater.transport.take_update_requests() else { return };
+        let Some(mut requests) = self.transport.take_update_requests() else { return };
         let mut tick = tokio::time::interval(interval.max(Duration::from_secs(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        updater.serve(&mut requests, &mut tick, shutdown).await;
-    }
-
-    async fn serve(
-        &self,
-        requests: &mut tokio::sync::mpsc::UnboundedReceiver<(ScanStage, bool)>,
-        tick: &mut tokio::time::Interval,
-        shutdown: CancellationToken,
-    ) {
-        let updater = self;
         loop {
             tokio::select! {
                 _ = tick.tick() => {
                     for stage in ScanStage::ALL {
-                        if updater.transport.engine_on(stage) {
-                            updater.update(stage, false, false).await;
+                        if self.transport.engine_on(stage) {
+                            self.update(stage, false, false).await;
                         }
                     }
                 }
-                Some((stage, force)) = requests.recv() => updater.update(stage, force, true).await,
+                Some((stage, force)) = requests.recv() => self.update(stage, force, true).await,
                 _ = shutdown.cancelled() => return,
             }
         }
@@ -352,9 +342,14 @@ impl Updater {
 
     async fn try_update(&self, stage: ScanStage, force: bool) -> Result<(), Skip> {
         let engine = stage.as_str();
-        if let Some(remote) = self.transport.remote_engine(stage).filter(|r| r.kind() != "clamd") {
-            return Err(Skip::NoSource(format!("{} keeps its own rules (sa-update, rspamd's maps)", remote.kind())));
-        }
+        // clamd takes signature files; spamd and rspamd keep their own rules.
+        let clamd = match self.transport.remote_engine(stage).as_deref() {
+            None => false,
+            Some(Remote::Clamd(_)) => true,
+            Some(other) => {
+                return Err(Skip::NoSource(format!("{} keeps its own rules (sa-update, rspamd's maps)", other.kind())));
+            }
+        };
         let manifest =
             self.fetch(stage, "manifest.json").await.map_err(|e| Skip::NoSource(format!("no manifest: {e}")))?;
         let manifest = Manifest::parse(&manifest).map_err(|e| Skip::Failed(format!("bad manifest: {e}")))?;
@@ -362,7 +357,6 @@ impl Updater {
             return Err(Skip::UpToDate(manifest.version));
         }
         self.log.info(&format!("{engine} downloading version {}", manifest.version));
-        let clamd = stage == ScanStage::Antivirus && self.transport.remote_engine(stage).is_some();
         let dir = if clamd { clamd_dir(&self.data_dir) } else { engine_dir(&self.data_dir, stage) };
         let staging = dir.join("staging");
         let _ = std::fs::remove_dir_all(&staging);

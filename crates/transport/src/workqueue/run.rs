@@ -136,11 +136,11 @@ async fn process(inner: &Arc<Inner>, taken: Taken) -> Option<(Taken, Option<Scan
             _ = wq.stage(first).wait_operational() => {}
             _ = inner.shutdown.cancelled() => return None,
         }
+        let Some(message) = read_body(inner, mid, body_ref, &mut body).await else {
+            wq.left.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
         let verdicts = if let Some(engine) = wq.remote(first).cloned() {
-            let Some(message) = read_body(inner, mid, body_ref, &mut body).await else {
-                wq.left.fetch_add(1, Ordering::Relaxed);
-                return None;
-            };
             let to: Vec<&str> =
                 recipients.iter().filter_map(|i| envelope.recipient(*i as usize)).map(|r| r.address).collect();
             let about = remote::Envelope { mid, from: envelope.from_address(), recipients: &to };
@@ -161,9 +161,9 @@ async fn process(inner: &Arc<Inner>, taken: Taken) -> Option<(Taken, Option<Scan
                 .take_while(|(i, s)| *i == 0 || (wq.remote(**s).is_none() && wq.stage(**s).is_operational()))
                 .map(|(_, s)| *s)
                 .collect();
-            let Some(verdicts) = scan_stages(inner, mid, body_ref, &mut body, &run).await else {
-                // The body cannot be read, or an engine panicked on this message (then it is a suspect, or in
-                // Poison): it is tried again from Submission.
+            let Some(verdicts) = scan_stages(inner, mid, body_ref, message, &run).await else {
+                // An engine panicked on this message (then it is a suspect, or in Poison): it is tried again
+                // from Submission.
                 wq.left.fetch_add(1, Ordering::Relaxed);
                 return None;
             };
@@ -217,8 +217,7 @@ async fn process(inner: &Arc<Inner>, taken: Taken) -> Option<(Taken, Option<Scan
     Some((taken, changed))
 }
 
-/// The message's stored bytes for a network engine, read once per message (on a blocking thread when
-/// large). `None` when it cannot be read: it then waits in Submission (the queue database's checks report
+/// The message's stored bytes, read once per message for every stage (on a blocking thread when large). `None` when it cannot be read: it then waits in Submission (the queue database's checks report
 /// the damage).
 async fn read_body(
     inner: &Arc<Inner>,
@@ -264,28 +263,21 @@ fn pass_unscanned(inner: &Inner, mid: Mid, env: &Envelope, stage: ScanStage, sca
 /// Messages up to this size are scanned in their task rather than on a blocking thread.
 const INLINE_SCAN_MAX: u64 = 256 * 1024;
 
-/// Runs the engines of `stages` once, the body read (when no stage has read it) and
-/// decoded once. `None` when the body cannot be read or an engine panicked on the message (counted as a
-/// crash of the message, `poison.rs`); either way it goes back to Submission.
+/// Runs the built-in engines of `stages` once, on one decoding of `body`. `None` when an engine panicked on
+/// the message (counted as a crash of the message, `poison.rs`); it then goes back to Submission.
 async fn scan_stages(
     inner: &Arc<Inner>,
     mid: Mid,
     body_ref: BodyRef,
-    body: &mut Option<Arc<Vec<u8>>>,
+    body: Arc<Vec<u8>>,
     stages: &[ScanStage],
 ) -> Option<Vec<(ScanStage, Verdict)>> {
     let wq = &inner.work_queue;
     let antispam = wq.antispam.read().unwrap_or_else(|e| e.into_inner()).as_ref().map(|i| i.set.clone());
     let antivirus = wq.antivirus.read().unwrap_or_else(|e| e.into_inner()).as_ref().map(|i| i.set.clone());
-    let have = body.clone();
     let strip = wq.settings.virus_action == VirusAction::Strip;
-    let db = inner.db.clone();
     let owned = stages.to_vec();
     let work = move || {
-        let body = match have {
-            Some(b) => b,
-            None => Arc::new(db.read_body_of(mid, &body_ref).map_err(|e| e.to_string())?),
-        };
         let decoded = sluice_scan::mime::decode(&body);
         let mut verdicts = Vec::with_capacity(owned.len());
         for stage in owned {
@@ -303,7 +295,7 @@ async fn scan_stages(
             verdicts.push((stage, verdict.unwrap_or(Verdict::Clean)));
         }
         drop(decoded);
-        Ok::<_, String>((body, verdicts))
+        verdicts
     };
     // A message of the usual size is scanned in its task (tens of microseconds, less than a hand-off to the
     // blocking pool costs); a large one on a blocking thread, off the runtime that serves SMTP.
@@ -340,17 +332,7 @@ async fn scan_stages(
     drop(slot);
     drop(pass);
     match done {
-        Ok(Ok((read, verdicts))) => {
-            *body = Some(read);
-            Some(verdicts)
-        }
-        Ok(Err(e)) => {
-            // A body that cannot be read is not scanned and not passed: it waits in Submission (the queue
-            // database's checks report the damage).
-            tracing::error!(mid, error = %e, "cannot read a message body to scan it");
-            inner.lock().push_submission([mid]);
-            None
-        }
+        Ok(verdicts) => Some(verdicts),
         Err(payload) => {
             let text = crate::poison::panic_text(payload.as_ref());
             drop(payload);
