@@ -195,12 +195,8 @@ pub fn work_queue(
     let (antispam, antispam_remote) = match &config.antispam.engine {
         AntispamEngine::Builtin => (Some(crate::updater::startup_antispam(data_dir, log, extra_rules)), None),
         AntispamEngine::Rspamd { url } => {
-            // The URL was checked when the configuration was read.
-            let rspamd = Rspamd::new(url, config.antispam.timeout).map(Remote::Rspamd);
-            if rspamd.is_none() {
-                tracing::error!(url, "antispam: rspamd's url must be http://host:port; the stage is off");
-            }
-            (None, rspamd.map(Arc::new))
+            let rspamd = Rspamd::new(url, config.antispam.timeout).expect("an http:// URL, checked with the file");
+            (None, Some(Arc::new(Remote::Rspamd(rspamd))))
         }
         AntispamEngine::Spamd { address } => {
             let spamd = Spamd::new(Address::Tcp(address.to_string()), config.antispam.timeout);

@@ -121,6 +121,7 @@ fn addresses_and_names_are_checked() {
         ("[alerts]\nemail_to = [\"root\"]\nsmtp_host = \"127.0.0.1\"\n", "alerts.email_to", "local@domain"),
         ("[alerts]\nemail_to = [\"root@localhost\"]\n", "alerts.email_to", "smtp_host"),
         ("[antispam]\nengine = \"rspamd\"\nurl = \"127.0.0.1:11333\"\n", "antispam.url", "URL"),
+        ("[antispam]\nengine = \"rspamd\"\nurl = \"https://127.0.0.1:11333\"\n", "antispam.url", "http://"),
         ("[antispam]\nengine = \"spamd\"\naddress = \"spamd:x\"\n", "antispam.address", "port"),
         ("[[mailbox_stores]]\nmaildir = \"{data_dir}/{user}\"\n", "mailbox_stores[0].maildir", "{user}"),
         ("[[mailbox_stores]]\nmaildir = \"m\"\nlmtp = \"127.0.0.1:24\"\n", "mailbox_stores[0].lmtp", "not both"),

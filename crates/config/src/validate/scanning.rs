@@ -51,7 +51,12 @@ pub(super) fn antispam(raw: RawAntispam, paths: &PathBase) -> Result<AntispamCon
         SpamEngineName::Builtin => AntispamEngine::Builtin,
         SpamEngineName::Off => AntispamEngine::Off,
         SpamEngineName::Rspamd => {
-            AntispamEngine::Rspamd { url: t.url("url", raw.url.unwrap_or_else(|| DEFAULT_RSPAMD_URL.to_owned()))? }
+            let url = t.url("url", raw.url.unwrap_or_else(|| DEFAULT_RSPAMD_URL.to_owned()))?;
+            // rspamd's normal worker speaks plain HTTP; a stage must never end up off for want of TLS.
+            if !url.starts_with("http://") {
+                return Err(t.err("url", format!("{url:?}: rspamd's worker is reached over http:// (no TLS)")));
+            }
+            AntispamEngine::Rspamd { url }
         }
         SpamEngineName::Spamd => AntispamEngine::Spamd {
             address: match raw.address {
