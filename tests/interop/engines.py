@@ -280,8 +280,9 @@ def keep(d, key, value):
 
 
 def header(text, name):
-    m = re.search(rf"^{name}: (.*)$", text, re.M | re.I)
-    return m.group(1).strip() if m else None
+    """The field's value, unfolded."""
+    m = re.search(rf"^{name}: (.*(?:\r?\n[ \t].*)*)", text, re.M | re.I)
+    return re.sub(r"\r?\n[ \t]+", " ", m.group(1)).strip() if m else None
 
 
 def check_spam_engine(s, engine):
@@ -290,10 +291,15 @@ def check_spam_engine(s, engine):
     got = {}
     if wait("delivery", lambda: keep(got, "m", s.delivered(clean)), timeout=60):
         status, scl = header(got["m"], "X-Spam-Status"), header(got["m"], "X-Sluice-SCL")
-        if status and status.startswith("No, score=") and scl is not None:
-            ok(f"{engine}: clean mail is delivered with the engine's score: X-Spam-Status: {status}, SCL {scl}")
+        # Folded after a comma: the names are split at commas, white space around them dropped.
+        tests = re.search(r" tests=(.*)$", status or "")
+        names = [n.strip() for n in tests.group(1).split(",")] if tests else []
+        if (status and status.startswith("No, score=") and scl is not None and names != ["none"]
+                and names and all(re.fullmatch(r"[A-Za-z0-9_.-]+", n) for n in names)):
+            ok(f"{engine}: clean mail is delivered with the engine's score and symbols: X-Spam-Status: {status}, "
+               f"SCL {scl}")
         else:
-            bad(f"{engine}: the delivered clean message lacks the score headers:\n{got['m'][:600]}")
+            bad(f"{engine}: the delivered clean message lacks the score or the symbols:\n{got['m'][:800]}")
     else:
         bad(f"{engine}: clean mail was not delivered:\n{tail(s.log)}")
     if wait("quarantine", lambda: keep(got, "q", s.quarantined(spam)), timeout=60):

@@ -45,7 +45,7 @@ pub use record::{
 };
 pub use state::{
     Deliveries, Delivery, Quarantined, RecipientIndices, SafetyNetCopy, SafetyNetEntry, SafetyNetFilter, SharedError,
-    State, StoredCopy, StoredMessage, StoredQueue, intern_error,
+    SharedText, State, StoredCopy, StoredMessage, StoredQueue, TESTS_MAX, intern_error, intern_tests,
 };
 pub use storage::{FsStorage, Storage, StorageFile, is_disk_full};
 pub use time::now_ms;

@@ -2,6 +2,7 @@
 
 use crate::DecodeError;
 use crate::codec::{Dec, Enc};
+use crate::state::SharedText;
 
 /// The integer message id, the same in every queue that holds a copy of the message. Never reused.
 pub type Mid = u64;
@@ -142,8 +143,8 @@ impl ScanStage {
     }
 }
 
-/// What the work queue found in a message: four bytes, kept beside the message until it leaves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What the work queue found in a message, kept beside the message until it leaves.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Scan {
     /// The spam confidence level 0..9; -1 until the anti-spam stage has scanned the message.
     pub scl: i8,
@@ -152,6 +153,8 @@ pub struct Scan {
     /// [`ScanStage::bit`]s of the stages that are done with the message (scanned it, or an administrator
     /// released it from their quarantine), and [`Scan::UNSCANNED`].
     pub done: u8,
+    /// The anti-spam rules (an engine's symbols) that hit, comma-separated ([`crate::intern_tests`]).
+    pub tests: Option<SharedText>,
 }
 
 impl Scan {
@@ -159,7 +162,7 @@ impl Scan {
     pub const UNSCANNED: u8 = 0x80;
 
     /// Not scanned by any stage yet.
-    pub const NONE: Scan = Scan { scl: -1, score_tenths: 0, done: 0 };
+    pub const NONE: Scan = Scan { scl: -1, score_tenths: 0, done: 0, tests: None };
 
     /// Whether `stage` is done with the message.
     pub fn is_done(&self, stage: ScanStage) -> bool {
@@ -184,6 +187,8 @@ const T_SAFETY_NET_ENTRY: u8 = 14;
 const T_RECIPIENTS_DELIVERED: u8 = 15;
 const T_SCANNED: u8 = 16;
 const T_QUARANTINE: u8 = 17;
+/// `Scanned` with the rules hit (a record of 16 has none).
+const T_SCANNED_TESTS: u8 = 18;
 
 impl Record {
     /// Appends the record's encoding to `out`.
@@ -298,11 +303,14 @@ impl Record {
                 encode_indices(&mut e, delivered);
             }
             Record::Scanned { mid, scan } => {
-                e.u8(T_SCANNED);
+                e.u8(if scan.tests.is_some() { T_SCANNED_TESTS } else { T_SCANNED });
                 e.u64(*mid);
                 e.u8(scan.scl as u8);
                 e.u32(scan.score_tenths as u16 as u32);
                 e.u8(scan.done);
+                if let Some(tests) = &scan.tests {
+                    e.str(tests);
+                }
             }
             Record::Quarantine { mid, at_ms, stage, reason } => {
                 e.u8(T_QUARANTINE);
@@ -316,7 +324,8 @@ impl Record {
 
     /// Decodes one record from the front of `d`.
     pub(crate) fn decode(d: &mut Dec<'_>) -> Result<Record, DecodeError> {
-        Ok(match d.u8()? {
+        let tag = d.u8()?;
+        Ok(match tag {
             T_MID_HIGH_WATER => Record::MidHighWater { next: d.u64()? },
             T_QUEUE_CREATE => Record::QueueCreate {
                 id: d.u32()?,
@@ -378,10 +387,15 @@ impl Record {
             T_RECIPIENTS_DELIVERED => {
                 Record::RecipientsDelivered { mid: d.u64()?, at_ms: d.i64()?, delivered: decode_indices(d)? }
             }
-            T_SCANNED => Record::Scanned {
-                mid: d.u64()?,
-                scan: Scan { scl: d.u8()? as i8, score_tenths: d.u32()? as u16 as i16, done: d.u8()? },
-            },
+            T_SCANNED | T_SCANNED_TESTS => {
+                let mid = d.u64()?;
+                let mut scan =
+                    Scan { scl: d.u8()? as i8, score_tenths: d.u32()? as u16 as i16, done: d.u8()?, tests: None };
+                if tag == T_SCANNED_TESTS {
+                    scan.tests = crate::intern_tests(d.str()?.split(','));
+                }
+                Record::Scanned { mid, scan }
+            }
             T_QUARANTINE => Record::Quarantine {
                 mid: d.u64()?,
                 at_ms: d.i64()?,
@@ -487,7 +501,14 @@ mod tests {
             Record::DelayNotified { mid: 7 },
             Record::MessageSuspend { mid: 7, queue: 16, suspended: true },
             Record::CrashCount { mid: 7, count: 2 },
-            Record::Scanned { mid: 7, scan: Scan { scl: 9, score_tenths: -32768, done: 3 | Scan::UNSCANNED } },
+            Record::Scanned {
+                mid: 7,
+                scan: Scan { scl: 9, score_tenths: -32768, done: 3 | Scan::UNSCANNED, tests: None },
+            },
+            Record::Scanned {
+                mid: 7,
+                scan: Scan { scl: 9, score_tenths: 52, done: 1, tests: crate::intern_tests(["GTUBE", "MISSING_DATE"]) },
+            },
             Record::Scanned { mid: 7, scan: Scan::NONE },
             Record::Quarantine { mid: 7, at_ms: -5, stage: ScanStage::Antivirus, reason: "virus Eicar".into() },
             Record::CopyDelivered {

@@ -34,26 +34,71 @@ pub struct StoredCopy {
     pub last_error: Option<SharedError>,
 }
 
-/// An error text shared by many copies: a thin pointer (8 bytes in each copy, not 16).
-pub type SharedError = Arc<String>;
+/// Text many messages share (an error, the rules they hit): a thin pointer, 8 bytes where it is kept.
+pub type SharedText = Arc<String>;
+
+/// An error text shared by many copies.
+pub type SharedError = SharedText;
 
 /// The last error of a deferred copy, shared: a million messages behind one dead next hop hold one copy
 /// of its error text, not a million. `None` for an empty one.
 pub fn intern_error(error: &str) -> Option<SharedError> {
-    /// Distinct errors remembered, most recent first.
-    const RECENT: usize = 32;
-    static ERRORS: Mutex<Vec<SharedError>> = Mutex::new(Vec::new());
-    if error.is_empty() {
-        return None;
+    static ERRORS: Recent = Recent::new();
+    ERRORS.intern(error)
+}
+
+/// The most bytes of rule names [`Scan::tests`] keeps; a longer list is cut at a name and ends in `,...`.
+pub const TESTS_MAX: usize = 1000;
+
+/// The names of the anti-spam rules a message hit, comma-separated, as [`Scan::tests`] keeps them: only
+/// the characters a rule name has (letters, digits, `_`, `-`, `.`) are kept, since they go into a header
+/// line and may come from a network engine; at most [`TESTS_MAX`] bytes. Shared by the messages that hit
+/// the same rules. `None` when no rule hit.
+pub fn intern_tests<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<SharedText> {
+    static TESTS: Recent = Recent::new();
+    let mut out = String::new();
+    for name in names {
+        let clean = name.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        let len = clean.clone().count();
+        if len == 0 {
+            continue;
+        }
+        if out.len() + len + 1 > TESTS_MAX - 4 {
+            out.push_str(",...");
+            break;
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.extend(clean);
     }
-    let Ok(mut recent) = ERRORS.lock() else { return Some(Arc::new(error.to_owned())) };
-    let shared = match recent.iter().position(|e| e.as_str() == error) {
-        Some(i) => recent.remove(i),
-        None => Arc::new(error.to_owned()),
-    };
-    recent.insert(0, Arc::clone(&shared));
-    recent.truncate(RECENT);
-    Some(shared)
+    TESTS.intern(&out)
+}
+
+/// The texts handed out last, most recent first: the same text asked for again gets the same allocation.
+struct Recent(Mutex<Vec<SharedText>>);
+
+impl Recent {
+    /// Distinct texts remembered.
+    const LEN: usize = 32;
+
+    const fn new() -> Recent {
+        Recent(Mutex::new(Vec::new()))
+    }
+
+    fn intern(&self, text: &str) -> Option<SharedText> {
+        if text.is_empty() {
+            return None;
+        }
+        let Ok(mut recent) = self.0.lock() else { return Some(Arc::new(text.to_owned())) };
+        let shared = match recent.iter().position(|e| e.as_str() == text) {
+            Some(i) => recent.remove(i),
+            None => Arc::new(text.to_owned()),
+        };
+        recent.insert(0, Arc::clone(&shared));
+        recent.truncate(Self::LEN);
+        Some(shared)
+    }
 }
 
 /// A message whose delivered copies the Safety Net still holds (docs/queue-database.md, "The Safety Net
@@ -175,8 +220,8 @@ pub struct State {
     /// first delivery (`CopyDelivered`, `RecipientsDelivered`) until the writer retires the generation.
     /// Boxed like `messages`.
     pub safety_net: BTreeMap<Mid, Box<SafetyNetEntry>>,
-    /// The work queue's verdicts on live messages (`Record::Scanned`), beside the messages: four bytes a
-    /// message, and none for one the work queue has not finished with (or that sluice scanned with every
+    /// The work queue's verdicts on live messages (`Record::Scanned`), beside the messages: sixteen bytes a
+    /// message (the rules hit are shared, [`intern_tests`]), and none for one the work queue has not finished with (or that sluice scanned with every
     /// stage off).
     pub scans: BTreeMap<Mid, Scan>,
     /// Live messages in [`QUARANTINE`]: when, by which stage, why (`Record::Quarantine`).
@@ -303,7 +348,7 @@ impl State {
             }
             Record::Scanned { mid, scan } => {
                 if self.messages.contains_key(mid) {
-                    self.scans.insert(*mid, *scan);
+                    self.scans.insert(*mid, scan.clone());
                 }
             }
             Record::Quarantine { mid, at_ms, stage, reason } => {
@@ -408,7 +453,7 @@ impl State {
                 f(Record::CrashCount { mid: m.mid, count: *count });
             }
             if let Some(scan) = self.scans.get(&m.mid) {
-                f(Record::Scanned { mid: m.mid, scan: *scan });
+                f(Record::Scanned { mid: m.mid, scan: scan.clone() });
             }
             if let Some(q) = self.quarantined.get(&m.mid) {
                 f(Record::Quarantine { mid: m.mid, at_ms: q.at_ms, stage: q.stage, reason: q.reason.clone() });

@@ -199,7 +199,7 @@ impl Inner {
                     retry_count: 0,
                     next_retry_ms: 0,
                     last_error: None,
-                    scan,
+                    scan: scan.clone(),
                 }],
             },
         );

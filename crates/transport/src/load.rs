@@ -46,7 +46,7 @@ impl Transport {
         let now = sluice_queue_db::now_ms();
         let mut quarantined = Vec::new();
         for (&mid, m) in &state.messages {
-            let scan = state.scans.get(&mid).copied().unwrap_or(Scan::NONE);
+            let scan = state.scans.get(&mid).cloned().unwrap_or(Scan::NONE);
             if let Some(c) = m.copies.iter().find(|c| c.queue == QUARANTINE) {
                 let q = state.quarantined.get(&mid);
                 quarantined.push((
@@ -96,7 +96,7 @@ impl Transport {
                     retry_count: c.retry_count,
                     next_retry_ms: c.next_retry_ms,
                     last_error: c.last_error.clone(),
-                    scan,
+                    scan: scan.clone(),
                 });
             }
             // Two copies that both fell back to Submission become one with all their recipients.

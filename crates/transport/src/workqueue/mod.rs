@@ -292,8 +292,9 @@ pub(crate) fn engines(wq: &WorkQueue) -> Vec<api::Engine> {
 }
 
 /// The header lines a delivered message carries for the work queue's verdicts: `X-Sluice-SCL` and
-/// `X-Spam-Status` once the anti-spam stage scanned it, `X-Sluice-Scan: unscanned` when an engine failure
-/// let it pass unscanned; `None` when there is nothing to say.
+/// `X-Spam-Status` (with the rules or the network engine's symbols that hit, as SpamAssassin writes it) once
+/// the anti-spam stage scanned it, `X-Sluice-Scan: unscanned` when an engine failure let it pass unscanned;
+/// `None` when there is nothing to say.
 pub(crate) fn headers(scan: &Scan) -> Option<String> {
     let mut out = String::new();
     if scan.done & Scan::UNSCANNED != 0 {
@@ -302,13 +303,40 @@ pub(crate) fn headers(scan: &Scan) -> Option<String> {
     if scan.scl >= 0 {
         let score = f64::from(scan.score_tenths) / 10.0;
         let spam = if score >= sluice_scan::antispam::REQUIRED_SCORE { "Yes" } else { "No" };
-        out.push_str(&format!(
-            "X-Sluice-SCL: {}\r\nX-Spam-Status: {spam}, score={score:.1} required={:.1}\r\n",
-            scan.scl,
-            sluice_scan::antispam::REQUIRED_SCORE
-        ));
+        out.push_str(&format!("X-Sluice-SCL: {}\r\n", scan.scl));
+        let status = format!(
+            "X-Spam-Status: {spam}, score={score:.1} required={:.1} tests={}",
+            sluice_scan::antispam::REQUIRED_SCORE,
+            scan.tests.as_deref().map_or("none", String::as_str)
+        );
+        fold(&status, &mut out);
     }
     (!out.is_empty()).then_some(out)
+}
+
+/// Appends a header line folded after a space or a comma so that its lines stay within 78 characters where
+/// it can (a rule name is never split), continued lines starting with a tab.
+fn fold(line: &str, out: &mut String) {
+    const WIDTH: usize = 78;
+    let mut rest = line;
+    while rest.len() > WIDTH {
+        // The last break that keeps this line within the width; else the first one after it.
+        let cut = rest[..=WIDTH]
+            .rfind([' ', ','])
+            .filter(|&i| i > 0)
+            .or_else(|| rest[WIDTH..].find([' ', ',']).map(|i| WIDTH + i));
+        let Some(cut) = cut else { break };
+        let (head, tail) = rest.split_at(cut + 1);
+        let tail = tail.trim_start();
+        if tail.is_empty() {
+            break;
+        }
+        out.push_str(head.trim_end());
+        out.push_str("\r\n\t");
+        rest = tail;
+    }
+    out.push_str(rest);
+    out.push_str("\r\n");
 }
 
 pub use quarantine::QuarantineError;
@@ -492,5 +520,57 @@ impl crate::Transport {
     /// The network engine of `stage`, if it uses one.
     pub fn remote_engine(&self, stage: ScanStage) -> Option<Arc<Remote>> {
         self.inner.work_queue.remote(stage).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(score_tenths: i16, names: &[&str]) -> Scan {
+        Scan { scl: 3, score_tenths, done: 1, tests: sluice_queue_db::intern_tests(names.iter().copied()) }
+    }
+
+    #[test]
+    fn spam_status_names_the_rules_that_hit() {
+        let h = headers(&scan(7, &["MISSING_SUBJECT", "FROM_NO_NAME"])).unwrap();
+        assert_eq!(
+            h,
+            "X-Sluice-SCL: 3\r\nX-Spam-Status: No, score=0.7 required=5.0 tests=MISSING_SUBJECT,FROM_NO_NAME\r\n"
+        );
+        let h = headers(&scan(-9, &[])).unwrap();
+        assert!(h.ends_with("X-Spam-Status: No, score=-0.9 required=5.0 tests=none\r\n"), "{h}");
+        assert_eq!(headers(&Scan::NONE), None);
+    }
+
+    #[test]
+    fn a_long_list_is_folded_at_commas_and_nothing_from_an_engine_breaks_the_header() {
+        let names: Vec<String> = (0..40).map(|i| format!("RSPAMD_SYMBOL_{i}")).collect();
+        let mut with_evil: Vec<&str> = names.iter().map(String::as_str).collect();
+        with_evil.push("EVIL\r\nBcc: victim@example.com");
+        let h = headers(&scan(95, &with_evil)).unwrap();
+        let lines: Vec<&str> = h.strip_suffix("\r\n").unwrap().split("\r\n").collect();
+        assert!(lines.len() > 3, "{h}");
+        for (i, l) in lines.iter().enumerate() {
+            assert!(l.len() <= 78, "line {i} too long: {l:?}");
+            assert!(i < 2 || l.starts_with('\t'), "continuation without a tab: {l:?}");
+            assert!(!l.trim().is_empty() && !l.contains('\n') && !l.contains('\r'));
+        }
+        // Unfolded, the list is the names in order, joined by commas, with the engine's text made harmless.
+        let unfolded = h.replace("\r\n\t", "");
+        let tests = unfolded.split("tests=").nth(1).unwrap().trim_end();
+        assert!(tests.starts_with("RSPAMD_SYMBOL_0,RSPAMD_SYMBOL_1,"), "{tests}");
+        assert!(tests.ends_with("RSPAMD_SYMBOL_39,EVILBccvictimexample.com"), "{tests}");
+        assert!(!h.contains("Bcc:"));
+    }
+
+    #[test]
+    fn a_very_long_list_is_cut_at_a_name() {
+        let names: Vec<String> = (0..500).map(|i| format!("SYMBOL_{i}")).collect();
+        let tests = sluice_queue_db::intern_tests(names.iter().map(String::as_str)).unwrap();
+        assert!(tests.len() <= sluice_queue_db::TESTS_MAX, "{}", tests.len());
+        assert!(tests.ends_with(",..."));
+        let kept: Vec<&str> = tests.trim_end_matches(",...").split(',').collect();
+        assert!(kept.iter().zip(&names).all(|(k, n)| k == n), "a name was cut");
     }
 }

@@ -108,7 +108,7 @@ pub(crate) async fn hold(inner: &Arc<Inner>, mid: Mid, held: Held) -> Result<(),
         return Ok(());
     }
     let records = vec![
-        Record::Scanned { mid, scan: held.scan },
+        Record::Scanned { mid, scan: held.scan.clone() },
         Record::Quarantine { mid, at_ms: held.at_ms, stage: held.stage, reason: held.reason.clone() },
         Record::Route { mid, from: SUBMISSION, copies: vec![(QUARANTINE, held.recipients.clone())] },
     ];
@@ -141,7 +141,7 @@ pub(crate) async fn release(inner: &Arc<Inner>, mid: Mid) -> Result<api::Quarant
     let shown = row(inner, mid, &h);
     h.scan.done |= h.stage.bit();
     let records = vec![
-        Record::Scanned { mid, scan: h.scan },
+        Record::Scanned { mid, scan: h.scan.clone() },
         Record::Route { mid, from: QUARANTINE, copies: vec![(SUBMISSION, h.recipients.clone())] },
     ];
     if let Err(e) = inner.db.commit(records).await {

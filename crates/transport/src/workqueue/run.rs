@@ -213,7 +213,7 @@ async fn process(inner: &Arc<Inner>, taken: Taken) -> Option<(Taken, Option<Scan
         return None;
     }
     // The verdicts are recorded by the categorizer, just before the message's Route.
-    let changed = inner.lock().set_scan(mid, scan).then_some(scan);
+    let changed = inner.lock().set_scan(mid, &scan).then_some(scan);
     Some((taken, changed))
 }
 
@@ -355,6 +355,7 @@ fn judge(inner: &Inner, mid: Mid, env: &Envelope, stage: ScanStage, verdict: Ver
         Verdict::Spam(v) => {
             scan.scl = v.scl as i8;
             scan.score_tenths = (v.score * 10.0).round().clamp(i16::MIN as f64, i16::MAX as f64) as i16;
+            scan.tests = sluice_queue_db::intern_tests(v.hits.iter().map(String::as_str));
             let text = spam_text(&v);
             if settings.scl_delete.is_some_and(|d| v.scl >= d) {
                 Outcome::Drop(text)
