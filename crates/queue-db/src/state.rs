@@ -16,6 +16,9 @@ pub struct StoredMessage {
     pub body: BodyRef,
     /// Nearly always one: kept inline, without an allocation of its own.
     pub copies: SmallVec<[StoredCopy; 1]>,
+    /// The work queue's verdicts so far (`Record::Scanned`); [`Scan::NONE`] until a stage is done with it.
+    /// In the message's record rather than a map beside it: 16 bytes here cost less than a map's entry.
+    pub scan: Scan,
 }
 
 /// Indices into the envelope's recipients; up to four without an allocation.
@@ -220,10 +223,6 @@ pub struct State {
     /// first delivery (`CopyDelivered`, `RecipientsDelivered`) until the writer retires the generation.
     /// Boxed like `messages`.
     pub safety_net: BTreeMap<Mid, Box<SafetyNetEntry>>,
-    /// The work queue's verdicts on live messages (`Record::Scanned`), beside the messages: sixteen bytes a
-    /// message (the rules hit are shared, [`intern_tests`]), and none for one the work queue has not finished with (or that sluice scanned with every
-    /// stage off).
-    pub scans: BTreeMap<Mid, Scan>,
     /// Live messages in [`QUARANTINE`]: when, by which stage, why (`Record::Quarantine`).
     pub quarantined: BTreeMap<Mid, Quarantined>,
 }
@@ -271,6 +270,7 @@ impl State {
                         envelope: envelope.clone(),
                         body: *body,
                         copies: smallvec::smallvec![copy],
+                        scan: Scan::NONE,
                     }),
                 );
             }
@@ -347,8 +347,8 @@ impl State {
                 }
             }
             Record::Scanned { mid, scan } => {
-                if self.messages.contains_key(mid) {
-                    self.scans.insert(*mid, scan.clone());
+                if let Some(m) = self.messages.get_mut(mid) {
+                    m.scan = scan.clone();
                 }
             }
             Record::Quarantine { mid, at_ms, stage, reason } => {
@@ -410,7 +410,6 @@ impl State {
         self.messages.remove(&mid);
         self.delay_notified.remove(&mid);
         self.crash_counts.remove(&mid);
-        self.scans.remove(&mid);
         self.quarantined.remove(&mid);
         // A copy's mark goes with the copy (`CopyDone`, `Route`); none is left when the message goes.
     }
@@ -452,8 +451,8 @@ impl State {
             if let Some(count) = self.crash_counts.get(&m.mid) {
                 f(Record::CrashCount { mid: m.mid, count: *count });
             }
-            if let Some(scan) = self.scans.get(&m.mid) {
-                f(Record::Scanned { mid: m.mid, scan: scan.clone() });
+            if m.scan != Scan::NONE {
+                f(Record::Scanned { mid: m.mid, scan: m.scan.clone() });
             }
             if let Some(q) = self.quarantined.get(&m.mid) {
                 f(Record::Quarantine { mid: m.mid, at_ms: q.at_ms, stage: q.stage, reason: q.reason.clone() });
@@ -475,7 +474,8 @@ mod tests {
     #[test]
     fn a_queued_message_stays_small() {
         assert_eq!(size_of::<StoredCopy>(), 48);
-        assert_eq!(size_of::<StoredMessage>(), 96);
+        // 96 before it held the verdicts, whose map beside the messages cost more than the 16 bytes.
+        assert_eq!(size_of::<StoredMessage>(), 112);
         assert!(size_of::<Envelope>() <= 32, "{}", size_of::<Envelope>());
     }
 

@@ -1,7 +1,7 @@
 //! Loading: the queue database's recovered state becomes the transport's queues at start. A copy whose
 //! delivery queue is gone from the routing table goes back to Submission, to be categorized again.
 
-use sluice_queue_db::{POISON, QUARANTINE, Record, SUBMISSION, Scan, State, UNREACHABLE};
+use sluice_queue_db::{POISON, QUARANTINE, Record, SUBMISSION, State, UNREACHABLE};
 use smallvec::SmallVec;
 
 use crate::queue::{self, Copy, Message, MessageStatus, NextHopSolutionKey, Queues};
@@ -46,7 +46,7 @@ impl Transport {
         let now = sluice_queue_db::now_ms();
         let mut quarantined = Vec::new();
         for (&mid, m) in &state.messages {
-            let scan = state.scans.get(&mid).cloned().unwrap_or(Scan::NONE);
+            let scan = m.scan.clone();
             if let Some(c) = m.copies.iter().find(|c| c.queue == QUARANTINE) {
                 let q = state.quarantined.get(&mid);
                 quarantined.push((

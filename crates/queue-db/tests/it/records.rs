@@ -67,9 +67,9 @@ fn the_verdicts_and_the_rules_hit_come_back_from_the_log_and_the_checkpoint_and_
         mids
     });
     let expect = |state: &sluice_queue_db::State| {
-        assert_eq!(state.scans.get(&mids[0]), Some(&hit));
-        assert_eq!(state.scans[&mids[0]].tests.as_deref().map(String::as_str), Some("BAYES_99,R_SPF_FAIL"));
-        assert_eq!(state.scans.get(&mids[1]), Some(&none));
+        assert_eq!(state.messages[&mids[0]].scan, hit);
+        assert_eq!(state.messages[&mids[0]].scan.tests.as_deref().map(String::as_str), Some("BAYES_99,R_SPF_FAIL"));
+        assert_eq!(state.messages[&mids[1]].scan, none);
     };
     sim.crash(|_, _| false);
     drop(db);
@@ -83,7 +83,7 @@ fn the_verdicts_and_the_rules_hit_come_back_from_the_log_and_the_checkpoint_and_
         db.close().await;
     });
     let (db, state, _) = QueueDb::open(Arc::new(sim.process()), Options::default()).unwrap();
-    assert!(!state.scans.contains_key(&mids[0]), "the verdicts went with their message");
-    assert_eq!(state.scans.get(&mids[1]), Some(&none));
+    assert!(!state.messages.contains_key(&mids[0]), "the verdicts went with their message");
+    assert_eq!(state.messages[&mids[1]].scan, none);
     rt.block_on(db.close());
 }
