@@ -78,6 +78,10 @@ enum Command {
         /// One JSON object per message: path, score, scl, spam, virus, hits.
         #[arg(long)]
         json: bool,
+        /// After the verdicts, the N anti-spam rules that cost the most time (one message in 64 is timed rule
+        /// by rule), on standard error.
+        #[arg(long, value_name = "N")]
+        slowest: Option<usize>,
         /// Message files, or directories of them (every file below, sorted).
         #[arg(required = true)]
         paths: Vec<PathBuf>,
@@ -154,8 +158,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Sendmail { args } => sendmail::run(&args),
-        Command::Scan { config, rules, signatures, json, paths } => {
-            scan::run(scan::ScanArgs { config, rules, signatures, json, paths })
+        Command::Scan { config, rules, signatures, json, slowest, paths } => {
+            scan::run(scan::ScanArgs { config, rules, signatures, json, slowest, paths })
         }
     }
 }

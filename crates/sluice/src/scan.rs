@@ -18,6 +18,8 @@ pub struct ScanArgs {
     pub rules: Vec<PathBuf>,
     pub signatures: Vec<PathBuf>,
     pub json: bool,
+    /// List this many of the costliest rules at the end.
+    pub slowest: Option<usize>,
     pub paths: Vec<PathBuf>,
 }
 
@@ -84,6 +86,12 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
         files.len(),
         started.elapsed().as_secs_f64()
     );
+    if let Some(n) = args.slowest {
+        eprintln!("sluice: the costliest rules (one message in {} timed):", sluice_scan::antispam::SAMPLE_EVERY);
+        for t in rules.slowest(n) {
+            eprintln!("  {:<32} {:>10.1} us in {:>6} runs ({:.2} us a run)", t.rule, t.total_us, t.runs, t.mean_us);
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

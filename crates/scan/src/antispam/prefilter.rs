@@ -17,8 +17,11 @@ use super::perl::Flags;
 /// The shortest literal worth prefiltering on: shorter ones occur in almost every message.
 pub(super) const MIN_LITERAL: usize = 3;
 
-/// The most strings a literal set may hold before it is given up on.
-const MAX_SET: usize = 32;
+/// The most strings a literal set may hold before it is given up on. Debian's rules have long
+/// alternations (a phishing rule names dozens of phrases): 128 gives them a set, which on ordinary mail
+/// keeps them from running (32 left `__PHOTO_RETOUCHING`, `__VALIDATE_MAILBOX` and others running on
+/// every message). The automaton's size grows with the strings, its pass over the text does not.
+const MAX_SET: usize = 128;
 
 /// The most bytes a class may hold and still count as a few literal alternatives.
 const MAX_CLASS: usize = 4;
@@ -500,6 +503,11 @@ mod tests {
         assert_eq!(literals(r"[a-z]+@[a-z]+", false), None);
         assert_eq!(literals(r"ab", false), None, "too short to be worth it");
         assert_eq!(literals(r"(?:hello|hi)", false), None, "one branch is too short");
+        // Long alternations, as in SpamAssassin's phishing rules, keep a literal set (up to MAX_SET strings).
+        let words: Vec<String> = (0..100).map(|i| format!("word{i:03}")).collect();
+        assert_eq!(literals(&format!(r"\b(?:{})\b", words.join("|")), true).map(|l| l.len()), Some(100));
+        let too_many: Vec<String> = (0..MAX_SET + 1).map(|i| format!("word{i:03}")).collect();
+        assert_eq!(literals(&too_many.join("|"), false), None);
     }
 
     fn bytes(pattern: &str, ci: bool) -> Vec<String> {
