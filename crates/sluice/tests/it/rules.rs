@@ -145,6 +145,23 @@ fn sluice_scan_reports_rules_and_body_signatures_over_files() {
     assert!(stderr.contains("rule skipped: 20_local.cf:14: rule LOCAL_BROKEN"), "{stderr}");
     assert!(stderr.contains("4 messages scanned"), "{stderr}");
 
+    // --slowest: the first message is among the timed ones, so the test rule that hit it is listed with its run.
+    let out = Command::new(BIN)
+        .args(["scan", "--slowest", "5", "--rules"])
+        .arg(&rules)
+        .arg("--signatures")
+        .arg(&sigs)
+        .arg(mail.join("3-spam.eml"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("the costliest rules (one message in 64 timed):"), "{stderr}");
+    assert!(
+        stderr.lines().any(|l| l.trim_start().starts_with("__FUZZY_VIAGRA") && l.contains(" in      1 runs")),
+        "{stderr}"
+    );
+
     let missing =
         Command::new(BIN).args(["scan", "--rules"]).arg(&rules).arg(dir.path().join("nope.eml")).output().unwrap();
     assert_eq!(missing.status.code(), Some(66), "{}", String::from_utf8_lossy(&missing.stderr));
