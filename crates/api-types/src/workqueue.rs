@@ -135,6 +135,9 @@ pub struct RuleTime {
     pub runs: u64,
     /// Total time timed, microseconds.
     pub total_us: f64,
+    /// What lets the rule run on a message: `literal`, `regex set` or `every message`.
+    #[serde(default)]
+    pub woken_by: String,
 }
 
 /// `POST /api/v1/engines/{engine}/update` (202): the update was started; its lines go to the updater log.

@@ -146,6 +146,8 @@ pub struct RuleSet {
     metas: MetaPlan,
     /// The native `eval:` tests to run on every message.
     evals: Vec<usize>,
+    /// How many distinct header specs the tests read.
+    header_slots: usize,
     timing: Timing,
     skipped: BTreeMap<&'static str, usize>,
     ignored: usize,
@@ -197,6 +199,9 @@ pub struct RuleTiming {
     pub runs: u64,
     /// Total time measured, in microseconds.
     pub total_us: f64,
+    /// What lets the rule run on a message: `literal`, `regex set`, `every message` (the prefilter's
+    /// gates; the costly rules of the last kind are the ones worth rewriting).
+    pub woken_by: &'static str,
 }
 
 /// A rule that did not compile.
@@ -267,6 +272,8 @@ struct Test {
     haystack: Haystack,
     /// The header a header rule reads.
     header: Option<HeaderSpec>,
+    /// The rule set's number for `header` (see `View::header_in`).
+    header_slot: usize,
     /// The regex; `None` for `exists:`.
     pattern: Option<Pattern>,
     /// A body, raw body, URI or full rule's regex for a regex set (see [`Prefilter`]).
@@ -474,12 +481,24 @@ impl RuleSet {
                     mean_us: nanos as f64 / runs as f64 / 1000.0,
                     runs,
                     total_us: nanos as f64 / 1000.0,
+                    woken_by: self.woken_by(i),
                 })
             })
             .collect();
         timings.sort_by(|a, b| b.total_us.total_cmp(&a.total_us));
         timings.truncate(n);
         timings
+    }
+
+    /// What lets rule `rule` run (see [`RuleTiming::woken_by`]); `every message` for a rule no
+    /// prefilter serves (an `eval:` test).
+    fn woken_by(&self, rule: usize) -> &'static str {
+        self.prefilters
+            .iter()
+            .find_map(|(_, prefilter)| {
+                prefilter.slots.iter().position(|&r| r == rule).map(|slot| prefilter.woken_by(slot))
+            })
+            .unwrap_or("every message")
     }
 
     /// The `describe` text of rule `name`.
@@ -505,7 +524,7 @@ impl RuleSet {
             verdict.score += GTUBE_SCORE;
             verdict.hits.push("GTUBE".to_owned());
         }
-        let view = View::new(decoded);
+        let view = View::with_headers(decoded, self.header_slots);
         let sample = self.timing.sample();
         let mut values = self.metas.baseline.clone();
         let mut hit_tests = Vec::new();
@@ -555,11 +574,11 @@ impl RuleSet {
             if max == 1 { usize::from(pattern.is_match(haystack)) } else { pattern.count(haystack, max) }
         };
         if let Some(spec) = &test.header {
-            let value = view.header(spec);
+            let value = view.header_in(test.header_slot, spec);
             let Some(pattern) = &test.pattern else { return usize::from(value.is_some()) };
             let value = match (value, &test.if_unset) {
                 (Some(value), _) => value,
-                (None, Some(unset)) => unset.as_str().into(),
+                (None, Some(unset)) => unset.as_str(),
                 (None, None) => return 0,
             };
             let hits = count(pattern, value.as_bytes());

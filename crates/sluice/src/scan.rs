@@ -89,7 +89,10 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
     if let Some(n) = args.slowest {
         eprintln!("sluice: the costliest rules (one message in {} timed):", sluice_scan::antispam::SAMPLE_EVERY);
         for t in rules.slowest(n) {
-            eprintln!("  {:<32} {:>10.1} us in {:>6} runs ({:.2} us a run)", t.rule, t.total_us, t.runs, t.mean_us);
+            eprintln!(
+                "  {:<32} {:>10.1} us in {:>6} runs ({:.2} us a run; runs on {})",
+                t.rule, t.total_us, t.runs, t.mean_us, t.woken_by
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -370,6 +370,16 @@ impl Loader {
             });
             rules[i].kind = Kind::Disabled;
         }
+        // Rules reading the same header the same way share its value (`View::header_in`).
+        let mut header_specs: HashMap<HeaderSpec, usize> = HashMap::new();
+        for rule in &mut rules {
+            if let Kind::Test(test) = &mut rule.kind
+                && let Some(spec) = &test.header
+            {
+                let next = header_specs.len();
+                test.header_slot = *header_specs.entry(spec.clone()).or_insert(next);
+            }
+        }
         let needed = needed_rules(&rules);
         let mut builders: BTreeMap<Haystack, PrefilterBuilder> = BTreeMap::new();
         for (i, rule) in rules.iter().enumerate() {
@@ -409,6 +419,7 @@ impl Loader {
             prefilters,
             metas,
             evals,
+            header_slots: header_specs.len(),
             timing,
             skipped: self.skipped,
             ignored: self.ignored,
@@ -423,10 +434,12 @@ impl Loader {
         };
         let compile = |source: &str, flags: Flags, line_targets: bool| {
             let source = replace(source);
-            let compiled = Pattern::compile(&source, flags, line_targets)?;
-            let (literals, bytes) =
-                prefilter::requirements(&compiled.skeleton, Flags { multi_line: line_targets, ..flags });
-            Ok::<_, String>((compiled, literals, bytes))
+            let mut compiled = Pattern::compile(&source, flags, line_targets)?;
+            let needs = prefilter::requirements(&compiled.skeleton, Flags { multi_line: line_targets, ..flags });
+            if needs.short {
+                compiled.set_source = None;
+            }
+            Ok::<_, String>((compiled, needs.literals, needs.bytes))
         };
         Ok(match &def.kind {
             DefKind::Header { spec, negate, source, flags, if_unset } => {
@@ -435,6 +448,7 @@ impl Loader {
                 Kind::Test(Test {
                     haystack,
                     header: Some(spec.clone()),
+                    header_slot: 0,
                     pattern: Some(compiled.pattern),
                     set_source: None,
                     literals,
@@ -446,6 +460,7 @@ impl Loader {
             DefKind::Exists(spec) => Kind::Test(Test {
                 haystack: Haystack::Headers,
                 header: Some(spec.clone()),
+                header_slot: 0,
                 pattern: None,
                 set_source: None,
                 literals: None,
@@ -459,6 +474,7 @@ impl Loader {
                 Kind::Test(Test {
                     haystack: *haystack,
                     header: None,
+                    header_slot: 0,
                     pattern: Some(compiled.pattern),
                     set_source: compiled.set_source,
                     literals,

@@ -6,7 +6,8 @@
 //! differently (`\<` is a literal `<` in Perl but a word boundary in the regex crate, `[[]` is a
 //! class holding `[`, a `{` that does not start a repetition is literal, `\Z`, `\h`, octal
 //! escapes, `(?#...)` comments); [`Pattern::compile`] builds a byte regex with Unicode off (so
-//! `\w`, `\d`, `\s` and case folding are ASCII and `\xe9` is the byte 0xE9, as in Perl on bytes),
+//! `\w`, `\d`, `\s` and case folding are ASCII, `\xe9` is the byte 0xE9 and a `£` written in the rule is
+//! its two UTF-8 bytes, as in Perl reading the rule file as bytes),
 //! and falls back to `fancy-regex` (Unicode, over text) for the constructs the regex crate lacks.
 
 use std::borrow::Cow;
@@ -54,13 +55,17 @@ impl Pattern {
     pub(super) fn compile(source: &str, flags: Flags, line_targets: bool) -> Result<Compiled, String> {
         let translated = translate(source)?;
         let flags = Flags { multi_line: flags.multi_line || line_targets, ..flags };
-        // A pattern written with non-ASCII characters means them as characters (and folds
-        // their case): it runs with Unicode on, still over the UTF-8 bytes.
-        let unicode = !translated.pattern.is_ascii();
-        match bytes_regex(&translated.pattern, flags, unicode) {
+        // SpamAssassin reads its rule files as bytes: a `£` in a rule is the two bytes of its UTF-8,
+        // matched as bytes, and `[\xc3][\xa4]` beside it (the replace tags) is two bytes too.
+        let bytes_source = bytes_of_characters(&translated.pattern);
+        match bytes_regex(&bytes_source, flags, false) {
             Ok(regex) => {
-                let set_source = (!unicode).then(|| format!("{}{}", inline_flags(flags), translated.pattern));
-                return Ok(Compiled { pattern: Pattern::Bytes(regex), skeleton: translated.pattern, set_source });
+                let set_source = Some(format!("{}{bytes_source}", inline_flags(flags)));
+                return Ok(Compiled {
+                    pattern: Pattern::Bytes(regex),
+                    skeleton: bytes_source.into_owned(),
+                    set_source,
+                });
             }
             Err(error) if !translated.needs_backtracking => {
                 // A Unicode class (`\p{L}`) needs Unicode mode; anything else is a real error.
@@ -135,6 +140,27 @@ impl Pattern {
 /// The most backtracking steps a fancy pattern may take on one haystack: a pathological rule
 /// gives up (no match) instead of stalling the work queue.
 const BACKTRACK_LIMIT: usize = 200_000;
+
+/// `pattern` with each non-ASCII character spelled as the `\xHH` escapes of its UTF-8 bytes, as Perl
+/// reads a rule file's bytes: inside a class each byte is a member, and `/i` folds ASCII letters only.
+/// (The translated pattern holds non-ASCII characters only as plain literals, never after a backslash.)
+fn bytes_of_characters(pattern: &str) -> Cow<'_, str> {
+    if pattern.is_ascii() {
+        return Cow::Borrowed(pattern);
+    }
+    let mut out = String::with_capacity(pattern.len() * 2);
+    for c in pattern.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("\\x{b:02X}"));
+            }
+        }
+    }
+    Cow::Owned(out)
+}
 
 fn bytes_regex(pattern: &str, flags: Flags, unicode: bool) -> Result<Regex, regex::Error> {
     RegexBuilder::new(pattern)
@@ -479,9 +505,17 @@ mod tests {
         let flags = Flags { case_insensitive: true, ..Flags::default() };
         let Compiled { pattern: p, .. } = Pattern::compile(r"caf\xe9 \w+\b", flags, false).unwrap();
         assert!(p.is_match(b"CAF\xe9 au lait"));
+        // A non-ASCII character is its bytes, as Perl reads a rule file: ASCII letters fold, é does not.
         let Compiled { pattern: p, .. } = Pattern::compile("café", flags, false).unwrap();
-        assert!(p.is_match("CAFÉ".as_bytes()));
+        assert!(p.is_match("CAFé".as_bytes()));
+        assert!(!p.is_match("CAFÉ".as_bytes()));
         assert!(!p.is_fancy());
+        // The replace tags spell characters as byte sequences beside non-ASCII literals.
+        let Compiled { pattern: p, .. } = Pattern::compile(r"(?:[\xc3][\xa4]|a)\s[\d£]", flags, false).unwrap();
+        assert!(p.is_match("\u{e4} 1".as_bytes()));
+        assert!(p.is_match("A £".as_bytes()));
+        assert!(p.is_match(b"a \xa3"), "a class member is a byte, as in Perl");
+        assert!(!p.is_match("\u{c3} 1".as_bytes()), "[\\xc3] is the byte, not the character");
         let Compiled { pattern: p, .. } = Pattern::compile(r"^b", Flags::default(), true).unwrap();
         assert!(p.is_match(b"a\nb"));
         let Compiled { pattern: p, .. } = Pattern::compile(r"\p{Lu}x", Flags::default(), false).unwrap();

@@ -33,12 +33,30 @@ const SET_SIZE: usize = 8;
 /// A set of literals, lowercase ASCII: a match contains at least one of them.
 type Literals = Vec<Vec<u8>>;
 
-/// What a match of `skeleton` must contain: a set of literals one of which it holds (`None` when there is
-/// no useful set), and byte classes it holds a byte of each ([`bytes_of`]). Parsed once for both.
-pub(super) fn requirements(skeleton: &str, flags: Flags) -> (Option<Literals>, Vec<ByteSet>) {
+/// What a match of `skeleton` must contain, parsed once.
+#[derive(Debug, Default)]
+pub(super) struct Requirements {
+    /// A set of literals one of which a match holds (`None` when there is no useful set).
+    pub literals: Option<Literals>,
+    /// Byte classes a match holds a byte of each ([`bytes_of`]).
+    pub bytes: Vec<ByteSet>,
+    /// Whether a match can be as short as [`SHORT_MATCH`] bytes: such a rule (`/\S/`, `/^\s*\S/`) matches
+    /// nearly every text within its first bytes, and is cheaper alone than in a regex set, which would
+    /// then match and have to search the whole text for its other members.
+    pub short: bool,
+}
+
+/// See [`Requirements::short`].
+const SHORT_MATCH: usize = 2;
+
+pub(super) fn requirements(skeleton: &str, flags: Flags) -> Requirements {
     match hir_of(skeleton, flags) {
-        Some(hir) => (literals_of(&hir), bytes_of(&hir)),
-        None => (None, Vec::new()),
+        Some(hir) => Requirements {
+            literals: literals_of(&hir),
+            bytes: bytes_of(&hir),
+            short: hir.properties().minimum_len().is_some_and(|len| len <= SHORT_MATCH),
+        },
+        None => Requirements::default(),
     }
 }
 
@@ -67,7 +85,8 @@ fn hir_of(skeleton: &str, flags: Flags) -> Option<Hir> {
             .parse(skeleton)
             .ok()
     };
-    // As the pattern is compiled: non-ASCII characters make it Unicode.
+    // As the pattern is compiled: a byte regex's text is ASCII (non-ASCII spelled as bytes); a fancy
+    // pattern's skeleton with non-ASCII characters is Unicode.
     if skeleton.is_ascii() { parse(false).or_else(|| parse(true)) } else { parse(true) }
 }
 
@@ -210,7 +229,7 @@ fn exact(hir: &Hir) -> Option<Literals> {
     match hir.kind() {
         HirKind::Empty | HirKind::Look(_) => Some(vec![Vec::new()]),
         HirKind::Literal(literal) => Some(vec![literal.0.to_ascii_lowercase()]),
-        HirKind::Class(class) => class_bytes(class).map(|bytes| bytes.into_iter().map(|b| vec![b]).collect()),
+        HirKind::Class(class) => class_strings(class),
         HirKind::Capture(capture) => exact(&capture.sub),
         HirKind::Concat(parts) => {
             let mut set = vec![Vec::new()];
@@ -258,7 +277,7 @@ fn required(hir: &Hir) -> Option<Literals> {
             for branch in branches {
                 set.extend(required(branch)?);
             }
-            dedup(set)
+            shrink(set)
         }
         HirKind::Concat(parts) => {
             let mut best: Option<Literals> = None;
@@ -298,16 +317,19 @@ fn required(hir: &Hir) -> Option<Literals> {
     }
 }
 
-/// The bytes a class matches, lowercased and deduplicated, when there are few.
-fn class_bytes(class: &Class) -> Option<Vec<u8>> {
-    let mut bytes = Vec::new();
+/// The strings a class matches (a byte, or a character's UTF-8), ASCII-lowercased and deduplicated,
+/// when there are few. A pattern written with non-ASCII characters runs with Unicode case folding, where
+/// `s` is `[Ssſ]` and `k` is `[KkK]` (the Kelvin sign): `ſ` is kept as its two bytes, so `send` gives
+/// `send` and `ſend` rather than no literal at all.
+fn class_strings(class: &Class) -> Option<Literals> {
+    let mut strings = Vec::new();
     match class {
         Class::Bytes(class) => {
             for range in class.ranges() {
                 if usize::from(range.end() - range.start()) >= MAX_CLASS * 2 {
                     return None;
                 }
-                bytes.extend((range.start()..=range.end()).map(|b| b.to_ascii_lowercase()));
+                strings.extend((range.start()..=range.end()).map(|b| vec![b.to_ascii_lowercase()]));
             }
         }
         Class::Unicode(class) => {
@@ -316,15 +338,15 @@ fn class_bytes(class: &Class) -> Option<Vec<u8>> {
                     return None;
                 }
                 for c in range.start()..=range.end() {
-                    // A class of non-ASCII characters is several bytes each: not a byte set.
-                    bytes.push(u8::try_from(u32::from(c)).ok().filter(u8::is_ascii)?.to_ascii_lowercase());
+                    let mut buf = [0u8; 4];
+                    strings.push(c.to_ascii_lowercase().encode_utf8(&mut buf).as_bytes().to_vec());
                 }
             }
         }
     }
-    bytes.sort_unstable();
-    bytes.dedup();
-    (bytes.len() <= MAX_CLASS).then_some(bytes)
+    strings.sort_unstable();
+    strings.dedup();
+    (strings.len() <= MAX_CLASS).then_some(strings)
 }
 
 fn product(left: &Literals, right: &Literals) -> Option<Literals> {
@@ -340,6 +362,23 @@ fn product(left: &Literals, right: &Literals) -> Option<Literals> {
         }
     }
     dedup(out)
+}
+
+/// `set`, or when it holds more than [`MAX_SET`] strings, its strings cut to the longest length that
+/// leaves at most that many: a match holding a string holds its prefix. A long alternation of phrases
+/// (`__LOCK_MAILBOX` has over a hundred) keeps a set of shorter strings instead of none.
+fn shrink(mut set: Literals) -> Option<Literals> {
+    set.sort_unstable();
+    set.dedup();
+    let mut len = set.iter().map(Vec::len).max().unwrap_or(0);
+    while set.len() > MAX_SET && len > MIN_LITERAL {
+        len -= 1;
+        for literal in &mut set {
+            literal.truncate(len);
+        }
+        set.dedup();
+    }
+    (set.len() <= MAX_SET).then_some(set)
 }
 
 fn dedup(mut set: Literals) -> Option<Literals> {
@@ -458,6 +497,11 @@ impl Prefilter {
             if !slots.iter().any(|&slot| possible(slot)) {
                 continue;
             }
+            // Most sets match nothing: a search that stops at the first match says so for less than the
+            // overlapping search, which runs to the end of the text to name every member that matches.
+            if !set.is_match(haystack) {
+                continue;
+            }
             for index in set.matches(haystack).iter() {
                 woken[slots[index]] = possible(slots[index]);
             }
@@ -471,6 +515,18 @@ impl Prefilter {
                     woken[slot] = possible(slot);
                 }
             }
+        }
+    }
+
+    /// What lets `slot` run: `literal` (one of its strings occurred), `regex set` (its set's pass
+    /// matched it), or `every message`; each only when the text holds the bytes a match needs.
+    pub(super) fn woken_by(&self, slot: usize) -> &'static str {
+        if self.always.contains(&slot) {
+            "every message"
+        } else if self.sets.iter().any(|(_, slots)| slots.contains(&slot)) {
+            "regex set"
+        } else {
+            "literal"
         }
     }
 
@@ -506,8 +562,14 @@ mod tests {
         // Long alternations, as in SpamAssassin's phishing rules, keep a literal set (up to MAX_SET strings).
         let words: Vec<String> = (0..100).map(|i| format!("word{i:03}")).collect();
         assert_eq!(literals(&format!(r"\b(?:{})\b", words.join("|")), true).map(|l| l.len()), Some(100));
-        let too_many: Vec<String> = (0..MAX_SET + 1).map(|i| format!("word{i:03}")).collect();
-        assert_eq!(literals(&too_many.join("|"), false), None);
+        // A non-ASCII pattern folds case by Unicode: `s` also matches `ſ`, which the set spells out.
+        assert_eq!(literals(r"send \d+£", true), Some(vec!["send ".into(), "\u{17f}end ".into()]));
+        // More phrases than a set holds: their prefixes, as long as they can be.
+        let many: Vec<String> = (0..MAX_SET + 1).map(|i| format!("word{i:03}")).collect();
+        let prefixes: Vec<String> = (0..=MAX_SET / 10).map(|i| format!("word{i:02}")).collect();
+        assert_eq!(literals(&many.join("|"), false), Some(prefixes));
+        let too_many: Vec<String> = (0..MAX_SET + 1).map(|i| format!("{i:03}{i:03}")).collect();
+        assert_eq!(literals(&too_many.join("|"), false), None, "prefixes of 3 bytes are still too many");
     }
 
     fn bytes(pattern: &str, ci: bool) -> Vec<String> {

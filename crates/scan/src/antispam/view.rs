@@ -34,7 +34,7 @@ pub(super) enum Haystack {
 }
 
 /// Which header a header rule tests, and how.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) struct HeaderSpec {
     pub target: HeaderTarget,
     pub modifier: Modifier,
@@ -42,7 +42,7 @@ pub(super) struct HeaderSpec {
     pub raw: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) enum HeaderTarget {
     /// A header by its lowercase name.
     Named(String),
@@ -61,7 +61,7 @@ pub(super) enum HeaderTarget {
 }
 
 /// A modifier that picks part of a header's value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum Modifier {
     None,
     /// The first address.
@@ -122,17 +122,33 @@ pub(super) struct View<'d, 'a> {
     raw_body: OnceLock<String>,
     uris: OnceLock<String>,
     relays: OnceLock<(String, String)>,
+    /// The values header rules test, by the rule set's number for each distinct [`HeaderSpec`]:
+    /// twenty rules on `From:addr` parse the address once.
+    headers: Vec<OnceLock<Option<Cow<'d, str>>>>,
 }
 
 impl<'d, 'a> View<'d, 'a> {
+    #[cfg(test)]
     pub(super) fn new(decoded: &'d Decoded<'a>) -> Self {
+        View::with_headers(decoded, 0)
+    }
+
+    /// A view that keeps the values of `slots` distinct header specs (see [`View::header_in`]).
+    pub(super) fn with_headers(decoded: &'d Decoded<'a>, slots: usize) -> Self {
         View {
             decoded,
             body: OnceLock::new(),
             raw_body: OnceLock::new(),
             uris: OnceLock::new(),
             relays: OnceLock::new(),
+            headers: (0..slots).map(|_| OnceLock::new()).collect(),
         }
+    }
+
+    /// [`View::header`], computed on the first call for `slot` (the rule set's number for `spec`) and
+    /// kept for the message's other rules on the same spec.
+    pub(super) fn header_in(&self, slot: usize, spec: &HeaderSpec) -> Option<&str> {
+        self.headers[slot].get_or_init(|| self.header(spec)).as_deref()
     }
 
     /// The bytes of a haystack.
@@ -164,15 +180,15 @@ impl<'d, 'a> View<'d, 'a> {
     }
 
     /// The value a header rule tests, `None` when the header is absent.
-    pub(super) fn header(&self, spec: &HeaderSpec) -> Option<Cow<'_, str>> {
-        let values: Vec<Cow<'_, str>> = match &spec.target {
+    pub(super) fn header(&self, spec: &HeaderSpec) -> Option<Cow<'d, str>> {
+        let values: Vec<Cow<'d, str>> = match &spec.target {
             HeaderTarget::All if spec.raw => {
                 return Some(String::from_utf8_lossy(self.decoded.raw_header_block()));
             }
             HeaderTarget::All => return Some(Cow::Borrowed(self.decoded.all_headers())),
             HeaderTarget::Relays(trusted) => {
                 let (t, u) = self.relays.get_or_init(|| relays(self.decoded));
-                return Some(Cow::Borrowed(if *trusted { t } else { u }));
+                return Some(Cow::Owned(if *trusted { t } else { u }.clone()));
             }
             HeaderTarget::Named(name) => self.values(&[name.as_str()], spec.raw),
             HeaderTarget::ToCc => self.values(&["to", "cc"], spec.raw),
@@ -187,7 +203,7 @@ impl<'d, 'a> View<'d, 'a> {
         if values.is_empty() {
             return None;
         }
-        let picked: Vec<Cow<'_, str>> = match spec.modifier {
+        let picked: Vec<Cow<'d, str>> = match spec.modifier {
             Modifier::None => values,
             Modifier::First => values.into_iter().take(1).collect(),
             Modifier::Last => values.into_iter().last().into_iter().collect(),

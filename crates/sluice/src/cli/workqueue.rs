@@ -193,10 +193,17 @@ fn rules_report(r: &api::RuleReport) -> String {
         text.push_str("\nNo message timed yet (one message in 64 is timed rule by rule).\n");
         return text;
     }
-    let mut t =
-        Table::new(&["Rule", "Mean us", "Runs", "Total ms"]).right(&["Mean us", "Runs", "Total ms"]).keep(&["Rule"]);
+    let mut t = Table::new(&["Rule", "Mean us", "Runs", "Total ms", "Runs on"])
+        .right(&["Mean us", "Runs", "Total ms"])
+        .keep(&["Rule"]);
     for s in &r.slowest {
-        t.row(vec![s.rule.clone(), format!("{:.1}", s.mean_us), count(s.runs), format!("{:.1}", s.total_us / 1000.0)]);
+        t.row(vec![
+            s.rule.clone(),
+            format!("{:.1}", s.mean_us),
+            count(s.runs),
+            format!("{:.1}", s.total_us / 1000.0),
+            s.woken_by.clone(),
+        ]);
     }
     text.push_str("\nCostliest rules (timed on one message in 64):\n");
     text.push_str(&t.render(super::table::terminal_width()));

@@ -429,7 +429,13 @@ impl crate::Transport {
                 .set
                 .slowest(slowest)
                 .into_iter()
-                .map(|t| api::RuleTime { rule: t.rule, mean_us: t.mean_us, runs: t.runs, total_us: t.total_us })
+                .map(|t| api::RuleTime {
+                    rule: t.rule,
+                    mean_us: t.mean_us,
+                    runs: t.runs,
+                    total_us: t.total_us,
+                    woken_by: t.woken_by.to_owned(),
+                })
                 .collect(),
         })
     }
