@@ -140,14 +140,14 @@ static GTUBE_FINDER: LazyLock<regex::bytes::Regex> = LazyLock::new(|| {
 pub struct RuleSet {
     /// Rules in definition order; the order of [`SpamVerdict::hits`].
     rules: Vec<Rule>,
-    /// The tests to run, by haystack.
-    prefilters: Vec<(Haystack, Prefilter)>,
+    /// The tests to run, by what their prefilter reads.
+    prefilters: Vec<(Over, Prefilter)>,
     /// The meta rules, and how to evaluate only the ones a message can change.
     metas: MetaPlan,
     /// The native `eval:` tests to run on every message.
     evals: Vec<usize>,
-    /// How many distinct header specs the tests read.
-    header_slots: usize,
+    /// The distinct header specs the tests read, by slot (`Test::header_slot`).
+    header_specs: Vec<HeaderSpec>,
     timing: Timing,
     skipped: BTreeMap<&'static str, usize>,
     ignored: usize,
@@ -238,6 +238,15 @@ pub fn scl_of(score: f64) -> u8 {
     level.clamp(0.0, 9.0) as u8
 }
 
+/// What a prefilter reads: a haystack, or the value of one header spec (by its slot), for the header
+/// rules no literal of the whole header block prefilters: the rules on one header share a regex set
+/// over its value instead of each running alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Over {
+    Haystack(Haystack),
+    Header(usize),
+}
+
 /// One compiled rule.
 #[derive(Debug)]
 struct Rule {
@@ -276,7 +285,7 @@ struct Test {
     header_slot: usize,
     /// The regex; `None` for `exists:`.
     pattern: Option<Pattern>,
-    /// A body, raw body, URI or full rule's regex for a regex set (see [`Prefilter`]).
+    /// The regex (Unicode off) for a regex set (see [`Prefilter`]).
     set_source: Option<String>,
     /// What the prefilter wakes the rule on.
     literals: Option<Vec<Vec<u8>>>,
@@ -524,13 +533,17 @@ impl RuleSet {
             verdict.score += GTUBE_SCORE;
             verdict.hits.push("GTUBE".to_owned());
         }
-        let view = View::with_headers(decoded, self.header_slots);
+        let view = View::with_headers(decoded, self.header_specs.len());
         let sample = self.timing.sample();
         let mut values = self.metas.baseline.clone();
         let mut hit_tests = Vec::new();
         let mut woken = Vec::new();
-        for (haystack, prefilter) in &self.prefilters {
-            prefilter.woken(view.haystack(*haystack), &mut woken);
+        for (over, prefilter) in &self.prefilters {
+            let text = match *over {
+                Over::Haystack(haystack) => view.haystack(haystack),
+                Over::Header(slot) => view.header_in(slot, &self.header_specs[slot]).map_or(&[][..], str::as_bytes),
+            };
+            prefilter.woken(text, &mut woken);
             for (slot, &rule) in prefilter.slots.iter().enumerate() {
                 if !woken[slot] {
                     continue;

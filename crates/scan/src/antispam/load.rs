@@ -10,7 +10,7 @@ use super::meta;
 use super::perl::{self, Flags, Pattern};
 use super::prefilter::{self, PrefilterBuilder};
 use super::view::{Haystack, HeaderSpec, HeaderTarget};
-use super::{Kind, MetaPlan, Rule, RuleError, RuleSet, TFlags, Test, Timing};
+use super::{Kind, MetaPlan, Over, Rule, RuleError, RuleSet, TFlags, Test, Timing};
 
 /// The SpamAssassin version `if (version >= ...)` compares with: the rule syntax sluice reads
 /// is SpamAssassin 4.0's.
@@ -371,40 +371,48 @@ impl Loader {
             rules[i].kind = Kind::Disabled;
         }
         // Rules reading the same header the same way share its value (`View::header_in`).
-        let mut header_specs: HashMap<HeaderSpec, usize> = HashMap::new();
+        let mut slots: HashMap<HeaderSpec, usize> = HashMap::new();
+        let mut header_specs = Vec::new();
         for rule in &mut rules {
             if let Kind::Test(test) = &mut rule.kind
                 && let Some(spec) = &test.header
             {
-                let next = header_specs.len();
-                test.header_slot = *header_specs.entry(spec.clone()).or_insert(next);
+                test.header_slot = *slots.entry(spec.clone()).or_insert_with(|| {
+                    header_specs.push(spec.clone());
+                    header_specs.len() - 1
+                });
             }
         }
         let needed = needed_rules(&rules);
-        let mut builders: BTreeMap<Haystack, PrefilterBuilder> = BTreeMap::new();
+        let mut builders: BTreeMap<Over, PrefilterBuilder> = BTreeMap::new();
         for (i, rule) in rules.iter().enumerate() {
             let Kind::Test(test) = &rule.kind else { continue };
             if !needed[i] {
                 continue;
             }
-            // A negated or if-unset header test can hit without its literal: it always runs.
+            // A negated or if-unset header test can hit without a match: it always runs.
+            let unmatched = test.negate || test.if_unset.is_some();
             // A header rule's value joins occurrences with newlines that the all-headers haystack
-            // does not have between them: a literal spanning lines cannot prefilter it.
+            // does not have between them: a literal spanning lines cannot prefilter it there.
             let spans_lines = |set: &Vec<Vec<u8>>| set.iter().any(|l| l.contains(&b'\n') || l.contains(&b'\r'));
             let header = matches!(test.haystack, Haystack::Headers | Haystack::RawHeaders);
             // The relay pseudo-headers are not in the message's headers: no literal of theirs is.
             let pseudo = test.header.as_ref().is_some_and(|h| matches!(h.target, HeaderTarget::Relays(_)));
-            let outside = test.negate || test.if_unset.is_some() || pseudo;
             let literals = match &test.literals {
-                _ if outside => None,
+                _ if unmatched || pseudo => None,
                 Some(set) if header && spans_lines(set) => None,
                 literals => literals.clone(),
             };
-            // The same holds of the bytes a match needs.
-            let needs = if outside { Vec::new() } else { test.bytes.clone() };
-            // A rule without literals joins a regex set when it can (not `multiple`, which counts).
-            let set_source = test.set_source.clone().filter(|_| !rule.tflags.multiple);
-            builders.entry(test.haystack).or_default().add(i, literals, set_source, needs);
+            // A header rule without a literal in the header block is prefiltered over its header's
+            // value: the bytes a match needs and the regex sets shared by the rules on that header.
+            let over = match &test.header {
+                Some(_) if literals.is_none() => Over::Header(test.header_slot),
+                _ => Over::Haystack(test.haystack),
+            };
+            let needs = if unmatched { Vec::new() } else { test.bytes.clone() };
+            // A rule joins a regex set when a match is what makes it hit, once (not `multiple`, which counts).
+            let set_source = test.set_source.clone().filter(|_| !rule.tflags.multiple && !unmatched);
+            builders.entry(over).or_default().add(i, literals, set_source, needs);
         }
         let prefilters = builders.into_iter().map(|(haystack, b)| (haystack, b.build())).collect();
         let meta_order = meta_order.into_iter().filter(|&i| needed[i]).collect();
@@ -419,7 +427,7 @@ impl Loader {
             prefilters,
             metas,
             evals,
-            header_slots: header_specs.len(),
+            header_specs,
             timing,
             skipped: self.skipped,
             ignored: self.ignored,
@@ -450,7 +458,7 @@ impl Loader {
                     header: Some(spec.clone()),
                     header_slot: 0,
                     pattern: Some(compiled.pattern),
-                    set_source: None,
+                    set_source: compiled.set_source,
                     literals,
                     bytes,
                     negate: *negate,

@@ -446,6 +446,21 @@ fn prefilter_never_changes_a_verdict() {
 }
 
 #[test]
+fn rules_on_one_header_share_a_regex_set_over_its_value() {
+    // No literal: the two plain rules share a set over From's value; the negated and if-unset rules
+    // can hit without a match, so they run on every message.
+    let set = compiled(
+        "header F_DIGIT From =~ /^\\d{3}/\nheader F_RUN From =~ /[bcdfg]{3}/\nheader F_NEG From !~ /\\d/\n\
+         header XU X-Unset =~ /^un/ [if-unset: unset]\n",
+    );
+    let stats = set.stats();
+    assert_eq!((stats.prefiltered, stats.always), (2, 2), "{stats:?}");
+    assert_eq!(compiled_check(&set, "From: 123bcd@x.test\r\n\r\nb\r\n"), vec!["F_DIGIT", "F_RUN", "XU"]);
+    assert_eq!(compiled_check(&set, "From: abc@x.test\r\n\r\nb\r\n"), vec!["F_NEG", "XU"]);
+    assert_eq!(compiled_check(&set, "Subject: bcdf 1\r\n\r\nb\r\n"), vec!["XU"], "no From: no From rule");
+}
+
+#[test]
 fn slowest_rules_are_timed_on_sampled_messages() {
     let set = compiled("body A /a+b/\nbody B /zzz/\n");
     assert!(set.slowest(5).is_empty());
