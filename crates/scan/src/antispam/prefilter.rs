@@ -496,7 +496,12 @@ impl Prefilter {
             woken[slot] = possible(slot);
         }
         for (set, slots) in &self.sets {
-            if !slots.iter().any(|&slot| possible(slot)) {
+            let mut can_match = slots.iter().copied().filter(|&slot| possible(slot));
+            let Some(first) = can_match.next() else { continue };
+            if can_match.next().is_none() {
+                // One member has the bytes it needs: its own regex, which runs next, is one pass as the
+                // set's would be (on smtp-source's message, four of the six sets over the body).
+                woken[first] = true;
                 continue;
             }
             // Most sets match nothing: a search that stops at the first match says so for less than the
