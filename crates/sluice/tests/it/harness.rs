@@ -12,9 +12,22 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
-/// A free port on loopback (bound and released; good enough for tests on one machine).
+/// A free port on loopback, bound and released. Tests often use it as a next hop where nothing listens
+/// (yet), so it is taken below the kernel's ephemeral range (32768 and up on Linux): a port that the
+/// kernel hands to another test's `bind(0)` or to an outgoing connection would let mail meant to wait
+/// be delivered somewhere else. Each call takes the next port of a per-process sequence.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::AtomicU32;
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(u32::MAX, std::process::id() % SPAN, Ordering::Relaxed, Ordering::Relaxed);
+    loop {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A server process under test.
