@@ -122,20 +122,15 @@ impl ByteSet {
 
     /// The bytes `haystack` holds.
     pub(super) fn of(haystack: &[u8]) -> ByteSet {
-        // Four lanes, merged at the end: the loop carries no dependency from one byte to the next.
-        let mut lanes = [[0u64; 4]; 4];
-        let mut chunks = haystack.chunks_exact(4);
-        for c in &mut chunks {
-            for (lane, &b) in lanes.iter_mut().zip(c) {
-                lane[usize::from(b >> 6)] |= 1 << (b & 63);
-            }
+        // A flag per byte value: one store per byte and no read, where or-ing bits into four words made
+        // each byte wait for the last one that touched the same word (twice as slow on repetitive text).
+        let mut seen = [false; 256];
+        for &b in haystack {
+            seen[usize::from(b)] = true;
         }
         let mut set = ByteSet::default();
-        for &b in chunks.remainder() {
+        for (b, _) in (0..=255u8).zip(seen).filter(|(_, seen)| *seen) {
             set.insert(b);
-        }
-        for lane in lanes {
-            set = set.union(&ByteSet(lane));
         }
         set
     }
