@@ -393,7 +393,10 @@ const EXPORT_CHUNK: usize = 256 * 1024;
 #[utoipa::path(get, path = "/api/v1/messages/{identity}/export", tag = "messages", params(IdentityPath),
     responses((status = 200, description = "The message as an .eml file", content_type = "message/rfc822",
         body = String), Errors))]
-async fn export_message(State(s): State<Arc<AdminState>>, Path(identity): Path<String>) -> Result<Response, ApiError> {
+pub(crate) async fn export_message(
+    State(s): State<Arc<AdminState>>,
+    Path(identity): Path<String>,
+) -> Result<Response, ApiError> {
     let (mid, source) = s.transport.export(&identity)?;
     let len = source.len();
     let chunks = source.chunks();

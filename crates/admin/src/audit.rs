@@ -1,5 +1,6 @@
 //! Audit events: every state-changing request to the API (`POST`, `PATCH`, `DELETE`), answered or refused,
-//! is an `AUDIT` event in the message tracking log — who (the peer, and whether the bearer token was given),
+//! is an `AUDIT` event in the message tracking log — who (the peer, and whether the bearer token or the web viewer's
+//! session was given),
 //! what (method, path and query), how many objects it matched and changed when its answer says, the status,
 //! and when.
 //!
@@ -37,7 +38,8 @@ pub(crate) async fn audit(State(s): State<Arc<AdminState>>, req: Request, next: 
     }
     let method = req.method().to_string();
     let path = req.uri().path_and_query().map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
-    let token = token_given(&s, req.headers());
+    // The viewer's session cookie stands for the token (it is made from it).
+    let token = token_given(&s, req.headers()) || crate::viewer::signed_in(&s, req.headers());
     let source = origin_of(&req);
     let response = next.run(req).await;
     let status = response.status().as_u16();

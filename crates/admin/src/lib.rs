@@ -38,6 +38,7 @@ mod resubmit;
 mod status;
 mod tls;
 mod tracking;
+mod viewer;
 mod workqueue;
 
 /// Reloads the configuration; returns what happened, or why it failed (the old configuration stays).
@@ -114,6 +115,7 @@ pub fn router(state: AdminState) -> Router {
     let state = Arc::new(state);
     let (routes, _) = routes().split_for_parts();
     routes
+        .merge(viewer::routes(state.clone()))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         // Outside the guard: refused requests are audited too.
@@ -186,16 +188,10 @@ fn token_given(s: &AdminState, headers: &HeaderMap) -> bool {
 pub struct Origin(pub String);
 
 fn check(s: &AdminState, method: &Method, path: &str, headers: &HeaderMap) -> Result<(), ApiError> {
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-    let port = s.listen.port();
-    let host_ok = host == s.listen.to_string()
-        || s.allowed_hosts.iter().any(|h| host_allowed(h, host, port))
-        || (s.listen.ip().is_loopback()
-            && [format!("localhost:{port}"), format!("127.0.0.1:{port}"), format!("[::1]:{port}")]
-                .iter()
-                .any(|h| h.eq_ignore_ascii_case(host)));
-    if !host_ok {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, format!("Host {host:?} is not this server's admin address")));
+    check_host(s, headers)?;
+    // The web viewer's pages have their own sign-in and same-origin checks (`viewer.rs`).
+    if viewer::is_viewer_path(path) {
+        return Ok(());
     }
     if s.token.is_some() && !(method == Method::GET && path == "/api/v1/health") && !token_given(s, headers) {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "a valid bearer token is required"));
@@ -209,6 +205,23 @@ fn check(s: &AdminState, method: &Method, path: &str, headers: &HeaderMap) -> Re
         if !json && !marked {
             return Err(bad_request("state-changing requests need a JSON body or the header X-Sluice-Request: 1"));
         }
+    }
+    Ok(())
+}
+
+/// The `Host` header must name the listen address or an allowed host (DNS rebinding), for the API and the
+/// viewer alike.
+fn check_host(s: &AdminState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let port = s.listen.port();
+    let host_ok = host == s.listen.to_string()
+        || s.allowed_hosts.iter().any(|h| host_allowed(h, host, port))
+        || (s.listen.ip().is_loopback()
+            && [format!("localhost:{port}"), format!("127.0.0.1:{port}"), format!("[::1]:{port}")]
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(host)));
+    if !host_ok {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, format!("Host {host:?} is not this server's admin address")));
     }
     Ok(())
 }

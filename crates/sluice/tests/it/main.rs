@@ -27,4 +27,5 @@ mod smtp;
 mod status;
 mod tls;
 mod tracking;
+mod viewer;
 mod workqueue;
