@@ -17,10 +17,10 @@ const KEYS: &[&str] =
     &["group_by", "filter", "include", "exclude", "digest_threshold", "details_level", "result_size", "bookmark"];
 
 /// The property of a queue a digest groups by.
-type GroupKey = fn(&api::Queue) -> String;
+pub(crate) type GroupKey = fn(&api::Queue) -> String;
 
 /// What rows group queues by: the `group_by` values and the property each reads.
-const GROUPS: &[(&str, GroupKey)] = &[
+pub(crate) const GROUPS: &[(&str, GroupKey)] = &[
     ("next_hop_domain", |q| q.next_hop_domain.clone()),
     ("last_error", |q| q.last_error.clone().unwrap_or_default()),
     ("delivery_type", |q| q.delivery_type.clone()),
@@ -31,7 +31,7 @@ const GROUPS: &[(&str, GroupKey)] = &[
 
 /// How much of each queue a row shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Details {
+pub(crate) enum Details {
     None,
     Normal,
     Verbose,
@@ -100,7 +100,7 @@ fn counted(q: &api::Queue, threshold: u64) -> bool {
 }
 
 /// The rows: queues grouped by `key`, largest group first (then by name).
-fn digest(queues: Vec<api::Queue>, key: GroupKey, threshold: u64, details: Details) -> Vec<api::DigestRow> {
+pub(crate) fn digest(queues: Vec<api::Queue>, key: GroupKey, threshold: u64, details: Details) -> Vec<api::DigestRow> {
     let mut groups: BTreeMap<String, Vec<api::Queue>> = BTreeMap::new();
     for q in queues.into_iter().filter(|q| counted(q, threshold)) {
         groups.entry(key(&q)).or_default().push(q);

@@ -297,8 +297,11 @@ fn select_messages(s: &AdminState, q: &HashMap<String, String>) -> Result<Vec<Co
     let filter = query::filter(q, query::MESSAGE_PROPERTIES)?;
     let order = query::sort_order(q, query::MESSAGE_PROPERTIES)?;
     let queue = q.get("queue").map(String::as_str).filter(|q| !q.is_empty());
-    let rows = s.transport.copy_rows(queue).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e.to_string()))?;
-    Ok(query::select(rows, filter.as_ref(), &order, query::message_value, sluice_transport::in_listing_order))
+    // The filter runs in the listing's pass: only the copies it keeps become rows.
+    let keep = |row: &CopyRow| filter.as_ref().is_none_or(|f| f.matches(&|i| query::message_value(row, i)));
+    let rows =
+        s.transport.copy_rows_where(queue, keep).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e.to_string()))?;
+    Ok(query::select(rows, None, &order, query::message_value, sluice_transport::in_listing_order))
 }
 
 /// Get-Queue: the queues a query selects, a page at a time.

@@ -1,7 +1,9 @@
 //! The web queue viewer at `/` on the admin listener: pages for people beside the API, rendered on the server.
 //!
-//! - **Pages**: the dashboard (`/`, refreshed every 5 s), the queues (`/queues`), the messages with the filter
-//!   language and simple fields (`/messages`), one message (`/messages/{identity}`) and the alerts (`/alerts`).
+//! - **Pages**: the dashboard (`/`, refreshed every 5 s), the queues (`/queues`, or grouped with their messages'
+//!   ages), the messages with the filter language and simple fields (`/messages`), one message
+//!   (`/messages/{identity}`), the alerts (`/alerts`), the quarantine (`/quarantine`) and the Safety Net's
+//!   resubmit requests (`/resubmit`).
 //!   The templates (`pages.rs`) are maud's: checked when compiled, every value escaped, so a subject of
 //!   `<script>` is shown as text.
 //! - **Actions** are forms posted to the server: a queue's suspend, resume and retry, a message's suspend,
@@ -62,6 +64,9 @@ pub(crate) fn routes(state: Arc<AdminState>) -> Router<Arc<AdminState>> {
         .route("/messages/{identity}/action", post(message_action))
         .route("/messages/{identity}/export", get(export))
         .route("/alerts", get(alerts))
+        .route("/quarantine", get(quarantine))
+        .route("/quarantine/action", post(quarantine_action))
+        .route("/resubmit", get(resubmit).post(add_resubmit))
         .route("/assets/htmx.min.js", get(|| async { asset("text/javascript", HTMX) }))
         .route("/assets/viewer.css", get(|| async { asset("text/css", CSS) }))
         .layer(middleware::from_fn_with_state(state, guard))
@@ -186,7 +191,8 @@ async fn dashboard(State(s): State<Arc<AdminState>>) -> Response {
     };
     let queues = s.transport.queues();
     let alerts = recent_alerts(&s);
-    pages::dashboard(&status, &queues, &alerts).into_response()
+    let work_queue = s.transport.work_queue();
+    pages::dashboard(&status, &work_queue, &queues, &alerts).into_response()
 }
 
 /// The alerts of the last 24 hours, newest first.
@@ -205,11 +211,25 @@ async fn queues(State(s): State<Arc<AdminState>>, Query(q): Query<HashMap<String
             query.insert(key.to_owned(), v.clone());
         }
     }
-    match crate::select_queues(&s, &query) {
-        Ok(list) => pages::queues(&list, &q).into_response(),
-        Err(e) => e.page(),
-    }
+    let list = match crate::select_queues(&s, &query) {
+        Ok(list) => list,
+        Err(e) => return e.page(),
+    };
+    let Some(group_by) = q.get("group_by").filter(|g| !g.is_empty()) else {
+        return pages::queues(&list, &q, None).into_response();
+    };
+    let Some((name, key)) = crate::digest::GROUPS.iter().find(|(name, _)| name == group_by) else {
+        return error(StatusCode::BAD_REQUEST, &format!("{group_by:?} is not something queues are grouped by"));
+    };
+    let rows = crate::digest::digest(list.clone(), *key, 1, crate::digest::Details::Normal);
+    let transport = s.transport.clone();
+    let ages = tokio::task::spawn_blocking(move || transport.copy_ages(&AGE_BOUNDS_MS)).await.unwrap_or_default();
+    let digest = pages::Digest { group_by: name, rows: &rows, ages: &ages };
+    pages::queues(&list, &q, Some(digest)).into_response()
 }
+
+/// The age buckets of the digest: under 5 minutes, 5 to 60 minutes, 1 to 6 hours, 6 to 24 hours, older.
+pub(crate) const AGE_BOUNDS_MS: [i64; 4] = [5 * 60_000, 3_600_000, 6 * 3_600_000, 24 * 3_600_000];
 
 #[derive(Deserialize)]
 struct QueueActionForm {
@@ -452,6 +472,70 @@ async fn export(State(s): State<Arc<AdminState>>, Path(identity): Path<String>) 
 
 async fn alerts(State(s): State<Arc<AdminState>>) -> Markup {
     pages::alerts(&recent_alerts(&s))
+}
+
+/// The quarantine's first messages, oldest first.
+const QUARANTINE_PAGE: usize = 500;
+
+async fn quarantine(State(s): State<Arc<AdminState>>) -> Markup {
+    let (items, more) = s.transport.quarantine(None, QUARANTINE_PAGE);
+    pages::quarantine(&items, more.is_some())
+}
+
+#[derive(Deserialize)]
+struct QuarantineForm {
+    mid: u64,
+    action: String,
+}
+
+async fn quarantine_action(State(s): State<Arc<AdminState>>, Form(form): Form<QuarantineForm>) -> Response {
+    let result = match form.action.as_str() {
+        "release" => s.transport.release_quarantined(form.mid).await,
+        "delete" => s.transport.delete_quarantined(form.mid).await,
+        other => return error(StatusCode::BAD_REQUEST, &format!("{other:?} is not a quarantine action")),
+    };
+    match result {
+        Ok(q) => {
+            let what = if form.action == "release" { "Released" } else { "Deleted" };
+            pages::done(&format!("{what}: message {} ({}).", q.mid, q.verdict), "/quarantine").into_response()
+        }
+        Err(e) => error(StatusCode::NOT_FOUND, &e.to_string()),
+    }
+}
+
+async fn resubmit(State(s): State<Arc<AdminState>>) -> Markup {
+    pages::resubmit(&s.transport.resubmit_requests())
+}
+
+#[derive(Deserialize)]
+struct ResubmitForm {
+    start_time: String,
+    end_time: String,
+    #[serde(default)]
+    sender: String,
+    #[serde(default)]
+    recipient: String,
+}
+
+/// Add-ResubmitRequest from the form: the Safety Net's copies delivered in the window, as new messages.
+async fn add_resubmit(
+    State(s): State<Arc<AdminState>>,
+    Extension(Origin(origin)): Extension<Origin>,
+    Form(form): Form<ResubmitForm>,
+) -> Response {
+    let some = |v: &str| Some(v.trim().to_owned()).filter(|v| !v.is_empty());
+    let new = api::NewResubmitRequest {
+        start_time: form.start_time.trim().to_owned(),
+        end_time: form.end_time.trim().to_owned(),
+        sender: some(&form.sender),
+        recipient: some(&form.recipient),
+        internet_message_id: None,
+    };
+    match s.transport.add_resubmit_request(&new, &origin).await {
+        Ok(r) => pages::done(&format!("Resubmit request {} added: {} messages match.", r.id, r.matched), "/resubmit")
+            .into_response(),
+        Err(e) => ApiError::from(e).page(),
+    }
 }
 
 #[cfg(test)]

@@ -33,6 +33,8 @@ fn layout(title: &str, body: Markup) -> Markup {
                         a href="/queues" { "Queues" }
                         a href="/messages" { "Messages" }
                         a href="/alerts" { "Alerts" }
+                        a href="/quarantine" { "Quarantine" }
+                        a href="/resubmit" { "Safety Net" }
                         form.logout method="post" action="/logout" { button type="submit" { "Sign out" } }
                     }
                 }
@@ -152,7 +154,12 @@ fn alert_list(alerts: &[api::Alert]) -> Markup {
     }
 }
 
-pub(super) fn dashboard(status: &api::Status, queues: &[api::Queue], alerts: &[api::Alert]) -> Markup {
+pub(super) fn dashboard(
+    status: &api::Status,
+    work_queue: &api::WorkQueue,
+    queues: &[api::Queue],
+    alerts: &[api::Alert],
+) -> Markup {
     let queued: u64 = queues.iter().map(|q| q.message_count).sum();
     // Per hour over the last minute, shown per second.
     let rate_in = status.rates.received.one_minute as f64 / 3600.0;
@@ -184,10 +191,20 @@ pub(super) fn dashboard(status: &api::Status, queues: &[api::Queue], alerts: &[a
                             None => { "none" }
                         }
                     } }
-                    div { dt { "Work queue" } dd { (number(g.messages_in_work_queue)) " messages" } }
+                    div { dt { "Work queue" } dd #work-queue { (work_queue.status) ", " (number(g.messages_in_work_queue)) " messages" } }
                     div { dt { "Quarantine" } dd { (number(g.messages_in_quarantine)) " messages" } }
                     div { dt { "Received (since reset)" } dd { (number(status.counters.messages_received.reset)) } }
                     div { dt { "Delivered recipients" } dd { (number(status.counters.delivered_recipients.reset)) } }
+                }
+                h2 { "Work queue: " (work_queue.status) }
+                table {
+                    thead { tr { th { "Stage" } th { "Engine" } th { "State" } th { "Why" } th { "In process" } } }
+                    tbody {
+                        @for st in &work_queue.stages {
+                            tr { td { (st.stage) } td { (st.engine) } td { (st.state) }
+                                td { (st.reason.as_deref().unwrap_or("")) } td { (number(st.in_process)) } }
+                        }
+                    }
                 }
                 h2 { "Back pressure: " (status.back_pressure.level) }
                 table {
@@ -258,8 +275,72 @@ fn queue_table(queues: &[api::Queue], q: &HashMap<String, String>) -> Markup {
     }
 }
 
-pub(super) fn queues(queues: &[api::Queue], q: &HashMap<String, String>) -> Markup {
+/// The queues grouped by a property, with how old their messages are.
+pub(super) struct Digest<'a> {
+    pub group_by: &'a str,
+    pub rows: &'a [api::DigestRow],
+    /// Copies per queue identity in the age buckets of [`super::AGE_BOUNDS_MS`].
+    pub ages: &'a HashMap<String, Vec<u64>>,
+}
+
+const AGE_LABELS: [&str; 5] = ["< 5 min", "5–60 min", "1–6 h", "6–24 h", "> 1 day"];
+
+/// A digest row's queues, and their copies by age added up.
+fn group_ages<'a>(d: &Digest<'_>, row: &'a api::DigestRow) -> (Vec<&'a str>, [u64; 5]) {
+    let identities: Vec<&str> = row
+        .queues
+        .iter()
+        .flatten()
+        .map(|q| match q {
+            api::DigestQueue::Normal { identity, .. } => identity.as_str(),
+            api::DigestQueue::Verbose(q) => q.identity.as_str(),
+        })
+        .collect();
+    let mut ages = [0u64; 5];
+    for counts in identities.iter().filter_map(|id| d.ages.get(*id)) {
+        for (sum, n) in ages.iter_mut().zip(counts) {
+            *sum += n;
+        }
+    }
+    (identities, ages)
+}
+
+fn digest_table(d: &Digest<'_>) -> Markup {
+    html! {
+        table #digest {
+            thead {
+                tr {
+                    th { (d.group_by) } th { "Queues" } th { "Messages" }
+                    @for label in AGE_LABELS { th { (label) } }
+                    th { "Status" } th { "Velocity" } th { "Last error" }
+                }
+            }
+            tbody {
+                @for row in d.rows {
+                    @let (identities, ages) = group_ages(d, row);
+                    tr {
+                        td { (row.group) }
+                        td {
+                            @for (i, id) in identities.iter().enumerate() {
+                                @if i > 0 { ", " }
+                                a href=(messages_href(&[("queue", id)])) { (id) }
+                            }
+                        }
+                        td.count { (number(row.message_count)) }
+                        @for n in ages { td.count { (number(n)) } }
+                        td { @for (status, n) in &row.queues_by_status { (status) " " (n) " " } }
+                        td { (format!("{:+.1}", row.velocity + 0.0)) }
+                        td { (row.last_error.as_deref().unwrap_or("")) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn queues(queues: &[api::Queue], q: &HashMap<String, String>, digest: Option<Digest<'_>>) -> Markup {
     let filter = q.get("filter").map(String::as_str).unwrap_or("");
+    let grouped = digest.as_ref().map_or("", |d| d.group_by);
     layout(
         "Queues",
         html! {
@@ -267,9 +348,16 @@ pub(super) fn queues(queues: &[api::Queue], q: &HashMap<String, String>) -> Mark
             form.filter method="get" action="/queues" {
                 label for="queue-filter" { "Filter" }
                 input #queue-filter type="text" name="filter" value=(filter) placeholder="MessageCount -gt 100 -and Status -eq 'Retry'";
+                label for="group_by" { "Group by" }
+                select #group_by name="group_by" {
+                    option value="" { "nothing: every queue" }
+                    @for (name, label) in [("next_hop_domain", "next hop"), ("last_error", "last error"), ("status", "status")] {
+                        option value=(name) selected[grouped == name] { (label) }
+                    }
+                }
                 button type="submit" { "Apply" }
             }
-            (queue_table(queues, q))
+            @if let Some(d) = &digest { (digest_table(d)) } @else { (queue_table(queues, q)) }
         },
     )
 }
@@ -479,6 +567,71 @@ pub(super) fn message(identity: &str, copies: &[api::Message], events: &[api::Tr
                 }
             }
             p { a href=(messages_href(&[])) { "All messages" } " · identity " code { (identity) } }
+        },
+    )
+}
+
+pub(super) fn quarantine(items: &[api::Quarantined], more: bool) -> Markup {
+    layout(
+        "Quarantine",
+        html! {
+            h1 { "Quarantine" }
+            @if items.is_empty() { p { "No message is quarantined." } } @else {
+                table #quarantine {
+                    thead { tr { th { "MID" } th { "Quarantined" } th { "Stage" } th { "Verdict" } th { "From" }
+                        th { "Recipients" } th { "Subject" } th { "Size" } th { "Expires" } th { "Actions" } } }
+                    tbody {
+                        @for q in items {
+                            tr {
+                                td { (q.mid) } td { (q.quarantined_at) } td { (q.stage) } td { (q.verdict) }
+                                td { (q.from_address) } td { (q.recipients.join(", ")) } td { (q.subject) }
+                                td { (number(q.size)) } td { (q.expires_at) }
+                                td.actions {
+                                    @for action in ["release", "delete"] {
+                                        form method="post" action="/quarantine/action" {
+                                            input type="hidden" name="mid" value=(q.mid);
+                                            button type="submit" name="action" value=(action) { (action) }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                @if more { p { "The first " (items.len()) " are shown; `sluice quarantine list` pages through all." } }
+            }
+        },
+    )
+}
+
+pub(super) fn resubmit(requests: &[api::ResubmitRequest]) -> Markup {
+    layout(
+        "Safety Net",
+        html! {
+            h1 { "Safety Net resubmit requests" }
+            form.filter method="post" action="/resubmit" {
+                label for="start_time" { "Delivered from" }
+                input #start_time type="text" name="start_time" required placeholder="2026-12-01T15:00:00Z";
+                label for="end_time" { "to" }
+                input #end_time type="text" name="end_time" required placeholder="2026-12-01T16:00:00Z";
+                label for="rs-sender" { "Sender" }
+                input #rs-sender type="text" name="sender" placeholder="any";
+                label for="rs-recipient" { "Recipient" }
+                input #rs-recipient type="text" name="recipient" placeholder="any";
+                button type="submit" { "Resubmit" }
+            }
+            table #resubmit {
+                thead { tr { th { "Id" } th { "Window" } th { "Sender" } th { "Recipient" } th { "Status" }
+                    th { "Matched" } th { "Resubmitted" } th { "Added by" } } }
+                tbody {
+                    @for r in requests {
+                        tr { td { (r.id) } td { (r.start_time) " – " (r.end_time) }
+                            td { (r.sender.as_deref().unwrap_or("any")) } td { (r.recipient.as_deref().unwrap_or("any")) }
+                            td { (r.status) @if let Some(e) = &r.error { ": " (e) } }
+                            td { (number(r.matched)) } td { (number(r.resubmitted)) } td { (r.origin) } }
+                    }
+                }
+            }
         },
     )
 }

@@ -110,6 +110,12 @@ fn the_viewer_signs_in_filters_escapes_and_acts_in_bulk_after_a_preview() {
         a.body
     );
 
+    // The digest: the queues grouped by status, the four copies in the youngest age bucket.
+    let a = request(&s, "GET", "/queues?group_by=status", &[("Cookie", &cookie)], "");
+    let row = a.body.split("<tr>").find(|r| r.contains("<td>Retry</td>")).unwrap_or_else(|| panic!("{}", a.body));
+    let counts: Vec<&str> = row.split("<td class=\"count\">").skip(1).map(|c| c.split('<').next().unwrap()).collect();
+    assert_eq!(counts, ["4", "4", "0", "0", "0", "0"], "{row}");
+
     // A bulk suspend: refused from another site, previewed, then done on confirmation.
     let bulk = "sender=spammer%40bad.test&action=suspend";
     let a = form_post(&s, "/messages/bulk", &cookie, Some("http://evil.test"), &format!("{bulk}&confirm=1"));
@@ -134,6 +140,20 @@ fn the_viewer_signs_in_filters_escapes_and_acts_in_bulk_after_a_preview() {
     .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
     .collect();
     assert_eq!(now, expected);
+
+    // The other pages answer with what the API says.
+    let a = request(&s, "GET", "/", &[("Cookie", &cookie)], "");
+    assert!(a.body.contains("<dd id=\"queued\">4</dd>"), "{}", a.body);
+    assert!(a.body.contains("<dd id=\"work-queue\">Operational, "), "{}", a.body);
+    let a = request(&s, "GET", "/quarantine", &[("Cookie", &cookie)], "");
+    assert!(a.body.contains("No message is quarantined."), "{}", a.body);
+    let window = "start_time=2026-12-01T00%3A00%3A00Z&end_time=2026-12-02T00%3A00%3A00Z&sender=a%40b.test";
+    let a = form_post(&s, "/resubmit", &cookie, Some(&origin), window);
+    assert!(a.body.contains("Resubmit request 1 added: 0 messages match."), "{}", a.body);
+    let a = request(&s, "GET", "/resubmit", &[("Cookie", &cookie)], "");
+    assert!(a.body.contains("a@b.test") && a.body.contains("admin API 127.0.0.1:"), "{}", a.body);
+    let a = form_post(&s, "/resubmit", &cookie, Some(&origin), "start_time=yesterday&end_time=now");
+    assert_eq!(a.status, 400, "{}", a.body);
 
     // A bulk action without a filter or a queue would be every message: refused.
     let a = form_post(&s, "/messages/bulk", &cookie, Some(&origin), "action=remove&confirm=1");
