@@ -199,15 +199,7 @@ mod tests {
         assert_eq!((rows[0].message_count, rows[0].queue_count), (90, 2));
         assert_eq!((rows[0].incoming_rate, rows[0].velocity), (2.0, -1.0));
         assert_eq!(rows[0].last_error.as_deref(), Some("421 4.4.0 refused"));
-        let listed: Vec<&str> = rows[0]
-            .queues
-            .iter()
-            .flatten()
-            .map(|q| match q {
-                api::DigestQueue::Normal { identity, .. } => identity.as_str(),
-                api::DigestQueue::Verbose(q) => q.identity.as_str(),
-            })
-            .collect();
+        let listed: Vec<&str> = rows[0].queues.iter().flatten().map(api::DigestQueue::identity).collect();
         assert_eq!(listed, ["mx\\17", "mx\\19"]);
     }
 }

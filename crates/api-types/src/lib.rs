@@ -275,6 +275,16 @@ pub enum DigestQueue {
     Normal { identity: String, status: String, message_count: u64 },
 }
 
+impl DigestQueue {
+    /// The queue's identity, whatever the details level.
+    pub fn identity(&self) -> &str {
+        match self {
+            DigestQueue::Normal { identity, .. } => identity,
+            DigestQueue::Verbose(q) => &q.identity,
+        }
+    }
+}
+
 impl DigestRow {
     /// Adds `other` (a row of the same group, from another server) to this row.
     pub fn merge(&mut self, other: DigestRow) {

@@ -157,34 +157,55 @@ impl Transport {
     /// The rows of [`Transport::copy_rows`] that `keep` keeps, tested in the same pass, so that a filter
     /// over a million copies keeps only its matches rather than a row for each. The rows come out in MID
     /// order.
+    ///
+    /// A listing of a million messages is bound by memory latency: each copy is reached through its
+    /// message, the message's envelope and the envelope's strings, three cache misses deep. So the pass goes
+    /// in MID order, about the order all three were allocated in, which the processor's prefetcher follows;
+    /// takes the messages [`WARM_BATCH`] at a time, reading each level for the whole batch before the next, so
+    /// that the misses of a level overlap instead of waiting one chain at a time; and splits a large listing
+    /// between two threads. A filter by sender over a million messages received over SMTP took 700 ms in
+    /// the map's order, 370 ms in MID order, 230 ms with the batches (docs/benchmarks.md has the rest).
     pub fn copy_rows_where(
         &self,
         queue: Option<&str>,
-        mut keep: impl FnMut(&CopyRow) -> bool,
+        keep: impl Fn(&CopyRow) -> bool + Sync,
     ) -> Result<Vec<CopyRow>, NoSuchQueue> {
         let only = queue.map(|q| self.parse_queue(q)).transpose()?;
-        let mut rows = Vec::new();
         let context = self.row_context();
         let qs = self.inner.lock();
-        let mut names = QueueNames::new(self, &qs);
-        // In MID order, which is about the order the messages, their envelopes and their strings were
-        // allocated in: the memory is then read nearly in sequence and the processor's prefetcher keeps
-        // ahead of the pass. In the map's order every message was a cache miss three levels deep (message,
-        // envelope, its strings): a filter over a million messages took 700 ms, 135 ms in this order.
         let mut messages: Vec<(Mid, &Message)> = qs.messages().map(|(mid, m)| (*mid, m)).collect();
         messages.sort_unstable_by_key(|(mid, _)| *mid);
-        for (mid, m) in &messages {
-            for c in &m.copies {
-                if only.is_none_or(|q| q == c.queue) {
-                    let row = CopyRow::new(&qs, &mut names, *mid, m, c, &context);
-                    if keep(&row) {
-                        rows.push(row);
+        let rows_of = |part: &[(Mid, &Message)]| {
+            let mut names = QueueNames::new(self, &qs);
+            let mut rows = Vec::new();
+            for batch in part.chunks(WARM_BATCH) {
+                warm(batch);
+                for (mid, m) in batch {
+                    for c in m.copies.iter().filter(|c| only.is_none_or(|q| q == c.queue)) {
+                        let row = CopyRow::new(&qs, &mut names, *mid, m, c, &context);
+                        if keep(&row) {
+                            rows.push(row);
+                        }
                     }
                 }
             }
-        }
+            rows
+        };
+        let rows = if messages.len() < PARALLEL_FROM {
+            rows_of(&messages)
+        } else {
+            let (first, second) = messages.split_at(messages.len() / 2);
+            std::thread::scope(|scope| {
+                let other = scope.spawn(|| rows_of(second));
+                let mut rows = rows_of(first);
+                match other.join() {
+                    Ok(more) => rows.extend(more),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+                rows
+            })
+        };
         drop(messages);
-        drop(names);
         drop(qs);
         Ok(rows)
     }
@@ -234,6 +255,31 @@ impl Transport {
             .map(|c| CopyRow::new(qs, &mut names, mid, m, c, &context).to_api(true))
             .collect()
     }
+}
+
+/// How many messages a listing reads a level at a time ([`Transport::copy_rows_where`]): enough misses to
+/// overlap, few enough that the batch is still in the cache when its rows are made.
+const WARM_BATCH: usize = 32;
+
+/// From how many messages a listing is split between two threads.
+const PARALLEL_FROM: usize = 100_000;
+
+/// Reads, for each message of `batch`, the message and its copy, then the envelope, then the start of the
+/// envelope's strings: one level for every message before the next, so that the loads of a level are
+/// independent and their cache misses overlap.
+fn warm(batch: &[(Mid, &Message)]) {
+    let mut seen = 0usize;
+    for (_, m) in batch {
+        // The copy is kept inline in the message, a line or two after the envelope's pointer.
+        seen ^= Arc::as_ptr(&m.envelope) as usize ^ m.copies.first().map_or(0, |c| c.queue as usize);
+    }
+    for (_, m) in batch {
+        seen ^= m.envelope.received_at_ms as usize;
+    }
+    for (_, m) in batch {
+        seen ^= m.envelope.from_address().len();
+    }
+    std::hint::black_box(seen);
 }
 
 /// Puts rows in the order listings show them: oldest MID first, a message's copies by queue. Sorting after a

@@ -287,15 +287,7 @@ const AGE_LABELS: [&str; 5] = ["< 5 min", "5–60 min", "1–6 h", "6–24 h", "
 
 /// A digest row's queues, and their copies by age added up.
 fn group_ages<'a>(d: &Digest<'_>, row: &'a api::DigestRow) -> (Vec<&'a str>, [u64; 5]) {
-    let identities: Vec<&str> = row
-        .queues
-        .iter()
-        .flatten()
-        .map(|q| match q {
-            api::DigestQueue::Normal { identity, .. } => identity.as_str(),
-            api::DigestQueue::Verbose(q) => q.identity.as_str(),
-        })
-        .collect();
+    let identities: Vec<&str> = row.queues.iter().flatten().map(api::DigestQueue::identity).collect();
     let mut ages = [0u64; 5];
     for counts in identities.iter().filter_map(|id| d.ages.get(*id)) {
         for (sum, n) in ages.iter_mut().zip(counts) {
