@@ -434,7 +434,13 @@ async fn message(State(s): State<Arc<AdminState>>, Path(identity): Path<String>)
         Ok(Ok(found)) => found.events,
         _ => Vec::new(),
     };
-    pages::message(&identity, &copies, &events).into_response()
+    let transport = s.transport.clone();
+    let headers = tokio::task::spawn_blocking(move || transport.header_block(mid)).await.ok().flatten();
+    let headers = headers.map(|h| String::from_utf8_lossy(&h).into_owned());
+    // A copy waits for its queue's retry unless it has its own.
+    let next_retries: HashMap<String, String> =
+        s.transport.queues().into_iter().filter_map(|q| Some((q.identity, q.next_retry_time?))).collect();
+    pages::message(&identity, &copies, &events, headers.as_deref(), &next_retries).into_response()
 }
 
 #[derive(Deserialize)]

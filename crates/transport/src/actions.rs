@@ -248,6 +248,31 @@ impl Transport {
         Ok(self.action_result(&targets, changed.len()))
     }
 
+    /// The header block of message `mid` as stored (sluice's `Received:` line first), up to the blank line and
+    /// at most 64 KB: for the web viewer's message page, whatever the message's state. The body is never
+    /// changed once stored, and the source keeps its file open, so a message delivered meanwhile is still
+    /// read whole; `None` when there is no such message or its file cannot be read.
+    pub fn header_block(&self, mid: Mid) -> Option<Vec<u8>> {
+        const MAX: usize = 64 * 1024;
+        let body = self.inner.lock().message(mid).map(|m| m.body)?;
+        let source = self.inner.db.body_source(mid, &body).ok()?;
+        let mut chunks = source.chunks();
+        let mut out = Vec::new();
+        while out.len() < MAX {
+            match chunks.next_chunk(16 * 1024) {
+                Ok(Some(bytes)) => out.extend_from_slice(&bytes),
+                Ok(None) => break,
+                Err(_) => return None,
+            }
+            if let Some(end) = out.windows(2).position(|w| w == b"\n\n" || w == b"\n\r") {
+                out.truncate(end + 1);
+                return Some(out);
+            }
+        }
+        out.truncate(MAX);
+        Some(out)
+    }
+
     /// Export-Message: the message's bytes as stored (what was received, after sluice's `Received:` line),
     /// to read a piece at a time. Only a suspended copy is exported (409 otherwise): a message being
     /// delivered or retried may change under the reader.

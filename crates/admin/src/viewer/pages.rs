@@ -496,7 +496,13 @@ pub(super) fn bulk_preview(form: &MessageQuery, action: &str, with_ndr: bool, ma
     )
 }
 
-pub(super) fn message(identity: &str, copies: &[api::Message], events: &[api::TrackingEvent]) -> Markup {
+pub(super) fn message(
+    identity: &str,
+    copies: &[api::Message],
+    events: &[api::TrackingEvent],
+    headers: Option<&str>,
+    next_retries: &HashMap<String, String>,
+) -> Markup {
     let first = &copies[0];
     layout(
         "Message",
@@ -517,7 +523,8 @@ pub(super) fn message(identity: &str, copies: &[api::Message], events: &[api::Tr
                     h2 { "In " (copy.queue) ": " (copy.status)
                         @if let Some(reason) = &copy.deferred_reason { " (" (reason) ")" } }
                     p { "Retries: " (copy.retry_count)
-                        @if let Some(e) = &copy.last_error { "; last reply: " code { (e) } } }
+                        @if let Some(e) = &copy.last_error { "; last reply: " code { (e) } }
+                        @if let Some(next) = next_retries.get(&copy.queue) { "; the queue's next retry: " (next) } }
                     @if let Some(recipients) = &copy.recipients {
                         table {
                             thead { tr { th { "Recipient" } th { "Status" } th { "Retries" } th { "Last reply" } th { "Next hop" } } }
@@ -546,6 +553,11 @@ pub(super) fn message(identity: &str, copies: &[api::Message], events: &[api::Tr
                         }
                     }
                 }
+            }
+            h2 { "Headers" }
+            @match headers {
+                Some(h) => { pre #headers { (h) } }
+                None => { p.hint { "The message's stored copy could not be read." } }
             }
             h2 { "Tracking events" }
             table #events {

@@ -110,6 +110,24 @@ fn the_viewer_signs_in_filters_escapes_and_acts_in_bulk_after_a_preview() {
         a.body
     );
 
+    // One message's page: its headers as stored (escaped), its recipients, its events, its queue's next retry.
+    let first = a.body.split("data-identity=\"").nth(1).and_then(|r| r.split('"').next()).unwrap().to_owned();
+    let path = format!("/messages/{}", first.replace('\\', "%5C"));
+    let a = request(&s, "GET", &path, &[("Cookie", &cookie)], "");
+    assert_eq!(a.status, 200, "{}", a.body);
+    let headers = a.body.split("<pre id=\"headers\">").nth(1).unwrap_or_else(|| panic!("{}", a.body));
+    let headers = headers.split("</pre>").next().unwrap();
+    assert!(headers.starts_with("Received: from "), "{headers}");
+    assert!(
+        headers.contains("Subject: &lt;script&gt;alert(1)&lt;/script&gt;") && !headers.contains("Hello."),
+        "{headers}"
+    );
+    assert!(
+        a.body.contains("bob@remote.test") && a.body.contains("RECEIVE") && a.body.contains("next retry: "),
+        "{}",
+        a.body
+    );
+
     // The digest: the queues grouped by status, the four copies in the youngest age bucket.
     let a = request(&s, "GET", "/queues?group_by=status", &[("Cookie", &cookie)], "");
     let row = a.body.split("<tr>").find(|r| r.contains("<td>Retry</td>")).unwrap_or_else(|| panic!("{}", a.body));
