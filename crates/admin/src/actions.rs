@@ -129,9 +129,9 @@ type ListBody = Result<Json<api::ActionRequest>, axum::extract::rejection::JsonR
 
 /// What a list action acts on: the identities in its body, or, with `filter=` in the query (the bulk form),
 /// every queue or message copy the filter selects now; with the action's options from either.
-struct ListAction {
-    request: api::ActionRequest,
-    by_filter: bool,
+pub(crate) struct ListAction {
+    pub(crate) request: api::ActionRequest,
+    pub(crate) by_filter: bool,
 }
 
 async fn list_action(
@@ -188,7 +188,7 @@ async fn list_action(
 /// Runs a list action. By filter, nothing matching is an empty answer (not an error), and a copy that left
 /// its queue between the selection and the action (delivered meanwhile) is left out rather than failing the
 /// whole action.
-async fn run_list<T, F, Fut>(list: ListAction, act: F) -> Result<Json<api::ActionResult<T>>, ApiError>
+pub(crate) async fn run_list<T, F, Fut>(list: ListAction, act: F) -> Result<Json<api::ActionResult<T>>, ApiError>
 where
     F: Fn(Vec<String>) -> Fut,
     Fut: std::future::Future<Output = Result<api::ActionResult<T>, ActionError>>,

@@ -221,11 +221,11 @@ async fn queues(State(s): State<Arc<AdminState>>, Query(q): Query<HashMap<String
     let Some((name, key)) = crate::digest::GROUPS.iter().find(|(name, _)| name == group_by) else {
         return error(StatusCode::BAD_REQUEST, &format!("{group_by:?} is not something queues are grouped by"));
     };
-    let rows = crate::digest::digest(list.clone(), *key, 1, crate::digest::Details::Normal);
+    let rows = crate::digest::digest(list, *key, 1, crate::digest::Details::Normal);
     let transport = s.transport.clone();
     let ages = tokio::task::spawn_blocking(move || transport.copy_ages(&AGE_BOUNDS_MS)).await.unwrap_or_default();
     let digest = pages::Digest { group_by: name, rows: &rows, ages: &ages };
-    pages::queues(&list, &q, Some(digest)).into_response()
+    pages::queues(&[], &q, Some(digest)).into_response()
 }
 
 /// The age buckets of the digest: under 5 minutes, 5 to 60 minutes, 1 to 6 hours, 6 to 24 hours, older.
@@ -381,32 +381,31 @@ async fn bulk(
     }
 }
 
-/// Acts on `identities`; a copy that left its queue since it was selected (delivered meanwhile) is left out.
+/// Acts on `identities` as the API's bulk form does (`actions::run_list`): a copy that left its queue since it
+/// was selected (delivered meanwhile) is left out. The matched and changed counts.
 async fn act_on_messages(
-    s: &AdminState,
+    s: &Arc<AdminState>,
     action: &str,
-    mut identities: Vec<String>,
+    identities: Vec<String>,
     with_ndr: bool,
     origin: &str,
 ) -> Result<(u64, u64), ApiError> {
-    for _ in 0..3 {
-        let result = match action {
-            "suspend" => s.transport.suspend_messages(&identities, origin).await,
-            "resume" => s.transport.resume_messages(&identities, origin).await,
-            _ => s.transport.remove_messages(&identities, with_ndr, origin).await,
-        };
-        match result {
-            Ok(r) => return Ok((r.matched, r.changed)),
-            Err(sluice_transport::ActionError::NotFound { identities: gone, .. }) => {
-                identities.retain(|i| !gone.contains(i));
-                if identities.is_empty() {
-                    return Ok((0, 0));
-                }
+    let list = crate::actions::ListAction {
+        request: api::ActionRequest { identities, ..Default::default() },
+        by_filter: true,
+    };
+    let axum::Json(r) = crate::actions::run_list(list, |ids| {
+        let (s, origin, action) = (s.clone(), origin.to_owned(), action.to_owned());
+        async move {
+            match action.as_str() {
+                "suspend" => s.transport.suspend_messages(&ids, &origin).await,
+                "resume" => s.transport.resume_messages(&ids, &origin).await,
+                _ => s.transport.remove_messages(&ids, with_ndr, &origin).await,
             }
-            Err(e) => return Err(e.into()),
         }
-    }
-    Err(ApiError::new(StatusCode::CONFLICT, "the messages kept changing; try again"))
+    })
+    .await?;
+    Ok((r.matched, r.changed))
 }
 
 /// `suspend` → `Suspended`.

@@ -259,13 +259,15 @@ impl Transport {
         let mut chunks = source.chunks();
         let mut out = Vec::new();
         while out.len() < MAX {
+            // The blank line may straddle the last chunk and this one: look from the last chunk's last byte.
+            let from = out.len().saturating_sub(1);
             match chunks.next_chunk(16 * 1024) {
                 Ok(Some(bytes)) => out.extend_from_slice(&bytes),
                 Ok(None) => break,
                 Err(_) => return None,
             }
-            if let Some(end) = out.windows(2).position(|w| w == b"\n\n" || w == b"\n\r") {
-                out.truncate(end + 1);
+            if let Some(end) = out[from..].windows(2).position(|w| w == b"\n\n" || w == b"\n\r") {
+                out.truncate(from + end + 1);
                 return Some(out);
             }
         }

@@ -330,6 +330,7 @@ fn digest_table(d: &Digest<'_>) -> Markup {
     }
 }
 
+/// The queues page: `queues` as a table, or with `digest` the groups instead.
 pub(super) fn queues(queues: &[api::Queue], q: &HashMap<String, String>, digest: Option<Digest<'_>>) -> Markup {
     let filter = q.get("filter").map(String::as_str).unwrap_or("");
     let grouped = digest.as_ref().map_or("", |d| d.group_by);
