@@ -191,20 +191,7 @@ impl Transport {
             }
             rows
         };
-        let rows = if messages.len() < PARALLEL_FROM {
-            rows_of(&messages)
-        } else {
-            let (first, second) = messages.split_at(messages.len() / 2);
-            std::thread::scope(|scope| {
-                let other = scope.spawn(|| rows_of(second));
-                let mut rows = rows_of(first);
-                match other.join() {
-                    Ok(more) => rows.extend(more),
-                    Err(panic) => std::panic::resume_unwind(panic),
-                }
-                rows
-            })
-        };
+        let rows = in_halves(&messages, PARALLEL_FROM, rows_of);
         drop(messages);
         drop(qs);
         Ok(rows)
@@ -263,6 +250,24 @@ const WARM_BATCH: usize = 32;
 
 /// From how many messages a listing is split between two threads.
 const PARALLEL_FROM: usize = 100_000;
+
+/// `map` over `items`, or from `parallel_from` items over each half on its own thread: the results in
+/// `items`' order either way.
+fn in_halves<T: Sync, R: Send>(items: &[T], parallel_from: usize, map: impl Fn(&[T]) -> Vec<R> + Sync) -> Vec<R> {
+    if items.len() < parallel_from {
+        return map(items);
+    }
+    let (first, second) = items.split_at(items.len() / 2);
+    std::thread::scope(|scope| {
+        let other = scope.spawn(|| map(second));
+        let mut out = map(first);
+        match other.join() {
+            Ok(more) => out.extend(more),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+        out
+    })
+}
 
 /// Reads, for each message of `batch`, the message and its copy, then the envelope, then the start of the
 /// envelope's strings: one level for every message before the next, so that the loads of a level are
@@ -506,4 +511,24 @@ fn rounded(rate: f64) -> f64 {
 fn per_priority(count: u64, high_low: Option<&[u64; 2]>) -> api::PriorityCounts {
     let [high, low] = high_low.copied().unwrap_or_default();
     api::PriorityCounts { high, normal: count.saturating_sub(high + low), low }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_halves;
+
+    #[test]
+    fn a_listing_split_in_halves_keeps_every_row_in_order() {
+        let items: Vec<u32> = (0..1001).collect();
+        let evens = |part: &[u32]| part.iter().copied().filter(|n| n % 2 == 0).collect::<Vec<u32>>();
+        let expected: Vec<u32> = (0..1001).filter(|n| n % 2 == 0).collect();
+        assert_eq!(in_halves(&items, 10, evens), expected, "split");
+        assert_eq!(in_halves(&items, 2000, evens), expected, "one thread");
+        let threads = std::sync::Mutex::new(std::collections::HashSet::new());
+        let _ = in_halves(&items, 10, |part: &[u32]| {
+            threads.lock().unwrap().insert(std::thread::current().id());
+            part.to_vec()
+        });
+        assert_eq!(threads.lock().unwrap().len(), 2, "each half on its own thread");
+    }
 }
