@@ -177,4 +177,41 @@ fn the_viewer_signs_in_filters_escapes_and_acts_in_bulk_after_a_preview() {
     let a = form_post(&s, "/messages/bulk", &cookie, Some(&origin), "action=remove&confirm=1");
     assert_eq!(a.status, 400, "{}", a.body);
     assert_eq!(statuses(&s).len(), 4);
+
+    // A suspended message exports as it was stored; a queue is suspended and resumed from its row.
+    let suspended = suspended_identity(&s);
+    let a =
+        request(&s, "GET", &format!("/messages/{}/export", suspended.replace('\\', "%5C")), &[("Cookie", &cookie)], "");
+    assert_eq!((a.status, a.header("content-type")), (200, Some("message/rfc822")), "{}", a.body);
+    assert!(a.body.contains("Subject: <script>alert(1)</script>"), "{}", a.body);
+    let queue = suspended.rsplit_once('\\').unwrap().0.to_owned();
+    let queue_status = || {
+        let bearer = format!("Bearer {TOKEN}");
+        let path = format!("/api/v1/queues/{}", queue.replace('\\', "%5C"));
+        let (_, body) = http(s.admin, "GET", &path, &[("Authorization", &bearer)], "");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["status"].as_str().unwrap().to_owned()
+    };
+    for (action, after) in [("suspend", "Suspended"), ("resume", "Retry")] {
+        let body = format!("identity={}&action={action}", queue.replace('\\', "%5C"));
+        let a = form_post(&s, "/queues/action", &cookie, Some(&origin), &body);
+        assert!(a.body.contains("of 1 queue changed."), "{action}: {}", a.body);
+        assert_eq!(queue_status(), after, "{action}");
+    }
+    // Releasing what the quarantine does not hold is a 404 page, not a crash.
+    let a = form_post(&s, "/quarantine/action", &cookie, Some(&origin), "mid=999&action=release");
+    assert_eq!(a.status, 404, "{}", a.body);
+}
+
+/// The identity of a suspended copy, through the API.
+fn suspended_identity(s: &Server) -> String {
+    let bearer = format!("Bearer {TOKEN}");
+    let (_, body) = http(
+        s.admin,
+        "GET",
+        "/api/v1/messages?filter=Status%20-eq%20%27Suspended%27",
+        &[("Authorization", &bearer)],
+        "",
+    );
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["items"][0]["identity"].as_str().unwrap().to_owned()
 }
