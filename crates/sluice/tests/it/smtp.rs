@@ -291,8 +291,23 @@ fn a_flood_from_one_address_outside_relay_networks_gets_421() {
     let s = Server::start(
         "[[receive_connectors]]\nname = \"Default\"\nlisten = \"127.0.0.1:{smtp}\"\nrelay_networks = [\"127.0.0.2/32\"]\nmax_connections_per_ip = 2\n",
     );
-    let first = s.smtp();
-    let second = s.smtp();
+    // The harness's readiness probe was a connection too: until the server has seen it close, it holds a
+    // slot. Wait until two sessions are open at once, each greeted.
+    let greeted = || {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", s.smtp)).unwrap();
+        let mut buf = [0u8; 3];
+        use std::io::Read;
+        (c.read_exact(&mut buf).is_ok() && &buf == b"220").then_some(c)
+    };
+    let mut open = Vec::new();
+    assert!(wait_until(Duration::from_secs(10), || {
+        match greeted() {
+            Some(c) => open.push(c),
+            None => open.clear(),
+        }
+        open.len() == 2
+    }));
+    let (first, second) = (open.remove(0), open.remove(0));
     let mut third = std::net::TcpStream::connect(("127.0.0.1", s.smtp)).unwrap();
     let mut greeting = String::new();
     use std::io::Read;
