@@ -31,7 +31,8 @@
 //!   spellings are translated (see the `perl` module); a rule with look-around,
 //!   back-references, atomic groups or possessive quantifiers runs on a backtracking engine
 //!   (`fancy-regex`, over the text with Unicode semantics, at most 200,000 steps per haystack)
-//!   after a plain regex with those parts taken out has matched.
+//!   after a plain regex with look-around taken out (and each back-reference replaced by its
+//!   group's pattern) has matched.
 //! - Header rules test a header's values: every occurrence, unfolded and RFC 2047-decoded,
 //!   joined with `"\n"`. Modifiers: `:raw` (as sent: not decoded, folding kept), `:addr` /
 //!   `:addrs` (the first / every address), `:name` / `:names` (display names), `:first` /

@@ -67,16 +67,21 @@ fn parse_date(text: &str) -> Option<i64> {
     }
 }
 
-/// The times of the `Received` headers (the text after the last `;`), most recent first.
-fn received_times(view: &View<'_, '_>) -> Vec<i64> {
-    let received = view.decoded.header("received").unwrap_or_default();
-    received.split('\n').filter_map(|value| parse_date(value.rsplit(';').next()?)).collect()
+/// The `Date` header's time, and the times of the `Received` headers (the text after the last
+/// `;`), most recent first; parsed once per message.
+fn dates<'v>(view: &'v View<'_, '_>) -> &'v (Option<i64>, Vec<i64>) {
+    view.dates(|| {
+        let date = view.decoded.header("date").and_then(parse_date);
+        let received = view.decoded.header("received").unwrap_or_default();
+        (date, received.split('\n').filter_map(|value| parse_date(value.rsplit(';').next()?)).collect())
+    })
 }
 
 /// `Date` minus the `Received` time closest to it, in seconds.
 fn date_diff(view: &View<'_, '_>) -> Option<i64> {
-    let date = parse_date(view.decoded.header("date")?)?;
-    received_times(view).into_iter().map(|received| date - received).min_by_key(|diff| diff.abs())
+    let (date, received) = dates(view);
+    let date = (*date)?;
+    received.iter().map(|received| date - received).min_by_key(|diff| diff.abs())
 }
 
 fn outlook_message_id(view: &View<'_, '_>) -> bool {
@@ -85,11 +90,11 @@ fn outlook_message_id(view: &View<'_, '_>) -> bool {
     // Outlook's Message-Id embeds its clock: token = time * X + Y (SpamAssassin's constants).
     let expected = |time: i64| (time as f64 * 0.002_328_306_436_538_7 + 27_111_902.832_984_9) as i64;
     const FUDGE: i64 = 250;
-    let date = view.decoded.header("date").and_then(parse_date).unwrap_or(0);
-    if (token - expected(date)).abs() < FUDGE {
+    let (date, received) = dates(view);
+    if (token - expected(date.unwrap_or(0))).abs() < FUDGE {
         return false;
     }
-    let received = received_times(view).first().copied().unwrap_or(0);
+    let received = received.first().copied().unwrap_or(0);
     (token - expected(received)).abs() >= FUDGE
 }
 

@@ -260,11 +260,20 @@ fn parse_flags(text: &str) -> Result<Flags, String> {
 pub(super) struct Translated {
     /// The pattern in the regex crate's syntax (with look-around kept when there is some).
     pub pattern: String,
-    /// The pattern with look-around and back-references taken out: it matches wherever the
-    /// pattern does, so its required literals are the pattern's.
+    /// The pattern with look-around taken out and each back-reference replaced by its group's
+    /// pattern: it matches wherever the pattern does, so its required literals are the pattern's.
     pub skeleton: String,
     /// Whether the pattern uses look-around, back-references or atomic groups.
     pub needs_backtracking: bool,
+}
+
+/// Numbers a capturing group that opens where the skeleton is `at` bytes long: its number.
+fn open_capture(captured: &mut Vec<Option<String>>, at: usize) -> (usize, usize) {
+    if captured.is_empty() {
+        captured.push(None);
+    }
+    captured.push(None);
+    (captured.len() - 1, at)
 }
 
 /// Rewrites Perl spellings into the regex crate's. See the module documentation.
@@ -275,6 +284,11 @@ pub(super) fn translate(source: &str) -> Result<Translated, String> {
     let mut backtracking = false;
     // Each open group: whether it is a look-around (left out of the skeleton).
     let mut groups: Vec<bool> = Vec::new();
+    // Each open group that captures: its number, and where its text starts in the skeleton; and the
+    // skeleton text of each closed one, which stands in for a back-reference to it there (a match of
+    // `\1` is a match of group 1's pattern, so the skeleton still matches wherever the pattern does).
+    let mut captures: Vec<Option<(usize, usize)>> = Vec::new();
+    let mut captured: Vec<Option<String>> = Vec::new();
     let mut hidden = 0usize;
     let mut i = 0;
     let mut in_class = false;
@@ -283,6 +297,7 @@ pub(super) fn translate(source: &str) -> Result<Translated, String> {
         let c = chars[i];
         let mut piece: Cow<'static, str> = Cow::Owned(c.to_string());
         let mut skeleton_piece: Option<Cow<'static, str>> = None;
+        let mut closed: Option<(usize, usize)> = None;
         if c == '\\' {
             let Some(&next) = chars.get(i + 1) else { return Err("trailing backslash".to_owned()) };
             i += 1;
@@ -296,7 +311,15 @@ pub(super) fn translate(source: &str) -> Result<Translated, String> {
                 }
                 '1'..='9' if !in_class => {
                     backtracking = true;
-                    skeleton_piece = Some(Cow::Borrowed(""));
+                    let group = next as usize - '0' as usize;
+                    // A named group copied twice would not compile: such a back-reference stays out.
+                    let text = captured
+                        .get(group)
+                        .cloned()
+                        .flatten()
+                        .filter(|text| !text.contains("(?<") && !text.contains("(?P<"))
+                        .unwrap_or_default();
+                    skeleton_piece = Some(Cow::Owned(format!("(?:{text})")));
                     Cow::Owned(format!("\\{next}"))
                 }
                 '0' => {
@@ -365,6 +388,10 @@ pub(super) fn translate(source: &str) -> Result<Translated, String> {
                         continue;
                     }
                     let look = ["=", "!", "<=", "<!"].iter().find(|p| rest.starts_with(**p));
+                    let named = !rest.starts_with("<=")
+                        && !rest.starts_with("<!")
+                        && (rest.starts_with('<') || rest.starts_with("P<") || rest.starts_with('\''));
+                    captures.push(named.then(|| open_capture(&mut captured, skeleton.len())));
                     if let Some(look) = look {
                         backtracking = true;
                         groups.push(true);
@@ -381,13 +408,18 @@ pub(super) fn translate(source: &str) -> Result<Translated, String> {
                         groups.push(false);
                     }
                 }
-                '(' => groups.push(false),
+                '(' => {
+                    groups.push(false);
+                    captures.push(Some(open_capture(&mut captured, skeleton.len())));
+                }
                 ')' if groups.pop() == Some(true) => {
+                    captures.pop();
                     hidden -= 1;
                     out.push(')');
                     i += 1;
                     continue;
                 }
+                ')' => closed = captures.pop().flatten(),
                 '{' if !starts_repetition(&chars[i..]) => piece = Cow::Borrowed("\\{"),
                 '}' if !closes_repetition(&out) => piece = Cow::Borrowed("\\}"),
                 '+' if is_possessive(&chars, i) => {
@@ -399,6 +431,9 @@ pub(super) fn translate(source: &str) -> Result<Translated, String> {
         }
         if hidden == 0 {
             skeleton.push_str(skeleton_piece.as_deref().unwrap_or(&piece));
+        }
+        if let Some((group, start)) = closed {
+            captured[group] = Some(skeleton[start.min(skeleton.len())..].to_owned());
         }
         out.push_str(&piece);
         i += 1;
@@ -495,9 +530,27 @@ mod tests {
     fn look_around_is_out_of_the_skeleton() {
         let t = translate(r"foo(?!bar)baz(?<=z)\1x++").unwrap();
         assert!(t.needs_backtracking);
-        assert_eq!(t.skeleton, "foobazx+");
+        assert_eq!(t.skeleton, "foobaz(?:)x+");
         assert_eq!(t.pattern, r"foo(?!bar)baz(?<=z)\1x++");
         assert!(!translate("a(?:b)c").unwrap().needs_backtracking);
+    }
+
+    #[test]
+    fn a_back_reference_is_its_group_in_the_skeleton() {
+        let t = translate(r"((a|b)(?!z))x\2y\1(?:c)(?<n>d)\3").unwrap();
+        assert_eq!(t.skeleton, r"((a|b))x(?:(a|b))y(?:((a|b)))(?:c)(?<n>d)(?:)");
+        // Taking the back-reference out would have asked for "ax" right before "y": not in "axay".
+        let flags = Flags { case_insensitive: true, ..Flags::default() };
+        let Compiled { pattern: p, skeleton, .. } = Pattern::compile(r"(a)x\1y", flags, false).unwrap();
+        assert_eq!(skeleton, "(a)x(?:(a))y");
+        assert!(p.is_match(b"AxAy"));
+        assert!(!p.is_match(b"axby"));
+        // A random-looking local part, in the shape of SpamAssassin's HK_RANDOM_FROM.
+        let Compiled { pattern: p, .. } =
+            Pattern::compile(r"^(?!mail)[^@]*(?:[aeiouy]{5}|([a-z]{1,2})(?:\1){3})", flags, false).unwrap();
+        assert!(p.is_match(b"xyxyxyxy@example.test"));
+        assert!(!p.is_match(b"foo@vm"));
+        assert!(!p.is_match(b"mailxyxyxyxy@example.test"));
     }
 
     #[test]

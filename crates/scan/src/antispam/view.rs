@@ -122,6 +122,9 @@ pub(super) struct View<'d, 'a> {
     raw_body: OnceLock<String>,
     uris: OnceLock<String>,
     relays: OnceLock<(String, String)>,
+    /// The `Date` header's time and the `Received` headers' times, for the date `eval:` tests (a
+    /// stock set has eight of them).
+    dates: OnceLock<(Option<i64>, Vec<i64>)>,
     /// The values header rules test, by the rule set's number for each distinct [`HeaderSpec`]:
     /// twenty rules on `From:addr` parse the address once.
     headers: Vec<OnceLock<Option<Cow<'d, str>>>>,
@@ -141,6 +144,7 @@ impl<'d, 'a> View<'d, 'a> {
             raw_body: OnceLock::new(),
             uris: OnceLock::new(),
             relays: OnceLock::new(),
+            dates: OnceLock::new(),
             headers: (0..slots).map(|_| OnceLock::new()).collect(),
         }
     }
@@ -149,6 +153,11 @@ impl<'d, 'a> View<'d, 'a> {
     /// kept for the message's other rules on the same spec.
     pub(super) fn header_in(&self, slot: usize, spec: &HeaderSpec) -> Option<&str> {
         self.headers[slot].get_or_init(|| self.header(spec)).as_deref()
+    }
+
+    /// The message's dates, computed by `init` on the first call.
+    pub(super) fn dates(&self, init: impl FnOnce() -> (Option<i64>, Vec<i64>)) -> &(Option<i64>, Vec<i64>) {
+        self.dates.get_or_init(init)
     }
 
     /// The bytes of a haystack.
