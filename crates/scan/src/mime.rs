@@ -41,6 +41,7 @@ pub struct Decoded<'a> {
     headers: OnceLock<HeaderTable>,
     body_text: OnceLock<String>,
     raw_body_text: OnceLock<String>,
+    raw_fields: OnceLock<Vec<(&'a str, &'a [u8])>>,
 }
 
 /// The top-level header fields, decoded.
@@ -89,6 +90,7 @@ pub fn decode(message: &[u8]) -> Decoded<'_> {
         headers: OnceLock::new(),
         body_text: OnceLock::new(),
         raw_body_text: OnceLock::new(),
+        raw_fields: OnceLock::new(),
     }
 }
 
@@ -151,15 +153,18 @@ impl<'a> Decoded<'a> {
 
     /// The top-level header fields as they are in the message: name and raw value (after the
     /// colon, folding kept, line endings as sent), in order.
-    pub fn raw_header_fields(&self) -> Vec<(&'a str, &'a [u8])> {
-        let mut fields = Vec::new();
-        let mut rest = self.raw;
-        while let Some(field) = header_field_at(rest) {
-            let name = std::str::from_utf8(&rest[..field.colon]).unwrap_or_default();
-            fields.push((name, rest.get(field.colon + 1..field.end).unwrap_or_default()));
-            rest = rest.get(field.end..).unwrap_or_default();
-        }
-        fields
+    /// Split once, on the first call.
+    pub fn raw_header_fields(&self) -> &[(&'a str, &'a [u8])] {
+        self.raw_fields.get_or_init(|| {
+            let mut fields = Vec::new();
+            let mut rest = self.raw;
+            while let Some(field) = header_field_at(rest) {
+                let name = std::str::from_utf8(&rest[..field.colon]).unwrap_or_default();
+                fields.push((name, rest.get(field.colon + 1..field.end).unwrap_or_default()));
+                rest = rest.get(field.end..).unwrap_or_default();
+            }
+            fields
+        })
     }
 
     /// The raw header block: everything before the blank line that ends the header.

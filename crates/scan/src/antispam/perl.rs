@@ -39,6 +39,11 @@ pub(super) struct Compiled {
 pub(super) enum Pattern {
     /// The regex crate over bytes, Unicode off: the common case.
     Bytes(Regex),
+    /// A regex whose every match starts at a line start (`^` in multi-line mode) and is at most
+    /// `max_len` bytes long (`/^\s?\S{1,60}\s?$/`): on text of few long lines (a body's paragraphs),
+    /// `anchored` (`\A` before it) tries each line's first `max_len` bytes instead of a search over
+    /// all of them.
+    Lines { regex: Regex, anchored: Regex, max_len: usize },
     /// A backtracking regex for look-around, back-references and atomic groups; matched
     /// against text (invalid UTF-8 replaced), and only where `gate`, the pattern without those
     /// parts (it matches wherever the pattern does), matches first.
@@ -62,7 +67,7 @@ impl Pattern {
             Ok(regex) => {
                 let set_source = Some(format!("{}{bytes_source}", inline_flags(flags)));
                 return Ok(Compiled {
-                    pattern: Pattern::Bytes(regex),
+                    pattern: by_lines(regex, &bytes_source, flags),
                     skeleton: bytes_source.into_owned(),
                     set_source,
                 });
@@ -98,6 +103,12 @@ impl Pattern {
     pub(super) fn is_match(&self, haystack: &[u8]) -> bool {
         match self {
             Pattern::Bytes(regex) => regex.is_match(haystack),
+            Pattern::Lines { regex, anchored, max_len } => {
+                if !by_line(haystack, *max_len) {
+                    return regex.is_match(haystack);
+                }
+                line_starts(haystack).any(|start| anchored.is_match(line_window(haystack, start, *max_len)))
+            }
             Pattern::Fancy { regex, gate } => {
                 // No match of the pattern starts before the gate's leftmost match: every match
                 // of the pattern is one of the gate's.
@@ -123,6 +134,31 @@ impl Pattern {
     pub(super) fn count(&self, haystack: &[u8], max: usize) -> usize {
         match self {
             Pattern::Bytes(regex) => regex.find_iter(haystack).take(max).count(),
+            Pattern::Lines { regex, max_len, .. } if !by_line(haystack, *max_len) => {
+                regex.find_iter(haystack).take(max).count()
+            }
+            Pattern::Lines { anchored, max_len, .. } => {
+                // As `find_iter` counts: matches do not overlap, and an empty match right where the last
+                // one ended is not one.
+                let mut count = 0;
+                let mut last_end = None;
+                for start in line_starts(haystack) {
+                    if count == max {
+                        break;
+                    }
+                    if last_end.is_some_and(|end| start < end) {
+                        continue;
+                    }
+                    if let Some(found) = anchored.find(line_window(haystack, start, *max_len)) {
+                        if found.is_empty() && last_end == Some(start) {
+                            continue;
+                        }
+                        count += 1;
+                        last_end = Some(start + found.end());
+                    }
+                }
+                count
+            }
             Pattern::Fancy { gate: Some(gate), .. } if !gate.is_match(haystack) => 0,
             Pattern::Fancy { regex, .. } => {
                 let text = String::from_utf8_lossy(haystack);
@@ -134,6 +170,48 @@ impl Pattern {
     /// Whether this is the backtracking engine.
     pub(super) fn is_fancy(&self) -> bool {
         matches!(self, Pattern::Fancy { .. })
+    }
+}
+
+/// What one anchored search costs beside its bytes, in bytes of an unanchored search: with more
+/// lines than that makes worthwhile, [`Pattern::Lines`] searches the whole text at once.
+const LINE_COST: usize = 64;
+
+/// Whether [`Pattern::Lines`] is cheaper line by line than over all of `haystack`: few lines.
+fn by_line(haystack: &[u8], max_len: usize) -> bool {
+    let lines = memchr::memchr_iter(b'\n', haystack).count() + 1;
+    lines * (LINE_COST + max_len.min(haystack.len() / lines)) < haystack.len()
+}
+
+fn line_starts(haystack: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    std::iter::once(0).chain(memchr::memchr_iter(b'\n', haystack).map(|at| at + 1))
+}
+
+/// Where a match starting at line start `start` can be: it ends by `start + max_len`, and one byte
+/// more gives `$` and `\b` there the text after it. Before `start` is a newline or nothing, as `\A`
+/// assumes.
+fn line_window(haystack: &[u8], start: usize, max_len: usize) -> &[u8] {
+    &haystack[start..(start + max_len + 1).min(haystack.len())]
+}
+
+/// The longest match [`Pattern::Lines`] tries line by line.
+const MAX_LINE_MATCH: usize = 4096;
+
+/// `regex` as [`Pattern::Lines`] when every match of `source` starts at a line start and is short,
+/// else as [`Pattern::Bytes`].
+fn by_lines(regex: Regex, source: &str, flags: Flags) -> Pattern {
+    let Some(hir) = super::prefilter::hir_of(source, flags) else { return Pattern::Bytes(regex) };
+    let properties = hir.properties();
+    let max_len = properties.maximum_len().filter(|&len| len <= MAX_LINE_MATCH);
+    let line_start = properties.look_set_prefix().contains(regex_syntax::hir::Look::StartLF);
+    // In `x` mode a comment could run to the end of the source: the group closes on the next line.
+    let close = if flags.extended { "\n)" } else { ")" };
+    match (max_len, line_start) {
+        (Some(max_len), true) => match bytes_regex(&format!("\\A(?:{source}{close}"), flags, false) {
+            Ok(anchored) => Pattern::Lines { regex, anchored, max_len },
+            Err(_) => Pattern::Bytes(regex),
+        },
+        _ => Pattern::Bytes(regex),
     }
 }
 
@@ -551,6 +629,56 @@ mod tests {
         assert!(p.is_match(b"xyxyxyxy@example.test"));
         assert!(!p.is_match(b"foo@vm"));
         assert!(!p.is_match(b"mailxyxyxyxy@example.test"));
+    }
+
+    #[test]
+    fn line_anchored_rules_try_each_line_and_agree_with_a_whole_search() {
+        let multi = Flags { multi_line: true, ..Flags::default() };
+        let long = "x".repeat(600);
+        let words = "word ".repeat(120);
+        let texts = [
+            format!("{long}\nshort\n{long}"),
+            format!("{long}\n{long}"),
+            format!("{words}\n{long}\nab \n"),
+            format!("{long}{long}\nthe end"),
+            format!("{long}\n"),
+            format!("{long} \n\n{long}"),
+            "short".to_owned(),
+            String::new(),
+            // Long enough for the line by line search with a 998-byte pattern: a match on line two, none.
+            format!("{}\n{}", "y".repeat(990), "y".repeat(3000)),
+            format!("{}\r\n{}", "y".repeat(997), "y\r".repeat(1500)),
+            format!("the end{}", " z".repeat(1000)),
+            format!("ab\n\n\n{}\nab \n\nab \n", "q".repeat(2000)),
+        ];
+        let patterns = [
+            r"^\s?\S{1,60}\s?$",
+            r"^[^\r\n]{998}",
+            r"^the\b",
+            r"^ab\s",
+            r"^x{600}$",
+            r"^$",
+            r"^\bx{3}\B",
+            r"^\s{0,5}",
+            r"^\S{0,9}\n?",
+        ];
+        for source in patterns {
+            let Compiled { pattern, .. } = Pattern::compile(source, multi, false).unwrap();
+            assert!(matches!(pattern, Pattern::Lines { .. }), "{source}");
+            let whole = bytes_regex(source, multi, false).unwrap();
+            for text in &texts {
+                let text = text.as_bytes();
+                assert_eq!(pattern.is_match(text), whole.is_match(text), "{source} on {text:?}");
+                for max in [1, 2, 1000] {
+                    let counted = whole.find_iter(text).take(max).count();
+                    assert_eq!(pattern.count(text, max), counted, "{source} on {text:?}, up to {max}");
+                }
+            }
+        }
+        let Compiled { pattern, .. } = Pattern::compile(r"^a+", multi, false).unwrap();
+        assert!(matches!(pattern, Pattern::Bytes(_)), "unbounded");
+        let Compiled { pattern, .. } = Pattern::compile(r"(?:^|\s)ab", multi, false).unwrap();
+        assert!(matches!(pattern, Pattern::Bytes(_)), "not only at line starts");
     }
 
     #[test]

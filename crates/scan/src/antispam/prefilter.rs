@@ -72,7 +72,7 @@ fn literals_of(hir: &Hir) -> Option<Literals> {
 }
 
 /// The syntax tree of `skeleton`, parsed as it is compiled.
-fn hir_of(skeleton: &str, flags: Flags) -> Option<Hir> {
+pub(super) fn hir_of(skeleton: &str, flags: Flags) -> Option<Hir> {
     let parse = |unicode: bool| {
         regex_syntax::ParserBuilder::new()
             .unicode(unicode)
