@@ -611,7 +611,8 @@ impl RuleSet {
 }
 
 fn contains_gtube(decoded: &Decoded<'_>) -> bool {
-    GTUBE_FINDER.is_match(decoded.raw()) || decoded.body_text().contains(GTUBE)
+    GTUBE_FINDER.is_match(decoded.raw())
+        || memchr::memmem::find(decoded.body_text().as_bytes(), GTUBE.as_bytes()).is_some()
 }
 
 #[cfg(test)]

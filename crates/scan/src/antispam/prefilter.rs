@@ -122,13 +122,20 @@ impl ByteSet {
 
     /// The bytes `haystack` holds.
     pub(super) fn of(haystack: &[u8]) -> ByteSet {
+        let mut set = ByteSet::default();
+        if haystack.len() < 256 {
+            // A header's value: fewer bytes than the flags below would take to read back.
+            for &b in haystack {
+                set.insert(b);
+            }
+            return set;
+        }
         // A flag per byte value: one store per byte and no read, where or-ing bits into four words made
         // each byte wait for the last one that touched the same word (twice as slow on repetitive text).
         let mut seen = [false; 256];
         for &b in haystack {
             seen[usize::from(b)] = true;
         }
-        let mut set = ByteSet::default();
         for (b, _) in (0..=255u8).zip(seen).filter(|(_, seen)| *seen) {
             set.insert(b);
         }
@@ -580,6 +587,17 @@ mod tests {
             .into_iter()
             .map(|set| (0..=255u8).filter(|b| set.intersects(&ByteSet::of(&[*b]))).map(char::from).collect())
             .collect()
+    }
+
+    #[test]
+    fn the_bytes_of_short_and_long_text_are_gathered_alike() {
+        let text: Vec<u8> = (0..600u32).map(|i| (i * 7 % 251) as u8).collect();
+        for len in [0, 1, 255, 256, 600] {
+            let text = &text[..len];
+            let one_by_one = text.iter().fold(ByteSet::default(), |set, b| set.union(&ByteSet::of(&[*b])));
+            assert_eq!(ByteSet::of(text), one_by_one, "{len} bytes");
+            assert_eq!(ByteSet::of(text).len() as usize, text.iter().collect::<std::collections::HashSet<_>>().len());
+        }
     }
 
     #[test]
