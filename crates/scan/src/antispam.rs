@@ -93,7 +93,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -129,12 +128,6 @@ const MAX_HITS: usize = 1000;
 
 /// The default rules shipped in the binary.
 const DEFAULT_RULES: &str = include_str!("../rules/default.cf");
-
-/// Finds GTUBE in raw bytes; a literal regex searches with `memchr`'s fast substring search.
-static GTUBE_FINDER: LazyLock<regex::bytes::Regex> = LazyLock::new(|| {
-    // An escaped literal always compiles.
-    regex::bytes::Regex::new(&regex::escape(GTUBE)).expect("an escaped literal compiles")
-});
 
 /// A compiled set of antispam rules. Cheap to share: put it in an `Arc`.
 #[derive(Debug)]
@@ -611,8 +604,8 @@ impl RuleSet {
 }
 
 fn contains_gtube(decoded: &Decoded<'_>) -> bool {
-    GTUBE_FINDER.is_match(decoded.raw())
-        || memchr::memmem::find(decoded.body_text().as_bytes(), GTUBE.as_bytes()).is_some()
+    let has = |text: &[u8]| memchr::memmem::find(text, GTUBE.as_bytes()).is_some();
+    has(decoded.raw()) || has(decoded.body_text().as_bytes())
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub mod antispam;
 pub mod antivirus;
 pub mod manifest;
 pub mod mime;
+mod per_thread;
 
 /// A rule or signature file: its name (for error messages; its extension picks the format) and
 /// its bytes.

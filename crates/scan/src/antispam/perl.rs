@@ -14,6 +14,8 @@ use std::borrow::Cow;
 
 use regex::bytes::{Regex, RegexBuilder};
 
+use crate::per_thread::PerThread;
+
 /// The flags of a rule's regex.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Flags {
@@ -38,16 +40,16 @@ pub(super) struct Compiled {
 #[derive(Debug)]
 pub(super) enum Pattern {
     /// The regex crate over bytes, Unicode off: the common case.
-    Bytes(Regex),
+    Bytes(PerThread<Regex>),
     /// A regex whose every match starts at a line start (`^` in multi-line mode) and is at most
     /// `max_len` bytes long (`/^\s?\S{1,60}\s?$/`): on text of few long lines (a body's paragraphs),
     /// `anchored` (`\A` before it) tries each line's first `max_len` bytes instead of a search over
     /// all of them.
-    Lines { regex: Regex, anchored: Regex, max_len: usize },
+    Lines { regex: PerThread<Regex>, anchored: PerThread<Regex>, max_len: usize },
     /// A backtracking regex for look-around, back-references and atomic groups; matched
     /// against text (invalid UTF-8 replaced), and only where `gate`, the pattern without those
     /// parts (it matches wherever the pattern does), matches first.
-    Fancy { regex: Box<fancy_regex::Regex>, gate: Option<Regex> },
+    Fancy { regex: Box<PerThread<fancy_regex::Regex>>, gate: Option<PerThread<Regex>> },
 }
 
 impl Pattern {
@@ -76,7 +78,7 @@ impl Pattern {
                 // A Unicode class (`\p{L}`) needs Unicode mode; anything else is a real error.
                 return bytes_regex(&translated.pattern, flags, true)
                     .map(|regex| Compiled {
-                        pattern: Pattern::Bytes(regex),
+                        pattern: Pattern::Bytes(PerThread::new(regex)),
                         skeleton: translated.pattern.clone(),
                         set_source: None,
                     })
@@ -91,10 +93,10 @@ impl Pattern {
             .build()
             .map_err(|e| format!("regex does not compile: {e}"))?;
         let (gate, set_source) = match bytes_regex(&translated.skeleton, flags, false) {
-            Ok(gate) => (Some(gate), Some(format!("{}{}", inline_flags(flags), translated.skeleton))),
-            Err(_) => (bytes_regex(&translated.skeleton, flags, true).ok(), None),
+            Ok(gate) => (Some(PerThread::new(gate)), Some(format!("{}{}", inline_flags(flags), translated.skeleton))),
+            Err(_) => (bytes_regex(&translated.skeleton, flags, true).ok().map(PerThread::new), None),
         };
-        let pattern = Pattern::Fancy { regex: Box::new(fancy), gate };
+        let pattern = Pattern::Fancy { regex: Box::new(PerThread::new(fancy)), gate };
         Ok(Compiled { pattern, skeleton: translated.skeleton, set_source })
     }
 
@@ -200,7 +202,7 @@ const MAX_LINE_MATCH: usize = 4096;
 /// `regex` as [`Pattern::Lines`] when every match of `source` starts at a line start and is short,
 /// else as [`Pattern::Bytes`].
 fn by_lines(regex: Regex, source: &str, flags: Flags) -> Pattern {
-    let Some(hir) = super::prefilter::hir_of(source, flags) else { return Pattern::Bytes(regex) };
+    let Some(hir) = super::prefilter::hir_of(source, flags) else { return Pattern::Bytes(PerThread::new(regex)) };
     let properties = hir.properties();
     let max_len = properties.maximum_len().filter(|&len| len <= MAX_LINE_MATCH);
     let line_start = properties.look_set_prefix().contains(regex_syntax::hir::Look::StartLF);
@@ -208,10 +210,12 @@ fn by_lines(regex: Regex, source: &str, flags: Flags) -> Pattern {
     let close = if flags.extended { "\n)" } else { ")" };
     match (max_len, line_start) {
         (Some(max_len), true) => match bytes_regex(&format!("\\A(?:{source}{close}"), flags, false) {
-            Ok(anchored) => Pattern::Lines { regex, anchored, max_len },
-            Err(_) => Pattern::Bytes(regex),
+            Ok(anchored) => {
+                Pattern::Lines { regex: PerThread::new(regex), anchored: PerThread::new(anchored), max_len }
+            }
+            Err(_) => Pattern::Bytes(PerThread::new(regex)),
         },
-        _ => Pattern::Bytes(regex),
+        _ => Pattern::Bytes(PerThread::new(regex)),
     }
 }
 

@@ -13,6 +13,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex_syntax::hir::{Class, Hir, HirKind};
 
 use super::perl::Flags;
+use crate::per_thread::PerThread;
 
 /// The shortest literal worth prefiltering on: shorter ones occur in almost every message.
 pub(super) const MIN_LITERAL: usize = 3;
@@ -401,7 +402,7 @@ pub(super) struct Prefilter {
     wakes: Vec<Vec<usize>>,
     /// Small regex sets of the slots without a literal: one pass over the haystack per set wakes
     /// the members that can match, instead of one pass per rule.
-    sets: Vec<(regex::bytes::RegexSet, Vec<usize>)>,
+    sets: Vec<(PerThread<regex::bytes::RegexSet>, Vec<usize>)>,
     /// For each slot, byte sets the haystack must hold a byte of each for the rule to match
     /// ([`bytes_of`]); checked before a set's pass and before a rule is woken.
     needs: Vec<Vec<ByteSet>>,
@@ -471,7 +472,9 @@ impl PrefilterBuilder {
                 .dfa_size_limit(8 << 20)
                 .build();
             match built {
-                Ok(set) if chunk.len() > 1 => sets.push((set, chunk.iter().map(|(slot, _)| *slot).collect())),
+                Ok(set) if chunk.len() > 1 => {
+                    sets.push((PerThread::new(set), chunk.iter().map(|(slot, _)| *slot).collect()));
+                }
                 // A lone rule, or a set too big to build: each runs on its own.
                 _ => always.extend(chunk.iter().map(|(slot, _)| *slot)),
             }

@@ -16,6 +16,7 @@ use std::sync::{LazyLock, OnceLock};
 use regex::bytes::Regex;
 
 use crate::mime::{BODY_TEXT_LIMIT, Decoded};
+use crate::per_thread::PerThread;
 
 /// The most of the raw message `full` rules see.
 pub(super) const FULL_LIMIT: usize = BODY_TEXT_LIMIT * 4;
@@ -418,11 +419,14 @@ fn crlf_to_lf(text: &str) -> String {
 
 /// Finds links in the text and HTML; see the module documentation.
 fn extract_uris(raw_body: &[u8], body: &[u8]) -> String {
-    static SCHEMED: LazyLock<Regex> = LazyLock::new(|| {
-        Regex::new(r#"(?i-u)\b(?:(?:https?|ftp)://|mailto:|www\d{0,3}\.)[^\s"'<>()\\]+"#).expect("static regex")
+    static SCHEMED: LazyLock<PerThread<Regex>> = LazyLock::new(|| {
+        PerThread::new(
+            Regex::new(r#"(?i-u)\b(?:(?:https?|ftp)://|mailto:|www\d{0,3}\.)[^\s"'<>()\\]+"#).expect("static regex"),
+        )
     });
-    static ATTRIBUTE: LazyLock<Regex> =
-        LazyLock::new(|| Regex::new(r#"(?i-u)\b(?:href|src|action)\s*=\s*["']?([^"'\s>]+)"#).expect("static regex"));
+    static ATTRIBUTE: LazyLock<PerThread<Regex>> = LazyLock::new(|| {
+        PerThread::new(Regex::new(r#"(?i-u)\b(?:href|src|action)\s*=\s*["']?([^"'\s>]+)"#).expect("static regex"))
+    });
     let mut uris: Vec<String> = Vec::new();
     let mut add = |uri: &[u8]| {
         let uri = String::from_utf8_lossy(uri);
