@@ -261,7 +261,7 @@ impl Rule {
 
 #[derive(Debug)]
 enum Kind {
-    Test(Test),
+    Test(Box<Test>),
     Meta(Expr),
     /// One of the `eval:` tests sluice implements.
     Eval(eval::Eval),

@@ -453,7 +453,7 @@ impl Loader {
             DefKind::Header { spec, negate, source, flags, if_unset } => {
                 let (compiled, literals, bytes) = compile(source, *flags, false)?;
                 let haystack = if spec.raw { Haystack::RawHeaders } else { Haystack::Headers };
-                Kind::Test(Test {
+                Kind::Test(Box::new(Test {
                     haystack,
                     header: Some(spec.clone()),
                     header_slot: 0,
@@ -463,9 +463,9 @@ impl Loader {
                     bytes,
                     negate: *negate,
                     if_unset: if_unset.clone(),
-                })
+                }))
             }
-            DefKind::Exists(spec) => Kind::Test(Test {
+            DefKind::Exists(spec) => Kind::Test(Box::new(Test {
                 haystack: Haystack::Headers,
                 header: Some(spec.clone()),
                 header_slot: 0,
@@ -475,11 +475,11 @@ impl Loader {
                 bytes: Vec::new(),
                 negate: false,
                 if_unset: None,
-            }),
+            })),
             DefKind::Pattern { haystack, source, flags } => {
                 let line_targets = matches!(haystack, Haystack::Body | Haystack::RawBody | Haystack::Uri);
                 let (compiled, literals, bytes) = compile(source, *flags, line_targets)?;
-                Kind::Test(Test {
+                Kind::Test(Box::new(Test {
                     haystack: *haystack,
                     header: None,
                     header_slot: 0,
@@ -489,7 +489,7 @@ impl Loader {
                     bytes,
                     negate: false,
                     if_unset: None,
-                })
+                }))
             }
             DefKind::Meta(text) => Kind::Meta(meta::parse(text)?),
             DefKind::Eval(eval) => Kind::Eval(eval.clone()),
