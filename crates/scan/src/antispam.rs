@@ -73,7 +73,9 @@
 //! of such rules matches. Before either, the bytes the haystack holds (a 256-bit set, one pass) are
 //! checked against the byte classes each rule's matches must contain: a rule needing a `v` or `V`
 //! and an `i`, `1`, `l` or `|` is not tried on text without them, and a regex set none of whose
-//! members can match is not run.
+//! members can match is not run. A rule whose matches start at a line start and are short
+//! (`/^\s?\S{1,60}\s?$/`) is tried at each line start of text with few long lines (a body's
+//! paragraphs) rather than searched for through all of it.
 //!
 //! # GTUBE
 //!
