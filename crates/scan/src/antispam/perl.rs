@@ -349,15 +349,6 @@ pub(super) struct Translated {
     pub needs_backtracking: bool,
 }
 
-/// Numbers a capturing group that opens where the skeleton is `at` bytes long: its number.
-fn open_capture(captured: &mut Vec<Option<String>>, at: usize) -> (usize, usize) {
-    if captured.is_empty() {
-        captured.push(None);
-    }
-    captured.push(None);
-    (captured.len() - 1, at)
-}
-
 /// Rewrites Perl spellings into the regex crate's. See the module documentation.
 pub(super) fn translate(source: &str) -> Result<Translated, String> {
     let chars: Vec<char> = source.chars().collect();
@@ -370,7 +361,8 @@ pub(super) fn translate(source: &str) -> Result<Translated, String> {
     // skeleton text of each closed one, which stands in for a back-reference to it there (a match of
     // `\1` is a match of group 1's pattern, so the skeleton still matches wherever the pattern does).
     let mut captures: Vec<Option<(usize, usize)>> = Vec::new();
-    let mut captured: Vec<Option<String>> = Vec::new();
+    // Group 0 is the whole match: never referred to.
+    let mut captured: Vec<Option<String>> = vec![None];
     let mut hidden = 0usize;
     let mut i = 0;
     let mut in_class = false;
@@ -473,7 +465,10 @@ pub(super) fn translate(source: &str) -> Result<Translated, String> {
                     let named = !rest.starts_with("<=")
                         && !rest.starts_with("<!")
                         && (rest.starts_with('<') || rest.starts_with("P<") || rest.starts_with('\''));
-                    captures.push(named.then(|| open_capture(&mut captured, skeleton.len())));
+                    if named {
+                        captured.push(None);
+                    }
+                    captures.push(named.then(|| (captured.len() - 1, skeleton.len())));
                     if let Some(look) = look {
                         backtracking = true;
                         groups.push(true);
@@ -492,7 +487,8 @@ pub(super) fn translate(source: &str) -> Result<Translated, String> {
                 }
                 '(' => {
                     groups.push(false);
-                    captures.push(Some(open_capture(&mut captured, skeleton.len())));
+                    captured.push(None);
+                    captures.push(Some((captured.len() - 1, skeleton.len())));
                 }
                 ')' if groups.pop() == Some(true) => {
                     captures.pop();
@@ -515,7 +511,7 @@ pub(super) fn translate(source: &str) -> Result<Translated, String> {
             skeleton.push_str(skeleton_piece.as_deref().unwrap_or(&piece));
         }
         if let Some((group, start)) = closed {
-            captured[group] = Some(skeleton[start.min(skeleton.len())..].to_owned());
+            captured[group] = Some(skeleton[start..].to_owned());
         }
         out.push_str(&piece);
         i += 1;

@@ -481,3 +481,30 @@ fn relay_pseudo_header_rules_are_not_prefiltered_away() {
     let named = "Received: from x.test (x.test [192.0.2.5]) by mx.test; Mon, 1 Jan 2024 10:00:00 +0000\r\nSubject: s\r\n\r\nb\r\n";
     assert!(compiled_check(&set, named).is_empty());
 }
+
+#[test]
+fn a_rule_with_a_back_reference_in_the_middle_hits_through_the_rule_set() {
+    // From equals To, with the Date header between them: the back-reference is followed by more pattern.
+    let set =
+        compiled("header FROM_IS_TO ALL =~ /\\nFrom: (\\S+)\\n(?:[^\\n]+\\n)*To: \\1\\n/ism\nscore FROM_IS_TO 2.0\n");
+    let same = b"Subject: s\r\nFrom: a@b.test\r\nDate: Mon, 1 Jan 2024 10:00:00 +0000\r\nTo: a@b.test\r\n\r\nhi\r\n";
+    assert!(set.check(same).hits.iter().any(|h| h == "FROM_IS_TO"), "{:?}", set.check(same));
+    let other = b"Subject: s\r\nFrom: a@b.test\r\nDate: Mon, 1 Jan 2024 10:00:00 +0000\r\nTo: c@d.test\r\n\r\nhi\r\n";
+    assert!(set.check(other).hits.is_empty(), "{:?}", set.check(other));
+}
+
+#[test]
+fn a_short_line_anchored_rule_counts_the_same_lines_in_a_long_paragraph_body() {
+    // One long paragraph then two one-word lines: the line-by-line search and the counting it feeds a meta.
+    let set = compiled(
+        "body __WORD_LINE /^\\s?\\S{1,60}\\s?$/\ntflags __WORD_LINE multiple maxhits=3\n\
+         meta TWO_WORD_LINES __WORD_LINE > 1\nscore TWO_WORD_LINES 1.0\n\
+         meta THREE_WORD_LINES __WORD_LINE > 2\nscore THREE_WORD_LINES 1.0\n",
+    );
+    let paragraph = "word ".repeat(800);
+    let two = format!("From: a@b.test\r\n\r\nalone\r\n\r\n{paragraph}\r\n\r\nagain\r\n");
+    let verdict = set.check(two.as_bytes());
+    assert_eq!(verdict.hits, vec!["TWO_WORD_LINES"], "{verdict:?}");
+    let one = format!("From: a@b.test\r\n\r\n{paragraph}\r\n\r\nalone\r\n");
+    assert!(set.check(one.as_bytes()).hits.is_empty());
+}

@@ -236,7 +236,7 @@ impl<'d, 'a> View<'d, 'a> {
             for (name, value) in self.decoded.raw_header_fields() {
                 if names.iter().any(|n| name.eq_ignore_ascii_case(n)) {
                     let text = String::from_utf8_lossy(value);
-                    out.push(Cow::Owned(text.trim_start().trim_end_matches(['\r', '\n']).replace("\r\n", "\n")));
+                    out.push(Cow::Owned(crlf_to_lf(text.trim_start().trim_end_matches(['\r', '\n']))));
                 }
             }
             return out;
