@@ -13,7 +13,7 @@ use sluice_api_types as api;
 
 use crate::{AdminState, ApiError, bad_request, page, query};
 
-const KEYS: &[&str] =
+pub(crate) const KEYS: &[&str] =
     &["group_by", "filter", "include", "exclude", "digest_threshold", "details_level", "result_size", "bookmark"];
 
 /// The property of a queue a digest groups by.
@@ -69,14 +69,35 @@ pub(crate) async fn queue_digest(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<api::List<api::DigestRow>>, ApiError> {
     let q = query::keys(q, KEYS)?;
+    let key = group_key(&q, false)?.unwrap_or(GROUPS[0].1);
+    let (threshold, details) = threshold_and_details(&q, u64::from(s.transport.digest_threshold()))?;
+    let queues = crate::select_queues(&s, &q)?;
+    let keyed = queues.into_iter().map(|q| (key(&q), q)).collect();
+    Ok(Json(page(digest(keyed, threshold, details), &q)?))
+}
+
+/// The `group_by` of a digest query: one of [`GROUPS`], or `node` where `nodes` is true (the cluster
+/// digest); `None` for `node`.
+pub(crate) fn group_key(q: &HashMap<String, String>, nodes: bool) -> Result<Option<GroupKey>, ApiError> {
     let normalize = |s: &str| s.chars().filter(|c| *c != '_').flat_map(char::to_lowercase).collect::<String>();
     let group_by = q.get("group_by").map_or("next_hop_domain", String::as_str);
+    if nodes && normalize(group_by) == "node" {
+        return Ok(None);
+    }
     let (_, key) = GROUPS.iter().find(|(name, _)| normalize(name) == normalize(group_by)).ok_or_else(|| {
-        let names: Vec<&str> = GROUPS.iter().map(|(n, _)| *n).collect();
+        let mut names: Vec<&str> = GROUPS.iter().map(|(n, _)| *n).collect();
+        if nodes {
+            names.push("node");
+        }
         bad_request(format!("group_by: {group_by:?} is not one of {}", names.join(", ")))
     })?;
+    Ok(Some(*key))
+}
+
+/// The `digest_threshold` and `details_level` of a digest query.
+pub(crate) fn threshold_and_details(q: &HashMap<String, String>, default: u64) -> Result<(u64, Details), ApiError> {
     let threshold = match q.get("digest_threshold") {
-        None => u64::from(s.transport.digest_threshold()),
+        None => default,
         Some(t) => t.parse().map_err(|_| bad_request(format!("digest_threshold must be a whole number, not {t:?}")))?,
     };
     let details = match q.get("details_level").map(|d| d.to_ascii_lowercase()).as_deref() {
@@ -85,8 +106,7 @@ pub(crate) async fn queue_digest(
         Some("verbose") => Details::Verbose,
         Some(_) => return Err(bad_request("details_level must be None, Normal or Verbose")),
     };
-    let queues = crate::select_queues(&s, &q)?;
-    Ok(Json(page(digest(queues, *key, threshold, details), &q)?))
+    Ok((threshold, details))
 }
 
 /// Whether a queue is counted in the digest.
@@ -99,11 +119,11 @@ fn counted(q: &api::Queue, threshold: u64) -> bool {
     q.message_count >= from
 }
 
-/// The rows: queues grouped by `key`, largest group first (then by name).
-pub(crate) fn digest(queues: Vec<api::Queue>, key: GroupKey, threshold: u64, details: Details) -> Vec<api::DigestRow> {
+/// The rows: queues grouped by their key, largest group first (then by name).
+pub(crate) fn digest(queues: Vec<(String, api::Queue)>, threshold: u64, details: Details) -> Vec<api::DigestRow> {
     let mut groups: BTreeMap<String, Vec<api::Queue>> = BTreeMap::new();
-    for q in queues.into_iter().filter(|q| counted(q, threshold)) {
-        groups.entry(key(&q)).or_default().push(q);
+    for (key, q) in queues.into_iter().filter(|(_, q)| counted(q, threshold)) {
+        groups.entry(key).or_default().push(q);
     }
     let mut rows: Vec<api::DigestRow> = groups.into_iter().map(|(group, queues)| row(group, queues, details)).collect();
     rows.sort_by(|a, b| b.message_count.cmp(&a.message_count).then_with(|| a.group.cmp(&b.group)));
@@ -188,13 +208,13 @@ mod tests {
             queue(19, "d.test", 30, "Retry"),
             queue(20, "e.test", 3, "Suspended"),
         ];
-        let rows = digest(queues.clone(), GROUPS[0].1, 10, Details::None);
+        let rows = digest(queues.iter().map(|q| (GROUPS[0].1(q), q.clone())).collect(), 10, Details::None);
         let shown: Vec<(&str, u64)> = rows.iter().map(|r| (r.group.as_str(), r.message_count)).collect();
         assert_eq!(shown, [("b.test", 60), ("d.test", 30), ("a.test", 12), ("e.test", 3), ("Submission", 2)]);
         assert!(rows.iter().all(|r| r.queues.is_none()));
 
         // By status: the two Retry queues make one row, with their counts and rates added.
-        let rows = digest(queues, GROUPS[3].1, 10, Details::Normal);
+        let rows = digest(queues.into_iter().map(|q| (GROUPS[3].1(&q), q)).collect(), 10, Details::Normal);
         assert_eq!(rows[0].group, "Retry");
         assert_eq!((rows[0].message_count, rows[0].queue_count), (90, 2));
         assert_eq!((rows[0].incoming_rate, rows[0].velocity), (2.0, -1.0));

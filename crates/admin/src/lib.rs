@@ -29,6 +29,7 @@ use utoipa_axum::routes;
 
 mod actions;
 mod audit;
+pub mod cluster;
 mod digest;
 mod hosts;
 mod metrics;
@@ -58,6 +59,8 @@ pub struct AdminState {
     pub defrag_time_to_run: std::time::Duration,
     /// `<data_dir>/logs/updater.log`, served by `GET /api/v1/logs/updater`.
     pub updater_log: std::path::PathBuf,
+    /// This node's cluster (`[cluster]`); `None` on a single server.
+    pub cluster: Option<sluice_cluster::Cluster>,
 }
 
 const DEFAULT_RESULT_SIZE: usize = 1000;
@@ -108,6 +111,7 @@ fn routes() -> OpenApiRouter<Arc<AdminState>> {
         .merge(tracking::routes())
         .merge(hosts::routes())
         .merge(workqueue::routes())
+        .merge(cluster::routes())
 }
 
 /// The API's routes.
@@ -247,16 +251,25 @@ fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
     diff == 0
 }
 
-/// Liveness and readiness: `degraded` while the server runs but refuses new mail.
+/// Liveness and readiness: `degraded` while the server runs but refuses new mail; `draining` (with 503, so
+/// that a load balancer sends new clients elsewhere) while a cluster node drains.
 #[utoipa::path(get, path = "/api/v1/health", tag = "server", security(()),
-    responses((status = 200, body = api::Health)))]
-async fn health(State(s): State<Arc<AdminState>>) -> Json<api::Health> {
-    Json(api::Health {
-        // "degraded": the server runs but refuses new mail (a stopped queue database, back pressure High).
-        status: if s.transport.healthy() { "ok" } else { "degraded" }.into(),
+    responses((status = 200, body = api::Health), (status = 503, body = api::Health)))]
+async fn health(State(s): State<Arc<AdminState>>) -> (StatusCode, Json<api::Health>) {
+    let (code, status) = if s.transport.draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else if s.transport.healthy() {
+        (StatusCode::OK, "ok")
+    } else {
+        // The server runs but refuses new mail (a stopped queue database, back pressure High).
+        (StatusCode::OK, "degraded")
+    };
+    let health = api::Health {
+        status: status.into(),
         version: env!("CARGO_PKG_VERSION").into(),
         uptime_seconds: s.started.elapsed().as_secs(),
-    })
+    };
+    (code, Json(health))
 }
 
 /// The page of `items` that `result_size` and `bookmark` ask for.
@@ -285,9 +298,14 @@ const MESSAGE_LIST_KEYS: &[&str] =
 
 /// The queues a query selects (`filter`, `include`, `exclude`), in its `sort_order`.
 fn select_queues(s: &AdminState, q: &HashMap<String, String>) -> Result<Vec<api::Queue>, ApiError> {
+    select_from(s.transport.queues(), q)
+}
+
+/// The queues of `queues` a query selects (`filter`, `include`, `exclude`), in its `sort_order`.
+fn select_from(queues: Vec<api::Queue>, q: &HashMap<String, String>) -> Result<Vec<api::Queue>, ApiError> {
     let filter = query::filter(q, query::QUEUE_PROPERTIES)?;
     let order = query::sort_order(q, query::QUEUE_PROPERTIES)?;
-    let queues = query::include_exclude(q, s.transport.queues())?;
+    let queues = query::include_exclude(q, queues)?;
     Ok(query::select(queues, filter.as_ref(), &order, query::queue_value, |_| {}))
 }
 

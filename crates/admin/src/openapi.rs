@@ -49,6 +49,7 @@ use sluice_api_types as api;
         (name = "tracking", description = "Get-MessageTrackingLog"),
         (name = "hosts", description = "Per-destination status (ESA's tophosts and hoststatus)"),
         (name = "workqueue", description = "The work queue, its engines and updates, quarantine (ESA's workqueue)"),
+        (name = "cluster", description = "Several nodes: status, nodes, the merged digest, cluster-wide actions, drain"),
     )
 )]
 pub(crate) struct ApiDoc;
@@ -207,6 +208,12 @@ mod tests {
     /// Every route of the API (method and path): the surface of the API as the operations document lists it.
     pub(super) const ROUTES: &[(&str, &str)] = &[
         ("get", "/api/v1/health"),
+        ("get", "/api/v1/cluster/status"),
+        ("get", "/api/v1/cluster/nodes"),
+        ("get", "/api/v1/cluster/digest"),
+        ("post", "/api/v1/cluster/queues/suspend"),
+        ("post", "/api/v1/cluster/queues/resume"),
+        ("post", "/api/v1/cluster/drain"),
         ("get", "/api/v1/workqueue"),
         ("get", "/api/v1/workqueue/rate"),
         ("post", "/api/v1/workqueue/pause"),

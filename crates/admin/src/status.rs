@@ -29,7 +29,8 @@ async fn status(
 ) -> Result<Json<api::Status>, ApiError> {
     no_query(&q)?;
     let transport = s.transport.clone();
-    tokio::task::spawn_blocking(move || transport.status())
+    let cluster = s.cluster.as_ref().map(|c| c.status(&s.transport));
+    tokio::task::spawn_blocking(move || api::Status { cluster, ..transport.status() })
         .await
         .map(Json)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the status could not be read: {e}")))

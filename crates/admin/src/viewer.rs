@@ -221,7 +221,8 @@ async fn queues(State(s): State<Arc<AdminState>>, Query(q): Query<HashMap<String
     let Some((name, key)) = crate::digest::GROUPS.iter().find(|(name, _)| name == group_by) else {
         return error(StatusCode::BAD_REQUEST, &format!("{group_by:?} is not something queues are grouped by"));
     };
-    let rows = crate::digest::digest(list, *key, 1, crate::digest::Details::Normal);
+    let rows =
+        crate::digest::digest(list.into_iter().map(|q| (key(&q), q)).collect(), 1, crate::digest::Details::Normal);
     let transport = s.transport.clone();
     let ages = tokio::task::spawn_blocking(move || transport.copy_ages(&AGE_BOUNDS_MS)).await.unwrap_or_default();
     let digest = pages::Digest { group_by: name, rows: &rows, ages: &ages };

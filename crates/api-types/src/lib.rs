@@ -3,9 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
+mod cluster;
 mod status;
 mod tracking;
 mod workqueue;
+pub use cluster::*;
 pub use status::*;
 pub use tracking::*;
 pub use workqueue::*;

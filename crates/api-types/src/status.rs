@@ -19,6 +19,9 @@ pub struct Status {
     pub gauges: Gauges,
     pub rates: Rates,
     pub back_pressure: BackPressureStatus,
+    /// This node's part in a cluster; absent on a single server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::ClusterStatus>,
 }
 
 /// The message queued longest.

@@ -55,6 +55,8 @@ pub struct RawConfig {
     pub tracking: Option<RawTracking>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub debug: Option<RawDebug>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<RawCluster>,
 }
 
 /// Declares a raw table: a struct whose fields are all optional, skipped on output when absent, and whose
@@ -288,6 +290,19 @@ raw_table!(
     /// `[tracking]`
     RawTracking {
         max_age: String,
+    }
+);
+
+raw_table!(
+    /// `[cluster]`
+    RawCluster {
+        node: String,
+        redis: String,
+        postgres: String,
+        admin_url: String,
+        heartbeat_interval: String,
+        shadow_takeover_after: String,
+        reject_on_shadow_failure: bool,
     }
 );
 

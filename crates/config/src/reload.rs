@@ -14,7 +14,7 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
-use crate::types::{Config, ReceiveConnector};
+use crate::types::{ClusterConfig, Config, ReceiveConnector};
 
 /// The keys [`Config::restart_required_changes`] can report, in the order it reports them.
 pub const RESTART_KEYS: &[&str] = &[
@@ -68,6 +68,14 @@ pub const RESTART_KEYS: &[&str] = &[
     "alerts.email_to",
     "alerts.smtp_host",
     "alerts.webhook_url",
+    // A node joins the cluster, with its name and engines, at start.
+    "cluster.node",
+    "cluster.redis",
+    "cluster.postgres",
+    "cluster.admin_url",
+    "cluster.heartbeat_interval",
+    "cluster.shadow_takeover_after",
+    "cluster.reject_on_shadow_failure",
 ];
 
 /// The keys set in `document` that are in [`RESTART_KEYS`], in its order.
@@ -150,6 +158,13 @@ impl Config {
             self.alerts.email_to != new.alerts.email_to,
             self.alerts.smtp_host != new.alerts.smtp_host,
             self.alerts.webhook_url != new.alerts.webhook_url,
+            cluster_changed(self, new, |c| &c.node),
+            cluster_changed(self, new, |c| &c.redis),
+            cluster_changed(self, new, |c| &c.postgres),
+            cluster_changed(self, new, |c| &c.admin_url),
+            cluster_changed(self, new, |c| &c.heartbeat_interval),
+            cluster_changed(self, new, |c| &c.shadow_takeover_after),
+            cluster_changed(self, new, |c| &c.reject_on_shadow_failure),
         ];
         RESTART_KEYS.iter().zip(changed).filter(|(_, changed)| *changed).map(|(key, _)| (*key).to_owned()).collect()
     }
@@ -160,7 +175,7 @@ impl Config {
     /// - `server.data_dir`, `server.name`, `server.hostname`, `[log]`, `[dns]`,
     ///   `transport.safety_net_hold_time`, all of `[alerts]`, `[work_queue]`, `[antispam]`, `[antivirus]`,
     ///   `[quarantine]`, `[updater]` and `[queue_database]`, all of
-    ///   `[admin]` and `debug.fault_injection` are taken from `old`. (Other paths that were written with `{data_dir}`, such as a Maildir template, keep the
+    ///   `[admin]`, `[cluster]` and `debug.fault_injection` are taken from `old`. (Other paths that were written with `{data_dir}`, such as a Maildir template, keep the
     ///   value the new file gives them.) Keeping `[admin]` whole also means an exposed API is never left
     ///   unprotected by a reload.
     /// - Receive connectors: the listeners stay those bound at start. Each old listener takes the settings of
@@ -184,9 +199,15 @@ impl Config {
         self.queue_database = old.queue_database.clone();
         self.admin = old.admin.clone();
         self.debug.fault_injection = old.debug.fault_injection;
+        self.cluster = old.cluster.clone();
         self.receive_connectors = merge_listeners(&old.receive_connectors, &self.receive_connectors);
         self
     }
+}
+
+/// Whether `[cluster]`'s `what` differs (or the table came or went).
+fn cluster_changed<T: PartialEq>(old: &Config, new: &Config, what: impl Fn(&ClusterConfig) -> &T) -> bool {
+    old.cluster.as_ref().map(&what) != new.cluster.as_ref().map(&what)
 }
 
 fn merge_listeners(old: &[ReceiveConnector], new: &[ReceiveConnector]) -> Vec<ReceiveConnector> {

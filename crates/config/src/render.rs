@@ -7,10 +7,10 @@ use std::path::Path;
 
 use crate::net::{CLAMD_PORT, LMTP_PORT, SMTP_PORT, SPAMD_PORT};
 use crate::raw::{
-    RawAcceptedDomain, RawAdmin, RawAlerts, RawAntispam, RawAntivirus, RawBackPressure, RawConfig, RawDebug, RawDns,
-    RawLog, RawMailboxStore, RawQuarantine, RawQueueDatabase, RawReceiveConnector, RawReceiveTls, RawSclDelete,
-    RawSendAuth, RawSendConnector, RawServer, RawSize, RawTlsFiles, RawTracking, RawTransport, RawUpdater, RawUser,
-    RawWorkQueue,
+    RawAcceptedDomain, RawAdmin, RawAlerts, RawAntispam, RawAntivirus, RawBackPressure, RawCluster, RawConfig,
+    RawDebug, RawDns, RawLog, RawMailboxStore, RawQuarantine, RawQueueDatabase, RawReceiveConnector, RawReceiveTls,
+    RawSclDelete, RawSendAuth, RawSendConnector, RawServer, RawSize, RawTlsFiles, RawTracking, RawTransport,
+    RawUpdater, RawUser, RawWorkQueue,
 };
 use crate::types::{
     AcceptedDomain, AntispamEngine, AntivirusEngine, Config, MailboxStore, MailboxStoreKind, ReceiveConnector,
@@ -138,6 +138,15 @@ fn to_raw(config: &Config) -> RawConfig {
         }),
         tracking: Some(RawTracking { max_age: duration(config.tracking.max_age) }),
         debug: Some(RawDebug { fault_injection: Some(config.debug.fault_injection) }),
+        cluster: config.cluster.as_ref().map(|c| RawCluster {
+            node: text(&c.node),
+            redis: text(&c.redis),
+            postgres: c.postgres.clone(),
+            admin_url: text(&c.admin_url),
+            heartbeat_interval: duration(c.heartbeat_interval),
+            shadow_takeover_after: duration(c.shadow_takeover_after),
+            reject_on_shadow_failure: Some(c.reject_on_shadow_failure),
+        }),
     }
 }
 

@@ -96,6 +96,8 @@ pub struct Config {
     pub tracking: TrackingConfig,
     /// `[debug]`
     pub debug: DebugConfig,
+    /// `[cluster]`: absent on a single server.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// `[server]`
@@ -599,6 +601,25 @@ pub struct BackPressureConfig {
 pub struct TrackingConfig {
     /// How long tracking events are kept.
     pub max_age: Duration,
+}
+
+/// `[cluster]`: several nodes sharing per-next-hop limits, a digest, queue actions and shadow copies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// This node's unique name (default: `[server] name`, the first part of its queue identities).
+    pub node: String,
+    /// `redis://host:port/db` (or `rediss://`): shared limits, heartbeats, the digest, actions, drain.
+    pub redis: String,
+    /// `postgres://...`: shadow copies of accepted messages; `None` without.
+    pub postgres: Option<String>,
+    /// How peers reach this node's admin API (default: `http://` and `[admin] listen`).
+    pub admin_url: String,
+    /// How often the heartbeat and digest are written (their TTL is three of these).
+    pub heartbeat_interval: Duration,
+    /// A node silent this long is dead: its shadow copies are adopted.
+    pub shadow_takeover_after: Duration,
+    /// `true`: `451 4.4.0` when the shadow copy cannot be written; `false`: accepted unshadowed.
+    pub reject_on_shadow_failure: bool,
 }
 
 /// `[debug]`

@@ -169,6 +169,10 @@ pub enum CommitError {
     /// The message's spooled data could not be read back: this message was refused, the database goes on.
     #[error("cannot read the spooled message data: {0}")]
     Spool(String),
+    /// A cluster node could not write the message's shadow copy and refuses such messages
+    /// (`reject_on_shadow_failure`): its local copy was taken back, nothing was acknowledged.
+    #[error("the shadow copy could not be written: {0}")]
+    NotShadowed(String),
 }
 
 /// Why a body could not be read.

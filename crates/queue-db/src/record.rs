@@ -423,6 +423,22 @@ fn decode_indices(d: &mut Dec<'_>) -> Result<RecipientIndices, DecodeError> {
     Ok(indices)
 }
 
+impl Envelope {
+    /// The envelope in the queue database's own encoding (a cluster node's shadow copies carry it).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_envelope(&mut Enc(&mut out), self);
+        out
+    }
+
+    /// An envelope from [`Envelope::to_bytes`]; `None` when the bytes are not one, whole.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Envelope> {
+        let mut d = Dec::new(bytes);
+        let envelope = decode_envelope(&mut d).ok()?;
+        d.is_empty().then_some(envelope)
+    }
+}
+
 fn encode_envelope(e: &mut Enc<'_>, env: &Envelope) {
     e.str(env.from_address());
     e.u32(env.recipient_count() as u32);

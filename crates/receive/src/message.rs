@@ -97,6 +97,10 @@ impl Session {
                 tracing::warn!(icid = self.icid(), "message not stored: the queue database's disk is full");
                 self.reply(replies::DISK_FULL);
             }
+            Err(sluice_queue_db::CommitError::NotShadowed(why)) => {
+                tracing::warn!(icid = self.icid(), error = %why, "message refused: its shadow copy could not be written");
+                self.reply(replies::NOT_SHADOWED);
+            }
             Err(e) => {
                 tracing::error!(icid = self.icid(), error = %e, "message not stored");
                 self.reply(replies::STORAGE_FAILED);

@@ -133,6 +133,8 @@ replies! {
         /// The spool's or the queue database's file system is full.
         DISK_FULL = 452 "4.3.1" "Insufficient system storage, try again later";
         STORAGE_FAILED = 451 "4.3.0" "Temporary storage failure, try again later";
+        /// A cluster node could not write the shadow copy and `reject_on_shadow_failure` is on.
+        NOT_SHADOWED = 451 "4.4.0" "Shadow copy failed, try again later";
 
         // STARTTLS.
         TLS_ACTIVE = 503 "5.5.1" "TLS is already active";

@@ -107,7 +107,8 @@ pub(crate) async fn run(
 
 impl Session {
     async fn serve(&mut self) -> std::io::Result<()> {
-        if self.conn.shutting_down() {
+        // A draining cluster node takes no new sessions; peers take the mail.
+        if self.conn.shutting_down() || self.transport.draining() {
             self.send_refusal(replies::SHUTTING_DOWN).await?;
             return Ok(());
         }

@@ -80,6 +80,17 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
     let requests_file = config.server.data_dir.join("resubmit-requests.json");
     let resubmit_requests =
         sluice_transport::ResubmitRequests::open(requests_file).context("reading the Safety Net resubmit requests")?;
+    let cluster = match &config.cluster {
+        Some(c) => Some(
+            sluice_cluster::Cluster::new(c, &config.queue_database.path, alerts.clone()).map_err(anyhow::Error::msg)?,
+        ),
+        None => None,
+    };
+    // What peers adopted while this node was away is dropped before delivery starts.
+    let adopted_elsewhere = match &cluster {
+        Some(c) => c.adopted_elsewhere().await,
+        None => Vec::new(),
+    };
     let transport = Transport::start(sluice_transport::Parts {
         db,
         loaded: queues,
@@ -94,6 +105,8 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
         fault_injection: config.debug.fault_injection,
         counters,
         work_queue,
+        cluster: cluster.as_ref().map(sluice_cluster::Cluster::hooks),
+        adopted_elsewhere: adopted_elsewhere.clone(),
     })
     .await
     .context("recording the crash counts of the messages in process at an unclean stop")?;
@@ -123,7 +136,13 @@ async fn serve(loaded: Loaded, config_path: Option<PathBuf>) -> anyhow::Result<(
         .with_context(|| format!("the admin API cannot listen on {}", config.admin.listen))?;
     let current = Arc::new(Mutex::new(config.clone()));
     let reload = reloader(config_path.clone(), loaded.source.clone(), current, transport.clone(), policies.clone());
-    let admin_state = wiring::admin_state(&config, &transport, started, reload.clone());
+    let admin_state = wiring::admin_state(&config, &transport, started, reload.clone(), cluster.clone());
+    if let Some(cluster) = cluster {
+        cluster.forget_adopted(&adopted_elsewhere).await;
+        tracing::info!(node = cluster.node(), "cluster node: heartbeats every {:?}", cluster.heartbeat_interval());
+        tasks.spawn(cluster.clone().run(transport.clone(), shutdown.clone()));
+        tasks.spawn(sluice_admin::cluster::reconcile(admin_state.clone(), cluster, shutdown.clone()));
+    }
     tasks.spawn(crate::replay::run(config.server.data_dir.join("replay"), transport.clone(), shutdown.clone()));
     tasks.spawn(crate::pickup::run(crate::pickup::Pickup::new(&config), transport.clone(), shutdown.clone()));
     tasks.spawn(crate::updater::run(transport.clone(), &config, updater_log, extra_rules, shutdown.clone()));

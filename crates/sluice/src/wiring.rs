@@ -168,8 +168,10 @@ pub fn admin_state(
     transport: &Transport,
     started: Instant,
     reload: sluice_admin::ReloadFn,
+    cluster: Option<sluice_cluster::Cluster>,
 ) -> sluice_admin::AdminState {
     sluice_admin::AdminState {
+        cluster,
         transport: transport.clone(),
         started,
         token: config.admin.token.clone(),

@@ -17,6 +17,7 @@ mod actions;
 mod agent;
 pub mod alerts;
 mod categorizer;
+pub mod cluster;
 pub mod counters;
 mod dsn;
 mod hosts;
@@ -37,7 +38,7 @@ pub mod workqueue;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
-use sluice_queue_db::{CommitError, Envelope, Mid, POISON, QueueDb, QueueId, Record, SUBMISSION, UNREACHABLE};
+use sluice_queue_db::{BodyRef, CommitError, Envelope, Mid, POISON, QueueDb, QueueId, Record, SUBMISSION, UNREACHABLE};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -101,6 +102,10 @@ pub(crate) struct Inner {
     counters: Arc<Counters>,
     /// The anti-spam and anti-virus stages between Submission and the categorizer (`workqueue/`).
     work_queue: workqueue::WorkQueue,
+    /// A cluster node's leases and shadow copies (`cluster.rs`); `None` on a single server.
+    cluster: Option<Arc<dyn cluster::ClusterHooks>>,
+    /// Draining: new sessions are refused with `421 4.3.2`, `/health` says so, delivery goes on.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl Inner {
@@ -144,6 +149,35 @@ impl Inner {
         self.submit_scanned(mid, envelope, body, sluice_queue_db::Scan::NONE).await
     }
 
+    /// On a cluster node with shadow copies: writes the shadow copy of a message committed a moment ago,
+    /// before anything can deliver it. When that fails and `reject_on_shadow_failure` is on, the local copy
+    /// is taken back (durably) and the submission fails; otherwise the message stays, unshadowed, with an
+    /// alert.
+    async fn shadow(&self, mid: Mid, envelope: &Arc<Envelope>, body: &BodyRef) -> Result<(), CommitError> {
+        let Some(cluster) = self.cluster.as_ref().filter(|c| c.shadows()) else { return Ok(()) };
+        if envelope.source_name() == SOURCE_ADOPT {
+            // The adopting node's shadow copy is the adopted row itself, handed over by `sluice-cluster`.
+            return Ok(());
+        }
+        let bytes = self.db.body_source(mid, body).and_then(|b| b.read_all());
+        let written = match bytes {
+            Ok(bytes) => cluster.shadow(mid, envelope.clone(), bytes).await,
+            Err(e) => Err(format!("cannot read the body back: {e}")),
+        };
+        let Err(why) = written else { return Ok(()) };
+        if cluster.reject_on_shadow_failure() {
+            self.db.commit(vec![Record::CopyDone { mid, queue: SUBMISSION }]).await?;
+            return Err(CommitError::NotShadowed(why));
+        }
+        self.alerts.raise_keyed(
+            "cluster-unshadowed",
+            AlertClass::System,
+            Severity::Warning,
+            format!("messages are accepted without a shadow copy: {why}"),
+        );
+        Ok(())
+    }
+
     /// [`Inner::submit`], for a message with the work queue's verdicts already (a stripped one).
     async fn submit_scanned(
         &self,
@@ -174,6 +208,7 @@ impl Inner {
                 return Err(e);
             }
         };
+        self.shadow(mid, &envelope, &body_ref).await?;
         for event_id in [tracking::EventId::Receive, tracking::EventId::Submit] {
             let mut ev = self.event(event_id, mid, &envelope);
             ev.recipients = envelope.recipients().map(|r| r.address.to_owned()).collect();
@@ -211,6 +246,9 @@ impl Inner {
     }
 }
 
+/// The `source_name` of a message adopted from a peer's shadow copy.
+pub const SOURCE_ADOPT: &str = "Adopt";
+
 /// The queues of one server. Cheap to clone.
 #[derive(Clone)]
 pub struct Transport {
@@ -241,6 +279,10 @@ pub struct Parts {
     pub counters: Counters,
     /// The work queue's engines and settings (`workqueue::Settings::off()`: no scanning).
     pub work_queue: workqueue::Settings,
+    /// A cluster node's hooks (`sluice-cluster`); `None` on a single server.
+    pub cluster: Option<Arc<dyn cluster::ClusterHooks>>,
+    /// Messages a peer adopted while this node was away: removed, without notice, before delivery starts.
+    pub adopted_elsewhere: Vec<Mid>,
 }
 
 impl Transport {
@@ -262,8 +304,11 @@ impl Transport {
             fault_injection,
             counters,
             work_queue,
+            cluster,
+            adopted_elsewhere,
         } = parts;
-        let Loaded { qs, resubmit, quarantined } = loaded;
+        let Loaded { mut qs, resubmit, quarantined } = loaded;
+        qs.set_cluster(cluster.clone());
         let gate = poison::Gate::new(qs.suspect_count());
         let connections = worker::ConnectionSlots::new(routing.limits.max_outbound_connections.max(1));
         let inner = Arc::new(Inner {
@@ -289,12 +334,15 @@ impl Transport {
             fault_injection,
             counters: Arc::new(counters),
             work_queue: workqueue::WorkQueue::new(work_queue, quarantined),
+            cluster,
+            draining: Default::default(),
         });
         if fault_injection {
             tracing::warn!("fault injection is on: X-Sluice-Fault headers abort or panic this server");
         }
         poison::blame_left(&inner).await?;
         let t = Transport { inner };
+        t.drop_adopted(&adopted_elsewhere).await;
         let inner = t.inner.clone();
         t.inner.tasks.spawn(async move {
             if !resubmit.is_empty() {
@@ -352,9 +400,25 @@ impl Transport {
         &self.inner.alerts
     }
 
-    /// False when mail cannot be taken in: the queue database stopped committing, or back pressure is High.
+    /// False when mail cannot be taken in: the queue database stopped committing, back pressure is High, or
+    /// the node is draining.
     pub fn healthy(&self) -> bool {
-        !self.inner.db.stopped() && self.inner.pressure.level() < pressure::Level::High
+        !self.inner.db.stopped() && self.inner.pressure.level() < pressure::Level::High && !self.draining()
+    }
+
+    /// Starts draining: new SMTP sessions get `421 4.3.2` and `/health` answers 503; delivery goes on.
+    pub fn start_draining(&self) {
+        self.inner.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the node is draining.
+    pub fn draining(&self) -> bool {
+        self.inner.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Messages held now, in every queue (a message with copies in several queues counts once).
+    pub fn message_count(&self) -> usize {
+        self.inner.lock().message_count()
     }
 
     /// The back pressure level now: what new mail is refused. A fast intake can fill a disk between two
@@ -389,6 +453,46 @@ impl Transport {
         self.inner.counters.add(Counter::MessagesReceived, 1);
         self.inner.counters.add(Counter::RecipientsReceived, recipients);
         Ok(())
+    }
+
+    /// Takes over a message from a peer's shadow copy: a new MID, the original envelope (its time of receipt,
+    /// so its expiry and delay notice stay those of the first node), stored durably in Submission. Tracking
+    /// records `ADOPT`, naming the original node and MID.
+    pub async fn adopt(&self, envelope: Envelope, body: Vec<u8>, from: &str) -> Result<Mid, CommitError> {
+        let mut parts = envelope.to_parts();
+        SOURCE_ADOPT.clone_into(&mut parts.source_name);
+        let envelope = Envelope::from(parts);
+        let mid = self.inner.db.allocate_mid();
+        let mut ev = self.inner.event(tracking::EventId::Adopt, mid, &envelope);
+        ev.recipients = envelope.recipients().map(|r| r.address.to_owned()).collect();
+        ev.reply = Some(format!("adopted from {from}"));
+        self.inner.submit(mid, envelope, body.into()).await?;
+        self.inner.tracking.log(ev);
+        Ok(mid)
+    }
+
+    /// Removes, without a notice, the messages among `mids` that are still here: a peer adopted them from
+    /// their shadow copies (their recipients are the peer's now). Returns how many were removed.
+    pub async fn drop_adopted(&self, mids: &[Mid]) -> usize {
+        let ids: Vec<String> = mids.iter().filter(|m| self.holds(**m)).map(|m| m.to_string()).collect();
+        if ids.is_empty() {
+            return 0;
+        }
+        match self.remove_messages(&ids, false, "cluster: adopted by a peer").await {
+            Ok(_) => {
+                tracing::warn!(messages = ids.len(), "dropped messages that a peer adopted from their shadow copies");
+                ids.len()
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot drop the messages a peer adopted");
+                0
+            }
+        }
+    }
+
+    /// Whether message `mid` is held (in any queue).
+    pub fn holds(&self, mid: Mid) -> bool {
+        !self.inner.lock().copies_of(mid, None).is_empty()
     }
 
     /// Is `domain` one of the accepted domains?

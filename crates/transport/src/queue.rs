@@ -317,6 +317,8 @@ pub(crate) struct Job {
 /// `connecting`, `message_count`) and the lists a copy sits in change only through the methods below.
 #[derive(Debug)]
 pub(crate) struct Queues {
+    /// Told of each message's final disposition, on a cluster node with shadow copies.
+    cluster: Option<Arc<dyn crate::cluster::ClusterHooks>>,
     /// Boxed: a million messages make a table of pointers, and growing it moves pointers.
     messages: HashMap<Mid, Box<Message>>,
     submission: VecDeque<Mid>,
@@ -402,6 +404,7 @@ impl Queues {
     /// No queues and no messages; the first delivery queue made gets [`FIRST_DELIVERY_QUEUE`].
     pub(crate) fn new() -> Queues {
         Queues {
+            cluster: None,
             messages: HashMap::new(),
             submission: VecDeque::new(),
             submission_held: 0,
@@ -1333,6 +1336,16 @@ impl Queues {
         &self.hosts
     }
 
+    /// Gives the queues the cluster's hooks (at start): each message finally disposed of is reported.
+    pub(crate) fn set_cluster(&mut self, cluster: Option<Arc<dyn crate::cluster::ClusterHooks>>) {
+        self.cluster = cluster.filter(|c| c.shadows());
+    }
+
+    /// The next-hop domain of delivery queue `qid`.
+    pub(crate) fn next_hop_domain(&self, qid: QueueId) -> Option<String> {
+        self.delivery.get(&qid).map(|q| q.key().next_hop_domain.clone())
+    }
+
     pub(crate) fn delivery_ids(&self) -> Vec<QueueId> {
         self.delivery.keys().copied().collect()
     }
@@ -1402,6 +1415,9 @@ impl Queues {
             m.copies.retain(|c| c.queue != queue);
             if m.copies.is_empty() {
                 self.messages.remove(&mid);
+                if let Some(cluster) = &self.cluster {
+                    cluster.disposed(mid);
+                }
                 if !self.prioritized.is_empty() {
                     self.prioritized.remove(&mid);
                 }

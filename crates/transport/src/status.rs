@@ -99,6 +99,7 @@ impl Transport {
             },
             rates: api::Rates { received, delivered, bounced },
             back_pressure: self.back_pressure_status(),
+            cluster: None,
         }
     }
 

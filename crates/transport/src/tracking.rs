@@ -113,6 +113,9 @@ named_enum! {
         /// A message went back to the categorizer: from Poison, by Retry-Queue with resubmit, or as a Safety
         /// Net copy resubmitted (then under its new MID, `reply` naming the original one).
         Resubmit = "RESUBMIT",
+        /// A cluster node took over a message of a dead or drained node from its shadow copy, under a new
+        /// MID (`reply` names the original node and MID).
+        Adopt = "ADOPT",
         /// A message reached `poison_threshold` crashes and was moved to Poison, suspended.
         PoisonMessage = "POISONMESSAGE",
         /// A state-changing request to the admin API, answered or refused (`audit` says what; not about

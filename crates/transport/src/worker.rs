@@ -33,10 +33,12 @@ pub(crate) struct ConnectionSlots {
     debt: Arc<AtomicUsize>,
 }
 
-/// One delivery connection's slot; given back when dropped.
+/// One delivery connection's slot, and on a cluster node its lease on one of the next hop's connections;
+/// both given back when dropped.
 pub(crate) struct Slot {
     permit: Option<OwnedSemaphorePermit>,
     debt: Arc<AtomicUsize>,
+    lease: Option<crate::cluster::Lease>,
 }
 
 impl Drop for Slot {
@@ -88,7 +90,7 @@ impl ConnectionSlots {
     async fn acquire(&self) -> Slot {
         // The semaphore is never closed.
         let permit = self.semaphore.clone().acquire_owned().await.ok();
-        Slot { permit, debt: self.debt.clone() }
+        Slot { permit, debt: self.debt.clone(), lease: None }
     }
 }
 
@@ -185,6 +187,17 @@ async fn worker(inner: Arc<Inner>, qid: QueueId) {
     }
 }
 
+/// A connection slot for a worker of `qid`, with the cluster's lease on a cluster node.
+async fn slot_and_lease(inner: &Arc<Inner>, qid: QueueId) -> Slot {
+    let mut slot = inner.connections.acquire().await;
+    if let Some(cluster) = &inner.cluster {
+        let domain = inner.lock().next_hop_domain(qid).unwrap_or_default();
+        let limit = inner.routing().limits.max_per_domain_outbound_connections.max(1);
+        slot.lease = Some(cluster.lease(&domain, limit).await);
+    }
+    slot
+}
+
 /// What a worker does after an attempt.
 enum Step {
     /// Takes the next copy.
@@ -239,13 +252,14 @@ impl Worker {
         }
     }
 
-    /// Opens a connection to the target, counted as connecting meanwhile, once a connection slot is free.
-    /// `None` when shutdown came first.
+    /// Opens a connection to the target, counted as connecting meanwhile, once a connection slot is free
+    /// (and, on a cluster node, one of the cluster's connections to the next hop). `None` when shutdown came
+    /// first.
     async fn connect(&mut self, target: &Target) -> Option<Result<Box<dyn DeliveryConnection>, DeliveryError>> {
         let inner = self.inner.clone();
         inner.lock().set_connecting(self.qid, true);
         let slot = tokio::select! {
-            slot = inner.connections.acquire() => Some(slot),
+            slot = slot_and_lease(&inner, self.qid) => Some(slot),
             _ = inner.shutdown.cancelled() => None,
         };
         let connected = match slot {

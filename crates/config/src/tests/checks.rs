@@ -265,3 +265,33 @@ fn receive_connector_tls_and_auth_must_fit_together() {
     assert_invalid("[[receive_connectors]]\nauth = \"required\"\n", "receive_connectors[0].auth", "users");
     config("[[receive_connectors]]\ntls = \"self-signed\"\ntls_mode = \"implicit\"\nauth = \"optional\"\n");
 }
+
+#[test]
+fn the_cluster_table_is_checked_and_takes_its_defaults() {
+    let c = config("[server]\nname = \"mx7\"\n[cluster]\nredis = \"redis://127.0.0.1:6379/0\"\n");
+    let cluster = c.cluster.expect("[cluster] given");
+    assert_eq!(cluster.node, "mx7", "the node is named as the server by default");
+    assert_eq!(cluster.admin_url, "http://127.0.0.1:8025");
+    assert_eq!(cluster.heartbeat_interval, std::time::Duration::from_secs(10));
+    assert_eq!(cluster.shadow_takeover_after, std::time::Duration::from_secs(600));
+    assert_eq!(cluster.postgres, None);
+    assert!(!cluster.reject_on_shadow_failure);
+    assert_eq!(config("").cluster, None, "no [cluster], no cluster");
+
+    let cases: &[(&str, &str, &str)] = &[
+        ("[cluster]\n", "cluster.redis", "Redis URL"),
+        ("[cluster]\nredis = \"127.0.0.1:6379\"\n", "cluster.redis", "Redis URL"),
+        ("[cluster]\nredis = \"redis://r\"\nnode = \"mx 1\"\n", "cluster.node", "cannot name a node"),
+        ("[cluster]\nredis = \"redis://r\"\npostgres = \"mysql://db\"\n", "cluster.postgres", "PostgreSQL URL"),
+        ("[cluster]\nredis = \"redis://r\"\nadmin_url = \"mx1:8025\"\n", "cluster.admin_url", "http://"),
+        ("[cluster]\nredis = \"redis://r\"\nheartbeat_interval = \"0s\"\n", "cluster.heartbeat_interval", "zero"),
+        (
+            "[cluster]\nredis = \"redis://r\"\nheartbeat_interval = \"10s\"\nshadow_takeover_after = \"20s\"\n",
+            "cluster.shadow_takeover_after",
+            "three heartbeat intervals",
+        ),
+    ];
+    for (text, key, fragment) in cases {
+        assert_invalid(text, key, fragment);
+    }
+}

@@ -102,7 +102,9 @@ const QUEUE_DATABASE: &str = "[queue_database]\npath = \"/q\"\nlog_path = \"/l\"
 
 #[test]
 fn every_restart_key_can_be_reported() {
-    let old = config("[[receive_connectors]]\nname = \"A\"\nlisten = \"127.0.0.1:2525\"\n");
+    let old = config(
+        "[[receive_connectors]]\nname = \"A\"\nlisten = \"127.0.0.1:2525\"\n[cluster]\nnode = \"a\"\nredis = \"redis://a\"\n",
+    );
     let new = config(&format!(
         "[server]\ndata_dir = \"/a\"\nname = \"other\"\nhostname = \"other.example\"\n\
          [log]\nlevel = \"debug\"\nformat = \"json\"\n[dns]\nservers = [\"127.0.0.1:5353\"]\n\
@@ -117,7 +119,9 @@ fn every_restart_key_can_be_reported() {
          [updater]\nsource = \"/u\"\ninterval = \"1h\"\n\
          [[receive_connectors]]\nname = \"A\"\nlisten = \"127.0.0.1:2525\"\ntls = \"self-signed\"\n\
          tls_mode = \"implicit\"\nmax_connections = 5\n\
-         [[receive_connectors]]\nname = \"B\"\nlisten = \"127.0.0.1:2\"\n"
+         [[receive_connectors]]\nname = \"B\"\nlisten = \"127.0.0.1:2\"\n\
+         [cluster]\nnode = \"b\"\nredis = \"redis://b\"\npostgres = \"postgres://p\"\nadmin_url = \"http://x:1\"\n\
+         heartbeat_interval = \"2s\"\nshadow_takeover_after = \"1m\"\nreject_on_shadow_failure = true\n"
     ));
     assert_eq!(old.restart_required_changes(&new), RESTART_KEYS);
     // Each is kept by a reload (the new connector waits for the restart).

@@ -18,9 +18,10 @@ use std::time::Duration;
 use crate::error::ConfigError;
 use crate::net::is_host_name;
 use crate::paths::{PathBase, resolve_data_dir};
-use crate::raw::{RawAdmin, RawConfig, RawLog, RawServer, RawSize, RawTlsFiles, RawTracking};
+use crate::raw::{RawAdmin, RawCluster, RawConfig, RawLog, RawServer, RawSize, RawTlsFiles, RawTracking};
 use crate::types::{
-    AdminConfig, Config, DebugConfig, Keyword, LogConfig, LogFormat, ServerConfig, TlsFiles, TrackingConfig,
+    AdminConfig, ClusterConfig, Config, DebugConfig, Keyword, LogConfig, LogFormat, ServerConfig, TlsFiles,
+    TrackingConfig,
 };
 use crate::units::{parse_duration, parse_size};
 
@@ -43,6 +44,8 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
         ));
     }
 
+    let server_name = server.name.clone();
+    let admin_url = format!("{}://{}", if admin.tls.is_some() { "https" } else { "http" }, admin.listen);
     Ok(Config {
         server,
         log: log(raw.log.unwrap_or_default())?,
@@ -63,6 +66,50 @@ pub(crate) fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigErro
         back_pressure: queue::back_pressure(raw.back_pressure.unwrap_or_default())?,
         tracking: tracking(raw.tracking.unwrap_or_default())?,
         debug: DebugConfig { fault_injection: raw.debug.unwrap_or_default().fault_injection.unwrap_or(false) },
+        cluster: raw.cluster.map(|c| cluster(c, &server_name, &admin_url)).transpose()?,
+    })
+}
+
+fn cluster(raw: RawCluster, server_name: &str, admin_url: &str) -> Result<ClusterConfig, ConfigError> {
+    let table = Table::new("cluster");
+    let node = raw.node.unwrap_or_else(|| server_name.to_owned());
+    if node.is_empty() || !node.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        return Err(table.err("node", format!("{node:?} cannot name a node: letters, digits, '-', '_' and '.' only")));
+    }
+    let redis = raw.redis.unwrap_or_default();
+    if !(redis.starts_with("redis://") || redis.starts_with("rediss://") || redis.starts_with("redis+unix://")) {
+        return Err(table.err(
+            "redis",
+            format!("{redis:?} is not a Redis URL; e.g. \"redis://127.0.0.1:6379/0\" (the key is required)"),
+        ));
+    }
+    let postgres = raw.postgres.filter(|p| !p.is_empty());
+    if let Some(p) = &postgres
+        && !(p.starts_with("postgres://") || p.starts_with("postgresql://"))
+    {
+        return Err(table
+            .err("postgres", format!("{p:?} is not a PostgreSQL URL; e.g. \"postgres://sluice@127.0.0.1/sluice\"")));
+    }
+    let admin_url = raw.admin_url.unwrap_or_else(|| admin_url.to_owned());
+    if !(admin_url.starts_with("http://") || admin_url.starts_with("https://")) {
+        return Err(table.err("admin_url", format!("{admin_url:?} is not an http:// or https:// URL")));
+    }
+    let heartbeat_interval = table.nonzero_duration("heartbeat_interval", raw.heartbeat_interval, "10s")?;
+    let shadow_takeover_after = table.nonzero_duration("shadow_takeover_after", raw.shadow_takeover_after, "10m")?;
+    if shadow_takeover_after < heartbeat_interval * 3 {
+        return Err(table.err(
+            "shadow_takeover_after",
+            "must be at least three heartbeat intervals, or a live node's mail would be taken over",
+        ));
+    }
+    Ok(ClusterConfig {
+        node,
+        redis,
+        postgres,
+        admin_url: admin_url.trim_end_matches('/').to_owned(),
+        heartbeat_interval,
+        shadow_takeover_after,
+        reject_on_shadow_failure: raw.reject_on_shadow_failure.unwrap_or(false),
     })
 }
 

@@ -3,6 +3,7 @@
 //! something fails.
 
 mod client;
+mod cluster;
 mod ctime;
 mod mailq;
 mod quarantine;
@@ -264,6 +265,13 @@ pub enum AdminCommand {
         #[command(subcommand)]
         verb: QuarantineVerb,
     },
+    /// The cluster this node is part of: status, digest, cluster-wide suspend and resume, drain.
+    Cluster {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        verb: cluster::ClusterVerb,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -439,7 +447,8 @@ impl AdminCommand {
             | AdminCommand::Engines { api, .. }
             | AdminCommand::Update { api, .. }
             | AdminCommand::Log { api, .. }
-            | AdminCommand::Quarantine { api, .. } => api,
+            | AdminCommand::Quarantine { api, .. }
+            | AdminCommand::Cluster { api, .. } => api,
         }
     }
 }
@@ -510,6 +519,7 @@ pub fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
         AdminCommand::Update { engine, force, .. } => workqueue::update(&out, engine, force),
         AdminCommand::Log { name, tail, follow, .. } => workqueue::log(&out, &name, tail, follow),
         AdminCommand::Quarantine { verb, .. } => quarantine::quarantine(&out, verb),
+        AdminCommand::Cluster { verb, .. } => cluster::cluster(&out, verb),
     }
 }
 

@@ -108,6 +108,11 @@ pub fn render_status(s: &api::Status, detail: bool, now_ms: i64) -> String {
     };
     field(&mut out, "Oldest Message", &oldest);
     field(&mut out, "Back Pressure", &s.back_pressure.level);
+    if let Some(c) = &s.cluster {
+        let shadows = if c.postgres.is_some() { "shadow copies on" } else { "no shadow copies" };
+        let node = format!("{} ({}; limits {}, {} live nodes, {shadows})", c.node, c.state, c.limits, c.live_nodes);
+        field(&mut out, "Cluster Node", &node);
+    }
 
     let c = &s.counters;
     let mut lines = vec![
@@ -315,6 +320,7 @@ mod tests {
                     normal: 3_000_000_000,
                 }],
             },
+            cluster: None,
         }
     }
 

@@ -6,6 +6,7 @@ mod actions;
 mod admin;
 mod audit;
 mod cli;
+mod cluster;
 mod config;
 mod crash;
 mod digest;

@@ -277,6 +277,8 @@ async fn start_with(dir: &Path, routing: Routing, agent: &FakeAgent, fault_injec
         fault_injection,
         counters: sluice_transport::Counters::open(dir.join("counters.json")).unwrap(),
         work_queue: sluice_transport::workqueue::Settings::off(),
+        cluster: None,
+        adopted_elsewhere: Vec::new(),
     })
     .await
     .unwrap()
