@@ -220,6 +220,47 @@ smart_hosts = ["127.0.0.1:{relay_port}"]
             self.proc.wait()
 
 
+class ClusterEngines:
+    """A redis-server and a PostgreSQL cluster on loopback ports, for a sluice node with `[cluster]` and shadow
+    copies (both installed from Debian when missing; PostgreSQL runs as the postgres user)."""
+
+    def __init__(self, workdir):
+        need = [pkg for pkg, present in (("redis-server", shutil.which("redis-server")),
+                                         ("postgresql", os.path.isdir("/usr/lib/postgresql"))) if not present]
+        if need:
+            subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *need], check=True,
+                           stdout=subprocess.DEVNULL, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        self.dir = tempfile.mkdtemp(prefix="engines-", dir=workdir)
+        os.chmod(workdir, 0o755)
+        os.chmod(self.dir, 0o755)
+        self.redis_port, self.pg_port = free_port(), free_port()
+        self.redis = subprocess.Popen(["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
+                                       "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        wait_port(self.redis_port)
+        version = sorted(os.listdir("/usr/lib/postgresql"))[-1]
+        self.pg_bin = f"/usr/lib/postgresql/{version}/bin"
+        self.pg_data = os.path.join(self.dir, "pg")
+        os.makedirs(self.pg_data)
+        shutil.chown(self.pg_data, "postgres", "postgres")
+        as_pg = ["runuser", "-u", "postgres", "--"]
+        subprocess.run(as_pg + [f"{self.pg_bin}/initdb", "-D", self.pg_data, "-A", "trust", "-U", "postgres"],
+                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(as_pg + [f"{self.pg_bin}/pg_ctl", "-D", self.pg_data, "-l", f"{self.pg_data}/log", "-w",
+                                "-o", f"-p {self.pg_port} -k {self.pg_data} -c listen_addresses=127.0.0.1", "start"],
+                       check=True, stdout=subprocess.DEVNULL)
+
+    def config(self):
+        """The `[cluster]` table of a node with shadow copies."""
+        return (f'[cluster]\nnode = "bench"\nredis = "redis://127.0.0.1:{self.redis_port}/0"\n'
+                f'postgres = "postgres://postgres@127.0.0.1:{self.pg_port}/postgres"\n')
+
+    def stop(self):
+        self.redis.terminate()
+        self.redis.wait()
+        subprocess.run(["runuser", "-u", "postgres", "--", f"{self.pg_bin}/pg_ctl", "-D", self.pg_data, "-m",
+                        "fast", "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def smtp_source(port, sessions, messages, size):
     subprocess.run(["smtp-source", "-s", str(sessions), "-m", str(messages), "-l", str(size),
                     "-f", "bench@source.test", "-t", "rcpt@sink.test", f"127.0.0.1:{port}"],

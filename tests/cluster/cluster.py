@@ -391,6 +391,17 @@ def main():
     r = n2.cli("cluster", "digest", "--group-by", "node", "--threshold", "1")
     check(r.returncode == 0 and all(f"n{i}" in r.stdout for i in (1, 2, 3)),
           "sluice cluster digest --group-by node shows a row per node", r.stdout + r.stderr)
+    # A message on n2, seen and acted on through n1's API (proxied to n2's).
+    held = n2.get("messages?result_size=1")["items"][0]
+    ident = urllib.request.quote(held["identity"], safe="")
+    status, body = n1.request(f"messages/{ident}")
+    check(status == 200 and body.get("identity") == held["identity"] and body.get("internet_message_id") ==
+          held["internet_message_id"], "a message on n2 is shown through n1's API", f"{status} {body}")
+    status, body = n1.request(f"messages/{ident}/suspend", "POST")
+    on_n2 = n2.get(f"messages/{ident}")
+    check(status == 200 and "Suspended" in json.dumps(on_n2), "and suspended through it, on n2", f"{status} {body}")
+    status, body = n1.request(f"messages/{ident}/resume", "POST")
+    check(status == 200 and "Suspended" not in json.dumps(n2.get(f"messages/{ident}")), "and resumed", f"{status}")
     n3.stop()
     r = n1.cli("cluster", "suspend", "--filter", FILTER)
     check(r.returncode == 0, "sluice cluster suspend --filter stores the action", r.stdout + r.stderr)

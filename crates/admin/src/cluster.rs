@@ -219,3 +219,169 @@ async fn apply(state: &AdminState, action: &api::ClusterAction, resumed: &mut Ha
         }
     }
 }
+
+/// How long a proxied request may take.
+const PROXY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Set on a proxied request, so that it is never proxied again.
+const PROXIED: &str = "x-sluice-proxied";
+/// The largest request body taken for a proxied request, and answer given back.
+const PROXY_MAX_BODY: usize = 64 << 20;
+
+/// Sends a request about one message held by another node (`/api/v1/messages/<node>\<queue>\<mid>...`) to
+/// that node's admin API (its heartbeat's `admin_url`, over `http://`) and answers with its answer; gives
+/// any other request back. The caller's `Authorization` goes along: the nodes share the admin token.
+pub(crate) async fn proxy(
+    s: &AdminState,
+    req: axum::extract::Request,
+) -> Result<axum::response::Response, axum::extract::Request> {
+    use axum::response::IntoResponse;
+    let Some(c) = s.cluster.as_ref() else { return Err(req) };
+    let path = req.uri().path();
+    let Some(rest) = path.strip_prefix("/api/v1/messages/") else { return Err(req) };
+    if req.headers().contains_key(PROXIED) {
+        return Err(req);
+    }
+    let identity = percent_decode(rest.split('/').next().unwrap_or(""));
+    let server = identity.replace('/', "\\");
+    let Some((server, _)) = server.split_once('\\') else { return Err(req) };
+    if server.eq_ignore_ascii_case(s.transport.server_name()) || server == "*" {
+        return Err(req);
+    }
+    let node = match c.nodes().await {
+        Ok(nodes) => nodes.into_iter().find(|n| n.node.eq_ignore_ascii_case(server)),
+        Err(e) => return Ok(unavailable(e).into_response()),
+    };
+    let Some(node) = node else { return Err(req) };
+    if node.state == "dead" {
+        let why =
+            format!("message {identity:?} is on node {}, which is dead; its mail is adopted by the others", node.node);
+        return Ok(ApiError::new(StatusCode::BAD_GATEWAY, why).into_response());
+    }
+    Ok(match tokio::time::timeout(PROXY_TIMEOUT, forward(&node.admin_url, req)).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(why)) => ApiError::new(StatusCode::BAD_GATEWAY, format!("node {}: {why}", node.node)).into_response(),
+        Err(_) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("node {} did not answer within {} s", node.node, PROXY_TIMEOUT.as_secs()),
+        )
+        .into_response(),
+    })
+}
+
+/// One HTTP/1.1 request to a peer's admin API, `Connection: close`, read to the end.
+async fn forward(base: &str, req: axum::extract::Request) -> Result<axum::response::Response, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(authority) = base.strip_prefix("http://") else {
+        return Err(format!("its admin URL {base:?} is not http:// (requests are proxied over plain HTTP only)"));
+    };
+    let authority = authority.split('/').next().unwrap_or(authority);
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, PROXY_MAX_BODY).await.map_err(|e| format!("reading the request: {e}"))?;
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut head =
+        format!("{} {target} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n{PROXIED}: 1\r\n", parts.method);
+    for name in [axum::http::header::AUTHORIZATION, axum::http::header::CONTENT_TYPE] {
+        if let Some(v) = parts.headers.get(&name).and_then(|v| v.to_str().ok()) {
+            head.push_str(&format!("{name}: {v}\r\n"));
+        }
+    }
+    if let Some(v) = parts.headers.get("x-sluice-request").and_then(|v| v.to_str().ok()) {
+        head.push_str(&format!("X-Sluice-Request: {v}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    let mut stream =
+        tokio::net::TcpStream::connect(authority).await.map_err(|e| format!("cannot connect to {authority}: {e}"))?;
+    stream.write_all(head.as_bytes()).await.map_err(|e| e.to_string())?;
+    stream.write_all(&body).await.map_err(|e| e.to_string())?;
+    let mut answer = Vec::new();
+    (&mut stream).take(PROXY_MAX_BODY as u64).read_to_end(&mut answer).await.map_err(|e| e.to_string())?;
+    parse_answer(&answer).ok_or_else(|| "its answer is not HTTP".to_owned())
+}
+
+/// A peer's whole answer (status line, head, body) as a response: status, content type and body kept.
+fn parse_answer(answer: &[u8]) -> Option<axum::response::Response> {
+    let end = answer.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&answer[..end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let mut content_type = None;
+    let mut chunked = false;
+    for line in lines {
+        let (name, value) = line.split_once(':')?;
+        match name.trim().to_ascii_lowercase().as_str() {
+            "content-type" => content_type = Some(value.trim().to_owned()),
+            "transfer-encoding" => chunked = value.trim().eq_ignore_ascii_case("chunked"),
+            _ => {}
+        }
+    }
+    let raw = &answer[end + 4..];
+    let body = if chunked { dechunk(raw)? } else { raw.to_vec() };
+    let mut response = axum::response::Response::new(axum::body::Body::from(body));
+    *response.status_mut() = StatusCode::from_u16(status).ok()?;
+    if let Some(t) = content_type.and_then(|t| axum::http::HeaderValue::from_str(&t).ok()) {
+        response.headers_mut().insert(axum::http::header::CONTENT_TYPE, t);
+    }
+    Some(response)
+}
+
+/// A chunked body's data.
+fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = raw.windows(2).position(|w| w == b"\r\n")?;
+        let size = std::str::from_utf8(&raw[..line_end]).ok()?.split(';').next()?.trim();
+        let size = usize::from_str_radix(size, 16).ok()?;
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(raw.get(..size)?);
+        raw = raw.get(size + 2..)?;
+    }
+}
+
+/// `%5C` and the like decoded (a path segment); invalid escapes are kept as they are.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peers_answer_is_read_plain_or_chunked() {
+        let plain = b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+        let r = parse_answer(plain).unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert_eq!(r.headers()[axum::http::header::CONTENT_TYPE], "application/json");
+        assert_eq!(dechunk(b"3\r\nabc\r\n2;x=1\r\nde\r\n0\r\n\r\n").unwrap(), b"abcde");
+        assert!(dechunk(b"5\r\nab").is_none(), "a truncated chunk is not an answer");
+        assert!(parse_answer(b"garbage").is_none());
+    }
+
+    #[test]
+    fn identities_in_paths_are_percent_decoded() {
+        assert_eq!(percent_decode("mx2%5C16%5C42"), "mx2\\16\\42");
+        assert_eq!(percent_decode("100%"), "100%");
+    }
+}

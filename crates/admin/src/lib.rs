@@ -167,7 +167,11 @@ async fn guard(State(s): State<Arc<AdminState>>, mut req: Request, next: Next) -
     }
     let origin = origin_of(&req);
     req.extensions_mut().insert(Origin(origin));
-    next.run(req).await
+    // A message held by another node of the cluster is that node's to show and act on.
+    match cluster::proxy(&s, req).await {
+        Ok(answered) => answered,
+        Err(req) => next.run(req).await,
+    }
 }
 
 /// Who sent `req`, as tracking events name it: `admin API 127.0.0.1:53412`. An IPv4 client of a dual-stack

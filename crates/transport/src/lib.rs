@@ -490,6 +490,11 @@ impl Transport {
         }
     }
 
+    /// The server's name: the first part of its queue and message identities.
+    pub fn server_name(&self) -> &str {
+        &self.inner.server_name
+    }
+
     /// Whether message `mid` is held (in any queue).
     pub fn holds(&self, mid: Mid) -> bool {
         !self.inner.lock().copies_of(mid, None).is_empty()
