@@ -55,7 +55,7 @@ pub(crate) struct Shared {
     /// This node's queue database id (`<queue database>/cluster-id`).
     db_id: String,
     redis: coord::Redis,
-    shadows: Option<shadow::Shadows>,
+    shadows: Option<Arc<shadow::Shadows>>,
     alerts: Alerts,
     /// Connection leases this node holds, per next-hop domain.
     held: Mutex<HashMap<String, usize>>,
@@ -88,12 +88,13 @@ impl Cluster {
         let db_id = db_id(queue_db).map_err(|e| format!("{}: {e}", queue_db.join(DB_ID_FILE).display()))?;
         let redis = coord::Redis::new(&config.redis).map_err(|e| format!("[cluster] redis: {e}"))?;
         let (disposed, rx) = mpsc::unbounded_channel();
+        let shadows = config.postgres.as_deref().map(|url| Arc::new(shadow::Shadows::new(url, &config.node, &db_id)));
         Ok(Cluster {
             shared: Arc::new(Shared {
                 config: config.clone(),
                 db_id,
                 redis,
-                shadows: config.postgres.as_deref().map(shadow::Shadows::new),
+                shadows,
                 alerts,
                 held: Mutex::new(HashMap::new()),
                 live_nodes: AtomicUsize::new(1),
@@ -480,7 +481,7 @@ impl ClusterHooks for Cluster {
         let shared = self.shared.clone();
         Box::pin(async move {
             let Some(shadows) = &shared.shadows else { return Ok(()) };
-            let written = shadows.insert(&shared.config.node, &shared.db_id, mid, &envelope, &body).await;
+            let written = shadows.insert(mid, &envelope, body).await;
             written.map_err(|e| {
                 shared.unshadowed.fetch_add(1, Ordering::Relaxed);
                 e.to_string()

@@ -10,10 +10,12 @@
 //! - `sluice_adopted (node, db_id, mid)`: the messages taken over from a node, so that the node, should it
 //!   come back, drops them instead of delivering them a second time.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_queue_db::{Envelope, Mid};
 use sluice_transport::Transport;
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{Client, NoTls};
 
 /// How long one statement may take before the shadow copy counts as failed.
@@ -68,11 +70,30 @@ pub enum ShadowError {
     Local(String),
 }
 
-/// The connection to PostgreSQL, opened on first use and again after a failure.
+/// The connection to PostgreSQL, opened on first use and again after a failure, and the writer of this
+/// node's shadow copies.
 pub(crate) struct Shadows {
     url: String,
     client: tokio::sync::Mutex<Option<Conn>>,
+    /// This node and its queue database id: the key of its rows.
+    node: String,
+    db_id: String,
+    /// The writer task's queue, made on the first shadow copy (in the runtime).
+    writer: std::sync::OnceLock<mpsc::Sender<Pending>>,
 }
+
+/// A shadow copy waiting for the writer's next batch.
+struct Pending {
+    mid: i64,
+    received_at_ms: i64,
+    envelope: Vec<u8>,
+    body: Vec<u8>,
+    written: oneshot::Sender<Result<(), String>>,
+}
+
+/// Shadow copies written per statement at most, and the bodies' bytes gathered for one.
+const BATCH: usize = 256;
+const BATCH_BYTES: usize = 16 << 20;
 
 /// A connection and the statement of the message path, prepared once per connection.
 pub(crate) struct Conn {
@@ -80,12 +101,20 @@ pub(crate) struct Conn {
     insert: tokio_postgres::Statement,
 }
 
+/// A batch of shadow copies in one statement (one transaction, one WAL flush), whatever its size.
 const INSERT: &str = "INSERT INTO sluice_shadow (node, db_id, mid, received_at_ms, envelope, body) \
-                      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING";
+                      SELECT $1, $2, * FROM unnest($3::bigint[], $4::bigint[], $5::bytea[], $6::bytea[]) \
+                      ON CONFLICT DO NOTHING";
 
 impl Shadows {
-    pub(crate) fn new(url: &str) -> Shadows {
-        Shadows { url: url.to_owned(), client: tokio::sync::Mutex::new(None) }
+    pub(crate) fn new(url: &str, node: &str, db_id: &str) -> Shadows {
+        Shadows {
+            url: url.to_owned(),
+            client: tokio::sync::Mutex::new(None),
+            node: node.to_owned(),
+            db_id: db_id.to_owned(),
+            writer: std::sync::OnceLock::new(),
+        }
     }
 
     /// A connected client (the tables made on first connection); the guard keeps others out only while a
@@ -137,22 +166,69 @@ impl Shadows {
         guard.as_ref().map(|c| c.client.clone()).ok_or(ShadowError::Timeout)
     }
 
-    /// Stores a message's shadow copy.
+    /// Stores a message's shadow copy. Copies from concurrent sessions are written together, in one
+    /// statement per batch, by one writer task: PostgreSQL flushes its log once per batch instead of once per
+    /// message (the group commit the queue database does for its own frames).
     pub(crate) async fn insert(
-        &self,
-        node: &str,
-        db_id: &str,
+        self: &Arc<Self>,
         mid: Mid,
         envelope: &Envelope,
-        body: &[u8],
+        body: Vec<u8>,
     ) -> Result<(), ShadowError> {
+        let writer = self.writer.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(BATCH * 4);
+            tokio::spawn(self.clone().write(rx));
+            tx
+        });
+        let (written, answer) = oneshot::channel();
+        let pending = Pending {
+            mid: mid as i64,
+            received_at_ms: envelope.received_at_ms,
+            envelope: envelope.to_bytes(),
+            body,
+            written,
+        };
+        writer.send(pending).await.map_err(|_| ShadowError::Local("the shadow writer stopped".into()))?;
+        match tokio::time::timeout(CALL_TIMEOUT * 2, answer).await {
+            Ok(Ok(result)) => result.map_err(ShadowError::Local),
+            Ok(Err(_)) => Err(ShadowError::Local("the shadow writer stopped".into())),
+            Err(_) => Err(ShadowError::Timeout),
+        }
+    }
+
+    /// The writer: takes what waits (up to a batch), writes it in one statement, answers each copy.
+    async fn write(self: Arc<Self>, mut rx: mpsc::Receiver<Pending>) {
+        let mut batch: Vec<Pending> = Vec::with_capacity(BATCH);
+        while rx.recv_many(&mut batch, BATCH).await > 0 {
+            let mut bytes: usize = batch.iter().map(|p| p.body.len()).sum();
+            while bytes < BATCH_BYTES && batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(p) => {
+                        bytes += p.body.len();
+                        batch.push(p);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let result = self.write_batch(&mut batch).await.map_err(|e| e.to_string());
+            for p in batch.drain(..) {
+                let _ = p.written.send(result.clone());
+            }
+        }
+    }
+
+    async fn write_batch(&self, batch: &mut [Pending]) -> Result<(), ShadowError> {
         let (client, statement) = {
             let guard = self.client().await?;
             let conn = guard.as_ref().ok_or(ShadowError::Timeout)?;
             (conn.client.clone(), conn.insert.clone())
         };
-        let (mid, at, env) = (mid as i64, envelope.received_at_ms, envelope.to_bytes());
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [&node, &db_id, &mid, &at, &env, &body];
+        let mids: Vec<i64> = batch.iter().map(|p| p.mid).collect();
+        let times: Vec<i64> = batch.iter().map(|p| p.received_at_ms).collect();
+        let envelopes: Vec<Vec<u8>> = batch.iter_mut().map(|p| std::mem::take(&mut p.envelope)).collect();
+        let bodies: Vec<Vec<u8>> = batch.iter_mut().map(|p| std::mem::take(&mut p.body)).collect();
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+            [&self.node, &self.db_id, &mids, &times, &envelopes, &bodies];
         let run = client.execute(&statement, &params);
         tokio::time::timeout(CALL_TIMEOUT, run).await.map_err(|_| ShadowError::Timeout)??;
         Ok(())
