@@ -103,6 +103,7 @@ class Sink:
         self.most = 0
         self.delay = 0.0
         self.ids = {}
+        self.arrivals = []
         self.writers = set()
         self.lock = threading.Lock()
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
@@ -130,6 +131,12 @@ class Sink:
     def count(self, prefix=""):
         with self.lock:
             return sum(n for k, n in self.ids.items() if k.startswith(prefix))
+
+    def span(self, prefix):
+        """Seconds from the first to the last arrival of the messages whose Message-ID starts with `prefix`."""
+        with self.lock:
+            times = [t for t, m in self.arrivals if m and m.startswith(prefix)]
+        return max(times) - min(times) if times else 0.0
 
     def duplicates(self, prefix=""):
         with self.lock:
@@ -163,6 +170,7 @@ class Sink:
                         await asyncio.sleep(self.delay)
                     with self.lock:
                         self.ids[msgid] = self.ids.get(msgid, 0) + 1
+                        self.arrivals.append((time.monotonic(), msgid))
                     writer.write(b"250 ok\r\n")
                 elif verb == b"QUIT":
                     writer.write(b"221 bye\r\n")
@@ -251,6 +259,7 @@ address_spaces = ["*"]
 smart_hosts = ["127.0.0.1:{sink.port}"]
 [transport]
 max_per_domain_outbound_connections = 2
+max_per_domain_messages_per_minute = 0
 queue_glitch_retry_interval = "1s"
 transient_failure_retry_interval = "1s"
 outbound_connection_failure_retry_interval = "1s"
@@ -313,6 +322,16 @@ shadow_takeover_after = "6s"
                     done += 1
         return ids
 
+    def set_rate(self, per_minute):
+        """Rewrites `max_per_domain_messages_per_minute` and reloads the configuration."""
+        text = open(self.config).read()
+        old = next(line for line in text.splitlines() if line.startswith("max_per_domain_messages_per_minute"))
+        with open(self.config, "w") as f:
+            f.write(text.replace(old, f"max_per_domain_messages_per_minute = {per_minute}"))
+        r = self.cli("config", "reload")
+        if r.returncode != 0:
+            bad(f"{self.name}: config reload failed: {r.stdout}{r.stderr}")
+
     def held(self):
         qs = self.get("queues?result_size=1000")
         return sum(q["message_count"] for q in qs["items"]) if qs else None
@@ -357,6 +376,23 @@ def main():
           f"{sink.count('<limit-')} arrived")
     check(sink.most <= 2, f"the sink never saw more than 2 connections at once (most: {sink.most})")
     check(sink.most == 2, "the shared limit was used to the full (2 at once)", f"most {sink.most}")
+
+    # --- one rate of 600 messages a minute (10/s) to the next hop, set by a reload, shared: 60 take 6 s ---
+    sink.delay = 0.0
+    for n in nodes:
+        n.set_rate(600)
+    threads = [threading.Thread(target=n.send, args=(20, f"rate-{n.name}")) for n in nodes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    check(wait(lambda: sink.count("<rate-") == 60, 120), "60 messages from three nodes delivered under the rate",
+          f"{sink.count('<rate-')} arrived")
+    span = sink.span("<rate-")
+    check(span >= 5.3, f"at most 10 a second from the three together (59 intervals took {span:.2f} s; "
+          "three unshared rates of 10/s would take about 2 s)")
+    for n in nodes:
+        n.set_rate(0)
 
     # --- Redis killed: each node falls back to its share (2 / 3 live nodes, at least 1) ---
     # The connections kept open for more mail close first (their leases were Redis's).

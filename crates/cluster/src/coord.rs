@@ -49,6 +49,17 @@ if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
 end
 return 0";
 
+/// GCRA, virtual scheduling: the next hop's next free slot (microseconds on the server's clock) is taken and
+/// moved one emission interval on; returns how long to wait for the slot taken, in microseconds.
+const THROTTLE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local interval = tonumber(ARGV[1])
+redis.call('SET', KEYS[1], string.format('%d', tat + interval), 'PX', math.floor((tat + interval - now) / 1000) + 1000)
+return tat - now";
+
 /// Writes a heartbeat stamped with the server's clock: the live key with its TTL and the node's entry.
 const HEARTBEAT: &str = r"
 local t = redis.call('TIME')
@@ -107,6 +118,7 @@ pub(crate) struct Redis {
     acquire: Script,
     renew: Script,
     heartbeat: Script,
+    throttle: Script,
 }
 
 impl Redis {
@@ -118,6 +130,7 @@ impl Redis {
             acquire: Script::new(ACQUIRE),
             renew: Script::new(RENEW),
             heartbeat: Script::new(HEARTBEAT),
+            throttle: Script::new(THROTTLE),
         })
     }
 
@@ -198,6 +211,32 @@ impl Redis {
             Ok(held == 1)
         })
         .await
+    }
+
+    /// Takes the next slot of `domain`'s messages, one `interval` after the last taken: how long to wait.
+    pub(crate) async fn throttle(&self, domain: &str, interval: Duration) -> Result<Duration, RedisError> {
+        let key = format!("sluice:rate:{}", domain.to_ascii_lowercase());
+        let interval = interval.as_micros() as u64;
+        let wait: i64 =
+            self.call(|mut c| async move { self.throttle.key(key).arg(interval).invoke_async(&mut c).await }).await?;
+        Ok(Duration::from_micros(wait.max(0) as u64))
+    }
+
+    /// Says that a worker waits for one of `domain`'s leases (for the next second).
+    pub(crate) async fn want_lease(&self, domain: &str) -> Result<(), RedisError> {
+        let key = format!("sluice:lease-wanted:{}", domain.to_ascii_lowercase());
+        self.call(|mut c| async move {
+            redis::cmd("SET").arg(key).arg(1).arg("PX").arg(1000).query_async::<()>(&mut c).await
+        })
+        .await
+    }
+
+    /// Whether a worker waits for one of `domain`'s leases.
+    pub(crate) async fn lease_wanted(&self, domain: &str) -> Result<bool, RedisError> {
+        let key = format!("sluice:lease-wanted:{}", domain.to_ascii_lowercase());
+        self.call(|mut c| async move { redis::cmd("EXISTS").arg(key).query_async::<i64>(&mut c).await })
+            .await
+            .map(|n| n > 0)
     }
 
     /// Gives a lease back.

@@ -66,7 +66,11 @@ pub(crate) async fn acquire(shared: Arc<Shared>, domain: String, limit: usize) -
                 mark_reachable(&shared);
                 return Held { shared, domain, id: Some(id), renewal: Some(renewal) };
             }
-            Ok(false) => mark_reachable(&shared),
+            Ok(false) => {
+                mark_reachable(&shared);
+                // Idle connections of other nodes look for this and give their leases up.
+                let _ = shared.redis.want_lease(&domain).await;
+            }
             Err(e) => {
                 crate::Cluster { shared: shared.clone() }.redis_unreachable(&e);
                 let share = (limit / shared.live_nodes.load(Ordering::Relaxed).max(1)).max(1);

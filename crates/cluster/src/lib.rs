@@ -59,6 +59,8 @@ pub(crate) struct Shared {
     alerts: Alerts,
     /// Connection leases this node holds, per next-hop domain.
     held: Mutex<HashMap<String, usize>>,
+    /// Message rate slots while Redis cannot be reached (this node's share of each rate).
+    throttles: sluice_transport::Throttles,
     /// Live nodes at the last heartbeat (at least 1): the divisor of the fallback share.
     live_nodes: AtomicUsize,
     /// Redis could not be reached at the last try: limits are this node's share.
@@ -97,6 +99,7 @@ impl Cluster {
                 shadows,
                 alerts,
                 held: Mutex::new(HashMap::new()),
+                throttles: Default::default(),
                 live_nodes: AtomicUsize::new(1),
                 fallback: AtomicBool::new(false),
                 next_lease: AtomicU64::new(0),
@@ -471,6 +474,33 @@ impl ClusterHooks for Cluster {
         let shared = self.shared.clone();
         let domain = domain.to_ascii_lowercase();
         Box::pin(async move { Box::new(leases::acquire(shared, domain, limit).await) as Lease })
+    }
+
+    fn lease_wanted(&self, domain: &str) -> BoxFuture<'static, bool> {
+        let shared = self.shared.clone();
+        let domain = domain.to_ascii_lowercase();
+        Box::pin(async move { shared.redis.lease_wanted(&domain).await.unwrap_or(false) })
+    }
+
+    fn throttle(&self, domain: &str, per_minute: u32) -> BoxFuture<'static, Duration> {
+        let shared = self.shared.clone();
+        let domain = domain.to_ascii_lowercase();
+        Box::pin(async move {
+            match shared.redis.throttle(&domain, sluice_transport::emission_interval(per_minute)).await {
+                Ok(wait) => {
+                    Cluster { shared }.redis_reachable();
+                    wait
+                }
+                Err(e) => {
+                    // This node's share of the rate, on its own clock.
+                    let cluster = Cluster { shared: shared.clone() };
+                    cluster.redis_unreachable(&e);
+                    let live = shared.live_nodes.load(Ordering::Relaxed).max(1) as u32;
+                    let share = (per_minute / live).max(1);
+                    shared.throttles.reserve(&domain, share, Instant::now())
+                }
+            }
+        })
     }
 
     fn shadows(&self) -> bool {

@@ -99,6 +99,7 @@ mod tests {
             ("tracking.max_age", false),
             ("transport.transient_failure_retry_interval", false),
             ("transport.max_per_domain_outbound_connections", false),
+            ("transport.max_per_domain_messages_per_minute", false),
             ("transport.queue_glitch_retry_count", false),
             ("transport.message_expiration_timeout", false),
             ("transport.max_outbound_connections", false),

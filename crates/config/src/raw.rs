@@ -205,6 +205,7 @@ raw_table!(
         max_idle_time_before_resubmit: String,
         max_outbound_connections: u32,
         max_per_domain_outbound_connections: u32,
+        max_per_domain_messages_per_minute: u32,
         poison_threshold: u32,
         safety_net_hold_time: String,
         digest_threshold: u32,

@@ -98,6 +98,7 @@ fn to_raw(config: &Config) -> RawConfig {
             max_idle_time_before_resubmit: duration(transport.max_idle_time_before_resubmit),
             max_outbound_connections: Some(transport.max_outbound_connections),
             max_per_domain_outbound_connections: Some(transport.max_per_domain_outbound_connections),
+            max_per_domain_messages_per_minute: Some(transport.max_per_domain_messages_per_minute),
             poison_threshold: Some(transport.poison_threshold),
             safety_net_hold_time: duration(transport.safety_net_hold_time),
             digest_threshold: Some(transport.digest_threshold),

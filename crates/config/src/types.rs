@@ -418,6 +418,8 @@ pub struct TransportConfig {
     pub max_outbound_connections: u32,
     /// Outbound connections per next hop.
     pub max_per_domain_outbound_connections: u32,
+    /// Messages a minute to one next hop at most (0: no limit); for the whole cluster with `[cluster]`.
+    pub max_per_domain_messages_per_minute: u32,
     /// Crashes before a message is poison, 1..=10.
     pub poison_threshold: u32,
     /// How long delivered copies are kept.

@@ -100,6 +100,7 @@ pub fn limits(t: &sluice_config::TransportConfig) -> sluice_transport::Limits {
         max_idle_time_before_resubmit: t.max_idle_time_before_resubmit,
         max_outbound_connections: t.max_outbound_connections as usize,
         max_per_domain_outbound_connections: t.max_per_domain_outbound_connections as usize,
+        max_per_domain_messages_per_minute: t.max_per_domain_messages_per_minute,
         poison_threshold: t.poison_threshold,
         digest_threshold: t.digest_threshold,
         ..sluice_transport::Limits::default()

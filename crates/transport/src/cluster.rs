@@ -17,6 +17,13 @@ pub trait ClusterHooks: Send + Sync + std::fmt::Debug + 'static {
     /// Waits for one of the cluster's `limit` connections to next-hop `domain`.
     fn lease(&self, domain: &str, limit: usize) -> BoxFuture<'static, Lease>;
 
+    /// Whether a worker (of any node) waits for one of `domain`'s connections: an idle one then closes.
+    fn lease_wanted(&self, domain: &str) -> BoxFuture<'static, bool>;
+
+    /// Takes the next slot of next-hop `domain` at `per_minute` messages a minute for the whole cluster: how
+    /// long to wait for it.
+    fn throttle(&self, domain: &str, per_minute: u32) -> BoxFuture<'static, std::time::Duration>;
+
     /// Whether messages get shadow copies (PostgreSQL is configured).
     fn shadows(&self) -> bool;
 

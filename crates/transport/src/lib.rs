@@ -30,6 +30,7 @@ mod queue;
 mod routing;
 mod safety_net;
 mod status;
+mod throttle;
 mod timers;
 pub mod tracking;
 mod worker;
@@ -61,6 +62,7 @@ pub use routing::{
 };
 pub use safety_net::{RequestsFileError, ResubmitError, ResubmitRequests};
 pub use sluice_queue_db::HistogramSnapshot;
+pub use throttle::{Throttles, emission_interval};
 pub use tracking::{Audit, Event, EventId, Tracking};
 
 use queue::{Copy, Message, Queues};
@@ -104,6 +106,8 @@ pub(crate) struct Inner {
     work_queue: workqueue::WorkQueue,
     /// A cluster node's leases and shadow copies (`cluster.rs`); `None` on a single server.
     cluster: Option<Arc<dyn cluster::ClusterHooks>>,
+    /// Each next hop's message rate slots on a single server (`throttle.rs`).
+    throttles: throttle::Throttles,
     /// Draining: new sessions are refused with `421 4.3.2`, `/health` says so, delivery goes on.
     draining: std::sync::atomic::AtomicBool,
 }
@@ -335,6 +339,7 @@ impl Transport {
             counters: Arc::new(counters),
             work_queue: workqueue::WorkQueue::new(work_queue, quarantined),
             cluster,
+            throttles: Default::default(),
             draining: Default::default(),
         });
         if fault_injection {

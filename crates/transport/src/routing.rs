@@ -148,6 +148,8 @@ pub struct Limits {
     pub max_outbound_connections: usize,
     /// Delivery connections per delivery queue.
     pub max_per_domain_outbound_connections: usize,
+    /// Messages a minute to one next hop at most; 0: no limit (`throttle.rs`).
+    pub max_per_domain_messages_per_minute: u32,
     /// How long an idle delivery connection is kept open for the next message.
     pub connection_idle: Duration,
     /// Crashes (of the process, or panics while it was processed) a message is blamed for before it goes to
@@ -173,6 +175,7 @@ impl Default for Limits {
             max_idle_time_before_resubmit: Duration::from_secs(12 * 3_600),
             max_outbound_connections: 1000,
             max_per_domain_outbound_connections: 40,
+            max_per_domain_messages_per_minute: 0,
             connection_idle: Duration::from_secs(5),
             poison_threshold: 2,
             digest_threshold: 10,

@@ -160,6 +160,7 @@ async fn worker(inner: Arc<Inner>, qid: QueueId) {
                 }
             },
         };
+        throttle(&w.inner, qid).await;
         // In process from here until the outcome is recorded (`poison.rs`); a suspect alone.
         let inner = w.inner.clone();
         let pass = inner.gate.enter(job.suspect).await;
@@ -197,6 +198,42 @@ async fn slot_and_lease(inner: &Arc<Inner>, qid: QueueId) -> Slot {
     }
     slot
 }
+
+/// Waits for the next hop's next message slot under `max_per_domain_messages_per_minute` (`throttle.rs`),
+/// if it has a rate limit.
+async fn throttle(inner: &Arc<Inner>, qid: QueueId) {
+    let per_minute = inner.routing().limits.max_per_domain_messages_per_minute;
+    if per_minute == 0 {
+        return;
+    }
+    let domain = inner.lock().next_hop_domain(qid).unwrap_or_default();
+    let wait = match &inner.cluster {
+        Some(cluster) => cluster.throttle(&domain, per_minute).await,
+        None => inner.throttles.reserve(&domain, per_minute, std::time::Instant::now()),
+    };
+    if !wait.is_zero() {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = inner.shutdown.cancelled() => {}
+        }
+    }
+}
+
+/// On a cluster node, returns once another worker (of any node) waits for a connection to `qid`'s next hop:
+/// an idle connection then gives its lease up. Without a cluster it never returns.
+async fn lease_wanted(inner: &Arc<Inner>, qid: QueueId) {
+    let Some(cluster) = &inner.cluster else { return std::future::pending().await };
+    let domain = inner.lock().next_hop_domain(qid).unwrap_or_default();
+    loop {
+        tokio::time::sleep(LEASE_WANTED_EVERY).await;
+        if cluster.lease_wanted(&domain).await {
+            return;
+        }
+    }
+}
+
+/// How often an idle connection of a cluster node looks for workers waiting for its lease.
+const LEASE_WANTED_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// What a worker does after an attempt.
 enum Step {
@@ -242,11 +279,13 @@ impl Worker {
             }
             // Without a connection to keep there is nothing to wait for.
             self.conn.as_ref()?;
-            // Keep the connection for a while in case more mail comes for this next hop.
+            // Keep the connection for a while in case more mail comes for this next hop (on a cluster node,
+            // only while no other node waits for a connection to it).
             let idle = inner.routing().limits.connection_idle;
             tokio::select! {
                 _ = &mut notified => continue,
                 _ = tokio::time::sleep(idle) => return None,
+                _ = lease_wanted(inner, self.qid) => return None,
                 _ = inner.shutdown.cancelled() => return None,
             }
         }

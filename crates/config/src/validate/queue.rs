@@ -90,6 +90,7 @@ pub(super) fn transport(raw: RawTransport) -> Result<TransportConfig, ConfigErro
             raw.max_per_domain_outbound_connections,
             40,
         )?,
+        max_per_domain_messages_per_minute: raw.max_per_domain_messages_per_minute.unwrap_or(0),
         poison_threshold: t.in_range("poison_threshold", raw.poison_threshold, 2, 1, 10)?,
         safety_net_hold_time: t.duration("safety_net_hold_time", raw.safety_net_hold_time, "2d")?,
         digest_threshold: raw.digest_threshold.unwrap_or(10),

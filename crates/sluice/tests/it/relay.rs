@@ -235,3 +235,22 @@ fn a_large_message_is_spooled_and_streamed_out_intact() {
     let spool = s.data().join("spool");
     assert_eq!(std::fs::read_dir(&spool).map(|d| d.count()).unwrap_or(0), 0);
 }
+
+#[test]
+fn a_next_hops_message_rate_spaces_its_deliveries() {
+    let sink = Sink::start();
+    let config =
+        relay_config(sink.port).replace("[transport]\n", "[transport]\nmax_per_domain_messages_per_minute = 120\n");
+    let s = Server::start(&config);
+    let mut c = s.smtp();
+    c.cmd("EHLO client.test");
+    let started = std::time::Instant::now();
+    for i in 0..6 {
+        let r = c.mail("a@example.test", &["b@remote.test"], &format!("Subject: rate {i}\r\n\r\nx\r\n"));
+        assert!(r.starts_with("250"), "{r}");
+    }
+    assert!(wait_until(Duration::from_secs(30), || sink.count() == 6), "sink has {}", sink.count());
+    // 120 a minute: one every half second, so the sixth goes 2.5 s after the first at the earliest.
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(2400), "6 messages at 120 a minute took only {took:?}");
+}
