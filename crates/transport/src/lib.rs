@@ -108,6 +108,9 @@ pub(crate) struct Inner {
     cluster: Option<Arc<dyn cluster::ClusterHooks>>,
     /// Each next hop's message rate slots on a single server (`throttle.rs`).
     throttles: throttle::Throttles,
+    /// `max_per_domain_messages_per_minute`, read by each worker before each message without taking the
+    /// routing lock.
+    rate_limit: std::sync::atomic::AtomicU32,
     /// Draining: new sessions are refused with `421 4.3.2`, `/health` says so, delivery goes on.
     draining: std::sync::atomic::AtomicBool,
 }
@@ -315,6 +318,7 @@ impl Transport {
         qs.set_cluster(cluster.clone());
         let gate = poison::Gate::new(qs.suspect_count());
         let connections = worker::ConnectionSlots::new(routing.limits.max_outbound_connections.max(1));
+        let rate_limit = routing.limits.max_per_domain_messages_per_minute;
         let inner = Arc::new(Inner {
             db,
             queues: Mutex::new(qs),
@@ -340,6 +344,7 @@ impl Transport {
             work_queue: workqueue::WorkQueue::new(work_queue, quarantined),
             cluster,
             throttles: Default::default(),
+            rate_limit: rate_limit.into(),
             draining: Default::default(),
         });
         if fault_injection {
@@ -517,6 +522,8 @@ impl Transport {
     /// (retry intervals, the connection caps) apply from the next use.
     pub async fn set_routing(&self, routing: Routing) {
         self.inner.connections.resize(routing.limits.max_outbound_connections.max(1));
+        let rate = routing.limits.max_per_domain_messages_per_minute;
+        self.inner.rate_limit.store(rate, std::sync::atomic::Ordering::Relaxed);
         let (rerouted, unreachable) = {
             let mut qs = self.inner.lock();
             (qs.reroute(|key| routing.target_for(key)), qs.resubmit_unreachable())

@@ -202,7 +202,7 @@ async fn slot_and_lease(inner: &Arc<Inner>, qid: QueueId) -> Slot {
 /// Waits for the next hop's next message slot under `max_per_domain_messages_per_minute` (`throttle.rs`),
 /// if it has a rate limit.
 async fn throttle(inner: &Arc<Inner>, qid: QueueId) {
-    let per_minute = inner.routing().limits.max_per_domain_messages_per_minute;
+    let per_minute = inner.rate_limit.load(Ordering::Relaxed);
     if per_minute == 0 {
         return;
     }
