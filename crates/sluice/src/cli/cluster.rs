@@ -7,7 +7,7 @@ use clap::Subcommand;
 use sluice_api_types as api;
 
 use super::table::Table;
-use super::{Output, query, say};
+use super::{DigestArgs, Output, query, say};
 
 #[derive(Subcommand, Debug)]
 pub enum ClusterVerb {
@@ -15,19 +15,8 @@ pub enum ClusterVerb {
     Status,
     /// The queues of every live node, grouped as `queue digest` groups one node's (Get-QueueDigest -Dag).
     Digest {
-        /// next_hop_domain (default), node, last_error, delivery_type, status or queue_name.
-        #[arg(long)]
-        group_by: Option<String>,
-        #[arg(long)]
-        filter: Option<String>,
-        /// Delivery queues count from this many messages (default: `[transport] digest_threshold`).
-        #[arg(long)]
-        threshold: Option<u32>,
-        /// None, Normal or Verbose.
-        #[arg(long)]
-        details: Option<String>,
-        #[arg(long)]
-        limit: Option<u32>,
+        #[command(flatten)]
+        digest: DigestArgs,
     },
     /// Suspends, on every node, the queues --filter selects, including those made later.
     Suspend {
@@ -60,15 +49,8 @@ pub(super) fn cluster(out: &Output<'_>, verb: ClusterVerb) -> anyhow::Result<Exi
             show_status(&status, &nodes.items);
             Ok(ExitCode::SUCCESS)
         }
-        ClusterVerb::Digest { group_by, filter, threshold, details, limit } => {
-            let q = query(&[
-                ("group_by", group_by),
-                ("filter", filter),
-                ("digest_threshold", threshold.map(|t| t.to_string())),
-                ("details_level", details),
-                ("result_size", limit.map(|l| l.to_string())),
-            ]);
-            let r = out.call("GET", &format!("/api/v1/cluster/digest{q}"), None)?;
+        ClusterVerb::Digest { digest } => {
+            let r = out.call("GET", &format!("/api/v1/cluster/digest{}", digest.query()), None)?;
             out.print(&r, |v| {
                 let digest: api::ClusterDigest = serde_json::from_value(v)?;
                 super::show::digest(&api::List { items: digest.items, next: digest.next })?;

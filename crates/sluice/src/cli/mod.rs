@@ -311,20 +311,40 @@ pub enum QueueVerb {
     },
     /// The queues summed by next hop domain, last error, delivery type, status or queue name (Get-QueueDigest).
     Digest {
-        /// next_hop_domain (default), last_error, delivery_type, status or queue_name.
-        #[arg(long)]
-        group_by: Option<String>,
-        #[arg(long)]
-        filter: Option<String>,
-        /// Delivery queues count from this many messages (default: `[transport] digest_threshold`).
-        #[arg(long)]
-        threshold: Option<u32>,
-        /// None, Normal or Verbose.
-        #[arg(long)]
-        details: Option<String>,
-        #[arg(long)]
-        limit: Option<u32>,
+        #[command(flatten)]
+        digest: DigestArgs,
     },
+}
+
+/// The options of a digest (`queue digest`, `cluster digest`).
+#[derive(clap::Args, Debug)]
+pub struct DigestArgs {
+    /// next_hop_domain (default), last_error, delivery_type, status or queue_name (and, for the cluster, node).
+    #[arg(long)]
+    group_by: Option<String>,
+    #[arg(long)]
+    filter: Option<String>,
+    /// Delivery queues count from this many messages (default: `[transport] digest_threshold`).
+    #[arg(long)]
+    threshold: Option<u32>,
+    /// None, Normal or Verbose.
+    #[arg(long)]
+    details: Option<String>,
+    #[arg(long)]
+    limit: Option<u32>,
+}
+
+impl DigestArgs {
+    /// The digest query these options ask for.
+    fn query(self) -> String {
+        query(&[
+            ("group_by", self.group_by),
+            ("filter", self.filter),
+            ("digest_threshold", self.threshold.map(|t| t.to_string())),
+            ("details_level", self.details),
+            ("result_size", self.limit.map(|l| l.to_string())),
+        ])
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -625,15 +645,8 @@ fn queue(out: &Output<'_>, verb: QueueVerb) -> anyhow::Result<ExitCode> {
             let option = if resubmit { "resubmit=true" } else { "" };
             act(out, "queues", "retry", one_or_filter(identity, filter)?, option)
         }
-        QueueVerb::Digest { group_by, filter, threshold, details, limit } => {
-            let q = query(&[
-                ("group_by", group_by),
-                ("filter", filter),
-                ("digest_threshold", threshold.map(|t| t.to_string())),
-                ("details_level", details),
-                ("result_size", limit.map(|l| l.to_string())),
-            ]);
-            let r = out.call("GET", &format!("/api/v1/queue-digest{q}"), None)?;
+        QueueVerb::Digest { digest } => {
+            let r = out.call("GET", &format!("/api/v1/queue-digest{}", digest.query()), None)?;
             out.print(&r, |v| show::digest(&serde_json::from_value(v)?))
         }
     }
