@@ -80,7 +80,13 @@ pub(crate) struct Shadows {
     db_id: String,
     /// The writer task's queue, made on the first shadow copy (in the runtime).
     writer: std::sync::OnceLock<mpsc::Sender<Pending>>,
+    /// After a failed batch, shadow copies fail at once until then: a PostgreSQL that does not answer must
+    /// not hold every `250` for a timeout.
+    down_until: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// How long shadow copies fail at once after a failed batch.
+const RETRY_AFTER: Duration = Duration::from_secs(2);
 
 /// A shadow copy waiting for the writer's next batch.
 struct Pending {
@@ -114,6 +120,7 @@ impl Shadows {
             node: node.to_owned(),
             db_id: db_id.to_owned(),
             writer: std::sync::OnceLock::new(),
+            down_until: std::sync::Mutex::new(None),
         }
     }
 
@@ -175,6 +182,10 @@ impl Shadows {
         envelope: &Envelope,
         body: Vec<u8>,
     ) -> Result<(), ShadowError> {
+        let down = *self.down_until.lock().unwrap_or_else(|e| e.into_inner());
+        if down.is_some_and(|t| std::time::Instant::now() < t) {
+            return Err(ShadowError::Local("PostgreSQL failed a moment ago (trying again shortly)".into()));
+        }
         let writer = self.writer.get_or_init(|| {
             let (tx, rx) = mpsc::channel(BATCH * 4);
             tokio::spawn(self.clone().write(rx));
@@ -211,6 +222,10 @@ impl Shadows {
                 }
             }
             let result = self.write_batch(&mut batch).await.map_err(|e| e.to_string());
+            if result.is_err() {
+                *self.down_until.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(std::time::Instant::now() + RETRY_AFTER);
+            }
             for p in batch.drain(..) {
                 let _ = p.written.send(result.clone());
             }
