@@ -174,6 +174,8 @@ impl Inner {
         let Err(why) = written else { return Ok(()) };
         if cluster.reject_on_shadow_failure() {
             self.db.commit(vec![Record::CopyDone { mid, queue: SUBMISSION }]).await?;
+            // A row written after all (an answer that came too late) goes like a delivered message's.
+            cluster.disposed(mid);
             return Err(CommitError::NotShadowed(why));
         }
         self.alerts.raise_keyed(
