@@ -215,7 +215,7 @@ impl Redis {
 
     /// Takes the next slot of `domain`'s messages, one `interval` after the last taken: how long to wait.
     pub(crate) async fn throttle(&self, domain: &str, interval: Duration) -> Result<Duration, RedisError> {
-        let key = format!("sluice:rate:{}", domain.to_ascii_lowercase());
+        let key = hop_key("rate", domain);
         let interval = interval.as_micros() as u64;
         let wait: i64 =
             self.call(|mut c| async move { self.throttle.key(key).arg(interval).invoke_async(&mut c).await }).await?;
@@ -224,7 +224,7 @@ impl Redis {
 
     /// Says that a worker waits for one of `domain`'s leases (for the next second).
     pub(crate) async fn want_lease(&self, domain: &str) -> Result<(), RedisError> {
-        let key = format!("sluice:lease-wanted:{}", domain.to_ascii_lowercase());
+        let key = hop_key("lease-wanted", domain);
         self.call(|mut c| async move {
             redis::cmd("SET").arg(key).arg(1).arg("PX").arg(1000).query_async::<()>(&mut c).await
         })
@@ -233,7 +233,7 @@ impl Redis {
 
     /// Whether a worker waits for one of `domain`'s leases.
     pub(crate) async fn lease_wanted(&self, domain: &str) -> Result<bool, RedisError> {
-        let key = format!("sluice:lease-wanted:{}", domain.to_ascii_lowercase());
+        let key = hop_key("lease-wanted", domain);
         self.call(|mut c| async move { redis::cmd("EXISTS").arg(key).query_async::<i64>(&mut c).await })
             .await
             .map(|n| n > 0)
@@ -355,7 +355,12 @@ impl Redis {
 }
 
 fn lease_key(domain: &str) -> String {
-    format!("sluice:lease:{}", domain.to_ascii_lowercase())
+    hop_key("lease", domain)
+}
+
+/// `sluice:<kind>:<next hop>`, the next hop in lower case: one key per next hop whatever its spelling.
+fn hop_key(kind: &str, domain: &str) -> String {
+    format!("sluice:{kind}:{}", domain.to_ascii_lowercase())
 }
 
 fn node_key(node: &str) -> String {
